@@ -1,0 +1,3 @@
+from fplora.cli import main
+
+main()

@@ -1,0 +1,181 @@
+"""The `fplora` command line: parse, call, print. No logic a test would want to reach past.
+
+Heavy modules (pydantic, the YAML parser, rich) are imported inside commands so that
+`fplora --help` stays fast; nothing here imports torch, accelerate, wandb or musubi-tuner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fplora import __version__
+from fplora.cli import common
+
+app = typer.Typer(
+    name="fplora",
+    help="FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+SpecArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Spec file (configs/v8.yaml). Default: the spec of this project's last command.",
+        show_default=False,
+    ),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Render files and print the commands, one per line; run nothing.")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fplora {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."""
+
+
+@app.command()
+def check(
+    spec: SpecArg = None,
+    skip_models: Annotated[
+        bool,
+        typer.Option("--skip-models", help="Check everything but the model files (prepare data anywhere)."),
+    ] = False,
+) -> None:
+    """Validate a spec and everything it points to, before any GPU time is spent.
+
+    Example: fplora check configs/v8.yaml --skip-models
+    """
+    with common.user_errors():
+        loaded = common.load(spec)
+        raise typer.Exit(common.report_check(loaded, skip_models=skip_models))
+
+
+@app.command()
+def render(
+    spec: SpecArg = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to render into (default configs/<version>/).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace files rendered from another spec.")] = False,
+) -> None:
+    """Write musubi-tuner's config.toml, dataset.toml and both prompt files for a spec.
+
+    Example: fplora render configs/v8.yaml   (writes configs/v8/config.toml, ...)
+    """
+    with common.user_errors():
+        loaded = common.load(spec)
+        for path in common.write_plan(loaded, out=out, force=force).files:
+            typer.echo(common.shown(path))
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path("."),
+) -> None:
+    """Start a project laid out like the memo: configs/base.yaml, configs/v1.yaml, a dataset folder.
+
+    Example: fplora init my-project
+    """
+    from fplora.scaffold import scaffold
+
+    with common.user_errors():
+        for path in scaffold(directory):
+            typer.echo(f"created {common.shown(path)}")
+
+
+@app.command()
+def cache(spec: SpecArg = None, dry_run: DryRun = False) -> None:
+    """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec.
+
+    Example: fplora cache configs/v8.yaml
+    """
+    from fplora.datasets.caching import run_cache
+
+    with common.user_errors():
+        job = common.job(spec, dry_run=dry_run)
+        raise typer.Exit(run_cache(job))
+
+
+@app.command()
+def train(
+    spec: SpecArg = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue from a state: latest, stepN (global step) or a -state folder.",
+            show_default=False,
+        ),
+    ] = None,
+    with_cache: Annotated[bool, typer.Option("--cache", help="Run `fplora cache` first.")] = False,
+    stop_pod: Annotated[
+        str | None,
+        typer.Option("--stop-pod", help="Stop this RunPod pod when training ends: success, always or never."),
+    ] = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Train the LoRA with `accelerate launch -m musubi_tuner.fpack_train_network`.
+
+    Example: fplora train configs/v8.yaml        then: fplora train --resume latest
+    """
+    from fplora.datasets.caching import run_cache
+    from fplora.runs.training import run_train
+
+    with common.user_errors():
+        if stop_pod not in (None, "success", "always", "never"):
+            common.fail("--stop-pod", "must be success, always or never")
+        job = common.job(spec, dry_run=dry_run)
+        if with_cache:
+            code = run_cache(job)
+            if code:
+                raise typer.Exit(code)
+        raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
+
+
+@app.command()
+def infer(
+    spec: SpecArg = None,
+    lora: Annotated[
+        str, typer.Option("--lora", help="Checkpoint: stepN (global step), latest, final or a file path.")
+    ] = "latest",
+    multiplier: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--multiplier", help="LoRA multiplier; repeat for several (default: infer.multipliers)."
+        ),
+    ] = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
+
+    Example: fplora infer --lora step5000 --multiplier 1.2
+    """
+    from fplora.runs.inference import run_infer
+
+    with common.user_errors():
+        job = common.job(spec, dry_run=dry_run)
+        multipliers = multiplier or job.plan.spec.infer.multipliers
+        if any(m <= 0 for m in multipliers):
+            common.fail("--multiplier", "must be positive")
+        raise typer.Exit(run_infer(job, lora=lora, multipliers=multipliers))
+
+
+def main() -> None:
+    app()

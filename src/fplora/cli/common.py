@@ -1,0 +1,154 @@
+"""What every command shares: finding the spec, loading it, printing problems, exit codes."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fplora.jobs import Job
+    from fplora.plan import Plan
+    from fplora.spec.models import Spec
+
+HISTORY = Path(".fplora") / "last-spec"
+_EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def shown(path: Path) -> str:
+    from fplora.problems import display_path
+
+    return display_path(path)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Print a user's mistakes one per line on stderr and exit 1, without a traceback."""
+    from fplora.problems import UserError
+
+    try:
+        yield
+    except UserError as error:
+        errors = [p for p in error.problems if p.severity != "warning"]
+        for problem in error.problems:
+            typer.echo(f"{'warning' if problem.severity == 'warning' else 'error'}: {problem}", err=True)
+        if len(errors) > 1:
+            typer.echo(f"{len(errors)} errors", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def fail(key: str, message: str) -> NoReturn:
+    from fplora.problems import Problem, UserError
+
+    raise UserError(Problem("command line", None, key, message))
+
+
+def _candidates() -> list[Path]:
+    """Specs under configs/ that no other spec extends (a base is not an experiment)."""
+    specs = sorted(Path("configs").glob("*.y*ml"))
+    bases = set()
+    for spec in specs:
+        for match in _EXTENDS.finditer(spec.read_text(encoding="utf-8", errors="replace")):
+            for name in match.group(1).strip("[]").split(","):
+                bases.add((spec.parent / name.strip().strip("'\"")).resolve())
+    return [s for s in specs if s.resolve() not in bases]
+
+
+def pick_spec(given: Path | None) -> Path:
+    """The given spec, else the last one used in this project, else the only one under configs/."""
+    from fplora.problems import Problem, UserError
+
+    if given is not None:
+        return given
+    if HISTORY.is_file():
+        last = Path(HISTORY.read_text(encoding="utf-8").strip())
+        if last.is_file():
+            typer.echo(f"using {shown(last)} (the spec of the last command)", err=True)
+            return last
+    candidates = _candidates() if Path("configs").is_dir() else []
+    if len(candidates) == 1:
+        typer.echo(f"using {shown(candidates[0])} (the only spec under configs/)", err=True)
+        return candidates[0]
+    found = ", ".join(shown(c) for c in candidates) or "none under configs/"
+    raise UserError(
+        Problem("command line", None, "SPEC", f"no spec given and no last one ({found})", "name one")
+    )
+
+
+def remember(path: Path) -> None:
+    try:
+        HISTORY.parent.mkdir(exist_ok=True)
+        HISTORY.write_text(f"{path.resolve()}\n", encoding="utf-8")
+    except OSError:
+        pass  # a read-only project folder only loses the default
+
+
+def load(given: Path | None) -> Spec:
+    from fplora.spec import load_spec
+
+    path = pick_spec(given)
+    spec = load_spec(path)
+    remember(path)
+    return spec
+
+
+def report_check(spec: Spec, *, skip_models: bool) -> int:
+    from fplora.check import check_spec
+
+    problems = check_spec(spec, skip_models=skip_models)
+    errors = [p for p in problems if p.severity != "warning"]
+    warnings = len(problems) - len(errors)
+    for problem in problems:
+        typer.echo(f"{'warning' if problem.severity == 'warning' else 'error'}: {problem}", err=True)
+    records = sum(1 for _ in spec.datasets)
+    if errors:
+        typer.echo(f"{shown(spec.path)}: {len(errors)} errors, {warnings} warnings", err=True)
+        return 1
+    skipped = " (model files not checked)" if skip_models else ""
+    typer.echo(f"{shown(spec.path)}: ok, {records} dataset(s), {warnings} warnings{skipped}", err=True)
+    return 0
+
+
+def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> Plan:
+    from fplora import plan
+
+    built = plan.build(spec, out)
+    plan.write(built, force=force)
+    return built
+
+
+def job(given: Path | None, *, dry_run: bool) -> Job:
+    """Load, check (models too unless dry-run), render, and find musubi-tuner (unless dry-run)."""
+    from fplora.check import check_spec
+    from fplora.jobs import Job
+    from fplora.problems import UserError
+    from fplora.runtime import ensure_musubi, python_for
+
+    spec = load(given)
+    problems = check_spec(spec, skip_models=dry_run)
+    errors = [p for p in problems if p.severity != "warning"]
+    if errors:
+        raise UserError(errors)
+    built = write_plan(spec)
+    python = python_for(spec)
+    if not dry_run:
+        ensure_musubi(python)
+    else:
+        sys.stderr.write("dry run: model files and musubi-tuner not checked; nothing will run\n")
+    return Job(built, python, console(), dry_run=dry_run)

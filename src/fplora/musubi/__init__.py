@@ -1,0 +1,1 @@
+"""musubi-tuner and accelerate interface knowledge: the bundled schemas and every name they use."""

@@ -1,0 +1,153 @@
+"""Every name musubi-tuner uses that fplora must match: modules, output files, prompt-line options.
+
+Kept in one place so that a new musubi-tuner version means editing this module and the bundled
+schema, nothing else. The patterns mirror `schema.json`'s `output_names` (tests check that).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULES = {
+    "cache_latents": "musubi_tuner.fpack_cache_latents",
+    "cache_text_encoder": "musubi_tuner.fpack_cache_text_encoder_outputs",
+    "train": "musubi_tuner.fpack_train_network",
+    "generate": "musubi_tuner.fpack_generate_video",
+}
+"""fplora's verb → the `python -m` module that does the work."""
+
+SCRIPT_OF_MODULE = {module: module.rsplit(".", 1)[1] for module in MODULES.values()}
+
+ACCELERATE_LAUNCH_MODULE = "accelerate.commands.launch"
+"""Run as `<python> -m accelerate.commands.launch` so accelerate comes from musubi-tuner's Python."""
+
+LORA_NETWORK_MODULE = "networks.lora_framepack"
+
+# Prompt-line option letters that mean the same in training sample prompts and in
+# `fpack_generate_video --from_file` lines. `--f` (frames vs seconds) and `--l` (CFG vs guidance)
+# differ between the two parsers, so fplora never writes them.
+PROMPT_OPTION = {
+    "image": "i",
+    "control_image": "ci",
+    "one_frame": "of",
+    "width": "w",
+    "height": "h",
+    "seed": "d",
+    "steps": "s",
+    "flow_shift": "fs",
+    "guidance_scale": "g",
+    "negative_prompt": "n",
+}
+
+TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT = 14.5
+"""What musubi-tuner uses for training samples when a prompt line has no `--fs`."""
+
+
+def lora_step_file(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}.safetensors"
+
+
+def state_step_dir(output_name: str, step: int) -> str:
+    return f"{output_name}-step{step:08d}-state"
+
+
+def lora_final_file(output_name: str) -> str:
+    return f"{output_name}.safetensors"
+
+
+def state_final_dir(output_name: str) -> str:
+    return f"{output_name}-state"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One training output found on disk, parsed from its musubi-tuner name."""
+
+    path: Path
+    kind: str  # "lora" or "state"
+    step: int | None  # None for the final file/state written at the end of training
+    epoch: int | None = None
+
+
+def parse_output(name: str, output_name: str, path: Path) -> Output | None:
+    """Parse a file or folder name written by `fpack_train_network` for `output_name`."""
+    base = re.escape(output_name)
+    patterns = (
+        (rf"^{base}-step(\d{{8}})\.safetensors$", "lora", "step"),
+        (rf"^{base}-step(\d{{8}})-state$", "state", "step"),
+        (rf"^{base}-(\d{{6}})\.safetensors$", "lora", "epoch"),
+        (rf"^{base}-(\d{{6}})-state$", "state", "epoch"),
+        (rf"^{base}\.safetensors$", "lora", None),
+        (rf"^{base}-state$", "state", None),
+    )
+    for pattern, kind, unit in patterns:
+        match = re.match(pattern, name)
+        if match:
+            number = int(match.group(1)) if unit else None
+            return Output(
+                path=path,
+                kind=kind,
+                step=number if unit == "step" else None,
+                epoch=number if unit == "epoch" else None,
+            )
+    return None
+
+
+def latent_cache_file(image: Path, width: int, height: int) -> str:
+    """`fpack_cache_latents` output for one image (the bucketed size, width x height)."""
+    return f"{image.stem}_{width:04d}x{height:04d}_fp.safetensors"
+
+
+_LATENT_CACHE = re.compile(r"^(.*)_\d{4}x\d{4}_fp\.safetensors$")
+
+
+def latent_cache_stem(name: str) -> str | None:
+    """The image stem a latent cache file belongs to, or None for other files."""
+    match = _LATENT_CACHE.match(name)
+    return match.group(1) if match else None
+
+
+def text_encoder_cache_file(image: Path) -> str:
+    return f"{image.stem}_fp_te.safetensors"
+
+
+TRAINING_SAMPLE_DIR = "sample"
+"""Training samples go to `{output_dir}/sample/{output_name}_{step:06d}_{index:02d}_{time}_{seed}_000.png`."""
+
+GENERATE_IMAGE_GLOB = "*__000.png"
+"""One-frame `--from_file` images: `{save_path}/{YYYYmmdd-HHMMSS-mmm}_{seed}__000.png`."""
+
+GENERATE_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
+
+TRAIN_STEP_RE = re.compile(
+    r"steps:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)\s+\[[^\]]*?avr_loss=([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf))\]"
+)
+"""tqdm bar of `fpack_train_network` (main process only): step, total, running average loss.
+Each step is drawn twice (old loss, then new): keep the last match per step."""
+
+GENERATE_PROMPT_ERROR = "Error generating latent for prompt"
+"""Logged by `fpack_generate_video` when one prompt fails; the process still exits 0."""
+
+_PROMPT_TRAP = re.compile(
+    r"^(?:(?:w|h|f|d|s)\s+\d|(?:g|fs|l)\s+[\d.]|(?:n|i|ei|cn|ci|of)\s+\S)", re.IGNORECASE
+)
+
+
+def prompt_text_problem(text: str) -> str | None:
+    """Why musubi-tuner's prompt-line parsers would misread this prompt text, or None.
+
+    Lines are split on ' --', and the training parser matches its option patterns against the
+    prompt part too: a caption starting with "I like" sets the start image to "like ...".
+    """
+    if " --" in text:
+        return "contains ' --', which musubi-tuner reads as the start of an option"
+    if "\n" in text or "\r" in text:
+        return "contains a line break; a prompt file holds one prompt per line"
+    match = _PROMPT_TRAP.match(text)
+    if match:
+        word = match.group(0).split()[0]
+        option = f"--{word.lower()}"
+        return f"starts with '{word} ', which musubi-tuner's prompt parser reads as the {option} option"
+    return None

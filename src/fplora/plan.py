@@ -1,0 +1,184 @@
+"""The seam between a validated spec and running anything: rendered files, by path, as text.
+
+`build` reads what rendering needs from disk (dataset records for prompts) and calls the pure
+render functions; `write` puts the files in place, refusing to replace files rendered from another
+spec (or written by hand) unless forced. `--dry-run`, tests and the runner all start here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fplora.datasets.records import Records, absolute_jsonl, read_records
+from fplora.problems import Problem, UserError, display_path
+from fplora.render import files as render_files
+from fplora.render.files import HEADER_MARK, RenderedPaths
+from fplora.render.prompts import PromptLine, prompts_file
+from fplora.spec.models import Prompt, Spec
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    paths: RenderedPaths
+    files: dict[Path, str] = field(default_factory=dict)
+    sample_prompts: list[PromptLine] = field(default_factory=list)
+    infer_prompts: list[PromptLine] = field(default_factory=list)
+    data_copies: set[Path] = field(default_factory=set)  # JSONL has no comments: no header to check
+
+
+class RecordCache:
+    """Reads each dataset's JSONL at most once per command."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self._records: dict[int, Records] = {}
+
+    def __call__(self, index: int) -> Records:
+        if index not in self._records:
+            self._records[index] = read_records(self.spec.datasets[index].jsonl)
+        return self._records[index]
+
+
+def _size(spec: Spec, prompt: Prompt) -> tuple[int, int]:
+    resolution = spec.data.resolution
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    return prompt.width or width, prompt.height or height
+
+
+def resolve_prompts(
+    spec: Spec,
+    prompts: list[Prompt],
+    records: RecordCache,
+    *,
+    seed: int,
+    steps: int | None,
+    flow_shift: float,
+) -> list[PromptLine]:
+    """Fill each prompt from its dataset record: caption verbatim, first control as start image."""
+    lines = []
+    for index, prompt in enumerate(prompts):
+        text, image, controls = prompt.text, prompt.image, prompt.control_images
+        if prompt.record is not None:
+            found = [r for r in records(prompt.dataset).items if r.line == prompt.record]
+            if not found:
+                jsonl = display_path(spec.datasets[prompt.dataset].jsonl)
+                raise UserError(
+                    Problem(
+                        display_path(spec.path),
+                        None,
+                        f"prompts[{index}].record",
+                        f"{jsonl} has no record on line {prompt.record}",
+                        "run `fplora check` for the dataset's problems",
+                    )
+                )
+            record = found[0]
+            text = text if text is not None else record.caption
+            controls = controls if controls is not None else record.controls
+            image = image if image is not None else (controls[0] if controls else record.image)
+        assert text is not None and image is not None and controls is not None  # Prompt validator
+        width, height = _size(spec, prompt)
+        lines.append(
+            PromptLine(
+                text=text,
+                image=image,
+                control_images=tuple(controls),
+                width=width,
+                height=height,
+                seed=prompt.seed if prompt.seed is not None else seed + index,
+                steps=prompt.steps or steps,
+                flow_shift=flow_shift,
+                guidance_scale=prompt.guidance_scale,
+                negative_prompt=prompt.negative_prompt,
+            )
+        )
+    return lines
+
+
+def _musubi_jsonl(
+    spec: Spec, paths: RenderedPaths, records: RecordCache
+) -> tuple[list[Path], dict[Path, str]]:
+    """Datasets whose records use relative paths get an absolute copy for musubi-tuner."""
+    jsonls, extra = [], {}
+    for index, dataset in enumerate(spec.datasets):
+        found = records(index) if dataset.jsonl.is_file() else None
+        if found is not None and found.has_relative_paths and not found.problems:
+            copy = paths.dir / "data" / f"{index}-{dataset.jsonl.name}"
+            extra[copy] = absolute_jsonl(found)
+            jsonls.append(copy)
+        else:
+            jsonls.append(dataset.jsonl)
+    return jsonls, extra
+
+
+def build(spec: Spec, out_dir: Path | None = None) -> Plan:
+    """Render every file the spec needs (config, dataset, both prompt files)."""
+    paths = RenderedPaths(out_dir or spec.render_dir)
+    records = RecordCache(spec)
+    head = render_files.header(spec)
+    sample = spec.sample
+    plan = Plan(spec, paths)
+    plan.sample_prompts = resolve_prompts(
+        spec, sample.prompts, records, seed=sample.seed, steps=sample.steps, flow_shift=sample.flow_shift
+    )
+    infer = spec.infer
+    plan.infer_prompts = resolve_prompts(
+        spec,
+        infer.prompts if infer.prompts is not None else sample.prompts,
+        records,
+        seed=infer.seed,
+        steps=None,
+        flow_shift=infer.flow_shift if infer.flow_shift is not None else sample.flow_shift,
+    )
+    jsonls, extra = _musubi_jsonl(spec, paths, records)
+    plan.files[paths.config] = render_files.config_toml(spec, paths)
+    plan.files[paths.dataset] = render_files.dataset_toml(spec, jsonls)
+    plan.files[paths.sample_prompts] = prompts_file(head, spec, plan.sample_prompts)
+    plan.files[paths.infer_prompts] = prompts_file(head, spec, plan.infer_prompts)
+    plan.files.update(extra)
+    plan.data_copies = set(extra)
+    return plan
+
+
+def rendered_from(path: Path) -> str | None:
+    """The spec a rendered file names in its header, '' for a file fplora did not write, None if absent."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            head = [handle.readline() for _ in range(3)]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for line in head:
+        if line.startswith(HEADER_MARK):
+            return line[len(HEADER_MARK) :].strip()
+    return ""
+
+
+def write(plan: Plan, *, force: bool = False) -> list[Path]:
+    """Write the plan's files; refuse (all or nothing) if one belongs to another spec."""
+    if not force:
+        problems = []
+        for path in set(plan.files) - plan.data_copies:
+            owner = rendered_from(path)
+            if owner is None or owner == str(plan.spec.path):
+                continue
+            what = f"was rendered from {owner}" if owner else "was not written by fplora"
+            problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"{what}; not overwriting it",
+                    "render into another folder with --out, or pass --force",
+                )
+            )
+        if problems:
+            raise UserError(problems)
+    for path, text in plan.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return list(plan.files)

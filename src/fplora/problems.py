@@ -1,0 +1,44 @@
+"""Problems found in user input, as data, and the one-line form they are printed in.
+
+Every user mistake ends up as a `Problem`: where (file and line), what (the key or record), what is
+wrong and what to do. The CLI prints them one per line, `file:line: key: what — fix`, like a
+compiler or ruff, and exits 1 without a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+    fix: str = ""
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        return f"{text} — {self.fix}" if self.fix else text
+
+
+class UserError(Exception):
+    """A mistake in the user's input or environment: printed as problems, exit code 1, no traceback."""
+
+    def __init__(self, problems: Problem | Iterable[Problem]):
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def display_path(path: Path | str) -> str:
+    """A path as the user should see it: relative to the working directory when below it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

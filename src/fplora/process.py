@@ -1,0 +1,126 @@
+"""The one place fplora starts subprocesses.
+
+Children run from argument lists (never through a shell), in their own process group so that
+Ctrl-C reaches fplora first; fplora forwards it to the whole group (accelerate's workers too),
+waits, and returns the child's exit code. Output streams to the terminal and into a log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+_LINE_SPLIT = re.compile(rb"[\r\n]")
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    interrupted: bool  # a signal (Ctrl-C, SIGTERM) was forwarded to the child
+
+
+def _exit_code(returncode: int) -> int:
+    """Shell convention: a child killed by signal N exits 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    echo: BinaryIO | None = None,
+) -> Result:
+    """Run `argv`, tee its output (stdout and stderr together) to `echo` and `log`.
+
+    `on_line` sees each line, split on both `\\n` and `\\r` (tqdm redraws with `\\r`).
+    """
+    echo = echo if echo is not None else sys.stdout.buffer
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    log_handle = log.open("ab") if log else None
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError:
+        if log_handle:
+            log_handle.close()
+        raise
+    interrupted = False
+    signals_seen = 0
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal interrupted, signals_seen
+        interrupted = True
+        signals_seen += 1
+        # first Ctrl-C: pass it on and let the child stop cleanly; a third one kills it
+        sig = signum if signals_seen < 3 else signal.SIGKILL
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    pending = b""
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                break
+            echo.write(chunk)
+            echo.flush()
+            if log_handle:
+                log_handle.write(chunk)
+                log_handle.flush()
+            if on_line:
+                pending += chunk
+                *lines, pending = _LINE_SPLIT.split(pending)
+                for line in lines:
+                    if line:
+                        on_line(line.decode("utf-8", "replace"))
+        if on_line and pending:
+            on_line(pending.decode("utf-8", "replace"))
+        returncode = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if log_handle:
+            log_handle.close()
+    return Result(_exit_code(returncode), interrupted)
+
+
+def capture(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str]:
+    """Run a short helper command and return (exit code, combined output)."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return done.returncode, (done.stdout + done.stderr)

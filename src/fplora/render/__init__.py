@@ -1,0 +1,1 @@
+"""Spec → musubi-tuner files and command lines (pure functions)."""

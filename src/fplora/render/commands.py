@@ -1,0 +1,152 @@
+"""Spec → argument lists for `accelerate launch` and musubi-tuner's four entry points.
+
+Everything goes through one launcher, `<python> -m accelerate.commands.launch`, with every launch
+option given explicitly: accelerate otherwise fills missing options from a user's default config
+file, which would let a file outside the spec change the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fplora.musubi import schema
+from fplora.musubi.names import ACCELERATE_LAUNCH_MODULE, MODULES
+from fplora.render.files import RenderedPaths
+from fplora.spec.models import Spec
+
+
+def flags(options: Mapping[str, Any], script: str | None) -> list[str]:
+    """`{dest: value}` → argv: true → bare flag, false/None → nothing, list → flag + items."""
+    known = schema.accelerate_options() if script is None else schema.script_options(script)
+    argv: list[str] = []
+    for dest, value in options.items():
+        flag = known[dest].flag if dest in known else f"--{dest}"
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list | tuple):
+            argv += [flag, *(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def launch_options(spec: Spec, *, training: bool) -> dict[str, Any]:
+    """accelerate options: the spec's for training, one process for caching and inference."""
+    launch = spec.launch
+    if not training:
+        return {
+            "num_processes": 1,
+            "num_machines": 1,
+            "mixed_precision": launch.mixed_precision,
+            "dynamo_backend": "no",
+            "num_cpu_threads_per_process": launch.num_cpu_threads_per_process,
+        }
+    options: dict[str, Any] = {
+        "multi_gpu": launch.num_processes > 1,
+        "num_processes": launch.num_processes,
+        "num_machines": launch.num_machines,
+        "mixed_precision": launch.mixed_precision,
+        "dynamo_backend": launch.dynamo_backend,
+        "num_cpu_threads_per_process": launch.num_cpu_threads_per_process,
+        "gpu_ids": launch.gpu_ids,
+    }
+    if launch.num_machines > 1:
+        options["machine_rank"] = launch.machine_rank
+        options["main_process_ip"] = launch.main_process_ip
+        options["main_process_port"] = launch.main_process_port
+    options.update(launch.extra)
+    return options
+
+
+def _launch(python: str, spec: Spec, *, training: bool, step: str) -> list[str]:
+    accel = flags(launch_options(spec, training=training), None)
+    return [python, "-m", ACCELERATE_LAUNCH_MODULE, *accel, "-m", MODULES[step]]
+
+
+def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
+    models, one_frame = spec.models, spec.one_frame
+    options: dict[str, Any] = {
+        "dataset_config": paths.dataset,
+        "vae": models.vae,
+        "image_encoder": models.image_encoder,
+        "vae_chunk_size": models.vae_chunk_size,
+        "vae_spatial_tile_sample_min_size": models.vae_spatial_tile_sample_min_size,
+        "one_frame": True,
+        "one_frame_no_2x": one_frame.no_2x,
+        "one_frame_no_4x": one_frame.no_4x,
+        **spec.musubi.cache_latents,
+    }
+    script = "fpack_cache_latents"
+    return _launch(python, spec, training=False, step="cache_latents") + flags(options, script)
+
+
+def cache_text_encoder(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
+    models = spec.models
+    options: dict[str, Any] = {
+        "dataset_config": paths.dataset,
+        "text_encoder1": models.text_encoder1,
+        "text_encoder2": models.text_encoder2,
+        "fp8_llm": models.fp8_llm,
+        **spec.musubi.cache_text_encoder,
+    }
+    script = "fpack_cache_text_encoder_outputs"
+    return _launch(python, spec, training=False, step="cache_text_encoder") + flags(options, script)
+
+
+def train(
+    spec: Spec,
+    paths: RenderedPaths,
+    python: str,
+    *,
+    output_name: str | None = None,
+    resume: Path | None = None,
+    max_train_steps: int | None = None,
+) -> list[str]:
+    """Training reads the rendered config; a resumed segment's own name, state and remaining steps
+    go on the command line, which wins over the TOML."""
+    options: dict[str, Any] = {
+        "config_file": paths.config,
+        "output_name": output_name,
+        "resume": resume,
+        "max_train_steps": max_train_steps,
+    }
+    return _launch(python, spec, training=True, step="train") + flags(options, "fpack_train_network")
+
+
+def generate(
+    spec: Spec,
+    paths: RenderedPaths,
+    python: str,
+    *,
+    lora: Path,
+    multiplier: float,
+    save_path: Path,
+) -> list[str]:
+    models, infer, train = spec.models, spec.infer, spec.train
+    blocks = infer.blocks_to_swap if infer.blocks_to_swap is not None else train.blocks_to_swap
+    options: dict[str, Any] = {
+        "fp8_scaled": infer.fp8_scaled,
+        "fp8_llm": models.fp8_llm,
+        "from_file": paths.infer_prompts,
+        "output_type": infer.output_type,
+        "dit": models.dit,
+        "vae": models.vae,
+        "text_encoder1": models.text_encoder1,
+        "text_encoder2": models.text_encoder2,
+        "image_encoder": models.image_encoder,
+        "vae_spatial_tile_sample_min_size": models.vae_spatial_tile_sample_min_size,
+        "vae_chunk_size": models.vae_chunk_size,
+        "blocks_to_swap": blocks or None,
+        "attn_mode": infer.attention,
+        "infer_steps": infer.steps,
+        # one multiplier per weight: without it the pinned generate script crashes
+        "lora_weight": [lora],
+        "lora_multiplier": [multiplier],
+        "save_path": save_path,
+        **spec.musubi.generate,
+    }
+    return _launch(python, spec, training=False, step="generate") + flags(options, "fpack_generate_video")

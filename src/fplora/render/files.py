@@ -1,0 +1,163 @@
+"""Spec → musubi-tuner's `config.toml` and `dataset.toml`, as pure functions returning text.
+
+Only `fpack_train_network` reads a config file; its keys are argparse dest names and its values
+skip argparse's conversion, so every value is written with its real TOML type. Booleans are
+written only when true (every boolean option is a store_true flag that defaults to false).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fplora import __version__
+from fplora.spec.models import Spec
+
+HEADER_MARK = "# fplora-spec: "
+
+
+@dataclass(frozen=True)
+class RenderedPaths:
+    """Where the rendered files of one spec live (`configs/v8/` for `configs/v8.yaml`)."""
+
+    dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.toml"
+
+    @property
+    def dataset(self) -> Path:
+        return self.dir / "dataset.toml"
+
+    @property
+    def sample_prompts(self) -> Path:
+        return self.dir / "prompts.txt"
+
+    @property
+    def infer_prompts(self) -> Path:
+        return self.dir / "infer-prompts.txt"
+
+
+def header(spec: Spec) -> str:
+    """First lines of every rendered file: who wrote it, from which spec (used by the clobber guard)."""
+    return (
+        f"# Rendered by fplora {__version__} from {spec.path.name}. Edit the spec, not this file.\n"
+        f"{HEADER_MARK}{spec.path}\n"
+    )
+
+
+def _put(table: dict[str, Any], key: str, value: Any) -> None:
+    """Set a key unless it is None or False (store_true options default to false)."""
+    if value is None or value is False or value == []:
+        return
+    table[key] = value
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def config_dict(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
+    """The `--config_file` mapping for `fpack_train_network` (pass-through keys win)."""
+    models, train = spec.models, spec.train
+    sample, logging = spec.sample, train.logging
+    config: dict[str, Any] = {}
+    for key in ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder"):
+        config[key] = str(getattr(models, key))
+    config["dataset_config"] = str(paths.dataset)
+    _put(config, "blocks_to_swap", train.blocks_to_swap)
+    _put(config, "split_attn", train.split_attn)
+    _put(config, "img_in_txt_in_offloading", train.img_in_txt_in_offloading)
+    config["seed"] = train.seed
+    config["mixed_precision"] = train.mixed_precision
+    config[train.attention] = True
+    config["network_module"] = train.network.module
+    config["network_dim"] = train.network.dim
+    config["network_alpha"] = float(train.network.alpha)
+    _put(config, "network_args", train.network.args)
+    config["optimizer_type"] = train.optimizer.type
+    _put(config, "optimizer_args", train.optimizer.args)
+    config["learning_rate"] = float(train.optimizer.learning_rate)
+    _put(config, "lr_scheduler", train.optimizer.lr_scheduler)
+    _put(config, "lr_warmup_steps", train.optimizer.lr_warmup_steps)
+    _put(config, "max_grad_norm", train.optimizer.max_grad_norm)
+    _put(config, "gradient_checkpointing", train.gradient_checkpointing)
+    if train.gradient_accumulation_steps != 1:
+        config["gradient_accumulation_steps"] = train.gradient_accumulation_steps
+    config["max_data_loader_n_workers"] = train.max_data_loader_n_workers
+    _put(config, "persistent_data_loader_workers", train.persistent_data_loader_workers)
+    config["max_train_steps"] = train.max_train_steps
+    config["timestep_sampling"] = train.timestep_sampling
+    config["discrete_flow_shift"] = float(train.discrete_flow_shift)
+    _put(config, "fp8_base", train.fp8_base)
+    _put(config, "fp8_scaled", train.fp8_scaled)
+    _put(config, "save_every_n_steps", train.save_every_n_steps)
+    _put(config, "save_state", train.save_state)
+    _put(config, "save_state_on_train_end", train.save_state_on_train_end)
+    config["save_precision"] = train.save_precision
+    config["output_dir"] = str(train.output_dir)
+    config["output_name"] = spec.output_name
+    if logging.log_with:
+        config["log_with"] = logging.log_with
+        config["log_tracker_name"] = logging.tracker_name or spec.project
+        _put(config, "wandb_run_name", logging.run_name)
+        _put(config, "log_config", logging.log_config)
+    _put(config, "logging_dir", _path(logging.logging_dir))
+    if sample.prompts and (sample.at_first or sample.every_n_steps):
+        _put(config, "sample_at_first", sample.at_first)
+        _put(config, "sample_every_n_steps", sample.every_n_steps)
+        config["sample_prompts"] = str(paths.sample_prompts)
+    _put(config, "fp8_llm", models.fp8_llm)
+    _put(config, "vae_chunk_size", models.vae_chunk_size)
+    _put(config, "vae_spatial_tile_sample_min_size", models.vae_spatial_tile_sample_min_size)
+    config["one_frame"] = True
+    config.update(spec.musubi.config)
+    return config
+
+
+def _resolution(value: int | tuple[int, int]) -> int | list[int]:
+    return value if isinstance(value, int) else list(value)
+
+
+def dataset_dict(spec: Spec, jsonls: list[Path] | None = None) -> dict[str, Any]:
+    """dataset.toml: `[general]` from `data:`, one `[[datasets]]` per dataset with the one-frame keys.
+
+    `jsonls` replaces the datasets' JSONL paths (fplora's absolute copies of relative-path files).
+    """
+    data, one_frame = spec.data, spec.one_frame
+    general: dict[str, Any] = {"resolution": _resolution(data.resolution)}
+    _put(general, "caption_extension", data.caption_extension)
+    general["batch_size"] = data.batch_size
+    if data.num_repeats != 1:
+        general["num_repeats"] = data.num_repeats
+    general["enable_bucket"] = data.enable_bucket
+    general["bucket_no_upscale"] = data.bucket_no_upscale
+    datasets = []
+    for index, dataset in enumerate(spec.datasets):
+        entry: dict[str, Any] = {
+            "image_jsonl_file": str(jsonls[index] if jsonls else dataset.jsonl),
+            "cache_directory": str(spec.cache_directory(index)),
+        }
+        for key in ("resolution", "batch_size", "num_repeats", "enable_bucket", "bucket_no_upscale"):
+            value = getattr(dataset, key)
+            if value is not None:
+                entry[key] = _resolution(value) if key == "resolution" else value
+        _put(entry, "caption_extension", dataset.caption_extension)
+        entry["fp_1f_clean_indices"] = list(one_frame.clean_indices)
+        entry["fp_1f_target_index"] = one_frame.target_index
+        entry["fp_1f_no_post"] = one_frame.no_post
+        _put(entry, "fp_latent_window_size", one_frame.latent_window_size)
+        datasets.append(entry)
+    return {"general": general, "datasets": datasets}
+
+
+def config_toml(spec: Spec, paths: RenderedPaths) -> str:
+    return header(spec) + tomli_w.dumps(config_dict(spec, paths))
+
+
+def dataset_toml(spec: Spec, jsonls: list[Path] | None = None) -> str:
+    return header(spec) + tomli_w.dumps(dataset_dict(spec, jsonls))

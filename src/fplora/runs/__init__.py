@@ -1,0 +1,1 @@
+"""Training runs: manifests, checkpoint resolution across resumed segments, and the output lock."""

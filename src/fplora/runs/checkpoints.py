@@ -1,0 +1,117 @@
+"""Finding a run's checkpoints and states by global step, across resumed segments.
+
+`step5000`, `latest`, `final` or a path: the same words for `fplora infer --lora` and
+`fplora train --resume`. Files keep musubi-tuner's names; the step offset of each segment comes
+from the run's manifest (a run without one is read as a single segment starting at 0).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fplora.musubi.names import parse_output
+from fplora.problems import Problem, UserError, display_path
+from fplora.runs.manifest import Manifest, Segment
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    kind: str  # "lora" or "state"
+    step: int | None  # global step; None when unknown (a final file of an unfinished record)
+    segment: int
+    final: bool
+
+    @property
+    def label(self) -> str:
+        return f"step{self.step}" if self.step is not None else self.path.name
+
+
+def segments_of(output_dir: Path, output_name: str) -> list[Segment]:
+    manifest = Manifest.load(output_dir, output_name)
+    if manifest and manifest.segments:
+        return manifest.segments
+    return [Segment(output_name, 0, None, 1, [], "", "")]
+
+
+def find(output_dir: Path, output_name: str) -> list[Checkpoint]:
+    """Every LoRA file and state folder of the run, in segment then step order."""
+    found: list[Checkpoint] = []
+    if not output_dir.is_dir():
+        return found
+    names = sorted(p.name for p in output_dir.iterdir())
+    for index, segment in enumerate(segments_of(output_dir, output_name)):
+        for name in names:
+            parsed = parse_output(name, segment.output_name, output_dir / name)
+            if parsed is None or parsed.epoch is not None:
+                continue
+            final = parsed.step is None
+            step = segment.end_step if final else segment.step_offset + (parsed.step or 0)
+            found.append(Checkpoint(parsed.path, parsed.kind, step, index, final))
+    return found
+
+
+def run_files(output_dir: Path, output_name: str) -> list[Path]:
+    """Anything in `output_dir` that belongs to this run (any segment), manifest included."""
+    if not output_dir.is_dir():
+        return []
+    pattern = re.compile(
+        rf"^{re.escape(output_name)}(-r\d+)?(-step\d{{8}}|-\d{{6}})?(\.safetensors|-state|\.log)$"
+    )
+    files = [p for p in output_dir.iterdir() if pattern.match(p.name)]
+    manifest = Manifest.path_for(output_dir, output_name)
+    return [*files, manifest] if manifest.exists() else files
+
+
+_STEP = re.compile(r"^step(\d+)$")
+
+
+def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkpoint:
+    """`latest`, `final`, `stepN` or a path → one checkpoint of `kind` ("lora" or "state")."""
+    as_path = Path(which).expanduser()
+    if which not in ("latest", "final") and not _STEP.match(which):
+        if as_path.exists():
+            return Checkpoint(as_path.resolve(), kind, None, -1, False)
+        raise UserError(
+            Problem(
+                which, None, "", "no such file, and not latest, final or stepN", "give a step like step5000"
+            )
+        )
+    candidates = [c for c in find(output_dir, output_name) if c.kind == kind]
+    what = "LoRA" if kind == "lora" else "state"
+    if not candidates:
+        raise UserError(
+            Problem(
+                display_path(output_dir),
+                None,
+                "",
+                f"no {what} of {output_name} found",
+                "train first (save_state: true for states)" if kind == "state" else "train first",
+            )
+        )
+    if which == "final":
+        finals = [c for c in candidates if c.final]
+        if not finals:
+            raise UserError(
+                Problem(
+                    display_path(output_dir), None, "", f"{output_name} has no final {what} yet", "use latest"
+                )
+            )
+        return finals[-1]
+    if which == "latest":
+        known = [c for c in candidates if c.step is not None]
+        # highest global step; a later segment wins a tie (it continues the newest line of training)
+        return max(known, key=lambda c: (c.step, c.segment, not c.final)) if known else candidates[-1]
+    step = int(_STEP.match(which).group(1))  # type: ignore[union-attr]
+    matching = [c for c in candidates if c.step == step]
+    if not matching:
+        steps = sorted({c.step for c in candidates if c.step is not None})
+        shown = ", ".join(f"step{s}" for s in steps[-8:]) or "none"
+        raise UserError(
+            Problem(
+                display_path(output_dir), None, "", f"no {what} at global step {step}", f"available: {shown}"
+            )
+        )
+    return max(matching, key=lambda c: (c.segment, not c.final))

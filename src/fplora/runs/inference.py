@@ -1,0 +1,76 @@
+"""`fplora infer`: batch one-frame inference with a training checkpoint, judged by the images written.
+
+The pinned `fpack_generate_video` exits 0 even when every prompt failed (an fp32 LoRA merged into
+the bf16 DiT, for one), so success here means one new image per prompt in the output folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fplora import process
+from fplora.jobs import Job
+from fplora.musubi.names import GENERATE_IMAGE_GLOB, GENERATE_PROMPT_ERROR, GENERATE_SEED_RE
+from fplora.problems import display_path
+from fplora.render import commands
+from fplora.runs.checkpoints import Checkpoint, resolve
+
+
+def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
+    """The memo's naming: `v8-step00005000-lm1.2`."""
+    which = f"step{checkpoint.step:08d}" if checkpoint.step is not None else checkpoint.path.stem
+    return f"{version}-{which}-lm{multiplier:g}"
+
+
+def _explain(log: Path) -> str:
+    """The log line that says why a prompt produced no image, if there is one."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines if GENERATE_PROMPT_ERROR in line]
+    return errors[0] if errors else (lines[-1].strip() if lines else "")
+
+
+def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
+    spec, paths = job.plan.spec, job.plan.paths
+    checkpoint = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+    save_root = spec.infer.save_dir or spec.train.output_dir / "sample"
+    expected = len(job.plan.infer_prompts)
+    if not job.dry_run:
+        job.console.print(
+            f"LoRA {display_path(checkpoint.path)} ({checkpoint.label}), {expected} prompts", highlight=False
+        )
+    failed = 0
+    for multiplier in multipliers:
+        save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
+        argv = commands.generate(
+            spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
+        )
+        job.show(argv)
+        if job.dry_run:
+            continue
+        save_path.mkdir(parents=True, exist_ok=True)
+        before = set(save_path.glob(GENERATE_IMAGE_GLOB))
+        log = save_path / "generate.log"
+        result = process.run(argv, log=log)
+        images = sorted(set(save_path.glob(GENERATE_IMAGE_GLOB)) - before)
+        by_seed = {line.seed: line for line in job.plan.infer_prompts}
+        for image in images:
+            match = GENERATE_SEED_RE.match(image.name)
+            prompt = by_seed.get(int(match.group(1))) if match else None
+            caption = f"  ← {prompt.text[:60]}" if prompt else ""
+            job.console.print(f"  {display_path(image)}{caption}", highlight=False)
+        if result.returncode != 0 or len(images) < expected:
+            failed += 1
+            reason = _explain(log)
+            job.console.print(
+                f"[red]multiplier {multiplier:g}: {len(images)} of {expected} images written"
+                f" (exit {result.returncode}); log: {display_path(log)}[/]",
+                highlight=False,
+            )
+            if reason:
+                job.console.print(f"[red]  {reason}[/]", highlight=False)
+        else:
+            job.console.print(f"multiplier {multiplier:g}: {len(images)} images in {display_path(save_path)}")
+    return 1 if failed else 0

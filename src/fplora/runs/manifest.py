@@ -1,0 +1,77 @@
+"""A training run's manifest: what ran, in which segments, and where each segment's steps start.
+
+musubi-tuner restarts its step count at 0 when it resumes, and a resumed run in the same output
+folder would overwrite the first run's `-stepNNNNNNNN` files. fplora therefore gives every resumed
+segment its own output name (`<name>-r1`, `<name>-r2`, ...) and records the global step it starts
+at, so `step5000` keeps meaning global step 5000 across resumes and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST_SUFFIX = ".fplora-run.json"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class Segment:
+    output_name: str
+    step_offset: int  # global step of the state this segment resumed from (0 for the first)
+    resumed_from: str | None
+    num_processes: int
+    command: list[str]
+    log: str
+    started: str
+    ended: str | None = None
+    exit_code: int | None = None
+    interrupted: bool = False
+    last_step: int | None = None  # the segment's own last step, parsed from its progress bar
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def end_step(self) -> int | None:
+        """Global step at which this segment stopped, when known."""
+        return None if self.last_step is None else self.step_offset + self.last_step
+
+
+@dataclass
+class Manifest:
+    output_name: str
+    spec: str
+    spec_resolved: dict[str, Any]
+    rendered: dict[str, str]
+    fplora_version: str
+    musubi_tuner: dict[str, str]
+    segments: list[Segment] = field(default_factory=list)
+
+    @staticmethod
+    def path_for(output_dir: Path, output_name: str) -> Path:
+        return output_dir / f"{output_name}{MANIFEST_SUFFIX}"
+
+    def segment_name(self, index: int) -> str:
+        return self.output_name if index == 0 else f"{self.output_name}-r{index}"
+
+    def save(self, output_dir: Path) -> Path:
+        path = self.path_for(output_dir, self.output_name)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, output_dir: Path, output_name: str) -> Manifest | None:
+        path = cls.path_for(output_dir, output_name)
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw["segments"] = [Segment(**s) for s in raw.get("segments", [])]
+        return cls(**raw)

@@ -1,0 +1,210 @@
+"""`fplora train`: one training segment, resumed or new, with manifest, log, lock and pod stop."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+from fplora import __version__, process
+from fplora.datasets import caches
+from fplora.jobs import Job
+from fplora.musubi import schema
+from fplora.musubi.names import TRAIN_STEP_RE
+from fplora.plan import RecordCache
+from fplora.problems import Problem, UserError, display_path
+from fplora.render import commands
+from fplora.runs.checkpoints import resolve, run_files
+from fplora.runs.lock import locked
+from fplora.runs.manifest import Manifest, Segment, now
+
+_STATE_STEP = re.compile(r"-step(\d{8})-state$")
+
+
+def caches_problems(job: Job) -> list[Problem]:
+    """Missing, incomplete or stale caches: training would fail (or train on stale latents)."""
+    spec = job.plan.spec
+    records = RecordCache(spec)
+    problems = []
+    for index in range(len(spec.datasets)):
+        state = caches.state(spec, index, records(index))
+        if state.complete:
+            continue
+        if not state.stamp_ok and state.missing_latents < state.records:
+            what = "was made with other settings (or not by fplora cache)"
+        else:
+            what = f"misses {state.missing_latents} latent and {state.missing_text} text-encoder files"
+        problems.append(
+            Problem(
+                display_path(state.directory),
+                None,
+                f"datasets[{index}]",
+                f"cache of {state.records} records {what}",
+                "run `fplora cache` first, or `fplora train --cache`",
+            )
+        )
+    return problems
+
+
+def _new_manifest(job: Job) -> Manifest:
+    spec = job.plan.spec
+    return Manifest(
+        output_name=spec.output_name,
+        spec=str(spec.path),
+        spec_resolved=spec.model_dump(mode="json", by_alias=True),
+        rendered={str(path): text for path, text in job.plan.files.items() if path.suffix != ".jsonl"},
+        fplora_version=__version__,
+        musubi_tuner={"commit": schema.pinned_commit(), "version": schema.pinned_version()},
+    )
+
+
+def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path, int]:
+    """The state to resume from and the global step it holds."""
+    spec = job.plan.spec
+    out, name = spec.train.output_dir, spec.output_name
+    state = resolve(out, name, which, "state")
+    step = state.step
+    if step is None:
+        match = _STATE_STEP.search(state.path.name)
+        if match is None:
+            raise UserError(
+                Problem(
+                    display_path(state.path),
+                    None,
+                    "",
+                    "cannot tell which global step this state holds",
+                    "resume by step (stepN) or latest, or use a -stepNNNNNNNN-state folder",
+                )
+            )
+        step = int(match.group(1))
+    if manifest and 0 <= state.segment < len(manifest.segments):
+        before = manifest.segments[state.segment].num_processes
+        if before != spec.launch.num_processes:
+            raise UserError(
+                Problem(
+                    display_path(spec.path),
+                    None,
+                    "launch.num_processes",
+                    f"the state was saved with {before} process(es), this run uses"
+                    f" {spec.launch.num_processes}",
+                    "resume with the same number of GPUs (DDP states do not load across process counts)",
+                )
+            )
+    return state.path, step
+
+
+def _stop_pod(job: Job, when: str, exit_code: int) -> None:
+    if when == "never" or (when == "success" and exit_code != 0):
+        return
+    pod = os.environ.get("RUNPOD_POD_ID")
+    runpodctl = shutil.which("runpodctl")
+    if not pod or not runpodctl:
+        job.console.print("[yellow]not on RunPod (no RUNPOD_POD_ID or runpodctl): not stopping a pod[/]")
+        return
+    job.show([runpodctl, "stop", "pod", pod])
+    process.run([runpodctl, "stop", "pod", pod])
+
+
+def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> int:
+    spec, paths = job.plan.spec, job.plan.paths
+    out, name = spec.train.output_dir, spec.output_name
+    manifest = Manifest.load(out, name)
+    if resume is None:
+        existing = run_files(out, name)
+        if existing:
+            raise UserError(
+                Problem(
+                    display_path(out),
+                    None,
+                    "",
+                    f"already holds run {name} ({len(existing)} files, e.g. {existing[0].name})",
+                    "continue it with --resume, or start a new version (a new spec file)",
+                )
+            )
+        resume_path, offset, index = None, 0, 0
+    else:
+        resume_path, offset = _resume_point(job, manifest, resume)
+        index = len(manifest.segments) if manifest else 1
+    remaining = spec.train.max_train_steps - offset
+    if remaining <= 0:
+        raise UserError(
+            Problem(
+                display_path(spec.path),
+                None,
+                "train.max_train_steps",
+                f"the state is at step {offset}, already at max_train_steps ({spec.train.max_train_steps})",
+                "raise train.max_train_steps to train further",
+            )
+        )
+    manifest = manifest or _new_manifest(job)
+    segment_name = manifest.segment_name(index)
+    argv = commands.train(
+        spec,
+        paths,
+        job.python,
+        output_name=segment_name if index else None,
+        resume=resume_path,
+        max_train_steps=remaining if index else None,
+    )
+    when = stop_pod or spec.runpod.stop_pod
+    if job.dry_run:
+        job.show(argv)
+        return 0
+    problems = caches_problems(job)
+    if problems:
+        raise UserError(problems)
+    out.mkdir(parents=True, exist_ok=True)
+    with locked(out / f"{name}.lock"):
+        clash = [p for p in run_files(out, segment_name) if p.name.startswith(segment_name)]
+        if index and clash:
+            raise UserError(
+                Problem(
+                    display_path(clash[0]),
+                    None,
+                    "",
+                    "exists already; not overwriting it",
+                    "remove it by hand",
+                )
+            )
+        log = out / f"{segment_name}.log"
+        segment = Segment(
+            output_name=segment_name,
+            step_offset=offset,
+            resumed_from=str(resume_path) if resume_path else None,
+            num_processes=spec.launch.num_processes,
+            command=argv,
+            log=str(log),
+            started=now(),
+        )
+        manifest.rendered = {str(p): t for p, t in job.plan.files.items() if p.suffix != ".jsonl"}
+        manifest.segments.append(segment)
+        manifest.save(out)
+        if offset:
+            job.console.print(f"resuming at global step {offset} as {segment_name}", highlight=False)
+        job.show(argv)
+        losses: dict[int, float] = {}
+
+        def on_line(line: str) -> None:
+            for match in TRAIN_STEP_RE.finditer(line):
+                step, loss = int(match.group(1)), float(match.group(3))
+                segment.last_step = max(segment.last_step or 0, step)
+                if math.isfinite(loss) or step not in losses:
+                    losses[step] = loss
+
+        result = process.run(argv, log=log, on_line=on_line)
+        segment.ended = now()
+        segment.exit_code = result.returncode
+        segment.interrupted = result.interrupted
+        segment.losses = [losses[s] for s in sorted(losses)]
+        if result.returncode == 0 and segment.last_step is None:
+            segment.last_step = remaining
+        manifest.save(out)
+    state = "interrupted" if result.interrupted else ("finished" if result.returncode == 0 else "failed")
+    end = f" at global step {segment.end_step}" if segment.end_step is not None else ""
+    job.console.print(
+        f"training {state}{end} (exit {result.returncode}); log: {display_path(log)}", highlight=False
+    )
+    _stop_pod(job, when, result.returncode)
+    return result.returncode

@@ -1,0 +1,54 @@
+"""Finding the Python that has musubi-tuner, without importing it into fplora's process.
+
+musubi-tuner is not on PyPI, so it is never a dependency of fplora: it lives in the same
+environment (installed beside fplora) or in another one named by the spec or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from fplora.musubi import schema
+from fplora.problems import Problem, UserError
+from fplora.process import capture
+from fplora.spec.models import Spec
+
+PYTHON_ENV = "FPLORA_MUSUBI_PYTHON"
+
+_PROBE = (
+    "import importlib.util as u, sys\n"
+    "missing = [m for m in ('musubi_tuner', 'accelerate') if u.find_spec(m) is None]\n"
+    "print(' '.join(missing))\n"
+    "sys.exit(3 if missing else 0)\n"
+)
+
+
+def python_for(spec: Spec) -> str:
+    """The environment variable wins (one GPU box, many specs), then the spec, then this Python."""
+    chosen = os.environ.get(PYTHON_ENV) or spec.musubi.python
+    if not chosen:
+        return sys.executable
+    return shutil.which(chosen) or chosen
+
+
+def install_hint() -> str:
+    commit = schema.pinned_commit()
+    return (
+        f'install it beside fplora: uv pip install "musubi-tuner @ git+https://github.com/kohya-ss/musubi-tuner@{commit}"'
+        f' "fplora[train]", or point {PYTHON_ENV} (or musubi.python in the spec) at a Python that has it'
+    )
+
+
+def ensure_musubi(python: str) -> None:
+    """Fail with install instructions unless `python` can import musubi_tuner and accelerate."""
+    code, output = capture([python, "-c", _PROBE])
+    if code == 0:
+        return
+    if code == 3:
+        missing = output.strip().split()[-2:] if output.strip() else ["musubi_tuner"]
+        message = f"{python} cannot import {' and '.join(missing)}"
+    else:
+        message = f"cannot run {python}: {output.strip().splitlines()[-1] if output.strip() else code}"
+    raise UserError(Problem("musubi-tuner", None, "", message, install_hint()))

@@ -1,0 +1,229 @@
+"""Reading spec files: YAML with line numbers, `extends:` chains and `${VAR}` expansion.
+
+The result is a plain mapping plus a source map (key path → file and line), so that every later
+error, from Pydantic or from a file check, can point at the line the user wrote. Loading knows
+nothing of the spec's fields; validation is `spec.models`' job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fplora.problems import Problem, UserError, display_path
+
+KeyPath = tuple[str | int, ...]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Source:
+    file: Path
+    line: int | None
+
+
+@dataclass
+class Loaded:
+    """A spec after loading and merging, before validation."""
+
+    path: Path
+    data: dict[str, Any]
+    sources: dict[KeyPath, Source] = field(default_factory=dict)
+    chain: list[Path] = field(default_factory=list)  # the spec, then each file it extends
+
+    def where(self, key_path: KeyPath) -> Source:
+        """The source of the deepest known prefix of `key_path` (a missing key points at its parent)."""
+        for end in range(len(key_path), -1, -1):
+            source = self.sources.get(tuple(key_path[:end]))
+            if source is not None:
+                return source
+        return Source(self.path, None)
+
+
+def dotted(key_path: KeyPath) -> str:
+    """`('datasets', 0, 'jsonl')` → `datasets[0].jsonl`."""
+    text = ""
+    for part in key_path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _yaml():
+    from ruamel.yaml import YAML  # imported lazily: keeps `fplora --help` fast
+
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _plain(node: Any, file: Path, path: KeyPath, sources: dict[KeyPath, Source]) -> Any:
+    """Turn ruamel's round-trip nodes into plain Python, recording each key's line."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            line = node.lc.key(key)[0] + 1
+            child = (*path, str(key))
+            sources[child] = Source(file, line)
+            out[str(key)] = _plain(value, file, child, sources)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for index, value in enumerate(node):
+            child = (*path, index)
+            sources[child] = Source(file, node.lc.item(index)[0] + 1)
+            items.append(_plain(value, file, child, sources))
+        return items
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return node
+
+
+def _expand(value: Any, path: KeyPath, sources: dict[KeyPath, Source], problems: list[Problem]) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string, reporting unset variables."""
+    if isinstance(value, dict):
+        return {k: _expand(v, (*path, k), sources, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*path, i), sources, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        src = sources[path]
+        problems.append(
+            Problem(
+                display_path(src.file),
+                src.line,
+                dotted(path),
+                f"environment variable {name} is not set",
+                f"export {name}=..., or write ${{{name}:-default}}",
+            )
+        )
+        return match.group(0)
+
+    return _VAR.sub(substitute, value)
+
+
+def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(Problem(shown, None, "", "spec file not found", "check the path")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(Problem(shown, None, "", f"cannot read spec: {exc}", "")) from None
+    try:
+        node = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        reason = (exc.problem or exc.context or "invalid YAML").strip()
+        raise UserError(Problem(shown, line, "", f"YAML syntax error: {reason}", "fix the YAML")) from None
+    except YAMLError as exc:
+        raise UserError(Problem(shown, None, "", f"YAML error: {exc}", "fix the YAML")) from None
+    if node is None:
+        node = {}
+    sources: dict[KeyPath, Source] = {(): Source(path, 1)}
+    data = _plain(node, path, (), sources)
+    if not isinstance(data, dict):
+        raise UserError(Problem(shown, 1, "", "a spec must be a mapping of sections", "see `fplora init`"))
+    problems: list[Problem] = []
+    data = _expand(data, (), sources, problems)
+    if problems:
+        raise UserError(problems)
+    return data, sources
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep merge: mappings merge key by key, anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return over
+
+
+def _drop_sources_below(sources: dict[KeyPath, Source], prefix: KeyPath) -> None:
+    for key in [k for k in sources if len(k) > len(prefix) and k[: len(prefix)] == prefix]:
+        del sources[key]
+
+
+def _merge_sources(base: dict[KeyPath, Source], over: dict[KeyPath, Source], data: dict) -> dict:
+    merged = dict(base)
+    # a replaced list or scalar forgets the base's lines below it
+    for key in over:
+        if key and not isinstance(_get(data, key), dict):
+            _drop_sources_below(merged, key)
+    merged.update(over)
+    return merged
+
+
+def _get(data: Any, key: KeyPath) -> Any:
+    for part in key:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
+    """Load a spec and everything it `extends`, child values winning over base values."""
+    path = Path(os.path.abspath(path))
+    if path in _stack:
+        cycle = " → ".join(display_path(p) for p in (*_stack, path))
+        src = _stack[-1]
+        raise UserError(
+            Problem(display_path(src), None, "extends", f"cycle: {cycle}", "remove one of the extends")
+        )
+    data, sources = _read_one(path)
+    extends = data.pop("extends", None)
+    line = sources.get(("extends",), Source(path, None)).line
+    if extends is None:
+        return Loaded(path, data, sources, [path])
+    bases = [extends] if isinstance(extends, str) else extends
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(
+            Problem(display_path(path), line, "extends", "must be a file name or a list of them", "")
+        )
+    merged: dict[str, Any] = {}
+    merged_sources: dict[KeyPath, Source] = {}
+    chain = [path]
+    for base in bases:
+        base_path = (path.parent / os.path.expanduser(base)).resolve()
+        if not base_path.is_file() and base_path not in _stack:
+            raise UserError(
+                Problem(
+                    display_path(path),
+                    line,
+                    "extends",
+                    f"base spec {base} not found (looked at {display_path(base_path)})",
+                    "paths in extends are relative to the file that writes them",
+                )
+            )
+        parent = load(base_path, (*_stack, path))
+        merged = _merge(merged, parent.data)
+        merged_sources = _merge_sources(merged_sources, parent.sources, merged)
+        chain.extend(parent.chain)
+    merged = _merge(merged, data)
+    merged_sources = _merge_sources(merged_sources, sources, merged)
+    return Loaded(path, merged, merged_sources, chain)

@@ -1,0 +1,277 @@
+"""The experiment spec: one Pydantic model per concern, unknown keys forbidden.
+
+A spec names each fact once (the five model paths, the datasets, the one-frame settings, ...);
+rendering turns it into musubi-tuner's files and command lines. Field names follow musubi-tuner's
+option names where one exists, so that a user who knows musubi-tuner reads the spec at a glance.
+Cross-field rules that need more than one section live in `spec.rules`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+
+class Models(Section):
+    """The five model files. A sharded file (`-00001-of-00003`) implies its siblings."""
+
+    dir: Path | None = Field(
+        None, description="Folder that relative model paths below resolve against (else the spec's folder)."
+    )
+    dit: Path = Field(description="FramePack DiT (first shard when split).")
+    vae: Path = Field(description="HunyuanVideo VAE.")
+    text_encoder1: Path = Field(description="LLaMA text encoder (first shard when split).")
+    text_encoder2: Path = Field(description="CLIP-L text encoder.")
+    image_encoder: Path = Field(description="SigLIP image encoder.")
+    fp8_llm: bool = Field(False, description="Load text encoder 1 in fp8 (caching, training, inference).")
+    vae_chunk_size: PositiveInt | None = None
+    vae_spatial_tile_sample_min_size: PositiveInt | None = None
+
+
+Resolution = PositiveInt | tuple[PositiveInt, PositiveInt]
+
+
+class DataDefaults(Section):
+    """musubi-tuner's dataset.toml `[general]`: defaults for every dataset."""
+
+    resolution: Resolution = Field((960, 544), description="[width, height] or one int.")
+    batch_size: PositiveInt = 1
+    num_repeats: PositiveInt = 1
+    enable_bucket: bool = False
+    bucket_no_upscale: bool = False
+    caption_extension: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_cache_directory(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cache_directory" in data:
+            raise ValueError(
+                "cache_directory cannot be set for all datasets (musubi-tuner rejects it in [general])"
+                " — set it per dataset under datasets[], or leave it out and fplora derives one"
+            )
+        return data
+
+
+class Dataset(Section):
+    """One image dataset given as a JSONL metadata file (one record per line)."""
+
+    jsonl: Path = Field(description="Metadata file: image_path, control_path_0..N, caption per line.")
+    cache_directory: Path | None = Field(
+        None, description="Latent/text-encoder cache; default: <render dir>/cache/<dataset dir>/<jsonl stem>."
+    )
+    resolution: Resolution | None = None
+    batch_size: PositiveInt | None = None
+    num_repeats: PositiveInt | None = None
+    enable_bucket: bool | None = None
+    bucket_no_upscale: bool | None = None
+    caption_extension: str | None = None
+
+
+class OneFrame(Section):
+    """One-frame (1f) training: which latent indices the control images and the target take."""
+
+    clean_indices: list[int] = Field(
+        min_length=1, description="fp_1f_clean_indices: one index per control image every record must have."
+    )
+    target_index: int = Field(description="fp_1f_target_index.")
+    no_post: bool = Field(False, description="fp_1f_no_post.")
+    latent_window_size: PositiveInt | None = Field(None, description="fp_latent_window_size (default 9).")
+    no_2x: bool = Field(False, description="Leave out 2x clean latents in caching and inference.")
+    no_4x: bool = Field(False, description="Leave out 4x clean latents in caching and inference.")
+    inference_modes: str | None = Field(
+        None, description="Override the derived `--of` value (target_index=..,control_index=..,no_post)."
+    )
+
+
+class Network(Section):
+    module: str = "networks.lora_framepack"
+    dim: PositiveInt = 32
+    alpha: PositiveFloat = 16
+    args: list[str] = Field(default_factory=list)
+
+
+class Optimizer(Section):
+    type: str = Field("adamw8bit", min_length=1, description="musubi-tuner's optimizer_type.")
+    args: list[str] = Field(default_factory=list)
+    learning_rate: PositiveFloat = 1e-3
+    lr_scheduler: str | None = None
+    lr_warmup_steps: int | None = None
+    max_grad_norm: float | None = None
+
+
+class Logging(Section):
+    log_with: Literal["wandb", "tensorboard", "all"] | None = Field("wandb", alias="with")
+    tracker_name: str | None = Field(None, description="Default: the project name.")
+    run_name: str | None = Field(None, description="wandb run name; default: the output name.")
+    log_config: bool = True
+    logging_dir: Path | None = None
+
+
+Attention = Literal["sdpa", "flash_attn", "xformers", "flash3", "sage_attn"]
+
+
+class Train(Section):
+    output_dir: Path = Field(description="Where checkpoints, states and training samples go.")
+    output_name: str | None = Field(None, description="Default: <project>-<version>.")
+    network: Network = Field(default_factory=Network)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    max_train_steps: PositiveInt = 10000
+    save_every_n_steps: PositiveInt | None = 100
+    save_state: bool = True
+    save_state_on_train_end: bool = True
+    save_precision: Literal["bf16", "fp16", "float", "fp32"] = Field(
+        "bf16", description="bf16 so that the pinned fpack_generate_video can merge the LoRA."
+    )
+    seed: int = 42
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
+    attention: Attention = "sdpa"
+    split_attn: bool = False
+    gradient_checkpointing: bool = True
+    gradient_accumulation_steps: PositiveInt = 1
+    blocks_to_swap: int | None = Field(None, ge=0)
+    fp8_base: bool = False
+    fp8_scaled: bool = False
+    img_in_txt_in_offloading: bool = False
+    timestep_sampling: str = "shift"
+    discrete_flow_shift: float = 6.0
+    max_data_loader_n_workers: int = Field(1, ge=0)
+    persistent_data_loader_workers: bool = True
+    logging: Logging = Field(default_factory=Logging)
+
+
+class Prompt(Section):
+    """One one-frame prompt: taken from a dataset record, or written out in full."""
+
+    record: PositiveInt | None = Field(None, description="Line number (1-based) in the dataset's JSONL.")
+    dataset: int = Field(0, ge=0, description="Index into datasets[] for `record`.")
+    text: str | None = Field(None, description="Prompt text; default: the record's caption, verbatim.")
+    image: Path | None = Field(None, description="Start image; default: the record's first control image.")
+    control_images: list[Path] | None = Field(None, description="Default: the record's control images.")
+    width: PositiveInt | None = None
+    height: PositiveInt | None = None
+    seed: int | None = None
+    steps: PositiveInt | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Prompt:
+        if self.record is None and (self.text is None or self.image is None or self.control_images is None):
+            raise ValueError("a prompt needs `record:` or all of `text`, `image` and `control_images`")
+        return self
+
+
+class Sample(Section):
+    """Sampling during training (musubi-tuner's sample_* options)."""
+
+    at_first: bool = True
+    every_n_steps: PositiveInt | None = 100
+    seed: int = 42
+    steps: PositiveInt = 20
+    flow_shift: float = Field(14.5, description="Written as --fs on every line (musubi-tuner's default).")
+    prompts: list[Prompt] = Field(default_factory=list)
+
+
+class Infer(Section):
+    """Batch inference with fpack_generate_video --from_file."""
+
+    prompts: list[Prompt] | None = Field(None, description="Default: the sample prompts.")
+    multipliers: list[PositiveFloat] = Field(default_factory=lambda: [1.0], min_length=1)
+    output_type: Literal["latent_images", "images", "latent", "both"] = "latent_images"
+    save_dir: Path | None = Field(None, description="Default: <output_dir>/sample.")
+    attention: Literal["sdpa", "flash", "torch", "sageattn", "xformers"] = "sdpa"
+    blocks_to_swap: int | None = Field(None, ge=0, description="Default: train.blocks_to_swap.")
+    fp8_scaled: bool = True
+    seed: int = 42
+    steps: PositiveInt | None = Field(None, description="infer_steps; default musubi-tuner's 25.")
+    flow_shift: float | None = Field(None, description="Default: sample.flow_shift.")
+
+
+class Launch(Section):
+    """`accelerate launch` options for training (caching and inference always use one process)."""
+
+    num_processes: PositiveInt = 1
+    num_machines: PositiveInt = 1
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int | None = Field(None, ge=1, le=65535)
+    mixed_precision: Literal["no", "fp16", "bf16", "fp8"] = "bf16"
+    dynamo_backend: str = "no"
+    num_cpu_threads_per_process: PositiveInt | None = 1
+    gpu_ids: str | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Any other `accelerate launch` option, by its dest name."
+    )
+
+
+class Musubi(Section):
+    """Where musubi-tuner lives, and pass-through options fplora has no field for."""
+
+    python: str | None = Field(
+        None, description="Python that has musubi-tuner; env FPLORA_MUSUBI_PYTHON; default: this one."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Extra fpack_train_network keys.")
+    cache_latents: dict[str, Any] = Field(default_factory=dict)
+    cache_text_encoder: dict[str, Any] = Field(default_factory=dict)
+    generate: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunPod(Section):
+    stop_pod: Literal["never", "success", "always"] = Field(
+        "never", description="Run `runpodctl stop pod $RUNPOD_POD_ID` when training ends."
+    )
+
+
+class Spec(Section):
+    """A whole experiment version. `version` defaults to the spec file's stem (`v8`)."""
+
+    project: str = Field(min_length=1, pattern=r"^[^/\\\s]+$", description="Project name, no spaces.")
+    version: str = Field(min_length=1, pattern=r"^[^/\\\s]+$")
+    models: Models
+    data: DataDefaults = Field(default_factory=DataDefaults)
+    datasets: list[Dataset] = Field(min_length=1)
+    one_frame: OneFrame
+    train: Train
+    sample: Sample = Field(default_factory=Sample)
+    infer: Infer = Field(default_factory=Infer)
+    launch: Launch = Field(default_factory=Launch)
+    musubi: Musubi = Field(default_factory=Musubi)
+    runpod: RunPod = Field(default_factory=RunPod)
+
+    _path: Path = PrivateAttr(default=Path("spec.yaml"))
+
+    @property
+    def path(self) -> Path:
+        """The spec file this was loaded from."""
+        return self._path
+
+    @property
+    def render_dir(self) -> Path:
+        """`configs/v8.yaml` renders into `configs/v8/`, the memo's layout."""
+        return self._path.parent / self._path.stem
+
+    @property
+    def output_name(self) -> str:
+        return self.train.output_name or f"{self.project}-{self.version}"
+
+    def cache_directory(self, index: int) -> Path:
+        dataset = self.datasets[index]
+        if dataset.cache_directory is not None:
+            return dataset.cache_directory
+        return self.render_dir / "cache" / dataset.jsonl.parent.name / dataset.jsonl.stem
+
+    def dataset_value(self, index: int, key: str) -> Any:
+        """A dataset setting with `data:` as the fallback, as musubi-tuner resolves it."""
+        value = getattr(self.datasets[index], key)
+        return getattr(self.data, key) if value is None else value
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Samples per optimizer step across all processes (accelerate's num_processes is the total)."""
+        return self.data.batch_size * self.launch.num_processes * self.train.gradient_accumulation_steps

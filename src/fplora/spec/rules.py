@@ -1,0 +1,159 @@
+"""Cross-field rules: what musubi-tuner would only find out on the GPU, checked before it starts.
+
+Each rule returns `Finding`s that carry a key path into the spec, so the loader can point at the
+line that set the offending value. Pass-through options (`musubi.*`, `launch.extra`) are checked
+against the bundled schemas here too, with a "did you mean" for typos.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fplora.musubi import schema
+from fplora.spec.load import KeyPath
+from fplora.spec.models import Spec
+
+
+@dataclass(frozen=True)
+class Finding:
+    key_path: KeyPath
+    message: str
+    fix: str = ""
+
+
+def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+PASS_THROUGH_SCRIPT = {
+    "config": "fpack_train_network",
+    "cache_latents": "fpack_cache_latents",
+    "cache_text_encoder": "fpack_cache_text_encoder_outputs",
+    "generate": "fpack_generate_video",
+}
+
+# Options fplora must own: passing them through would break what it renders or how it runs.
+OWNED = {"config_file", "dataset_config", "from_file", "save_path", "resume", "output_dir", "output_name"}
+
+
+def _pass_through(spec: Spec) -> Iterator[Finding]:
+    for section, script in PASS_THROUGH_SCRIPT.items():
+        options = schema.script_options(script)
+        for key, value in getattr(spec.musubi, section).items():
+            where = ("musubi", section, key)
+            if key in OWNED:
+                yield Finding(where, f"{key} is set by fplora", "remove it; fplora renders it from the spec")
+            elif key not in options:
+                hint = did_you_mean(key, set(options)) or f"see `{script} --help` for valid options"
+                yield Finding(where, f"not an option of {script}", hint)
+            elif problem := schema.value_problem(options[key], value):
+                yield Finding(where, problem, "write a TOML-typed value")
+    accel = schema.accelerate_options()
+    for key, value in spec.launch.extra.items():
+        where = ("launch", "extra", key)
+        if key not in accel:
+            yield Finding(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
+        elif problem := schema.value_problem(accel[key], value):
+            yield Finding(where, problem, "")
+
+
+def _train(spec: Spec) -> Iterator[Finding]:
+    train = spec.train
+    if train.fp8_scaled and not train.fp8_base:
+        yield Finding(("train", "fp8_scaled"), "fp8_scaled needs fp8_base", "add `fp8_base: true`")
+    if train.attention == "sage_attn":
+        yield Finding(
+            ("train", "attention"),
+            "musubi-tuner refuses sage_attn for training",
+            "use sdpa, flash_attn, xformers or flash3 (sage attention is for inference only)",
+        )
+    if train.save_every_n_steps and train.save_every_n_steps > train.max_train_steps:
+        yield Finding(
+            ("train", "save_every_n_steps"),
+            f"{train.save_every_n_steps} is more than max_train_steps ({train.max_train_steps}):"
+            " no step checkpoint would be saved",
+            "lower save_every_n_steps or raise max_train_steps",
+        )
+    choices = schema.script_options("fpack_train_network")["timestep_sampling"].choices or ()
+    if train.timestep_sampling not in choices:
+        hint = did_you_mean(train.timestep_sampling, set(choices)) or f"use one of {', '.join(choices)}"
+        yield Finding(("train", "timestep_sampling"), "not a timestep_sampling of musubi-tuner", hint)
+    for section in ("config", "cache_latents"):
+        dtype = getattr(spec.musubi, section).get("vae_dtype")
+        if dtype not in (None, "float16"):
+            yield Finding(
+                ("musubi", section, "vae_dtype"),
+                "FramePack's VAE runs only in float16",
+                "remove vae_dtype (or set float16)",
+            )
+
+
+def _one_frame(spec: Spec) -> Iterator[Finding]:
+    count = len(spec.one_frame.clean_indices)
+    for section in ("sample", "infer"):
+        prompts = getattr(spec, section).prompts or []
+        for index, prompt in enumerate(prompts):
+            where = (section, "prompts", index)
+            if prompt.control_images is not None and len(prompt.control_images) != count:
+                yield Finding(
+                    (*where, "control_images"),
+                    f"{len(prompt.control_images)} control images, but one_frame.clean_indices has {count}",
+                    f"give exactly {count}",
+                )
+            if prompt.record is not None and prompt.dataset >= len(spec.datasets):
+                yield Finding(
+                    (*where, "dataset"),
+                    f"there is no datasets[{prompt.dataset}]",
+                    f"use 0..{len(spec.datasets) - 1}",
+                )
+    if (spec.sample.every_n_steps or spec.sample.at_first) and not spec.sample.prompts:
+        yield Finding(
+            ("sample",),
+            "sampling is on but sample.prompts is empty",
+            "add a prompt (e.g. `- record: 1`) or set every_n_steps: null and at_first: false",
+        )
+
+
+def _datasets(spec: Spec) -> Iterator[Finding]:
+    seen: dict[Any, int] = {}
+    for index in range(len(spec.datasets)):
+        cache = spec.cache_directory(index)
+        if cache in seen:
+            yield Finding(
+                ("datasets", index, "cache_directory"),
+                f"same cache directory as datasets[{seen[cache]}]: caching would delete the other's files",
+                "give each dataset its own cache_directory",
+            )
+        seen.setdefault(cache, index)
+
+
+def _launch(spec: Spec) -> Iterator[Finding]:
+    launch = spec.launch
+    if launch.num_machines > 1:
+        for key in ("main_process_ip", "main_process_port"):
+            if getattr(launch, key) is None:
+                yield Finding(("launch", key), "needed when num_machines > 1", "set the main node's address")
+        if launch.machine_rank >= launch.num_machines:
+            yield Finding(("launch", "machine_rank"), "must be below num_machines", "")
+        if launch.num_processes < launch.num_machines:
+            yield Finding(
+                ("launch", "num_processes"),
+                "is the total over all machines, so at least num_machines",
+                "",
+            )
+    elif launch.machine_rank:
+        yield Finding(("launch", "machine_rank"), "only meaningful with num_machines > 1", "")
+    choices = schema.accelerate_options()["dynamo_backend"].choices or ()
+    if launch.dynamo_backend not in choices:
+        yield Finding(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
+
+
+RULES = (_pass_through, _train, _one_frame, _datasets, _launch)
+
+
+def check_rules(spec: Spec) -> list[Finding]:
+    return [finding for rule in RULES for finding in rule(spec)]
