@@ -110,21 +110,40 @@ _FIX = {
 }
 
 
+def _unknown_key_hint(model: type[BaseModel], key: str) -> str:
+    """Suggest a close key of this section, or of a section inside it (`optimizer.learning_rate`)."""
+    names = {f.alias or n for n, f in model.model_fields.items()}
+    nested = set()
+    for name in model.model_fields:
+        kind, sub = _field_kind(model, name)
+        if kind == "model":
+            nested |= {f"{name}.{f.alias or n}" for n, f in sub.model_fields.items()}
+    hint = did_you_mean(key, names)
+    if hint:
+        return hint
+    by_leaf = {n.rsplit(".", 1)[1]: n for n in nested}
+    close = did_you_mean(key, set(by_leaf))
+    if close:
+        return f"did you mean '{by_leaf[close.split(chr(39))[1]]}'?"
+    return f"valid keys: {', '.join(sorted(names))}"
+
+
 def _problems(error: ValidationError, loaded: Loaded) -> list[Problem]:
     problems = []
     for item in error.errors():
         loc = _real_loc(item["loc"], loaded.data)
         source = loaded.where(loc)
-        message = item["msg"].removeprefix("Value error, ")
+        message = item["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
         fix = _FIX.get(item["type"], "")
         if item["type"] == "extra_forbidden":
             model = _model_at(loc)
             message = "unknown key"
             if model is not None:
-                names = {f.alias or n for n, f in model.model_fields.items()}
-                fix = did_you_mean(str(loc[-1]), names) or f"valid keys: {', '.join(sorted(names))}"
+                fix = _unknown_key_hint(model, str(loc[-1]))
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] == "string_pattern_mismatch":
+            message = "must be one word"
         elif " — " in message:
             message, fix = message.split(" — ", 1)
         problems.append(Problem(display_path(source.file), source.line, dotted(loc), message, fix))

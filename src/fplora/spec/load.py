@@ -136,6 +136,8 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         reason = (exc.problem or exc.context or "invalid YAML").strip()
+        if "duplicate key" in reason:
+            reason = reason.split(" with value")[0]
         raise UserError(Problem(shown, line, "", f"YAML syntax error: {reason}", "fix the YAML")) from None
     except YAMLError as exc:
         raise UserError(Problem(shown, None, "", f"YAML error: {exc}", "fix the YAML")) from None

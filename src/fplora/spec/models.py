@@ -9,9 +9,9 @@ Cross-field rules that need more than one section live in `spec.rules`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, model_validator
 
 
 class Section(BaseModel):
@@ -34,7 +34,16 @@ class Models(Section):
     vae_spatial_tile_sample_min_size: PositiveInt | None = None
 
 
-Resolution = PositiveInt | tuple[PositiveInt, PositiveInt]
+def _resolution(value: Any) -> Any:
+    """One error for a bad resolution, instead of one per branch of the union."""
+    ok_int = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    pair = isinstance(value, list | tuple) and len(value) == 2
+    if ok_int or (pair and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return value
+    raise ValueError("expects one positive int or [width, height] — write e.g. [512, 768]")
+
+
+Resolution = Annotated[PositiveInt | tuple[PositiveInt, PositiveInt], BeforeValidator(_resolution)]
 
 
 class DataDefaults(Section):

@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny project on disk (spec, models, dataset) built per test."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, size: tuple[int, int] = (64, 96)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, "white").save(path)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Build a project in tmp_path and return a function that writes spec YAML into it.
+
+    The project has the five model files, a two-record one-frame dataset (two controls each)
+    and `configs/base.yaml` holding the models; `make(text)` writes `configs/v1.yaml`.
+    """
+    monkeypatch.chdir(tmp_path)
+    models = tmp_path / "models"
+    for name in (
+        "dit/model-00001-of-00002.safetensors",
+        "dit/model-00002-of-00002.safetensors",
+        "vae/vae.safetensors",
+        "te1/model.safetensors",
+        "te2/model.safetensors",
+        "ie/model.safetensors",
+    ):
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        (models / name).write_bytes(b"weights")
+    data = tmp_path / "data" / "dataset-v1"
+    lines = []
+    for i in (1, 2):
+        write_image(data / f"t/{i}.png")
+        write_image(data / f"c/{i}_0.png")
+        write_image(data / f"c/{i}_1.png")
+        record = {
+            "image_path": f"t/{i}.png",
+            "control_path_0": f"c/{i}_0.png",
+            "control_path_1": f"c/{i}_1.png",
+            "caption": f"a character turns, take {i}",
+        }
+        lines.append(json.dumps(record))
+    (data / "metadata-v1.jsonl").write_text("\n".join(lines) + "\n")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "base.yaml").write_text(
+        textwrap.dedent(
+            """\
+            project: demo
+            models:
+              dir: ../models
+              dit: dit/model-00001-of-00002.safetensors
+              vae: vae/vae.safetensors
+              text_encoder1: te1/model.safetensors
+              text_encoder2: te2/model.safetensors
+              image_encoder: ie/model.safetensors
+            data:
+              resolution: [64, 96]
+              batch_size: 2
+            one_frame:
+              clean_indices: [0, 10]
+              target_index: 5
+              no_post: true
+            train:
+              output_dir: ../out
+              max_train_steps: 4
+              save_every_n_steps: 2
+              logging: {with: null}
+            sample:
+              prompts:
+                - record: 1
+            """
+        )
+    )
+
+    def make(text: str = "", name: str = "v1.yaml") -> Path:
+        text = textwrap.dedent(text)
+        body = "" if "extends:" in text else "extends: base.yaml\n"
+        if "datasets:" not in text:
+            body += "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n"
+        path = configs / name
+        path.write_text(body + text)
+        return path
+
+    return make

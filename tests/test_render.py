@@ -1,0 +1,146 @@
+"""Rendering: golden files for the bundled example, and conformance of everything rendered with the
+musubi-tuner schema (TOML keys, value types and choices, dataset keys, prompt-line options)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fplora import plan
+from fplora.musubi import schema
+from fplora.musubi.names import PROMPT_OPTION
+from fplora.render.files import RenderedPaths, config_dict, config_toml, dataset_dict, dataset_toml
+from fplora.render.prompts import one_frame_modes
+from fplora.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden" / "example"
+SPECS = ["configs/example.yaml", "configs/v8.yaml"]
+
+
+def _rendered(spec_name: str, out: Path) -> dict[str, str]:
+    spec = load_spec(REPO / spec_name)
+    built = plan.build(spec, out)
+    return {path.name: text.replace(str(REPO), "<repo>").replace(str(out), "<out>") for path, text in built.files.items()}
+
+
+def test_example_matches_golden_files(tmp_path: Path) -> None:
+    """A change in rendering shows up here as a diff; refresh with FPLORA_UPDATE_GOLDEN=1."""
+    rendered = _rendered("configs/example.yaml", tmp_path)
+    if os.environ.get("FPLORA_UPDATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered.items():
+            (GOLDEN / name).write_text(text, encoding="utf-8")
+    assert sorted(rendered) == sorted(p.name for p in GOLDEN.iterdir())
+    for name, text in rendered.items():
+        assert text == (GOLDEN / name).read_text(encoding="utf-8"), name
+
+
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_config_keys_values_and_choices_fit_the_trainer(spec_name: str, tmp_path: Path) -> None:
+    spec = load_spec(REPO / spec_name)
+    config = tomllib.loads(config_toml(spec, RenderedPaths(tmp_path)))
+    options = schema.script_options("fpack_train_network")
+    for key, value in config.items():
+        assert key in options, f"{key} is not an fpack_train_network option"
+        assert schema.value_problem(options[key], value) is None, key
+    # the trainer's own rules: dataset_config and dit set, an optimizer, one_frame for 1f samples
+    assert config["dataset_config"] and config["dit"]
+    assert config["optimizer_type"]
+    assert config["one_frame"] is True
+    assert config["save_precision"] == "bf16"
+
+
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_dataset_toml_fits_the_dataset_schema(spec_name: str, tmp_path: Path) -> None:
+    spec = load_spec(REPO / spec_name)
+    dataset = tomllib.loads(dataset_toml(spec))
+    assert set(dataset) <= {"general", "datasets"}
+    general_keys = schema.dataset_keys("general")
+    image_keys = schema.dataset_keys("image_dataset")
+    for key, value in dataset["general"].items():
+        assert key in general_keys, key
+        assert schema.dataset_value_problem(general_keys[key], value) is None, key
+    for entry in dataset["datasets"]:
+        assert entry["cache_directory"]  # a JSONL dataset has no default cache directory
+        for key, value in entry.items():
+            assert key in image_keys, key
+            assert schema.dataset_value_problem(image_keys[key], value) is None, key
+
+
+@pytest.mark.parametrize("spec_name", SPECS)
+def test_prompt_lines_use_only_options_both_parsers_share(spec_name: str, tmp_path: Path) -> None:
+    spec = load_spec(REPO / spec_name)
+    if not Path(spec.datasets[0].jsonl).exists():
+        pytest.skip("the memo's dataset lives on the GPU box")
+    files = plan.build(spec, tmp_path).files
+    training = schema.prompt_options("training_sample_prompts")
+    generate = schema.prompt_options("generate_from_file")
+    for name in ("prompts.txt", "infer-prompts.txt"):
+        lines = [line for line in files[tmp_path / name].splitlines() if not line.startswith("#")]
+        assert lines
+        for line in lines:
+            text, *parts = line.split(" --")
+            assert text.strip()
+            letters = [part.split(" ", 1)[0] for part in parts]
+            for letter in letters:
+                assert letter in training and letter in generate, letter
+                assert letter not in ("f", "l")  # they mean different things in the two parsers
+            # FramePack one-frame needs a start image and the one-frame modes on every line
+            assert "i" in letters and "of" in letters and "fs" in letters
+            assert letters.count("ci") == len(spec.one_frame.clean_indices)
+
+
+def test_one_frame_modes_are_known_tokens() -> None:
+    spec = load_spec(REPO / "configs/v8.yaml")
+    tokens = {t.split("=")[0] for t in schema.one_frame_tokens()}
+    for token in one_frame_modes(spec).split(","):
+        assert token.split("=")[0] in tokens
+    assert one_frame_modes(spec) == "target_index=5,control_index=0;10,no_post"
+
+
+def test_prompt_option_letters_exist_in_both_parsers() -> None:
+    training = schema.prompt_options("training_sample_prompts")
+    generate = schema.prompt_options("generate_from_file")
+    assert set(PROMPT_OPTION.values()) <= set(training) & set(generate)
+
+
+def test_relative_dataset_paths_get_an_absolute_copy_for_musubi(tmp_path: Path) -> None:
+    spec = load_spec(REPO / "configs/example.yaml")
+    built = plan.build(spec, tmp_path)
+    dataset = tomllib.loads(built.files[tmp_path / "dataset.toml"])
+    copy = Path(dataset["datasets"][0]["image_jsonl_file"])
+    assert copy == tmp_path / "data/0-metadata-v1.jsonl"
+    for line in built.files[copy].splitlines():
+        assert all(os.path.isabs(v) for k, v in __import__("json").loads(line).items() if k != "caption")
+
+
+def test_pass_through_keys_are_rendered_and_win(project, tmp_path: Path) -> None:
+    spec = load_spec(project("musubi:\n  config: {max_grad_norm: 0.5, network_args: ['loraplus_lr_ratio=4']}\n"))
+    config = config_dict(spec, RenderedPaths(tmp_path))
+    assert config["max_grad_norm"] == 0.5
+    assert config["network_args"] == ["loraplus_lr_ratio=4"]
+
+
+def test_booleans_are_written_only_when_true(project, tmp_path: Path) -> None:
+    spec = load_spec(project())
+    config = config_dict(spec, RenderedPaths(tmp_path))
+    assert "fp8_base" not in config and "split_attn" not in config
+    assert all(value is not False for value in config.values())
+
+
+def test_per_dataset_overrides_go_into_its_table(project) -> None:
+    text = "datasets:\n  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, num_repeats: 3, resolution: 256}\n"
+    entry = dataset_dict(load_spec(project(text)))["datasets"][0]
+    assert entry["num_repeats"] == 3 and entry["resolution"] == 256
+
+
+def test_header_names_the_spec_in_every_file(tmp_path: Path) -> None:
+    spec = load_spec(REPO / "configs/example.yaml")
+    for path, text in plan.build(spec, tmp_path).files.items():
+        if path.suffix != ".jsonl":
+            assert re.search(r"^# fplora-spec: .*configs/example\.yaml$", text, re.MULTILINE), path

@@ -1,0 +1,105 @@
+"""Loading specs: extends, path resolution, ${VAR}, line numbers, defaults and cross-field rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fplora.problems import UserError
+from fplora.spec import load_spec
+from fplora.spec.load import load
+
+
+def test_extends_merges_deeply_and_child_wins(project) -> None:
+    spec = load_spec(project("train:\n  max_train_steps: 8\n"))
+    assert spec.train.max_train_steps == 8  # child
+    assert spec.train.save_every_n_steps == 2  # base, same section
+    assert spec.project == "demo"
+    assert spec.version == "v1"  # the file's stem
+    assert spec.output_name == "demo-v1"
+
+
+def test_lists_are_replaced_not_appended(project) -> None:
+    spec = load_spec(project("one_frame:\n  clean_indices: [0]\n"))
+    assert spec.one_frame.clean_indices == [0]
+
+
+def test_relative_paths_resolve_against_the_file_that_wrote_them(project, tmp_path: Path) -> None:
+    spec = load_spec(project())
+    # models.dir is written in configs/base.yaml as ../models; model names resolve against it
+    assert spec.models.dit == tmp_path / "models/dit/model-00001-of-00002.safetensors"
+    # output_dir comes from base.yaml, the dataset from v1.yaml: both relative to configs/
+    assert spec.train.output_dir == tmp_path / "out"
+    assert spec.datasets[0].jsonl == tmp_path / "data/dataset-v1/metadata-v1.jsonl"
+
+
+def test_base_in_another_folder_resolves_its_own_paths(project, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "house.yaml").write_text("train:\n  output_dir: runs\n")
+    spec = load_spec(project("extends: [base.yaml, ../shared/house.yaml]\n"))
+    assert spec.train.output_dir == shared / "runs"
+
+
+def test_env_vars_expand_with_defaults(project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OUT_ROOT", str(tmp_path / "elsewhere"))
+    spec = load_spec(project("train:\n  output_dir: ${OUT_ROOT}/x\n  output_name: ${NAME:-fallback}\n"))
+    assert spec.train.output_dir == tmp_path / "elsewhere/x"
+    assert spec.output_name == "fallback"
+
+
+def test_source_map_points_at_lines(project) -> None:
+    loaded = load(project("train:\n  max_train_steps: 8\n"))
+    assert loaded.where(("train", "max_train_steps")).line == 5
+    assert loaded.where(("train", "max_train_steps")).file.name == "v1.yaml"
+    assert loaded.where(("train", "save_every_n_steps")).file.name == "base.yaml"
+    assert loaded.where(("one_frame", "target_index")).line == 14
+
+
+def test_extends_cycle_is_reported(project, tmp_path: Path) -> None:
+    (tmp_path / "configs/a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "configs/b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(UserError) as error:
+        load_spec(tmp_path / "configs/a.yaml")
+    assert str(error.value) == (
+        "configs/b.yaml: extends: cycle: configs/a.yaml → configs/b.yaml → configs/a.yaml — remove one of the extends"
+    )
+
+
+def test_defaults_follow_the_memo(project) -> None:
+    spec = load_spec(project())
+    assert spec.train.save_precision == "bf16"  # needed by the pinned generate script
+    assert spec.train.optimizer.type == "adamw8bit"  # never the empty default that crashes
+    assert spec.sample.flow_shift == 14.5
+    assert spec.launch.num_processes == 1
+
+
+def test_derived_cache_directory_is_per_spec_and_dataset_version(project, tmp_path: Path) -> None:
+    spec = load_spec(project())
+    assert spec.cache_directory(0) == tmp_path / "configs/v1/cache/dataset-v1/metadata-v1"
+
+
+def test_effective_batch_counts_processes_and_accumulation(project) -> None:
+    text = "launch:\n  num_processes: 2\ntrain:\n  gradient_accumulation_steps: 3\n"
+    assert load_spec(project(text)).effective_batch_size == 2 * 2 * 3
+
+
+def test_two_datasets_sharing_a_cache_are_refused(project) -> None:
+    text = (
+        "datasets:\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache}\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache}\n"
+    )
+    with pytest.raises(UserError) as error:
+        load_spec(project(text))
+    assert "datasets[1].cache_directory: same cache directory as datasets[0]" in str(error.value)
+
+
+def test_multi_node_launch_is_valid_with_its_address(project) -> None:
+    text = (
+        "launch:\n  num_processes: 4\n  num_machines: 2\n  machine_rank: 1\n"
+        "  main_process_ip: 10.0.0.1\n  main_process_port: 29500\n"
+    )
+    spec = load_spec(project(text))
+    assert spec.launch.machine_rank == 1
