@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from fplora import plan
 from fplora.musubi import schema
@@ -25,7 +25,10 @@ SPECS = ["configs/example.yaml", "configs/v8.yaml"]
 def _rendered(spec_name: str, out: Path) -> dict[str, str]:
     spec = load_spec(REPO / spec_name)
     built = plan.build(spec, out)
-    return {path.name: text.replace(str(REPO), "<repo>").replace(str(out), "<out>") for path, text in built.files.items()}
+    return {
+        path.name: text.replace(str(REPO), "<repo>").replace(str(out), "<out>")
+        for path, text in built.files.items()
+    }
 
 
 def test_example_matches_golden_files(tmp_path: Path) -> None:
@@ -120,7 +123,9 @@ def test_relative_dataset_paths_get_an_absolute_copy_for_musubi(tmp_path: Path) 
 
 
 def test_pass_through_keys_are_rendered_and_win(project, tmp_path: Path) -> None:
-    spec = load_spec(project("musubi:\n  config: {max_grad_norm: 0.5, network_args: ['loraplus_lr_ratio=4']}\n"))
+    spec = load_spec(
+        project("musubi:\n  config: {max_grad_norm: 0.5, network_args: ['loraplus_lr_ratio=4']}\n")
+    )
     config = config_dict(spec, RenderedPaths(tmp_path))
     assert config["max_grad_norm"] == 0.5
     assert config["network_args"] == ["loraplus_lr_ratio=4"]

@@ -1,0 +1,80 @@
+"""The five model files: present, non-empty, readable, and every shard of a split file there.
+
+A missing or truncated model otherwise shows up minutes into a GPU job, after caching has started.
+musubi-tuner loads a file named `<name>-0000k-of-0000n.<ext>` by opening all n shards from the same
+folder, so naming one shard implies the others; each missing one is reported by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from fplora.check.where import SpecLocator
+from fplora.problems import Problem, display_path
+from fplora.spec.models import Spec
+
+MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
+
+_SHARD = re.compile(r"^(?P<prefix>.*-)(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
+
+_WHERE_FIX = "check the path; relative names resolve against models.dir, else the spec's folder"
+
+
+def shard_names(name: str) -> list[str]:
+    """Every shard's file name when `name` is one shard of a split file, else `[]`.
+
+    Mirrors musubi-tuner's `load_split_weights`, which rebuilds every shard's name with five-digit
+    numbers (`{prefix}{k:05d}-of-{count:05d}`) whatever shard the user named.
+    """
+    match = _SHARD.match(name)
+    if match is None:
+        return []
+    count = int(match["count"])
+    return [f"{match['prefix']}{k:05d}-of-{count:05d}{match['suffix']}" for k in range(1, count + 1)]
+
+
+def _file_problem(path: Path) -> tuple[str, str] | None:
+    """(message, fix) when `path` is not a non-empty readable file."""
+    shown = display_path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            return f"{shown} not found (folder {display_path(path.parent)} does not exist)", _WHERE_FIX
+        return f"{shown} not found", _WHERE_FIX
+    except OSError as exc:
+        return f"{shown} cannot be read: {exc.strerror or exc}", "fix the path or its permissions"
+    if path.is_dir():
+        return f"{shown} is a folder, not a model file", "name the model file itself"
+    if info.st_size == 0:
+        return f"{shown} is empty (0 bytes)", "download it again"
+    if not os.access(path, os.R_OK):
+        return f"{shown} cannot be read: permission denied", "fix the file's permissions"
+    return None
+
+
+def check_models(spec: Spec, where: SpecLocator) -> Iterator[Problem]:
+    """One problem per missing, empty or unreadable model file or shard."""
+    for key in MODEL_KEYS:
+        path: Path = getattr(spec.models, key)
+        found = _file_problem(path)
+        if found is not None:
+            yield where.problem(("models", key), *found)
+        if found is not None and not path.parent.is_dir():
+            continue  # the folder is missing: one problem says it all
+        for name in shard_names(path.name):
+            shard = path.parent / name
+            if shard == path:
+                continue
+            shard_found = _file_problem(shard)
+            if shard_found is None:
+                continue
+            message, fix = shard_found
+            if message.endswith(" not found"):
+                count = len(shard_names(path.name))
+                message = f"missing shard {display_path(shard)}"
+                fix = f"all {count} shards must be in the same folder"
+            yield where.problem(("models", key), message, fix)

@@ -1,0 +1,182 @@
+"""Dataset records: every target and control image readable, the control count right, stems unique.
+
+These are the mistakes musubi-tuner finds only after loading models onto the GPU (a missing control
+image stops latent caching part way), or never (two images with the same stem share one cache file,
+so one record silently trains on the other's latents). Every problem points at the JSONL line.
+
+Size checks are warnings, and capped per dataset: a dataset of small images would otherwise print one
+line per record for the same cause.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fplora.check.images import ImageInfo
+from fplora.datasets.records import Records
+from fplora.problems import Problem, display_path
+from fplora.spec.models import Spec
+
+MAX_SAME_WARNING = 5
+"""Size warnings of one kind listed per dataset before the rest are summed up in one line."""
+
+_RELATIVE_FIX = "check the path; relative paths resolve against the JSONL file's folder"
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """The size rules of one dataset, from its settings with `data:` as fallback."""
+
+    width: int
+    height: int
+    enable_bucket: bool
+    bucket_no_upscale: bool
+
+    @property
+    def upscales(self) -> bool:
+        """musubi-tuner resizes to the resolution unless bucketing without upscaling."""
+        return not (self.enable_bucket and self.bucket_no_upscale)
+
+
+def _sizes(spec: Spec, index: int) -> _Sizes:
+    resolution = spec.dataset_value(index, "resolution")
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    return _Sizes(
+        width,
+        height,
+        bool(spec.dataset_value(index, "enable_bucket")),
+        bool(spec.dataset_value(index, "bucket_no_upscale")),
+    )
+
+
+def record_paths(records: Records) -> Iterator[str]:
+    """Every image path the records name, targets and controls, as probe keys."""
+    for record in records.items:
+        if record.image is not None:
+            yield str(record.image)
+        for control in record.controls:
+            yield str(control)
+
+
+class _Shown:
+    """`display_path` memoized per folder: a dataset's images share a few folders, and resolving each
+    path on its own (symlinks and all) costs more than probing the image."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        folder = self._folders.get(path.parent)
+        if folder is None:
+            folder = self._folders[path.parent] = display_path(path.parent)
+        return path.name if folder == "." else os.path.join(folder, path.name)
+
+
+def _image_problem(shown: str, line: int, key: str, path: str, info: ImageInfo) -> Problem:
+    fix = _RELATIVE_FIX if info.error == "not found" else info.fix
+    return Problem(shown, line, key, f"{path} {info.error}", fix)
+
+
+def _size_warnings(shown: str, size: tuple[int, int], rules: _Sizes) -> Iterator[tuple[str, str, str]]:
+    """(kind, message, fix) for a target image that trains badly at the dataset's resolution."""
+    width, height = size
+    resolution = f"{rules.width}x{rules.height}"
+    if width * height * 2 < rules.width * rules.height:
+        what = "it is upscaled" if rules.upscales else "it trains at its own, smaller size"
+        yield (
+            "small",
+            f"{shown} is {width}x{height}, under half the pixels of resolution {resolution}",
+            f"{what}; use larger images or a lower resolution",
+        )
+    if not rules.enable_bucket and width and height:
+        ratio = (width / height) / (rules.width / rules.height)
+        if ratio > 2 or ratio < 0.5:
+            yield (
+                "aspect",
+                f"{shown} is {width}x{height}, an aspect ratio over 2x off resolution {resolution}",
+                "without enable_bucket every image is resized and cropped to the resolution;"
+                " set enable_bucket: true or crop the image",
+            )
+
+
+_SUMMARY = {
+    "small": "more target images are under half the pixels of resolution {resolution}",
+    "aspect": "more target images have an aspect ratio over 2x off resolution {resolution}",
+}
+
+
+def check_records(spec: Spec, index: int, records: Records, images: Mapping[str, ImageInfo]) -> list[Problem]:
+    """Problems of `datasets[index]`, in line order: structural ones from reading, then per record."""
+    shown = display_path(records.jsonl)
+    clean_indices = spec.one_frame.clean_indices
+    expected = len(clean_indices)
+    rules = _sizes(spec, index)
+    problems = list(records.problems)
+    shown_path = _Shown()
+    # lines whose control paths already have a problem: a count mismatch there is the same mistake
+    bad_controls = {p.line for p in records.problems if p.key.startswith("control_path")}
+    stems: dict[str, int] = {}
+    warned: dict[str, int] = {}
+    extra: dict[str, int] = {}
+    for record in records.items:
+        line = record.line
+        if record.image is not None:
+            info = images[str(record.image)]
+            if not info.ok:
+                problems.append(_image_problem(shown, line, "image_path", shown_path(record.image), info))
+            elif info.size is not None:
+                for kind, message, fix in _size_warnings(shown_path(record.image), info.size, rules):
+                    warned[kind] = warned.get(kind, 0) + 1
+                    if warned[kind] <= MAX_SAME_WARNING:
+                        problems.append(Problem(shown, line, "image_path", message, fix, "warning"))
+                    else:
+                        extra[kind] = extra.get(kind, 0) + 1
+            stem = record.image.stem
+            first = stems.setdefault(stem, line)
+            if first != line:
+                problems.append(
+                    Problem(
+                        shown,
+                        line,
+                        "image_path",
+                        f"same file stem '{stem}' as line {first}: musubi-tuner names caches by stem,"
+                        " so one record would train on the other's latents",
+                        "rename one of the two images",
+                    )
+                )
+        for number, control in enumerate(record.controls):
+            info = images[str(control)]
+            if not info.ok:
+                problems.append(
+                    _image_problem(shown, line, f"control_path_{number}", shown_path(control), info)
+                )
+        if len(record.controls) != expected and line not in bad_controls:
+            problems.append(
+                Problem(
+                    shown,
+                    line,
+                    "control_path",
+                    f"{expected} control image{'s' if expected != 1 else ''} expected"
+                    f" (one_frame.clean_indices = {clean_indices}), found {len(record.controls)}",
+                    f"give every record control_path_0..{expected - 1}, or change one_frame.clean_indices"
+                    if expected > 1
+                    else "give every record control_path_0, or change one_frame.clean_indices",
+                )
+            )
+    problems.sort(key=lambda problem: problem.line or 0)
+    resolution = f"{rules.width}x{rules.height}"
+    for kind, count in extra.items():
+        problems.append(
+            Problem(
+                shown,
+                None,
+                "image_path",
+                f"{count} {_SUMMARY[kind].format(resolution=resolution)}",
+                "only the first few are listed",
+                "warning",
+            )
+        )
+    return problems

@@ -1,0 +1,166 @@
+"""Bad input, table-driven: each case gives exactly one located, one-line error, exit code 1, no
+traceback, and nothing written (no rendered folder, no outputs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fplora.cli import app
+
+runner = CliRunner()
+DATASET = "data/dataset-v1/metadata-v1.jsonl"
+
+
+def _jsonl(root: Path, lines: list[str]) -> None:
+    (root / DATASET).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _record(i: int, **changes: object) -> str:
+    record: dict[str, object] = {
+        "image_path": f"t/{i}.png",
+        "control_path_0": f"c/{i}_0.png",
+        "control_path_1": f"c/{i}_1.png",
+        "caption": f"a character turns, take {i}",
+    }
+    record.update(changes)
+    return json.dumps({k: v for k, v in record.items() if v is not None})
+
+
+Setup = Callable[[Path], None]
+
+
+def _nothing(root: Path) -> None:
+    pass
+
+
+# (case id, spec text for configs/v1.yaml, setup of the project, the one expected error line)
+SPEC_CASES: list[tuple[str, str, str]] = [
+    ("yaml syntax", "train: {output_dir: [\n", "configs/v1.yaml:5: YAML syntax error: expected the node content, but found '<stream end>' — fix the YAML"),
+    ("duplicate key", "train: {}\ntrain: {}\n", 'configs/v1.yaml:5: YAML syntax error: found duplicate key "train" — fix the YAML'),
+    ("unknown key, nested hint", "train:\n  learnig_rate: 1\n", "configs/v1.yaml:5: train.learnig_rate: unknown key — did you mean 'optimizer.learning_rate'?"),
+    ("unknown section", "trian: {}\n", "configs/v1.yaml:4: trian: unknown key — did you mean 'train'?"),
+    ("wrong type", "train:\n  max_train_steps: many\n", "configs/v1.yaml:5: train.max_train_steps: should be a valid integer, unable to parse string as an integer — write a whole number"),
+    ("not a bool", "train:\n  gradient_checkpointing: maybe\n", "configs/v1.yaml:5: train.gradient_checkpointing: should be a valid boolean, unable to interpret input — write true or false"),
+    ("negative learning rate", "train:\n  optimizer: {learning_rate: -1}\n", "configs/v1.yaml:5: train.optimizer.learning_rate: should be greater than 0 — use a positive number"),
+    ("zero batch size", "data:\n  batch_size: 0\n", "configs/v1.yaml:5: data.batch_size: should be greater than 0 — use a positive number"),
+    ("bad resolution", "data:\n  resolution: [1, 2, 3]\n", "configs/v1.yaml:5: data.resolution: expects one positive int or [width, height] — write e.g. [512, 768]"),
+    ("save step beyond max", "train:\n  save_every_n_steps: 100\n", "configs/v1.yaml:5: train.save_every_n_steps: 100 is more than max_train_steps (4): no step checkpoint would be saved — lower save_every_n_steps or raise max_train_steps"),
+    ("fp8_scaled without fp8_base", "train:\n  fp8_scaled: true\n", "configs/v1.yaml:5: train.fp8_scaled: fp8_scaled needs fp8_base — add `fp8_base: true`"),
+    ("sage attention for training", "train:\n  attention: sage_attn\n", "configs/v1.yaml:5: train.attention: musubi-tuner refuses sage_attn for training — use sdpa, flash_attn, xformers or flash3 (sage attention is for inference only)"),
+    ("vae dtype", "musubi:\n  config: {vae_dtype: bfloat16}\n", "configs/v1.yaml:5: musubi.config.vae_dtype: FramePack's VAE runs only in float16 — remove vae_dtype (or set float16)"),
+    ("cache_directory in general", "data:\n  cache_directory: x\n", "configs/v1.yaml:4: data: cache_directory cannot be set for all datasets (musubi-tuner rejects it in [general]) — set it per dataset under datasets[], or leave it out and fplora derives one"),
+    ("pass-through typo", "musubi:\n  config: {blocks_to_swapp: 3}\n", "configs/v1.yaml:5: musubi.config.blocks_to_swapp: not an option of fpack_train_network — did you mean 'blocks_to_swap'?"),
+    ("pass-through type", "musubi:\n  config: {blocks_to_swap: '3'}\n", "configs/v1.yaml:5: musubi.config.blocks_to_swap: expects int, got str '3' — write a TOML-typed value"),
+    ("pass-through owned key", "musubi:\n  generate: {save_path: x}\n", "configs/v1.yaml:5: musubi.generate.save_path: save_path is set by fplora — remove it; fplora renders it from the spec"),
+    ("unset variable", "train:\n  output_dir: ${FPLORA_TEST_UNSET}/x\n", "configs/v1.yaml:5: train.output_dir: environment variable FPLORA_TEST_UNSET is not set — export FPLORA_TEST_UNSET=..., or write ${FPLORA_TEST_UNSET:-default}"),
+    ("timestep sampling typo", "train:\n  timestep_sampling: shfit\n", "configs/v1.yaml:5: train.timestep_sampling: not a timestep_sampling of musubi-tuner — did you mean 'shift'?"),
+    ("abbreviated accelerate option", "launch:\n  extra: {num_process: 2}\n", "configs/v1.yaml:5: launch.extra.num_process: not an option of accelerate launch — did you mean 'num_processes'?"),
+    ("multi-node without address", "launch:\n  num_machines: 2\n  num_processes: 2\n  main_process_port: 29500\n", "configs/v1.yaml:4: launch.main_process_ip: needed when num_machines > 1 — set the main node's address"),
+    ("prompt control count", "sample:\n  prompts:\n    - {text: hi, image: a.png, control_images: [a.png]}\n", "configs/v1.yaml:6: sample.prompts[0].control_images: 1 control images, but one_frame.clean_indices has 2 — give exactly 2"),
+    ("incomplete prompt", "sample:\n  prompts:\n    - {text: hi}\n", "configs/v1.yaml:6: sample.prompts[0]: a prompt needs `record:` or all of `text`, `image` and `control_images`"),
+    ("sampling without prompts", "sample:\n  prompts: []\n", "configs/v1.yaml:4: sample: sampling is on but sample.prompts is empty — add a prompt (e.g. `- record: 1`) or set every_n_steps: null and at_first: false"),
+    ("project with a space", "project: my project\n", "configs/v1.yaml:4: project: must be one word — use letters, digits, '-', '_' or '.', no spaces or slashes"),
+    ("missing extends target", "extends: nope.yaml\n", "configs/v1.yaml:3: extends: base spec nope.yaml not found (looked at configs/nope.yaml) — paths in extends are relative to the file that writes them"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in SPEC_CASES], ids=[c[0] for c in SPEC_CASES])
+def test_bad_spec(project, tmp_path: Path, text: str, expected: str) -> None:
+    spec = project(text)
+    for command in (
+        ["check", str(spec), "--skip-models"],
+        ["render", str(spec)],
+        ["train", str(spec), "--dry-run"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1, result.output
+        assert result.output == f"error: {expected}\n", command
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "configs/v1").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def _break_shard(root: Path) -> None:
+    (root / "models/dit/model-00002-of-00002.safetensors").unlink()
+
+
+def _bad_json(root: Path) -> None:
+    _jsonl(root, [_record(1), '{"image_path": "t/2.png", caption: oops}'])
+
+
+def _missing_image(root: Path) -> None:
+    (root / "data/dataset-v1/t/2.png").unlink()
+
+
+def _one_control(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, control_path_1=None)])
+
+
+def _empty_caption(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, caption="  ")])
+
+
+def _unknown_record_key(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, captoin="x")])
+
+
+def _not_an_image(root: Path) -> None:
+    (root / "data/dataset-v1/c/2_1.png").write_text("not a png")
+
+
+def _missing_unicode_path(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, image_path="t/データ 'two'.png")])
+
+
+def _duplicate_stem(root: Path) -> None:
+    (root / "data/dataset-v1/u").mkdir()
+    (root / "data/dataset-v1/u/1.png").write_bytes((root / "data/dataset-v1/t/1.png").read_bytes())
+    _jsonl(root, [_record(1), _record(2, image_path="u/1.png")])
+
+
+# (case id, setup, the expected error line)  — checked by `fplora check` (with models)
+DATA_CASES: list[tuple[str, Setup, str]] = [
+    ("missing model shard", _break_shard, "configs/base.yaml:4: models.dit: missing shard models/dit/model-00002-of-00002.safetensors — all 2 shards must be in the same folder"),
+    ("bad JSONL line", _bad_json, "data/dataset-v1/metadata-v1.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes — one JSON object per line"),
+    ("missing image", _missing_image, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/2.png not found — check the path; relative paths resolve against the JSONL file's folder"),
+    ("wrong control count", _one_control, "data/dataset-v1/metadata-v1.jsonl:2: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]), found 1 — give every record control_path_0..1, or change one_frame.clean_indices"),
+    ("empty caption", _empty_caption, "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text"),
+    ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — use image_path, caption and control_path_0..N"),
+    ("not an image", _not_an_image, "data/dataset-v1/metadata-v1.jsonl:2: control_path_1: data/dataset-v1/c/2_1.png is not an image Pillow can read — use a PNG, JPEG, WEBP or BMP file"),
+    ("unicode, spaces, quotes", _missing_unicode_path, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/データ 'two'.png not found — check the path; relative paths resolve against the JSONL file's folder"),
+    ("duplicate image stem", _duplicate_stem, "data/dataset-v1/metadata-v1.jsonl:2: image_path: same file stem '1' as line 1: musubi-tuner names caches by stem, so one record would train on the other's latents — rename one of the two images"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setup", "expected"), [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
+def test_bad_data(project, tmp_path: Path, setup: Setup, expected: str) -> None:
+    spec = project()
+    setup(tmp_path)
+    result = runner.invoke(app, ["check", str(spec)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0] == f"error: {expected}"
+    assert lines[-1] == "configs/v1.yaml: 1 errors, 0 warnings"
+    assert len(lines) == 2
+    assert not (tmp_path / "configs/v1").exists()
+
+
+def test_unicode_spaces_and_quotes_in_paths_work(project, tmp_path: Path) -> None:
+    """Valid odd paths go through check and render, and survive TOML and prompt-line quoting."""
+    odd = tmp_path / "データ set 'v1' \"q\""
+    (tmp_path / "data/dataset-v1").rename(odd)
+    spec = project(f"datasets:\n  - jsonl: '../{odd.name.replace(chr(39), chr(39) * 2)}/metadata-v1.jsonl'\n")
+    assert runner.invoke(app, ["check", str(spec)]).exit_code == 0
+    result = runner.invoke(app, ["render", str(spec)])
+    assert result.exit_code == 0, result.output
+    import tomllib
+
+    dataset = tomllib.loads((tmp_path / "configs/v1/dataset.toml").read_text(encoding="utf-8"))
+    assert Path(dataset["datasets"][0]["image_jsonl_file"]).parent == tmp_path / "configs/v1/data"
+    prompts = (tmp_path / "configs/v1/prompts.txt").read_text(encoding="utf-8")
+    assert f"--i {odd}/c/1_0.png --ci {odd}/c/1_0.png --ci {odd}/c/1_1.png" in prompts

@@ -1,0 +1,280 @@
+"""`fplora check`: each kind of on-disk mistake gives exactly the problem line a user will read.
+
+Every test builds a tiny project in tmp_path (a spec, five stand-in model files, 32x48 PNGs, a JSONL)
+and runs from there, so paths print relative and the expected strings are exact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fplora.check import check_spec
+from fplora.check import images as check_images
+from fplora.musubi.names import prompt_text_problem
+from fplora.problems import Problem
+from fplora.spec import load_spec
+
+SPEC = """\
+project: demo
+models:
+  dir: models
+  dit: dit/diffusion_pytorch_model-00001-of-00003.safetensors
+  vae: vae.safetensors
+  text_encoder1: te1.safetensors
+  text_encoder2: te2.safetensors
+  image_encoder: siglip.safetensors
+data:
+  resolution: [32, 48]
+datasets:
+  - jsonl: data/m.jsonl
+one_frame:
+  clean_indices: [0, 10]
+  target_index: 5
+train:
+  output_dir: out
+sample:
+  at_first: false
+  every_n_steps: null
+  prompts:
+    - record: 1
+"""
+PROMPT_LINE = 22  # line of `- record: 1` above
+
+MODEL_FILES = (
+    "dit/diffusion_pytorch_model-00001-of-00003.safetensors",
+    "dit/diffusion_pytorch_model-00002-of-00003.safetensors",
+    "dit/diffusion_pytorch_model-00003-of-00003.safetensors",
+    "vae.safetensors",
+    "te1.safetensors",
+    "te2.safetensors",
+    "siglip.safetensors",
+)
+
+
+def image(path: Path, size: tuple[int, int] = (32, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 30, 200)).save(path)
+    return path
+
+
+def record(name: str, caption: str = "a girl turns around", controls: int = 2) -> dict[str, str]:
+    """A record whose target and controls exist under data/img (relative to the JSONL)."""
+    item = {"image_path": f"img/{name}.png", "caption": caption}
+    image(Path("data/img") / f"{name}.png")
+    for index in range(controls):
+        item[f"control_path_{index}"] = f"img/{name}_c{index}.png"
+        image(Path("data/img") / f"{name}_c{index}.png")
+    return item
+
+
+def write_jsonl(*lines: dict[str, str] | str) -> None:
+    Path("data").mkdir(exist_ok=True)
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    Path("data/m.jsonl").write_text(text + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean project: spec, models, and a two-record dataset; the working directory is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    for name in MODEL_FILES:
+        path = tmp_path / "models" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+    write_jsonl(record("a"), record("b"))
+    (tmp_path / "spec.yaml").write_text(SPEC, encoding="utf-8")
+    return tmp_path
+
+
+def run(spec_text: str | None = None, *, skip_models: bool = False) -> list[str]:
+    if spec_text is not None:
+        Path("spec.yaml").write_text(spec_text, encoding="utf-8")
+    return [str(problem) for problem in check_spec(load_spec("spec.yaml"), skip_models=skip_models)]
+
+
+def test_clean_project_has_no_problems(project: Path) -> None:
+    assert run() == []
+    assert run(skip_models=True) == []
+
+
+def test_missing_model(project: Path) -> None:
+    (project / "models/vae.safetensors").unlink()
+    assert run() == [
+        "spec.yaml:5: models.vae: models/vae.safetensors not found"
+        " — check the path; relative names resolve against models.dir, else the spec's folder"
+    ]
+    assert run(skip_models=True) == []
+
+
+def test_missing_model_folder_is_one_problem(project: Path) -> None:
+    spec = SPEC.replace("dit: dit/", "dit: gone/")
+    assert run(spec) == [
+        "spec.yaml:4: models.dit: models/gone/diffusion_pytorch_model-00001-of-00003.safetensors not found"
+        " (folder models/gone does not exist)"
+        " — check the path; relative names resolve against models.dir, else the spec's folder"
+    ]
+
+
+def test_missing_shard(project: Path) -> None:
+    (project / "models/dit/diffusion_pytorch_model-00002-of-00003.safetensors").unlink()
+    assert run() == [
+        "spec.yaml:4: models.dit: missing shard models/dit/diffusion_pytorch_model-00002-of-00003.safetensors"
+        " — all 3 shards must be in the same folder"
+    ]
+
+
+def test_empty_model(project: Path) -> None:
+    (project / "models/te2.safetensors").write_bytes(b"")
+    assert run() == [
+        "spec.yaml:7: models.text_encoder2: models/te2.safetensors is empty (0 bytes) — download it again"
+    ]
+
+
+def test_bad_json_line(project: Path) -> None:
+    write_jsonl(record("a"), "not json")
+    assert run() == ["data/m.jsonl:2: invalid JSON: Expecting value — one JSON object per line"]
+
+
+def test_unknown_record_key(project: Path) -> None:
+    write_jsonl({**record("a"), "mask_path": "img/a_mask.png"})
+    assert run() == [
+        "data/m.jsonl:1: mask_path: unknown record key — use image_path, caption and control_path_0..N"
+    ]
+
+
+def test_missing_image(project: Path) -> None:
+    write_jsonl(record("a"), {**record("b"), "control_path_1": "img/gone.png"})
+    assert run() == [
+        "data/m.jsonl:2: control_path_1: data/img/gone.png not found"
+        " — check the path; relative paths resolve against the JSONL file's folder"
+    ]
+
+
+def test_unreadable_and_empty_images(project: Path) -> None:
+    Path("data/img/a.png").write_text("not a picture", encoding="utf-8")
+    Path("data/img/b_c0.png").write_bytes(b"")
+    assert run() == [
+        "data/m.jsonl:1: image_path: data/img/a.png is not an image Pillow can read"
+        " — use a PNG, JPEG, WEBP or BMP file",
+        "data/m.jsonl:2: control_path_0: data/img/b_c0.png is empty (0 bytes) — write the image again",
+    ]
+
+
+def test_folder_instead_of_image(project: Path) -> None:
+    Path("data/img/a.png").unlink()
+    Path("data/img/a.png").mkdir()
+    assert run() == [
+        "data/m.jsonl:1: image_path: data/img/a.png is a folder, not an image — point at an image file"
+    ]
+
+
+def test_image_in_another_format_is_fine(project: Path) -> None:
+    Image.new("RGB", (32, 48)).save("data/img/a.png", format="TIFF")  # a .png name, TIFF inside
+    assert run() == []
+
+
+def test_wrong_control_count(project: Path) -> None:
+    write_jsonl(record("a", controls=1), record("b"))
+    assert run() == [
+        "data/m.jsonl:1: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]), found 1"
+        " — give every record control_path_0..1, or change one_frame.clean_indices"
+    ]
+
+
+def test_empty_caption(project: Path) -> None:
+    write_jsonl(record("a"), record("b", caption="  "))
+    assert run() == ["data/m.jsonl:2: caption: missing or empty — write the caption text"]
+
+
+def test_duplicate_stem(project: Path) -> None:
+    write_jsonl(record("a"), {**record("b"), "image_path": "other/a.png"}, record("c"))
+    image(Path("data/other/a.png"))
+    assert run() == [
+        "data/m.jsonl:2: image_path: same file stem 'a' as line 1: musubi-tuner names caches by stem,"
+        " so one record would train on the other's latents — rename one of the two images"
+    ]
+
+
+def test_prompt_record_out_of_range(project: Path) -> None:
+    assert run(SPEC.replace("record: 1", "record: 5")) == [
+        f"spec.yaml:{PROMPT_LINE}: sample.prompts[0].record: no record on line 5 of datasets[0]"
+        " — use a record's line number; data/m.jsonl has records on lines 1-2"
+    ]
+
+
+def test_prompt_caption_trap(project: Path) -> None:
+    caption = "I like turning around"
+    write_jsonl(record("a", caption=caption), record("b"))
+    trap = prompt_text_problem(caption)  # its wording belongs to musubi.names
+    assert trap is not None and trap.startswith("starts with 'I '")
+    assert run() == [
+        f"spec.yaml:{PROMPT_LINE}: sample.prompts[0].record: caption of data/m.jsonl:1 {trap}"
+        " — give the prompt its own `text:`, or reword the caption"
+    ]
+    # the same caption is fine when the prompt has its own text
+    assert run(SPEC.replace("record: 1", "record: 1\n      text: she turns around")) == []
+
+
+def test_explicit_infer_prompt(project: Path) -> None:
+    spec = SPEC + (
+        "infer:\n"
+        "  prompts:\n"
+        "    - text: turn --w 5\n"
+        "      image: data/img/a_c0.png\n"
+        "      control_images: [data/img/a_c0.png, data/img/nope.png]\n"
+    )
+    trap = prompt_text_problem("turn --w 5")
+    assert trap is not None and trap.startswith("contains ' --'")
+    assert run(spec) == [
+        f"spec.yaml:25: infer.prompts[0].text: prompt text {trap} — reword the text",
+        "spec.yaml:27: infer.prompts[0].control_images[1]: data/img/nope.png not found"
+        " — check the path; relative paths resolve against the spec file's folder",
+    ]
+
+
+def test_size_warnings_are_capped(project: Path) -> None:
+    names = [f"s{index}" for index in range(7)]
+    write_jsonl(*(record(name) for name in names))
+    for name in names:
+        image(Path("data/img") / f"{name}.png", (8, 8))
+    problems = check_spec(load_spec("spec.yaml"), skip_models=True)
+    assert {problem.severity for problem in problems} == {"warning"}
+    assert str(problems[0]) == (
+        "data/m.jsonl:1: image_path: data/img/s0.png is 8x8, under half the pixels of resolution 32x48"
+        " — it is upscaled; use larger images or a lower resolution"
+    )
+    assert [problem.line for problem in problems] == [1, 2, 3, 4, 5, None]
+    assert [str(problem) for problem in problems if problem.line is None] == [
+        "data/m.jsonl: image_path: 2 more target images are under half the pixels of resolution 32x48"
+        " — only the first few are listed",
+    ]
+
+
+def test_aspect_warning_only_without_buckets(project: Path) -> None:
+    image(Path("data/img/a.png"), (64, 16))
+    assert run(skip_models=True) == [
+        "data/m.jsonl:1: image_path: data/img/a.png is 64x16, an aspect ratio over 2x off resolution 32x48"
+        " — without enable_bucket every image is resized and cropped to the resolution;"
+        " set enable_bucket: true or crop the image"
+    ]
+    assert run(SPEC.replace("  resolution: [32, 48]", "  resolution: [32, 48]\n  enable_bucket: true")) == []
+
+
+def test_parallel_probe_matches_serial(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Path("data/img/a.png").write_text("not a picture", encoding="utf-8")
+    paths = [str(path) for path in sorted(Path("data/img").iterdir())] + ["data/img/gone.png"]
+    serial = check_images.probe_many(paths)
+    monkeypatch.setattr(check_images, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(check_images, "_workers", lambda: 2)
+    assert check_images.probe_many(paths) == serial
+    assert serial["data/img/b.png"] == check_images.ImageInfo(size=(32, 48))
+
+
+def test_problem_type(project: Path) -> None:
+    (project / "models/vae.safetensors").unlink()
+    (problem,) = check_spec(load_spec("spec.yaml"))
+    assert isinstance(problem, Problem) and problem.severity == "error"

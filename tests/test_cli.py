@@ -1,0 +1,129 @@
+"""The command line itself: version, help, start-up cost, init, render's clobber guard, spec history."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+from typer.testing import CliRunner
+
+from fplora import __version__
+from fplora.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_version_matches_the_package_metadata() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"fplora {pyproject['project']['version']}\n" == f"fplora {__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["check", "render", "init", "cache", "train", "infer"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example: fplora" in result.output
+
+
+def test_help_imports_none_of_the_gpu_stack_or_the_validators() -> None:
+    code = (
+        "import sys, runpy; sys.argv = ['fplora', '--help']\n"
+        "try:\n    runpy.run_module('fplora', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "heavy = {'torch', 'accelerate', 'wandb', 'musubi_tuner', 'pydantic', 'ruamel', 'PIL'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_init_lays_out_a_project_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init", str(tmp_path / "proj")])
+    assert result.exit_code == 0, result.output
+    for name in ("configs/base.yaml", "configs/v1.yaml", "datasets/dataset-v1/README.md"):
+        assert (tmp_path / "proj" / name).is_file()
+    before = (tmp_path / "proj/configs/v1.yaml").read_text()
+    (tmp_path / "proj/configs/v1.yaml").write_text(before + "# mine\n")
+    again = runner.invoke(app, ["init", str(tmp_path / "proj")])
+    assert again.exit_code == 1
+    assert "configs/v1.yaml: exists already; not overwriting it — init an empty folder" in again.output
+    assert (tmp_path / "proj/configs/v1.yaml").read_text() == before + "# mine\n"
+
+
+def test_init_template_is_a_valid_spec_once_data_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, ["check", "configs/v1.yaml", "--skip-models"])
+    # the template is valid YAML and a valid spec; only the (still empty) dataset is missing
+    assert result.exit_code == 1
+    assert "dataset JSONL file not found" in result.output
+    assert "unknown key" not in result.output
+
+
+def test_render_writes_four_files_and_guards_other_specs(project, tmp_path: Path) -> None:
+    v1 = project()
+    result = runner.invoke(app, ["render", str(v1)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "configs/v1"
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "config.toml",
+        "dataset.toml",
+        "infer-prompts.txt",
+        "prompts.txt",
+    ]
+    # rendering the same spec again is fine; another spec into the same folder is refused
+    assert runner.invoke(app, ["render", str(v1)]).exit_code == 0
+    v2 = project(name="v2.yaml")
+    config = (out / "config.toml").read_text()
+    refused = runner.invoke(app, ["render", str(v2), "--out", str(out)])
+    assert refused.exit_code == 1
+    assert "configs/v1/config.toml: was rendered from" in refused.output
+    assert "render into another folder with --out, or pass --force" in refused.output
+    assert (out / "config.toml").read_text() == config
+    forced = runner.invoke(app, ["render", str(v2), "--out", str(out), "--force"])
+    assert forced.exit_code == 0
+    assert "v2.yaml" in (out / "config.toml").read_text()
+
+
+def test_render_refuses_a_hand_written_file(project, tmp_path: Path) -> None:
+    v1 = project()
+    (tmp_path / "configs/v1").mkdir()
+    (tmp_path / "configs/v1/config.toml").write_text("dit = 'mine'\n")
+    result = runner.invoke(app, ["render", str(v1)])
+    assert result.exit_code == 1
+    assert "configs/v1/config.toml: was not written by fplora; not overwriting it" in result.output
+    assert not (tmp_path / "configs/v1/dataset.toml").exists()  # all or nothing
+
+
+def test_spec_defaults_to_the_last_one_used(project) -> None:
+    v1 = project()
+    project(name="v2.yaml")
+    ambiguous = runner.invoke(app, ["render"])
+    assert ambiguous.exit_code == 1
+    assert "no spec given and no last one (configs/v1.yaml, configs/v2.yaml)" in ambiguous.output
+    assert runner.invoke(app, ["check", str(v1), "--skip-models"]).exit_code == 0
+    again = runner.invoke(app, ["render"])
+    assert again.exit_code == 0
+    assert "using configs/v1.yaml (the spec of the last command)" in again.output
+
+
+def test_the_only_spec_under_configs_is_picked(project) -> None:
+    project()
+    result = runner.invoke(app, ["check", "--skip-models"])
+    assert result.exit_code == 0, result.output
+    assert "using configs/v1.yaml (the only spec under configs/)" in result.output
+
+
+def test_readme_first_command_works_from_the_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    result = runner.invoke(app, ["check", "configs/example.yaml", "--skip-models"])
+    assert result.exit_code == 0, result.output
+    assert "configs/example.yaml: ok" in result.output
