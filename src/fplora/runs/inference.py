@@ -6,12 +6,18 @@ the bf16 DiT, for one), so success here means one new image per prompt in the ou
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fplora import process
 from fplora.jobs import Job
-from fplora.musubi.names import GENERATE_IMAGE_GLOB, GENERATE_PROMPT_ERROR, GENERATE_SEED_RE
-from fplora.problems import display_path
+from fplora.musubi.names import (
+    GENERATE_IMAGE_GLOB,
+    GENERATE_PROMPT_ERROR,
+    GENERATE_SEED_RE,
+    lora_step_file,
+)
+from fplora.problems import UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import Checkpoint, resolve
 
@@ -19,7 +25,7 @@ from fplora.runs.checkpoints import Checkpoint, resolve
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
     """The memo's naming: `v8-step00005000-lm1.2`."""
     which = f"step{checkpoint.step:08d}" if checkpoint.step is not None else checkpoint.path.stem
-    return f"{version}-{which}-lm{multiplier:g}"
+    return f"{version}-{which}-lm{float(multiplier)}"
 
 
 def _explain(log: Path) -> str:
@@ -32,9 +38,24 @@ def _explain(log: Path) -> str:
     return errors[0] if errors else (lines[-1].strip() if lines else "")
 
 
+def _checkpoint(job: Job, lora: str) -> Checkpoint:
+    """The LoRA to use; a dry run before training shows the name a step checkpoint will have."""
+    spec = job.plan.spec
+    try:
+        return resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+    except UserError:
+        match = re.match(r"^step(\d+)$", lora)
+        if not (job.dry_run and match):
+            raise
+        step = int(match.group(1))
+        path = spec.train.output_dir / lora_step_file(spec.output_name, step)
+        job.console.print(f"dry run: {display_path(path)} does not exist yet", highlight=False)
+        return Checkpoint(path, "lora", step, 0, False)
+
+
 def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
     spec, paths = job.plan.spec, job.plan.paths
-    checkpoint = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+    checkpoint = _checkpoint(job, lora)
     save_root = spec.infer.save_dir or spec.train.output_dir / "sample"
     expected = len(job.plan.infer_prompts)
     if not job.dry_run:
