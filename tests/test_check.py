@@ -278,3 +278,23 @@ def test_problem_type(project: Path) -> None:
     (project / "models/vae.safetensors").unlink()
     (problem,) = check_spec(load_spec("spec.yaml"))
     assert isinstance(problem, Problem) and problem.severity == "error"
+
+
+def test_multi_gpu_warmup_is_divided_by_processes(project) -> None:
+    from fplora.check import check_spec
+    from fplora.spec import load_spec
+
+    spec = load_spec(project("launch:\n  num_processes: 2\ntrain:\n  optimizer: {lr_warmup_steps: 10}\n"))
+    warnings = [str(p) for p in check_spec(spec, skip_models=True) if p.severity == "warning"]
+    assert warnings == [
+        "configs/v1.yaml:6: train.optimizer.lr_warmup_steps: musubi-tuner divides an integer warmup by the"
+        " 2 processes (10 → 5) — write 20 to warm up for 10 steps"
+    ]
+
+
+def test_single_gpu_has_no_launch_warnings(project) -> None:
+    from fplora.check import check_spec
+    from fplora.spec import load_spec
+
+    spec = load_spec(project("train:\n  optimizer: {lr_warmup_steps: 10}\n"))
+    assert [p for p in check_spec(spec, skip_models=True) if p.severity == "warning"] == []

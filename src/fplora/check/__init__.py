@@ -12,6 +12,7 @@ from __future__ import annotations
 from itertools import chain
 
 from fplora.check.images import probe_many
+from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
@@ -38,4 +39,5 @@ def check_spec(spec: Spec, *, skip_models: bool = False) -> list[Problem]:
     for index, records in enumerate(datasets):
         problems.extend(check_records(spec, index, records, images))
     problems.extend(check_prompts(spec, datasets, images, where))
+    problems.extend(check_launch(spec, where))
     return problems

@@ -1,14 +1,13 @@
 """Where in the spec a key was written, for problems about the spec itself (models, prompts).
 
-A validated `Spec` no longer knows its YAML lines, so the first problem that needs one loads the spec
-file again (with its `extends:` chain) for the source map. That costs a YAML parse only when something is
-wrong; a spec that was not loaded from a file, or no longer loads, falls back to the spec's path and no line.
+`load_spec` keeps the loader's source map on the spec; a spec built in code has none, and its
+problems then name the spec's path without a line.
 """
 
 from __future__ import annotations
 
-from fplora.problems import Problem, UserError, display_path
-from fplora.spec.load import KeyPath, Loaded, dotted, load
+from fplora.problems import Problem, display_path
+from fplora.spec.load import KeyPath, Loaded, dotted
 from fplora.spec.models import Spec
 
 
@@ -17,23 +16,11 @@ class SpecLocator:
 
     def __init__(self, spec: Spec) -> None:
         self._spec = spec
-        self._loaded: Loaded | None = None
-        self._tried = False
-
-    def _load(self) -> Loaded | None:
-        if not self._tried:
-            self._tried = True
-            if not self._spec.path.is_absolute():
-                return None  # not from `load_spec` (which keeps the absolute path): no file to read
-            try:
-                self._loaded = load(self._spec.path)
-            except (UserError, OSError, ValueError):
-                self._loaded = None
-        return self._loaded
+        self._loaded: Loaded | None = spec.sources
 
     def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
         """A problem at `key_path` (e.g. `("sample", "prompts", 0, "record")`), with the line that set it."""
-        loaded = self._load()
+        loaded = self._loaded
         if loaded is None:
             file, line = display_path(self._spec.path), None
         else:

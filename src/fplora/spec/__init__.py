@@ -190,6 +190,7 @@ def load_spec(path: str | Path) -> Spec:
     except ValidationError as error:
         raise UserError(_problems(error, loaded)) from None
     spec._path = loaded.path
+    spec._sources = loaded
     findings = check_rules(spec)
     if findings:
         problems = []

@@ -263,11 +263,17 @@ class Spec(Section):
     runpod: RunPod = Field(default_factory=RunPod)
 
     _path: Path = PrivateAttr(default=Path("spec.yaml"))
+    _sources: Any = PrivateAttr(default=None)  # spec.load.Loaded: where each key was written
 
     @property
     def path(self) -> Path:
         """The spec file this was loaded from."""
         return self._path
+
+    @property
+    def sources(self) -> Any:
+        """The loader's source map (`spec.load.Loaded`), or None for a spec built in code."""
+        return self._sources
 
     @property
     def render_dir(self) -> Path:
