@@ -280,21 +280,20 @@ def test_problem_type(project: Path) -> None:
     assert isinstance(problem, Problem) and problem.severity == "error"
 
 
-def test_multi_gpu_warmup_is_divided_by_processes(project) -> None:
-    from fplora.check import check_spec
-    from fplora.spec import load_spec
-
-    spec = load_spec(project("launch:\n  num_processes: 2\ntrain:\n  optimizer: {lr_warmup_steps: 10}\n"))
-    warnings = [str(p) for p in check_spec(spec, skip_models=True) if p.severity == "warning"]
+def test_multi_gpu_warmup_is_divided_by_processes(project: Path) -> None:
+    extra = "launch:\n  num_processes: 2\n"
+    spec = SPEC.replace("train:\n", "train:\n  optimizer: {lr_warmup_steps: 10}\n") + extra
+    Path("spec.yaml").write_text(spec, encoding="utf-8")
+    warnings = [
+        str(p) for p in check_spec(load_spec("spec.yaml"), skip_models=True) if p.severity == "warning"
+    ]
     assert warnings == [
-        "configs/v1.yaml:6: train.optimizer.lr_warmup_steps: musubi-tuner divides an integer warmup by the"
+        "spec.yaml:17: train.optimizer.lr_warmup_steps: musubi-tuner divides an integer warmup by the"
         " 2 processes (10 → 5) — write 20 to warm up for 10 steps"
     ]
 
 
-def test_single_gpu_has_no_launch_warnings(project) -> None:
-    from fplora.check import check_spec
-    from fplora.spec import load_spec
-
-    spec = load_spec(project("train:\n  optimizer: {lr_warmup_steps: 10}\n"))
-    assert [p for p in check_spec(spec, skip_models=True) if p.severity == "warning"] == []
+def test_single_gpu_has_no_launch_warnings(project: Path) -> None:
+    spec = SPEC.replace("train:\n", "train:\n  optimizer: {lr_warmup_steps: 10}\n")
+    Path("spec.yaml").write_text(spec, encoding="utf-8")
+    assert [p for p in check_spec(load_spec("spec.yaml"), skip_models=True) if p.severity == "warning"] == []
