@@ -68,12 +68,13 @@ def test_init_template_is_a_valid_spec_once_data_exists(
     assert "unknown key" not in result.output
 
 
-def test_render_writes_four_files_and_guards_other_specs(project, tmp_path: Path) -> None:
+def test_render_writes_its_files_and_guards_other_specs(project, tmp_path: Path) -> None:
     v1 = project()
     result = runner.invoke(app, ["render", str(v1)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "configs/v1"
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "config-resume.toml",
         "config.toml",
         "dataset.toml",
         "infer-prompts.txt",

@@ -133,6 +133,7 @@ def build(spec: Spec, out_dir: Path | None = None) -> Plan:
     )
     jsonls, extra = _musubi_jsonl(spec, paths, records)
     plan.files[paths.config] = render_files.config_toml(spec, paths)
+    plan.files[paths.resume_config] = render_files.config_toml(spec, paths, resume=True)
     plan.files[paths.dataset] = render_files.dataset_toml(spec, jsonls)
     plan.files[paths.sample_prompts] = prompts_file(head, spec, plan.sample_prompts)
     plan.files[paths.infer_prompts] = prompts_file(head, spec, plan.infer_prompts)

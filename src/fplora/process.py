@@ -41,6 +41,7 @@ def run(
     cwd: Path | None = None,
     on_line: Callable[[str], None] | None = None,
     echo: BinaryIO | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Result:
     """Run `argv`, tee its output (stdout and stderr together) to `echo` and `log`.
 
@@ -62,6 +63,8 @@ def run(
         if log_handle:
             log_handle.close()
         raise
+    if on_start:
+        on_start(proc.pid)
     interrupted = False
     signals_seen = 0
 

@@ -19,10 +19,23 @@ PYTHON_ENV = "FPLORA_MUSUBI_PYTHON"
 
 _PROBE = (
     "import importlib.util as u, sys\n"
-    "missing = [m for m in ('musubi_tuner', 'accelerate') if u.find_spec(m) is None]\n"
+    "missing = [m for m in sys.argv[1:] if u.find_spec(m) is None]\n"
     "print(' '.join(missing))\n"
     "sys.exit(3 if missing else 0)\n"
 )
+
+
+def needed_modules(spec: Spec) -> list[str]:
+    """What the run will import: musubi-tuner and accelerate, and what the spec's choices add
+    (musubi-tuner imports these only after loading the models, minutes into a run)."""
+    modules = ["musubi_tuner", "accelerate"]
+    if spec.train.logging.log_with in ("wandb", "all"):
+        modules.append("wandb")
+    if spec.train.logging.log_with in ("tensorboard", "all"):
+        modules.append("tensorboard")
+    if "8bit" in spec.train.optimizer.type.lower():
+        modules.append("bitsandbytes")
+    return modules
 
 
 def python_for(spec: Spec) -> str:
@@ -41,14 +54,15 @@ def install_hint() -> str:
     )
 
 
-def ensure_musubi(python: str) -> None:
-    """Fail with install instructions unless `python` can import musubi_tuner and accelerate."""
-    code, output = capture([python, "-c", _PROBE])
+def ensure_musubi(python: str, modules: list[str] | None = None) -> None:
+    """Fail with install instructions unless `python` can import every module the run needs."""
+    modules = modules or ["musubi_tuner", "accelerate"]
+    code, output = capture([python, "-c", _PROBE, *modules])
     if code == 0:
         return
     if code == 3:
-        missing = output.strip().split()[-2:] if output.strip() else ["musubi_tuner"]
-        message = f"{python} cannot import {' and '.join(missing)}"
+        missing = output.strip().splitlines()[-1].split() if output.strip() else modules[:1]
+        message = f"{python} cannot import {', '.join(missing)}"
     else:
         message = f"cannot run {python}: {output.strip().splitlines()[-1] if output.strip() else code}"
     raise UserError(Problem("musubi-tuner", None, "", message, install_hint()))

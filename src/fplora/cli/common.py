@@ -25,7 +25,9 @@ _EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
 def console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: never break a message into lines; piped to a log, rich would wrap at 80 columns
+    # and split paths and commands where grep and copy-paste cannot find them
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def shown(path: Path) -> str:
@@ -138,7 +140,7 @@ def job(given: Path | None, *, dry_run: bool) -> Job:
     from fplora.check import check_spec
     from fplora.jobs import Job
     from fplora.problems import UserError
-    from fplora.runtime import ensure_musubi, python_for
+    from fplora.runtime import ensure_musubi, needed_modules, python_for
 
     spec = load(given)
     problems = check_spec(spec, skip_models=dry_run)
@@ -148,7 +150,7 @@ def job(given: Path | None, *, dry_run: bool) -> Job:
     built = write_plan(spec)
     python = python_for(spec)
     if not dry_run:
-        ensure_musubi(python)
+        ensure_musubi(python, needed_modules(spec))
     else:
         sys.stderr.write("dry run: model files and musubi-tuner not checked; nothing will run\n")
     return Job(built, python, console(), dry_run=dry_run)

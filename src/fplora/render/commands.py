@@ -109,7 +109,7 @@ def train(
     """Training reads the rendered config; a resumed segment's own name, state and remaining steps
     go on the command line, which wins over the TOML."""
     options: dict[str, Any] = {
-        "config_file": paths.config,
+        "config_file": paths.resume_config if resume else paths.config,
         "output_name": output_name,
         "resume": resume,
         "max_train_steps": max_train_steps,

@@ -30,6 +30,10 @@ class RenderedPaths:
         return self.dir / "config.toml"
 
     @property
+    def resume_config(self) -> Path:
+        return self.dir / "config-resume.toml"
+
+    @property
     def dataset(self) -> Path:
         return self.dir / "dataset.toml"
 
@@ -61,8 +65,12 @@ def _path(value: Path | None) -> str | None:
     return None if value is None else str(value)
 
 
-def config_dict(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
-    """The `--config_file` mapping for `fpack_train_network` (pass-through keys win)."""
+def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> dict[str, Any]:
+    """The `--config_file` mapping for `fpack_train_network` (pass-through keys win).
+
+    `resume` leaves out `sample_at_first`: a store_true flag cannot be switched off from the
+    command line, and a resumed segment would otherwise sample its starting state again.
+    """
     models, train = spec.models, spec.train
     sample, logging = spec.sample, train.logging
     config: dict[str, Any] = {}
@@ -106,9 +114,12 @@ def config_dict(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
         config["log_tracker_name"] = logging.tracker_name or spec.project
         _put(config, "wandb_run_name", logging.run_name)
         _put(config, "log_config", logging.log_config)
-    _put(config, "logging_dir", _path(logging.logging_dir))
+    logging_dir = logging.logging_dir
+    if logging_dir is None and logging.log_with in ("tensorboard", "all"):
+        logging_dir = train.output_dir / "logs"  # musubi-tuner refuses tensorboard without one
+    _put(config, "logging_dir", _path(logging_dir))
     if sample.prompts and (sample.at_first or sample.every_n_steps):
-        _put(config, "sample_at_first", sample.at_first)
+        _put(config, "sample_at_first", sample.at_first and not resume)
         _put(config, "sample_every_n_steps", sample.every_n_steps)
         config["sample_prompts"] = str(paths.sample_prompts)
     _put(config, "fp8_llm", models.fp8_llm)
@@ -155,8 +166,8 @@ def dataset_dict(spec: Spec, jsonls: list[Path] | None = None) -> dict[str, Any]
     return {"general": general, "datasets": datasets}
 
 
-def config_toml(spec: Spec, paths: RenderedPaths) -> str:
-    return header(spec) + tomli_w.dumps(config_dict(spec, paths))
+def config_toml(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> str:
+    return header(spec) + tomli_w.dumps(config_dict(spec, paths, resume=resume))
 
 
 def dataset_toml(spec: Spec, jsonls: list[Path] | None = None) -> str:

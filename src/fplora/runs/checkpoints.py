@@ -73,7 +73,12 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
     as_path = Path(which).expanduser()
     if which not in ("latest", "final") and not _STEP.match(which):
         if as_path.exists():
-            return Checkpoint(as_path.resolve(), kind, None, -1, False)
+            # a file of this run: its name holds only its segment's own step, the manifest the offset
+            resolved = as_path.resolve()
+            for found in find(output_dir, output_name):
+                if found.kind == kind and found.path.resolve() == resolved:
+                    return found
+            return Checkpoint(resolved, kind, None, -1, False)
         raise UserError(
             Problem(
                 which, None, "", "no such file, and not latest, final or stepN", "give a step like step5000"

@@ -1,6 +1,7 @@
-"""One training per output name at a time: a lock file holding the owner's pid.
+"""One training per output name at a time: a lock file holding the pids of fplora and its child.
 
-A lock left behind by a process that no longer exists (a killed pod, say) is taken over.
+The child (accelerate and musubi-tuner) runs in its own session, so it can outlive a killed fplora;
+the lock stays taken while any pid in it is alive. A lock whose processes are all gone is taken over.
 """
 
 from __future__ import annotations
@@ -23,18 +24,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class Lock:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def add(self, pid: int) -> None:
+        """Record another process that writes the run (the training child)."""
+        with self.path.open("a") as handle:
+            handle.write(f"{pid}\n")
+
+
+def _owners(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split() if line.strip().isdigit()]
+    except OSError:
+        return []
+
+
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[Lock]:
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
+            alive = [pid for pid in _owners(path) if _alive(pid)]
+            if alive:
+                owner = alive[0]
                 raise UserError(
                     Problem(
                         display_path(path),
@@ -50,6 +66,6 @@ def locked(path: Path) -> Iterator[None]:
             handle.write(f"{os.getpid()}\n")
         break
     try:
-        yield
+        yield Lock(path)
     finally:
         path.unlink(missing_ok=True)

@@ -156,7 +156,7 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
     if problems:
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
-    with locked(out / f"{name}.lock"):
+    with locked(out / f"{name}.lock") as lock:
         clash = [p for p in run_files(out, segment_name) if p.name.startswith(segment_name)]
         if index and clash:
             raise UserError(
@@ -183,6 +183,12 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
         manifest.save(out)
         if offset:
             job.console.print(f"resuming at global step {offset} as {segment_name}", highlight=False)
+            if spec.train.optimizer.lr_scheduler not in (None, "constant", "constant_with_warmup"):
+                job.console.print(
+                    f"[yellow]warning: musubi-tuner rebuilds the {spec.train.optimizer.lr_scheduler} schedule"
+                    f" for the {remaining} remaining steps and then restores the state's step count:"
+                    " the learning rate will not follow the original curve[/]"
+                )
         job.show(argv)
         losses: dict[int, float] = {}
 
@@ -193,7 +199,7 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
                 if math.isfinite(loss) or step not in losses:
                     losses[step] = loss
 
-        result = process.run(argv, log=log, on_line=on_line)
+        result = process.run(argv, log=log, on_line=on_line, on_start=lock.add)
         segment.ended = now()
         segment.exit_code = result.returncode
         segment.interrupted = result.interrupted
