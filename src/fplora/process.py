@@ -8,6 +8,7 @@ waits, and returns the child's exit code. Output streams to the terminal and int
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
@@ -47,7 +48,7 @@ def run(
 
     `on_line` sees each line, split on both `\\n` and `\\r` (tqdm redraws with `\\r`).
     """
-    echo = echo if echo is not None else sys.stdout.buffer
+    sink: BinaryIO | None = echo if echo is not None else sys.stdout.buffer
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     log_handle = log.open("ab") if log else None
     try:
@@ -89,8 +90,13 @@ def run(
                 continue
             if not chunk:
                 break
-            echo.write(chunk)
-            echo.flush()
+            if sink is not None:
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except OSError:  # `| tee` killed by the same Ctrl-C, a closed terminal: keep the log
+                    _silence(sink)
+                    sink = None
             if log_handle:
                 log_handle.write(chunk)
                 log_handle.flush()
@@ -109,6 +115,17 @@ def run(
         if log_handle:
             log_handle.close()
     return Result(_exit_code(returncode), interrupted)
+
+
+def _silence(stream: BinaryIO) -> None:
+    """Point a broken stream's descriptor at /dev/null, so that later writes and the flush at exit
+    (of data still buffered) do not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def capture(

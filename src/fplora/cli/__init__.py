@@ -136,7 +136,7 @@ def train(
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
     from fplora.datasets.caching import run_cache
-    from fplora.runs.training import run_train
+    from fplora.runs.training import run_train, stop_pod_after
 
     with common.user_errors():
         if stop_pod not in (None, "success", "always", "never"):
@@ -145,6 +145,7 @@ def train(
         if with_cache:
             code = run_cache(job)
             if code:
+                stop_pod_after(job, stop_pod, code)
                 raise typer.Exit(code)
         raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
 

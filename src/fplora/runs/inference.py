@@ -28,10 +28,15 @@ def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> st
     return f"{version}-{which}-lm{float(multiplier)}"
 
 
-def _explain(log: Path) -> str:
-    """The log line that says why a prompt produced no image, if there is one."""
+def _explain(log: Path, start: int = 0) -> str:
+    """The log line that says why a prompt produced no image, if there is one.
+
+    Only what this run wrote (from byte `start`): runs into the same folder append to one log.
+    """
     try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        with log.open("rb") as handle:
+            handle.seek(start)
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return ""
     errors = [line.strip() for line in lines if GENERATE_PROMPT_ERROR in line]
@@ -74,6 +79,7 @@ def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
         save_path.mkdir(parents=True, exist_ok=True)
         before = set(save_path.glob(GENERATE_IMAGE_GLOB))
         log = save_path / "generate.log"
+        start = log.stat().st_size if log.exists() else 0
         result = process.run(argv, log=log)
         images = sorted(set(save_path.glob(GENERATE_IMAGE_GLOB)) - before)
         by_seed = {line.seed: line for line in job.plan.infer_prompts}
@@ -84,7 +90,7 @@ def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
             job.console.print(f"  {display_path(image)}{caption}", highlight=False)
         if result.returncode != 0 or len(images) < expected:
             failed += 1
-            reason = _explain(log)
+            reason = _explain(log, start)
             job.console.print(
                 f"[red]multiplier {multiplier:g}: {len(images)} of {expected} images written"
                 f" (exit {result.returncode}); log: {display_path(log)}[/]",

@@ -107,6 +107,12 @@ def _stop_pod(job: Job, when: str, exit_code: int) -> None:
     process.run([runpodctl, "stop", "pod", pod])
 
 
+def stop_pod_after(job: Job, stop_pod: str | None, exit_code: int) -> None:
+    """`--stop-pod` for a command that ended before training started (`train --cache` whose caching
+    failed): an unattended pod set to stop `always` must not keep running."""
+    _stop_pod(job, stop_pod or job.plan.spec.runpod.stop_pod, exit_code)
+
+
 def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> int:
     spec, paths = job.plan.spec, job.plan.paths
     out, name = spec.train.output_dir, spec.output_name
@@ -138,7 +144,12 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
                 "raise train.max_train_steps to train further",
             )
         )
-    manifest = manifest or _new_manifest(job)
+    if manifest is None:
+        manifest = _new_manifest(job)
+        if index:
+            # resuming a run trained without fplora: record it as segment 0 (what `segments_of`
+            # assumes for it), or its checkpoints would vanish from step resolution after this one
+            manifest.segments.append(Segment(name, 0, None, spec.launch.num_processes, [], "", ""))
     segment_name = manifest.segment_name(index)
     argv = commands.train(
         spec,

@@ -1,0 +1,107 @@
+"""`fplora cache` against the fake musubi-tuner: both scripts, their caches, the stamp, --skip_existing.
+
+musubi-tuner's cache names encode neither the one-frame settings nor the dataset version, so fplora
+stamps a cache directory after a successful run and passes `--skip_existing` only while the stamp
+matches; these tests hold it to that, through the real CLI and real subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import fake
+from fakes.fixtures import Workspace, snapshot
+
+pytest_plugins = ["fakes.fixtures"]
+
+STEMS = ("0001", "0002", "0003", "0004")
+LATENTS = {f"{stem}_0064x0096_fp.safetensors" for stem in STEMS}  # the example images are 64x96
+TEXT = {f"{stem}_fp_te.safetensors" for stem in STEMS}
+STAMP = "fplora-cache.json"
+
+
+def cache_files(workspace: Workspace) -> set[str]:
+    return {p.name for p in workspace.cache_dir.iterdir()}
+
+
+def test_cache_runs_both_scripts_and_stamps_the_cache(workspace: Workspace) -> None:
+    result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    calls = workspace.calls()
+    assert [c["args"][c["args"].index("-m", 2) + 1] for c in calls] == [
+        "musubi_tuner.fpack_cache_latents",
+        "musubi_tuner.fpack_cache_text_encoder_outputs",
+    ]
+    for call in calls:
+        invocation = fake.validate(call["args"])
+        assert "skip_existing" not in invocation.given
+        assert call["env"]["PYTHONUNBUFFERED"] == "1"
+    assert fake.validate(calls[0]["args"]).given["one_frame"] is True
+    assert cache_files(workspace) == LATENTS | TEXT | {STAMP}
+    stamp = json.loads((workspace.cache_dir / STAMP).read_text())
+    assert stamp["clean_indices"] == [0, 10] and stamp["target_index"] == 5
+    (log,) = (workspace.render_dir / "logs").glob("cache-*.log")
+    assert "cached 4 latents" in log.read_text() and "cached 4 text-encoder outputs" in log.read_text()
+    assert "caches ready" in result.stderr
+
+
+def test_second_cache_run_passes_skip_existing_and_keeps_the_files(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    before = {k: v for k, v in snapshot(workspace.cache_dir).items() if k != STAMP}
+    workspace.forget_calls()
+    result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    calls = workspace.calls()
+    assert len(calls) == 2
+    assert all(fake.validate(c["args"]).given.get("skip_existing") is True for c in calls)
+    assert {k: v for k, v in snapshot(workspace.cache_dir).items() if k != STAMP} == before
+
+
+def test_changed_one_frame_settings_recache_everything(workspace: Workspace) -> None:
+    """The names do not change with the settings, so `--skip_existing` would keep stale latents."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.write_spec(one_frame={"no_2x": True})
+    stale = workspace.cli("train", str(workspace.spec_path))
+    assert stale.exit_code == 1
+    assert "made with other settings" in stale.stderr and "fplora cache" in stale.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
+    assert latents.get("one_frame_no_2x") is True
+    assert "skip_existing" not in latents
+    assert json.loads((workspace.cache_dir / STAMP).read_text())["no_2x"] is True
+
+
+def test_failed_caching_returns_the_exit_code_and_writes_no_stamp(workspace: Workspace) -> None:
+    result = workspace.cli(
+        "cache",
+        str(workspace.spec_path),
+        env={"FAKE_EXIT": "4", "FAKE_EXIT_SCRIPT": "fpack_cache_text_encoder_outputs"},
+    )
+    assert result.exit_code == 4
+    assert "caching failed (exit 4)" in result.stderr
+    assert len(workspace.calls()) == 2
+    assert not (workspace.cache_dir / STAMP).exists()
+    # without a stamp the next run must not skip: the latents may be from other settings
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert all("--skip_existing" not in c["args"] for c in workspace.calls())
+
+
+def test_missing_musubi_stops_before_running_anything(workspace: Workspace) -> None:
+    result = workspace.cli("cache", str(workspace.spec_path), env={"FAKE_MUSUBI_MISSING": "1"})
+    assert result.exit_code == 1
+    assert "cannot import musubi_tuner" in result.stderr
+    assert "uv pip install" in result.stderr and "FPLORA_MUSUBI_PYTHON" in result.stderr
+    assert workspace.calls() == []
+    assert not workspace.cache_dir.exists()
+
+
+def test_a_python_that_does_not_exist_is_reported(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(workspace.root / "nowhere" / "python"))
+    result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 1
+    assert "cannot run" in result.stderr and "FPLORA_MUSUBI_PYTHON" in result.stderr

@@ -1,0 +1,107 @@
+"""`--dry-run`: stdout is the commands and nothing else, each one valid for accelerate and musubi-tuner.
+
+A user pipes these lines into a shell or a job script, so they must split back into the exact argv,
+and each argv must pass the fake's validator (the bundled argparse snapshots, the config TOML key by
+key, the dataset TOML). A dry run must also work on a machine without musubi-tuner.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from fakes import fake
+from fakes.fixtures import Workspace
+
+pytest_plugins = ["fakes.fixtures"]
+
+# accelerate fills any launch option left out from a user's default config file
+EXPLICIT_LAUNCH = {"num_processes", "num_machines", "mixed_precision", "dynamo_backend"}
+
+
+@pytest.fixture
+def no_musubi(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """FPLORA_MUSUBI_PYTHON names a Python that does not exist."""
+    missing = workspace.root / "nowhere" / "python"
+    monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(missing))
+    return missing
+
+
+def commands(workspace: Workspace, *args: str) -> list[list[str]]:
+    """Run `fplora <args> --dry-run` and check each stdout line is one valid command."""
+    result = workspace.cli(*args, "--dry-run")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines, result.output
+    argvs = [shlex.split(line) for line in lines]
+    for line, argv in zip(lines, argvs, strict=True):
+        assert shlex.join(argv) == line  # one command per line, quoted as a shell reads it
+        invocation = fake.validate(argv[1:])
+        assert set(invocation.accelerate) >= EXPLICIT_LAUNCH, line
+    assert workspace.calls() == []  # nothing ran
+    return argvs
+
+
+def scripts(argvs: list[list[str]]) -> list[str]:
+    return [argv[argv.index("-m", 2) + 1] for argv in argvs]
+
+
+def test_train_dry_run_prints_one_valid_command(workspace: Workspace, no_musubi: Path) -> None:
+    (argv,) = commands(workspace, "train", str(workspace.spec_path))
+    assert argv[0] == str(no_musubi)
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert scripts([argv]) == ["musubi_tuner.fpack_train_network"]
+    assert argv[-2:] == ["--config_file", str(workspace.render_dir / "config.toml")]
+    assert not workspace.output_dir.exists()  # a dry run writes no run files
+
+
+def test_cache_dry_run_prints_both_cache_commands(workspace: Workspace, no_musubi: Path) -> None:
+    argvs = commands(workspace, "cache", str(workspace.spec_path))
+    assert scripts(argvs) == [
+        "musubi_tuner.fpack_cache_latents",
+        "musubi_tuner.fpack_cache_text_encoder_outputs",
+    ]
+    latents = fake.validate(argvs[0][1:])
+    assert latents.given["one_frame"] is True
+    assert latents.given["dataset_config"] == str(workspace.render_dir / "dataset.toml")
+    assert not workspace.cache_dir.exists()
+
+
+def test_train_with_cache_dry_run_prints_three_commands(workspace: Workspace, no_musubi: Path) -> None:
+    argvs = commands(workspace, "train", str(workspace.spec_path), "--cache")
+    assert scripts(argvs) == [
+        "musubi_tuner.fpack_cache_latents",
+        "musubi_tuner.fpack_cache_text_encoder_outputs",
+        "musubi_tuner.fpack_train_network",
+    ]
+
+
+def test_infer_dry_run_prints_one_command_per_multiplier(workspace: Workspace, no_musubi: Path) -> None:
+    lora = workspace.root / "some-lora.safetensors"
+    lora.write_bytes(b"x")
+    argvs = commands(
+        workspace, "infer", str(workspace.spec_path), "--lora", str(lora), "--multiplier", "0.8",
+        "--multiplier", "1.2",
+    )  # fmt: skip
+    assert scripts(argvs) == ["musubi_tuner.fpack_generate_video"] * 2
+    given = [fake.validate(argv[1:]).given for argv in argvs]
+    assert [g["lora_weight"] for g in given] == [[str(lora)], [str(lora)]]
+    assert [g["lora_multiplier"] for g in given] == [[0.8], [1.2]]
+    assert [Path(g["save_path"]).name for g in given] == ["v1-some-lora-lm0.8", "v1-some-lora-lm1.2"]
+    assert not (workspace.output_dir / "sample").exists()
+
+
+def test_dry_run_quotes_paths_with_spaces(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python path with a space must survive the round trip through the printed line."""
+    spaced = workspace.root / "my env" / "python"
+    monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(spaced))
+    (argv,) = commands(workspace, "train", str(workspace.spec_path))
+    assert argv[0] == str(spaced)
+
+
+def test_dry_run_says_nothing_else_on_stdout(workspace: Workspace, no_musubi: Path) -> None:
+    result = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
+    assert result.exit_code == 0
+    assert all(line.startswith(str(no_musubi) + " -m ") for line in result.stdout.splitlines())
+    assert "dry run" in result.stderr

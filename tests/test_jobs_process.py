@@ -1,0 +1,143 @@
+"""Signals and output plumbing: Ctrl-C reaches musubi-tuner through fplora, and is recorded.
+
+The child runs in its own session, so a terminal's Ctrl-C reaches only fplora, which must forward it
+(to the whole group: accelerate's workers too), wait, record the segment as interrupted and exit
+with the child's code. These run `python -m fplora` as a real process, since signals need one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes.fixtures import Workspace
+
+from fplora import process
+
+pytest_plugins = ["fakes.fixtures"]
+
+# the bar of step 1 with its loss: what fplora parses as "step 1 done"
+FIRST_STEP = re.compile(rb"\| 1/\d+ \[[^\]]*avr_loss=")
+# step 2 started: step 1's checkpoint and state are on disk
+SECOND_STEP = re.compile(rb"\| 2/\d+ \[")
+
+
+STEPS = 10  # at 0.25 s a step, a slow CI machine still signals long before training ends
+
+
+def start_training(workspace: Workspace) -> subprocess.Popen[bytes]:
+    workspace.write_spec(train={"max_train_steps": STEPS})
+    env = {**os.environ, "FAKE_TRAIN_SLEEP": "0.25"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fplora", "train", str(workspace.spec_path)],
+        cwd=workspace.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout: float = 20) -> bytes:
+    """Read fplora's stdout (the child's output, teed) until `pattern` shows up."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not pattern.search(seen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; output so far: {seen!r}"
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            assert chunk, f"fplora ended early: {seen!r}"
+            seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_is_forwarded_and_the_segment_marked_interrupted(
+    cached: Workspace, signum: int, code: int
+) -> None:
+    proc = start_training(cached)
+    try:
+        wait_for(proc, FIRST_STEP)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr.decode()
+    if signum == signal.SIGINT:  # the fake handles Ctrl-C like Python: note it, exit 130
+        (event,) = cached.events("signal")
+        assert event["signum"] == signal.SIGINT
+    (segment,) = cached.manifest()["segments"]
+    assert segment["interrupted"] is True and segment["exit_code"] == code
+    assert segment["last_step"] is not None and segment["last_step"] < STEPS
+    assert b"training interrupted" in stderr
+    assert not (cached.output_dir / "fake-v1.safetensors").exists()  # nothing written after the signal
+    assert not (cached.output_dir / "fake-v1.lock").exists()
+
+
+def test_a_closed_stdout_does_not_stop_training(cached: Workspace) -> None:
+    """`fplora train | tee log`: Ctrl-C kills tee too. fplora must keep logging, forward the signal
+    and record the segment, not die on the broken pipe (the child would follow it, unrecorded)."""
+    proc = start_training(cached)
+    try:
+        wait_for(proc, FIRST_STEP)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        time.sleep(0.4)  # at least one more step is drawn into the broken pipe
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr.decode()
+    assert len(cached.events("signal")) == 1
+    (segment,) = cached.manifest()["segments"]
+    assert segment["interrupted"] is True and segment["exit_code"] == 130
+    assert segment["last_step"] is not None and segment["last_step"] >= 2
+    assert f"| 2/{STEPS} [" in (cached.output_dir / "fake-v1.log").read_text(encoding="utf-8")
+
+
+def test_an_interrupted_run_resumes_from_its_last_state(cached: Workspace) -> None:
+    proc = start_training(cached)
+    try:
+        wait_for(proc, SECOND_STEP)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    states = sorted(cached.output_dir.glob("fake-v1-step*-state"))
+    newest = int(states[-1].name.split("-step")[1][:8])
+    result = cached.cli("train", str(cached.spec_path), "--resume", "latest")
+    assert result.exit_code == 0, result.output
+    first, second = cached.manifest()["segments"]
+    # the bar may show a step whose state was not saved yet: resume from the newest state
+    assert 1 <= newest <= first["last_step"]
+    assert second["step_offset"] == newest
+    assert second["step_offset"] + second["last_step"] == STEPS
+
+
+def test_run_tees_output_splits_redraws_and_maps_signals(tmp_path: Path) -> None:
+    code = (
+        "import os, signal, sys\n"
+        "sys.stdout.write('a\\rb\\nc'); sys.stdout.flush()\n"
+        "sys.stderr.write('\\nerr\\n'); sys.stderr.flush()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    lines: list[str] = []
+    log = tmp_path / "run.log"
+    echo = tmp_path / "echo"
+    with echo.open("wb") as handle:
+        result = process.run([sys.executable, "-c", code], log=log, on_line=lines.append, echo=handle)
+    assert result.returncode == 128 + signal.SIGTERM and result.interrupted is False
+    assert lines == ["a", "b", "c", "err"]
+    assert log.read_bytes() == echo.read_bytes() == b"a\rb\nc\nerr\n"

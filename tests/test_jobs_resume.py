@@ -1,0 +1,199 @@
+"""`fplora train --resume`: segments, global steps, and never overwriting the first run's files.
+
+musubi-tuner restarts its step count at 0 after `--resume` and would reuse the first run's
+`-stepNNNNNNNN` names; the fake does the same, so these tests fail if fplora ever lets a resumed
+segment write under the first segment's name or loses track of where its steps start.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from fakes import fake
+from fakes.fixtures import Workspace, snapshot
+
+pytest_plugins = ["fakes.fixtures"]
+
+
+@pytest.fixture
+def stopped(cached: Workspace) -> Workspace:
+    """A first segment stopped by hand after step 2 of 4 (checkpoints and states at 1 and 2)."""
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_TRAIN_STOP_AFTER": "2"})
+    assert result.exit_code == 130, result.output
+    cached.forget_calls()
+    return cached
+
+
+def first_segment_files(workspace: Workspace) -> dict[str, tuple[str, int]]:
+    return {
+        name: value
+        for name, value in snapshot(workspace.output_dir).items()
+        if name.startswith("fake-v1-step") or name in ("fake-v1.log", "fake-v1.safetensors")
+    }
+
+
+def train_call(workspace: Workspace) -> dict:
+    (call,) = workspace.calls("fpack_train_network")
+    return fake.validate(call["args"]).given
+
+
+def test_stopped_segment_is_recorded(stopped: Workspace) -> None:
+    (segment,) = stopped.manifest()["segments"]
+    assert segment["exit_code"] == 130 and segment["last_step"] == 2
+    assert not (stopped.output_dir / "fake-v1.safetensors").exists()
+
+
+def test_resume_latest_continues_as_a_new_segment(stopped: Workspace) -> None:
+    before = first_segment_files(stopped)
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 0, result.output
+    assert "resuming at global step 2 as fake-v1-r1" in result.stderr
+    given = train_call(stopped)
+    state = stopped.output_dir / "fake-v1-step00000002-state"
+    assert given["output_name"] == "fake-v1-r1"
+    assert given["resume"] == str(state)
+    assert given["max_train_steps"] == 2
+
+    first, second = stopped.manifest()["segments"]
+    assert first["output_name"] == "fake-v1"
+    assert second["output_name"] == "fake-v1-r1"
+    assert second["step_offset"] == 2 and second["resumed_from"] == str(state)
+    assert second["last_step"] == 2 and second["exit_code"] == 0
+    assert "training finished at global step 4" in result.stderr
+
+    names = {p.name for p in stopped.output_dir.iterdir()}
+    assert {"fake-v1-r1-step00000001.safetensors", "fake-v1-r1-step00000002.safetensors"} <= names
+    assert {"fake-v1-r1.safetensors", "fake-v1-r1-state", "fake-v1-r1.log"} <= names
+    # the resumed trainer counted from 0 again: under the first name it would have rewritten these
+    assert first_segment_files(stopped) == before
+
+
+@pytest.fixture
+def resumed(stopped: Workspace) -> Workspace:
+    """Segment 0 ran steps 1-2; segment -r1 ran global steps 3-4 (its own steps 1-2)."""
+    assert stopped.cli("train", str(stopped.spec_path), "--resume", "latest").exit_code == 0
+    stopped.forget_calls()
+    return stopped
+
+
+def generate_lora(workspace: Workspace) -> str:
+    (call,) = workspace.calls("fpack_generate_video")
+    (weight,) = fake.validate(call["args"]).given["lora_weight"]
+    return weight
+
+
+GLOBAL_STEPS = {
+    "step1": "fake-v1-step00000001.safetensors",
+    "step2": "fake-v1-step00000002.safetensors",
+    "step3": "fake-v1-r1-step00000001.safetensors",
+    "step4": "fake-v1-r1-step00000002.safetensors",
+    "latest": "fake-v1-r1-step00000002.safetensors",
+    "final": "fake-v1-r1.safetensors",
+}
+
+
+def test_infer_resolves_global_steps_across_segments(resumed: Workspace) -> None:
+    """One test for all words: building the two-segment run costs more than the checks."""
+    for which, file in GLOBAL_STEPS.items():
+        resumed.forget_calls()
+        result = resumed.cli("infer", str(resumed.spec_path), "--lora", which)
+        assert result.exit_code == 0, (which, result.output)
+        assert generate_lora(resumed) == str(resumed.output_dir / file), which
+    sample = resumed.output_dir / "sample"
+    assert {p.name for p in sample.iterdir() if p.is_dir()} == {
+        f"v1-step0000000{n}-lm1.0" for n in (1, 2, 3, 4)
+    }
+
+
+def test_resume_again_is_refused_at_max_train_steps(resumed: Workspace) -> None:
+    before = snapshot(resumed.output_dir)
+    result = resumed.cli("train", str(resumed.spec_path), "--resume", "latest")
+    assert result.exit_code == 1
+    assert (
+        "already at max_train_steps (4)" in result.stderr and "raise train.max_train_steps" in result.stderr
+    )
+    assert resumed.calls() == []
+    assert snapshot(resumed.output_dir) == before
+
+
+def test_resume_by_global_step_from_an_earlier_segment(resumed: Workspace) -> None:
+    result = resumed.cli("train", str(resumed.spec_path), "--resume", "step2")
+    assert result.exit_code == 0, result.output
+    given = train_call(resumed)
+    assert given["output_name"] == "fake-v1-r2"
+    assert given["resume"] == str(resumed.output_dir / "fake-v1-step00000002-state")
+    assert given["max_train_steps"] == 2
+    assert resumed.manifest()["segments"][2]["step_offset"] == 2
+
+
+def test_resume_from_a_state_path_of_a_later_segment_uses_its_global_step(resumed: Workspace) -> None:
+    """`-r1-step00000001-state` holds global step 3, not 1: its name only has the segment's own step."""
+    state = resumed.output_dir / "fake-v1-r1-step00000001-state"
+    result = resumed.cli("train", str(resumed.spec_path), "--resume", str(state))
+    assert result.exit_code == 0, result.output
+    given = train_call(resumed)
+    assert given["resume"] == str(state)
+    assert given["max_train_steps"] == 1
+    third = resumed.manifest()["segments"][2]
+    assert third["output_name"] == "fake-v1-r2" and third["step_offset"] == 3
+
+
+def test_resume_from_a_relative_state_path(stopped: Workspace) -> None:
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "outputs/fake-v1-step00000001-state")
+    assert result.exit_code == 0, result.output
+    given = train_call(stopped)
+    assert given["max_train_steps"] == 3
+    assert stopped.manifest()["segments"][1]["step_offset"] == 1
+
+
+def test_resume_at_an_unknown_step_lists_the_available_ones(stopped: Workspace) -> None:
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "step3")
+    assert result.exit_code == 1
+    assert "no state at global step 3 — available: step1, step2" in result.stderr
+    assert stopped.calls() == []
+
+
+def test_raising_max_train_steps_continues_a_finished_run(cached: Workspace) -> None:
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    cached.write_spec(train={"max_train_steps": 6})
+    cached.forget_calls()
+    result = cached.cli("train", str(cached.spec_path), "--resume", "final")
+    assert result.exit_code == 0, result.output
+    given = train_call(cached)
+    assert given["resume"] == str(cached.output_dir / "fake-v1-state")
+    assert given["max_train_steps"] == 2
+    assert cached.manifest()["segments"][1]["step_offset"] == 4
+    infer = cached.cli("infer", str(cached.spec_path), "--lora", "step5")
+    assert infer.exit_code == 0, infer.output
+    assert generate_lora(cached) == str(cached.output_dir / "fake-v1-r1-step00000001.safetensors")
+
+
+def test_resuming_a_run_without_manifest_keeps_its_checkpoints(stopped: Workspace) -> None:
+    """A run trained by musubi-tuner directly (or whose manifest was lost) is segment 0."""
+    stopped.manifest_path.unlink()
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 0, result.output
+    segments = stopped.manifest()["segments"]
+    assert [s["output_name"] for s in segments] == ["fake-v1", "fake-v1-r1"]
+    assert segments[1]["step_offset"] == 2
+    for which, file in (
+        ("step1", "fake-v1-step00000001.safetensors"),
+        ("step3", "fake-v1-r1-step00000001.safetensors"),
+    ):
+        stopped.forget_calls()
+        infer = stopped.cli("infer", str(stopped.spec_path), "--lora", which)
+        assert infer.exit_code == 0, (which, infer.output)
+        assert generate_lora(stopped) == str(stopped.output_dir / file)
+
+
+def test_resume_dry_run_prints_a_valid_command_and_touches_nothing(stopped: Workspace) -> None:
+    before = snapshot(stopped.output_dir)
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest", "--dry-run")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    given = fake.validate(shlex.split(line)[1:]).given
+    assert given["output_name"] == "fake-v1-r1" and given["max_train_steps"] == 2
+    assert given["resume"] == str(stopped.output_dir / "fake-v1-step00000002-state")
+    assert stopped.calls() == []
+    assert snapshot(stopped.output_dir) == before

@@ -1,0 +1,196 @@
+"""`fplora train` against the fake musubi-tuner: caches, manifest, log, checkpoints, exit codes, lock.
+
+The fake writes what `fpack_train_network` writes, under musubi-tuner's names, and prints its tqdm
+bar; fplora must find the checkpoints by those names, parse steps and losses from the bar, refuse to
+overwrite a run, and hand back the trainer's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from fakes import fake
+from fakes.fixtures import Workspace, add_runpodctl, snapshot
+
+pytest_plugins = ["fakes.fixtures"]
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def test_train_refuses_missing_caches_in_one_line(workspace: Workspace) -> None:
+    result = workspace.cli("train", str(workspace.spec_path))
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert "misses 4 latent and 4 text-encoder files" in line
+    assert "`fplora cache`" in line
+    assert workspace.calls() == []
+    assert not workspace.output_dir.exists()
+
+
+def test_train_with_cache_caches_then_trains(workspace: Workspace) -> None:
+    result = workspace.cli("train", str(workspace.spec_path), "--cache")
+    assert result.exit_code == 0, result.output
+    scripts = [c["args"][c["args"].index("-m", 2) + 1] for c in workspace.calls()]
+    assert scripts == [
+        "musubi_tuner.fpack_cache_latents",
+        "musubi_tuner.fpack_cache_text_encoder_outputs",
+        "musubi_tuner.fpack_train_network",
+    ]
+    assert (workspace.output_dir / "fake-v1.safetensors").is_file()
+
+
+def test_train_writes_manifest_log_and_checkpoints_by_musubi_names(cached: Workspace) -> None:
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 0, result.output
+    (call,) = cached.calls("fpack_train_network")
+    invocation = fake.validate(call["args"])
+    assert invocation.values["output_name"] == "fake-v1"
+    assert invocation.values["save_precision"] == "bf16"
+
+    names = {p.name for p in cached.output_dir.iterdir()}
+    steps = {f"fake-v1-step{s:08d}.safetensors" for s in range(1, 5)}
+    states = {f"fake-v1-step{s:08d}-state" for s in range(1, 5)}
+    finals = {"fake-v1.safetensors", "fake-v1-state"}
+    assert names == steps | states | finals | {"fake-v1.log", "fake-v1.fplora-run.json", "sample"}
+    assert not (cached.output_dir / "fake-v1.lock").exists()
+    samples = sorted(p.name.split("_")[1] for p in (cached.output_dir / "sample").iterdir())
+    assert samples == ["000002", "000004", "e000000"]
+
+    manifest = cached.manifest()
+    (segment,) = manifest["segments"]
+    assert segment["output_name"] == "fake-v1"
+    assert segment["step_offset"] == 0 and segment["resumed_from"] is None
+    assert segment["exit_code"] == 0 and segment["interrupted"] is False
+    assert segment["last_step"] == 4
+    assert segment["losses"] == [0.11, 0.12, 0.13, 0.14]
+    assert segment["command"][1:] == call["args"]
+    assert manifest["spec"] == str(cached.spec_path)
+    assert str(cached.render_dir / "config.toml") in manifest["rendered"]
+
+    log = (cached.output_dir / "fake-v1.log").read_text(encoding="utf-8")
+    assert segment["log"] == str(cached.output_dir / "fake-v1.log")
+    assert "fake training fake-v1: 4 steps" in log and "| 4/4 [" in log
+    assert "training finished at global step 4 (exit 0); log: outputs/fake-v1.log" in result.stderr
+
+
+def test_exit_code_is_the_trainers(cached: Workspace) -> None:
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_EXIT": "3"})
+    assert result.exit_code == 3
+    (segment,) = cached.manifest()["segments"]
+    assert segment["exit_code"] == 3 and segment["interrupted"] is False
+    assert "training failed" in result.stderr
+
+
+def test_second_train_without_resume_refuses_and_touches_nothing(cached: Workspace) -> None:
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    before = snapshot(cached.output_dir)
+    cached.forget_calls()
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert "already holds run fake-v1" in line and "--resume" in line
+    assert cached.calls() == []
+    assert snapshot(cached.output_dir) == before
+
+
+def test_a_live_lock_refuses(cached: Workspace) -> None:
+    cached.output_dir.mkdir()
+    lock = cached.output_dir / "fake-v1.lock"
+    lock.write_text(f"{os.getpid()}\n")
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 1
+    assert f"another training (pid {os.getpid()}) is writing this run" in result.stderr
+    assert lock.read_text() == f"{os.getpid()}\n"
+    assert cached.calls() == []
+
+
+def test_a_stale_lock_is_taken_over(cached: Workspace) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(done.stdout)  # that process has exited
+    cached.output_dir.mkdir()
+    lock = cached.output_dir / "fake-v1.lock"
+    lock.write_text(f"{dead_pid}\n")
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 0, result.output
+    assert not lock.exists()
+    assert len(cached.calls("fpack_train_network")) == 1
+
+
+def test_missing_musubi_is_reported_with_the_install_hint(cached: Workspace) -> None:
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_MUSUBI_MISSING": "1"})
+    assert result.exit_code == 1
+    assert "cannot import musubi_tuner" in result.stderr and "uv pip install" in result.stderr
+    assert cached.calls() == []
+    # a dry run does not need musubi-tuner
+    dry = cached.cli("train", str(cached.spec_path), "--dry-run", env={"FAKE_MUSUBI_MISSING": "1"})
+    assert dry.exit_code == 0
+
+
+def test_a_module_the_spec_needs_is_probed_before_training(cached: Workspace) -> None:
+    """adamw8bit needs bitsandbytes, which musubi-tuner imports only after loading the models."""
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_MISSING_MODULES": "bitsandbytes"})
+    assert result.exit_code == 1
+    assert "cannot import bitsandbytes" in result.stderr
+    assert cached.calls() == []
+
+
+def test_stop_pod_always_runs_runpodctl(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_runpodctl(cached, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    result = cached.cli("train", str(cached.spec_path), "--stop-pod", "always", env={"FAKE_EXIT": "3"})
+    assert result.exit_code == 3
+    tools = [r for r in cached.records() if r.get("tool") == "runpodctl"]
+    assert [t["args"] for t in tools] == [["stop", "pod", "pod123"]]
+
+
+def test_stop_pod_always_also_when_caching_fails(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --cache --stop-pod always` left alone: a caching failure must not keep the pod billing."""
+    add_runpodctl(workspace, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    env = {"FAKE_EXIT": "4", "FAKE_EXIT_SCRIPT": "fpack_cache_latents"}
+    result = workspace.cli("train", str(workspace.spec_path), "--cache", "--stop-pod", "always", env=env)
+    assert result.exit_code == 4
+    assert workspace.calls("fpack_train_network") == []
+    tools = [r for r in workspace.records() if r.get("tool") == "runpodctl"]
+    assert [t["args"] for t in tools] == [["stop", "pod", "pod123"]]
+
+
+def test_stop_pod_success_keeps_a_failed_runs_pod(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_runpodctl(cached, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    result = cached.cli("train", str(cached.spec_path), "--stop-pod", "success", env={"FAKE_EXIT": "3"})
+    assert result.exit_code == 3
+    assert [r for r in cached.records() if r.get("tool") == "runpodctl"] == []
+
+
+def test_stop_pod_without_a_pod_id_warns(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_runpodctl(cached, monkeypatch)
+    result = cached.cli("train", str(cached.spec_path), "--stop-pod", "always")
+    assert result.exit_code == 0
+    assert "not on RunPod (no RUNPOD_POD_ID or runpodctl): not stopping a pod" in result.stderr
+    assert [r for r in cached.records() if r.get("tool") == "runpodctl"] == []
+
+
+def test_stop_pod_rejects_other_words(cached: Workspace) -> None:
+    result = cached.cli("train", str(cached.spec_path), "--stop-pod", "sometimes")
+    assert result.exit_code == 1
+    assert "--stop-pod: must be success, always or never" in result.stderr
+
+
+def test_the_record_file_is_one_json_object_per_line(cached: Workspace) -> None:
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    for line in cached.record.read_text().splitlines():
+        assert isinstance(json.loads(line), dict)
+    (call,) = cached.calls("fpack_train_network")
+    assert call["cwd"] == str(cached.root)
+    assert call["env"]["FPLORA_MUSUBI_PYTHON"] == str(cached.python)
