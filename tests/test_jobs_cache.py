@@ -46,8 +46,22 @@ def test_cache_runs_both_scripts_and_stamps_the_cache(workspace: Workspace) -> N
     assert "caches ready" in result.stderr
 
 
-def test_second_cache_run_passes_skip_existing_and_keeps_the_files(workspace: Workspace) -> None:
+def test_complete_caches_are_left_alone(workspace: Workspace) -> None:
+    """Loading the encoders costs GPU minutes: complete, stamped caches start nothing."""
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    before = snapshot(workspace.cache_dir)
+    workspace.forget_calls()
+    result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    assert workspace.calls() == []
+    assert "caches are complete and match the spec: nothing to do" in result.stderr
+    assert snapshot(workspace.cache_dir) == before
+
+
+def test_incomplete_caches_pass_skip_existing_and_keep_the_files(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    latent = next(p for p in workspace.cache_dir.iterdir() if p.name.endswith("_fp.safetensors"))
+    latent.unlink()
     before = {k: v for k, v in snapshot(workspace.cache_dir).items() if k != STAMP}
     workspace.forget_calls()
     result = workspace.cli("cache", str(workspace.spec_path))
@@ -55,7 +69,18 @@ def test_second_cache_run_passes_skip_existing_and_keeps_the_files(workspace: Wo
     calls = workspace.calls()
     assert len(calls) == 2
     assert all(fake.validate(c["args"]).given.get("skip_existing") is True for c in calls)
-    assert {k: v for k, v in snapshot(workspace.cache_dir).items() if k != STAMP} == before
+    after = snapshot(workspace.cache_dir)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert latent.name in after
+
+
+def test_rebuild_recomputes_everything(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path), "--rebuild").exit_code == 0
+    calls = workspace.calls()
+    assert len(calls) == 2
+    assert all("skip_existing" not in fake.validate(c["args"]).given for c in calls)
 
 
 def test_changed_one_frame_settings_recache_everything(workspace: Workspace) -> None:

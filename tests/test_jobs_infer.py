@@ -58,7 +58,7 @@ def test_multipliers_default_to_the_spec(trained: Workspace) -> None:
 def test_failed_prompts_fail_the_command_although_generate_exits_0(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), "--lora", "step2", env={"FAKE_GENERATE_FAIL": "1"})
     assert result.exit_code == 1
-    assert "multiplier 1: 0 of 2 images written (exit 0)" in result.stderr
+    assert "multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
     reason = [line for line in result.stderr.splitlines() if "Error generating latent for prompt" in line]
     assert reason and "BFloat16 and Float" in reason[0]
 

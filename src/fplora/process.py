@@ -78,7 +78,7 @@ def run(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     pending = b""
     try:
         assert proc.stdout is not None

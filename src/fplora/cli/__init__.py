@@ -101,7 +101,13 @@ def init(
 
 
 @app.command()
-def cache(spec: SpecArg = None, dry_run: DryRun = False) -> None:
+def cache(
+    spec: SpecArg = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Recompute caches even when complete and up to date.")
+    ] = False,
+    dry_run: DryRun = False,
+) -> None:
     """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec.
 
     Example: fplora cache configs/v8.yaml
@@ -110,7 +116,7 @@ def cache(spec: SpecArg = None, dry_run: DryRun = False) -> None:
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run)
-        raise typer.Exit(run_cache(job))
+        raise typer.Exit(run_cache(job, rebuild=rebuild))
 
 
 @app.command()
@@ -136,18 +142,23 @@ def train(
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
     from fplora.datasets.caching import run_cache
-    from fplora.runs.training import run_train, stop_pod_after
+    from fplora.runs.training import execute_train, prepare_train, run_train, stop_pod_after
 
     with common.user_errors():
         if stop_pod not in (None, "success", "always", "never"):
             common.fail("--stop-pod", "must be success, always or never")
         job = common.job(spec, dry_run=dry_run)
-        if with_cache:
-            code = run_cache(job)
-            if code:
-                stop_pod_after(job, stop_pod, code)
-                raise typer.Exit(code)
-        raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
+        if not with_cache:
+            raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
+        prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)  # refuse before caching
+        code = run_cache(job)
+        if code:
+            stop_pod_after(job, stop_pod, code)
+            raise typer.Exit(code)
+        if job.dry_run:
+            job.show(prepared.argv)
+            raise typer.Exit(0)
+        raise typer.Exit(execute_train(job, prepared))
 
 
 @app.command()

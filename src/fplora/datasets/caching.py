@@ -10,14 +10,21 @@ from fplora.problems import display_path
 from fplora.render import commands
 
 
-def run_cache(job: Job) -> int:
-    """Run both cache scripts; stamp each cache directory when both succeed."""
+def run_cache(job: Job, *, rebuild: bool = False) -> int:
+    """Run both cache scripts; stamp each cache directory when both succeed.
+
+    Caches that are complete and stamped with the spec's settings are left alone (loading the
+    encoders alone costs GPU minutes); `rebuild` recomputes everything, e.g. after images changed
+    in place under the same names.
+    """
     spec, paths = job.plan.spec, job.plan.paths
     records = RecordCache(spec)
-    fresh = all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
+    fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
+    complete = True
     for index, dataset in enumerate(spec.datasets):
         if not job.dry_run:
             state = caches.state(spec, index, records(index))
+            complete = complete and state.complete
             stale = "" if state.stamp_ok else ", made with other settings"
             job.console.print(
                 f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
@@ -26,6 +33,9 @@ def run_cache(job: Job) -> int:
                 f" text-encoder outputs already there{stale})",
                 highlight=False,
             )
+    if not job.dry_run and fresh and complete:
+        job.console.print("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
+        return 0
     extra = {"skip_existing": True} if fresh else {}
     argvs = [
         commands.cache_latents(spec, paths, job.python) + commands.flags(extra, "fpack_cache_latents"),

@@ -15,6 +15,7 @@ from fplora.musubi.names import (
     GENERATE_IMAGE_GLOB,
     GENERATE_PROMPT_ERROR,
     GENERATE_SEED_RE,
+    lora_final_file,
     lora_step_file,
 )
 from fplora.problems import UserError, display_path
@@ -24,7 +25,10 @@ from fplora.runs.checkpoints import Checkpoint, resolve
 
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
     """The memo's naming: `v8-step00005000-lm1.2`."""
-    which = f"step{checkpoint.step:08d}" if checkpoint.step is not None else checkpoint.path.stem
+    if checkpoint.step is not None:
+        which = f"step{checkpoint.step:08d}"
+    else:
+        which = "final" if checkpoint.final else checkpoint.path.stem
     return f"{version}-{which}-lm{float(multiplier)}"
 
 
@@ -50,12 +54,13 @@ def _checkpoint(job: Job, lora: str) -> Checkpoint:
         return resolve(spec.train.output_dir, spec.output_name, lora, "lora")
     except UserError:
         match = re.match(r"^step(\d+)$", lora)
-        if not (job.dry_run and match):
+        if not job.dry_run or not (match or lora in ("latest", "final")):
             raise
-        step = int(match.group(1))
-        path = spec.train.output_dir / lora_step_file(spec.output_name, step)
+        step = int(match.group(1)) if match else None
+        name = lora_step_file(spec.output_name, step) if step else lora_final_file(spec.output_name)
+        path = spec.train.output_dir / name
         job.console.print(f"dry run: {display_path(path)} does not exist yet", highlight=False)
-        return Checkpoint(path, "lora", step, 0, False)
+        return Checkpoint(path, "lora", step, 0, step is None)
 
 
 def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
@@ -92,12 +97,14 @@ def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
             failed += 1
             reason = _explain(log, start)
             job.console.print(
-                f"[red]multiplier {multiplier:g}: {len(images)} of {expected} images written"
+                f"[red]multiplier {float(multiplier)}: {len(images)} of {expected} images written"
                 f" (exit {result.returncode}); log: {display_path(log)}[/]",
                 highlight=False,
             )
             if reason:
                 job.console.print(f"[red]  {reason}[/]", highlight=False)
         else:
-            job.console.print(f"multiplier {multiplier:g}: {len(images)} images in {display_path(save_path)}")
+            job.console.print(
+                f"multiplier {float(multiplier)}: {len(images)} images in {display_path(save_path)}"
+            )
     return 1 if failed else 0

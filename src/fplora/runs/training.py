@@ -6,6 +6,8 @@ import math
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from fplora import __version__, process
@@ -16,7 +18,7 @@ from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.plan import RecordCache
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import resolve, run_files
+from fplora.runs.checkpoints import find, resolve, run_files
 from fplora.runs.lock import locked
 from fplora.runs.manifest import Manifest, Segment, now
 
@@ -113,13 +115,39 @@ def stop_pod_after(job: Job, stop_pod: str | None, exit_code: int) -> None:
     _stop_pod(job, stop_pod or job.plan.spec.runpod.stop_pod, exit_code)
 
 
-def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> int:
+@dataclass
+class Prepared:
+    """A training segment decided and validated, nothing written or started yet."""
+
+    manifest: Manifest
+    index: int
+    segment_name: str
+    argv: list[str]
+    offset: int
+    remaining: int
+    resume_path: Path | None
+    stop_pod: str
+    leftovers: list[Path] = field(default_factory=list)  # a failed start's manifest and logs
+
+
+def _leftovers(out: Path, name: str) -> list[Path]:
+    """Files of a run that never saved a checkpoint or state (it failed early): safe to set aside."""
+    existing = run_files(out, name)
+    if existing and not find(out, name):
+        return existing
+    return []
+
+
+def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> Prepared:
+    """Everything that can refuse a training, before any GPU work (`--cache` runs after this)."""
     spec, paths = job.plan.spec, job.plan.paths
     out, name = spec.train.output_dir, spec.output_name
     manifest = Manifest.load(out, name)
+    leftovers: list[Path] = []
     if resume is None:
+        leftovers = _leftovers(out, name)
         existing = run_files(out, name)
-        if existing:
+        if existing and not leftovers:
             raise UserError(
                 Problem(
                     display_path(out),
@@ -129,6 +157,8 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
                     "continue it with --resume, or start a new version (a new spec file)",
                 )
             )
+        if leftovers:
+            manifest = None  # the failed start is set aside, not continued
         resume_path, offset, index = None, 0, 0
     else:
         resume_path, offset = _resume_point(job, manifest, resume)
@@ -160,14 +190,48 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
         max_train_steps=remaining if index else None,
     )
     when = stop_pod or spec.runpod.stop_pod
+    return Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, when, leftovers)
+
+
+def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> int:
+    prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)
     if job.dry_run:
-        job.show(argv)
+        job.show(prepared.argv)
         return 0
+    return execute_train(job, prepared)
+
+
+def _set_aside(job: Job, leftovers: list[Path]) -> None:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for path in leftovers:
+        target = path.with_name(f"{path.name}.failed-{stamp}")
+        path.rename(target)
+        job.console.print(f"set aside {display_path(path)} of a start that saved nothing → {target.name}")
+
+
+def execute_train(job: Job, prepared: Prepared) -> int:
+    """Run a prepared segment: caches checked, lock held, manifest and log kept, pod stopped."""
+    spec = job.plan.spec
+    out, name = spec.train.output_dir, spec.output_name
+    manifest, index, segment_name, argv = (
+        prepared.manifest,
+        prepared.index,
+        prepared.segment_name,
+        prepared.argv,
+    )
+    offset, remaining, resume_path, when = (
+        prepared.offset,
+        prepared.remaining,
+        prepared.resume_path,
+        prepared.stop_pod,
+    )
     problems = caches_problems(job)
     if problems:
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
     with locked(out / f"{name}.lock") as lock:
+        if prepared.leftovers:
+            _set_aside(job, prepared.leftovers)
         clash = [p for p in run_files(out, segment_name) if p.name.startswith(segment_name)]
         if index and clash:
             raise UserError(
