@@ -149,3 +149,54 @@ def test_header_names_the_spec_in_every_file(tmp_path: Path) -> None:
     for path, text in plan.build(spec, tmp_path).files.items():
         if path.suffix != ".jsonl":
             assert re.search(r"^# fplora-spec: .*configs/example\.yaml$", text, re.MULTILINE), path
+
+
+def _accelerate_part(argv: list[str]) -> list[str]:
+    start = argv.index("accelerate.commands.launch") + 1
+    return argv[start : argv.index("-m", start)]
+
+
+def test_multi_node_launch_renders_accelerate_flags(project, tmp_path: Path) -> None:
+    """Two pods as one job: same spec, RANK=1 on the second (README, "Several GPUs, several machines")."""
+    from fplora.render import commands
+
+    text = (
+        "launch:\n  num_processes: 4\n  num_machines: 2\n  machine_rank: ${RANK:-0}\n"
+        "  main_process_ip: 10.0.0.1\n  main_process_port: 29500\n"
+    )
+    os.environ["RANK"] = "1"
+    try:
+        spec = load_spec(project(text))
+    finally:
+        del os.environ["RANK"]
+    argv = commands.train(spec, RenderedPaths(tmp_path), "python")
+    launch = _accelerate_part(argv)
+    assert launch == [
+        "--multi_gpu",
+        "--num_processes", "4",
+        "--num_machines", "2",
+        "--mixed_precision", "bf16",
+        "--dynamo_backend", "no",
+        "--num_cpu_threads_per_process", "1",
+        "--machine_rank", "1",
+        "--main_process_ip", "10.0.0.1",
+        "--main_process_port", "29500",
+    ]  # fmt: skip
+    options = {flag: o for o in schema.accelerate_options().values() for flag in o.flags}
+    for arg in launch:
+        if arg.startswith("--"):
+            assert arg in options, arg  # accelerate refuses abbreviations: exact names only
+
+
+def test_caching_and_inference_always_launch_one_process(project, tmp_path: Path) -> None:
+    from fplora.render import commands
+
+    spec = load_spec(project("launch:\n  num_processes: 2\n"))
+    paths = RenderedPaths(tmp_path)
+    for argv in (
+        commands.cache_latents(spec, paths, "python"),
+        commands.cache_text_encoder(spec, paths, "python"),
+    ):
+        launch = _accelerate_part(argv)
+        assert launch[launch.index("--num_processes") + 1] == "1"
+        assert "--multi_gpu" not in launch
