@@ -24,7 +24,7 @@ def test_version_matches_the_package_metadata() -> None:
     assert result.output == f"fplora {pyproject['project']['version']}\n" == f"fplora {__version__}\n"
 
 
-@pytest.mark.parametrize("command", ["check", "render", "init", "cache", "train", "infer"])
+@pytest.mark.parametrize("command", ["check", "render", "init", "cache", "train", "infer", "runs"])
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0

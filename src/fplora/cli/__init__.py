@@ -189,5 +189,44 @@ def infer(
         raise typer.Exit(run_infer(job, lora=lora, multipliers=multipliers))
 
 
+@app.command()
+def runs(spec: SpecArg = None) -> None:
+    """Show a spec's training run: segments, global steps, checkpoints and states.
+
+    Example: fplora runs configs/v8.yaml
+    """
+    from rich.table import Table
+
+    from fplora.runs.summary import steps_text, summarise
+
+    with common.user_errors():
+        loaded = common.load(spec)
+        rows = summarise(loaded)
+        if not any(row.loras or row.states or row.segment.started for row in rows):
+            typer.echo(f"{loaded.output_name}: no training yet in {common.shown(loaded.train.output_dir)}")
+            return
+        table = Table(title=f"{loaded.output_name} in {common.shown(loaded.train.output_dir)}")
+        for column in ("segment", "global steps", "status", "last loss", "LoRAs at step", "states at step"):
+            table.add_column(column)
+        for row in rows:
+            seg = row.segment
+            end = seg.end_step if seg.end_step is not None else "?"
+            loss = f"{seg.losses[-1]:.4g}" if seg.losses else "—"
+            table.add_row(
+                seg.output_name,
+                f"{seg.step_offset + 1}–{end}",
+                row.status,
+                loss,
+                steps_text(row.loras),
+                steps_text(row.states),
+            )
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:
+            console.width = 160  # piped or captured: don't squeeze the table into 80 columns
+        console.print(table)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,26 @@
+"""`fplora runs`: a run's segments and checkpoints in global steps, after a resume."""
+
+from __future__ import annotations
+
+from fakes.fixtures import Workspace
+
+pytest_plugins = ["fakes.fixtures"]
+
+
+def test_runs_lists_segments_in_global_steps(cached: Workspace) -> None:
+    empty = cached.cli("runs", str(cached.spec_path))
+    assert empty.exit_code == 0
+    assert "fake-v1: no training yet in outputs" in empty.stdout
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    cached.write_spec(train={"max_train_steps": 6})
+    assert cached.cli("train", str(cached.spec_path), "--resume", "latest").exit_code == 0
+    result = cached.cli("runs", str(cached.spec_path))
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.replace("│", " ").split()) for line in result.stdout.splitlines()]
+    first = next(line for line in lines if line.startswith("fake-v1 1"))
+    second = next(line for line in lines if line.startswith("fake-v1-r1 "))
+    assert first.startswith("fake-v1 1–4 finished")
+    assert first.endswith("1, 2, 3, 4, final 1, 2, 3, 4, final")
+    # the resumed segment's own step 1 and 2 are global steps 5 and 6
+    assert second.startswith("fake-v1-r1 5–6 finished")
+    assert second.endswith("5, 6, final 5, 6, final")
