@@ -97,6 +97,7 @@ COST = {
     "timing": 60,  # + 26 s per step (24.7 s/step at batch 16, swap 20)
     "dry": 0,
 }
+FAKE_STEP_S, FAKE_SAMPLE_S = 0.05, 0.15  # --local-fake: seconds per training step and per sample
 PACK_MARGIN = 15  # seconds kept for packing $OUT after the last stage
 
 
@@ -506,14 +507,43 @@ def check_segment(
 
 
 # ------------------------------------------------------------------------------------------ timings
-def bars(ran: Ran) -> dict[str, dict[int, float]]:
-    """For each progress bar (desc/total): the first time each count appeared, from process start."""
-    out: dict[str, dict[int, float]] = {}
+BAR_ELAPSED = re.compile(r"^\s*(?:(\d+):)?(\d+):(\d+)")
+BAR_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(s/it|it/s)")
+
+
+@dataclass
+class Render:
+    """One redraw of a tqdm bar."""
+
+    n: int
+    elapsed: float  # seconds on the bar's own clock, as tqdm computed them when it drew this
+    arrived: float  # seconds from process start to when the line reached us (may be late)
+
+
+def bar_renders(ran: Ran, desc: str = "steps") -> list[Render]:
+    """Every redraw of the bar `desc`, in order.
+
+    The arrival time of a `\\r`-ended redraw is not when it was drawn: on the GPU machine the redraws
+    reached us only with the next `\\n`-ended line (train, 2 GPUs: steps 1 and 2 "arrived" in the same
+    read, 25 s after step 1). So the time is read from the bar itself. musubi-tuner's bar has
+    smoothing=0, so its rate is n / elapsed (s/it or it/s, two decimals): elapsed = n x rate is good to
+    n x 5 ms, where the mm:ss field is good to 1 s (used only where there is no rate: n = 0)."""
+    out: list[Render] = []
     for t, text in ran.lines:
         match = PROGRESS.search(text)
-        if match:
-            key = f"{match['desc'].strip() or '?'}/{match['tot']}"
-            out.setdefault(key, {}).setdefault(int(match["n"]), round(t - ran.t0, 3))
+        if not match or match["desc"].strip() != desc or match["post"] is None:
+            continue
+        n, post = int(match["n"]), match["post"]
+        rate = BAR_RATE.search(post)
+        clock = BAR_ELAPSED.match(post)
+        elapsed: float | None = None
+        if n > 0 and rate and float(rate[1]) > 0:
+            value = float(rate[1])
+            elapsed = n * value if rate[2] == "s/it" else n / value
+        elif clock:
+            elapsed = int(clock[1] or 0) * 3600 + int(clock[2]) * 60 + int(clock[3])
+        if elapsed is not None:
+            out.append(Render(n, elapsed, t - ran.t0))
     return out
 
 
@@ -526,26 +556,92 @@ def mark(ran: Ran, pattern: str, last: bool = False) -> float | None:
 
 
 def step_timings(ran: Ran, batch: int, processes: int = 1) -> dict[str, Any]:
-    steps = next((v for k, v in bars(ran).items() if k.startswith("steps/")), {})
-    out: dict[str, Any] = {"step_first_seen_s": {str(k): v for k, v in sorted(steps.items())}}
-    done = sorted(n for n in steps if n >= 1)
-    if done:
-        out["start_to_step1_s"] = steps.get(1)
-        last = done[-1]
-        first = 2 if last >= 3 else 1
-        if last > first and first in steps:
-            per = (steps[last] - steps[first]) / (last - first)
-            out["s_per_step"] = round(per, 3)
-            out["s_per_step_steps"] = f"{first}->{last}"
-            out["samples_per_s"] = round(batch * processes / per, 3)
-            if GPU:
-                out["gpu_peak_MiB_in_steps"] = GPU.peaks(ran.t0 + steps[first], ran.t0 + steps[last])
+    """Seconds per optimizer step, from musubi-tuner's `steps` bar; never raises on odd output.
+
+    musubi-tuner resets the bar when step 1 is done (so its clock starts at the end of step 1), then
+    per step k: `update(1)` draws k (if 0.1 s have passed since the last draw), then the sample and the
+    LoRA/state saves of step k run, then `set_postfix` draws k again (always). So step k's own compute
+    time is [first draw of k] - [last draw of k-1]; what lies between the first and the last draw of k is
+    sampling and saving, and is reported apart. A step counts only if k was drawn at least twice (the
+    update draw and the postfix draw): with a single draw, the one seen may be the postfix's, after
+    sampling and saving, so that interval is left out (listed in `excluded_steps`). Step 1 (from the
+    bar's creation, with start-up and sample-at-first) is never counted. No steady step -> no s/step."""
+    out: dict[str, Any] = {}
+    renders = [r for r in bar_renders(ran) if r.n >= 1]  # n = 0 draws are on the pre-reset clock
+    by_n: dict[int, list[Render]] = {}
+    for r in renders:
+        by_n.setdefault(r.n, []).append(r)
+    out["bar_elapsed_s"] = {str(n): [round(x.elapsed, 2) for x in rs] for n, rs in sorted(by_n.items())}
+    if not by_n:
+        return {**out, **_tqdm_and_load(ran)}
+    # the bar's clock on ours: a draw arrives no earlier than it was drawn, so the earliest
+    # (arrival - elapsed) is the reset, i.e. the end of step 1
+    zero = min(r.arrived - r.elapsed for r in renders)
+    if zero >= 0:  # a raw log has no arrival times
+        out["start_to_step1_s"] = round(zero, 3)
+    steady: dict[int, float] = {}
+    excluded: list[int] = []
+    between: dict[str, float] = {}
+    for k in sorted(by_n):
+        draws = by_n[k]
+        if len(draws) >= 2:
+            between[str(k)] = round(draws[-1].elapsed - draws[0].elapsed, 2)
+        if k < 2:
+            continue
+        if k - 1 not in by_n or len(draws) < 2:
+            excluded.append(k)
+            continue
+        d = draws[0].elapsed - by_n[k - 1][-1].elapsed
+        if d > 0:
+            steady[k] = d
+        else:
+            excluded.append(k)
+    out["sample_and_save_s_after_step"] = between
+    if excluded:
+        out["excluded_steps"] = excluded
+    if steady:
+        per = sum(steady.values()) / len(steady)
+        out["s_per_step"] = round(per, 3)
+        out["s_per_step_each"] = {str(k): round(v, 2) for k, v in steady.items()}
+        out["s_per_step_steps"] = f"{','.join(map(str, steady))} (step 1 excluded)"
+        out["samples_per_s"] = round(batch * processes / per, 3)
+        if GPU:
+            peaks: dict[str, int] = {}
+            for k in steady:
+                t0 = ran.t0 + zero + by_n[k - 1][-1].elapsed
+                t1 = ran.t0 + zero + by_n[k][0].elapsed
+                for gpu, mib in GPU.peaks(t0, t1).items():
+                    peaks[gpu] = max(peaks.get(gpu, 0), mib)
+            out["gpu_peak_MiB_in_steps"] = peaks
+    else:
+        out["s_per_step"] = None
+    return {**out, **_tqdm_and_load(ran)}
+
+
+def read_log(path: Path) -> Ran:
+    """A Ran from a stage log (`logs/<stage>-<n>.log`: seconds from start, then the line) or from a raw
+    log (fplora's `<output_name>.log`: no times, `\\r` and `\\n` lines), for `--timings-from`."""
+    stamped = re.compile(r"^\s*(\d+\.\d{3}) (.*)$")
+    lines: list[tuple[float, str]] = []
+    for text in re.split(r"[\r\n]", path.read_text(errors="replace")):
+        match = stamped.match(text)
+        if match:
+            lines.append((float(match[1]), match[2]))
+        elif text.strip():
+            lines.append((0.0, text))
+    end = max((t for t, _ in lines), default=0.0)
+    return Ran([], None, 0.0, end, lines, path)
+
+
+def _tqdm_and_load(ran: Ran) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     rates = re.findall(r"(\d+(?:\.\d+)?)(s/it|it/s)", " ".join(t for _, t in ran.lines if "steps:" in t))
     if rates:
-        value, unit = rates[-1]
-        out["tqdm_s_per_it_incl_start"] = round(float(value) if unit == "s/it" else 1 / float(value), 3)
+        value, unit = float(rates[-1][0]), rates[-1][1]
+        if value > 0:  # tqdm's own average since step 1: sampling, saving and the end included
+            out["tqdm_last_s_per_it"] = round(value if unit == "s/it" else 1 / value, 3)
     load0, load1 = mark(ran, r"Loading DiT model from"), mark(ran, r"Loaded DiT model from")
-    if load0 is not None and load1 is not None:
+    if load0 is not None and load1 is not None and ran.t1 > ran.t0:  # a raw log has no times
         out["dit_load_s"] = round(load1 - load0, 3)
     return out
 
@@ -581,6 +677,16 @@ def infer_timings(ran: Ran, prompts: int) -> dict[str, Any]:
         out["start_to_generate_s"] = [round(g - s, 3) for s, g in zip(starts, gen, strict=True)]
     out["wall_s_per_image"] = round((ran.t1 - ran.t0) / max(1, prompts * max(1, len(gen))), 3)
     return out
+
+
+def timings(checks: Checks, parse: Any, *args: Any) -> dict[str, Any]:
+    """Run a timing parser; if it raises, record that as a failed assert and go on with the stage's
+    other asserts (on the GPU machine, a ZeroDivisionError here once skipped every train assert)."""
+    try:
+        return parse(*args)
+    except Exception as exc:
+        checks.ok(False, f"{parse.__name__} parses the log", f"{type(exc).__name__}: {exc}")
+        return {}
 
 
 # ------------------------------------------------------------------------------------------ specs
@@ -865,6 +971,7 @@ def fake_python(argv: list[str]) -> int:
         seed = 42
 
         def sample(tag: str) -> None:
+            time.sleep(FAKE_SAMPLE_S)  # so that a s/step which counted sampling would show it
             stamp = time.strftime("%Y%m%d%H%M%S")
             write_png(sample_dir / f"{name}_{tag}_00_{stamp}_{seed}_000.png", WIDTH, HEIGHT, (1, 2, 3))
 
@@ -876,33 +983,50 @@ def fake_python(argv: list[str]) -> int:
         log(f"Loading DiT model from {config['dit']}, device=cpu")
         time.sleep(0.05)
         log(f"Loaded DiT model from {config['dit']}, info=<All keys matched successfully>")
-        bar = "steps:   0%|          | 0/{n} [00:00<?, ?it/s]"
-        print("\r" + bar.format(n=steps), end="", flush=True)
+        # musubi-tuner's tqdm bar (smoothing=0): reset when step 1 is done, then per step an update draw,
+        # the step's sample and saves, and a set_postfix draw; the rate is n / elapsed since the reset
+        bar_t0 = time.time()
+
+        def draw(n: int, post: str = "") -> None:
+            elapsed = time.time() - bar_t0
+            if n == 0 or elapsed <= 0:
+                rate = "?it/s"
+            elif elapsed / n >= 1:
+                rate = f"{elapsed / n:5.2f}s/it"
+            else:
+                rate = f"{n / elapsed:5.2f}it/s"
+            clock = f"{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}"
+            print(
+                f"\rsteps: {100 * n // steps:3d}%|###       | {n}/{steps} [{clock}<00:00, {rate}{post}]",
+                end="",
+                flush=True,
+            )
+
+        draw(0)
         if prompts and config.get("sample_at_first"):
             sample("e000000")
         loss = 0.1
         every = config.get("save_every_n_steps")
         for step in range(1, steps + 1):
-            time.sleep(float(os.environ.get("E2E_FAKE_STEP_S", "0.05")))
-            pct = 100 * step // steps
-            old = f"avr_loss={loss:.4g}"
+            time.sleep(FAKE_STEP_S)
+            if step == 1:
+                bar_t0 = time.time()
+                draw(0)  # tqdm's reset draws 0/N; the update right after it is not drawn (mininterval)
+            else:
+                draw(step, f", avr_loss={loss:.4g}")
             loss = 0.1 + 0.01 * step
-            for post in (old, f"avr_loss={loss:.4g}"):
-                print(
-                    f"\rsteps: {pct:3d}%|###       | {step}/{steps} [00:0{step}<00:00, 0.05s/it, {post}]",
-                    end="",
-                )
-            sys.stdout.flush()
             if every and step % every == 0:
                 write_safetensors(out / f"{name}-step{step:08d}.safetensors", lora, meta)
                 if config.get("save_state"):
                     state(out / f"{name}-step{step:08d}-state")
             if prompts and config.get("sample_every_n_steps") and step % config["sample_every_n_steps"] == 0:
                 sample(f"{step:06d}")
-        print(flush=True)
+            draw(step, f", avr_loss={loss:.4g}")
         write_safetensors(out / f"{name}.safetensors", lora, meta)
         if config.get("save_state") or config.get("save_state_on_train_end"):
             state(out / f"{name}-state")
+        draw(steps, f", avr_loss={loss:.4g}")
+        print(flush=True)
         log("model saved.")
         return 0
 
@@ -1098,7 +1222,7 @@ def stage_cache(stage: dict[str, Any], checks: Checks) -> None:
     write_specs()
     ran = fplora(stage, "cache", str(CFG.spec("e2e")))
     checks.rc(ran, what="fplora cache e2e.yaml")
-    stage["timings"] = cache_timings(ran, CFG.records)
+    stage["timings"] = timings(checks, cache_timings, ran, CFG.records)
     records = [json.loads(x) for x in CFG.jsonl.read_text().splitlines() if x]
     names = {p.name for p in CFG.cache.iterdir()} if CFG.cache.is_dir() else set()
     latents = [f"{Path(r['image_path']).stem}_{WIDTH:04d}x{HEIGHT:04d}_fp.safetensors" for r in records]
@@ -1134,8 +1258,18 @@ def stage_train(stage: dict[str, Any], checks: Checks) -> None:
             png.unlink()
     ran = fplora(stage, "train", str(CFG.spec("e2e")), extra_env={"E2E_MAX_STEPS": "2"})
     checks.rc(ran, what="fplora train e2e.yaml (steps 1-2)")
-    stage["timings"] = step_timings(ran, CFG.e2e_batch)
-    stage["timings"]["note"] = "steps include a sample and a LoRA+state save after every step"
+    stage["timings"] = timings(checks, step_timings, ran, CFG.e2e_batch)
+    stage["timings"]["note"] = (
+        "a sample and a LoRA+state save follow every step: s_per_step leaves them out,"
+        " sample_and_save_s_after_step has them (the last step's also has the end-of-training saves)"
+    )
+    if CFG.local == "fake":
+        per = stage["timings"].get("s_per_step") or 0
+        checks.ok(
+            FAKE_STEP_S * 0.8 < per < FAKE_SAMPLE_S,
+            f"s/step leaves out sampling and saving (fake: {FAKE_STEP_S} s steps, {FAKE_SAMPLE_S} s samples)",
+            stage["timings"],
+        )
     check_outputs(checks, name, range(1, 3), states=True, final=True)
     check_samples(checks, name, range(1, 3), at_first=True)
     man = manifest("e2e")
@@ -1181,7 +1315,7 @@ def stage_resume(stage: dict[str, Any], checks: Checks) -> None:
     checks.ok(before, "first-run files to compare", len(before))
     ran = fplora(stage, "train", str(CFG.spec("e2e")), "--resume", "latest", extra_env={"E2E_MAX_STEPS": "4"})
     checks.rc(ran, what="fplora train e2e.yaml --resume latest (steps 3-4)")
-    stage["timings"].update(step_timings(ran, CFG.e2e_batch))
+    stage["timings"].update(timings(checks, step_timings, ran, CFG.e2e_batch))
     checks.ok("resuming at global step 2" in ran.text, "fplora says it resumes at global step 2")
     seg_name = f"{name}-r1"
     check_outputs(checks, seg_name, range(1, 3), states=True, final=True)
@@ -1240,7 +1374,7 @@ def stage_infer(stage: dict[str, Any], checks: Checks) -> None:
         args += ["--multiplier", m]
     ran = fplora(stage, *args, extra_env={"E2E_MAX_STEPS": "4"})
     checks.rc(ran, what=f"fplora infer --lora {lora} --multiplier 1.0 --multiplier 1.2")
-    stage["timings"] = infer_timings(ran, INFER_PROMPTS)
+    stage["timings"] = timings(checks, infer_timings, ran, INFER_PROMPTS)
     new = sorted(set(sample.glob("*/*__000.png")) - before) if sample.is_dir() else []
     by_dir: dict[str, list[Path]] = {}
     for png in new:
@@ -1299,7 +1433,7 @@ def stage_train2(stage: dict[str, Any], checks: Checks) -> None:
     _fresh_run(stage, version)
     ran = fplora(stage, "train", str(CFG.spec(version)))
     checks.rc(ran, what=f"fplora train {version}.yaml ({CFG.gpus} processes)")
-    stage["timings"] = step_timings(ran, CFG.e2e_batch, CFG.gpus)
+    stage["timings"] = timings(checks, step_timings, ran, CFG.e2e_batch, CFG.gpus)
     stage["timings"]["batch_per_gpu"] = CFG.e2e_batch
     name = CFG.output_name(version)
     check_lora(checks, CFG.runs / f"{name}.safetensors")
@@ -1321,12 +1455,10 @@ def stage_timing(stage: dict[str, Any], checks: Checks) -> None:
     _fresh_run(stage, "timing")
     ran = fplora(stage, "train", str(CFG.spec("timing")))
     checks.rc(ran, what="fplora train timing.yaml (batch 16, blocks_to_swap 20)")
-    stage["timings"] = step_timings(ran, 16)
+    stage["timings"] = timings(checks, step_timings, ran, 16)
     stage["timings"]["settings"] = "batch 16, blocks_to_swap 20, gradient checkpointing, no samples, no saves"
     check_lora(checks, CFG.runs / f"{CFG.output_name('timing')}.safetensors")
-    checks.ok(
-        stage["timings"].get("s_per_step"), "s/step measured", stage["timings"].get("step_first_seen_s")
-    )
+    checks.ok(stage["timings"].get("s_per_step"), "s/step measured", stage["timings"].get("bar_elapsed_s"))
 
 
 def stage_dry(stage: dict[str, Any], checks: Checks) -> None:
@@ -1538,10 +1670,21 @@ def main() -> int:
     parser.add_argument("--timing-steps", type=int, default=5, help="steps of the timing run (default 5)")
     parser.add_argument("--train2-steps", type=int, default=4, help="steps of train2 (default 4)")
     parser.add_argument("--records", type=int, default=None, help="dataset records (default 32; local 4)")
+    parser.add_argument(
+        "--timings-from",
+        metavar="LOG",
+        help="print the step timings of a stage log or training log (batch --e2e-batch, processes"
+        " --gpus or 1), and exit",
+    )
     local = parser.add_mutually_exclusive_group()
     local.add_argument("--local-dry", action="store_true", help="no GPU: specs, check and dry runs")
     local.add_argument("--local-fake", action="store_true", help="no GPU: every stage, fake musubi-tuner")
     a = parser.parse_args()
+    if a.timings_from:
+        GPU = None
+        timings = step_timings(read_log(Path(a.timings_from)), a.e2e_batch, a.gpus or 1)
+        print(json.dumps(timings, indent=1))
+        return 0 if timings.get("s_per_step") else 1
     mode = "dry" if a.local_dry else "fake" if a.local_fake else None
     root = Path(a.root or ("/tmp/fpe2e-local" if mode else "/tmp/fpe2e"))
     if mode and not a.stages:

@@ -7,12 +7,11 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from fplora import __version__, process
 from fplora.datasets import caches
-from fplora.jobs import Job
+from fplora.jobs import Job, timestamp
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.plan import RecordCache
@@ -202,7 +201,7 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> i
 
 
 def _set_aside(job: Job, leftovers: list[Path]) -> None:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = timestamp()
     for path in leftovers:
         target = path.with_name(f"{path.name}.failed-{stamp}")
         path.rename(target)
