@@ -646,19 +646,45 @@ def _tqdm_and_load(ran: Ran) -> dict[str, Any]:
     return out
 
 
+ITER_BAR = re.compile(r"^(?P<n>\d+)it \[[\d:]+, *(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)")
+
+
+def iter_bar_s(ran: Ran, t_from: float, t_to: float) -> tuple[int, float] | None:
+    """The last redraw of a bar without a total (`4it [00:10,  2.56s/it]`, the caching scripts') drawn
+    between two times from process start: (iterations, seconds = n x rate, as tqdm measured them)."""
+    found = None
+    for t, text in ran.lines:
+        match = ITER_BAR.match(text.lstrip())
+        if match and t_from <= t - ran.t0 <= t_to and float(match["rate"]) > 0:
+            n, rate = int(match["n"]), float(match["rate"])
+            found = (n, round(n * rate if match["unit"] == "s/it" else n / rate, 3))
+    return found
+
+
 def cache_timings(ran: Ran, records: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """The latent script, then the text-encoder script. Encoding times come from their own bars (one
+    iteration = one dataset batch); the rest from the log lines' arrival."""
+    out: dict[str, Any] = {"wall_s_per_record": round((ran.t1 - ran.t0) / records, 3)}
+    end = round(ran.t1 - ran.t0, 3)
+    vae0 = mark(ran, r"Loading VAE model from")
     latent0 = mark(ran, r"Encoding dataset \[0\]")
     te_start = mark(ran, r"Load dataset config from", last=True)
     te0 = mark(ran, r"Encoding with Text Encoders")
-    end = round(ran.t1 - ran.t0, 3)
-    if latent0 is not None and te_start is not None and te_start > latent0:
-        out["latent_s_per_image_approx"] = round((te_start - latent0) / records, 3)
-    if te0 is not None:
-        out["te_s_per_record_approx"] = round((end - te0) / records, 3)
-    out["latent_model_load_s"] = latent0
+    out["start_to_latent_encoding_s"] = latent0
+    if vae0 is not None and latent0 is not None:
+        out["latent_models_load_s"] = round(latent0 - vae0, 3)
+    if latent0 is not None:
+        bar = iter_bar_s(ran, latent0, te_start if te_start and te_start > latent0 else end)
+        if bar:
+            out["latent_encode_s"] = bar[1]
+            out["latent_s_per_image"] = round(bar[1] / records, 3)
     if te_start is not None and te0 is not None:
-        out["te_model_load_s"] = round(te0 - te_start, 3)
+        out["te_models_load_s"] = round(te0 - te_start, 3)
+    if te0 is not None:
+        bar = iter_bar_s(ran, te0, end)
+        if bar:
+            out["te_encode_s"] = bar[1]
+            out["te_s_per_record"] = round(bar[1] / records, 3)
     return out
 
 
@@ -676,6 +702,10 @@ def infer_timings(ran: Ran, prompts: int) -> dict[str, Any]:
     if starts and gen and len(starts) == len(gen):
         out["start_to_generate_s"] = [round(g - s, 3) for s, g in zip(starts, gen, strict=True)]
     out["wall_s_per_image"] = round((ran.t1 - ran.t0) / max(1, prompts * max(1, len(gen))), 3)
+    launched = [t for t, text in ran.lines if text.startswith("$ ")]  # fplora echoes each command
+    if launched:
+        ends = [*launched[1:], ran.t1]
+        out["process_s"] = [round(b - a, 3) for a, b in zip(launched, ends, strict=True)]
     return out
 
 
