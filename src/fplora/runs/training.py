@@ -13,7 +13,7 @@ from fplora import __version__, process
 from fplora.datasets import caches
 from fplora.jobs import Job, timestamp
 from fplora.musubi import schema
-from fplora.musubi.names import TRAIN_STEP_RE
+from fplora.musubi.names import TRAIN_STEP_RE, state_step_dir
 from fplora.plan import RecordCache
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
@@ -65,7 +65,16 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
     """The state to resume from and the global step it holds."""
     spec = job.plan.spec
     out, name = spec.train.output_dir, spec.output_name
-    state = resolve(out, name, which, "state")
+    try:
+        state = resolve(out, name, which, "state")
+    except UserError:
+        match = re.match(r"^step(\d+)$", which)
+        if not (job.dry_run and match):
+            raise
+        # a dry run before training shows the command with the state folder that step will have
+        path = out / state_step_dir(name, int(match.group(1)))
+        job.console.print(f"dry run: {display_path(path)} does not exist yet", highlight=False)
+        return path, int(match.group(1))
     step = state.step
     if step is None:
         match = _STATE_STEP.search(state.path.name)
