@@ -75,11 +75,9 @@ def test_dataset_toml_fits_the_dataset_schema(spec_name: str, tmp_path: Path) ->
             assert schema.dataset_value_problem(image_keys[key], value) is None, key
 
 
-@pytest.mark.parametrize("spec_name", SPECS)
-def test_prompt_lines_use_only_options_both_parsers_share(spec_name: str, tmp_path: Path) -> None:
-    spec = load_spec(REPO / spec_name)
-    if not Path(spec.datasets[0].jsonl).exists():
-        pytest.skip("the memo's dataset lives on the GPU box")
+def test_prompt_lines_use_only_options_both_parsers_share(tmp_path: Path) -> None:
+    """(The memo's own dataset lives on the GPU box, so the example's records stand in.)"""
+    spec = load_spec(REPO / "configs/example.yaml")
     files = plan.build(spec, tmp_path).files
     training = schema.prompt_options("training_sample_prompts")
     generate = schema.prompt_options("generate_from_file")
