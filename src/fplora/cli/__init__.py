@@ -142,7 +142,8 @@ def train(
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
     from fplora.datasets.caching import run_cache
-    from fplora.runs.training import execute_train, prepare_train, run_train, stop_pod_after
+    from fplora.runs.runpod import stop_pod_after
+    from fplora.runs.training import execute_train, prepare_train, run_train
 
     with common.user_errors():
         if stop_pod not in (None, "success", "always", "never"):

@@ -8,12 +8,14 @@ successful `fplora cache`; training refuses caches whose stamp does not match th
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fplora.datasets.records import Records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file
+from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
 STAMP = "fplora-cache.json"
@@ -75,7 +77,7 @@ class CacheState:
         return self.stamp_ok and not self.missing_latents and not self.missing_text
 
 
-def state(spec: Spec, index: int, records: Records) -> CacheState:
+def state_of(spec: Spec, index: int, records: Records) -> CacheState:
     """Count records without a latent or text-encoder cache file (one directory listing)."""
     cache_dir = spec.cache_directory(index)
     names = {p.name for p in cache_dir.iterdir()} if cache_dir.is_dir() else set()
@@ -90,3 +92,26 @@ def state(spec: Spec, index: int, records: Records) -> CacheState:
     return CacheState(
         index, cache_dir, len(records.items), missing_latents, missing_text, stamp_matches(spec, index)
     )
+
+
+def problems(spec: Spec, records: Callable[[int], Records]) -> list[Problem]:
+    """Missing, incomplete or stale caches: training would fail (or train on stale latents)."""
+    found = []
+    for index in range(len(spec.datasets)):
+        state = state_of(spec, index, records(index))
+        if state.complete:
+            continue
+        if not state.stamp_ok and state.missing_latents < state.records:
+            what = "was made with other settings (or not by fplora cache)"
+        else:
+            what = f"misses {state.missing_latents} latent and {state.missing_text} text-encoder files"
+        found.append(
+            Problem(
+                display_path(state.directory),
+                None,
+                f"datasets[{index}]",
+                f"cache of {state.records} records {what}",
+                "run `fplora cache` first, or `fplora train --cache`",
+            )
+        )
+    return found

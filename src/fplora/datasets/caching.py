@@ -23,7 +23,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     complete = True
     for index, dataset in enumerate(spec.datasets):
         if not job.dry_run:
-            state = caches.state(spec, index, records(index))
+            state = caches.state_of(spec, index, records(index))
             complete = complete and state.complete
             stale = "" if state.stamp_ok else ", made with other settings"
             job.console.print(

@@ -57,6 +57,10 @@ def lora_final_file(output_name: str) -> str:
     return f"{output_name}.safetensors"
 
 
+STATE_STEP_SUFFIX = re.compile(r"-step(\d{8})-state$")
+"""The step in any step state folder's name, whatever its output name."""
+
+
 def state_final_dir(output_name: str) -> str:
     return f"{output_name}-state"
 

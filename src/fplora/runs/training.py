@@ -1,11 +1,9 @@
-"""`fplora train`: one training segment, resumed or new, with manifest, log, lock and pod stop."""
+"""`fplora train`: one training segment, resumed or new, with its manifest, log and lock."""
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,40 +11,14 @@ from fplora import __version__, process
 from fplora.datasets import caches
 from fplora.jobs import Job, timestamp
 from fplora.musubi import schema
-from fplora.musubi.names import TRAIN_STEP_RE, state_step_dir
+from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE, state_step_dir
 from fplora.plan import RecordCache
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import find, resolve, run_files
 from fplora.runs.lock import locked
 from fplora.runs.manifest import Manifest, Segment, now
-
-_STATE_STEP = re.compile(r"-step(\d{8})-state$")
-
-
-def caches_problems(job: Job) -> list[Problem]:
-    """Missing, incomplete or stale caches: training would fail (or train on stale latents)."""
-    spec = job.plan.spec
-    records = RecordCache(spec)
-    problems = []
-    for index in range(len(spec.datasets)):
-        state = caches.state(spec, index, records(index))
-        if state.complete:
-            continue
-        if not state.stamp_ok and state.missing_latents < state.records:
-            what = "was made with other settings (or not by fplora cache)"
-        else:
-            what = f"misses {state.missing_latents} latent and {state.missing_text} text-encoder files"
-        problems.append(
-            Problem(
-                display_path(state.directory),
-                None,
-                f"datasets[{index}]",
-                f"cache of {state.records} records {what}",
-                "run `fplora cache` first, or `fplora train --cache`",
-            )
-        )
-    return problems
+from fplora.runs.runpod import stop_pod
 
 
 def _new_manifest(job: Job) -> Manifest:
@@ -77,7 +49,7 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
         return path, int(match.group(1))
     step = state.step
     if step is None:
-        match = _STATE_STEP.search(state.path.name)
+        match = STATE_STEP_SUFFIX.search(state.path.name)
         if match is None:
             raise UserError(
                 Problem(
@@ -103,24 +75,6 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
                 )
             )
     return state.path, step
-
-
-def _stop_pod(job: Job, when: str, exit_code: int) -> None:
-    if when == "never" or (when == "success" and exit_code != 0):
-        return
-    pod = os.environ.get("RUNPOD_POD_ID")
-    runpodctl = shutil.which("runpodctl")
-    if not pod or not runpodctl:
-        job.console.print("[yellow]not on RunPod (no RUNPOD_POD_ID or runpodctl): not stopping a pod[/]")
-        return
-    job.show([runpodctl, "stop", "pod", pod])
-    process.run([runpodctl, "stop", "pod", pod])
-
-
-def stop_pod_after(job: Job, stop_pod: str | None, exit_code: int) -> None:
-    """`--stop-pod` for a command that ended before training started (`train --cache` whose caching
-    failed): an unattended pod set to stop `always` must not keep running."""
-    _stop_pod(job, stop_pod or job.plan.spec.runpod.stop_pod, exit_code)
 
 
 @dataclass
@@ -233,7 +187,7 @@ def execute_train(job: Job, prepared: Prepared) -> int:
         prepared.resume_path,
         prepared.stop_pod,
     )
-    problems = caches_problems(job)
+    problems = caches.problems(spec, RecordCache(spec))
     if problems:
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,5 +249,5 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     job.console.print(
         f"training {state}{end} (exit {result.returncode}); log: {display_path(log)}", highlight=False
     )
-    _stop_pod(job, when, result.returncode)
+    stop_pod(job, when, result.returncode)
     return result.returncode
