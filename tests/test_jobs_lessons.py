@@ -7,8 +7,10 @@ failed start that blocked every later start, complete caches recomputed for noth
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 import tomllib
 from fakes import fake
 from fakes.fixtures import Workspace
@@ -71,3 +73,32 @@ def test_infer_dry_run_before_training_names_the_final_file(cached: Workspace) -
     (line,) = [line for line in result.stdout.splitlines() if line]
     assert f"--lora_weight {cached.output_dir}/fake-v1.safetensors" in line
     assert f"--save_path {cached.output_dir}/sample/v1-final-lm1.0" in line
+
+
+def test_more_processes_than_gpus_is_refused_before_launch(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    cached.write_spec(launch={"num_processes": 2})
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 1
+    assert (
+        "launch.num_processes: 2 processes on this machine, but it has 1 GPU(s)"
+        " — set launch.num_processes to 1 or fewer" in result.stderr
+    )
+    assert cached.calls() == []
+
+
+def test_gpus_counted_with_nvidia_smi(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    smi = cached.bin / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: a)'\necho 'GPU 1: NVIDIA H100 80GB HBM3 (UUID: b)'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{cached.bin}:{os.environ['PATH']}")
+    cached.write_spec(launch={"num_processes": 2})
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 0, result.output
+    (call,) = cached.calls("fpack_train_network")
+    assert "--multi_gpu" in call["args"]

@@ -11,7 +11,7 @@ import shutil
 import sys
 
 from fplora.musubi import schema
-from fplora.problems import Problem, UserError
+from fplora.problems import Problem, UserError, display_path
 from fplora.process import capture
 from fplora.spec.models import Spec
 
@@ -66,3 +66,33 @@ def ensure_musubi(python: str, modules: list[str] | None = None) -> None:
     else:
         message = f"cannot run {python}: {output.strip().splitlines()[-1] if output.strip() else code}"
     raise UserError(Problem("musubi-tuner", None, "", message, install_hint()))
+
+
+def visible_gpus() -> int | None:
+    """GPUs this machine offers to one process group (CUDA_VISIBLE_DEVICES, else nvidia-smi), or None
+    when that cannot be told (no NVIDIA tools): then accelerate is left to find out."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    code, output = capture([smi, "-L"], timeout=20)
+    if code != 0:
+        return None
+    return sum(1 for line in output.splitlines() if line.startswith("GPU "))
+
+
+def gpu_problem(spec: Spec) -> Problem | None:
+    """More training processes on this machine than GPUs: accelerate would fail after minutes."""
+    per_machine = spec.launch.num_processes // spec.launch.num_machines
+    gpus = visible_gpus()
+    if gpus is None or per_machine <= gpus:
+        return None
+    return Problem(
+        display_path(spec.path),
+        None,
+        "launch.num_processes",
+        f"{per_machine} processes on this machine, but it has {gpus} GPU(s)",
+        f"set launch.num_processes to {gpus * spec.launch.num_machines} or fewer",
+    )

@@ -19,6 +19,7 @@ from fplora.runs.checkpoints import find, resolve, run_files
 from fplora.runs.lock import locked
 from fplora.runs.manifest import Manifest, Segment, now
 from fplora.runs.runpod import stop_pod
+from fplora.runtime import gpu_problem
 
 
 def _new_manifest(job: Job) -> Manifest:
@@ -188,6 +189,8 @@ def execute_train(job: Job, prepared: Prepared) -> int:
         prepared.stop_pod,
     )
     problems = caches.problems(spec, RecordCache(spec))
+    gpus = gpu_problem(spec)
+    problems += [gpus] if gpus else []
     if problems:
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
