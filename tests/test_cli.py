@@ -128,3 +128,15 @@ def test_readme_first_command_works_from_the_repo(monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(app, ["check", "configs/example.yaml", "--skip-models"])
     assert result.exit_code == 0, result.output
     assert "configs/example.yaml: ok" in result.output
+
+
+def test_render_without_the_dataset_says_which_prompt_needs_it(project, tmp_path: Path) -> None:
+    spec = project()
+    (tmp_path / "data/dataset-v1/metadata-v1.jsonl").unlink()
+    result = runner.invoke(app, ["render", str(spec)])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: configs/base.yaml:23: sample.prompts[0].record: data/dataset-v1/metadata-v1.jsonl not found:"
+        " prompts taken from records need it — run `fplora check` for the details\n"
+    )
+    assert not (tmp_path / "configs/v1").exists()

@@ -15,6 +15,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
 from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
+from fplora.spec.load import dotted
 from fplora.spec.models import Prompt, Spec
 
 
@@ -47,32 +48,40 @@ def _size(spec: Spec, prompt: Prompt) -> tuple[int, int]:
     return prompt.width or width, prompt.height or height
 
 
+def _record_problem(spec: Spec, section: str, index: int, prompt: Prompt, records: Records) -> Problem:
+    """Why a prompt's record cannot be read, located at the `record:` line of the spec."""
+    key_path = (section, "prompts", index, "record")
+    source = spec.sources.where(key_path) if spec.sources else None
+    file, line = (source.file, source.line) if source else (spec.path, None)
+    jsonl = display_path(spec.datasets[prompt.dataset].jsonl)
+    if any(p.message == "dataset JSONL file not found" for p in records.problems):
+        message = f"{jsonl} not found: prompts taken from records need it"
+    else:
+        message = f"{jsonl} has no valid record on line {prompt.record}"
+    return Problem(display_path(file), line, dotted(key_path), message, "run `fplora check` for the details")
+
+
 def resolve_prompts(
     spec: Spec,
-    prompts: list[Prompt],
+    section: str,
     records: RecordCache,
     *,
     seed: int,
     steps: int | None,
     flow_shift: float,
 ) -> list[PromptLine]:
-    """Fill each prompt from its dataset record: caption verbatim, first control as start image."""
+    """Fill each prompt of `sample` or `infer` from its dataset record: caption verbatim, first
+    control image as the start image. `infer` without prompts of its own takes the sample prompts."""
+    prompts = getattr(spec, section).prompts
+    if prompts is None:
+        section, prompts = "sample", spec.sample.prompts
     lines = []
     for index, prompt in enumerate(prompts):
         text, image, controls = prompt.text, prompt.image, prompt.control_images
         if prompt.record is not None:
             found = [r for r in records(prompt.dataset).items if r.line == prompt.record]
             if not found:
-                jsonl = display_path(spec.datasets[prompt.dataset].jsonl)
-                raise UserError(
-                    Problem(
-                        display_path(spec.path),
-                        None,
-                        f"prompts[{index}].record",
-                        f"{jsonl} has no record on line {prompt.record}",
-                        "run `fplora check` for the dataset's problems",
-                    )
-                )
+                raise UserError(_record_problem(spec, section, index, prompt, records(prompt.dataset)))
             record = found[0]
             text = text if text is not None else record.caption
             controls = controls if controls is not None else record.controls
@@ -120,12 +129,12 @@ def build(spec: Spec, out_dir: Path | None = None) -> Plan:
     sample = spec.sample
     plan = Plan(spec, paths)
     plan.sample_prompts = resolve_prompts(
-        spec, sample.prompts, records, seed=sample.seed, steps=sample.steps, flow_shift=sample.flow_shift
+        spec, "sample", records, seed=sample.seed, steps=sample.steps, flow_shift=sample.flow_shift
     )
     infer = spec.infer
     plan.infer_prompts = resolve_prompts(
         spec,
-        infer.prompts if infer.prompts is not None else sample.prompts,
+        "infer",
         records,
         seed=infer.seed,
         steps=None,
