@@ -110,6 +110,41 @@ def test_a_live_lock_refuses(cached: Workspace) -> None:
     assert cached.calls() == []
 
 
+def test_a_lock_whose_training_child_outlived_fplora_refuses(cached: Workspace) -> None:
+    """fplora killed (OOM, a timeout) while its child, in its own session, still trains."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        cached.output_dir.mkdir()
+        lock = cached.output_dir / "fake-v1.lock"
+        lock.write_text(f"{int(done.stdout)}\n{child.pid}\n")
+        result = cached.cli("train", str(cached.spec_path))
+        assert result.exit_code == 1
+        assert f"another training (pid {child.pid}) is writing this run" in result.stderr
+        assert cached.calls() == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_lock_records_the_training_child(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fplora.runs.lock import Lock
+
+    seen: list[str] = []
+    original = Lock.add
+
+    def spy(self: Lock, pid: int) -> None:
+        original(self, pid)
+        seen.extend(self.path.read_text().split())
+
+    monkeypatch.setattr(Lock, "add", spy)
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    assert len(seen) == 2  # fplora's pid, then the child's
+    assert seen[0] == str(os.getpid()) and seen[1] != seen[0]
+
+
 def test_a_stale_lock_is_taken_over(cached: Workspace) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
