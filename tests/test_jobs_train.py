@@ -99,6 +99,14 @@ def test_second_train_without_resume_refuses_and_touches_nothing(cached: Workspa
     assert snapshot(cached.output_dir) == before
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited (a killed fplora, say)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(done.stdout)
+
+
 def test_a_live_lock_refuses(cached: Workspace) -> None:
     cached.output_dir.mkdir()
     lock = cached.output_dir / "fake-v1.lock"
@@ -112,14 +120,11 @@ def test_a_live_lock_refuses(cached: Workspace) -> None:
 
 def test_a_lock_whose_training_child_outlived_fplora_refuses(cached: Workspace) -> None:
     """fplora killed (OOM, a timeout) while its child, in its own session, still trains."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         cached.output_dir.mkdir()
         lock = cached.output_dir / "fake-v1.lock"
-        lock.write_text(f"{int(done.stdout)}\n{child.pid}\n")
+        lock.write_text(f"{_dead_pid()}\n{child.pid}\n")
         result = cached.cli("train", str(cached.spec_path))
         assert result.exit_code == 1
         assert f"another training (pid {child.pid}) is writing this run" in result.stderr
@@ -146,10 +151,7 @@ def test_the_lock_records_the_training_child(cached: Workspace, monkeypatch: pyt
 
 
 def test_a_stale_lock_is_taken_over(cached: Workspace) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    dead_pid = int(done.stdout)  # that process has exited
+    dead_pid = _dead_pid()
     cached.output_dir.mkdir()
     lock = cached.output_dir / "fake-v1.lock"
     lock.write_text(f"{dead_pid}\n")
