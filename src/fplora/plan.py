@@ -15,8 +15,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
 from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
-from fplora.spec.load import dotted
-from fplora.spec.models import Prompt, Spec
+from fplora.spec.models import Prompt, Spec, width_height
 
 
 @dataclass
@@ -43,22 +42,18 @@ class RecordCache:
 
 
 def _size(spec: Spec, prompt: Prompt) -> tuple[int, int]:
-    resolution = spec.data.resolution
-    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    width, height = width_height(spec.dataset_value(prompt.dataset, "resolution"))
     return prompt.width or width, prompt.height or height
 
 
 def _record_problem(spec: Spec, section: str, index: int, prompt: Prompt, records: Records) -> Problem:
     """Why a prompt's record cannot be read, located at the `record:` line of the spec."""
-    key_path = (section, "prompts", index, "record")
-    source = spec.sources.where(key_path) if spec.sources else None
-    file, line = (source.file, source.line) if source else (spec.path, None)
     jsonl = display_path(spec.datasets[prompt.dataset].jsonl)
     if any(p.message == "dataset JSONL file not found" for p in records.problems):
         message = f"{jsonl} not found: prompts taken from records need it"
     else:
         message = f"{jsonl} has no valid record on line {prompt.record}"
-    return Problem(display_path(file), line, dotted(key_path), message, "run `fplora check` for the details")
+    return spec.problem((section, "prompts", index, "record"), message, "run `fplora check` for the details")
 
 
 def resolve_prompts(
@@ -72,9 +67,7 @@ def resolve_prompts(
 ) -> list[PromptLine]:
     """Fill each prompt of `sample` or `infer` from its dataset record: caption verbatim, first
     control image as the start image. `infer` without prompts of its own takes the sample prompts."""
-    prompts = getattr(spec, section).prompts
-    if prompts is None:
-        section, prompts = "sample", spec.sample.prompts
+    section, prompts = spec.prompts_of(section)
     lines = []
     for index, prompt in enumerate(prompts):
         text, image, controls = prompt.text, prompt.image, prompt.control_images

@@ -16,7 +16,6 @@ from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
-from fplora.check.where import SpecLocator
 from fplora.datasets.records import read_records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
@@ -30,14 +29,13 @@ def check_spec(spec: Spec, *, skip_models: bool = False) -> list[Problem]:
     `skip_models` leaves out the model files, for checking data on a machine without the models.
     Order: models, then each dataset in line order, then prompts.
     """
-    where = SpecLocator(spec)
     problems: list[Problem] = []
     if not skip_models:
-        problems.extend(check_models(spec, where))
+        problems.extend(check_models(spec))
     datasets = [read_records(dataset.jsonl) for dataset in spec.datasets]
     images = probe_many(chain(*(record_paths(records) for records in datasets), prompt_paths(spec)))
     for index, records in enumerate(datasets):
         problems.extend(check_records(spec, index, records, images))
-    problems.extend(check_prompts(spec, datasets, images, where))
-    problems.extend(check_launch(spec, where))
+    problems.extend(check_prompts(spec, datasets, images))
+    problems.extend(check_launch(spec))
     return problems

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-from fplora.check.where import SpecLocator
 from fplora.problems import Problem
 from fplora.spec.models import Spec
 
@@ -24,7 +23,7 @@ def _memory_gb() -> float | None:
         return None
 
 
-def check_launch(spec: Spec, where: SpecLocator) -> list[Problem]:
+def check_launch(spec: Spec) -> list[Problem]:
     processes = spec.launch.num_processes // max(spec.launch.num_machines, 1)
     if processes < 2:
         return []
@@ -34,7 +33,7 @@ def check_launch(spec: Spec, where: SpecLocator) -> list[Problem]:
         have = _memory_gb()
         if have is not None and need > have * 0.8:
             problems.append(
-                where.problem(
+                spec.problem(
                     ("train", "blocks_to_swap"),
                     f"with block swap each of {processes} processes keeps a DiT copy"
                     f" (~{DIT_CPU_GB} GB) in CPU memory: ~{need} GB of this machine's {have:.0f} GB",
@@ -45,7 +44,7 @@ def check_launch(spec: Spec, where: SpecLocator) -> list[Problem]:
     warmup = spec.train.optimizer.lr_warmup_steps
     if warmup:
         problems.append(
-            where.problem(
+            spec.problem(
                 ("train", "optimizer", "lr_warmup_steps"),
                 f"musubi-tuner divides an integer warmup by the {processes} processes"
                 f" ({warmup} → {warmup // processes})",

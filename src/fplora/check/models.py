@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from fplora.check.where import SpecLocator
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
@@ -56,13 +55,13 @@ def _file_problem(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def check_models(spec: Spec, where: SpecLocator) -> Iterator[Problem]:
+def check_models(spec: Spec) -> Iterator[Problem]:
     """One problem per missing, empty or unreadable model file or shard."""
     for key in MODEL_KEYS:
         path: Path = getattr(spec.models, key)
         found = _file_problem(path)
         if found is not None:
-            yield where.problem(("models", key), *found)
+            yield spec.problem(("models", key), *found)
         if found is not None and not path.parent.is_dir():
             continue  # the folder is missing: one problem says it all
         for name in shard_names(path.name):
@@ -77,4 +76,4 @@ def check_models(spec: Spec, where: SpecLocator) -> Iterator[Problem]:
                 count = len(shard_names(path.name))
                 message = f"missing shard {display_path(shard)}"
                 fix = f"all {count} shards must be in the same folder"
-            yield where.problem(("models", key), message, fix)
+            yield spec.problem(("models", key), message, fix)

@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from fplora.check.images import ImageInfo
-from fplora.check.where import SpecLocator
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import prompt_text_problem
 from fplora.problems import Problem, display_path
@@ -24,10 +23,8 @@ _SPEC_PATH_FIX = "check the path; relative paths resolve against the spec file's
 
 def prompt_sections(spec: Spec) -> list[tuple[str, list[Prompt]]]:
     """The prompt lists to check. `infer.prompts` unset means the sample prompts, checked once."""
-    sections = [("sample", spec.sample.prompts)]
-    if spec.infer.prompts is not None:
-        sections.append(("infer", spec.infer.prompts))
-    return sections
+    sections = [spec.prompts_of("sample"), spec.prompts_of("infer")]
+    return sections[:1] if sections[1][0] == "sample" else sections
 
 
 def prompt_paths(spec: Spec) -> Iterator[str]:
@@ -49,13 +46,11 @@ def _record_lines(records: Records) -> str:
     return f"{display_path(records.jsonl)} has records on lines {lines[0]}..{lines[-1]} (with gaps)"
 
 
-def _image(
-    where: SpecLocator, key: KeyPath, path: Path, images: Mapping[str, ImageInfo]
-) -> Iterator[Problem]:
+def _image(spec: Spec, key: KeyPath, path: Path, images: Mapping[str, ImageInfo]) -> Iterator[Problem]:
     info = images[str(path)]
     if not info.ok:
         fix = _SPEC_PATH_FIX if info.error == "not found" else info.fix
-        yield where.problem(key, f"{display_path(path)} {info.error}", fix)
+        yield spec.problem(key, f"{display_path(path)} {info.error}", fix)
 
 
 def _text(
@@ -77,9 +72,7 @@ def _text(
     )
 
 
-def check_prompts(
-    spec: Spec, datasets: Sequence[Records], images: Mapping[str, ImageInfo], where: SpecLocator
-) -> list[Problem]:
+def check_prompts(spec: Spec, datasets: Sequence[Records], images: Mapping[str, ImageInfo]) -> list[Problem]:
     """Problems of every sample and inference prompt, located at its key in the spec.
 
     Per prompt, in the order its keys are usually written: record, text, image, control images.
@@ -100,7 +93,7 @@ def check_prompts(
                 record = by_line[prompt.dataset].get(prompt.record)
                 if record is None:
                     problems.append(
-                        where.problem(
+                        spec.problem(
                             (*at, "record"),
                             f"no record on line {prompt.record} of datasets[{prompt.dataset}]",
                             f"use a record's line number; {_record_lines(records)}",
@@ -108,9 +101,9 @@ def check_prompts(
                     )
             text = _text(prompt, record, at, jsonl)
             if text is not None:
-                problems.append(where.problem(*text))
+                problems.append(spec.problem(*text))
             if prompt.image is not None:
-                problems.extend(_image(where, (*at, "image"), prompt.image, images))
+                problems.extend(_image(spec, (*at, "image"), prompt.image, images))
             for number, control in enumerate(prompt.control_images or []):
-                problems.extend(_image(where, (*at, "control_images", number), control, images))
+                problems.extend(_image(spec, (*at, "control_images", number), control, images))
     return problems

@@ -18,7 +18,7 @@ from pathlib import Path
 from fplora.check.images import ImageInfo
 from fplora.datasets.records import Records
 from fplora.problems import Problem, display_path
-from fplora.spec.models import Spec
+from fplora.spec.models import Spec, width_height
 
 MAX_SAME_WARNING = 5
 """Size warnings of one kind listed per dataset before the rest are summed up in one line."""
@@ -42,8 +42,7 @@ class _Sizes:
 
 
 def _sizes(spec: Spec, index: int) -> _Sizes:
-    resolution = spec.dataset_value(index, "resolution")
-    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    width, height = width_height(spec.dataset_value(index, "resolution"))
     return _Sizes(
         width,
         height,

@@ -193,17 +193,5 @@ def load_spec(path: str | Path) -> Spec:
     spec._sources = loaded
     findings = check_rules(spec)
     if findings:
-        problems = []
-        for finding in findings:
-            source = loaded.where(finding.key_path)
-            problems.append(
-                Problem(
-                    display_path(source.file),
-                    source.line,
-                    dotted(finding.key_path),
-                    finding.message,
-                    finding.fix,
-                )
-            )
-        raise UserError(problems)
+        raise UserError([loaded.problem(f.key_path, f.message, f.fix) for f in findings])
     return spec

@@ -43,6 +43,11 @@ class Loaded:
                 return source
         return Source(self.path, None)
 
+    def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
+        """A problem at `key_path`, located at the line (in whichever file) that wrote it."""
+        source = self.where(key_path)
+        return Problem(display_path(source.file), source.line, dotted(key_path), message, fix, severity)
+
 
 def dotted(key_path: KeyPath) -> str:
     """`('datasets', 0, 'jsonl')` → `datasets[0].jsonl`."""

@@ -22,6 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from fplora.musubi.names import LORA_NETWORK_MODULE, TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT
+from fplora.problems import Problem, display_path
+from fplora.spec.load import KeyPath, Loaded, dotted
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
@@ -53,6 +57,11 @@ def _resolution(value: Any) -> Any:
 
 
 Resolution = Annotated[PositiveInt | tuple[PositiveInt, PositiveInt], BeforeValidator(_resolution)]
+
+
+def width_height(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    """musubi-tuner's resolution, one int (square) or [width, height], as (width, height)."""
+    return (resolution, resolution) if isinstance(resolution, int) else (resolution[0], resolution[1])
 
 
 class DataDefaults(Section):
@@ -108,7 +117,7 @@ class OneFrame(Section):
 
 
 class Network(Section):
-    module: str = "networks.lora_framepack"
+    module: str = LORA_NETWORK_MODULE
     dim: PositiveInt = 32
     alpha: PositiveFloat = 16
     args: list[str] = Field(default_factory=list)
@@ -192,7 +201,10 @@ class Sample(Section):
     every_n_steps: PositiveInt | None = 100
     seed: int = 42
     steps: PositiveInt = 20
-    flow_shift: float = Field(14.5, description="Written as --fs on every line (musubi-tuner's default).")
+    flow_shift: float = Field(
+        TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT,
+        description="Written as --fs on every line (musubi-tuner's default).",
+    )
     prompts: list[Prompt] = Field(default_factory=list)
 
 
@@ -263,17 +275,26 @@ class Spec(Section):
     runpod: RunPod = Field(default_factory=RunPod)
 
     _path: Path = PrivateAttr(default=Path("spec.yaml"))
-    _sources: Any = PrivateAttr(default=None)  # spec.load.Loaded: where each key was written
+    _sources: Loaded | None = PrivateAttr(default=None)  # where each key was written
 
     @property
     def path(self) -> Path:
         """The spec file this was loaded from."""
         return self._path
 
-    @property
-    def sources(self) -> Any:
-        """The loader's source map (`spec.load.Loaded`), or None for a spec built in code."""
-        return self._sources
+    def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
+        """A problem about the spec itself, at the line that set `key_path` (no line for a spec built
+        in code, which has no source map)."""
+        if self._sources is not None:
+            return self._sources.problem(key_path, message, fix, severity)
+        return Problem(display_path(self._path), None, dotted(key_path), message, fix, severity)
+
+    def prompts_of(self, section: str) -> tuple[str, list[Prompt]]:
+        """The prompts `sample` or `infer` uses, with the section that holds them: `infer` without
+        prompts of its own takes the sample prompts."""
+        if section == "infer" and self.infer.prompts is not None:
+            return "infer", self.infer.prompts
+        return "sample", self.sample.prompts
 
     @property
     def render_dir(self) -> Path:
