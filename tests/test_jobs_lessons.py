@@ -102,3 +102,19 @@ def test_gpus_counted_with_nvidia_smi(cached: Workspace, monkeypatch: pytest.Mon
     assert result.exit_code == 0, result.output
     (call,) = cached.calls("fpack_train_network")
     assert "--multi_gpu" in call["args"]
+
+
+def test_a_command_reads_each_dataset_once(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check, rendering, the cache check and training share one reader: 10,000 records are read once."""
+    import fplora.datasets.records as records_module
+
+    reads: list[str] = []
+    original = records_module.read_records
+
+    def counting(jsonl: Path) -> records_module.Records:
+        reads.append(str(jsonl))
+        return original(jsonl)
+
+    monkeypatch.setattr(records_module, "read_records", counting)
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    assert len(reads) == 1

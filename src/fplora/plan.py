@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fplora.datasets.records import Records, absolute_jsonl, read_records
+from fplora.datasets.records import RecordCache, Records, absolute_jsonl
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
 from fplora.render.files import HEADER_MARK, RenderedPaths
@@ -26,19 +26,7 @@ class Plan:
     sample_prompts: list[PromptLine] = field(default_factory=list)
     infer_prompts: list[PromptLine] = field(default_factory=list)
     data_copies: set[Path] = field(default_factory=set)  # JSONL has no comments: no header to check
-
-
-class RecordCache:
-    """Reads each dataset's JSONL at most once per command."""
-
-    def __init__(self, spec: Spec):
-        self.spec = spec
-        self._records: dict[int, Records] = {}
-
-    def __call__(self, index: int) -> Records:
-        if index not in self._records:
-            self._records[index] = read_records(self.spec.datasets[index].jsonl)
-        return self._records[index]
+    records: RecordCache | None = None  # the records read for this command, for the jobs to reuse
 
 
 def _size(spec: Spec, prompt: Prompt) -> tuple[int, int]:
@@ -114,13 +102,13 @@ def _musubi_jsonl(
     return jsonls, extra
 
 
-def build(spec: Spec, out_dir: Path | None = None) -> Plan:
+def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None = None) -> Plan:
     """Render every file the spec needs (config, dataset, both prompt files)."""
     paths = RenderedPaths(out_dir or spec.render_dir)
-    records = RecordCache(spec)
+    records = records or RecordCache(spec)
     head = render_files.header(spec)
     sample = spec.sample
-    plan = Plan(spec, paths)
+    plan = Plan(spec, paths, records=records)
     plan.sample_prompts = resolve_prompts(
         spec, "sample", records, seed=sample.seed, steps=sample.steps, flow_shift=sample.flow_shift
     )

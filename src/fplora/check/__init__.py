@@ -9,6 +9,7 @@ keeps a 10,000-record one-frame dataset (30,000 images) within a couple of secon
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 
 from fplora.check.images import probe_many
@@ -16,23 +17,27 @@ from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
-from fplora.datasets.records import read_records
+from fplora.datasets.records import RecordCache, Records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
 
 __all__ = ["check_spec"]
 
 
-def check_spec(spec: Spec, *, skip_models: bool = False) -> list[Problem]:
+def check_spec(
+    spec: Spec, *, skip_models: bool = False, records: Callable[[int], Records] | None = None
+) -> list[Problem]:
     """Every problem with the files `spec` names; warnings have `severity="warning"`.
 
+    `records` is a command's record reader, shared with rendering.
     `skip_models` leaves out the model files, for checking data on a machine without the models.
     Order: models, then each dataset in line order, then prompts.
     """
     problems: list[Problem] = []
     if not skip_models:
         problems.extend(check_models(spec))
-    datasets = [read_records(dataset.jsonl) for dataset in spec.datasets]
+    read = records or RecordCache(spec)  # a command passes its own, so the files are read once
+    datasets = [read(index) for index in range(len(spec.datasets))]
     images = probe_many(chain(*(record_paths(records) for records in datasets), prompt_paths(spec)))
     for index, records in enumerate(datasets):
         problems.extend(check_records(spec, index, records, images))

@@ -14,8 +14,10 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from fplora.datasets.records import RecordCache
     from fplora.jobs import Job
     from fplora.plan import Plan
+    from fplora.problems import Problem
     from fplora.spec.models import Spec
 
 HISTORY = Path(".fplora") / "last-spec"
@@ -45,14 +47,19 @@ def user_errors() -> Iterator[None]:
         yield
     except UserError as error:
         errors = [p for p in error.problems if p.severity != "warning"]
-        for problem in error.problems:
-            typer.echo(f"{'warning' if problem.severity == 'warning' else 'error'}: {problem}", err=True)
+        echo_problems(error.problems)
         if len(errors) > 1:
             typer.echo(f"{len(errors)} errors", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def echo_problems(problems: list[Problem]) -> None:
+    """One line per problem on stderr, `error:` or `warning:` first."""
+    for problem in problems:
+        typer.echo(f"{problem.severity}: {problem}", err=True)
 
 
 def fail(key: str, message: str) -> NoReturn:
@@ -116,21 +123,23 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
     problems = check_spec(spec, skip_models=skip_models)
     errors = [p for p in problems if p.severity != "warning"]
     warnings = len(problems) - len(errors)
-    for problem in problems:
-        typer.echo(f"{'warning' if problem.severity == 'warning' else 'error'}: {problem}", err=True)
-    records = sum(1 for _ in spec.datasets)
+    echo_problems(problems)
     if errors:
         typer.echo(f"{shown(spec.path)}: {len(errors)} errors, {warnings} warnings", err=True)
         return 1
     skipped = " (model files not checked)" if skip_models else ""
-    typer.echo(f"{shown(spec.path)}: ok, {records} dataset(s), {warnings} warnings{skipped}", err=True)
+    typer.echo(
+        f"{shown(spec.path)}: ok, {len(spec.datasets)} dataset(s), {warnings} warnings{skipped}", err=True
+    )
     return 0
 
 
-def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> Plan:
+def write_plan(
+    spec: Spec, *, out: Path | None = None, force: bool = False, records: RecordCache | None = None
+) -> Plan:
     from fplora import plan
 
-    built = plan.build(spec, out)
+    built = plan.build(spec, out, records)
     plan.write(built, force=force)
     return built
 
@@ -138,16 +147,19 @@ def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> P
 def job(given: Path | None, *, dry_run: bool) -> Job:
     """Load, check (models too unless dry-run), render, and find musubi-tuner (unless dry-run)."""
     from fplora.check import check_spec
+    from fplora.datasets.records import RecordCache
     from fplora.jobs import Job
     from fplora.problems import UserError
     from fplora.runtime import ensure_musubi, needed_modules, python_for
 
     spec = load(given)
-    problems = check_spec(spec, skip_models=dry_run)
+    records = RecordCache(spec)
+    problems = check_spec(spec, skip_models=dry_run, records=records)
     errors = [p for p in problems if p.severity != "warning"]
     if errors:
-        raise UserError(errors)
-    built = write_plan(spec)
+        raise UserError(problems)
+    echo_problems(problems)  # warnings
+    built = write_plan(spec, records=records)
     python = python_for(spec)
     if not dry_run:
         ensure_musubi(python, needed_modules(spec))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fplora import process
 from fplora.datasets import caches
+from fplora.datasets.records import RecordCache
 from fplora.jobs import Job, log_path
-from fplora.plan import RecordCache
 from fplora.problems import display_path
 from fplora.render import commands
 
@@ -18,7 +18,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     in place under the same names.
     """
     spec, paths = job.plan.spec, job.plan.paths
-    records = RecordCache(spec)
+    records = job.plan.records or RecordCache(spec)
     fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
     complete = True
     for index, dataset in enumerate(spec.datasets):

@@ -13,8 +13,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fplora.problems import Problem, display_path
+
+if TYPE_CHECKING:
+    from fplora.spec.models import Spec
 
 _CONTROL_KEY = re.compile(r"^control_path(?:_(\d+))?$")
 KNOWN_KEYS = {"image_path", "image_path_0", "caption"}
@@ -125,3 +129,16 @@ def absolute_jsonl(records: Records) -> str:
             item[f"control_path_{index}"] = str(control)
         lines.append(json.dumps(item, ensure_ascii=False))
     return "\n".join(lines) + "\n"
+
+
+class RecordCache:
+    """Reads each dataset's JSONL at most once per command."""
+
+    def __init__(self, spec: Spec):  # a Spec: records.py itself stays below spec/
+        self.spec = spec
+        self._records: dict[int, Records] = {}
+
+    def __call__(self, index: int) -> Records:
+        if index not in self._records:
+            self._records[index] = read_records(self.spec.datasets[index].jsonl)
+        return self._records[index]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from fplora import __version__, process
 from fplora.datasets import caches
+from fplora.datasets.records import RecordCache
 from fplora.jobs import Job, timestamp
 from fplora.musubi import schema
 from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE, state_step_dir
-from fplora.plan import RecordCache
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import find, resolve, run_files
@@ -188,7 +188,7 @@ def execute_train(job: Job, prepared: Prepared) -> int:
         prepared.resume_path,
         prepared.stop_pod,
     )
-    problems = caches.problems(spec, RecordCache(spec))
+    problems = caches.problems(spec, job.plan.records or RecordCache(spec))
     gpus = gpu_problem(spec)
     problems += [gpus] if gpus else []
     if problems:
