@@ -24,9 +24,14 @@ class Finding:
     fix: str = ""
 
 
-def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
+def closest(word: str, choices: list[str] | set[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
+    close = closest(word, choices)
+    return f"did you mean '{close}'?" if close else ""
 
 
 PASS_THROUGH_SCRIPT = {
