@@ -18,8 +18,6 @@ MODULES = {
 }
 """fplora's verb → the `python -m` module that does the work."""
 
-SCRIPT_OF_MODULE = {module: module.rsplit(".", 1)[1] for module in MODULES.values()}
-
 ACCELERATE_LAUNCH_MODULE = "accelerate.commands.launch"
 """Run as `<python> -m accelerate.commands.launch` so accelerate comes from musubi-tuner's Python."""
 

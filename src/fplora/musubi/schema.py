@@ -14,13 +14,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCRIPTS = (
-    "fpack_cache_latents",
-    "fpack_cache_text_encoder_outputs",
-    "fpack_train_network",
-    "fpack_generate_video",
-)
-
 
 @cache
 def schema() -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fplora.musubi.names import (
     GENERATE_IMAGE_GLOB,
     GENERATE_PROMPT_ERROR,
     GENERATE_SEED_RE,
+    TRAINING_SAMPLE_DIR,
     lora_final_file,
     lora_step_file,
 )
@@ -66,7 +67,7 @@ def _checkpoint(job: Job, lora: str) -> Checkpoint:
 def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
     spec, paths = job.plan.spec, job.plan.paths
     checkpoint = _checkpoint(job, lora)
-    save_root = spec.infer.save_dir or spec.train.output_dir / "sample"
+    save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
     expected = len(job.plan.infer_prompts)
     if not job.dry_run:
         job.console.print(
