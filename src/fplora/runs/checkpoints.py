@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fplora.musubi.names import parse_output
+from fplora.musubi.names import lora_final_file, lora_step_file, parse_output, state_step_dir
 from fplora.problems import Problem, UserError, display_path
 from fplora.runs.manifest import Manifest, Segment
 
@@ -57,10 +57,13 @@ def run_files(output_dir: Path, output_name: str) -> list[Path]:
     """Anything in `output_dir` that belongs to this run (any segment), manifest included."""
     if not output_dir.is_dir():
         return []
-    pattern = re.compile(
-        rf"^{re.escape(output_name)}(-r\d+)?(-step\d{{8}}|-\d{{6}})?(\.safetensors|-state|\.log)$"
-    )
-    files = [p for p in output_dir.iterdir() if pattern.match(p.name)]
+    segment = re.compile(rf"^{re.escape(output_name)}(-r\d+)?")
+    files = []
+    for path in output_dir.iterdir():
+        match = segment.match(path.name)
+        name = match.group(0) if match else None
+        if name and (parse_output(path.name, name, path) or path.name == f"{name}.log"):
+            files.append(path)
     manifest = Manifest.path_for(output_dir, output_name)
     return [*files, manifest] if manifest.exists() else files
 
@@ -68,10 +71,29 @@ def run_files(output_dir: Path, output_name: str) -> list[Path]:
 _STEP = re.compile(r"^step(\d+)$")
 
 
+def parse_step(which: str) -> int | None:
+    """`step5000` → 5000; anything else → None."""
+    match = _STEP.match(which)
+    return int(match.group(1)) if match else None
+
+
+def expected(output_dir: Path, output_name: str, which: str, kind: str) -> Checkpoint | None:
+    """The checkpoint `which` will name once trained (a first run's), for dry runs before training:
+    `stepN`, and for LoRAs `final`/`latest` (the final file); None when there is no such name."""
+    step = parse_step(which)
+    if step is not None:
+        name = lora_step_file(output_name, step) if kind == "lora" else state_step_dir(output_name, step)
+        return Checkpoint(output_dir / name, kind, step, 0, False)
+    if kind == "lora" and which in ("latest", "final"):
+        return Checkpoint(output_dir / lora_final_file(output_name), kind, None, 0, True)
+    return None
+
+
 def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkpoint:
     """`latest`, `final`, `stepN` or a path → one checkpoint of `kind` ("lora" or "state")."""
     as_path = Path(which).expanduser()
-    if which not in ("latest", "final") and not _STEP.match(which):
+    step = parse_step(which)
+    if which not in ("latest", "final") and step is None:
         if as_path.exists():
             # a file of this run: its name holds only its segment's own step, the manifest the offset
             resolved = as_path.resolve()
@@ -109,7 +131,6 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
         known = [c for c in candidates if c.step is not None]
         # highest global step; a later segment wins a tie (it continues the newest line of training)
         return max(known, key=lambda c: (c.step, c.segment, not c.final)) if known else candidates[-1]
-    step = int(_STEP.match(which).group(1))  # type: ignore[union-attr]
     matching = [c for c in candidates if c.step == step]
     if not matching:
         steps = sorted({c.step for c in candidates if c.step is not None})

@@ -6,7 +6,6 @@ the bf16 DiT, for one), so success here means one new image per prompt in the ou
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from fplora import process
@@ -16,12 +15,10 @@ from fplora.musubi.names import (
     GENERATE_PROMPT_ERROR,
     GENERATE_SEED_RE,
     TRAINING_SAMPLE_DIR,
-    lora_final_file,
-    lora_step_file,
 )
 from fplora.problems import UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import Checkpoint, resolve
+from fplora.runs.checkpoints import Checkpoint, expected, resolve
 
 
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
@@ -49,19 +46,16 @@ def _explain(log: Path, start: int = 0) -> str:
 
 
 def _checkpoint(job: Job, lora: str) -> Checkpoint:
-    """The LoRA to use; a dry run before training shows the name a step checkpoint will have."""
+    """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
     spec = job.plan.spec
     try:
         return resolve(spec.train.output_dir, spec.output_name, lora, "lora")
     except UserError:
-        match = re.match(r"^step(\d+)$", lora)
-        if not job.dry_run or not (match or lora in ("latest", "final")):
+        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if job.dry_run else None
+        if future is None:
             raise
-        step = int(match.group(1)) if match else None
-        name = lora_step_file(spec.output_name, step) if step else lora_final_file(spec.output_name)
-        path = spec.train.output_dir / name
-        job.console.print(f"dry run: {display_path(path)} does not exist yet", highlight=False)
-        return Checkpoint(path, "lora", step, 0, step is None)
+        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
+        return future
 
 
 def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:

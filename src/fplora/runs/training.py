@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +11,10 @@ from fplora.datasets import caches
 from fplora.datasets.records import RecordCache
 from fplora.jobs import Job, timestamp
 from fplora.musubi import schema
-from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE, state_step_dir
+from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import find, resolve, run_files
+from fplora.runs.checkpoints import expected, find, resolve, run_files
 from fplora.runs.lock import locked
 from fplora.runs.manifest import Manifest, Segment, now
 from fplora.runs.runpod import stop_pod
@@ -41,13 +40,12 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
     try:
         state = resolve(out, name, which, "state")
     except UserError:
-        match = re.match(r"^step(\d+)$", which)
-        if not (job.dry_run and match):
-            raise
         # a dry run before training shows the command with the state folder that step will have
-        path = out / state_step_dir(name, int(match.group(1)))
-        job.console.print(f"dry run: {display_path(path)} does not exist yet", highlight=False)
-        return path, int(match.group(1))
+        future = expected(out, name, which, "state") if job.dry_run else None
+        if future is None or future.step is None:
+            raise
+        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
+        return future.path, future.step
     step = state.step
     if step is None:
         match = STATE_STEP_SUFFIX.search(state.path.name)
