@@ -133,3 +133,60 @@ def test_non_positive_multiplier_is_refused(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--multiplier", "0")
     assert result.exit_code == 1
     assert "--multiplier: must be positive" in result.stderr
+
+
+def test_several_loras_run_every_lora_with_every_multiplier(trained: Workspace) -> None:
+    """The memo compares checkpoints by step and multiplier: one generate process per pair."""
+    result = trained.cli(
+        "infer",
+        str(trained.spec_path),
+        *("--lora", "step1", "--lora", "step3"),
+        *("--multiplier", "1.0", "--multiplier", "1.2"),
+    )
+    assert result.exit_code == 0, result.output
+    pairs = [
+        (
+            fake.validate(call["args"]).given["lora_weight"],
+            fake.validate(call["args"]).given["lora_multiplier"],
+        )
+        for call in trained.calls("fpack_generate_video")
+    ]
+    step1 = str(trained.output_dir / "fake-v1-step00000001.safetensors")
+    step3 = str(trained.output_dir / "fake-v1-step00000003.safetensors")
+    assert pairs == [([step1], [1.0]), ([step1], [1.2]), ([step3], [1.0]), ([step3], [1.2])]
+    for folder in (
+        "v1-step00000001-lm1.0",
+        "v1-step00000001-lm1.2",
+        "v1-step00000003-lm1.0",
+        "v1-step00000003-lm1.2",
+    ):
+        assert len(pngs(trained, folder)) == 2
+    assert "step3 multiplier 1.2: 2 images in outputs/sample/v1-step00000003-lm1.2" in result.stderr
+    assert "4 of 4 generate runs wrote every image" in result.stderr
+
+
+def test_a_bad_lora_among_several_stops_before_any_generate(trained: Workspace) -> None:
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--lora", "step9")
+    assert result.exit_code == 1
+    assert "no LoRA at global step 9" in result.stderr
+    assert trained.calls() == []
+
+
+def test_two_words_for_one_checkpoint_run_it_once(trained: Workspace) -> None:
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest", "--lora", "step4")
+    assert result.exit_code == 0, result.output
+    assert len(trained.calls("fpack_generate_video")) == 1
+
+
+def test_one_failing_pair_fails_the_command_and_says_which(trained: Workspace) -> None:
+    """FAKE_GENERATE_FAIL makes every prompt fail; the summary counts the runs that wrote every image."""
+    result = trained.cli(
+        "infer",
+        str(trained.spec_path),
+        *("--lora", "step1", "--lora", "step2"),
+        env={"FAKE_GENERATE_FAIL": "1"},
+    )
+    assert result.exit_code == 1
+    assert "step1 multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
+    assert "step2 multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
+    assert "0 of 2 generate runs wrote every image" in result.stderr

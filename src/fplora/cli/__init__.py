@@ -166,12 +166,20 @@ def train(
 def infer(
     spec: SpecArg = None,
     lora: Annotated[
-        str, typer.Option("--lora", help="Checkpoint: stepN (global step), latest, final or a file path.")
-    ] = "latest",
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            metavar="<checkpoint>",
+            help="Checkpoint: stepN (global step), latest, final or a file path; repeat to compare several."
+            " [default: latest]",
+        ),
+    ] = None,
     multiplier: Annotated[
         list[float] | None,
         typer.Option(
-            "--multiplier", help="LoRA multiplier; repeat for several (default: infer.multipliers)."
+            "--multiplier",
+            metavar="<float>",
+            help="LoRA multiplier; repeat for several (default: infer.multipliers).",
         ),
     ] = None,
     dry_run: DryRun = False,
@@ -179,6 +187,8 @@ def infer(
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
 
     Example: fplora infer --lora step5000 --multiplier 1.2
+
+    Compare: fplora infer --lora step4000 --lora step5000 --multiplier 1.0 --multiplier 1.2
     """
     from fplora.runs.inference import run_infer
 
@@ -187,7 +197,7 @@ def infer(
         multipliers = multiplier or job.plan.spec.infer.multipliers
         if any(m <= 0 for m in multipliers):
             common.fail("--multiplier", "must be positive")
-        raise typer.Exit(run_infer(job, lora=lora, multipliers=multipliers))
+        raise typer.Exit(run_infer(job, loras=lora or ["latest"], multipliers=multipliers))
 
 
 @app.command()

@@ -58,48 +58,69 @@ def _checkpoint(job: Job, lora: str) -> Checkpoint:
         return future
 
 
-def run_infer(job: Job, *, lora: str, multipliers: list[float]) -> int:
+def _checkpoints(job: Job, loras: list[str]) -> list[Checkpoint]:
+    """Every LoRA asked for, resolved before any process starts: a typo in the third is not found an
+    hour into the first. Two words for the same file (`latest` and `step5000`) run it once."""
+    found: dict[Path, Checkpoint] = {}
+    for lora in loras:
+        checkpoint = _checkpoint(job, lora)
+        found.setdefault(checkpoint.path, checkpoint)
+    return list(found.values())
+
+
+def run_infer(job: Job, *, loras: list[str], multipliers: list[float]) -> int:
+    """One generate process per (LoRA, multiplier), the memo's way of comparing checkpoints."""
     spec, paths = job.plan.spec, job.plan.paths
-    checkpoint = _checkpoint(job, lora)
+    checkpoints = _checkpoints(job, loras)
     save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
     expected = len(job.plan.infer_prompts)
-    if not job.dry_run:
-        job.console.print(
-            f"LoRA {display_path(checkpoint.path)} ({checkpoint.label}), {expected} prompts", highlight=False
-        )
+    by_seed = {line.seed: line for line in job.plan.infer_prompts}
+    several = len(checkpoints) > 1
     failed = 0
-    for multiplier in multipliers:
-        save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
-        argv = commands.generate(
-            spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
-        )
-        job.show(argv)
-        if job.dry_run:
-            continue
-        save_path.mkdir(parents=True, exist_ok=True)
-        before = set(save_path.glob(GENERATE_IMAGE_GLOB))
-        log = save_path / "generate.log"
-        start = log.stat().st_size if log.exists() else 0
-        result = process.run(argv, log=log)
-        images = sorted(set(save_path.glob(GENERATE_IMAGE_GLOB)) - before)
-        by_seed = {line.seed: line for line in job.plan.infer_prompts}
-        for image in images:
-            match = GENERATE_SEED_RE.match(image.name)
-            prompt = by_seed.get(int(match.group(1))) if match else None
-            caption = f"  ← {prompt.text[:60]}" if prompt else ""
-            job.console.print(f"  {display_path(image)}{caption}", highlight=False)
-        if result.returncode != 0 or len(images) < expected:
-            failed += 1
-            reason = _explain(log, start)
+    for checkpoint in checkpoints:
+        if not job.dry_run:
             job.console.print(
-                f"[red]multiplier {float(multiplier)}: {len(images)} of {expected} images written"
-                f" (exit {result.returncode}); log: {display_path(log)}[/]",
+                f"LoRA {display_path(checkpoint.path)} ({checkpoint.label}), {expected} prompts",
                 highlight=False,
             )
-            if reason:
-                job.console.print(f"[red]  {reason}[/]", highlight=False)
-        else:
-            job.console.print(
-                f"multiplier {float(multiplier)}: {len(images)} images in {display_path(save_path)}"
+        for multiplier in multipliers:
+            what = (
+                f"{checkpoint.label} multiplier {float(multiplier)}"
+                if several
+                else f"multiplier {float(multiplier)}"
             )
+            save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
+            argv = commands.generate(
+                spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
+            )
+            job.show(argv)
+            if job.dry_run:
+                continue
+            save_path.mkdir(parents=True, exist_ok=True)
+            before = set(save_path.glob(GENERATE_IMAGE_GLOB))
+            log = save_path / "generate.log"
+            start = log.stat().st_size if log.exists() else 0
+            result = process.run(argv, log=log)
+            images = sorted(set(save_path.glob(GENERATE_IMAGE_GLOB)) - before)
+            for image in images:
+                match = GENERATE_SEED_RE.match(image.name)
+                prompt = by_seed.get(int(match.group(1))) if match else None
+                caption = f"  ← {prompt.text[:60]}" if prompt else ""
+                job.console.print(f"  {display_path(image)}{caption}", highlight=False)
+            if result.returncode != 0 or len(images) < expected:
+                failed += 1
+                reason = _explain(log, start)
+                job.console.print(
+                    f"[red]{what}: {len(images)} of {expected} images written"
+                    f" (exit {result.returncode}); log: {display_path(log)}[/]",
+                    highlight=False,
+                )
+                if reason:
+                    job.console.print(f"[red]  {reason}[/]", highlight=False)
+            else:
+                job.console.print(f"{what}: {len(images)} images in {display_path(save_path)}")
+    runs = len(checkpoints) * len(multipliers)
+    if runs > 1 and not job.dry_run:
+        style = "red" if failed else "green"
+        job.console.print(f"[{style}]{runs - failed} of {runs} generate runs wrote every image[/]")
     return 1 if failed else 0
