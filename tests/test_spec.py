@@ -82,7 +82,24 @@ def test_derived_cache_directory_is_per_spec_and_dataset_version(project, tmp_pa
 
 def test_effective_batch_counts_processes_and_accumulation(project) -> None:
     text = "launch:\n  num_processes: 2\ntrain:\n  gradient_accumulation_steps: 3\n"
-    assert load_spec(project(text)).effective_batch_size == 2 * 2 * 3
+    assert (
+        load_spec(project(text)).effective_batch_text()
+        == "effective batch 12 (2 × 2 processes × 3 accumulation steps)"
+    )
+
+
+def test_effective_batch_of_one_process_is_the_batch(project) -> None:
+    assert load_spec(project()).effective_batch_text() == "effective batch 2"
+
+
+def test_effective_batch_per_dataset_when_datasets_differ(project) -> None:
+    text = (
+        "launch:\n  num_processes: 2\n"
+        "datasets:\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache-a}\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache-b, batch_size: 4}\n"
+    )
+    assert load_spec(project(text)).effective_batch_text() == "effective batch 4/8 (2/4 × 2 processes)"
 
 
 def test_two_datasets_sharing_a_cache_are_refused(project) -> None:

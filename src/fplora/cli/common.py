@@ -129,7 +129,9 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
         return 1
     skipped = " (model files not checked)" if skip_models else ""
     typer.echo(
-        f"{shown(spec.path)}: ok, {len(spec.datasets)} dataset(s), {warnings} warnings{skipped}", err=True
+        f"{shown(spec.path)}: ok, {len(spec.datasets)} dataset(s), {spec.effective_batch_text()},"
+        f" {warnings} warnings{skipped}",
+        err=True,
     )
     return 0
 

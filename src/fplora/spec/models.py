@@ -316,7 +316,18 @@ class Spec(Section):
         value = getattr(self.datasets[index], key)
         return getattr(self.data, key) if value is None else value
 
-    @property
-    def effective_batch_size(self) -> int:
-        """Samples per optimizer step across all processes (accelerate's num_processes is the total)."""
-        return self.data.batch_size * self.launch.num_processes * self.train.gradient_accumulation_steps
+    def effective_batch_text(self) -> str:
+        """Samples per optimizer step, as `fplora check` states it: the batch is per process and per
+        dataset, so two GPUs double it and a dataset's own batch_size gives it its own figure. The
+        memo's learning-rate rule of thumb is in terms of this number."""
+        per_process = sorted({self.dataset_value(i, "batch_size") for i in range(len(self.datasets))})
+        factor = self.launch.num_processes * self.train.gradient_accumulation_steps
+        total = "/".join(str(batch * factor) for batch in per_process)
+        if factor == 1:
+            return f"effective batch {total}"
+        parts = ["/".join(map(str, per_process))]
+        if self.launch.num_processes > 1:
+            parts.append(f"{self.launch.num_processes} processes")
+        if self.train.gradient_accumulation_steps > 1:
+            parts.append(f"{self.train.gradient_accumulation_steps} accumulation steps")
+        return f"effective batch {total} ({' × '.join(parts)})"
