@@ -197,3 +197,37 @@ def test_resume_dry_run_prints_a_valid_command_and_touches_nothing(stopped: Work
     assert given["resume"] == str(stopped.output_dir / "fake-v1-step00000002-state")
     assert stopped.calls() == []
     assert snapshot(stopped.output_dir) == before
+
+
+def test_resuming_from_an_older_state_says_it_trains_those_steps_again(resumed: Workspace) -> None:
+    result = resumed.cli("train", str(resumed.spec_path), "--resume", "step2")
+    assert result.exit_code == 0, result.output
+    assert (
+        "the run already reached global step 4; resuming from step 2 trains steps 3–4 again" in result.stderr
+    )
+
+
+def test_a_step_in_two_segments_names_the_one_used_and_the_other(resumed: Workspace) -> None:
+    """After a second resume from step 2, global step 3 exists in -r1 and -r2: the newest is used."""
+    assert resumed.cli("train", str(resumed.spec_path), "--resume", "step2").exit_code == 0
+    resumed.forget_calls()
+    result = resumed.cli("infer", str(resumed.spec_path), "--lora", "step3")
+    assert result.exit_code == 0, result.output
+    assert generate_lora(resumed) == str(resumed.output_dir / "fake-v1-r2-step00000001.safetensors")
+    assert "note: step3 also exists in an older segment: outputs/fake-v1-r1-step00000001.safetensors" in (
+        result.stderr
+    )
+
+
+def test_dry_run_fails_like_the_real_command_once_states_exist(stopped: Workspace) -> None:
+    """Only before any state exists may a dry run show a future state's name."""
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "step3", "--dry-run")
+    assert result.exit_code == 1
+    assert "no state at global step 3 — available: step1, step2" in result.stderr
+    assert "does not exist yet" not in result.stderr
+
+
+def test_a_bare_number_is_answered_with_the_step_word(stopped: Workspace) -> None:
+    result = stopped.cli("infer", str(stopped.spec_path), "--lora", "2")
+    assert result.exit_code == 1
+    assert "2: no such file, and not latest, final or stepN — write step2" in result.stderr

@@ -24,3 +24,11 @@ def test_runs_lists_segments_in_global_steps(cached: Workspace) -> None:
     # the resumed segment's own step 1 and 2 are global steps 5 and 6
     assert second.startswith("fake-v1-r1 5–6 finished")
     assert second.endswith("5, 6, final 5, 6, final")
+
+
+def test_a_long_list_of_steps_is_offered_as_a_range_and_the_nearest() -> None:
+    from fplora.runs.checkpoints import available
+
+    steps = list(range(100, 10_001, 100))
+    assert available(steps, 150) == "100 steps from step100 to step10000; nearest: step100, step200"
+    assert available(steps[:3], 150) == "step100, step200, step300"

@@ -79,7 +79,12 @@ def parse_step(which: str) -> int | None:
 
 def expected(output_dir: Path, output_name: str, which: str, kind: str) -> Checkpoint | None:
     """The checkpoint `which` will name once trained (a first run's), for dry runs before training:
-    `stepN`, and for LoRAs `final`/`latest` (the final file); None when there is no such name."""
+    `stepN`, and for LoRAs `final`/`latest` (the final file); None when there is no such name.
+
+    Once the run has checkpoints of this kind a dry run must fail where the real command fails,
+    so there is no future name then."""
+    if any(found.kind == kind for found in find(output_dir, output_name)):
+        return None
     step = parse_step(which)
     if step is not None:
         name = lora_step_file(output_name, step) if kind == "lora" else state_step_dir(output_name, step)
@@ -101,11 +106,8 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
                 if found.kind == kind and found.path.resolve() == resolved:
                     return found
             return Checkpoint(resolved, kind, None, -1, False)
-        raise UserError(
-            Problem(
-                which, None, "", "no such file, and not latest, final or stepN", "give a step like step5000"
-            )
-        )
+        fix = f"write step{which}" if which.isdigit() else "give a step like step5000"
+        raise UserError(Problem(which, None, "", "no such file, and not latest, final or stepN", fix))
     candidates = [c for c in find(output_dir, output_name) if c.kind == kind]
     what = "LoRA" if kind == "lora" else "state"
     if not candidates:
@@ -134,10 +136,41 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
     matching = [c for c in candidates if c.step == step]
     if not matching:
         steps = sorted({c.step for c in candidates if c.step is not None})
-        shown = ", ".join(f"step{s}" for s in steps[-8:]) or "none"
         raise UserError(
             Problem(
-                display_path(output_dir), None, "", f"no {what} at global step {step}", f"available: {shown}"
+                display_path(output_dir),
+                None,
+                "",
+                f"no {what} at global step {step}",
+                f"available: {available(steps, step)}",
             )
         )
     return max(matching, key=lambda c: (c.segment, not c.final))
+
+
+def available(steps: list[int], wanted: int) -> str:
+    """The steps to offer instead of `wanted`: all of a few, else the range and the two nearest."""
+    if len(steps) <= 8:
+        return ", ".join(f"step{s}" for s in steps) or "none"
+    below = [s for s in steps if s < wanted][-1:]
+    above = [s for s in steps if s > wanted][:1]
+    nearest = ", ".join(f"step{s}" for s in below + above)
+    return f"{len(steps)} steps from step{steps[0]} to step{steps[-1]}; nearest: {nearest}"
+
+
+def same_step(output_dir: Path, output_name: str, chosen: Checkpoint) -> list[Checkpoint]:
+    """Other segments' checkpoints at the chosen one's global step.
+
+    Resuming from an older state (`--resume step20` after a segment ran to step 40) starts a second
+    line of training over the same global steps; `stepN` then picks the newest segment, and the user
+    should hear that an older one exists (reachable by its path)."""
+    if chosen.step is None or chosen.final:
+        return []
+    return [
+        found
+        for found in find(output_dir, output_name)
+        if found.kind == chosen.kind
+        and found.step == chosen.step
+        and not found.final
+        and found.segment != chosen.segment
+    ]

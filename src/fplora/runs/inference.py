@@ -18,7 +18,7 @@ from fplora.musubi.names import (
 )
 from fplora.problems import UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import Checkpoint, expected, resolve
+from fplora.runs.checkpoints import Checkpoint, expected, parse_step, resolve, same_step
 
 
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
@@ -49,13 +49,21 @@ def _checkpoint(job: Job, lora: str) -> Checkpoint:
     """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
     spec = job.plan.spec
     try:
-        return resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+        chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
     except UserError:
         future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if job.dry_run else None
         if future is None:
             raise
         job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
         return future
+    if parse_step(lora) is not None:
+        for other in same_step(spec.train.output_dir, spec.output_name, chosen):
+            job.console.print(
+                f"[yellow]note: {chosen.label} also exists in an older segment: {display_path(other.path)};"
+                f" using the newest, {display_path(chosen.path)} (give a path for the other)[/]",
+                highlight=False,
+            )
+    return chosen
 
 
 def _checkpoints(job: Job, loras: list[str]) -> list[Checkpoint]:

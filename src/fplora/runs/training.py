@@ -14,7 +14,7 @@ from fplora.musubi import schema
 from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import expected, find, resolve, run_files
+from fplora.runs.checkpoints import Checkpoint, expected, find, resolve, run_files
 from fplora.runs.lock import locked
 from fplora.runs.manifest import Manifest, Segment, now
 from fplora.runs.runpod import stop_pod
@@ -33,6 +33,25 @@ def _new_manifest(job: Job) -> Manifest:
     )
 
 
+def _note_branch(job: Job, state: Checkpoint) -> None:
+    """Say so when a resume starts a second line of training over steps the run already has."""
+    spec = job.plan.spec
+    if state.step is None:
+        return
+    later = [
+        found.step
+        for found in find(spec.train.output_dir, spec.output_name)
+        if found.step is not None and found.step > state.step
+    ]
+    if later:
+        job.console.print(
+            f"[yellow]note: the run already reached global step {max(later)}; resuming from step"
+            f" {state.step} trains steps {state.step + 1}–{max(later)} again in a new segment, and"
+            f" stepN then names the new segment's files (the older ones stay, reachable by path)[/]",
+            highlight=False,
+        )
+
+
 def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path, int]:
     """The state to resume from and the global step it holds."""
     spec = job.plan.spec
@@ -46,6 +65,7 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
             raise
         job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
         return future.path, future.step
+    _note_branch(job, state)
     step = state.step
     if step is None:
         match = STATE_STEP_SUFFIX.search(state.path.name)
