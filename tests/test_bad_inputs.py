@@ -145,7 +145,7 @@ def test_bad_data(project, tmp_path: Path, setup: Setup, expected: str) -> None:
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert lines[0] == f"error: {expected}"
-    assert lines[-1] == "configs/v1.yaml: 1 errors, 0 warnings"
+    assert lines[-1] == "configs/v1.yaml: 1 error, 0 warnings"
     assert len(lines) == 2
     assert not (tmp_path / "configs/v1").exists()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,38 @@ def test_render_without_the_dataset_says_which_prompt_needs_it(project, tmp_path
         " prompts taken from records need it — run `fplora check` for the details\n"
     )
     assert not (tmp_path / "configs/v1").exists()
+
+
+def test_init_names_the_project_after_its_folder_and_says_what_next(tmp_path: Path) -> None:
+    """Two projects from one template must not share outputs: `project` and `output_dir` differ."""
+    result = runner.invoke(app, ["init", str(tmp_path / "Cat Turn")])
+    assert result.exit_code == 0, result.output
+    base = (tmp_path / "Cat Turn/configs/base.yaml").read_text()
+    assert "project: cat-turn " in base and "output_dir: /workspace/cat-turn-models" in base
+    assert "my-framepack" not in base
+    assert "datasets/dataset-v1/metadata-v1.jsonl" in result.output
+    assert f"cd '{tmp_path}/Cat Turn', then fplora check" in result.output
+
+
+def test_the_default_spec_is_found_from_a_subfolder(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    v1 = project()
+    monkeypatch.chdir(v1.parent)  # configs/
+    result = runner.invoke(app, ["check", "--skip-models"])
+    assert result.exit_code == 0, result.output
+    assert "using v1.yaml (the only spec under configs/)" in result.output
+
+
+def test_a_folder_given_as_the_spec_is_answered_with_its_specs(project) -> None:
+    v1 = project()
+    result = runner.invoke(app, ["check", str(v1.parent)])
+    assert result.exit_code == 1
+    assert "is a folder, not a spec file — name a spec file in it: base.yaml, v1.yaml" in result.output
+    assert "Errno" not in result.output
+
+
+def test_the_install_hint_is_the_readme_install_line() -> None:
+    from fplora.runtime import install_hint
+
+    requirement = re.search(r'"(musubi-tuner\[cu128\] @ git\+[^"]+)"', install_hint())
+    assert requirement is not None
+    assert f'"{requirement.group(1)}"' in (REPO / "README.md").read_text(encoding="utf-8")

@@ -49,8 +49,9 @@ def python_for(spec: Spec) -> str:
 def install_hint() -> str:
     commit = schema.pinned_commit()
     return (
-        f'install it beside fplora: uv pip install "musubi-tuner @ git+https://github.com/kohya-ss/musubi-tuner@{commit}"'
-        f' "fplora[train]", or point {PYTHON_ENV} (or musubi.python in the spec) at a Python that has it'
+        "install it beside fplora as the README's 'Install on the GPU box' says: uv pip install"
+        f' "musubi-tuner[cu128] @ git+https://github.com/kohya-ss/musubi-tuner@{commit}";'
+        f" or point {PYTHON_ENV} (or musubi.python in the spec) at a Python that has it"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +13,18 @@ LAYOUT = {
     "configs/v1.yaml": "v1.yaml",
     "datasets/dataset-v1/README.md": "dataset-README.md",
 }
+
+
+PLACEHOLDER = "my-framepack-project"
+
+
+def project_name(root: Path) -> str:
+    """The project folder's name as a spec `project:` (it names outputs and the wandb project).
+
+    Two projects started from the same template would otherwise share `project:` and
+    `output_dir`, and the second would find the first one's run as its own."""
+    slug = re.sub(r"[^a-z0-9]+", "-", root.resolve().name.lower()).strip("-")
+    return slug or PLACEHOLDER
 
 
 def scaffold(root: Path) -> list[Path]:
@@ -28,7 +41,9 @@ def scaffold(root: Path) -> list[Path]:
             ]
         )
     templates = resources.files("fplora.templates")
+    name = project_name(root)
     for path, template in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(templates.joinpath(template).read_text(encoding="utf-8"), encoding="utf-8")
+        text = templates.joinpath(template).read_text(encoding="utf-8").replace(PLACEHOLDER, name)
+        path.write_text(text, encoding="utf-8")
     return list(targets)

@@ -6,6 +6,7 @@ Heavy modules (pydantic, the YAML parser, rich) are imported inside commands so 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -98,6 +99,14 @@ def init(
     with common.user_errors():
         for path in scaffold(directory):
             typer.echo(f"created {common.shown(path)}")
+    go = "" if directory.resolve() == Path.cwd() else f"cd {shlex.quote(common.shown(directory))}, then "
+    typer.echo(
+        "next:\n"
+        "  1. put one JSON record per line in datasets/dataset-v1/metadata-v1.jsonl"
+        " (datasets/dataset-v1/README.md says how)\n"
+        "  2. in configs/base.yaml set models.dir (or FPLORA_MODELS_DIR) and train.output_dir\n"
+        f"  3. {go}fplora check, fplora cache, fplora train"
+    )
 
 
 @app.command()

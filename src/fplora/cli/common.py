@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fplora.problems import Problem
     from fplora.spec.models import Spec
 
-HISTORY = Path(".fplora") / "last-spec"
+HISTORY = Path(".fplora") / "last-spec"  # under the project root
 _EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -68,9 +68,19 @@ def fail(key: str, message: str) -> NoReturn:
     raise UserError(Problem("command line", None, key, message))
 
 
-def _candidates() -> list[Path]:
+def project_root() -> Path:
+    """The folder holding `configs/` (or fplora's `.fplora/`): here or the nearest one above, so a
+    command run from `configs/` or `datasets/` finds the same default spec as from the project."""
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / "configs").is_dir() or (folder / HISTORY).is_file():
+            return folder
+    return here
+
+
+def _candidates(root: Path) -> list[Path]:
     """Specs under configs/ that no other spec extends (a base is not an experiment)."""
-    specs = sorted(Path("configs").glob("*.y*ml"))
+    specs = sorted((root / "configs").glob("*.y*ml"))
     bases = set()
     for spec in specs:
         for match in _EXTENDS.finditer(spec.read_text(encoding="utf-8", errors="replace")):
@@ -85,12 +95,14 @@ def pick_spec(given: Path | None) -> Path:
 
     if given is not None:
         return given
-    if HISTORY.is_file():
-        last = Path(HISTORY.read_text(encoding="utf-8").strip())
+    root = project_root()
+    history = root / HISTORY
+    if history.is_file():
+        last = Path(history.read_text(encoding="utf-8").strip())
         if last.is_file():
             typer.echo(f"using {shown(last)} (the spec of the last command)", err=True)
             return last
-    candidates = _candidates() if Path("configs").is_dir() else []
+    candidates = _candidates(root) if (root / "configs").is_dir() else []
     if len(candidates) == 1:
         typer.echo(f"using {shown(candidates[0])} (the only spec under configs/)", err=True)
         return candidates[0]
@@ -101,9 +113,10 @@ def pick_spec(given: Path | None) -> Path:
 
 
 def remember(path: Path) -> None:
+    history = project_root() / HISTORY
     try:
-        HISTORY.parent.mkdir(exist_ok=True)
-        HISTORY.write_text(f"{path.resolve()}\n", encoding="utf-8")
+        history.parent.mkdir(exist_ok=True)
+        history.write_text(f"{path.resolve()}\n", encoding="utf-8")
     except OSError:
         pass  # a read-only project folder only loses the default
 
@@ -117,6 +130,11 @@ def load(given: Path | None) -> Spec:
     return spec
 
 
+def count(n: int, noun: str) -> str:
+    """`1 error`, `2 errors`, `0 warnings`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def report_check(spec: Spec, *, skip_models: bool) -> int:
     from fplora.check import check_spec
 
@@ -125,12 +143,14 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
     warnings = len(problems) - len(errors)
     echo_problems(problems)
     if errors:
-        typer.echo(f"{shown(spec.path)}: {len(errors)} errors, {warnings} warnings", err=True)
+        typer.echo(
+            f"{shown(spec.path)}: {count(len(errors), 'error')}, {count(warnings, 'warning')}", err=True
+        )
         return 1
     skipped = " (model files not checked)" if skip_models else ""
     typer.echo(
         f"{shown(spec.path)}: ok, {len(spec.datasets)} dataset(s), {spec.effective_batch_text()},"
-        f" {warnings} warnings{skipped}",
+        f" {count(warnings, 'warning')}{skipped}",
         err=True,
     )
     return 0

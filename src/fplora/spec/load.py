@@ -133,7 +133,13 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(Problem(shown, None, "", "spec file not found", "check the path")) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        specs = sorted(p.name for p in path.glob("*.yaml"))
+        fix = f"name a spec file in it: {', '.join(specs[:5])}" if specs else "name a spec file (a .yaml)"
+        raise UserError(Problem(shown, None, "", "is a folder, not a spec file", fix)) from None
+    except UnicodeDecodeError:
+        raise UserError(Problem(shown, None, "", "not UTF-8 text", "save the spec as UTF-8 YAML")) from None
+    except OSError as exc:
         raise UserError(Problem(shown, None, "", f"cannot read spec: {exc}", "")) from None
     try:
         node = _yaml().load(text)
