@@ -32,3 +32,19 @@ def test_a_long_list_of_steps_is_offered_as_a_range_and_the_nearest() -> None:
     steps = list(range(100, 10_001, 100))
     assert available(steps, 150) == "100 steps from step100 to step10000; nearest: step100, step200"
     assert available(steps[:3], 150) == "step100, step200, step300"
+
+
+def test_a_run_trained_from_another_spec_file_is_pointed_out(cached: Workspace) -> None:
+    """Two projects sharing project name, version and output_dir share one run: say so."""
+    import shutil
+
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    twin = cached.root / "configs2"
+    shutil.copytree(cached.spec_path.parent, twin, ignore=shutil.ignore_patterns("v1"))
+    expected = f"note: run fake-v1 was trained from {cached.spec_path}, not from this spec"
+    for command in (["runs"], ["infer", "--lora", "step1"]):
+        result = cached.cli(command[0], str(twin / "v1.yaml"), *command[1:])
+        assert result.exit_code == 0, result.output
+        assert expected in result.stderr, command
+    same = cached.cli("runs", str(cached.spec_path))
+    assert "was trained from" not in same.stderr

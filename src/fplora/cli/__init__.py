@@ -217,10 +217,14 @@ def runs(spec: SpecArg = None) -> None:
     """
     from rich.table import Table
 
+    from fplora.runs.manifest import foreign_run_note
     from fplora.runs.summary import steps_text, summarise
 
     with common.user_errors():
         loaded = common.load(spec)
+        note = foreign_run_note(loaded.train.output_dir, loaded.output_name, loaded.path)
+        if note:
+            typer.echo(note, err=True)
         rows = summarise(loaded)
         if not any(row.loras or row.states or row.segment.started for row in rows):
             typer.echo(f"{loaded.output_name}: no training yet in {common.shown(loaded.train.output_dir)}")

@@ -19,6 +19,7 @@ from fplora.musubi.names import (
 from fplora.problems import UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import Checkpoint, expected, parse_step, resolve, same_step
+from fplora.runs.manifest import foreign_run_note
 
 
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
@@ -79,6 +80,9 @@ def _checkpoints(job: Job, loras: list[str]) -> list[Checkpoint]:
 def run_infer(job: Job, *, loras: list[str], multipliers: list[float]) -> int:
     """One generate process per (LoRA, multiplier), the memo's way of comparing checkpoints."""
     spec, paths = job.plan.spec, job.plan.paths
+    note = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
+    if note:
+        job.console.print(f"[yellow]{note}[/]", highlight=False)
     checkpoints = _checkpoints(job, loras)
     save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
     expected = len(job.plan.infer_prompts)

@@ -75,3 +75,19 @@ class Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
         raw["segments"] = [Segment(**s) for s in raw.get("segments", [])]
         return cls(**raw)
+
+
+def foreign_run_note(output_dir: Path, output_name: str, spec_path: Path) -> str | None:
+    """A warning when the run under this output name was trained from another spec file.
+
+    Two projects with the same `project:`, version and `output_dir` share one run; the second
+    would infer from, list or resume the first one's checkpoints as its own."""
+    manifest = Manifest.load(output_dir, output_name)
+    if manifest is None or not manifest.spec:
+        return None
+    if Path(manifest.spec).resolve() == spec_path.resolve():
+        return None
+    return (
+        f"note: run {output_name} was trained from {manifest.spec}, not from this spec — if that is"
+        " another project, give this one its own project: or train.output_dir"
+    )

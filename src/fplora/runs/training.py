@@ -16,7 +16,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import Checkpoint, expected, find, resolve, run_files
 from fplora.runs.lock import locked
-from fplora.runs.manifest import Manifest, Segment, now
+from fplora.runs.manifest import Manifest, Segment, foreign_run_note, now
 from fplora.runs.runpod import stop_pod
 from fplora.runtime import gpu_problem
 
@@ -142,6 +142,9 @@ def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) 
             manifest = None  # the failed start is set aside, not continued
         resume_path, offset, index = None, 0, 0
     else:
+        note = foreign_run_note(out, name, spec.path)
+        if note:
+            job.console.print(f"[yellow]{note}[/]", highlight=False)
         resume_path, offset = _resume_point(job, manifest, resume)
         index = len(manifest.segments) if manifest else 1
     remaining = spec.train.max_train_steps - offset
