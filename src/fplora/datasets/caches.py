@@ -1,28 +1,36 @@
-"""Latent and text-encoder caches: are they complete, and were they made with these settings?
+"""Latent and text-encoder caches: are they complete, made with these settings, and from this data?
 
 musubi-tuner's cache names encode neither the one-frame settings nor the dataset version, and
-`--skip_existing` only checks that a file exists. fplora writes a stamp beside the caches after a
-successful `fplora cache`; training refuses caches whose stamp does not match the spec.
+`--skip_existing` only checks that a file exists: a caption edited or an image replaced after caching
+keeps its old cache file. fplora writes a stamp beside the caches after a successful `fplora cache`:
+the settings the caches depend on, and one fingerprint per record (see `fingerprint`). Training
+refuses caches whose stamp does not match the spec and the dataset as they are now.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fplora.datasets.records import Records
+from fplora.datasets.records import Record, Records, read_records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
 STAMP = "fplora-cache.json"
+FINGERPRINTS = "fingerprints"  # stamp key: the fingerprint format version
+RECORDS = "records"  # stamp key: image stem -> {"caption": digest, "images": digest}
+FINGERPRINT_VERSION = 1
+FIX = "run `fplora cache`: it recomputes the changed records (or `fplora train --cache`)"
 
 
 def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
-    """What the cache content depends on, besides the images themselves."""
+    """What the cache content depends on, besides the records themselves."""
     one_frame = spec.one_frame
     return {
         "jsonl": str(spec.datasets[index].jsonl),
@@ -42,25 +50,81 @@ def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
     }
 
 
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def _file_key(path: Path) -> str:
+    """(absolute path, size, mtime_ns): a replaced or touched image changes it; nothing is decoded."""
+    name = os.fspath(path)
+    if not os.path.isabs(name):
+        name = os.path.abspath(name)
+    try:
+        info = os.stat(name)
+    except OSError:
+        return f"{name}\0missing"
+    return f"{name}\0{info.st_size}\0{info.st_mtime_ns}"
+
+
+def fingerprint(record: Record) -> dict[str, str]:
+    """What a record's caches were computed from, as two short digests (64-bit: change detection).
+
+    `caption`: the caption text exactly as musubi-tuner reads it (`data["caption"]` of the JSONL line,
+    which fplora's absolute copy keeps verbatim) → the text-encoder cache. `images`: the target and
+    control images in order, each by (absolute path, size, mtime_ns) → the latent cache.
+    """
+    images = [record.image, *record.controls] if record.image is not None else record.controls
+    caption = "\0none" if record.caption is None else record.caption
+    return {"caption": _digest(caption), "images": _digest("\0\0".join(_file_key(p) for p in images))}
+
+
+def fingerprints(records: Records) -> dict[str, dict[str, str]]:
+    """Fingerprints by image stem, the name musubi-tuner gives a record's cache files."""
+    return {r.image.stem: fingerprint(r) for r in records.items if r.image is not None}
+
+
 def _normalise(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
 def read_stamp(cache_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((cache_dir / STAMP).read_text(encoding="utf-8"))
+        stamp = json.loads((cache_dir / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None
 
 
-def write_stamp(spec: Spec, index: int) -> None:
+def _settings(stamp: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stamp.items() if k not in (FINGERPRINTS, RECORDS)}
+
+
+def _recorded(stamp: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stamp's record fingerprints; None for a stamp without them (older fplora) or another format."""
+    if not stamp or stamp.get(FINGERPRINTS) != FINGERPRINT_VERSION:
+        return None
+    if not isinstance(stamp.get(RECORDS), dict):
+        return None
+    return stamp[RECORDS]
+
+
+def write_stamp(spec: Spec, index: int, prints: dict[str, dict[str, str]] | None = None) -> None:
+    """Stamp the cache folder: the spec's settings and the record fingerprints the caches were made
+    from (`prints`, taken before the cache scripts ran; read from the dataset now when None)."""
+    if prints is None:
+        prints = fingerprints(read_records(spec.datasets[index].jsonl))
     cache_dir = spec.cache_directory(index)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / STAMP).write_text(json.dumps(stamp_for(spec, index), indent=2) + "\n", encoding="utf-8")
+    stamp = {**stamp_for(spec, index), FINGERPRINTS: FINGERPRINT_VERSION, RECORDS: prints}
+    temporary = cache_dir / f".{STAMP}.tmp"
+    temporary.write_text(json.dumps(stamp, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.replace(cache_dir / STAMP)
 
 
 def stamp_matches(spec: Spec, index: int) -> bool:
-    return read_stamp(spec.cache_directory(index)) == _normalise(stamp_for(spec, index))
+    """The stamp names the spec's settings (whatever its record fingerprints say)."""
+    stamp = read_stamp(spec.cache_directory(index))
+    return stamp is not None and _settings(stamp) == _normalise(stamp_for(spec, index))
 
 
 @dataclass(frozen=True)
@@ -70,48 +134,132 @@ class CacheState:
     records: int
     missing_latents: int
     missing_text: int
-    stamp_ok: bool
+    stamped: bool  # the folder has a readable stamp
+    stamp_ok: bool  # ... naming the spec's settings
+    fingerprinted: bool  # ... with record fingerprints (False: an older fplora's stamp)
+    unknown: frozenset[str] = frozenset()  # stems cached, but without a fingerprint in the stamp
+    stale_latents: tuple[Record, ...] = ()  # cached, but an image changed since (or unknown)
+    stale_text: tuple[Record, ...] = ()  # cached, but the caption changed since (or unknown)
+    prints: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
+    files: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
+
+    @property
+    def changed(self) -> list[Record]:
+        """Records with a stale cache file, in file order."""
+        seen = {id(r): r for r in (*self.stale_latents, *self.stale_text)}
+        return sorted(seen.values(), key=lambda r: r.line)
+
+    @property
+    def present(self) -> bool:
+        return self.missing_latents < self.records or self.missing_text < self.records
 
     @property
     def complete(self) -> bool:
-        return self.stamp_ok and not self.missing_latents and not self.missing_text
+        return self.stamp_ok and not self.missing_latents and not self.missing_text and not self.changed
+
+    def stale_files(self) -> list[Path]:
+        """The cache files of changed records: removed before caching so that `--skip_existing`
+        recomputes them (musubi-tuner keeps any file that exists)."""
+        latent_stems = {r.image.stem for r in self.stale_latents if r.image is not None}
+        text_names = {text_encoder_cache_file(r.image) for r in self.stale_text if r.image is not None}
+        return [
+            self.directory / name
+            for name in sorted(self.files)
+            if name in text_names or latent_cache_stem(name) in latent_stems
+        ]
 
 
 def state_of(spec: Spec, index: int, records: Records) -> CacheState:
-    """Count records without a latent or text-encoder cache file (one directory listing)."""
+    """Missing and stale cache files of every record: one directory listing, one stat per image."""
     cache_dir = spec.cache_directory(index)
-    names = {p.name for p in cache_dir.iterdir()} if cache_dir.is_dir() else set()
+    names = frozenset(p.name for p in cache_dir.iterdir()) if cache_dir.is_dir() else frozenset()
     latent_stems = {latent_cache_stem(n) for n in names}
+    stamp = read_stamp(cache_dir)
+    stamp_ok = stamp is not None and _settings(stamp) == _normalise(stamp_for(spec, index))
+    recorded = _recorded(stamp)
+    prints = fingerprints(records)
     missing_latents = missing_text = 0
+    stale_latents: list[Record] = []
+    stale_text: list[Record] = []
+    unknown: set[str] = set()
     for record in records.items:
         if record.image is None:
             continue
         stem = record.image.stem
-        missing_latents += stem not in latent_stems
-        missing_text += text_encoder_cache_file(record.image) not in names
+        has_latent = stem in latent_stems
+        has_text = text_encoder_cache_file(record.image) in names
+        missing_latents += not has_latent
+        missing_text += not has_text
+        if not stamp_ok or not (has_latent or has_text):
+            continue  # other settings: all is recomputed; nothing cached: nothing stale
+        then = (recorded or {}).get(stem)
+        if then is None and recorded is not None:
+            unknown.add(stem)
+        then = then or {}
+        if has_latent and prints[stem]["images"] != then.get("images"):
+            stale_latents.append(record)
+        if has_text and prints[stem]["caption"] != then.get("caption"):
+            stale_text.append(record)
     return CacheState(
-        index, cache_dir, len(records.items), missing_latents, missing_text, stamp_matches(spec, index)
+        index,
+        cache_dir,
+        len(records.items),
+        missing_latents,
+        missing_text,
+        stamped=stamp is not None,
+        stamp_ok=stamp_ok,
+        fingerprinted=recorded is not None,
+        unknown=frozenset(unknown),
+        stale_latents=tuple(stale_latents),
+        stale_text=tuple(stale_text),
+        prints=prints,
+        files=names,
     )
 
 
+def _what_changed(state: CacheState, record: Record) -> str:
+    if record.image is not None and record.image.stem in state.unknown:
+        return "a record the stamp has no fingerprint of"
+    parts = [
+        what
+        for what, stale in (("caption", state.stale_text), ("images", state.stale_latents))
+        if any(r is record for r in stale)
+    ]
+    return "its " + " and ".join(parts)
+
+
 def problems(spec: Spec, records: Callable[[int], Records]) -> list[Problem]:
-    """Missing, incomplete or stale caches: training would fail (or train on stale latents)."""
+    """Missing, incomplete or stale caches: training would fail, or train on what the data no longer says."""
     found = []
     for index in range(len(spec.datasets)):
-        state = state_of(spec, index, records(index))
+        dataset = records(index)
+        state = state_of(spec, index, dataset)
         if state.complete:
             continue
-        if not state.stamp_ok and state.missing_latents < state.records:
-            what = "was made with other settings (or not by fplora cache)"
-        else:
-            what = f"misses {state.missing_latents} latent and {state.missing_text} text-encoder files"
-        found.append(
-            Problem(
-                display_path(state.directory),
-                None,
-                f"datasets[{index}]",
-                f"cache of {state.records} records {what}",
-                "run `fplora cache` first, or `fplora train --cache`",
+        where, line, key = display_path(state.directory), None, f"datasets[{index}]"
+        fix = "run `fplora cache` first, or `fplora train --cache`"
+        changed = state.changed
+        if not state.stamp_ok and state.present:
+            made = "made with other settings" if state.stamped else "not made by `fplora cache` (no stamp)"
+            what = f"cache of {state.records} records was {made}"
+        elif changed and not state.fingerprinted:
+            what = (
+                f"cache of {state.records} records was stamped by an older fplora, without record"
+                f" fingerprints: {len(changed)} cached records cannot be checked against the dataset"
             )
-        )
+            fix = "run `fplora cache`: it recomputes them (or `fplora train --cache`)"
+        elif changed:
+            where, line = display_path(dataset.jsonl), changed[0].line
+            what = (
+                f"{len(changed)} of {state.records} records changed since their caches were made"
+                f" (the first: this line, {_what_changed(state, changed[0])});"
+                f" the cache in {display_path(state.directory)} is stale"
+            )
+            fix = FIX
+        else:
+            what = (
+                f"cache of {state.records} records misses {state.missing_latents} latent"
+                f" and {state.missing_text} text-encoder files"
+            )
+        found.append(Problem(where, line, key, what, fix))
     return found

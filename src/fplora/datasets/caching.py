@@ -10,30 +10,45 @@ from fplora.problems import display_path
 from fplora.render import commands
 
 
+def _note(state: caches.CacheState) -> str:
+    """Why the files already there are not all kept; empty for a new or an up-to-date cache."""
+    if not state.present:
+        return ""
+    if not state.stamp_ok:
+        return ", made with other settings" if state.stamped else ", not made by `fplora cache`"
+    changed = len(state.changed)
+    if changed and not state.fingerprinted:
+        return f", stamped without record fingerprints: {changed} records recomputed"
+    if changed:
+        return f", {changed} records changed since caching: recomputed"
+    return ""
+
+
 def run_cache(job: Job, *, rebuild: bool = False) -> int:
     """Run both cache scripts; stamp each cache directory when both succeed.
 
-    Caches that are complete and stamped with the spec's settings are left alone (loading the
-    encoders alone costs GPU minutes); `rebuild` recomputes everything, e.g. after images changed
-    in place under the same names.
+    Caches that are complete, stamped with the spec's settings and made from the records as they are
+    now are left alone (loading the encoders alone costs GPU minutes); `rebuild` recomputes everything.
+    With matching settings, the cache files of records whose caption or images changed since (by the
+    stamp's fingerprints) are removed first, so that `--skip_existing` recomputes exactly those:
+    musubi-tuner skips any file that exists.
     """
     spec, paths = job.plan.spec, job.plan.paths
     records = job.plan.records or RecordCache(spec)
     fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
-    complete = True
+    states: list[caches.CacheState] = []
     for index, dataset in enumerate(spec.datasets):
         if not job.dry_run:
             state = caches.state_of(spec, index, records(index))
-            complete = complete and state.complete
-            stale = "" if state.stamp_ok else ", made with other settings"
+            states.append(state)
             job.console.print(
                 f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
                 f" → cache {display_path(state.directory)}"
                 f" ({state.records - state.missing_latents} latents, {state.records - state.missing_text}"
-                f" text-encoder outputs already there{stale})",
+                f" text-encoder outputs already there{_note(state)})",
                 highlight=False,
             )
-    if not job.dry_run and fresh and complete:
+    if not job.dry_run and fresh and all(state.complete for state in states):
         job.console.print("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
         return 0
     extra = {"skip_existing": True} if fresh else {}
@@ -46,13 +61,17 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
         job.show(argv)
     if job.dry_run:
         return 0
+    if fresh:
+        for state in states:
+            for path in state.stale_files():
+                path.unlink(missing_ok=True)
     log = log_path(paths.dir / "logs", "cache")
     for argv in argvs:
         result = process.run(argv, log=log)
         if result.returncode != 0:
             job.console.print(f"[red]caching failed (exit {result.returncode}); log: {display_path(log)}[/]")
             return result.returncode
-    for index in range(len(spec.datasets)):
-        caches.write_stamp(spec, index)
+    for state in states:  # the fingerprints of the records as the scripts were given them
+        caches.write_stamp(spec, state.dataset, state.prints)
     job.console.print(f"caches ready; log: {display_path(log)}", highlight=False)
     return 0
