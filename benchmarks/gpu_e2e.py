@@ -882,7 +882,7 @@ def local_models() -> None:
         path = CFG.models / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file():
-            path.write_bytes(b"stand-in model file\n")
+            write_safetensors(path, {}, {"stand_in": "gpu_e2e --local"})  # check reads headers
     (CFG.models / "weights.json").write_text("{}\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,12 @@ def write_image(path: Path, size: tuple[int, int] = (64, 96)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, "white").save(path)
     return path
+
+
+def safetensors_bytes() -> bytes:
+    """A minimal valid safetensors file (one F16 tensor), what `fplora check` reads model headers for."""
+    header = json.dumps({"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(4)
 
 
 @pytest.fixture
@@ -37,7 +44,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
         "ie/model.safetensors",
     ):
         (models / name).parent.mkdir(parents=True, exist_ok=True)
-        (models / name).write_bytes(b"weights")
+        (models / name).write_bytes(safetensors_bytes())
     data = tmp_path / "data" / "dataset-v1"
     lines = []
     for i in (1, 2):

@@ -4,6 +4,7 @@ traceback, and nothing written (no rendered folder, no outputs)."""
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,14 @@ SPEC_CASES: list[tuple[str, str, str]] = [
     ("incomplete prompt", "sample:\n  prompts:\n    - {text: hi}\n", "configs/v1.yaml:6: sample.prompts[0]: a prompt needs `record:` or all of `text`, `image` and `control_images`"),
     ("sampling without prompts", "sample:\n  prompts: []\n", "configs/v1.yaml:4: sample: sampling is on but sample.prompts is empty — add a prompt (e.g. `- record: 1`) or set every_n_steps: null and at_first: false"),
     ("project with a space", "project: my project\n", "configs/v1.yaml:4: project: must be one word — use letters, digits, '-', '_' or '.', no spaces or slashes"),
+    ("optimizer musubi-tuner cannot load", "train:\n  optimizer: {type: adamw9bit}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — did you mean 'adamw8bit'?"),
+    ("torch optimizer in lower case", "train:\n  optimizer: {type: adam}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — did you mean 'Adam'? torch.optim names are case-sensitive"),
+    ("bitsandbytes optimizer without its path", "train:\n  optimizer: {type: lion8bit}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — write 'bitsandbytes.optim.Lion8bit': musubi-tuner needs its class path"),
+    ("pass-through optimizer_type", "musubi:\n  config: {optimizer_type: torch.optim.Adamw}\n", "configs/v1.yaml:5: musubi.config.optimizer_type: torch.optim has no optimizer Adamw — did you mean 'torch.optim.AdamW'? torch.optim names are case-sensitive"),
+    ("dataset as a bare path", "datasets:\n  - ../data/dataset-v1/metadata-v1.jsonl\n", 'configs/v1.yaml:3: datasets[0]: should be a mapping like {jsonl: ...}, not a string — write "- jsonl: ../data/dataset-v1/metadata-v1.jsonl"'),
+    ("datasets without the list dash", "datasets:\n  jsonl: ../data/dataset-v1/metadata-v1.jsonl\n", 'configs/v1.yaml:2: datasets: should be a list of mappings like {jsonl: ...}, not a mapping — start each entry with "- ": "- jsonl: ../data/dataset-v1/metadata-v1.jsonl"'),
+    ("section as a bare value", "train:\n  optimizer: adamw8bit\n", 'configs/v1.yaml:5: train.optimizer: should be a mapping like {type: ..., args: ...}, not a string — write "optimizer: {type: adamw8bit}"'),
+    ("pass-through section as a list", "musubi:\n  config: [max_grad_norm]\n", "configs/v1.yaml:5: musubi.config: should be a mapping of fpack_train_network options, not a list — write `option: value` under it"),
     ("missing extends target", "extends: nope.yaml\n", "configs/v1.yaml:3: extends: base spec nope.yaml not found (looked at configs/nope.yaml) — paths in extends are relative to the file that writes them"),
 ]  # fmt: skip
 
@@ -123,16 +132,51 @@ def _duplicate_stem(root: Path) -> None:
     _jsonl(root, [_record(1), _record(2, image_path="u/1.png")])
 
 
+def _html_model(root: Path) -> None:
+    (root / "models/vae/vae.safetensors").write_text(
+        "<!DOCTYPE html>\n<html><body>Access denied</body></html>\n"
+    )
+
+
+def _truncated_shard(root: Path) -> None:
+    shard = root / "models/dit/model-00002-of-00002.safetensors"
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [1024, 1024], "data_offsets": [0, 2 * 1024 * 1024]}})
+    full = struct.pack("<Q", len(header)) + header.encode() + bytes(2 * 1024 * 1024)
+    shard.write_bytes(full[: len(full) // 3])
+
+
+def _missing_dataset(root: Path) -> None:
+    (root / DATASET).unlink()
+
+
+def _control_gap(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, control_path_1=None, control_path_2="c/2_1.png")])
+
+
+def _control_twice(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, control_path="c/2_0.png", control_path_1=None)])
+
+
+def _caption_line_break(root: Path) -> None:
+    _jsonl(root, [_record(1), _record(2, caption="she turns\naround").replace("\\n", "\n")])
+
+
 # (case id, setup, the expected error line)  — checked by `fplora check` (with models)
 DATA_CASES: list[tuple[str, Setup, str]] = [
     ("missing model shard", _break_shard, "configs/base.yaml:4: models.dit: missing shard models/dit/model-00002-of-00002.safetensors — all 2 shards must be in the same folder"),
-    ("bad JSONL line", _bad_json, "data/dataset-v1/metadata-v1.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes — one JSON object per line"),
+    ("bad JSONL line", _bad_json, "data/dataset-v1/metadata-v1.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes at col 27 — one JSON object per line"),
     ("missing image", _missing_image, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/2.png not found — check the path; relative paths resolve against the JSONL file's folder"),
     ("wrong control count", _one_control, "data/dataset-v1/metadata-v1.jsonl:2: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]), found 1 — give every record control_path_0..1, or change one_frame.clean_indices"),
     ("empty caption", _empty_caption, "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text"),
     ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — use image_path, caption and control_path_0..N"),
     ("not an image", _not_an_image, "data/dataset-v1/metadata-v1.jsonl:2: control_path_1: data/dataset-v1/c/2_1.png is not an image Pillow can read — use a PNG, JPEG, WEBP or BMP file"),
     ("unicode, spaces, quotes", _missing_unicode_path, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/データ 'two'.png not found — check the path; relative paths resolve against the JSONL file's folder"),
+    ("model is a web page", _html_model, "configs/base.yaml:5: models.vae: models/vae/vae.safetensors is not a safetensors file (starts with '<!DOCTYPE': a web page, not the model) — download it again"),
+    ("truncated model shard", _truncated_shard, "configs/base.yaml:4: models.dit: models/dit/model-00002-of-00002.safetensors is truncated: the header says 2.1 MB, the file has 699.1 kB — download it again"),
+    ("missing dataset JSONL", _missing_dataset, "configs/v1.yaml:3: datasets[0].jsonl: dataset JSONL file not found: data/dataset-v1/metadata-v1.jsonl — check the path; relative paths resolve against the folder of the spec file that writes them"),
+    ("control keys with a gap", _control_gap, "data/dataset-v1/metadata-v1.jsonl:2: control_path_2: no control_path_1 before it: musubi-tuner renumbers control images in order, so control_path_2 would be control image 1 — number the control images control_path_0..1 without gaps"),
+    ("control_path and control_path_0", _control_twice, "data/dataset-v1/metadata-v1.jsonl:2: control_path: control_path and control_path_0 both give control image 0: musubi-tuner uses control_path and drops control_path_0 — remove all but one"),
+    ("raw line break in a caption", _caption_line_break, "data/dataset-v1/metadata-v1.jsonl:2: caption: invalid JSON: Unterminated string starting at col 100: the caption has a raw line break, so the record runs on into line 3 — write the line break as \\n (one JSON object per line)"),
     ("duplicate image stem", _duplicate_stem, "data/dataset-v1/metadata-v1.jsonl:2: image_path: same file stem '1' as line 1: musubi-tuner names caches by stem, so one record would train on the other's latents — rename one of the two images"),
 ]  # fmt: skip
 

@@ -7,6 +7,7 @@ and runs from there, so paths print relative and the expected strings are exact.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,12 @@ MODEL_FILES = (
 )
 
 
+def safetensors(data: int = 4) -> bytes:
+    """A minimal valid safetensors file: one F16 tensor of `data` bytes."""
+    header = json.dumps({"w": {"dtype": "F16", "shape": [data // 2], "data_offsets": [0, data]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(data)
+
+
 def image(path: Path, size: tuple[int, int] = (32, 48)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, (90, 30, 200)).save(path)
@@ -84,7 +91,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in MODEL_FILES:
         path = tmp_path / "models" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"weights")
+        path.write_bytes(safetensors())
     write_jsonl(record("a"), record("b"))
     (tmp_path / "spec.yaml").write_text(SPEC, encoding="utf-8")
     return tmp_path
@@ -136,7 +143,7 @@ def test_empty_model(project: Path) -> None:
 
 def test_bad_json_line(project: Path) -> None:
     write_jsonl(record("a"), "not json")
-    assert run() == ["data/m.jsonl:2: invalid JSON: Expecting value — one JSON object per line"]
+    assert run() == ["data/m.jsonl:2: invalid JSON: Expecting value at col 1 — one JSON object per line"]
 
 
 def test_unknown_record_key(project: Path) -> None:
@@ -297,3 +304,184 @@ def test_single_gpu_has_no_launch_warnings(project: Path) -> None:
     spec = SPEC.replace("train:\n", "train:\n  optimizer: {lr_warmup_steps: 10}\n")
     Path("spec.yaml").write_text(spec, encoding="utf-8")
     assert [p for p in check_spec(load_spec("spec.yaml"), skip_models=True) if p.severity == "warning"] == []
+
+
+# --- model files are whole safetensors files (header only) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"garbage\n", "is not a safetensors file (starts with 'garbage') — download it again"),
+        (
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 246144352\n",
+            "is a Git LFS pointer, not the weights — download the file itself (git lfs pull, or hf download)",
+        ),
+        (
+            safetensors(4000)[:-1500],
+            "is truncated: the header says 4.1 kB, the file has 2.6 kB — download it again",
+        ),
+        (
+            safetensors(4)[:-1],
+            "is truncated: the header says 73 bytes, the file has 72 bytes — download it again",
+        ),
+        (
+            safetensors(4) + b"\0\0",
+            "is 2 bytes longer than its header says (73 bytes): the safetensors library refuses it"
+            " — download it again",
+        ),
+        (
+            safetensors(4)[:20],
+            "is truncated: 20 bytes, shorter than its own header (69 bytes) — download it again",
+        ),
+        (struct.pack("<Q", 5) + b"{x: 1", "is damaged: its header is not a JSON object — download it again"),
+        (
+            b"PK\x03\x04" + bytes(100),
+            "is not a safetensors file (a PyTorch checkpoint?) — use the .safetensors version of the model",
+        ),
+        (
+            bytes([1, 2, 3, 0, 0, 0, 0, 0, 9]) + bytes(30),
+            "is not a safetensors file (starts with bytes 01 02 03 00 00 00 00 00) — download it again",
+        ),
+    ],
+    ids=[
+        "text",
+        "lfs pointer",
+        "truncated",
+        "one byte short",
+        "too long",
+        "cut in header",
+        "bad header",
+        "zip",
+        "binary",
+    ],
+)
+def test_model_that_is_not_a_whole_safetensors_file(project: Path, content: bytes, expected: str) -> None:
+    (project / "models/te2.safetensors").write_bytes(content)
+    assert run() == [f"spec.yaml:7: models.text_encoder2: models/te2.safetensors {expected}"]
+    assert run(skip_models=True) == []
+
+
+def test_every_shard_is_checked(project: Path) -> None:
+    (project / "models/dit/diffusion_pytorch_model-00003-of-00003.safetensors").write_text("<html>\n")
+    assert run() == [
+        "spec.yaml:4: models.dit: models/dit/diffusion_pytorch_model-00003-of-00003.safetensors is not a"
+        " safetensors file (starts with '<html>': a web page, not the model) — download it again"
+    ]
+
+
+def test_only_safetensors_files_are_read(project: Path) -> None:
+    """musubi-tuner torch.loads a VAE that is not .safetensors: fplora cannot look inside those."""
+    Path("models/vae.pt").write_bytes(b"PK\x03\x04 a torch zip")
+    assert run(SPEC.replace("vae: vae.safetensors", "vae: vae.pt")) == []
+
+
+# --- optimizer names musubi-tuner resolves ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["adamw8bit", "AdamW8bit", "adamw", "AdaFactor", "AdamW", "SGD", "RAdam", "torch.optim.Adam",
+     "bitsandbytes.optim.PagedAdEMAMix8bit", "prodigyopt.Prodigy", "schedulefree.AdamWScheduleFree"],
+)  # fmt: skip
+def test_optimizers_musubi_resolves(project: Path, name: str) -> None:
+    assert run(SPEC.replace("train:\n", f"train:\n  optimizer: {{type: {name}}}\n")) == []
+
+
+def test_optimizers_that_resolve_but_cannot_train(project: Path) -> None:
+    from fplora.problems import UserError
+
+    with pytest.raises(UserError) as error:
+        run(SPEC.replace("train:\n", "train:\n  optimizer: {type: LBFGS}\n"))
+    assert str(error.value) == (
+        "spec.yaml:17: train.optimizer.type: torch.optim.LBFGS needs a closure in step(),"
+        " which musubi-tuner's training loop does not pass — use AdamW, adamw8bit or another optimizer"
+    )
+
+
+# --- dataset files: missing, raw lines, control keys ----------------------------------------------
+
+
+def test_missing_dataset_is_one_problem_at_the_spec(project: Path) -> None:
+    Path("data/m.jsonl").unlink()
+    assert run() == [
+        "spec.yaml:12: datasets[0].jsonl: dataset JSONL file not found: data/m.jsonl"
+        " — check the path; relative paths resolve against the folder of the spec file that writes them"
+    ]
+    assert run(SPEC.replace("jsonl: data/m.jsonl", "jsonl: gone/m.jsonl")) == [
+        "spec.yaml:12: datasets[0].jsonl: dataset JSONL file not found: gone/m.jsonl"
+        " (folder gone does not exist)"
+        " — check the path; relative paths resolve against the folder of the spec file that writes them"
+    ]
+    assert run(SPEC.replace("jsonl: data/m.jsonl", "jsonl: data")) == [
+        "spec.yaml:12: datasets[0].jsonl: data is a folder, not a JSONL file — name the metadata .jsonl file itself"
+    ]
+    Path("data/m.jsonl").write_bytes(b"\xff\xfe{}\n")
+    assert run(SPEC) == [
+        "spec.yaml:12: datasets[0].jsonl: cannot read data/m.jsonl: 'utf-8' codec can't decode byte 0xff"
+        " in position 0: invalid start byte — write it as UTF-8 text, one JSON object per line"
+    ]
+
+
+def test_raw_line_breaks_are_one_problem(project: Path) -> None:
+    broken = json.dumps(record("b", caption="she turns\n\naround")).replace("\\n", "\n")
+    write_jsonl(record("a"), broken, record("c", controls=1))
+    assert run(skip_models=True) == [
+        "data/m.jsonl:2: caption: invalid JSON: Unterminated string starting at col 40: the caption has a raw"
+        " line break, so the record runs on into lines 3-4 — write the line break as \\n (one JSON object per line)",
+        "data/m.jsonl:5: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]), found 1"
+        " — give every record control_path_0..1, or change one_frame.clean_indices",
+    ]
+
+
+def test_unterminated_line_says_where(project: Path) -> None:
+    write_jsonl(record("a"), json.dumps(record("b"))[:40])
+    assert run(skip_models=True) == [
+        "data/m.jsonl:2: invalid JSON: Unterminated string starting at col 40 — one JSON object per line"
+    ]
+
+
+def test_blank_line_where_musubi_reads_the_file_itself(project: Path) -> None:
+    """With absolute paths musubi-tuner reads the JSONL as it is, and json.loads('') fails."""
+    absolute = [
+        {key: str(project / "data" / value) if key != "caption" else value for key, value in r.items()}
+        for r in (record("a"), record("b"))
+    ]
+    write_jsonl(absolute[0], absolute[1], "", "")
+    assert run(skip_models=True) == [
+        "data/m.jsonl:3: blank line (and 1 more): musubi-tuner parses every line as JSON and stops at a"
+        " blank one — delete the blank lines"
+    ]
+    write_jsonl(record("a"), "", record("b"))  # relative paths: fplora hands musubi-tuner its own copy
+    assert run(skip_models=True) == []
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            {"control_path_1": "img/a_c0.png", "control_path_2": "img/a_c1.png"},
+            "control_path_1: no control_path_0 before it: musubi-tuner renumbers control images in order,"
+            " so control_path_1 would be control image 0 — number the control images control_path_0..1 without gaps",
+        ),
+        (
+            {"control_path_0": "img/a_c0.png", "control_path_00": "img/a_c1.png"},
+            "control_path_0: control_path_0 and control_path_00 both give control image 0:"
+            " musubi-tuner renumbers or drops all but one of them — remove all but one",
+        ),
+    ],
+    ids=["gap at 0", "same number twice"],
+)
+def test_control_keys_musubi_would_renumber(project: Path, keys: dict[str, str], expected: str) -> None:
+    write_jsonl({"image_path": "img/a.png", "caption": "a girl turns", **keys}, record("b"))
+    assert run(skip_models=True) == [f"data/m.jsonl:1: {expected}"]
+
+
+def test_control_keys_as_musubi_reads_them(project: Path) -> None:
+    """`control_path` is control image 0; captions that mention keys do not confuse the scan."""
+    one = SPEC.replace("clean_indices: [0, 10]", "clean_indices: [0]")
+    write_jsonl(
+        {"image_path": "img/a.png", "caption": 'with "control_path_0" in it', "control_path": "img/a_c0.png"},
+        {**record("b", controls=1), "caption": 'mentions "control_path_1"'},
+    )
+    assert run(one, skip_models=True) == []

@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import stat
+import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,6 +150,13 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
+def _model_bytes(name: str) -> bytes:
+    """A stand-in model: a valid safetensors file with no tensors, named in its metadata
+    (`fplora check` reads every model's header)."""
+    header = json.dumps({"__metadata__": {"stand_in": name}}).encode()
+    return struct.pack("<Q", len(header)) + header
+
+
 def _executable(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -164,8 +172,8 @@ def make_workspace(root: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     for relative in MODEL_FILES.values():
         path = models / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"not a real model\n")
-    (models / "dit" / "model-00002-of-00002.safetensors").write_bytes(b"second shard\n")
+        path.write_bytes(_model_bytes(relative))
+    (models / "dit" / "model-00002-of-00002.safetensors").write_bytes(_model_bytes("second shard"))
     shutil.copytree(EXAMPLE_DATASET, root / "data" / "dataset-v1")
     (root / "configs").mkdir()
     bin_dir = root / "bin"

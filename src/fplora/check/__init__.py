@@ -1,8 +1,9 @@
 """`fplora check`: everything on disk a spec depends on, verified before any GPU time is spent.
 
 The spec itself is already valid when it gets here (`load_spec`); this looks at the files it names:
-the five models (`check.models`), every dataset record and image (`check.records`), and the sample and
-inference prompts (`check.prompts`). It only reads, never writes, and returns every problem at once so
+the five models and their safetensors headers (`check.models`), every dataset record and image
+(`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
+(`check.prompts`). It only reads, never writes, and returns every problem at once so
 that one run shows the whole list. Images are probed once each, headers only (`check.images`), which
 keeps a 10,000-record one-frame dataset (30,000 images) within a couple of seconds.
 """

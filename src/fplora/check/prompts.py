@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from fplora.check.images import ImageInfo
+from fplora.check.jsonl import unreadable
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import prompt_text_problem
 from fplora.problems import Problem, display_path
@@ -84,8 +85,13 @@ def check_prompts(spec: Spec, datasets: Sequence[Records], images: Mapping[str, 
             at: KeyPath = (section, "prompts", index)
             record: Record | None = None
             jsonl: Path | None = None
-            # an out-of-range dataset index is reported by the spec rules; the rest is still checked
-            if prompt.record is not None and prompt.dataset < len(datasets):
+            # an out-of-range dataset index is reported by the spec rules, and a dataset file that
+            # cannot be read at its `datasets[i].jsonl`; the rest of the prompt is still checked
+            if (
+                prompt.record is not None
+                and prompt.dataset < len(datasets)
+                and not unreadable(datasets[prompt.dataset])
+            ):
                 records = datasets[prompt.dataset]
                 jsonl = records.jsonl
                 if prompt.dataset not in by_line:

@@ -16,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fplora.check.images import ImageInfo
+from fplora.check.jsonl import (
+    blank_line_problems,
+    control_key_problems,
+    file_problem,
+    json_problems,
+    read_lines,
+    unreadable,
+)
 from fplora.datasets.records import Records
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec, width_height
@@ -108,15 +116,23 @@ _SUMMARY = {
 
 
 def check_records(spec: Spec, index: int, records: Records, images: Mapping[str, ImageInfo]) -> list[Problem]:
-    """Problems of `datasets[index]`, in line order: structural ones from reading, then per record."""
+    """Problems of `datasets[index]`, in line order: structural ones from reading, then per record.
+
+    A dataset file that cannot be read at all is one problem, at the spec line that names it.
+    """
+    if unreadable(records):
+        return [file_problem(spec, index, records)]
     shown = display_path(records.jsonl)
     clean_indices = spec.one_frame.clean_indices
     expected = len(clean_indices)
     rules = _sizes(spec, index)
-    problems = list(records.problems)
+    lines = read_lines(records.jsonl)
+    problems, continued = json_problems(records, lines)
+    problems += blank_line_problems(records, lines, continued)
+    problems += control_key_problems(records, lines)
     shown_path = _Shown()
     # lines whose control paths already have a problem: a count mismatch there is the same mistake
-    bad_controls = {p.line for p in records.problems if p.key.startswith("control_path")}
+    bad_controls = {p.line for p in problems if p.key.startswith("control_path")}
     stems: dict[str, int] = {}
     warned: dict[str, int] = {}
     extra: dict[str, int] = {}

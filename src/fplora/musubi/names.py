@@ -153,3 +153,69 @@ def prompt_text_problem(text: str) -> str | None:
         option = f"--{word.lower()}"
         return f"starts with '{word} ', which musubi-tuner's prompt parser reads as the {option} option"
     return None
+
+
+# How `fpack_train_network` turns optimizer_type into a class (`NetworkTrainer.get_optimizer` in
+# training/trainer_base.py): these lower-cased names first, then any other name without a dot is
+# `getattr(torch.optim, name)` (case-sensitive), and `a.b.Class` is `import a.b` + `getattr(.., "Class")`.
+# A name that resolves to nothing fails only after the models are loaded.
+OPTIMIZER_BUILT_IN = ("adamw", "adamw8bit", "adafactor")
+"""Matched case-insensitively: torch's AdamW, bitsandbytes' AdamW8bit, transformers' Adafactor."""
+
+TORCH_OPTIMIZERS = (
+    "ASGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Muon",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "SGD",
+)
+"""`torch.optim` classes musubi-tuner can train with (Adafactor since torch 2.5, Muon since 2.9)."""
+
+TORCH_OPTIMIZERS_UNUSABLE = {
+    "LBFGS": "needs a closure in step(), which musubi-tuner's training loop does not pass",
+    "SparseAdam": "works only with sparse gradients, and LoRA's are dense",
+    "Optimizer": "is torch's abstract base class, not an optimizer",
+}
+"""`torch.optim` names that resolve but fail on the first step (or at construction)."""
+
+OPTIMIZER_CLASS_PATHS = {
+    **{
+        name.lower(): f"bitsandbytes.optim.{name}"
+        for name in (
+            "Adam8bit",
+            "Adagrad8bit",
+            "AdEMAMix8bit",
+            "LAMB8bit",
+            "LARS8bit",
+            "Lion8bit",
+            "PagedAdam8bit",
+            "PagedAdamW8bit",
+            "PagedAdEMAMix8bit",
+            "PagedLion8bit",
+            "RMSprop8bit",
+            "SGD8bit",
+        )
+    },
+    "prodigy": "prodigyopt.Prodigy",
+    "lion": "lion_pytorch.Lion",
+    "dadaptadam": "dadaptation.DAdaptAdam",
+    "adamwschedulefree": "schedulefree.AdamWScheduleFree",
+}
+"""Names other trainers (kohya-ss/sd-scripts) accept that musubi-tuner needs as a class path."""
+
+
+_TEXT_ENCODER_CACHE = re.compile(r"^(.+)_fp_te\.safetensors$")
+
+
+def text_encoder_cache_stem(name: str) -> str | None:
+    """The image stem a text-encoder cache file belongs to, or None for other files."""
+    match = _TEXT_ENCODER_CACHE.match(name)
+    return match.group(1) if match else None

@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fplora.musubi import schema
+from fplora.musubi.names import (
+    OPTIMIZER_BUILT_IN,
+    OPTIMIZER_CLASS_PATHS,
+    TORCH_OPTIMIZERS,
+    TORCH_OPTIMIZERS_UNUSABLE,
+)
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
 
@@ -64,6 +70,61 @@ def _pass_through(spec: Spec) -> Iterator[Finding]:
             yield Finding(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
         elif problem := schema.value_problem(accel[key], value):
             yield Finding(where, problem, "")
+
+
+_OPTIMIZER_TAKES = "adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path"
+
+
+def _optimizer_hint(name: str, prefix: str = "") -> str:
+    """The closest optimizer name musubi-tuner resolves, as the user should write it."""
+    lower = name.lower()
+    if lower in OPTIMIZER_CLASS_PATHS and not prefix:
+        return f"write '{OPTIMIZER_CLASS_PATHS[lower]}': musubi-tuner needs its class path"
+    names = {n.lower(): prefix + n for n in TORCH_OPTIMIZERS}
+    if lower in names:
+        return f"did you mean '{names[lower]}'? torch.optim names are case-sensitive"
+    if not prefix:
+        names.update({n: n for n in OPTIMIZER_BUILT_IN})
+        names.update({n: path for n, path in OPTIMIZER_CLASS_PATHS.items()})
+    close = closest(lower, set(names))
+    if close is not None:
+        return f"did you mean '{names[close]}'?"
+    return "use e.g. adamw8bit, AdamW or 'bitsandbytes.optim.Lion8bit'"
+
+
+def optimizer_problem(name: str) -> tuple[str, str] | None:
+    """(message, fix) when musubi-tuner could not turn `name` into an optimizer class.
+
+    Mirrors `get_optimizer` (see `names.OPTIMIZER_BUILT_IN`) without importing anything: built-in
+    names and `torch.optim` classes are checked against static lists; another module's class path is
+    only checked for its form, since only musubi-tuner's Python can import it.
+    """
+    if name.lower() in OPTIMIZER_BUILT_IN:
+        return None
+    module, _, cls = name.rpartition(".")
+    if module and not all(part.isidentifier() for part in name.split(".")):
+        return "not a class path (module.Class)", "write e.g. 'bitsandbytes.optim.Lion8bit'"
+    if module not in ("", "torch.optim"):
+        return None
+    if cls in TORCH_OPTIMIZERS:
+        return None
+    if cls in TORCH_OPTIMIZERS_UNUSABLE:
+        return (
+            f"torch.optim.{cls} {TORCH_OPTIMIZERS_UNUSABLE[cls]}",
+            "use AdamW, adamw8bit or another optimizer",
+        )
+    if module:
+        return f"torch.optim has no optimizer {cls}", _optimizer_hint(cls, "torch.optim.")
+    return f"not an optimizer musubi-tuner can load (it takes {_OPTIMIZER_TAKES})", _optimizer_hint(name)
+
+
+def _optimizer(spec: Spec) -> Iterator[Finding]:
+    where: KeyPath = ("train", "optimizer", "type")
+    name: Any = spec.train.optimizer.type
+    if "optimizer_type" in spec.musubi.config:  # a pass-through key wins in config.toml
+        where, name = ("musubi", "config", "optimizer_type"), spec.musubi.config["optimizer_type"]
+    if isinstance(name, str) and (found := optimizer_problem(name)) is not None:
+        yield Finding(where, *found)
 
 
 def _train(spec: Spec) -> Iterator[Finding]:
@@ -157,7 +218,7 @@ def _launch(spec: Spec) -> Iterator[Finding]:
         yield Finding(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
 
 
-RULES = (_pass_through, _train, _one_frame, _datasets, _launch)
+RULES = (_pass_through, _train, _optimizer, _one_frame, _datasets, _launch)
 
 
 def check_rules(spec: Spec) -> list[Finding]:

@@ -1,0 +1,233 @@
+"""What a dataset JSONL's raw lines show that its parsed records do not.
+
+`datasets.records.read_records` keeps what rendering needs: each record's images in control order.
+musubi-tuner reads the same file differently in three ways that only the lines themselves reveal
+(`ImageJsonlDatasource` at the pinned commit):
+
+- it `json.loads` every line, blank ones too, and stops at the first that fails: a blank line, or a
+  caption with a raw line break (which splits one record over two lines);
+- it renames `control_path` to `control_path_0`, overwriting a `control_path_0` in the same record;
+- it renumbers `control_path_N` keys in numeric order, so `control_path_0` + `control_path_2` quietly
+  become control images 0 and 1, and each takes the latent index of its new position.
+
+The file is read a second time for this, and each record's line is scanned for its control keys;
+only a line whose keys are not exactly `control_path_0..N-1` is parsed again, so a 10,000-record
+dataset costs a few milliseconds more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from fplora.datasets.records import Records
+from fplora.problems import Problem, display_path
+from fplora.spec.models import Spec
+
+_CONTROL_KEY = re.compile(r"^control_path(?:_(\d+))?$")  # as `read_records` reads them
+_NOT_FOUND = "dataset JSONL file not found"  # `read_records`' words for a missing file
+_CANNOT_READ = "cannot read dataset"
+MAX_CONTINUATION = 10
+"""Lines after an unterminated string that are tried as the rest of its record."""
+
+
+def unreadable(records: Records) -> bool:
+    """The dataset's file could not be read at all (missing, a folder, not UTF-8, ...)."""
+    return not records.items and any(
+        p.line is None and p.message.startswith((_NOT_FOUND, _CANNOT_READ)) for p in records.problems
+    )
+
+
+def file_problem(spec: Spec, index: int, records: Records) -> Problem:
+    """Why an `unreadable` dataset file could not be read, at the spec line of `datasets[i].jsonl`."""
+    path = records.jsonl
+    shown = display_path(path)
+    key = ("datasets", index, "jsonl")
+    if path.is_dir():
+        return spec.problem(
+            key, f"{shown} is a folder, not a JSONL file", "name the metadata .jsonl file itself"
+        )
+    if not path.exists():
+        where = "" if path.parent.is_dir() else f" (folder {display_path(path.parent)} does not exist)"
+        return spec.problem(
+            key,
+            f"{_NOT_FOUND}: {shown}{where}",
+            "check the path; relative paths resolve against the folder of the spec file that writes them",
+        )
+    reason = next(p.message for p in records.problems if p.message.startswith(_CANNOT_READ))
+    reason = reason.removeprefix(f"{_CANNOT_READ}: ")
+    if not os.access(path, os.R_OK):
+        reason = "permission denied"
+    return spec.problem(
+        key, f"cannot read {shown}: {reason}", "write it as UTF-8 text, one JSON object per line"
+    )
+
+
+def read_lines(path: Path) -> list[str] | None:
+    """The file's lines as `read_records` numbers them, or None when it cannot be read (again)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _string_with_break(value: object) -> bool:
+    return isinstance(value, str) and ("\n" in value or "\r" in value)
+
+
+def _json_problem(shown: str, number: int, lines: list[str]) -> tuple[Problem, int]:
+    """The full invalid-JSON problem of line `number`, and the last line its record runs on to
+    (itself unless a raw line break in a string split the record over several lines)."""
+    try:
+        json.loads(lines[number - 1])
+    except json.JSONDecodeError as exc:
+        reason, column = exc.msg, exc.colno
+    else:  # the file changed since it was read: keep the reader's words
+        return Problem(shown, number, "", "invalid JSON", "one JSON object per line"), number
+    # json's own message without its "line 1 column N (char N-1)": the line is the JSONL line
+    message = f"invalid JSON: {reason}{'' if reason.endswith(' at') else ' at'} col {column}"
+    if reason.startswith("Unterminated string"):
+        for end in range(number + 1, min(number + MAX_CONTINUATION, len(lines)) + 1):
+            try:
+                joined = json.loads("\n".join(lines[number - 1 : end]), strict=False)
+            except ValueError:
+                continue
+            if not isinstance(joined, dict):
+                break
+            key = next((k for k, v in joined.items() if _string_with_break(v)), "")
+            what = f"the {key}" if key else "a string"
+            onto = f"line {end}" if end == number + 1 else f"lines {number + 1}-{end}"
+            return (
+                Problem(
+                    shown,
+                    number,
+                    key,
+                    f"{message}: {what} has a raw line break, so the record runs on into {onto}",
+                    "write the line break as \\n (one JSON object per line)",
+                ),
+                end,
+            )
+    return Problem(shown, number, "", message, "one JSON object per line"), number
+
+
+def json_problems(records: Records, lines: list[str] | None) -> tuple[list[Problem], set[int]]:
+    """The reader's problems, with each invalid-JSON line's full message (json's own, `col N`), and
+    none for the lines a record broken by a raw line break runs on into: they are the same mistake.
+    Those lines are returned too."""
+    shown = display_path(records.jsonl)
+    problems: list[Problem] = []
+    continued: set[int] = set()
+    for problem in records.problems:
+        if problem.line in continued:
+            continue
+        number = problem.line or 0
+        if lines is not None and 0 < number <= len(lines) and problem.message.startswith("invalid JSON"):
+            problem, end = _json_problem(shown, number, lines)
+            continued.update(range(number + 1, end + 1))
+        problems.append(problem)
+    return problems, continued
+
+
+def blank_line_problems(records: Records, lines: list[str] | None, skip: set[int]) -> list[Problem]:
+    """A blank line stops musubi-tuner's reader when it reads the file itself, which it does when
+    every path is absolute (otherwise fplora hands it a copy without blank lines). Lines in `skip`
+    belong to a record already reported as broken."""
+    if lines is None or records.has_relative_paths or not records.items:
+        return []
+    blank = [n for n, line in enumerate(lines, start=1) if not line.strip() and n not in skip]
+    if not blank:
+        return []
+    more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+    return [
+        Problem(
+            display_path(records.jsonl),
+            blank[0],
+            "",
+            f"blank line{more}: musubi-tuner parses every line as JSON and stops at a blank one",
+            "delete the blank lines",
+        )
+    ]
+
+
+def _needles(count: int, cache: dict[int, tuple[str, ...]]) -> tuple[str, ...]:
+    needles = cache.get(count)
+    if needles is None:
+        needles = cache[count] = tuple(f'"control_path_{i}"' for i in range(count))
+    return needles
+
+
+def _control_keys(shown: str, number: int, record: dict[str, object]) -> list[Problem]:
+    """Problems of one record's control keys: two keys for one image, or numbers with gaps."""
+    by_index: dict[int, list[str]] = {}
+    for key in record:
+        match = _CONTROL_KEY.match(key)
+        if match:
+            by_index.setdefault(int(match.group(1) or 0), []).append(key)
+    problems = []
+    for index, keys in sorted(by_index.items()):
+        if len(keys) < 2:
+            continue
+        keys.sort(key=lambda key: (key != "control_path", key))
+        if keys[0] == "control_path":
+            dropped = " and ".join(keys[1:])
+            kept = f"musubi-tuner uses control_path and drops {dropped}"
+        else:
+            kept = "musubi-tuner renumbers or drops all but one of them"
+        problems.append(
+            Problem(
+                shown,
+                number,
+                keys[0],
+                f"{' and '.join(keys)} both give control image {index}: {kept}",
+                "remove all but one",
+            )
+        )
+    indices = sorted(by_index)
+    for position, index in enumerate(indices):
+        if index != position:
+            key = by_index[index][0]
+            missing = ", ".join(f"control_path_{i}" for i in range(position, index))
+            last = len(indices) - 1
+            problems.append(
+                Problem(
+                    shown,
+                    number,
+                    key,
+                    f"no {missing} before it: musubi-tuner renumbers control images in order,"
+                    f" so {key} would be control image {position}",
+                    f"number the control images control_path_0..{last} without gaps"
+                    if last
+                    else "name it control_path_0",
+                )
+            )
+            break
+    return problems
+
+
+def control_key_problems(records: Records, lines: list[str] | None) -> list[Problem]:
+    """Records whose control keys musubi-tuner would merge or renumber (see the module's notes).
+
+    A line holding exactly `"control_path_0"`..`"control_path_{n-1}"` for its n control images is
+    fine without parsing it again; any other is parsed and its keys looked at.
+    """
+    if lines is None:
+        return []
+    shown = display_path(records.jsonl)
+    cache: dict[int, tuple[str, ...]] = {}
+    problems: list[Problem] = []
+    for record in records.items:
+        if record.line > len(lines):
+            continue
+        line = lines[record.line - 1]
+        count = len(record.controls)
+        if line.count('"control_path') == count and all(n in line for n in _needles(count, cache)):
+            continue
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(raw, dict):
+            problems.extend(_control_keys(shown, record.line, raw))
+    return problems
