@@ -215,3 +215,26 @@ def test_cache_files_without_a_stamp_are_not_called_made_with_other_settings(
     assert result.exit_code == 0, result.output
     assert ", not made by `fplora cache`)" in result.stderr and "other settings" not in result.stderr
     assert all("skip_existing" not in fake.validate(c["args"]).given for c in ws.calls())
+
+
+def test_a_removed_record_stops_train_until_cache_deletes_its_files(cached_by_fplora: Workspace) -> None:
+    """musubi-tuner's trainer globs the cache folder, not the dataset: a removed record would train."""
+    ws = cached_by_fplora
+    path = jsonl(ws)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # drop record 0004
+    refused = ws.cli("train", str(ws.spec_path))
+    assert refused.exit_code == 1
+    (line,) = error_lines(refused.stderr)
+    assert "2 cache files belong to no record of the dataset (e.g. 0004_" in line
+    assert "run `fplora cache`: it deletes them" in line
+    assert ws.calls() == []
+
+    result = ws.cli("cache", str(ws.spec_path))
+    assert result.exit_code == 0, result.output
+    assert "2 files of removed records: deleted" in result.stderr
+    assert not list(ws.cache_dir.glob("0004_*"))
+    assert latent_file(ws, "0003").exists() and text_file(ws, "0003").exists()
+    assert scripts(ws) == []  # the other records' caches were up to date: no encoder loaded
+    trained = ws.cli("train", str(ws.spec_path))
+    assert trained.exit_code == 0, trained.output

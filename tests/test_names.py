@@ -43,9 +43,10 @@ def test_cache_names() -> None:
     latent = OUT["cache_latent"].removeprefix("{cache_directory}/")
     assert names.latent_cache_file(image, 512, 768) == latent
     assert names.latent_cache_stem(latent) == "img001"
-    assert names.text_encoder_cache_file(image) == OUT["cache_text_encoder"].removeprefix(
-        "{cache_directory}/"
-    )
+    text = OUT["cache_text_encoder"].removeprefix("{cache_directory}/")
+    assert names.text_encoder_cache_file(image) == text
+    assert names.text_encoder_cache_stem(text) == "img001"
+    assert names.latent_cache_stem(text) is None and names.text_encoder_cache_stem(latent) is None
 
 
 def test_state_step_suffix_and_generate_images() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.datasets.records import Record, Records, read_records
-from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file
+from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file, text_encoder_cache_stem
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
@@ -140,6 +140,7 @@ class CacheState:
     unknown: frozenset[str] = frozenset()  # stems cached, but without a fingerprint in the stamp
     stale_latents: tuple[Record, ...] = ()  # cached, but an image changed since (or unknown)
     stale_text: tuple[Record, ...] = ()  # cached, but the caption changed since (or unknown)
+    orphans: tuple[str, ...] = ()  # cache files of no record: musubi-tuner trains on them all the same
     prints: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
     files: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
@@ -154,8 +155,19 @@ class CacheState:
         return self.missing_latents < self.records or self.missing_text < self.records
 
     @property
-    def complete(self) -> bool:
+    def up_to_date(self) -> bool:
+        """Every record's files are there, made with these settings from the data as it is now."""
         return self.stamp_ok and not self.missing_latents and not self.missing_text and not self.changed
+
+    @property
+    def complete(self) -> bool:
+        """Up to date, and nothing else in the folder for the trainer to pick up."""
+        return self.up_to_date and not self.orphans
+
+    def orphan_files(self) -> list[Path]:
+        """Cache files of records no longer in the dataset: removed before caching, since the trainer
+        globs the cache folder (`*_fp.safetensors`) rather than reading the dataset's records."""
+        return [self.directory / name for name in self.orphans]
 
     def stale_files(self) -> list[Path]:
         """The cache files of changed records: removed before caching so that `--skip_existing`
@@ -167,6 +179,12 @@ class CacheState:
             for name in sorted(self.files)
             if name in text_names or latent_cache_stem(name) in latent_stems
         ]
+
+
+def _cache_stem(name: str) -> str | None:
+    """The record (image stem) a latent or text-encoder cache file belongs to; None for other files."""
+    latent = latent_cache_stem(name)
+    return latent if latent is not None else text_encoder_cache_stem(name)
 
 
 def state_of(spec: Spec, index: int, records: Records) -> CacheState:
@@ -182,6 +200,8 @@ def state_of(spec: Spec, index: int, records: Records) -> CacheState:
     stale_latents: list[Record] = []
     stale_text: list[Record] = []
     unknown: set[str] = set()
+    stems = {record.image.stem for record in records.items if record.image is not None}
+    orphans = tuple(sorted(name for name in names if _cache_stem(name) not in (None, *stems)))
     for record in records.items:
         if record.image is None:
             continue
@@ -212,6 +232,7 @@ def state_of(spec: Spec, index: int, records: Records) -> CacheState:
         unknown=frozenset(unknown),
         stale_latents=tuple(stale_latents),
         stale_text=tuple(stale_text),
+        orphans=orphans,
         prints=prints,
         files=names,
     )
@@ -256,10 +277,18 @@ def problems(spec: Spec, records: Callable[[int], Records]) -> list[Problem]:
                 f" the cache in {display_path(state.directory)} is stale"
             )
             fix = FIX
-        else:
+        elif state.missing_latents or state.missing_text:
             what = (
                 f"cache of {state.records} records misses {state.missing_latents} latent"
                 f" and {state.missing_text} text-encoder files"
             )
+        else:
+            what = (
+                f"{len(state.orphans)} cache files belong to no record of the dataset (e.g."
+                f" {state.orphans[0]}; records removed since caching?) and musubi-tuner would train on"
+                " them too"
+            )
+            fix = "run `fplora cache`: it deletes them"
+
         found.append(Problem(where, line, key, what, fix))
     return found

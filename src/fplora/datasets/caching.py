@@ -12,16 +12,18 @@ from fplora.render import commands
 
 def _note(state: caches.CacheState) -> str:
     """Why the files already there are not all kept; empty for a new or an up-to-date cache."""
+    orphans = f", {len(state.orphans)} files of removed records: deleted" if state.orphans else ""
     if not state.present:
-        return ""
+        return orphans
     if not state.stamp_ok:
-        return ", made with other settings" if state.stamped else ", not made by `fplora cache`"
+        made = ", made with other settings" if state.stamped else ", not made by `fplora cache`"
+        return made + orphans
     changed = len(state.changed)
     if changed and not state.fingerprinted:
-        return f", stamped without record fingerprints: {changed} records recomputed"
+        return f", stamped without record fingerprints: {changed} records recomputed{orphans}"
     if changed:
-        return f", {changed} records changed since caching: recomputed"
-    return ""
+        return f", {changed} records changed since caching: recomputed{orphans}"
+    return orphans
 
 
 def run_cache(job: Job, *, rebuild: bool = False) -> int:
@@ -48,7 +50,12 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
                 f" text-encoder outputs already there{_note(state)})",
                 highlight=False,
             )
-    if not job.dry_run and fresh and all(state.complete for state in states):
+    if not job.dry_run and fresh and all(state.up_to_date for state in states):
+        for state in states:
+            if state.orphans:
+                for path in state.orphan_files():
+                    path.unlink(missing_ok=True)
+                caches.write_stamp(spec, state.dataset, state.prints)
         job.console.print("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
         return 0
     extra = {"skip_existing": True} if fresh else {}
@@ -61,10 +68,10 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
         job.show(argv)
     if job.dry_run:
         return 0
-    if fresh:
-        for state in states:
-            for path in state.stale_files():
-                path.unlink(missing_ok=True)
+    for state in states:
+        # orphans go whatever the settings: the scripts only (re)write the records' own files
+        for path in [*state.orphan_files(), *(state.stale_files() if fresh else [])]:
+            path.unlink(missing_ok=True)
     log = log_path(paths.dir / "logs", "cache")
     for argv in argvs:
         result = process.run(argv, log=log)
