@@ -485,3 +485,10 @@ def test_control_keys_as_musubi_reads_them(project: Path) -> None:
         {**record("b", controls=1), "caption": 'mentions "control_path_1"'},
     )
     assert run(one, skip_models=True) == []
+
+
+def test_unicode_line_separators_inside_a_caption_are_not_line_breaks(project: Path) -> None:
+    """musubi-tuner reads the JSONL in text mode (\\n, \\r, \\r\\n); U+2028 and U+0085 are caption text."""
+    caption = "she turns\u2028around\u0085slowly"
+    write_jsonl(json.dumps(record("a", caption=caption), ensure_ascii=False), record("b"))
+    assert run(skip_models=True) == []

@@ -22,7 +22,7 @@ import os
 import re
 from pathlib import Path
 
-from fplora.datasets.records import Records
+from fplora.datasets.records import Records, jsonl_lines
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
@@ -68,7 +68,7 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
 def read_lines(path: Path) -> list[str] | None:
     """The file's lines as `read_records` numbers them, or None when it cannot be read (again)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return jsonl_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -52,6 +52,15 @@ def _path(value: object, base: str) -> tuple[Path | None, bool]:
     return Path(os.path.normpath(os.path.join(base, value))), True
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines musubi-tuner's reader sees: a text-mode file splits on \\n, \\r and \\r\\n only.
+
+    `str.splitlines` also splits on U+2028, U+0085 and other separators, which may sit inside a
+    valid JSON caption; splitting there would report a good record as broken JSON."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def read_records(jsonl: Path) -> Records:
     """Parse every line; structural problems (JSON, keys, types) are returned, not raised."""
     shown = display_path(jsonl)
@@ -65,7 +74,7 @@ def read_records(jsonl: Path) -> Records:
     except (OSError, UnicodeDecodeError) as exc:
         return Records(jsonl, [], [Problem(shown, None, "", f"cannot read dataset: {exc}", "")])
     base = str(jsonl.parent)
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:
