@@ -101,7 +101,7 @@ def test_edited_caption_stops_train_until_cache_recomputes_its_text_encoder_outp
     result = ws.cli("cache", str(ws.spec_path))
     assert result.exit_code == 0, result.output
     assert "1 records changed since caching: recomputed" in result.stderr
-    assert scripts(ws) == ["fpack_cache_latents", "fpack_cache_text_encoder_outputs"]
+    assert scripts(ws) == ["fpack_cache_text_encoder_outputs"]  # a caption edit loads no VAE
     assert all(fake.validate(c["args"]).given.get("skip_existing") is True for c in ws.calls())
     metadata = fake.read_safetensors_metadata(text_file(ws, "0002"))
     assert metadata["caption"] == "a blue circle character waves at the camera"
@@ -174,7 +174,7 @@ def test_train_with_cache_recomputes_the_edit_then_trains(cached_by_fplora: Work
     set_caption(ws, 1, "a red square character blinks")
     result = ws.cli("train", str(ws.spec_path), "--cache")
     assert result.exit_code == 0, result.output
-    assert scripts(ws) == ["fpack_cache_latents", "fpack_cache_text_encoder_outputs", "fpack_train_network"]
+    assert scripts(ws) == ["fpack_cache_text_encoder_outputs", "fpack_train_network"]
     assert fake.read_safetensors_metadata(text_file(ws, "0001"))["caption"] == "a red square character blinks"
 
 

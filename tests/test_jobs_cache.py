@@ -66,9 +66,9 @@ def test_incomplete_caches_pass_skip_existing_and_keep_the_files(workspace: Work
     workspace.forget_calls()
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
-    calls = workspace.calls()
-    assert len(calls) == 2
-    assert all(fake.validate(c["args"]).given.get("skip_existing") is True for c in calls)
+    (call,) = workspace.calls()  # only a latent is missing: the text encoders are not loaded
+    assert "musubi_tuner.fpack_cache_latents" in call["args"]
+    assert fake.validate(call["args"]).given.get("skip_existing") is True
     after = snapshot(workspace.cache_dir)
     assert {k: v for k, v in after.items() if k in before} == before
     assert latent.name in after
@@ -130,3 +130,16 @@ def test_a_python_that_does_not_exist_is_reported(
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 1
     assert "cannot run" in result.stderr and "FPLORA_MUSUBI_PYTHON" in result.stderr
+
+
+def test_dry_run_shows_only_the_scripts_that_would_run(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.forget_calls()
+    complete = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
+    assert complete.exit_code == 0 and complete.stdout == ""
+    assert "nothing to do" in complete.stderr
+    next(p for p in workspace.cache_dir.iterdir() if p.name.endswith("_fp_te.safetensors")).unlink()
+    one = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
+    (line,) = one.stdout.splitlines()
+    assert "musubi_tuner.fpack_cache_text_encoder_outputs" in line and "--skip_existing" in line
+    assert workspace.calls() == []

@@ -27,43 +27,51 @@ def _note(state: caches.CacheState) -> str:
 
 
 def run_cache(job: Job, *, rebuild: bool = False) -> int:
-    """Run both cache scripts; stamp each cache directory when both succeed.
+    """Run the cache scripts that have work; stamp each cache directory when they succeed.
 
     Caches that are complete, stamped with the spec's settings and made from the records as they are
     now are left alone (loading the encoders alone costs GPU minutes); `rebuild` recomputes everything.
     With matching settings, the cache files of records whose caption or images changed since (by the
     stamp's fingerprints) are removed first, so that `--skip_existing` recomputes exactly those:
-    musubi-tuner skips any file that exists.
+    musubi-tuner skips any file that exists. A script with nothing to do is not started: a re-captioned
+    dataset loads only the text encoders. A dry run reads the same state and prints what would run.
     """
     spec, paths = job.plan.spec, job.plan.paths
     records = job.plan.records or RecordCache(spec)
     fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
     states: list[caches.CacheState] = []
     for index, dataset in enumerate(spec.datasets):
+        state = caches.state_of(spec, index, records(index))
+        states.append(state)
+        job.console.print(
+            f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
+            f" → cache {display_path(state.directory)}"
+            f" ({state.records - state.missing_latents} latents, {state.records - state.missing_text}"
+            f" text-encoder outputs already there{_note(state)})",
+            highlight=False,
+        )
+    latents = not fresh or any(s.missing_latents or s.stale_latents for s in states)
+    text = not fresh or any(s.missing_text or s.stale_text for s in states)
+    if not (latents or text):
         if not job.dry_run:
-            state = caches.state_of(spec, index, records(index))
-            states.append(state)
-            job.console.print(
-                f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
-                f" → cache {display_path(state.directory)}"
-                f" ({state.records - state.missing_latents} latents, {state.records - state.missing_text}"
-                f" text-encoder outputs already there{_note(state)})",
-                highlight=False,
-            )
-    if not job.dry_run and fresh and all(state.up_to_date for state in states):
-        for state in states:
-            if state.orphans:
-                for path in state.orphan_files():
-                    path.unlink(missing_ok=True)
-                caches.write_stamp(spec, state.dataset, state.prints)
+            for state in states:
+                if state.orphans:
+                    for path in state.orphan_files():
+                        path.unlink(missing_ok=True)
+                    caches.write_stamp(spec, state.dataset, state.prints)
         job.console.print("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
         return 0
     extra = {"skip_existing": True} if fresh else {}
-    argvs = [
-        commands.cache_latents(spec, paths, job.python) + commands.flags(extra, "fpack_cache_latents"),
-        commands.cache_text_encoder(spec, paths, job.python)
-        + commands.flags(extra, "fpack_cache_text_encoder_outputs"),
-    ]
+    argvs = []
+    if latents:
+        argvs.append(
+            commands.cache_latents(spec, paths, job.python) + commands.flags(extra, "fpack_cache_latents")
+        )
+    if text:
+        argvs.append(
+            commands.cache_text_encoder(spec, paths, job.python)
+            + commands.flags(extra, "fpack_cache_text_encoder_outputs")
+        )
     for argv in argvs:
         job.show(argv)
     if job.dry_run:
