@@ -26,6 +26,9 @@ Stages:
   infer    fplora infer e2e.yaml --lora step3 --multiplier 1.0 --multiplier 1.2 (latest if no resume)
   train2   fplora train g<N>.yaml: launch.num_processes = --gpus (DDP), samples/s
   timing   fplora train timing.yaml: the memo's batch 16 / blocks_to_swap 20, s/step
+  recache  edits the dataset after caching (a caption, an image, a removed record): train must refuse,
+           fplora cache must recompute exactly those files; then a caption-only edit runs only the
+           text-encoder script. Changes the dataset for good: run it last
 
 Specs are written to <root>/configs/{base,e2e,g<N>,timing}.yaml (root /tmp/fpe2e); outputs go to
 <root>/runs. $OUT (or --out) gets summary.json after every stage, and at the end logs.tgz (stage
@@ -95,6 +98,7 @@ COST = {
     "infer": 240,  # 2 multipliers = 2 generate processes, each ~72 s start-up + 2 images
     "train2": 150,
     "timing": 60,  # + 26 s per step (24.7 s/step at batch 16, swap 20)
+    "recache": 230,  # both cache scripts (~118 s), then the text-encoder one alone (~85 s)
     "dry": 0,
 }
 FAKE_STEP_S, FAKE_SAMPLE_S = 0.05, 0.15  # --local-fake: seconds per training step and per sample
@@ -968,7 +972,8 @@ def fake_python(argv: list[str]) -> int:
                     if latents
                     else f"{stem}_fp_te.safetensors"
                 )
-                write_safetensors(cache / name, {"latents": ("BF16", [16, 1, 2, 2])}, {})
+                if not ("skip_existing" in args and (cache / name).exists()):  # as musubi-tuner does
+                    write_safetensors(cache / name, {"latents": ("BF16", [16, 1, 2, 2])}, {})
                 print(f"\r{n}it [00:00, 100.00it/s]", end="", flush=True)
             print(flush=True)
         return 0
@@ -1319,6 +1324,103 @@ def stage_train(stage: dict[str, Any], checks: Checks) -> None:
         checks.ok("already holds run" in again.text, "refusal names the existing run", again.text[-300:])
 
 
+def _cache_digests() -> dict[str, str]:
+    """When each cache file was written, by name: a recomputed file is written anew (a touched image
+    encodes to the same bytes, so content alone cannot show that its latent was recomputed)."""
+    out = {}
+    for path in sorted(CFG.cache.iterdir()) if CFG.cache.is_dir() else []:
+        if path.is_file() and path.name.endswith(".safetensors"):
+            out[path.name] = str(path.stat().st_mtime_ns)
+    return out
+
+
+def _cache_scripts(ran: Ran) -> list[str]:
+    """The musubi-tuner cache scripts fplora launched, from its `$ ` lines."""
+    found = re.findall(r"-m musubi_tuner\.(fpack_cache_\w+)", "\n".join(line for _, line in ran.lines))
+    return found
+
+
+def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
+    """Edit the dataset after caching, as users do mid-project: fplora must refuse to train on the stale
+    caches and recompute exactly the changed records with the real cache scripts.
+
+    Changes the e2e dataset for good (a caption edited, a control image touched, the last record
+    removed, then another caption edited), so run it last on a machine."""
+    write_specs()
+    lines = [x for x in CFG.jsonl.read_text().splitlines() if x]
+    records = [json.loads(x) for x in lines]
+    if not checks.ok(len(records) >= 6, "recache: at least 6 records", len(records)):
+        return
+    stems = [Path(r["image_path"]).stem for r in records]
+    latent = {s: f"{s}_{WIDTH:04d}x{HEIGHT:04d}_fp.safetensors" for s in stems}
+    text = {s: f"{s}_fp_te.safetensors" for s in stems}
+    before = _cache_digests()
+    # a caption edited (record 3), a control image re-saved (record 5), the last record removed
+    records[2]["caption"] += ", edited after caching"
+    control = Path(records[4]["control_path_0"])
+    control = control if control.is_absolute() else CFG.jsonl.parent / control
+    info = control.stat()
+    os.utime(control, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    removed = records.pop()
+    CFG.jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    gone = Path(removed["image_path"]).stem
+    free = [v for v in ("timing", CFG.g_version) if manifest(v) is None]
+    if free:  # a spec sharing the cache with no run yet: train gets as far as the cache check
+        refused = fplora(stage, "train", str(CFG.spec(free[0])), expect=1)
+        checks.rc(refused, 1, f"fplora train {free[0]}.yaml refuses the stale cache")
+        checks.ok(
+            f"2 of {len(records)} records changed since their caches were made" in refused.text,
+            "refusal counts the changed records",
+            refused.text[-400:],
+        )
+    else:
+        stage["skipped_refusal"] = "every spec sharing the cache has a run already"
+    ran = fplora(stage, "cache", str(CFG.spec("e2e")))
+    checks.rc(ran, what="fplora cache e2e.yaml after the edits")
+    checks.ok(
+        "2 records changed since caching: recomputed, 2 files of removed records: deleted" in ran.text,
+        "cache says what it recomputes and deletes",
+        ran.text[-600:],
+    )
+    checks.ok(
+        _cache_scripts(ran) == ["fpack_cache_latents", "fpack_cache_text_encoder_outputs"],
+        "both scripts ran (an image and a caption changed)",
+        _cache_scripts(ran),
+    )
+    after = _cache_digests()
+    changed = {name for name in before if name in after and before[name] != after[name]}
+    checks.ok(
+        changed == {text[stems[2]], latent[stems[4]]},
+        "exactly the edited caption's text-encoder file and the touched image's latent were recomputed",
+        sorted(changed),
+    )
+    checks.ok(
+        latent[gone] not in after and text[gone] not in after, "the removed record's cache files are gone"
+    )
+    stamp = json.loads((CFG.cache / "fplora-cache.json").read_text())
+    checks.ok(len(stamp.get("records", {})) == len(records), f"stamp fingerprints {len(records)} records")
+    # a caption-only edit: only the text-encoder script may load
+    records[3]["caption"] += ", edited again"
+    CFG.jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = after
+    again = fplora(stage, "cache", str(CFG.spec("e2e")))
+    checks.rc(again, what="fplora cache e2e.yaml after a caption edit")
+    checks.ok(
+        _cache_scripts(again) == ["fpack_cache_text_encoder_outputs"],
+        "a caption edit runs only the text-encoder script",
+        _cache_scripts(again),
+    )
+    after = _cache_digests()
+    changed = {name for name in before if name in after and before[name] != after[name]}
+    checks.ok(changed == {text[stems[3]]}, "only that record's text-encoder file changed", sorted(changed))
+    stage["timings"] = {
+        "cache_both_scripts_s": round(ran.t1 - ran.t0, 1),
+        "cache_text_encoder_only_s": round(again.t1 - again.t0, 1),
+    }
+    done = fplora(stage, "cache", str(CFG.spec("e2e")))
+    checks.ok("nothing to do" in done.text and not _cache_scripts(done), "then nothing is left to do")
+
+
 def _first_run_files(name: str) -> list[Path]:
     runs = CFG.runs
     pattern = re.compile(rf"^{re.escape(name)}(-step\d{{8}})?(\.safetensors|-state)$")
@@ -1558,6 +1660,7 @@ STAGES = {
     "infer": stage_infer,
     "train2": stage_train2,
     "timing": stage_timing,
+    "recache": stage_recache,
     "dry": stage_dry,
 }
 
