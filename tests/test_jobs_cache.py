@@ -143,3 +143,16 @@ def test_dry_run_shows_only_the_scripts_that_would_run(workspace: Workspace) -> 
     (line,) = one.stdout.splitlines()
     assert "musubi_tuner.fpack_cache_text_encoder_outputs" in line and "--skip_existing" in line
     assert workspace.calls() == []
+
+
+def test_a_changed_pass_through_cache_option_recaches(workspace: Workspace) -> None:
+    """Pass-through options reach the cache scripts (vae_tiling changes the latents): the stamp has them."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.write_spec(musubi={"cache_latents": {"vae_tiling": True}})
+    stale = workspace.cli("train", str(workspace.spec_path))
+    assert stale.exit_code == 1
+    assert "made with other settings" in stale.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
+    assert latents.get("vae_tiling") is True and "skip_existing" not in latents

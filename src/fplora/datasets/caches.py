@@ -47,6 +47,9 @@ def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
         "image_encoder": str(spec.models.image_encoder),
         "text_encoder1": str(spec.models.text_encoder1),
         "fp8_llm": spec.models.fp8_llm,
+        # pass-through options reach the scripts too (e.g. one_frame_no_2x): a change recomputes
+        "cache_latents": spec.musubi.cache_latents,
+        "cache_text_encoder": spec.musubi.cache_text_encoder,
     }
 
 
