@@ -8,6 +8,7 @@ matches; these tests hold it to that, through the real CLI and real subprocesses
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from fakes import fake
@@ -156,3 +157,13 @@ def test_a_changed_pass_through_cache_option_recaches(workspace: Workspace) -> N
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
     assert latents.get("vae_tiling") is True and "skip_existing" not in latents
+
+
+def test_cache_refuses_while_the_spec_is_training(workspace: Workspace) -> None:
+    lock = workspace.output_dir / "fake-v1.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{os.getpid()}\n")  # a live holder: this test process
+    result = workspace.cli("cache", str(workspace.spec_path), "--rebuild")
+    assert result.exit_code == 1
+    assert f"fake-v1 is training (pid {os.getpid()}) from these caches" in result.stderr
+    assert workspace.calls() == []

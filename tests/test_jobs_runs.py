@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fakes.fixtures import Workspace
 
 pytest_plugins = ["fakes.fixtures"]
@@ -48,3 +50,21 @@ def test_a_run_trained_from_another_spec_file_is_pointed_out(cached: Workspace) 
         assert expected in result.stderr, command
     same = cached.cli("runs", str(cached.spec_path))
     assert "was trained from" not in same.stderr
+
+
+def test_a_segment_whose_fplora_was_killed_is_not_shown_running(cached: Workspace) -> None:
+    """kill -9 (or a lost pod) leaves a segment without an end; only a held lock means it runs."""
+    import json
+
+    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
+    data = cached.manifest()
+    data["segments"][0].update(ended=None, exit_code=None, last_step=None)
+    cached.manifest_path.write_text(json.dumps(data))
+    result = cached.cli("runs", str(cached.spec_path))
+    row = next(line for line in result.stdout.splitlines() if "fake-v1" in line and "–" in line)
+    assert "1–4+" in row and "stopped (no exit recorded)" in row
+    lock = cached.output_dir / "fake-v1.lock"
+    lock.write_text(f"{os.getpid()}\n")  # a live holder: this test process
+    result = cached.cli("runs", str(cached.spec_path))
+    row = next(line for line in result.stdout.splitlines() if "fake-v1" in line and "–" in line)
+    assert "running" in row

@@ -234,11 +234,10 @@ def runs(spec: SpecArg = None) -> None:
             table.add_column(column)
         for row in rows:
             seg = row.segment
-            end = seg.end_step if seg.end_step is not None else "?"
             loss = f"{seg.losses[-1]:.4g}" if seg.losses else "—"
             table.add_row(
                 seg.output_name,
-                f"{seg.step_offset + 1}–{end}",
+                f"{seg.step_offset + 1}–{row.end_text}",
                 row.status,
                 loss,
                 steps_text(row.loras),

@@ -6,8 +6,9 @@ from fplora import process
 from fplora.datasets import caches
 from fplora.datasets.records import RecordCache
 from fplora.jobs import Job, log_path
-from fplora.problems import display_path
+from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
+from fplora.runs.lock import holder, lock_path
 
 
 def _note(state: caches.CacheState) -> str:
@@ -37,6 +38,18 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     dataset loads only the text encoders. A dry run reads the same state and prints what would run.
     """
     spec, paths = job.plan.spec, job.plan.paths
+    running = holder(lock_path(spec.train.output_dir, spec.output_name))
+    if running is not None and not job.dry_run:
+        raise UserError(
+            Problem(
+                display_path(spec.path),
+                None,
+                "",
+                f"{spec.output_name} is training (pid {running}) from these caches; recomputing them now"
+                " would change its data under it",
+                "wait for the training to end, or stop it first",
+            )
+        )
     records = job.plan.records or RecordCache(spec)
     fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
     states: list[caches.CacheState] = []

@@ -41,6 +41,17 @@ def _owners(path: Path) -> list[int]:
         return []
 
 
+def lock_path(output_dir: Path, output_name: str) -> Path:
+    return output_dir / f"{output_name}.lock"
+
+
+def holder(path: Path) -> int | None:
+    """The pid of a live process holding the lock at `path` (a training of this run), else None."""
+    if not path.exists():
+        return None
+    return next((pid for pid in _owners(path) if _alive(pid)), None)
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[Lock]:
     path.parent.mkdir(parents=True, exist_ok=True)

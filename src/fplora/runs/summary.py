@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fplora.runs.checkpoints import Checkpoint, find, segments_of
+from fplora.runs.lock import holder, lock_path
 from fplora.runs.manifest import Segment
 from fplora.spec.models import Spec
 
@@ -18,6 +19,7 @@ class SegmentRow:
     segment: Segment
     loras: list[Checkpoint]
     states: list[Checkpoint]
+    live: bool = False  # the run's lock is held by a live process
 
     @property
     def status(self) -> str:
@@ -25,19 +27,32 @@ class SegmentRow:
         if seg.interrupted:
             return "interrupted"
         if seg.exit_code is None:
-            return "running" if seg.started and not seg.ended else "unknown"
+            if seg.started and not seg.ended:
+                # a killed fplora (kill -9, a lost pod) never records the end of its segment
+                return "running" if self.live else "stopped (no exit recorded)"
+            return "unknown"
         return "finished" if seg.exit_code == 0 else f"failed (exit {seg.exit_code})"
+
+    @property
+    def end_text(self) -> str:
+        """The segment's last global step; from its checkpoints when its end was never recorded."""
+        if self.segment.end_step is not None:
+            return str(self.segment.end_step)
+        saved = [c.step for c in (*self.loras, *self.states) if c.step is not None]
+        return f"{max(saved)}+" if saved else "?"
 
 
 def summarise(spec: Spec) -> list[SegmentRow]:
     out, name = spec.train.output_dir, spec.output_name
     found = find(out, name)
+    segments = segments_of(out, name)
+    live = holder(lock_path(out, name)) is not None
     rows = []
-    for index, segment in enumerate(segments_of(out, name)):
+    for index, segment in enumerate(segments):
         mine = sorted((c for c in found if c.segment == index), key=lambda c: (c.final, c.step or 0))
-        rows.append(
-            SegmentRow(segment, [c for c in mine if c.kind == "lora"], [c for c in mine if c.kind == "state"])
-        )
+        loras = [c for c in mine if c.kind == "lora"]
+        states = [c for c in mine if c.kind == "state"]
+        rows.append(SegmentRow(segment, loras, states, live=live and index == len(segments) - 1))
     return rows
 
 

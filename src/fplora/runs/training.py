@@ -15,7 +15,7 @@ from fplora.musubi.names import STATE_STEP_SUFFIX, TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.checkpoints import Checkpoint, expected, find, resolve, run_files
-from fplora.runs.lock import locked
+from fplora.runs.lock import lock_path, locked
 from fplora.runs.manifest import Manifest, Segment, foreign_run_note, now
 from fplora.runs.runpod import stop_pod
 from fplora.runtime import gpu_problem
@@ -215,7 +215,7 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     if problems:
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
-    with locked(out / f"{name}.lock") as lock:
+    with locked(lock_path(out, name)) as lock:
         if prepared.leftovers:
             _set_aside(job, prepared.leftovers)
         clash = [p for p in run_files(out, segment_name) if p.name.startswith(segment_name)]
