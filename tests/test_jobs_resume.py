@@ -231,3 +231,28 @@ def test_a_bare_number_is_answered_with_the_step_word(stopped: Workspace) -> Non
     result = stopped.cli("infer", str(stopped.spec_path), "--lora", "2")
     assert result.exit_code == 1
     assert "2: no such file, and not latest, final or stepN — write step2" in result.stderr
+
+
+def test_resume_refuses_a_network_the_state_cannot_load(stopped: Workspace) -> None:
+    """A changed dim fails in musubi-tuner's load_state, after the models are loaded."""
+    stopped.write_spec(train={"network": {"dim": 16}})
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 1
+    assert "train.network.dim: the state was saved with 32, the spec now says 16" in result.stderr
+    assert stopped.calls() == []
+
+
+def test_resume_notes_other_changed_settings_and_keeps_each_segments_files(stopped: Workspace) -> None:
+    first = stopped.manifest()["segments"][0]
+    stopped.write_spec(train={"optimizer": {"learning_rate": 5e-4}})
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 0, result.output
+    assert "note: the spec changed since the state was saved: train.optimizer.learning_rate" in result.stderr
+    segments = stopped.manifest()["segments"]
+    config = next(text for path, text in segments[1]["rendered"].items() if path.endswith("config.toml"))
+    assert "learning_rate = 0.0005" in config
+    assert segments[1]["spec_resolved"]["train"]["optimizer"]["learning_rate"] == 5e-4
+    assert segments[0]["rendered"] == first["rendered"]  # the first segment's own config is kept
+    assert "learning_rate = 0.001" in next(
+        text for path, text in segments[0]["rendered"].items() if path.endswith("config.toml")
+    )

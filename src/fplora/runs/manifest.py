@@ -36,6 +36,10 @@ class Segment:
     interrupted: bool = False
     last_step: int | None = None  # the segment's own last step, parsed from its progress bar
     losses: list[float] = field(default_factory=list)
+    # what this segment ran with: the spec as resolved and the files rendered from it (a resume may
+    # run with a changed spec; the manifest-level copies are the first segment's)
+    spec_resolved: dict[str, Any] = field(default_factory=dict)
+    rendered: dict[str, str] = field(default_factory=dict)
 
     @property
     def end_step(self) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fplora import __version__, process
 from fplora.datasets import caches
@@ -52,6 +53,60 @@ def _note_branch(job: Job, state: Checkpoint) -> None:
         )
 
 
+# Settings a state cannot be loaded with once changed: the network's tensors and the optimizer's
+# state are shaped by them, and musubi-tuner finds out in load_state, after loading the models.
+_STATE_SHAPING = ("train.network.module", "train.network.dim", "train.network.args", "train.optimizer.type")
+# Settings a resume is expected to change.
+_RESUME_CHANGES = ("train.max_train_steps",)
+_COMPARED = ("train", "data", "one_frame", "musubi")  # what a state's training depends on
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _compare_settings(job: Job, manifest: Manifest, index: int) -> None:
+    """Refuse a resume whose network or optimizer no longer fits the state; note other changes."""
+    spec = job.plan.spec
+    segment = manifest.segments[index]
+    then = segment.spec_resolved or (manifest.spec_resolved if index == 0 else {})
+    if not then:
+        return  # a manifest from before per-segment settings: nothing to compare with
+    dump = spec.model_dump(mode="json", by_alias=True)
+    sections = [name for name in _COMPARED if name in then]
+    before = _flatten({name: then[name] for name in sections})
+    now_ = _flatten({name: dump.get(name) for name in sections})
+    changed = [
+        key
+        for key in sorted(set(before) | set(now_))
+        if before.get(key) != now_.get(key) and not key.startswith(_RESUME_CHANGES)
+    ]
+    fatal = [key for key in changed if key.startswith(_STATE_SHAPING)]
+    if fatal:
+        raise UserError(
+            [
+                spec.problem(
+                    tuple(key.split(".")),
+                    f"the state was saved with {before.get(key)!r}, the spec now says {now_.get(key)!r}:"
+                    " the state cannot be loaded with it",
+                    "resume with the settings it was saved with, or start a new version (a new spec file)",
+                )
+                for key in fatal
+            ]
+        )
+    if changed:
+        shown = ", ".join(f"{key} {before.get(key)!r} → {now_.get(key)!r}" for key in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        job.console.print(
+            f"[yellow]note: the spec changed since the state was saved: {shown}{more}[/]", highlight=False
+        )
+
+
 def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path, int]:
     """The state to resume from and the global step it holds."""
     spec = job.plan.spec
@@ -81,6 +136,7 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
             )
         step = int(match.group(1))
     if manifest and 0 <= state.segment < len(manifest.segments):
+        _compare_settings(job, manifest, state.segment)
         before = manifest.segments[state.segment].num_processes
         if before != spec.launch.num_processes:
             raise UserError(
@@ -238,8 +294,9 @@ def execute_train(job: Job, prepared: Prepared) -> int:
             command=argv,
             log=str(log),
             started=now(),
+            spec_resolved=spec.model_dump(mode="json", by_alias=True),
+            rendered={str(p): t for p, t in job.plan.files.items() if p.suffix != ".jsonl"},
         )
-        manifest.rendered = {str(p): t for p, t in job.plan.files.items() if p.suffix != ".jsonl"}
         manifest.segments.append(segment)
         manifest.save(out)
         if offset:
