@@ -231,3 +231,20 @@ def test_the_record_file_is_one_json_object_per_line(cached: Workspace) -> None:
     (call,) = cached.calls("fpack_train_network")
     assert call["cwd"] == str(cached.root)
     assert call["env"]["FPLORA_MUSUBI_PYTHON"] == str(cached.python)
+
+
+def test_stop_pod_always_also_when_fplora_refuses(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing caches stop the command before training; an unattended pod set to `always` stops too."""
+    add_runpodctl(workspace, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    result = workspace.cli("train", str(workspace.spec_path), "--stop-pod", "always")
+    assert result.exit_code == 1
+    assert "run `fplora cache` first" in result.stderr
+    assert workspace.calls("fpack_train_network") == []
+    tools = [r for r in workspace.records() if r.get("tool") == "runpodctl"]
+    assert [t["args"] for t in tools] == [["stop", "pod", "pod123"]]
+    kept = workspace.cli("train", str(workspace.spec_path), "--stop-pod", "success")
+    assert kept.exit_code == 1
+    assert len([r for r in workspace.records() if r.get("tool") == "runpodctl"]) == 1

@@ -151,6 +151,7 @@ def train(
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
     from fplora.datasets.caching import run_cache
+    from fplora.problems import UserError
     from fplora.runs.runpod import stop_pod_after
     from fplora.runs.training import execute_train, prepare_train, run_train
 
@@ -158,17 +159,25 @@ def train(
         if stop_pod not in (None, "success", "always", "never"):
             common.fail("--stop-pod", "must be success, always or never")
         job = common.job(spec, dry_run=dry_run)
-        if not with_cache:
-            raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
-        prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)  # refuse before caching
-        code = run_cache(job)
-        if code:
-            stop_pod_after(job, stop_pod, code)
-            raise typer.Exit(code)
-        if job.dry_run:
-            job.show(prepared.argv)
-            raise typer.Exit(0)
-        raise typer.Exit(execute_train(job, prepared))
+        try:
+            if not with_cache:
+                raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
+            prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)  # refuse before caching
+            code = run_cache(job)
+            if code:
+                stop_pod_after(job, stop_pod, code)
+                raise typer.Exit(code)
+            if job.dry_run:
+                job.show(prepared.argv)
+                raise typer.Exit(0)
+            raise typer.Exit(execute_train(job, prepared))
+        except UserError as error:
+            # refused before training (stale caches, a held lock, ...): `always` means the pod stops
+            if not job.dry_run:
+                common.echo_problems(error.problems)
+                stop_pod_after(job, stop_pod, 1)
+                raise typer.Exit(1) from None
+            raise
 
 
 @app.command()
