@@ -176,3 +176,17 @@ def test_the_install_hint_is_the_readme_install_line() -> None:
     requirement = re.search(r'"(musubi-tuner\[cu128\] @ git\+[^"]+)"', install_hint())
     assert requirement is not None
     assert f'"{requirement.group(1)}"' in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_train_on_files_rendered_from_another_spec_names_a_fix_train_has(project, tmp_path: Path) -> None:
+    """`train` has no --force or --out: its refusal must point at `fplora render --force`."""
+    v1 = project()
+    v2 = project(name="v2.yaml")
+    assert runner.invoke(app, ["render", str(v2), "--out", str(tmp_path / "configs/v1")]).exit_code == 0
+    result = runner.invoke(app, ["train", str(v1), "--dry-run"])
+    assert result.exit_code == 1
+    assert "configs/v1/config.toml: was rendered from" in result.output
+    assert "move them away, or overwrite them with this spec's: fplora render configs/v1.yaml --force" in (
+        result.output
+    )
+    assert "--out" not in result.output

@@ -147,8 +147,13 @@ def rendered_from(path: Path) -> str | None:
     return ""
 
 
-def write(plan: Plan, *, force: bool = False) -> list[Path]:
-    """Write the plan's files; refuse (all or nothing) if one belongs to another spec."""
+RENDER_FIX = "render into another folder with --out, or pass --force"
+
+
+def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX) -> list[Path]:
+    """Write the plan's files; refuse (all or nothing) if one belongs to another spec.
+
+    `fix` is what the refusing command's user can do (`cache`, `train` and `infer` have no --force)."""
     if not force:
         problems = []
         for path in set(plan.files) - plan.data_copies:
@@ -162,7 +167,7 @@ def write(plan: Plan, *, force: bool = False) -> list[Path]:
                     None,
                     "",
                     f"{what}; not overwriting it",
-                    "render into another folder with --out, or pass --force",
+                    fix,
                 )
             )
         if problems:

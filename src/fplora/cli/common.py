@@ -157,12 +157,17 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
 
 
 def write_plan(
-    spec: Spec, *, out: Path | None = None, force: bool = False, records: RecordCache | None = None
+    spec: Spec,
+    *,
+    out: Path | None = None,
+    force: bool = False,
+    records: RecordCache | None = None,
+    fix: str | None = None,
 ) -> Plan:
     from fplora import plan
 
     built = plan.build(spec, out, records)
-    plan.write(built, force=force)
+    plan.write(built, force=force, fix=fix or plan.RENDER_FIX)
     return built
 
 
@@ -181,7 +186,8 @@ def job(given: Path | None, *, dry_run: bool) -> Job:
     if errors:
         raise UserError(problems)
     echo_problems(problems)  # warnings
-    built = write_plan(spec, records=records)
+    fix = f"move them away, or overwrite them with this spec's: fplora render {shown(spec.path)} --force"
+    built = write_plan(spec, records=records, fix=fix)
     python = python_for(spec)
     if not dry_run:
         ensure_musubi(python, needed_modules(spec))
