@@ -256,3 +256,23 @@ def test_resume_notes_other_changed_settings_and_keeps_each_segments_files(stopp
     assert "learning_rate = 0.001" in next(
         text for path, text in segments[0]["rendered"].items() if path.endswith("config.toml")
     )
+
+
+def test_resume_from_a_lora_file_says_it_is_not_a_state(stopped: Workspace) -> None:
+    lora = stopped.output_dir / "fake-v1-step00000002.safetensors"
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", str(lora))
+    assert result.exit_code == 1
+    assert "is a file, not a training state" in result.stderr
+    assert stopped.calls() == []
+
+
+def test_resume_from_another_runs_state_is_called_a_warm_start(stopped: Workspace) -> None:
+    import shutil
+
+    other = stopped.root / "elsewhere" / "other-step00000002-state"
+    shutil.copytree(stopped.output_dir / "fake-v1-step00000002-state", other)
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", str(other))
+    assert result.exit_code == 0, result.output
+    assert (
+        "is not a state of fake-v1; its weights and optimizer start this run (a warm start)" in result.stderr
+    )

@@ -120,6 +120,22 @@ def _resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path
             raise
         job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
         return future.path, future.step
+    if state.path.exists() and not state.path.is_dir():
+        raise UserError(
+            Problem(
+                display_path(state.path),
+                None,
+                "",
+                "is a file, not a training state (musubi-tuner saves states as -state folders)",
+                "resume from a -state folder, latest or stepN; `fplora runs` lists the states",
+            )
+        )
+    if state.segment < 0:
+        job.console.print(
+            f"[yellow]note: {display_path(state.path)} is not a state of {spec.output_name}; its weights and"
+            " optimizer start this run (a warm start)[/]",
+            highlight=False,
+        )
     _note_branch(job, state)
     step = state.step
     if step is None:
