@@ -56,8 +56,19 @@ SPEC_CASES: list[tuple[str, str, str]] = [
     ("vae dtype", "musubi:\n  config: {vae_dtype: bfloat16}\n", "configs/v1.yaml:5: musubi.config.vae_dtype: FramePack's VAE runs only in float16 — remove vae_dtype (or set float16)"),
     ("cache_directory in general", "data:\n  cache_directory: x\n", "configs/v1.yaml:4: data: cache_directory cannot be set for all datasets (musubi-tuner rejects it in [general]) — set it per dataset under datasets[], or leave it out and fplora derives one"),
     ("pass-through typo", "musubi:\n  config: {blocks_to_swapp: 3}\n", "configs/v1.yaml:5: musubi.config.blocks_to_swapp: not an option of fpack_train_network — did you mean 'blocks_to_swap'?"),
-    ("pass-through type", "musubi:\n  config: {blocks_to_swap: '3'}\n", "configs/v1.yaml:5: musubi.config.blocks_to_swap: expects int, got str '3' — write a TOML-typed value"),
-    ("pass-through owned key", "musubi:\n  generate: {save_path: x}\n", "configs/v1.yaml:5: musubi.generate.save_path: save_path is set by fplora — remove it; fplora renders it from the spec"),
+    ("pass-through type", "musubi:\n  config: {max_timestep: '3'}\n", "configs/v1.yaml:5: musubi.config.max_timestep: expects int, got str '3' — write a TOML-typed value"),
+    ("pass-through owned key", "musubi:\n  generate: {save_path: x}\n", "configs/v1.yaml:5: musubi.generate.save_path: fplora owns it — remove it"),
+    ("pass-through rendered step count", "musubi:\n  config: {max_train_steps: 8}\n", "configs/v1.yaml:5: musubi.config.max_train_steps: set by train.max_train_steps — set it there"),
+    ("pass-through rendered network dim", "musubi:\n  config: {network_dim: 64}\n", "configs/v1.yaml:5: musubi.config.network_dim: set by train.network.dim — set it there"),
+    ("pass-through rendered attention", "musubi:\n  config: {flash_attn: true}\n", "configs/v1.yaml:5: musubi.config.flash_attn: set by train.attention — set it there"),
+    ("pass-through LoRA weight", "musubi:\n  generate: {lora_weight: [x.safetensors]}\n", "configs/v1.yaml:5: musubi.generate.lora_weight: fplora owns it — remove it; choose the LoRA with `fplora infer --lora`"),
+    ("pass-through LoRA multiplier", "musubi:\n  generate: {lora_multiplier: [1.2]}\n", "configs/v1.yaml:5: musubi.generate.lora_multiplier: set by infer.multipliers — set it there"),
+    ("pass-through output type", "musubi:\n  generate: {output_type: images}\n", "configs/v1.yaml:5: musubi.generate.output_type: set by infer.output_type — set it there"),
+    ("pass-through prompt-line option", "musubi:\n  generate: {seed: 3}\n", "configs/v1.yaml:5: musubi.generate.seed: set by infer.seed (on every line of infer-prompts.txt) — set it there"),
+    ("pass-through one_frame off", "musubi:\n  cache_latents: {one_frame: false}\n", "configs/v1.yaml:5: musubi.cache_latents.one_frame: fplora owns it — remove it"),
+    ("pass-through skip_existing", "musubi:\n  cache_text_encoder: {skip_existing: true}\n", "configs/v1.yaml:5: musubi.cache_text_encoder.skip_existing: fplora owns it — remove it; `fplora cache` sets it when it fills an incomplete cache"),
+    ("launch extra process count", "launch:\n  extra: {num_processes: 4}\n", "configs/v1.yaml:5: launch.extra.num_processes: set by launch.num_processes — set it there"),
+    ("launch extra multi_gpu", "launch:\n  extra: {multi_gpu: true}\n", "configs/v1.yaml:5: launch.extra.multi_gpu: set by launch.num_processes — set it there"),
     ("unset variable", "train:\n  output_dir: ${FPLORA_TEST_UNSET}/x\n", "configs/v1.yaml:5: train.output_dir: environment variable FPLORA_TEST_UNSET is not set — export FPLORA_TEST_UNSET=..., or write ${FPLORA_TEST_UNSET:-default}"),
     ("timestep sampling typo", "train:\n  timestep_sampling: shfit\n", "configs/v1.yaml:5: train.timestep_sampling: not a timestep_sampling of musubi-tuner — did you mean 'shift'?"),
     ("abbreviated accelerate option", "launch:\n  extra: {num_process: 2}\n", "configs/v1.yaml:5: launch.extra.num_process: not an option of accelerate launch — did you mean 'num_processes'?"),
@@ -69,18 +80,47 @@ SPEC_CASES: list[tuple[str, str, str]] = [
     ("optimizer musubi-tuner cannot load", "train:\n  optimizer: {type: adamw9bit}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — did you mean 'adamw8bit'?"),
     ("torch optimizer in lower case", "train:\n  optimizer: {type: adam}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — did you mean 'Adam'? torch.optim names are case-sensitive"),
     ("bitsandbytes optimizer without its path", "train:\n  optimizer: {type: lion8bit}\n", "configs/v1.yaml:5: train.optimizer.type: not an optimizer musubi-tuner can load (it takes adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path) — write 'bitsandbytes.optim.Lion8bit': musubi-tuner needs its class path"),
-    ("pass-through optimizer_type", "musubi:\n  config: {optimizer_type: torch.optim.Adamw}\n", "configs/v1.yaml:5: musubi.config.optimizer_type: torch.optim has no optimizer Adamw — did you mean 'torch.optim.AdamW'? torch.optim names are case-sensitive"),
+    ("pass-through optimizer_type", "musubi:\n  config: {optimizer_type: torch.optim.AdamW}\n", "configs/v1.yaml:5: musubi.config.optimizer_type: set by train.optimizer.type — set it there"),
     ("dataset as a bare path", "datasets:\n  - ../data/dataset-v1/metadata-v1.jsonl\n", 'configs/v1.yaml:3: datasets[0]: should be a mapping like {jsonl: ...}, not a string — write "- jsonl: ../data/dataset-v1/metadata-v1.jsonl"'),
     ("datasets without the list dash", "datasets:\n  jsonl: ../data/dataset-v1/metadata-v1.jsonl\n", 'configs/v1.yaml:2: datasets: should be a list of mappings like {jsonl: ...}, not a mapping — start each entry with "- ": "- jsonl: ../data/dataset-v1/metadata-v1.jsonl"'),
     ("section as a bare value", "train:\n  optimizer: adamw8bit\n", 'configs/v1.yaml:5: train.optimizer: should be a mapping like {type: ..., args: ...}, not a string — write "optimizer: {type: adamw8bit}"'),
     ("pass-through section as a list", "musubi:\n  config: [max_grad_norm]\n", "configs/v1.yaml:5: musubi.config: should be a mapping of fpack_train_network options, not a list — write `option: value` under it"),
+    ("unquoted variable in flow style", "train:\n  network: {dim: ${DIM}}\n", "configs/v1.yaml:5: YAML syntax error: expected ',' or '}', but got '{' — quote it: \"${DIM}\" (inside [...] or {...}, an unquoted { starts a mapping)"),
+    ("unquoted variable in a flow list", "data:\n  resolution: [${W:-64}, 96]\n", "configs/v1.yaml:5: YAML syntax error: expected ',' or ']', but got '{' — quote it: \"${W:-64}\" (inside [...] or {...}, an unquoted { starts a mapping)"),
+    ("null for a required section", "train: null\n", "configs/v1.yaml:4: train: should be a mapping like {output_dir: ...}, not empty — give it keys: it is required"),
     ("missing extends target", "extends: nope.yaml\n", "configs/v1.yaml:3: extends: base spec nope.yaml not found (looked at configs/nope.yaml) — paths in extends are relative to the file that writes them"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("text", "expected"), [c[1:] for c in SPEC_CASES], ids=[c[0] for c in SPEC_CASES])
 def test_bad_spec(project, tmp_path: Path, text: str, expected: str) -> None:
-    spec = project(text)
+    _one_error(project(text), tmp_path, expected)
+
+
+# (case id, environment, spec text, the one expected error line): `${VAR}` problems name the variable
+ENV_CASES: list[tuple[str, dict[str, str], str, str]] = [
+    ("empty variable", {"STEPS": ""}, "train:\n  max_train_steps: ${STEPS}\n", "configs/v1.yaml:5: train.max_train_steps: environment variable STEPS is empty — export STEPS=..., or write ${STEPS:-default}"),
+    ("empty variable in a path", {"OUT": ""}, "train:\n  output_dir: ${OUT}/x\n", "configs/v1.yaml:5: train.output_dir: environment variable OUT is empty — export OUT=..., or write ${OUT:-default}"),
+    ("variable with a bad number", {"STEPS": "many"}, "train:\n  max_train_steps: ${STEPS}\n", "configs/v1.yaml:5: train.max_train_steps: should be a valid integer, unable to parse string as an integer (from ${STEPS} = 'many') — write a whole number"),
+    ("bad default of an empty variable", {"STEPS": ""}, "train:\n  max_train_steps: ${STEPS:-lots}\n", "configs/v1.yaml:5: train.max_train_steps: should be a valid integer, unable to parse string as an integer (from ${STEPS:-lots}: STEPS is empty) — write a whole number"),
+    ("variable in a resolution", {"W": "0"}, "data:\n  resolution: ['${W}', 96]\n", "configs/v1.yaml:5: data.resolution: expects one positive int or [width, height] (from ${W} = '0') — write e.g. [512, 768]"),
+    ("variable in a rule", {"SAVE": "100"}, "train:\n  save_every_n_steps: ${SAVE}\n", "configs/v1.yaml:5: train.save_every_n_steps: 100 is more than max_train_steps (4): no step checkpoint would be saved (from ${SAVE} = '100') — lower save_every_n_steps or raise max_train_steps"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "text", "expected"), [c[1:] for c in ENV_CASES], ids=[c[0] for c in ENV_CASES]
+)
+def test_bad_variable(
+    project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], text: str, expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    _one_error(project(text), tmp_path, expected)
+
+
+def _one_error(spec: Path, tmp_path: Path, expected: str) -> None:
+    """Check, render and a dry run each print exactly `expected`, exit 1, and write nothing."""
     for command in (
         ["check", str(spec), "--skip-models"],
         ["render", str(spec)],

@@ -120,13 +120,69 @@ def test_relative_dataset_paths_get_an_absolute_copy_for_musubi(tmp_path: Path) 
         assert all(os.path.isabs(v) for k, v in __import__("json").loads(line).items() if k != "caption")
 
 
-def test_pass_through_keys_are_rendered_and_win(project, tmp_path: Path) -> None:
-    spec = load_spec(
-        project("musubi:\n  config: {max_grad_norm: 0.5, network_args: ['loraplus_lr_ratio=4']}\n")
-    )
+def test_pass_through_keys_are_rendered(project, tmp_path: Path) -> None:
+    spec = load_spec(project("musubi:\n  config: {network_dropout: 0.1, max_timestep: 900}\n"))
     config = config_dict(spec, RenderedPaths(tmp_path))
-    assert config["max_grad_norm"] == 0.5
-    assert config["network_args"] == ["loraplus_lr_ratio=4"]
+    assert config["network_dropout"] == 0.1
+    assert config["max_timestep"] == 900
+
+
+def _argv_dests(argv: list[str], script: str | None) -> set[str]:
+    """The options an argv sets (after its module, or accelerate's before it), by dest name."""
+    known = schema.accelerate_options() if script is None else schema.script_options(script)
+    dests = {flag: option.dest for option in known.values() for flag in option.flags}
+    part = _accelerate_part(argv) if script is None else argv[argv.index("-m", argv.index("-m") + 1) + 2 :]
+    return {dests[arg] for arg in part if arg.startswith("--")}
+
+
+@pytest.mark.parametrize("spec_name", [*SPECS, "multi"])
+def test_every_rendered_option_is_refused_as_pass_through(spec_name: str, project, tmp_path: Path) -> None:
+    """The pass-through check reads what fplora renders off the render functions; whatever real specs
+    render must be in it, so a pass-through option can never silently replace a spec field."""
+    from fplora.render import commands
+    from fplora.spec.rendered import SCRIPTS, rendered_options
+
+    if spec_name == "multi":
+        text = (
+            "launch: {num_processes: 2, num_machines: 2, main_process_ip: 10.0.0.1, main_process_port: 1}\n"
+        )
+        spec = load_spec(project(text + "train: {blocks_to_swap: 4, fp8_base: true, fp8_scaled: true}\n"))
+    else:
+        spec = load_spec(REPO / spec_name)
+    owners = rendered_options()
+    paths = RenderedPaths(tmp_path)
+    assert set(config_dict(spec, paths)) <= set(owners["config"])
+    lora = tmp_path / "x.safetensors"
+    argvs = {
+        "config": commands.train(spec, paths, "py", output_name="x", resume=tmp_path, max_train_steps=3),
+        "cache_latents": commands.cache_latents(spec, paths, "py"),
+        "cache_text_encoder": commands.cache_text_encoder(spec, paths, "py"),
+        "generate": commands.generate(spec, paths, "py", lora=lora, multiplier=1.0, save_path=tmp_path),
+    }
+    for section, argv in argvs.items():
+        assert _argv_dests(argv, SCRIPTS[section]) <= set(owners[section]), section
+        assert _argv_dests(argv, None) <= set(owners["launch"])
+    assert set(commands.launch_options(spec, training=True)) <= set(owners["launch"])
+
+
+def test_rendered_options_name_the_spec_field_that_sets_them() -> None:
+    from fplora.spec.rendered import rendered_options
+
+    owners = rendered_options()
+    assert owners["config"]["max_train_steps"] == "train.max_train_steps"
+    assert owners["config"]["network_dim"] == "train.network.dim"
+    assert owners["config"]["log_with"] == "train.logging.with"  # the key as written (alias)
+    assert owners["config"]["log_config"] == "train.logging.log_config"
+    assert owners["config"]["sage_attn"] == "train.attention"
+    assert owners["config"]["output_dir"] == "train.output_dir"
+    assert owners["cache_latents"]["one_frame_no_2x"] == "one_frame.no_2x"
+    assert owners["generate"]["output_type"] == "infer.output_type"
+    assert owners["generate"]["blocks_to_swap"] == "infer.blocks_to_swap"
+    assert owners["launch"]["multi_gpu"] == "launch.num_processes"
+    for section, dest in [("config", "dataset_config"), ("config", "resume"), ("config", "config_file"),
+                          ("cache_latents", "one_frame"), ("generate", "lora_weight"), ("generate", "save_path"),
+                          ("generate", "from_file"), ("config", "sample_prompts")]:  # fmt: skip
+        assert owners[section][dest] is None, dest  # fplora's own
 
 
 def test_booleans_are_written_only_when_true(project, tmp_path: Path) -> None:

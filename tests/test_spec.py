@@ -120,3 +120,69 @@ def test_multi_node_launch_is_valid_with_its_address(project) -> None:
     )
     spec = load_spec(project(text))
     assert spec.launch.machine_rank == 1
+
+
+def test_empty_variable_takes_the_default_as_in_the_shell(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAME", "")
+    monkeypatch.setenv("STEPS", "")
+    spec = load_spec(project("train:\n  output_name: ${NAME:-fallback}\n  max_train_steps: ${STEPS:-6}\n"))
+    assert spec.output_name == "fallback"
+    assert spec.train.max_train_steps == 6
+
+
+def test_empty_default_allows_an_empty_value(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEG", "")
+    spec = load_spec(project("sample:\n  prompts:\n    - {record: 1, negative_prompt: '${NEG:-}'}\n"))
+    assert spec.sample.prompts[0].negative_prompt == ""
+
+
+def test_resolution_takes_numbers_from_variables(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("W", "128")
+    text = (
+        "data:\n  resolution: ['${W:-64}', 96]\n"
+        "datasets:\n  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, resolution: '${RES:-512}'}\n"
+    )
+    spec = load_spec(project(text))
+    assert spec.data.resolution == (128, 96)
+    assert spec.datasets[0].resolution == 512
+    assert load_spec(project("data:\n  resolution: ${RES:-256}\n")).data.resolution == 256
+
+
+def test_variable_notes_are_dropped_with_the_value_a_child_replaces(project, tmp_path: Path) -> None:
+    (tmp_path / "configs/base.yaml").write_text(
+        (tmp_path / "configs/base.yaml").read_text().replace("max_train_steps: 4", "max_train_steps: ${S:-4}")
+    )
+    loaded = load(project("train:\n  max_train_steps: 8\n"))
+    assert loaded.note(("train", "max_train_steps")) == ""
+    assert load(project()).note(("train", "max_train_steps")) == " (from ${S:-4}: S is not set)"
+
+
+def test_null_drops_an_inherited_section(project) -> None:
+    base = load_spec(project("infer: {multipliers: [1.2]}\n", name="v0.yaml"))
+    assert base.infer.multipliers == [1.2]
+    (base.path.parent / "v1.yaml").write_text("extends: v0.yaml\ninfer: null\n")
+    assert load_spec(base.path.parent / "v1.yaml").infer.multipliers == [1.0]  # the default
+
+
+def test_null_drops_inherited_pass_through_options(project) -> None:
+    base = project("musubi:\n  config: {network_dropout: 0.1, max_timestep: 900}\n", name="v0.yaml")
+    configs = base.parent
+    (configs / "v1.yaml").write_text("extends: v0.yaml\nmusubi: {config: {network_dropout: null}}\n")
+    assert load_spec(configs / "v1.yaml").musubi.config == {"max_timestep": 900}
+    (configs / "v1.yaml").write_text("extends: v0.yaml\nmusubi: {config: null}\n")
+    assert load_spec(configs / "v1.yaml").musubi.config == {}
+
+
+def test_null_drops_inherited_sample_prompts_and_says_what_is_left(project, tmp_path: Path) -> None:
+    """base.yaml has sample prompts; `sample: null` resets sampling to its defaults (on, no prompts)."""
+    with pytest.raises(UserError) as error:
+        load_spec(project("sample: null\n"))
+    assert str(error.value).startswith(
+        "configs/v1.yaml:4: sample: sampling is on but sample.prompts is empty"
+    )
+
+
+def test_null_stays_null_where_it_is_a_value(project) -> None:
+    spec = load_spec(project("sample:\n  every_n_steps: null\n  at_first: false\n  prompts: null\n"))
+    assert spec.sample.every_n_steps is None  # null turns step sampling off, not back to 100
+    assert spec.sample.prompts == []  # a list: back to its default

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from fplora.problems import UserError
 from fplora.spec.errors import validation_problems
-from fplora.spec.fields import field_kind
+from fplora.spec.fields import field_kind, is_mapping, null_resets
 from fplora.spec.load import KeyPath, Loaded, load
 from fplora.spec.models import Models, Spec
 from fplora.spec.rules import check_rules
@@ -45,11 +45,34 @@ def _resolve_paths(data: dict[str, Any], model: type[BaseModel], loaded: Loaded,
                     _resolve_paths(item, sub, loaded, (*here, i))
 
 
+def _drop_nulls(data: dict[str, Any], model: type[BaseModel]) -> None:
+    """`null` resets a section, a list or a pass-through mapping, or one pass-through option, to its
+    default: in a spec that extends another, it drops what the base set (`sample: null`,
+    `musubi: {config: {max_grad_norm: null}}`). Where null is a value (`every_n_steps: null` turns
+    sampling off) it stays; a required section stays null and is reported as empty."""
+    for key in list(data):
+        value = data[key]
+        kind, sub = field_kind(model, key)
+        if value is None:
+            if null_resets(model, key):
+                del data[key]
+        elif kind == "model" and isinstance(value, dict):
+            _drop_nulls(value, sub)
+        elif kind == "models" and isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    _drop_nulls(item, sub)
+        elif is_mapping(model, key) and isinstance(value, dict):
+            for option in [k for k, v in value.items() if v is None]:
+                del value[option]
+
+
 def load_spec(path: str | Path) -> Spec:
     """Load, merge, resolve and validate a spec; raise `UserError` listing every problem."""
     loaded = load(Path(path))
     data = loaded.data
     data.setdefault("version", loaded.path.stem)
+    _drop_nulls(data, Spec)
     _resolve_paths(data, Spec, loaded, ())
     try:
         spec = Spec.model_validate(data)

@@ -100,8 +100,10 @@ def _mapping_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
     if first is not None and _is_scalar(value):
         line = f"- {first}: {value}" if isinstance(loc[-1], int) else f"{loc[-1]}: {{{first}: {value}}}"
         return message, f'write "{line}"'
-    if value is None:
-        return message, "give it keys, or remove it"
+    if value is None:  # a section's null resets it to its default (`spec._drop_nulls`) unless required
+        return message, (
+            "give it keys: it is required" if isinstance(loc[-1], str) else "give it keys, or remove it"
+        )
     return message, f"write its keys under it: {', '.join(sorted(keys_of(model)))}"
 
 

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 
 
-def _unwrap(annotation: Any) -> list[Any]:
+def unwrap(annotation: Any) -> list[Any]:
     """The concrete types inside Optional/Union/Annotated."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return unwrap(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+        return [t for arg in typing.get_args(annotation) for t in unwrap(arg)]
     return [annotation]
 
 
@@ -42,7 +42,7 @@ def field_kind(model: type[BaseModel], key: str) -> tuple[str, Any]:
     field = model.model_fields.get(_field_name(model, key))
     if field is None:
         return "other", None
-    for kind in _unwrap(field.annotation):
+    for kind in unwrap(field.annotation):
         if kind is Path:
             return "path", None
         if isinstance(kind, type) and issubclass(kind, BaseModel):
@@ -62,3 +62,24 @@ def section(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
         return None
     kind, sub = field_kind(model, key)
     return sub if kind in ("model", "models") else None
+
+
+def null_resets(model: type[BaseModel], key: str) -> bool:
+    """Whether `key: null` means "back to the default" (a section, list or mapping with a default,
+    which cannot be null itself) rather than the value null (`every_n_steps: null`) or a mistake."""
+    field = model.model_fields.get(_field_name(model, key))
+    if field is None or field.is_required():
+        return False
+    kinds = unwrap(field.annotation)
+    if type(None) in kinds:
+        return False
+    return any(
+        (isinstance(kind, type) and issubclass(kind, BaseModel)) or typing.get_origin(kind) in (list, dict)
+        for kind in kinds
+    )
+
+
+def is_mapping(model: type[BaseModel], key: str) -> bool:
+    """Whether `key` holds a free-form mapping (pass-through options)."""
+    field = model.model_fields.get(_field_name(model, key))
+    return field is not None and any(typing.get_origin(kind) is dict for kind in unwrap(field.annotation))

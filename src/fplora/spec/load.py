@@ -34,6 +34,19 @@ class Loaded:
     data: dict[str, Any]
     sources: dict[KeyPath, Source] = field(default_factory=dict)
     chain: list[Path] = field(default_factory=list)  # the spec, then each file it extends
+    substitutions: dict[KeyPath, list[str]] = field(default_factory=dict)  # `${VAR}`s, as notes
+
+    def note(self, key_path: KeyPath) -> str:
+        """Where the value at `key_path` (or in a list under it) came from, when `${VAR}` made it:
+        ` (from ${STEPS} = 'abc')`, so that an error names the variable rather than just the value."""
+        notes = [
+            text
+            for path, texts in self.substitutions.items()
+            if path[: len(key_path)] == tuple(key_path)
+            and all(isinstance(part, int) for part in path[len(key_path) :])
+            for text in texts
+        ]
+        return f" (from {', '.join(notes)})" if notes else ""
 
     def where(self, key_path: KeyPath) -> Source:
         """The source of the deepest known prefix of `key_path` (a missing key points at its parent)."""
@@ -46,6 +59,7 @@ class Loaded:
     def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
         """A problem at `key_path`, located at the line (in whichever file) that wrote it."""
         source = self.where(key_path)
+        message += self.note(key_path)
         return Problem(display_path(source.file), source.line, dotted(key_path), message, fix, severity)
 
 
@@ -95,20 +109,32 @@ def _plain(node: Any, file: Path, path: KeyPath, sources: dict[KeyPath, Source])
     return node
 
 
-def _expand(value: Any, path: KeyPath, sources: dict[KeyPath, Source], problems: list[Problem]) -> Any:
-    """Expand `${VAR}` and `${VAR:-default}` in every string, reporting unset variables."""
+def _expand(
+    value: Any,
+    path: KeyPath,
+    sources: dict[KeyPath, Source],
+    problems: list[Problem],
+    notes: dict[KeyPath, list[str]],
+) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string, as the shell does: the default when VAR
+    is unset or empty; a bare `${VAR}` must be set and non-empty (`${VAR:-}` allows empty). Each
+    expansion is noted by key path, so that a later error about the value can name the variable."""
     if isinstance(value, dict):
-        return {k: _expand(v, (*path, k), sources, problems) for k, v in value.items()}
+        return {k: _expand(v, (*path, k), sources, problems, notes) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, (*path, i), sources, problems) for i, v in enumerate(value)]
+        return [_expand(v, (*path, i), sources, problems, notes) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
+        found = os.environ.get(name)
+        if found:
+            notes.setdefault(path, []).append(f"{match.group(0)} = {found!r}")
+            return found
+        state = "not set" if found is None else "empty"
         if default is not None:
+            notes.setdefault(path, []).append(f"{match.group(0)}: {name} is {state}")
             return default
         src = sources[path]
         problems.append(
@@ -116,7 +142,7 @@ def _expand(value: Any, path: KeyPath, sources: dict[KeyPath, Source], problems:
                 display_path(src.file),
                 src.line,
                 dotted(path),
-                f"environment variable {name} is not set",
+                f"environment variable {name} is {state}",
                 f"export {name}=..., or write ${{{name}:-default}}",
             )
         )
@@ -125,7 +151,22 @@ def _expand(value: Any, path: KeyPath, sources: dict[KeyPath, Source], problems:
     return _VAR.sub(substitute, value)
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
+Notes = dict[KeyPath, list[str]]
+
+_ANY_VAR = re.compile(r"\$\{[^}\s]*\}?")
+
+
+def _unquoted_variable_fix(text: str, lines: list[int]) -> str:
+    """The fix for a YAML syntax error: quoting the `${VAR}` on the line, when there is one (in
+    `[...]` and `{...}` an unquoted `{` opens a mapping), else just "fix the YAML"."""
+    all_lines = text.splitlines()
+    for index in lines:
+        if index < len(all_lines) and (found := _ANY_VAR.search(all_lines[index])):
+            return f'quote it: "{found.group(0)}" (inside [...] or {{...}}, an unquoted {{ starts a mapping)'
+    return "fix the YAML"
+
+
+def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     shown = display_path(path)
@@ -149,7 +190,8 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
         reason = (exc.problem or exc.context or "invalid YAML").strip()
         if "duplicate key" in reason:
             reason = reason.split(" with value")[0]
-        raise UserError(Problem(shown, line, "", f"YAML syntax error: {reason}", "fix the YAML")) from None
+        fix = _unquoted_variable_fix(text, [m.line for m in (exc.problem_mark, exc.context_mark) if m])
+        raise UserError(Problem(shown, line, "", f"YAML syntax error: {reason}", fix)) from None
     except YAMLError as exc:
         raise UserError(Problem(shown, None, "", f"YAML error: {exc}", "fix the YAML")) from None
     if node is None:
@@ -159,10 +201,11 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source]]:
     if not isinstance(data, dict):
         raise UserError(Problem(shown, 1, "", "a spec must be a mapping of sections", "see `fplora init`"))
     problems: list[Problem] = []
-    data = _expand(data, (), sources, problems)
+    notes: Notes = {}
+    data = _expand(data, (), sources, problems, notes)
     if problems:
         raise UserError(problems)
-    return data, sources
+    return data, sources, notes
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -175,7 +218,7 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
-def _drop_sources_below(sources: dict[KeyPath, Source], prefix: KeyPath) -> None:
+def _drop_sources_below(sources: dict[KeyPath, Any], prefix: KeyPath) -> None:
     for key in [k for k in sources if len(k) > len(prefix) and k[: len(prefix)] == prefix]:
         del sources[key]
 
@@ -186,6 +229,18 @@ def _merge_sources(base: dict[KeyPath, Source], over: dict[KeyPath, Source], dat
     for key in over:
         if key and not isinstance(_get(data, key), dict):
             _drop_sources_below(merged, key)
+    merged.update(over)
+    return merged
+
+
+def _merge_notes(base: Notes, over_sources: dict[KeyPath, Source], over: Notes, data: dict) -> Notes:
+    """A base's `${VAR}` notes, less those of values the child replaced, plus the child's."""
+    merged = dict(base)
+    for key in over_sources:
+        if key:
+            merged.pop(key, None)
+            if not isinstance(_get(data, key), dict):
+                _drop_sources_below(merged, key)
     merged.update(over)
     return merged
 
@@ -208,11 +263,11 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
         raise UserError(
             Problem(display_path(src), None, "extends", f"cycle: {cycle}", "remove one of the extends")
         )
-    data, sources = _read_one(path)
+    data, sources, notes = _read_one(path)
     extends = data.pop("extends", None)
     line = sources.get(("extends",), Source(path, None)).line
     if extends is None:
-        return Loaded(path, data, sources, [path])
+        return Loaded(path, data, sources, [path], notes)
     bases = [extends] if isinstance(extends, str) else extends
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise UserError(
@@ -220,6 +275,7 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
         )
     merged: dict[str, Any] = {}
     merged_sources: dict[KeyPath, Source] = {}
+    merged_notes: Notes = {}
     chain = [path]
     for base in bases:
         base_path = (path.parent / os.path.expanduser(base)).resolve()
@@ -235,8 +291,10 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
             )
         parent = load(base_path, (*_stack, path))
         merged = _merge(merged, parent.data)
+        merged_notes = _merge_notes(merged_notes, parent.sources, parent.substitutions, merged)
         merged_sources = _merge_sources(merged_sources, parent.sources, merged)
         chain.extend(parent.chain)
     merged = _merge(merged, data)
+    merged_notes = _merge_notes(merged_notes, sources, notes, merged)
     merged_sources = _merge_sources(merged_sources, sources, merged)
-    return Loaded(path, merged, merged_sources, chain)
+    return Loaded(path, merged, merged_sources, chain, merged_notes)

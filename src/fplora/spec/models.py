@@ -47,8 +47,17 @@ class Models(Section):
     vae_spatial_tile_sample_min_size: PositiveInt | None = None
 
 
+def _whole(value: Any) -> Any:
+    """`"512"` → 512, as the other int fields coerce (a `${VAR}` expands to text)."""
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    return value
+
+
 def _resolution(value: Any) -> Any:
-    """One error for a bad resolution, instead of one per branch of the union."""
+    """One error for a bad resolution, instead of one per branch of the union; numbers written as
+    text (`"${W:-512}"`) are numbers, as in the other int fields."""
+    value = [_whole(v) for v in value] if isinstance(value, list | tuple) else _whole(value)
     ok_int = isinstance(value, int) and not isinstance(value, bool) and value > 0
     pair = isinstance(value, list | tuple) and len(value) == 2
     if ok_int or (pair and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):

@@ -2,7 +2,8 @@
 
 Each rule returns `Finding`s that carry a key path into the spec, so the loader can point at the
 line that set the offending value. Pass-through options (`musubi.*`, `launch.extra`) are checked
-against the bundled schemas here too, with a "did you mean" for typos.
+against the bundled schemas here too, with a "did you mean" for typos, and refused where fplora
+renders the same option from a spec field (`spec.rendered`) or owns it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fplora.musubi.names import (
 )
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
+from fplora.spec.rendered import LAUNCH, SCRIPTS, rendered_options
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,31 @@ def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
     return f"did you mean '{close}'?" if close else ""
 
 
-PASS_THROUGH_SCRIPT = {
-    "config": "fpack_train_network",
-    "cache_latents": "fpack_cache_latents",
-    "cache_text_encoder": "fpack_cache_text_encoder_outputs",
-    "generate": "fpack_generate_video",
+PASS_THROUGH_SCRIPT = SCRIPTS
+
+# Options fplora adds outside the render functions, so `rendered_options` cannot see them.
+OWNED_ELSEWHERE = {
+    "cache_latents": {"skip_existing"},  # datasets/caching.py, when it fills an incomplete cache
+    "cache_text_encoder": {"skip_existing"},
 }
 
-# Options fplora must own: passing them through would break what it renders or how it runs.
-OWNED = {"config_file", "dataset_config", "from_file", "save_path", "resume", "output_dir", "output_name"}
+# What to do instead, for options fplora owns that a user may reach for.
+_OWNED_FIX = {
+    "lora_weight": "remove it; choose the LoRA with `fplora infer --lora`",
+    "resume": "remove it; use `fplora train --resume`",
+    "skip_existing": "remove it; `fplora cache` sets it when it fills an incomplete cache",
+}
+
+
+def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
+    """(message, fix) when fplora renders or owns pass-through option `key` of `section`: passing it
+    through would replace the spec's value behind fplora's back (resume maths, manifest, stamps)."""
+    owners = rendered_options()[section]
+    if key in owners and owners[key] is not None:
+        return f"set by {owners[key]}", "set it there"
+    if key in owners or key in OWNED_ELSEWHERE.get(section, ()):
+        return "fplora owns it", _OWNED_FIX.get(key, "remove it")
+    return None
 
 
 def _pass_through(spec: Spec) -> Iterator[Finding]:
@@ -56,8 +74,8 @@ def _pass_through(spec: Spec) -> Iterator[Finding]:
         options = schema.script_options(script)
         for key, value in getattr(spec.musubi, section).items():
             where = ("musubi", section, key)
-            if key in OWNED:
-                yield Finding(where, f"{key} is set by fplora", "remove it; fplora renders it from the spec")
+            if found := _rendered_problem(section, key):
+                yield Finding(where, *found)
             elif key not in options:
                 hint = did_you_mean(key, set(options)) or f"see `{script} --help` for valid options"
                 yield Finding(where, f"not an option of {script}", hint)
@@ -66,7 +84,9 @@ def _pass_through(spec: Spec) -> Iterator[Finding]:
     accel = schema.accelerate_options()
     for key, value in spec.launch.extra.items():
         where = ("launch", "extra", key)
-        if key not in accel:
+        if found := _rendered_problem(LAUNCH, key):
+            yield Finding(where, *found)
+        elif key not in accel:
             yield Finding(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
         elif problem := schema.value_problem(accel[key], value):
             yield Finding(where, problem, "")
@@ -119,12 +139,9 @@ def optimizer_problem(name: str) -> tuple[str, str] | None:
 
 
 def _optimizer(spec: Spec) -> Iterator[Finding]:
-    where: KeyPath = ("train", "optimizer", "type")
-    name: Any = spec.train.optimizer.type
-    if "optimizer_type" in spec.musubi.config:  # a pass-through key wins in config.toml
-        where, name = ("musubi", "config", "optimizer_type"), spec.musubi.config["optimizer_type"]
-    if isinstance(name, str) and (found := optimizer_problem(name)) is not None:
-        yield Finding(where, *found)
+    # (musubi.config.optimizer_type is refused: train.optimizer.type is the one place)
+    if (found := optimizer_problem(spec.train.optimizer.type)) is not None:
+        yield Finding(("train", "optimizer", "type"), *found)
 
 
 def _train(spec: Spec) -> Iterator[Finding]:
