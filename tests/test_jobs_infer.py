@@ -6,10 +6,18 @@ the bf16 DiT), so fplora judges a run by the images it finds; the fake reproduce
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 from fakes import fake
 from fakes.fixtures import Workspace
 from PIL import Image
+
+from fplora.musubi import names, schema
 
 pytest_plugins = ["fakes.fixtures"]
 
@@ -45,7 +53,7 @@ def test_one_folder_per_multiplier_with_one_image_per_prompt(trained: Workspace)
         with Image.open(trained.output_dir / "sample" / folder / images[0]) as image:
             assert image.format == "PNG"
         assert (trained.output_dir / "sample" / folder / "generate.log").is_file()
-    assert "multiplier 1.2: 2 images in outputs/sample/v1-step00000002-lm1.2" in result.stderr
+    assert "multiplier 1.2: 2 images, 2 latents in outputs/sample/v1-step00000002-lm1.2" in result.stderr
 
 
 def test_multipliers_default_to_the_spec(trained: Workspace) -> None:
@@ -58,7 +66,7 @@ def test_multipliers_default_to_the_spec(trained: Workspace) -> None:
 def test_failed_prompts_fail_the_command_although_generate_exits_0(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), "--lora", "step2", env={"FAKE_GENERATE_FAIL": "1"})
     assert result.exit_code == 1
-    assert "multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
+    assert "multiplier 1.0: 0 of 2 images, 0 of 2 latents written (exit 0)" in result.stderr
     reason = [line for line in result.stderr.splitlines() if "Error generating latent for prompt" in line]
     assert reason and "BFloat16 and Float" in reason[0]
 
@@ -161,8 +169,10 @@ def test_several_loras_run_every_lora_with_every_multiplier(trained: Workspace) 
         "v1-step00000003-lm1.2",
     ):
         assert len(pngs(trained, folder)) == 2
-    assert "step3 multiplier 1.2: 2 images in outputs/sample/v1-step00000003-lm1.2" in result.stderr
-    assert "4 of 4 generate runs wrote every image" in result.stderr
+    assert (
+        "step3 multiplier 1.2: 2 images, 2 latents in outputs/sample/v1-step00000003-lm1.2" in result.stderr
+    )
+    assert "4 of 4 generate runs wrote every file" in result.stderr
 
 
 def test_a_bad_lora_among_several_stops_before_any_generate(trained: Workspace) -> None:
@@ -179,7 +189,7 @@ def test_two_words_for_one_checkpoint_run_it_once(trained: Workspace) -> None:
 
 
 def test_one_failing_pair_fails_the_command_and_says_which(trained: Workspace) -> None:
-    """FAKE_GENERATE_FAIL makes every prompt fail; the summary counts the runs that wrote every image."""
+    """FAKE_GENERATE_FAIL makes every prompt fail; the summary counts the runs that wrote every file."""
     result = trained.cli(
         "infer",
         str(trained.spec_path),
@@ -187,6 +197,359 @@ def test_one_failing_pair_fails_the_command_and_says_which(trained: Workspace) -
         env={"FAKE_GENERATE_FAIL": "1"},
     )
     assert result.exit_code == 1
-    assert "step1 multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
-    assert "step2 multiplier 1.0: 0 of 2 images written (exit 0)" in result.stderr
-    assert "0 of 2 generate runs wrote every image" in result.stderr
+    assert "step1 multiplier 1.0: 0 of 2 images, 0 of 2 latents written (exit 0)" in result.stderr
+    assert "step2 multiplier 1.0: 0 of 2 images, 0 of 2 latents written (exit 0)" in result.stderr
+    assert "0 of 2 generate runs wrote every file" in result.stderr
+
+
+# --- one LoRA per folder: the folder's record, refusals, notes, the log's run headers ---------------
+
+
+def folder_record(workspace: Workspace, folder: str) -> dict[str, Any]:
+    return json.loads((workspace.output_dir / "sample" / folder / "fplora-infer.json").read_text("utf-8"))
+
+
+def test_each_folder_records_its_lora_and_every_run(trained: Workspace) -> None:
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2", "--multiplier", "1.2")
+    assert result.exit_code == 0, result.output
+    record = folder_record(trained, "v1-step00000002-lm1.2")
+    lora = trained.output_dir / "fake-v1-step00000002.safetensors"
+    assert record["lora"]["path"] == str(lora.resolve())
+    assert record["lora"]["size"] == lora.stat().st_size and record["lora"]["label"] == "step2"
+    assert record["lora"]["weights"]  # musubi-tuner's sshs_model_hash
+    assert record["multiplier"] == 1.2
+    (run,) = record["runs"]
+    assert run["command"] == "fplora infer configs/v1.yaml --lora step2 --multiplier 1.2"
+    assert run["exit_code"] == 0
+    folder = trained.output_dir / "sample" / "v1-step00000002-lm1.2"
+    assert sorted(run["files"]) == sorted(
+        p.name for p in folder.iterdir() if p.name.endswith(("__000.png", "_latent.safetensors"))
+    )
+    assert run["settings"]["options"]["--output_type"] == ["latent_images"]
+    assert "--save_path" not in run["settings"]["options"] and len(run["settings"]["prompts"]) == 2
+
+
+def test_generate_log_starts_each_run_with_a_header(trained: Workspace) -> None:
+    for _ in range(2):
+        assert trained.cli("infer", str(trained.spec_path), "--lora", "step2").exit_code == 0
+    log = (trained.output_dir / "sample" / "v1-step00000002-lm1.0" / "generate.log").read_text("utf-8")
+    headers = [line for line in log.splitlines() if line.startswith("===== ")]
+    assert len(headers) == 4  # command, then LoRA and multiplier, per run
+    assert headers[0].endswith("): fplora infer configs/v1.yaml --lora step2")
+    assert "fplora " in headers[0] and "(pid " in headers[0]
+    lora = trained.output_dir / "fake-v1-step00000002.safetensors"
+    assert headers[1] == f"===== LoRA {lora} (step2), multiplier 1.0"
+    assert "\n\n===== " in log  # a blank line before the second run
+    assert log.index("INFO:__main__:Done!") > log.index(headers[1])
+
+
+def test_a_new_branch_step_is_refused_into_the_old_branch_folder(trained: Workspace) -> None:
+    """After resuming from an older state, step4 is the new branch's file; its folder holds the old one's."""
+    assert trained.cli("infer", str(trained.spec_path), "--lora", "step4").exit_code == 0
+    assert trained.cli("train", str(trained.spec_path), "--resume", "step2").exit_code == 0
+    trained.forget_calls()
+    before = pngs(trained, "v1-step00000004-lm1.0")
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step4")
+    assert result.exit_code == 1
+    assert (
+        "error: outputs/sample/v1-step00000004-lm1.0: holds files made from"
+        " outputs/fake-v1-step00000004.safetensors (step4), not from"
+        " outputs/fake-v1-r1-step00000002.safetensors (step4)"
+    ) in result.stderr
+    assert "move that folder away, or set infer.save_dir to generate somewhere else" in result.stderr
+    assert trained.calls() == [] and pngs(trained, "v1-step00000004-lm1.0") == before
+    # the fix works: infer.save_dir
+    trained.write_spec(infer={"save_dir": "../branch-samples"})
+    again = trained.cli("infer", str(trained.spec_path), "--lora", "step4")
+    assert again.exit_code == 0, again.output
+    assert len(list((trained.root / "branch-samples" / "v1-step00000004-lm1.0").glob("*__000.png"))) == 2
+
+
+def test_two_files_of_one_step_in_one_command_are_refused_before_any_generate(trained: Workspace) -> None:
+    assert trained.cli("train", str(trained.spec_path), "--resume", "step2").exit_code == 0
+    trained.forget_calls()
+    old = "outputs/fake-v1-step00000004.safetensors"
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step4", "--lora", old)
+    assert result.exit_code == 1
+    assert (
+        "command line: --lora: outputs/fake-v1-r1-step00000002.safetensors (step4) and"
+        f" {old} (step4) would both write to outputs/sample/v1-step00000004-lm1.0"
+        " — give one of them per command, with infer.save_dir set for the other"
+    ) in result.stderr
+    assert trained.calls() == []
+    dry = trained.cli("infer", str(trained.spec_path), "--lora", "step4", "--lora", old, "--dry-run")
+    assert dry.exit_code == 1 and "would both write to" in dry.stderr
+
+
+def test_latest_and_final_with_the_same_weights_run_once(trained: Workspace) -> None:
+    """The step-4 file and the final file hold the same weights (musubi-tuner's sshs_model_hash)."""
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest", "--lora", "final")
+    assert result.exit_code == 0, result.output
+    assert len(trained.calls("fpack_generate_video")) == 1
+    assert (
+        "note: outputs/fake-v1.safetensors (step4, final) holds the same weights as"
+        " outputs/fake-v1-step00000004.safetensors (step4): running it once"
+    ) in result.stderr
+    # and final alone may add to the folder step4 made: same weights
+    assert trained.cli("infer", str(trained.spec_path), "--lora", "final").exit_code == 0
+
+
+def test_latest_and_final_with_other_weights_are_refused(trained: Workspace) -> None:
+    final = trained.output_dir / "fake-v1.safetensors"
+    final.write_bytes(fake.safetensors_bytes(step=4, final=True, sshs_model_hash="other"))
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest", "--lora", "final")
+    assert result.exit_code == 1
+    assert "(step4, final) would both write to outputs/sample/v1-step00000004-lm1.0" in result.stderr
+    assert trained.calls() == []
+
+
+def test_a_replaced_lora_file_is_refused_into_its_old_folder(trained: Workspace) -> None:
+    assert trained.cli("infer", str(trained.spec_path), "--lora", "step2").exit_code == 0
+    lora = trained.output_dir / "fake-v1-step00000002.safetensors"
+    lora.write_bytes(fake.safetensors_bytes(step=2, sshs_model_hash="retrained"))
+    trained.forget_calls()
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 1
+    assert (
+        "holds files made from outputs/fake-v1-step00000002.safetensors (step2), since replaced by"
+        " another file of that name, not from outputs/fake-v1-step00000002.safetensors (step2)"
+    ) in result.stderr
+    assert trained.calls() == []
+
+
+def test_a_copy_of_the_lora_may_add_to_its_folder(trained: Workspace) -> None:
+    """Same weights, another path (a copied run): the same LoRA."""
+    assert trained.cli("infer", str(trained.spec_path), "--lora", "step2").exit_code == 0
+    lora = trained.output_dir / "fake-v1-step00000002.safetensors"
+    copy = trained.root / "copy.safetensors"
+    copy.write_bytes(lora.read_bytes())
+    lora.unlink()
+    lora.symlink_to(copy)
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 0, result.output
+    assert len(pngs(trained, "v1-step00000002-lm1.0")) == 4
+
+
+def test_other_infer_settings_are_noted_and_recorded_not_refused(trained: Workspace) -> None:
+    """Images are new files, never overwritten; the record says which run wrote which."""
+    assert trained.cli("infer", str(trained.spec_path), "--lora", "step2").exit_code == 0
+    trained.write_spec(infer={"steps": 7, "seed": 100})
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: outputs/sample/v1-step00000002-lm1.0 holds files of step2 made with other infer"
+        " settings (--infer_steps (unset) → 7, the prompt lines); the new ones go beside them, and"
+        " fplora-infer.json lists which run wrote which (set infer.save_dir to keep them apart)"
+    ) in result.stderr
+    record = folder_record(trained, "v1-step00000002-lm1.0")
+    first, second = record["runs"]
+    assert {n.split("_")[1] for n in first["files"]} == {"42", "43"}
+    assert {n.split("_")[1] for n in second["files"]} == {"100", "101"}
+    assert second["settings"]["options"]["--infer_steps"] == ["7"]
+    same = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert same.exit_code == 0 and "other infer settings" not in same.stderr
+
+
+def test_a_folder_from_before_records_is_noted(trained: Workspace) -> None:
+    folder = trained.output_dir / "sample" / "v1-step00000002-lm1.0"
+    folder.mkdir(parents=True)
+    (folder / "20250101-120000-000_42__000.png").write_bytes(fake.png_bytes())
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: outputs/sample/v1-step00000002-lm1.0 already holds 1 generate output file from before fplora"
+        " kept a record of which LoRA made a folder's files; they may be of another checkpoint than"
+        " outputs/fake-v1-step00000002.safetensors (step2)"
+    ) in result.stderr
+    assert folder_record(trained, "v1-step00000002-lm1.0")["lora"]["label"] == "step2"
+
+
+def test_an_unreadable_record_is_refused(trained: Workspace) -> None:
+    folder = trained.output_dir / "sample" / "v1-step00000002-lm1.0"
+    folder.mkdir(parents=True)
+    (folder / "fplora-infer.json").write_text("{not json", encoding="utf-8")
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 1
+    assert "outputs/sample/v1-step00000002-lm1.0: its fplora-infer.json cannot be read" in result.stderr
+    assert trained.calls() == []
+
+
+# --- multipliers ---------------------------------------------------------------------------------
+
+
+def test_equal_multipliers_run_once(trained: Workspace) -> None:
+    result = trained.cli(
+        "infer", str(trained.spec_path), "--lora", "step1", "--multiplier", "1.2", "--multiplier", "1.20"
+    )
+    assert result.exit_code == 0, result.output
+    (call,) = trained.calls("fpack_generate_video")
+    assert fake.validate(call["args"]).given["lora_multiplier"] == [1.2]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_multiplier_is_refused(trained: Workspace, value: str) -> None:
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--multiplier", value)
+    assert result.exit_code == 1
+    assert f"command line: --multiplier: {float(value)} is not a finite number" in result.stderr
+    assert trained.calls() == []
+    assert not list((trained.output_dir / "sample").glob("v1-*"))
+
+
+def test_non_finite_spec_multiplier_is_refused(trained: Workspace) -> None:
+    trained.write_spec(infer={"multipliers": [float("inf")]})
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1")
+    assert result.exit_code == 1
+    assert "configs/v1.yaml:11: infer.multipliers[0]: should be a finite number" in result.stderr
+    assert trained.calls() == []
+
+
+# --- judged by the files of the output type -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output_type", "counts", "globs"),
+    [
+        ("latent", "2 latents", {"*_latent.safetensors": 2, "*.png": 0, "*.mp4": 0}),
+        ("images", "2 images", {"*_latent.safetensors": 0, "*__000.png": 2, "*.mp4": 0}),
+        ("latent_images", "2 images, 2 latents", {"*_latent.safetensors": 2, "*__000.png": 2}),
+        ("both", "2 videos, 2 latents", {"*_latent.safetensors": 2, "*_.mp4": 2, "*.png": 0}),
+    ],
+)
+def test_success_is_judged_by_the_output_types_files(
+    trained: Workspace, output_type: str, counts: str, globs: dict[str, int]
+) -> None:
+    trained.write_spec(infer={"output_type": output_type})
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 0, result.output
+    assert f"multiplier 1.0: {counts} in outputs/sample/v1-step00000002-lm1.0" in result.stderr
+    folder = trained.output_dir / "sample" / "v1-step00000002-lm1.0"
+    for glob, count in globs.items():
+        assert len(list(folder.glob(glob))) == count, glob
+    for path in folder.iterdir():
+        if path.suffix in (".png", ".mp4", ".safetensors"):
+            assert any(kind.seed_re.match(path.name) for kind in names.GENERATE_OUTPUTS[output_type])
+
+
+def test_latents_without_images_fail_latent_images(trained: Workspace) -> None:
+    """Decoding crashed after every latent was saved: the images are what is missing."""
+    result = trained.cli(
+        "infer", str(trained.spec_path), "--lora", "step2", env={"FAKE_GENERATE_DECODE_FAIL": "1"}
+    )
+    assert result.exit_code == 1
+    assert "multiplier 1.0: 0 of 2 images, 2 of 2 latents written (exit 1)" in result.stderr
+    assert "CUDA out of memory" in result.stderr
+
+
+def test_generate_output_names_match_musubi_tuner() -> None:
+    """schema.json's generate files (from the real save functions) and a name seen on an H100."""
+    files = schema.schema()["output_names"]["generate_one_frame_output"]["files"]
+    for name in (Path(f.replace("{time_flag}", "20261125-224354-309")).name for f in files):
+        (kind,) = [k for k in names.GENERATE_OUTPUTS["latent_images"] if Path(name).match(k.glob)]
+        assert kind.seed_re.match(name).group(1) == "42"
+    assert names.GENERATE_LATENT_SEED_RE.match("20261125-224354-309_42_latent.safetensors").group(1) == "42"
+    assert names.GENERATE_VIDEO_SEED_RE.match("20261125-224354-309_42_.mp4").group(1) == "42"
+    assert not Path("20261125-224354-309_42__000.png").match(names.GENERATE_VIDEO_GLOB)
+
+
+# --- what --lora accepts ----------------------------------------------------------------------------
+
+
+def _text_file(workspace: Workspace) -> str:
+    path = workspace.root / "notes.txt"
+    path.write_text("not a LoRA\n", encoding="utf-8")
+    return "notes.txt"
+
+
+def _junk_safetensors(workspace: Workspace) -> str:
+    path = workspace.root / "junk.safetensors"
+    path.write_text("hello world, no header here", encoding="utf-8")
+    return "junk.safetensors"
+
+
+def _truncated(workspace: Workspace) -> str:
+    whole = (workspace.output_dir / "fake-v1-step00000001.safetensors").read_bytes()
+    (workspace.root / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
+    return "cut.safetensors"
+
+
+def _empty(workspace: Workspace) -> str:
+    (workspace.root / "empty.safetensors").write_bytes(b"")
+    return "empty.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            lambda w: "outputs/fake-v1-step00000002-state",
+            "outputs/fake-v1-step00000002-state: is a training state, not a LoRA — use the LoRA step"
+            " file: --lora step2, outputs/fake-v1-step00000002.safetensors",
+        ),
+        (
+            lambda w: "outputs/fake-v1-state",
+            "outputs/fake-v1-state: is a training state, not a LoRA — use the LoRA step file:"
+            " --lora step4, outputs/fake-v1.safetensors",
+        ),
+        (lambda w: "/dev/null", "/dev/null: is not a regular file — give a LoRA .safetensors file"),
+        (lambda w: "data", "data: is a folder, not a LoRA file — give a LoRA .safetensors file"),
+        (_text_file, "notes.txt: is not a .safetensors file — give a LoRA .safetensors file"),
+        (_junk_safetensors, "junk.safetensors: is not a safetensors file (starts with 'hello')"),
+        (_truncated, "cut.safetensors: is truncated"),
+        (_empty, "empty.safetensors: is empty"),
+    ],
+    ids=["step-state", "final-state", "dev-null", "folder", "txt", "junk", "truncated", "empty"],
+)
+def test_lora_that_is_not_a_lora_file_is_refused_before_any_generate(
+    trained: Workspace, given: Callable[[Workspace], str], message: str
+) -> None:
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--lora", given(trained))
+    assert result.exit_code == 1
+    assert f"error: {message}" in result.stderr
+    assert trained.calls() == []
+    assert not (trained.output_dir / "sample" / "v1-step00000001-lm1.0").exists()
+
+
+# --- while training runs ------------------------------------------------------------------------------
+
+
+def test_latest_while_training_runs_is_noted(trained: Workspace) -> None:
+    (trained.output_dir / "fake-v1.lock").write_text(f"{os.getpid()}\n", encoding="utf-8")
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest")
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: training of fake-v1 is running (pid {os.getpid()}, outputs/fake-v1.lock):"
+        " outputs/fake-v1-step00000004.safetensors (step4) is its newest save and may be only half written"
+    ) in result.stderr
+    older = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert older.exit_code == 0 and "is running" not in older.stderr
+
+
+def test_a_half_written_latest_says_training_may_still_be_writing_it(trained: Workspace) -> None:
+    (trained.output_dir / "fake-v1.lock").write_text(f"{os.getpid()}\n", encoding="utf-8")
+    lora = trained.output_dir / "fake-v1-step00000004.safetensors"
+    lora.write_bytes(lora.read_bytes()[:-10])
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest")
+    assert result.exit_code == 1
+    assert "outputs/fake-v1-step00000004.safetensors: is truncated" in result.stderr
+    assert (
+        f"training (pid {os.getpid()}) may still be writing it: wait for the save and run again"
+        in result.stderr
+    )
+    assert trained.calls() == []
+
+
+def test_a_stale_lock_is_no_running_training(trained: Workspace) -> None:
+    (trained.output_dir / "fake-v1.lock").write_text("999999999\n", encoding="utf-8")
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "latest")
+    assert result.exit_code == 0 and "is running" not in result.stderr
+
+
+def test_dry_run_refuses_a_state_folder_but_checks_no_file_content(trained: Workspace) -> None:
+    """Dry runs check no model file's content; the kind of path they do check."""
+    state = trained.cli(
+        "infer", str(trained.spec_path), "--lora", "outputs/fake-v1-step00000002-state", "--dry-run"
+    )
+    assert state.exit_code == 1 and "is a training state, not a LoRA" in state.stderr
+    result = trained.cli("infer", str(trained.spec_path), "--lora", _junk_safetensors(trained), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert trained.calls() == []

@@ -19,6 +19,7 @@ listed in `fake_python`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -727,6 +728,13 @@ def run_train(inv: Invocation, cwd: Path) -> int:
     save_state = bool(values.get("save_state"))
     resume = values.get("resume")
     meta = {"output_name": name, "save_precision": values.get("save_precision")}
+    session = f"{os.getpid()}-{time.time_ns()}"  # the weights of step N differ between trainings
+
+    def weights(step: int) -> str:
+        """`sshs_model_hash`: the real LoRA's sha256 of its tensor data, the same in the step file and
+        the final file when they hold the weights of the same step."""
+        return hashlib.sha256(f"{session}:{step}".encode()).hexdigest()
+
     for entry in dataset_config(str(values["dataset_config"]), cwd, one_frame=False):
         names = {p.name for p in entry.cache_directory.glob("*")} if entry.cache_directory.is_dir() else set()
         for record in entry.records:
@@ -760,7 +768,8 @@ def run_train(inv: Invocation, cwd: Path) -> int:
         sys.stderr.write(_bar(step, total, loss))
         sys.stderr.flush()
         if every and step % every == 0:
-            (out / f"{name}-step{step:08d}.safetensors").write_bytes(safetensors_bytes(step=step, **meta))
+            lora = safetensors_bytes(step=step, sshs_model_hash=weights(step), **meta)
+            (out / f"{name}-step{step:08d}.safetensors").write_bytes(lora)
             if save_state:
                 _write_state(out / f"{name}-step{step:08d}-state", step=step, **meta)
         if sample_every and step % sample_every == 0:
@@ -771,7 +780,8 @@ def run_train(inv: Invocation, cwd: Path) -> int:
     sys.stderr.write("\n")
     if save_state or values.get("save_state_on_train_end"):
         _write_state(out / f"{name}-state", step=total, **meta)
-    (out / f"{name}.safetensors").write_bytes(safetensors_bytes(step=total, final=True, **meta))
+    final = safetensors_bytes(step=total, final=True, sshs_model_hash=weights(total), **meta)
+    (out / f"{name}.safetensors").write_bytes(final)
     say(f"INFO: model saved: {out / (name + '.safetensors')}")
     return 0
 
@@ -790,6 +800,10 @@ class _TimeFlags:
 
 
 def run_generate(inv: Invocation, cwd: Path) -> int:
+    """`--from_file` batch mode with the real file names for each `--output_type` (`names.GENERATE_OUTPUTS`).
+
+    FAKE_GENERATE_FAIL=1: every prompt fails (exit 0); FAKE_GENERATE_DECODE_FAIL=1: the latents are
+    generated (and saved for latent types), then decoding crashes (exit 1)."""
     values = inv.values
     weights = values.get("lora_weight") or []
     multipliers = values.get("lora_multiplier")
@@ -810,7 +824,10 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
     save = _resolve(values["save_path"], cwd)
     save.mkdir(parents=True, exist_ok=True)
     flags = _TimeFlags()
-    output_type = values.get("output_type")
+    output_type = values.get("output_type") or "video"
+    latents = []
+    # like the real batch mode: every prompt's latent first (saved at once for latent types), then
+    # the DiT is freed and each latent decoded and saved, each file with its own time flag
     for _, line in generate_prompt_lines(_resolve(values["from_file"], cwd)):
         text = line[""][0]
         if fail:
@@ -820,11 +837,17 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
             )
             continue
         seed = line["d"][-1] if "d" in line else str(1234)
-        flag = flags.next()
         if output_type in ("latent", "latent_images", "both"):
-            (save / f"{flag}_{seed}_latent.safetensors").write_bytes(safetensors_bytes(prompt=text))
-        if output_type in ("images", "latent_images", "both"):
-            (save / f"{flag}_{seed}__000.png").write_bytes(png_bytes())
+            (save / f"{flags.next()}_{seed}_latent.safetensors").write_bytes(safetensors_bytes(prompt=text))
+        latents.append(seed)
+    if output_type != "latent":
+        if os.environ.get("FAKE_GENERATE_DECODE_FAIL") == "1":
+            raise Failure("torch.OutOfMemoryError: CUDA out of memory (decoding)")
+        for seed in latents:
+            if output_type in ("video", "both"):  # save_video: an empty base name still adds its "_"
+                (save / f"{flags.next()}_{seed}_.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+            else:  # one-frame save_images: no sub-folder, frame suffix _000
+                (save / f"{flags.next()}_{seed}__000.png").write_bytes(png_bytes())
     say("INFO:__main__:Done!")
     return 0
 

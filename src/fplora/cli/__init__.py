@@ -204,18 +204,24 @@ def infer(
 ) -> None:
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
 
+    Each folder holds one LoRA's files: fplora-infer.json records the LoRA and every run into it, and
+    a run with another LoRA file is refused.
+
     Example: fplora infer --lora step5000 --multiplier 1.2
 
     Compare: fplora infer --lora step4000 --lora step5000 --multiplier 1.0 --multiplier 1.2
     """
-    from fplora.runs.inference import run_infer
+    from fplora.runs.inference import multipliers_to_run, run_infer
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run)
-        multipliers = multiplier or job.plan.spec.infer.multipliers
-        if any(m <= 0 for m in multipliers):
-            common.fail("--multiplier", "must be positive")
-        raise typer.Exit(run_infer(job, loras=lora or ["latest"], multipliers=multipliers))
+        key = "--multiplier" if multiplier else "infer.multipliers"
+        multipliers = multipliers_to_run(multiplier or job.plan.spec.infer.multipliers, key)
+        command = ["fplora", "infer", common.shown(job.plan.spec.path)]
+        command += [word for given in lora or [] for word in ("--lora", given)]
+        command += [word for given in multiplier or [] for word in ("--multiplier", str(given))]
+        code = run_infer(job, loras=lora or ["latest"], multipliers=multipliers, command=shlex.join(command))
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -123,6 +123,42 @@ GENERATE_IMAGE_GLOB = "*__000.png"
 
 GENERATE_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
 
+GENERATE_LATENT_GLOB = "*_latent.safetensors"
+"""`save_latent`: `{save_path}/{time_flag}_{seed}_latent.safetensors` (output_type latent, latent_images,
+both); seen on an H100 as `20261125-224354-309_42_latent.safetensors`."""
+
+GENERATE_LATENT_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)_latent\.safetensors$")
+
+GENERATE_VIDEO_GLOB = "*_.mp4"
+"""`save_video` from `--from_file` (output_type video, both): `{save_path}/{time_flag}_{seed}_.mp4`; batch
+mode passes an empty original base name, which still adds its `_` (read at 30c658c4, not run)."""
+
+GENERATE_VIDEO_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)_\.mp4$")
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    """One kind of file `fpack_generate_video --from_file` writes per prompt."""
+
+    noun: str  # plural, for messages: "images"
+    glob: str
+    seed_re: re.Pattern[str]
+
+
+GENERATE_IMAGES = GenerateOutput("images", GENERATE_IMAGE_GLOB, GENERATE_SEED_RE)
+GENERATE_LATENTS = GenerateOutput("latents", GENERATE_LATENT_GLOB, GENERATE_LATENT_SEED_RE)
+GENERATE_VIDEOS = GenerateOutput("videos", GENERATE_VIDEO_GLOB, GENERATE_VIDEO_SEED_RE)
+
+GENERATE_OUTPUTS: dict[str, tuple[GenerateOutput, ...]] = {
+    "video": (GENERATE_VIDEOS,),
+    "images": (GENERATE_IMAGES,),
+    "latent": (GENERATE_LATENTS,),
+    "both": (GENERATE_LATENTS, GENERATE_VIDEOS),
+    "latent_images": (GENERATE_LATENTS, GENERATE_IMAGES),
+}
+"""`--output_type` → the files each prompt gives, in the order written (every latent is saved before
+any is decoded). The last is the one to show the user."""
+
 TRAIN_STEP_RE = re.compile(
     r"steps:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)\s+\[[^\]]*?avr_loss=([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf))\]"
 )

@@ -1,38 +1,48 @@
-"""`fplora infer`: batch one-frame inference with a training checkpoint, judged by the images written.
+"""`fplora infer`: batch one-frame inference with a training checkpoint, judged by the files written.
 
 The pinned `fpack_generate_video` exits 0 even when every prompt failed (an fp32 LoRA merged into
-the bf16 DiT, for one), so success here means one new image per prompt in the output folder.
+the bf16 DiT, for one), so success here means one new file of each kind the output type gives
+(latent, image, video) per prompt in the output folder. Which LoRAs run is decided in
+`runs/loras.py`, whether their folders may take the files in `runs/infer_folders.py`.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from fplora import process
 from fplora.jobs import Job
-from fplora.musubi.names import (
-    GENERATE_IMAGE_GLOB,
-    GENERATE_PROMPT_ERROR,
-    GENERATE_SEED_RE,
-    TRAINING_SAMPLE_DIR,
-)
-from fplora.problems import UserError, display_path
+from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, TRAINING_SAMPLE_DIR, GenerateOutput
+from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
-from fplora.runs.checkpoints import Checkpoint, expected, parse_step, resolve, same_step
-from fplora.runs.manifest import foreign_run_note
+from fplora.runs.infer_folders import (
+    GENERATE_LOG,
+    Pair,
+    collisions,
+    folder_problem,
+    infer_settings,
+    log_header,
+    save_dir_name,
+    write_record,
+)
+from fplora.runs.loras import choose_loras
+from fplora.runs.manifest import foreign_run_note, now
 
 
-def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
-    """The memo's naming: `v8-step00005000-lm1.2`."""
-    if checkpoint.step is not None:
-        which = f"step{checkpoint.step:08d}"
-    else:
-        which = "final" if checkpoint.final else checkpoint.path.stem
-    return f"{version}-{which}-lm{float(multiplier)}"
+def multipliers_to_run(values: list[float], key: str) -> list[float]:
+    """Positive, finite, each value once (`1.2` and `1.20` are one folder, so one run)."""
+    for value in values:
+        if not math.isfinite(value):
+            raise UserError(Problem("command line", None, key, f"{value} is not a finite number"))
+        if value <= 0:
+            raise UserError(Problem("command line", None, key, "must be positive"))
+    return list(dict.fromkeys(float(v) for v in values))
 
 
 def _explain(log: Path, start: int = 0) -> str:
-    """The log line that says why a prompt produced no image, if there is one.
+    """The log line that says why a prompt produced no output, if there is one.
 
     Only what this run wrote (from byte `start`): runs into the same folder append to one log.
     """
@@ -46,93 +56,96 @@ def _explain(log: Path, start: int = 0) -> str:
     return errors[0] if errors else (lines[-1].strip() if lines else "")
 
 
-def _checkpoint(job: Job, lora: str) -> Checkpoint:
-    """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
-    spec = job.plan.spec
-    try:
-        chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
-    except UserError:
-        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if job.dry_run else None
-        if future is None:
-            raise
-        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
-        return future
-    if parse_step(lora) is not None:
-        for other in same_step(spec.train.output_dir, spec.output_name, chosen):
-            job.console.print(
-                f"[yellow]note: {chosen.label} also exists in an older segment: {display_path(other.path)};"
-                f" using the newest, {display_path(chosen.path)} (give a path for the other)[/]",
-                highlight=False,
-            )
-    return chosen
+def _new_files(folder: Path, kind: GenerateOutput, before: set[Path]) -> list[Path]:
+    return sorted(set(folder.glob(kind.glob)) - before)
 
 
-def _checkpoints(job: Job, loras: list[str]) -> list[Checkpoint]:
-    """Every LoRA asked for, resolved before any process starts: a typo in the third is not found an
-    hour into the first. Two words for the same file (`latest` and `step5000`) run it once."""
-    found: dict[Path, Checkpoint] = {}
-    for lora in loras:
-        checkpoint = _checkpoint(job, lora)
-        found.setdefault(checkpoint.path, checkpoint)
-    return list(found.values())
-
-
-def run_infer(job: Job, *, loras: list[str], multipliers: list[float]) -> int:
+def run_infer(job: Job, *, loras: list[str], multipliers: list[float], command: str = "fplora infer") -> int:
     """One generate process per (LoRA, multiplier), the memo's way of comparing checkpoints."""
     spec, paths = job.plan.spec, job.plan.paths
     note = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
     if note:
         job.console.print(f"[yellow]{note}[/]", highlight=False)
-    checkpoints = _checkpoints(job, loras)
+    multipliers = multipliers_to_run(multipliers, "--multiplier")
+    checkpoints, identities = choose_loras(job, loras)
     save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
-    expected = len(job.plan.infer_prompts)
-    by_seed = {line.seed: line for line in job.plan.infer_prompts}
-    several = len(checkpoints) > 1
-    failed = 0
+    outputs = GENERATE_OUTPUTS[spec.infer.output_type]
+    pairs = []
     for checkpoint in checkpoints:
-        if not job.dry_run:
-            job.console.print(
-                f"LoRA {display_path(checkpoint.path)} ({checkpoint.label}), {expected} prompts",
-                highlight=False,
-            )
         for multiplier in multipliers:
-            what = (
-                f"{checkpoint.label} multiplier {float(multiplier)}"
-                if several
-                else f"multiplier {float(multiplier)}"
-            )
             save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
             argv = commands.generate(
                 spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
             )
-            job.show(argv)
-            if job.dry_run:
-                continue
-            save_path.mkdir(parents=True, exist_ok=True)
-            before = set(save_path.glob(GENERATE_IMAGE_GLOB))
-            log = save_path / "generate.log"
-            start = log.stat().st_size if log.exists() else 0
-            result = process.run(argv, log=log)
-            images = sorted(set(save_path.glob(GENERATE_IMAGE_GLOB)) - before)
-            for image in images:
-                match = GENERATE_SEED_RE.match(image.name)
-                prompt = by_seed.get(int(match.group(1))) if match else None
-                caption = f"  ← {prompt.text[:60]}" if prompt else ""
-                job.console.print(f"  {display_path(image)}{caption}", highlight=False)
-            if result.returncode != 0 or len(images) < expected:
-                failed += 1
-                reason = _explain(log, start)
-                job.console.print(
-                    f"[red]{what}: {len(images)} of {expected} images written"
-                    f" (exit {result.returncode}); log: {display_path(log)}[/]",
-                    highlight=False,
-                )
-                if reason:
-                    job.console.print(f"[red]  {reason}[/]", highlight=False)
-            else:
-                job.console.print(f"{what}: {len(images)} images in {display_path(save_path)}")
-    runs = len(checkpoints) * len(multipliers)
+            identity = identities.get(checkpoint.path)
+            settings = infer_settings(job, argv)
+            pairs.append(Pair(checkpoint, multiplier, save_path, argv, settings, identity))
+    problems = collisions(pairs)
+    notes = []
+    for pair in pairs:
+        refusal, folder_note = folder_problem(pair)
+        problems += [refusal] if refusal else []
+        notes += [folder_note] if folder_note else []
+    if problems:
+        raise UserError(problems)
+    for line in notes:
+        job.console.print(f"[yellow]{line}[/]", highlight=False)
+
+    expected_count = len(job.plan.infer_prompts)
+    by_seed = {line.seed: line for line in job.plan.infer_prompts}
+    several = len(checkpoints) > 1
+    failed = 0
+    shown_lora = None
+    for pair in pairs:
+        checkpoint, multiplier, save_path = pair.checkpoint, pair.multiplier, pair.save_path
+        if not job.dry_run and shown_lora != checkpoint.path:
+            shown_lora = checkpoint.path
+            job.console.print(
+                f"LoRA {display_path(checkpoint.path)} ({checkpoint.label}), {expected_count} prompts",
+                highlight=False,
+            )
+        what = f"{checkpoint.label} multiplier {multiplier}" if several else f"multiplier {multiplier}"
+        job.show(pair.argv)
+        if job.dry_run:
+            continue
+        save_path.mkdir(parents=True, exist_ok=True)
+        record = pair.record or {"lora": {**(pair.identity or {}), "label": checkpoint.label}}
+        record["multiplier"] = multiplier
+        run: dict[str, Any] = {"started": now(), "command": command, "settings": pair.settings}
+        record.setdefault("runs", []).append(run)
+        write_record(save_path, record)
+        before = {kind: set(save_path.glob(kind.glob)) for kind in outputs}
+        log = save_path / GENERATE_LOG
+        start = log_header(log, command, pair)
+        result = process.run(pair.argv, log=log)
+        written = {kind: _new_files(save_path, kind, before[kind]) for kind in outputs}
+        run.update(
+            ended=now(),
+            exit_code=result.returncode,
+            files=[p.name for kind in outputs for p in written[kind]],
+        )
+        write_record(save_path, record)
+        shown = outputs[-1]
+        for path in written[shown]:
+            match = shown.seed_re.match(path.name)
+            prompt = by_seed.get(int(match.group(1))) if match else None
+            caption = f"  ← {prompt.text[:60]}" if prompt else ""
+            job.console.print(f"  {display_path(path)}{caption}", highlight=False)
+        counts = ", ".join(f"{len(written[kind])} {kind.noun}" for kind in reversed(outputs))
+        if result.returncode != 0 or any(len(files) < expected_count for files in written.values()):
+            failed += 1
+            reason = _explain(log, start)
+            short = ", ".join(f"{len(written[k])} of {expected_count} {k.noun}" for k in reversed(outputs))
+            job.console.print(
+                f"[red]{what}: {short} written (exit {result.returncode}); log: {display_path(log)}[/]",
+                highlight=False,
+            )
+            if reason:
+                job.console.print(f"[red]  {reason}[/]", highlight=False)
+        else:
+            job.console.print(f"{what}: {counts} in {display_path(save_path)}", highlight=False)
+    runs = len(pairs)
     if runs > 1 and not job.dry_run:
         style = "red" if failed else "green"
-        job.console.print(f"[{style}]{runs - failed} of {runs} generate runs wrote every image[/]")
+        job.console.print(f"[{style}]{runs - failed} of {runs} generate runs wrote every file[/]")
     return 1 if failed else 0

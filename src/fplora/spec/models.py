@@ -221,7 +221,9 @@ class Infer(Section):
     """Batch inference with fpack_generate_video --from_file."""
 
     prompts: list[Prompt] | None = Field(None, description="Default: the sample prompts.")
-    multipliers: list[PositiveFloat] = Field(default_factory=lambda: [1.0], min_length=1)
+    multipliers: list[Annotated[PositiveFloat, Field(allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [1.0], min_length=1
+    )
     output_type: Literal["latent_images", "images", "latent", "both"] = "latent_images"
     save_dir: Path | None = Field(None, description="Default: <output_dir>/sample.")
     attention: Literal["sdpa", "flash", "torch", "sageattn", "xformers"] = "sdpa"

@@ -1,0 +1,211 @@
+"""Which LoRA files `fplora infer` runs, and whether each is one generate can load.
+
+`--lora` words resolve to checkpoints (`runs/checkpoints.py`); this module checks them before ~95 s
+of model loading per process: a `-state` folder, another kind of file, a damaged or half-written save
+(a training may still be writing the newest), and two words for the same weights, which run once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fplora.check.models import MAX_HEADER, safetensors_problem
+from fplora.jobs import Job
+from fplora.problems import Problem, UserError, display_path
+from fplora.runs.checkpoints import Checkpoint, expected, find, parse_step, resolve, same_step
+from fplora.runs.lock import holder, lock_path
+
+
+def describe(checkpoint: Checkpoint) -> str:
+    word = "final" if checkpoint.final else ""
+    label = ", ".join(w for w in (checkpoint.label if checkpoint.step is not None else "", word) if w)
+    return f"{display_path(checkpoint.path)} ({label})" if label else display_path(checkpoint.path)
+
+
+@dataclass(frozen=True)
+class Training:
+    """A training of this spec's run that holds its lock now."""
+
+    pid: int
+    lock: Path
+
+
+def running_training(output_dir: Path, output_name: str) -> Training | None:
+    lock = lock_path(output_dir, output_name)
+    pid = holder(lock)
+    return Training(pid, lock) if pid is not None else None
+
+
+def lora_problem(
+    checkpoint: Checkpoint,
+    training: Training | None,
+    output_dir: Path,
+    output_name: str,
+    *,
+    content: bool = True,
+) -> Problem | None:
+    """Why `checkpoint` is not a LoRA file generate can load, found before ~95 s of model loading.
+
+    `content=False` (dry runs, which check no model file) looks at the kind of file only."""
+    path = checkpoint.path
+    where = display_path(path)
+    if path.is_dir():
+        if path.name.endswith("-state"):
+            lora = path.with_name(path.name.removesuffix("-state") + ".safetensors")
+            resolved = path.resolve()
+            state = next((c for c in find(output_dir, output_name) if c.path.resolve() == resolved), None)
+            use = "use a LoRA .safetensors file"
+            if lora.is_file():
+                word = f"--lora {state.label}, " if state and state.step is not None else ""
+                use = f"use the LoRA step file: {word}{display_path(lora)}"
+            return Problem(where, None, "", "is a training state, not a LoRA", use)
+        return Problem(where, None, "", "is a folder, not a LoRA file", "give a LoRA .safetensors file")
+    if not path.is_file():
+        return Problem(where, None, "", "is not a regular file", "give a LoRA .safetensors file")
+    if path.suffix != ".safetensors":
+        return Problem(where, None, "", "is not a .safetensors file", "give a LoRA .safetensors file")
+    if not content:
+        return None
+    try:
+        size = path.stat().st_size
+        found = ("is empty", "download it again") if size == 0 else safetensors_problem(path, size)
+    except OSError as error:
+        return Problem(where, None, "", f"cannot be read ({error.strerror})", "check its permissions")
+    if found is None:
+        return None
+    message, fix = found
+    return Problem(where, None, "", message, _refit(checkpoint, training, fix))
+
+
+def _refit(checkpoint: Checkpoint, training: Training | None, fix: str) -> str:
+    """The fix for a damaged file of this run: it is being written, or take another checkpoint."""
+    if checkpoint.segment < 0 or fix != "download it again":
+        return fix
+    if training:
+        return f"training (pid {training.pid}) may still be writing it: wait for the save and run again"
+    return "pick another checkpoint (fplora runs lists them)"
+
+
+def _checkpoint(job: Job, lora: str) -> Checkpoint:
+    """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
+    spec = job.plan.spec
+    try:
+        chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+    except UserError:
+        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if job.dry_run else None
+        if future is None:
+            raise
+        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
+        return future
+    if parse_step(lora) is not None:
+        for other in same_step(spec.train.output_dir, spec.output_name, chosen):
+            job.console.print(
+                f"[yellow]note: {chosen.label} also exists in an older segment: {display_path(other.path)};"
+                f" using the newest, {display_path(chosen.path)} (give a path for the other)[/]",
+                highlight=False,
+            )
+    return chosen
+
+
+def choose_loras(job: Job, loras: list[str]) -> tuple[list[Checkpoint], dict[Path, dict[str, Any]]]:
+    """Every LoRA asked for, resolved and checked before any process starts: a typo in the third is
+    not found an hour into the first. Two words for the same file (`latest` and `step5000`), or two
+    files with the same weights (`latest` and `final` at the last step), run once.
+
+    Also the identity (`lora_identity`) of each one that exists."""
+    spec = job.plan.spec
+    found: dict[Path, Checkpoint] = {}
+    for lora in loras:
+        checkpoint = _checkpoint(job, lora)
+        found.setdefault(checkpoint.path, checkpoint)
+    chosen = list(found.values())
+    training = running_training(spec.train.output_dir, spec.output_name)
+    if training:
+        newest = _newest(spec.train.output_dir, spec.output_name)
+        for checkpoint in chosen:
+            if newest is not None and checkpoint.path == newest.path:
+                job.console.print(
+                    f"[yellow]note: training of {spec.output_name} is running (pid {training.pid},"
+                    f" {display_path(training.lock)}): {describe(checkpoint)} is its newest save and"
+                    " may be only half written[/]",
+                    highlight=False,
+                )
+    problems = [
+        problem
+        for checkpoint in chosen
+        if checkpoint.path.exists()
+        for problem in [
+            lora_problem(
+                checkpoint, training, spec.train.output_dir, spec.output_name, content=not job.dry_run
+            )
+        ]
+        if problem
+    ]
+    if problems:
+        raise UserError(problems)
+    identities = {c.path: lora_identity(c.path) for c in chosen if c.path.exists()}
+    unique: list[Checkpoint] = []
+    for checkpoint in chosen:
+        mine = identities.get(checkpoint.path)
+        twin = next(
+            (u for u in unique if mine and u.path in identities and same_lora(identities[u.path], mine)),
+            None,
+        )
+        if twin is None:
+            unique.append(checkpoint)
+            continue
+        job.console.print(
+            f"note: {describe(checkpoint)} holds the same weights as {describe(twin)}: running it once",
+            highlight=False,
+        )
+    return unique, identities
+
+
+def _newest(output_dir: Path, output_name: str) -> Checkpoint | None:
+    try:
+        return resolve(output_dir, output_name, "latest", "lora")
+    except UserError:
+        return None
+
+
+WEIGHTS_HASH_KEY = "sshs_model_hash"
+"""musubi-tuner's LoRA metadata: sha256 of the tensor data (`model_utils.precalculate_safetensors_hashes`,
+written by every `save_weights`), so the step file and the final file of one step share it."""
+
+
+def lora_identity(path: Path) -> dict[str, Any]:
+    """Path, size, mtime, musubi-tuner's hash of the weights, and a fingerprint (blake2b of the header
+    and the last MiB) for files without that hash. The path is for messages: a moved or copied file
+    is the same LoRA."""
+    stat = path.stat()
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        raw = handle.read(length) if length <= MAX_HEADER else b""
+        digest.update(head + raw)
+        handle.seek(max(0, stat.st_size - (1 << 20)))
+        digest.update(handle.read())
+    try:
+        metadata = json.loads(raw).get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        metadata = {}
+    weights = metadata.get(WEIGHTS_HASH_KEY) if isinstance(metadata, dict) else None
+    return {
+        "path": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "weights": weights if isinstance(weights, str) else None,
+        "fingerprint": digest.hexdigest(),
+    }
+
+
+def same_lora(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same weights: by musubi-tuner's hash where both files have one, else the same file content."""
+    if a.get("weights") and b.get("weights"):
+        return a["weights"] == b["weights"]
+    return a.get("size") == b.get("size") and a.get("fingerprint") == b.get("fingerprint")
