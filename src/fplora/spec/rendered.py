@@ -14,6 +14,10 @@ spec's. Rather than a hand-kept list, the set is read off the render functions t
 
 Everything here is pure and computed once per process (~20 ms), and only when a spec
 has pass-through options at all.
+
+This is the one place `spec/` reaches into `render/` (lazily, inside functions): what the renderers
+produce is the definition of what a pass-through key may not repeat, and asking them keeps the two
+from drifting apart. `render/` itself never imports this module.
 """
 
 from __future__ import annotations
