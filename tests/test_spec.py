@@ -63,8 +63,22 @@ def test_extends_cycle_is_reported(project, tmp_path: Path) -> None:
     with pytest.raises(UserError) as error:
         load_spec(tmp_path / "configs/a.yaml")
     assert str(error.value) == (
-        "configs/b.yaml: extends: cycle: configs/a.yaml → configs/b.yaml → configs/a.yaml — remove one of the extends"
+        "configs/b.yaml:1: extends: cycle: configs/a.yaml → configs/b.yaml → configs/a.yaml"
+        " — remove one of the extends"
     )
+
+
+def test_a_spec_extending_itself_and_a_folder_are_reported_at_the_line(project, tmp_path: Path) -> None:
+    (tmp_path / "configs/self.yaml").write_text("project: x\nextends: self.yaml\n")
+    with pytest.raises(UserError) as error:
+        load_spec(tmp_path / "configs/self.yaml")
+    assert str(error.value).startswith(
+        "configs/self.yaml:2: extends: cycle: configs/self.yaml → configs/self.yaml"
+    )
+    (tmp_path / "configs/dir.yaml").write_text("extends: ../configs\n")
+    with pytest.raises(UserError) as error:
+        load_spec(tmp_path / "configs/dir.yaml")
+    assert "configs/dir.yaml:1: extends: ../configs is a folder" in str(error.value)
 
 
 def test_defaults_follow_the_memo(project) -> None:

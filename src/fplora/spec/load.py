@@ -257,12 +257,6 @@ def _get(data: Any, key: KeyPath) -> Any:
 def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     """Load a spec and everything it `extends`, child values winning over base values."""
     path = Path(os.path.abspath(path))
-    if path in _stack:
-        cycle = " → ".join(display_path(p) for p in (*_stack, path))
-        src = _stack[-1]
-        raise UserError(
-            Problem(display_path(src), None, "extends", f"cycle: {cycle}", "remove one of the extends")
-        )
     data, sources, notes = _read_one(path)
     extends = data.pop("extends", None)
     line = sources.get(("extends",), Source(path, None)).line
@@ -279,7 +273,22 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     chain = [path]
     for base in bases:
         base_path = (path.parent / os.path.expanduser(base)).resolve()
-        if not base_path.is_file() and base_path not in _stack:
+        if base_path in (*_stack, path):
+            cycle = " → ".join(display_path(p) for p in (*_stack, path, base_path))
+            raise UserError(
+                Problem(display_path(path), line, "extends", f"cycle: {cycle}", "remove one of the extends")
+            )
+        if base_path.is_dir():
+            raise UserError(
+                Problem(
+                    display_path(path),
+                    line,
+                    "extends",
+                    f"{base} is a folder (looked at {display_path(base_path)})",
+                    "name the base spec file itself, e.g. base.yaml",
+                )
+            )
+        if not base_path.is_file():
             raise UserError(
                 Problem(
                     display_path(path),
