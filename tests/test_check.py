@@ -492,3 +492,14 @@ def test_unicode_line_separators_inside_a_caption_are_not_line_breaks(project: P
     caption = "she turns\u2028around\u0085slowly"
     write_jsonl(json.dumps(record("a", caption=caption), ensure_ascii=False), record("b"))
     assert run(skip_models=True) == []
+
+
+def test_files_named_by_pass_through_options_must_exist(project: Path) -> None:
+    """musubi-tuner opens network_weights only after loading the models."""
+    spec = SPEC + "musubi:\n  config: {network_weights: old/lora.safetensors}\n"
+    problems = run(spec, skip_models=True)
+    assert len(problems) == 1
+    assert "musubi.config.network_weights: old/lora.safetensors not found — check the path" in problems[0]
+    Path("old").mkdir()
+    Path("old/lora.safetensors").write_bytes(b"")
+    assert run(spec, skip_models=True) == []

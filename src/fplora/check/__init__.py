@@ -3,9 +3,10 @@
 The spec itself is already valid when it gets here (`load_spec`); this looks at the files it names:
 the five models and their safetensors headers (`check.models`), every dataset record and image
 (`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
-(`check.prompts`). It only reads, never writes, and returns every problem at once so
-that one run shows the whole list. Images are probed once each, headers only (`check.images`), which
-keeps a 10,000-record one-frame dataset (30,000 images) within a couple of seconds.
+(`check.prompts`), and files named by pass-through options (`check.passthrough`). It only reads,
+never writes, and returns every problem at once so that one run shows the whole list. Images are
+probed once each, headers only (`check.images`), which keeps a 10,000-record one-frame dataset
+(30,000 images) within a couple of seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from itertools import chain
 from fplora.check.images import probe_many
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
+from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
 from fplora.datasets.records import RecordCache, Records
@@ -44,4 +46,5 @@ def check_spec(
         problems.extend(check_records(spec, index, records, images))
     problems.extend(check_prompts(spec, datasets, images))
     problems.extend(check_launch(spec))
+    problems.extend(check_pass_through_files(spec))
     return problems

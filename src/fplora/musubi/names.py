@@ -255,3 +255,17 @@ def text_encoder_cache_stem(name: str) -> str | None:
     """The image stem a text-encoder cache file belongs to, or None for other files."""
     match = _TEXT_ENCODER_CACHE.match(name)
     return match.group(1) if match else None
+
+
+PASS_THROUGH_INPUTS = {
+    "config": ("network_weights", "base_weights"),
+    "generate": (
+        "latent_path",
+        "image_path",
+        "end_image_path",
+        "control_image_path",
+        "control_image_mask_path",
+    ),
+}
+"""Pass-through options (by `musubi:` section) that name files musubi-tuner reads: a missing one fails
+only after the models are loaded."""
