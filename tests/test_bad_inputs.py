@@ -207,7 +207,12 @@ DATA_CASES: list[tuple[str, Setup, str]] = [
     ("bad JSONL line", _bad_json, "data/dataset-v1/metadata-v1.jsonl:2: invalid JSON: Expecting property name enclosed in double quotes at col 27 — one JSON object per line"),
     ("missing image", _missing_image, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/2.png not found — check the path; relative paths resolve against the JSONL file's folder"),
     ("wrong control count", _one_control, "data/dataset-v1/metadata-v1.jsonl:2: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]), found 1 — give every record control_path_0..1, or change one_frame.clean_indices"),
-    ("empty caption", _empty_caption, "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text"),
+    (
+        "empty caption",
+        _empty_caption,
+        "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text (musubi-tuner's"
+        " JSONL reader takes it from the record; caption_extension files are not read for JSONL datasets)",
+    ),
     ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — use image_path, caption and control_path_0..N"),
     ("not an image", _not_an_image, "data/dataset-v1/metadata-v1.jsonl:2: control_path_1: data/dataset-v1/c/2_1.png is not an image Pillow can read — use a PNG, JPEG, WEBP or BMP file"),
     ("unicode, spaces, quotes", _missing_unicode_path, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/データ 'two'.png not found — check the path; relative paths resolve against the JSONL file's folder"),

@@ -194,7 +194,10 @@ def test_wrong_control_count(project: Path) -> None:
 
 def test_empty_caption(project: Path) -> None:
     write_jsonl(record("a"), record("b", caption="  "))
-    assert run() == ["data/m.jsonl:2: caption: missing or empty — write the caption text"]
+    assert run() == [
+        "data/m.jsonl:2: caption: missing or empty — write the caption text (musubi-tuner's JSONL reader takes it"
+        " from the record; caption_extension files are not read for JSONL datasets)"
+    ]
 
 
 def test_duplicate_stem(project: Path) -> None:
@@ -503,3 +506,27 @@ def test_files_named_by_pass_through_options_must_exist(project: Path) -> None:
     Path("old").mkdir()
     Path("old/lora.safetensors").write_bytes(b"")
     assert run(spec, skip_models=True) == []
+
+
+@pytest.mark.parametrize(
+    ("caption", "start"),
+    [
+        ("#1 fan art: she turns", "starts with '#': musubi-tuner skips such lines"),  # training skips it
+        ("  # she turns", "starts with '#'"),  # generate strips the line first, then skips it
+        ("   ", "missing or empty"),  # an empty caption is a record problem
+    ],
+)
+def test_captions_musubi_would_skip_as_comments(project: Path, caption: str, start: str) -> None:
+    write_jsonl(record("a", caption=caption), record("b"))
+    problems = run()
+    assert len(problems) == 1 and start in problems[0], problems
+
+
+def test_blank_prompt_text_and_negative_prompt_with_an_option(project: Path) -> None:
+    """A blank text makes the first option the prompt; ' --w 1024' in --n sets the width."""
+    blank = SPEC.replace("record: 1", 'record: 1\n      text: "  "')
+    (problem,) = run(blank)
+    assert "sample.prompts[0].text: prompt text is empty" in problem
+    negative = SPEC.replace("record: 1", 'record: 1\n      negative_prompt: "blurry --w 1024, bad"')
+    (problem,) = run(negative)
+    assert "sample.prompts[0].negative_prompt: negative prompt contains ' --'" in problem

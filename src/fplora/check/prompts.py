@@ -14,7 +14,7 @@ from pathlib import Path
 from fplora.check.images import ImageInfo
 from fplora.check.jsonl import unreadable
 from fplora.datasets.records import Record, Records
-from fplora.musubi.names import prompt_text_problem
+from fplora.musubi.names import option_value_problem, prompt_text_problem
 from fplora.problems import Problem, display_path
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Prompt, Spec
@@ -108,6 +108,11 @@ def check_prompts(spec: Spec, datasets: Sequence[Records], images: Mapping[str, 
             text = _text(prompt, record, at, jsonl)
             if text is not None:
                 problems.append(spec.problem(*text))
+            negative = option_value_problem(prompt.negative_prompt) if prompt.negative_prompt else None
+            if negative:
+                problems.append(
+                    spec.problem((*at, "negative_prompt"), f"negative prompt {negative}", "reword it")
+                )
             if prompt.image is not None:
                 problems.extend(_image(spec, (*at, "image"), prompt.image, images))
             for number, control in enumerate(prompt.control_images or []):

@@ -110,7 +110,16 @@ def read_records(jsonl: Path) -> Records:
             )
         caption = raw.get("caption")
         if not isinstance(caption, str) or not caption.strip():
-            problems.append(Problem(shown, number, "caption", "missing or empty", "write the caption text"))
+            problems.append(
+                Problem(
+                    shown,
+                    number,
+                    "caption",
+                    "missing or empty",
+                    "write the caption text (musubi-tuner's JSONL reader takes it from the record;"
+                    " caption_extension files are not read for JSONL datasets)",
+                )
+            )
         else:
             record.caption = caption
         for index in sorted(controls):

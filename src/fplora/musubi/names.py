@@ -173,16 +173,28 @@ _PROMPT_TRAP = re.compile(
 )
 
 
+def option_value_problem(text: str) -> str | None:
+    """Why a value written into a prompt line (the text, `--n <negative prompt>`) would be misread."""
+    if " --" in text:
+        return "contains ' --', which musubi-tuner reads as the start of an option"
+    if "\n" in text or "\r" in text:
+        return "contains a line break; a prompt file holds one prompt per line"
+    return None
+
+
 def prompt_text_problem(text: str) -> str | None:
     """Why musubi-tuner's prompt-line parsers would misread this prompt text, or None.
 
     Lines are split on ' --', and the training parser matches its option patterns against the
     prompt part too: a caption starting with "I like" sets the start image to "like ...".
     """
-    if " --" in text:
-        return "contains ' --', which musubi-tuner reads as the start of an option"
-    if "\n" in text or "\r" in text:
-        return "contains a line break; a prompt file holds one prompt per line"
+    if not text.strip():
+        return "is empty: the line would start with its first option, which musubi-tuner reads as the prompt"
+    if text.strip().startswith("#"):
+        return "starts with '#': musubi-tuner skips such lines of a prompt file as comments"
+    value = option_value_problem(text)
+    if value:
+        return value
     match = _PROMPT_TRAP.match(text)
     if match:
         word = match.group(0).split()[0]
