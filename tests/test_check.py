@@ -530,3 +530,11 @@ def test_blank_prompt_text_and_negative_prompt_with_an_option(project: Path) -> 
     negative = SPEC.replace("record: 1", 'record: 1\n      negative_prompt: "blurry --w 1024, bad"')
     (problem,) = run(negative)
     assert "sample.prompts[0].negative_prompt: negative prompt contains ' --'" in problem
+
+
+def test_a_16_bit_image_is_refused(project: Path) -> None:
+    """Pillow's convert("RGB") clips 16-bit values: the control image would train as white."""
+    write_jsonl(record("a"), record("b"))
+    Image.new("I;16", (32, 48), 40_000).save("data/img/b_c1.png")
+    (problem,) = run()
+    assert "b_c1.png is a 16-bit or float image" in problem and "save it as an 8-bit RGB image" in problem

@@ -52,11 +52,25 @@ class ImageInfo:
 NOT_FOUND = ImageInfo(error="not found", fix="check the path")
 
 
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+"""Pillow modes of 16-bit and float images: `convert("RGB")`, as musubi-tuner loads images, clips
+them to 8 bits instead of scaling, so most pixels come out white."""
+
+HIGH_BIT = ImageInfo(
+    error="is a 16-bit or float image, which musubi-tuner's RGB conversion clips to nearly white",
+    fix="save it as an 8-bit RGB image",
+)
+
+
+def _opened(image: Image.Image) -> ImageInfo:
+    return HIGH_BIT if image.mode in HIGH_BIT_MODES else ImageInfo(size=image.size)
+
+
 def probe(path: str) -> ImageInfo:
     """Open one image's header. Never raises: every failure becomes an `ImageInfo` with an error."""
     try:
         with Image.open(path, formats=FAST_FORMATS) as image:
-            return ImageInfo(size=image.size)
+            return _opened(image)
     except FileNotFoundError:
         return NOT_FOUND
     except UnidentifiedImageError:
@@ -69,7 +83,7 @@ def _probe_any_format(path: str) -> ImageInfo:
     """Second try with every format Pillow has, for files the fast formats did not identify."""
     try:
         with Image.open(path) as image:
-            return ImageInfo(size=image.size)
+            return _opened(image)
     except Exception as exc:
         return _failure(path, exc)
 
