@@ -61,12 +61,13 @@ def _new_files(folder: Path, kind: GenerateOutput, before: set[Path]) -> list[Pa
 
 
 def run_infer(job: Job, *, loras: list[str], multipliers: list[float], command: str = "fplora infer") -> int:
-    """One generate process per (LoRA, multiplier), the memo's way of comparing checkpoints."""
+    """One generate process per (LoRA, multiplier), the memo's way of comparing checkpoints.
+
+    `multipliers` come through `multipliers_to_run` (finite, positive, each once)."""
     spec, paths = job.plan.spec, job.plan.paths
     note = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
     if note:
         job.console.print(f"[yellow]{note}[/]", highlight=False)
-    multipliers = multipliers_to_run(multipliers, "--multiplier")
     checkpoints, identities = choose_loras(job, loras)
     save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
     outputs = GENERATE_OUTPUTS[spec.infer.output_type]
