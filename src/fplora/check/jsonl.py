@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from fplora.datasets.records import Records, jsonl_lines
+from fplora.musubi.names import CONTROL_KEY_RE
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
-_CONTROL_KEY = re.compile(r"^control_path(?:_(\d+))?$")  # as `read_records` reads them
 _NOT_FOUND = "dataset JSONL file not found"  # `read_records`' words for a missing file
 _CANNOT_READ = "cannot read dataset"
 MAX_CONTINUATION = 10
@@ -162,7 +161,7 @@ def _control_keys(shown: str, number: int, record: dict[str, object]) -> list[Pr
     """Problems of one record's control keys: two keys for one image, or numbers with gaps."""
     by_index: dict[int, list[str]] = {}
     for key in record:
-        match = _CONTROL_KEY.match(key)
+        match = CONTROL_KEY_RE.match(key)
         if match:
             by_index.setdefault(int(match.group(1) or 0), []).append(key)
     problems = []

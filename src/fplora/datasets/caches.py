@@ -124,12 +124,6 @@ def write_stamp(spec: Spec, index: int, prints: dict[str, dict[str, str]] | None
     temporary.replace(cache_dir / STAMP)
 
 
-def stamp_matches(spec: Spec, index: int) -> bool:
-    """The stamp names the spec's settings (whatever its record fingerprints say)."""
-    stamp = read_stamp(spec.cache_directory(index))
-    return stamp is not None and _settings(stamp) == _normalise(stamp_for(spec, index))
-
-
 @dataclass(frozen=True)
 class CacheState:
     dataset: int

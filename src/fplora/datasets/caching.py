@@ -51,7 +51,6 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
             )
         )
     records = job.plan.records or RecordCache(spec)
-    fresh = not rebuild and all(caches.stamp_matches(spec, i) for i in range(len(spec.datasets)))
     states: list[caches.CacheState] = []
     for index, dataset in enumerate(spec.datasets):
         state = caches.state_of(spec, index, records(index))
@@ -63,6 +62,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
             f" text-encoder outputs already there{_note(state)})",
             highlight=False,
         )
+    fresh = not rebuild and all(state.stamp_ok for state in states)
     latents = not fresh or any(s.missing_latents or s.stale_latents for s in states)
     text = not fresh or any(s.missing_text or s.stale_text for s in states)
     if not (latents or text):

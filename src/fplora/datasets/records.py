@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fplora.musubi.names import CONTROL_KEY_RE
 from fplora.problems import Problem, display_path
 
 if TYPE_CHECKING:
     from fplora.spec.models import Spec
 
-_CONTROL_KEY = re.compile(r"^control_path(?:_(\d+))?$")
 KNOWN_KEYS = {"image_path", "image_path_0", "caption"}
 
 
@@ -89,7 +88,7 @@ def read_records(jsonl: Path) -> Records:
             continue
         controls: dict[int, object] = {}
         for key, value in raw.items():
-            match = _CONTROL_KEY.match(key)
+            match = CONTROL_KEY_RE.match(key)
             if match:
                 controls[int(match.group(1) or 0)] = value
             elif key not in KNOWN_KEYS:

@@ -281,3 +281,8 @@ PASS_THROUGH_INPUTS = {
 }
 """Pass-through options (by `musubi:` section) that name files musubi-tuner reads: a missing one fails
 only after the models are loaded."""
+
+
+CONTROL_KEY_RE = re.compile(r"^control_path(?:_(\d+))?$")
+"""A dataset JSONL record's control-image keys: `control_path` (musubi-tuner renames it to
+`control_path_0`) and `control_path_N`."""
