@@ -59,3 +59,10 @@ def test_state_step_suffix_and_generate_images() -> None:
 def test_modules_are_the_snapshot_scripts() -> None:
     scripts = set(schema.schema()["scripts"])
     assert {m.rsplit(".", 1)[1] for m in names.MODULES.values()} == scripts
+
+
+def test_a_state_folder_names_the_lora_saved_with_it() -> None:
+    for step in (1, 5000):
+        assert names.lora_of_state(names.state_step_dir("run", step)) == names.lora_step_file("run", step)
+    assert names.lora_of_state(names.state_final_dir("run")) == names.lora_final_file("run")
+    assert names.lora_of_state("run-step00000001.safetensors") is None

@@ -59,8 +59,24 @@ STATE_STEP_SUFFIX = re.compile(r"-step(\d{8})-state$")
 """The step in any step state folder's name, whatever its output name."""
 
 
+STATE_SUFFIX = "-state"
+
+
 def state_final_dir(output_name: str) -> str:
-    return f"{output_name}-state"
+    return f"{output_name}{STATE_SUFFIX}"
+
+
+def lora_of_state(state_dir_name: str) -> str | None:
+    """The LoRA file saved with a state folder (`x-step00000100-state` → `x-step00000100.safetensors`),
+    or None for a name that is not a state folder's."""
+    if not state_dir_name.endswith(STATE_SUFFIX):
+        return None
+    return state_dir_name.removesuffix(STATE_SUFFIX) + ".safetensors"
+
+
+LORA_WEIGHTS_HASH_KEY = "sshs_model_hash"
+"""In a LoRA's safetensors metadata: sha256 of the tensor data (`model_utils.precalculate_safetensors_hashes`,
+written by every `save_weights`), so the step file and the final file of one step share it."""
 
 
 @dataclass(frozen=True)

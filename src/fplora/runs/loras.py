@@ -15,6 +15,7 @@ from typing import Any
 
 from fplora.check.models import MAX_HEADER, safetensors_problem
 from fplora.jobs import Job
+from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY, lora_of_state
 from fplora.problems import Problem, UserError, display_path
 from fplora.runs.checkpoints import Checkpoint, expected, find, parse_step, resolve, same_step
 from fplora.runs.lock import holder, lock_path
@@ -54,8 +55,9 @@ def lora_problem(
     path = checkpoint.path
     where = display_path(path)
     if path.is_dir():
-        if path.name.endswith("-state"):
-            lora = path.with_name(path.name.removesuffix("-state") + ".safetensors")
+        lora_name = lora_of_state(path.name)
+        if lora_name is not None:
+            lora = path.with_name(lora_name)
             resolved = path.resolve()
             state = next((c for c in find(output_dir, output_name) if c.path.resolve() == resolved), None)
             use = "use a LoRA .safetensors file"
@@ -172,11 +174,6 @@ def _newest(output_dir: Path, output_name: str) -> Checkpoint | None:
         return None
 
 
-WEIGHTS_HASH_KEY = "sshs_model_hash"
-"""musubi-tuner's LoRA metadata: sha256 of the tensor data (`model_utils.precalculate_safetensors_hashes`,
-written by every `save_weights`), so the step file and the final file of one step share it."""
-
-
 def lora_identity(path: Path) -> dict[str, Any]:
     """Path, size, mtime, musubi-tuner's hash of the weights, and a fingerprint (blake2b of the header
     and the last MiB) for files without that hash. The path is for messages: a moved or copied file
@@ -194,7 +191,7 @@ def lora_identity(path: Path) -> dict[str, Any]:
         metadata = json.loads(raw).get("__metadata__") or {}
     except (ValueError, AttributeError):
         metadata = {}
-    weights = metadata.get(WEIGHTS_HASH_KEY) if isinstance(metadata, dict) else None
+    weights = metadata.get(LORA_WEIGHTS_HASH_KEY) if isinstance(metadata, dict) else None
     return {
         "path": str(path.resolve()),
         "size": stat.st_size,
