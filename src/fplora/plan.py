@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fplora.atomic import write_atomic
 from fplora.datasets.records import RecordCache, Records, absolute_jsonl
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
@@ -173,8 +174,5 @@ def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX) -> list[Pat
         if problems:
             raise UserError(problems)
     for path, text in plan.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, text)
     return list(plan.files)

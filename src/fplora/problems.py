@@ -2,7 +2,8 @@
 
 Every user mistake ends up as a `Problem`: where (file and line), what (the key or record), what is
 wrong and what to do. The CLI prints them one per line, `file:line: key: what — fix`, like a
-compiler or ruff, and exits 1 without a traceback.
+compiler or ruff, and exits 1 without a traceback. Decisions (which state to resume, which LoRAs to
+run) return `note`s the same way, so that the job prints them in one place.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ class Problem:
     key: str
     message: str
     fix: str = ""
-    severity: str = "error"  # "error" or "warning"
+    severity: str = "error"  # "error", "warning" or "note" (something a decision wants said)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        text = ": ".join(part for part in (where, self.key, self.message) if part)
         return f"{text} — {self.fix}" if self.fix else text
+
+
+def note(message: str, where: str = "") -> Problem:
+    """A note from a decision: not a mistake, something the user should know about what runs."""
+    return Problem(where, None, "", message, severity="note")
 
 
 class UserError(Exception):

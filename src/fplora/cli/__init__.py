@@ -121,7 +121,7 @@ def cache(
 
     Example: fplora cache configs/v8.yaml
     """
-    from fplora.datasets.caching import run_cache
+    from fplora.jobs.cache import run_cache
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run)
@@ -150,34 +150,13 @@ def train(
 
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
-    from fplora.datasets.caching import run_cache
-    from fplora.problems import UserError
-    from fplora.runs.runpod import stop_pod_after
-    from fplora.runs.training import execute_train, prepare_train, run_train
+    from fplora.jobs.train import run_train
 
     with common.user_errors():
         if stop_pod not in (None, "success", "always", "never"):
             common.fail("--stop-pod", "must be success, always or never")
         job = common.job(spec, dry_run=dry_run)
-        try:
-            if not with_cache:
-                raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod))
-            prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)  # refuse before caching
-            code = run_cache(job)
-            if code:
-                stop_pod_after(job, stop_pod, code)
-                raise typer.Exit(code)
-            if job.dry_run:
-                job.show(prepared.argv)
-                raise typer.Exit(0)
-            raise typer.Exit(execute_train(job, prepared))
-        except UserError as error:
-            # refused before training (stale caches, a held lock, ...): `always` means the pod stops
-            if not job.dry_run:
-                common.echo_problems(error.problems)
-                stop_pod_after(job, stop_pod, 1)
-                raise typer.Exit(1) from None
-            raise
+        raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod, with_cache=with_cache))
 
 
 @app.command()
@@ -211,7 +190,7 @@ def infer(
 
     Compare: fplora infer --lora step4000 --lora step5000 --multiplier 1.0 --multiplier 1.2
     """
-    from fplora.runs.inference import multipliers_to_run, run_infer
+    from fplora.jobs.infer import multipliers_to_run, run_infer
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run)
@@ -238,8 +217,7 @@ def runs(spec: SpecArg = None) -> None:
     with common.user_errors():
         loaded = common.load(spec)
         note = foreign_run_note(loaded.train.output_dir, loaded.output_name, loaded.path)
-        if note:
-            typer.echo(note, err=True)
+        common.echo_problems([note] if note else [])
         rows = summarise(loaded)
         if not any(row.loras or row.states or row.segment.started for row in rows):
             typer.echo(f"{loaded.output_name}: no training yet in {common.shown(loaded.train.output_dir)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,24 +11,14 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from rich.console import Console
 
-    from fplora.datasets.records import RecordCache
-    from fplora.jobs import Job
+    from fplora.jobs.context import Job
     from fplora.plan import Plan
     from fplora.problems import Problem
     from fplora.spec.models import Spec
 
 HISTORY = Path(".fplora") / "last-spec"  # under the project root
 _EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
-
-
-def console() -> Console:
-    from rich.console import Console
-
-    # soft_wrap: never break a message into lines; piped to a log, rich would wrap at 80 columns
-    # and split paths and commands where grep and copy-paste cannot find them
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def shown(path: Path) -> str:
@@ -46,7 +35,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        errors = [p for p in error.problems if p.severity != "warning"]
+        errors = [p for p in error.problems if p.severity == "error"]
         echo_problems(error.problems)
         if len(errors) > 1:
             typer.echo(f"{len(errors)} errors", err=True)
@@ -139,7 +128,7 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
     from fplora.check import check_spec
 
     problems = check_spec(spec, skip_models=skip_models)
-    errors = [p for p in problems if p.severity != "warning"]
+    errors = [p for p in problems if p.severity == "error"]
     warnings = len(problems) - len(errors)
     echo_problems(problems)
     if errors:
@@ -156,41 +145,16 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
     return 0
 
 
-def write_plan(
-    spec: Spec,
-    *,
-    out: Path | None = None,
-    force: bool = False,
-    records: RecordCache | None = None,
-    fix: str | None = None,
-) -> Plan:
+def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> Plan:
     from fplora import plan
 
-    built = plan.build(spec, out, records)
-    plan.write(built, force=force, fix=fix or plan.RENDER_FIX)
+    built = plan.build(spec, out)
+    plan.write(built, force=force)
     return built
 
 
 def job(given: Path | None, *, dry_run: bool) -> Job:
-    """Load, check (models too unless dry-run), render, and find musubi-tuner (unless dry-run)."""
-    from fplora.check import check_spec
-    from fplora.datasets.records import RecordCache
-    from fplora.jobs import Job
-    from fplora.problems import UserError
-    from fplora.runtime import ensure_musubi, needed_modules, python_for
+    """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`)."""
+    from fplora.jobs.context import open_job
 
-    spec = load(given)
-    records = RecordCache(spec)
-    problems = check_spec(spec, skip_models=dry_run, records=records)
-    errors = [p for p in problems if p.severity != "warning"]
-    if errors:
-        raise UserError(problems)
-    echo_problems(problems)  # warnings
-    fix = f"move them away, or overwrite them with this spec's: fplora render {shown(spec.path)} --force"
-    built = write_plan(spec, records=records, fix=fix)
-    python = python_for(spec)
-    if not dry_run:
-        ensure_musubi(python, needed_modules(spec))
-    else:
-        sys.stderr.write("dry run: model files and musubi-tuner not checked; nothing will run\n")
-    return Job(built, python, console(), dry_run=dry_run)
+    return open_job(load(given), dry_run=dry_run)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fplora.atomic import write_atomic
 from fplora.datasets.records import Record, Records, read_records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file, text_encoder_cache_stem
 from fplora.problems import Problem, display_path
@@ -116,12 +117,8 @@ def write_stamp(spec: Spec, index: int, prints: dict[str, dict[str, str]] | None
     from (`prints`, taken before the cache scripts ran; read from the dataset now when None)."""
     if prints is None:
         prints = fingerprints(read_records(spec.datasets[index].jsonl))
-    cache_dir = spec.cache_directory(index)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     stamp = {**stamp_for(spec, index), FINGERPRINTS: FINGERPRINT_VERSION, RECORDS: prints}
-    temporary = cache_dir / f".{STAMP}.tmp"
-    temporary.write_text(json.dumps(stamp, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(cache_dir / STAMP)
+    write_atomic(spec.cache_directory(index) / STAMP, json.dumps(stamp, indent=1, ensure_ascii=False) + "\n")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from fplora import __version__
-from fplora.jobs import Job
+from fplora.atomic import write_atomic
 from fplora.musubi.names import GENERATE_OUTPUTS
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, note
 from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.loras import describe, same_lora
 from fplora.runs.manifest import now
@@ -59,11 +59,10 @@ def _options(argv: list[str]) -> dict[str, list[str]]:
     return options
 
 
-def infer_settings(job: Job, argv: list[str]) -> dict[str, Any]:
+def infer_settings(prompts_file: str, argv: list[str]) -> dict[str, Any]:
     """What a folder's files depend on besides the LoRA and multiplier: generate's options and the
     rendered prompt lines (seed, steps, size, images and caption of each)."""
-    text = job.plan.files.get(job.plan.paths.infer_prompts, "")
-    prompts = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    prompts = [line for line in prompts_file.splitlines() if line.strip() and not line.startswith("#")]
     return {"options": _options(argv), "prompts": prompts}
 
 
@@ -97,10 +96,7 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:
-    path = folder / FOLDER_RECORD
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(folder / FOLDER_RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -119,7 +115,7 @@ class Pair:
 _MOVE = "move that folder away, or set infer.save_dir to generate somewhere else"
 
 
-def folder_problem(pair: Pair) -> tuple[Problem | None, str]:
+def folder_problem(pair: Pair) -> tuple[Problem | None, Problem | None]:
     """(a refusal, a note) for running `pair` into its folder as the folder is now."""
     folder, checkpoint = pair.save_path, pair.checkpoint
     where = display_path(folder)
@@ -127,19 +123,18 @@ def folder_problem(pair: Pair) -> tuple[Problem | None, str]:
         record = read_record(folder)
     except ValueError as error:
         problem = Problem(where, None, "", f"its {FOLDER_RECORD} cannot be read ({error})", _MOVE)
-        return problem, ""
+        return problem, None
     pair.record = record
     if record is None:
         kinds = {kind for kinds in GENERATE_OUTPUTS.values() for kind in kinds}
         old = sum(1 for kind in kinds for _ in folder.glob(kind.glob)) if folder.is_dir() else 0
-        note = (
-            f"note: {where} already holds {old} generate output file{'' if old == 1 else 's'} from before"
+        if not old:
+            return None, None
+        return None, note(
+            f"{where} already holds {old} generate output file{'' if old == 1 else 's'} from before"
             " fplora kept a record of which LoRA"
             f" made a folder's files; they may be of another checkpoint than {describe(checkpoint)}"
-            if old
-            else ""
         )
-        return None, note
     was = record["lora"]
     # a dry run may name a checkpoint not trained yet: it cannot be the one that made these files
     same = pair.identity is not None and same_lora(was, pair.identity)
@@ -155,17 +150,16 @@ def folder_problem(pair: Pair) -> tuple[Problem | None, str]:
             f"holds files made from {recorded}{label}{replaced}, not from {describe(checkpoint)}"
             " — mixing them would make the folder's images impossible to tell apart"
         )
-        return Problem(where, None, "", message, _MOVE), ""
+        return Problem(where, None, "", message, _MOVE), None
     last = record["runs"][-1].get("settings") if record["runs"] else None
     change = _settings_change(last, pair.settings) if isinstance(last, dict) else ""
-    note = (
-        f"note: {where} holds files of {checkpoint.label} made with other infer settings ({change});"
+    if not change:
+        return None, None
+    return None, note(
+        f"{where} holds files of {checkpoint.label} made with other infer settings ({change});"
         f" the new ones go beside them, and {FOLDER_RECORD} lists which run wrote which"
         " (set infer.save_dir to keep them apart)"
-        if change
-        else ""
     )
-    return None, note
 
 
 def collisions(pairs: list[Pair]) -> list[Problem]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fplora.check.models import MAX_HEADER, safetensors_problem
-from fplora.jobs import Job
 from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY, lora_of_state
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, note
 from fplora.runs.checkpoints import Checkpoint, expected, find, parse_step, resolve, same_step
 from fplora.runs.lock import holder, lock_path
+from fplora.safetensors import MAX_HEADER, safetensors_problem
+from fplora.spec.models import Spec
 
 
 def describe(checkpoint: Checkpoint) -> str:
@@ -92,63 +92,69 @@ def _refit(checkpoint: Checkpoint, training: Training | None, fix: str) -> str:
     return "pick another checkpoint (fplora runs lists them)"
 
 
-def _checkpoint(job: Job, lora: str) -> Checkpoint:
+def _checkpoint(spec: Spec, lora: str, *, dry_run: bool) -> tuple[Checkpoint, list[Problem]]:
     """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
-    spec = job.plan.spec
     try:
         chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
     except UserError:
-        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if job.dry_run else None
+        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if dry_run else None
         if future is None:
             raise
-        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
-        return future
+        return future, [note(f"dry run: {display_path(future.path)} does not exist yet")]
+    notes = []
     if parse_step(lora) is not None:
         for other in same_step(spec.train.output_dir, spec.output_name, chosen):
-            job.console.print(
-                f"[yellow]note: {chosen.label} also exists in an older segment: {display_path(other.path)};"
-                f" using the newest, {display_path(chosen.path)} (give a path for the other)[/]",
-                highlight=False,
+            notes.append(
+                note(
+                    f"{chosen.label} also exists in an older segment: {display_path(other.path)};"
+                    f" using the newest, {display_path(chosen.path)} (give a path for the other)"
+                )
             )
-    return chosen
+    return chosen, notes
 
 
-def choose_loras(job: Job, loras: list[str]) -> tuple[list[Checkpoint], dict[Path, dict[str, Any]]]:
+@dataclass
+class Choice:
+    """The LoRAs an infer runs (each once), the identity of each that exists, and notes."""
+
+    loras: list[Checkpoint]
+    identities: dict[Path, dict[str, Any]]
+    notes: list[Problem]
+
+
+def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choice:
     """Every LoRA asked for, resolved and checked before any process starts: a typo in the third is
     not found an hour into the first. Two words for the same file (`latest` and `step5000`), or two
     files with the same weights (`latest` and `final` at the last step), run once.
 
-    Also the identity (`lora_identity`) of each one that exists."""
-    spec = job.plan.spec
+    Refuses (UserError) a word that names nothing and a file generate could not load; a dry run
+    checks only the kind of each file (it reads no model file)."""
     found: dict[Path, Checkpoint] = {}
+    notes: list[Problem] = []
     for lora in loras:
-        checkpoint = _checkpoint(job, lora)
+        checkpoint, said = _checkpoint(spec, lora, dry_run=dry_run)
+        notes += said
         found.setdefault(checkpoint.path, checkpoint)
     chosen = list(found.values())
-    training = running_training(spec.train.output_dir, spec.output_name)
-    if training:
-        newest = _newest(spec.train.output_dir, spec.output_name)
-        for checkpoint in chosen:
-            if newest is not None and checkpoint.path == newest.path:
-                job.console.print(
-                    f"[yellow]note: training of {spec.output_name} is running (pid {training.pid},"
-                    f" {display_path(training.lock)}): {describe(checkpoint)} is its newest save and"
-                    " may be only half written[/]",
-                    highlight=False,
-                )
+    out, name = spec.train.output_dir, spec.output_name
+    training = running_training(out, name)
+    newest = _newest(out, name) if training else None
+    if training and newest is not None and newest.path in found:
+        notes.append(
+            note(
+                f"training of {name} is running (pid {training.pid}, {display_path(training.lock)}):"
+                f" {describe(found[newest.path])} is its newest save and may be only half written"
+            )
+        )
     problems = [
         problem
         for checkpoint in chosen
         if checkpoint.path.exists()
-        for problem in [
-            lora_problem(
-                checkpoint, training, spec.train.output_dir, spec.output_name, content=not job.dry_run
-            )
-        ]
+        for problem in [lora_problem(checkpoint, training, out, name, content=not dry_run)]
         if problem
     ]
     if problems:
-        raise UserError(problems)
+        raise UserError([*notes, *problems])
     identities = {c.path: lora_identity(c.path) for c in chosen if c.path.exists()}
     unique: list[Checkpoint] = []
     for checkpoint in chosen:
@@ -159,12 +165,11 @@ def choose_loras(job: Job, loras: list[str]) -> tuple[list[Checkpoint], dict[Pat
         )
         if twin is None:
             unique.append(checkpoint)
-            continue
-        job.console.print(
-            f"note: {describe(checkpoint)} holds the same weights as {describe(twin)}: running it once",
-            highlight=False,
-        )
-    return unique, identities
+        else:
+            notes.append(
+                note(f"{describe(checkpoint)} holds the same weights as {describe(twin)}: running it once")
+            )
+    return Choice(unique, identities, notes)
 
 
 def _newest(output_dir: Path, output_name: str) -> Checkpoint | None:

@@ -9,11 +9,13 @@ at, so `step5000` keeps meaning global step 5000 across resumes and nothing is o
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from fplora.atomic import write_atomic
+from fplora.problems import Problem, note
 
 MANIFEST_SUFFIX = ".fplora-run.json"
 
@@ -66,9 +68,7 @@ class Manifest:
 
     def save(self, output_dir: Path) -> Path:
         path = self.path_for(output_dir, self.output_name)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
@@ -81,7 +81,7 @@ class Manifest:
         return cls(**raw)
 
 
-def foreign_run_note(output_dir: Path, output_name: str, spec_path: Path) -> str | None:
+def foreign_run_note(output_dir: Path, output_name: str, spec_path: Path) -> Problem | None:
     """A warning when the run under this output name was trained from another spec file.
 
     Two projects with the same `project:`, version and `output_dir` share one run; the second
@@ -91,7 +91,7 @@ def foreign_run_note(output_dir: Path, output_name: str, spec_path: Path) -> str
         return None
     if Path(manifest.spec).resolve() == spec_path.resolve():
         return None
-    return (
-        f"note: run {output_name} was trained from {manifest.spec}, not from this spec — if that is"
+    return note(
+        f"run {output_name} was trained from {manifest.spec}, not from this spec — if that is"
         " another project, give this one its own project: or train.output_dir"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fplora import process
 from fplora.datasets import caches
 from fplora.datasets.records import RecordCache
-from fplora.jobs import Job, log_path
+from fplora.jobs.context import Job, log_path
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.lock import holder, lock_path
@@ -55,12 +55,11 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     for index, dataset in enumerate(spec.datasets):
         state = caches.state_of(spec, index, records(index))
         states.append(state)
-        job.console.print(
+        job.say(
             f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
             f" → cache {display_path(state.directory)}"
             f" ({state.records - state.missing_latents} latents, {state.records - state.missing_text}"
-            f" text-encoder outputs already there{_note(state)})",
-            highlight=False,
+            f" text-encoder outputs already there{_note(state)})"
         )
     fresh = not rebuild and all(state.stamp_ok for state in states)
     latents = not fresh or any(s.missing_latents or s.stale_latents for s in states)
@@ -72,7 +71,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
                     for path in state.orphan_files():
                         path.unlink(missing_ok=True)
                     caches.write_stamp(spec, state.dataset, state.prints)
-        job.console.print("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
+        job.say("caches are complete and match the spec: nothing to do (--rebuild recomputes them)")
         return 0
     extra = {"skip_existing": True} if fresh else {}
     argvs = []
@@ -97,9 +96,9 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     for argv in argvs:
         result = process.run(argv, log=log)
         if result.returncode != 0:
-            job.console.print(f"[red]caching failed (exit {result.returncode}); log: {display_path(log)}[/]")
+            job.say(f"caching failed (exit {result.returncode}); log: {display_path(log)}", "red")
             return result.returncode
     for state in states:  # the fingerprints of the records as the scripts were given them
         caches.write_stamp(spec, state.dataset, state.prints)
-    job.console.print(f"caches ready; log: {display_path(log)}", highlight=False)
+    job.say(f"caches ready; log: {display_path(log)}")
     return 0

@@ -7,33 +7,42 @@ optimizer), and notes what else changed, a branch over steps already trained, an
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fplora.jobs import Job
 from fplora.musubi.names import STATE_STEP_SUFFIX
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, note
 from fplora.runs.checkpoints import Checkpoint, expected, find, resolve
 from fplora.runs.manifest import Manifest
+from fplora.spec.models import Spec
 
 
-def _note_branch(job: Job, state: Checkpoint) -> None:
-    """Say so when a resume starts a second line of training over steps the run already has."""
-    spec = job.plan.spec
+@dataclass
+class ResumePoint:
+    """The state a resume continues from, the global step it holds, and what to tell the user."""
+
+    path: Path
+    step: int
+    notes: list[Problem] = field(default_factory=list)
+
+
+def _branch_note(spec: Spec, state: Checkpoint) -> Problem | None:
+    """A resume that starts a second line of training over steps the run already has."""
     if state.step is None:
-        return
+        return None
     later = [
         found.step
         for found in find(spec.train.output_dir, spec.output_name)
         if found.step is not None and found.step > state.step
     ]
-    if later:
-        job.console.print(
-            f"[yellow]note: the run already reached global step {max(later)}; resuming from step"
-            f" {state.step} trains steps {state.step + 1}–{max(later)} again in a new segment, and"
-            f" stepN then names the new segment's files (the older ones stay, reachable by path)[/]",
-            highlight=False,
-        )
+    if not later:
+        return None
+    return note(
+        f"the run already reached global step {max(later)}; resuming from step"
+        f" {state.step} trains steps {state.step + 1}–{max(later)} again in a new segment, and"
+        f" stepN then names the new segment's files (the older ones stay, reachable by path)"
+    )
 
 
 # Settings a state cannot be loaded with once changed: the network's tensors and the optimizer's
@@ -53,13 +62,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def _compare_settings(job: Job, manifest: Manifest, index: int) -> None:
+def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | None:
     """Refuse a resume whose network or optimizer no longer fits the state; note other changes."""
-    spec = job.plan.spec
     segment = manifest.segments[index]
     then = segment.spec_resolved or (manifest.spec_resolved if index == 0 else {})
     if not then:
-        return  # a manifest from before per-segment settings: nothing to compare with
+        return None  # a manifest from before per-segment settings: nothing to compare with
     dump = spec.model_dump(mode="json", by_alias=True)
     sections = [name for name in _COMPARED if name in then]
     before = _flatten({name: then[name] for name in sections})
@@ -82,27 +90,26 @@ def _compare_settings(job: Job, manifest: Manifest, index: int) -> None:
                 for key in fatal
             ]
         )
-    if changed:
-        shown = ", ".join(f"{key} {before.get(key)!r} → {now_.get(key)!r}" for key in changed[:6])
-        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-        job.console.print(
-            f"[yellow]note: the spec changed since the state was saved: {shown}{more}[/]", highlight=False
-        )
+    if not changed:
+        return None
+    shown = ", ".join(f"{key} {before.get(key)!r} → {now_.get(key)!r}" for key in changed[:6])
+    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    return note(f"the spec changed since the state was saved: {shown}{more}")
 
 
-def resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path, int]:
-    """The state to resume from and the global step it holds."""
-    spec = job.plan.spec
+def resume_point(spec: Spec, manifest: Manifest | None, which: str, *, dry_run: bool = False) -> ResumePoint:
+    """The state to resume from, the global step it holds, and notes; refuses (UserError) what
+    musubi-tuner could not load. A dry run before training names the state that step will have."""
     out, name = spec.train.output_dir, spec.output_name
     try:
         state = resolve(out, name, which, "state")
     except UserError:
-        # a dry run before training shows the command with the state folder that step will have
-        future = expected(out, name, which, "state") if job.dry_run else None
+        future = expected(out, name, which, "state") if dry_run else None
         if future is None or future.step is None:
             raise
-        job.console.print(f"dry run: {display_path(future.path)} does not exist yet", highlight=False)
-        return future.path, future.step
+        return ResumePoint(
+            future.path, future.step, [note(f"dry run: {display_path(future.path)} does not exist yet")]
+        )
     if state.path.exists() and not state.path.is_dir():
         raise UserError(
             Problem(
@@ -113,39 +120,47 @@ def resume_point(job: Job, manifest: Manifest | None, which: str) -> tuple[Path,
                 "resume from a -state folder, latest or stepN; `fplora runs` lists the states",
             )
         )
+    notes = []
     if state.segment < 0:
-        job.console.print(
-            f"[yellow]note: {display_path(state.path)} is not a state of {spec.output_name}; its weights and"
-            " optimizer start this run (a warm start)[/]",
-            highlight=False,
+        notes.append(
+            note(
+                f"{display_path(state.path)} is not a state of {spec.output_name}; its weights and"
+                " optimizer start this run (a warm start)"
+            )
         )
-    _note_branch(job, state)
+    notes += [found] if (found := _branch_note(spec, state)) else []
     step = state.step
     if step is None:
         match = STATE_STEP_SUFFIX.search(state.path.name)
         if match is None:
             raise UserError(
-                Problem(
-                    display_path(state.path),
-                    None,
-                    "",
-                    "cannot tell which global step this state holds",
-                    "resume by step (stepN) or latest, or use a -stepNNNNNNNN-state folder",
-                )
+                [
+                    *notes,
+                    Problem(
+                        display_path(state.path),
+                        None,
+                        "",
+                        "cannot tell which global step this state holds",
+                        "resume by step (stepN) or latest, or use a -stepNNNNNNNN-state folder",
+                    ),
+                ]
             )
         step = int(match.group(1))
     if manifest and 0 <= state.segment < len(manifest.segments):
-        _compare_settings(job, manifest, state.segment)
+        notes += [found] if (found := _compare_settings(spec, manifest, state.segment)) else []
         before = manifest.segments[state.segment].num_processes
         if before != spec.launch.num_processes:
             raise UserError(
-                Problem(
-                    display_path(spec.path),
-                    None,
-                    "launch.num_processes",
-                    f"the state was saved with {before} process(es), this run uses"
-                    f" {spec.launch.num_processes}",
-                    "resume with the same number of GPUs (DDP states do not load across process counts)",
-                )
+                [
+                    *notes,
+                    Problem(
+                        display_path(spec.path),
+                        None,
+                        "launch.num_processes",
+                        f"the state was saved with {before} process(es), this run uses"
+                        f" {spec.launch.num_processes}",
+                        "resume with the same number of GPUs (DDP states do not load across process counts)",
+                    ),
+                ]
             )
-    return state.path, step
+    return ResumePoint(state.path, step, notes)

@@ -1,4 +1,9 @@
-"""`fplora train`: one training segment, resumed or new, with its manifest, log and lock."""
+"""`fplora train`: one training segment, resumed or new, with its manifest, log and lock.
+
+`train` is the whole verb: decide the segment (`prepare`, which refuses before any GPU work), fill
+the caches first when asked (`--cache`), run it (`execute`), and stop the RunPod pod as asked, also
+when fplora refused before training started.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from pathlib import Path
 from fplora import __version__, process
 from fplora.datasets import caches
 from fplora.datasets.records import RecordCache
-from fplora.jobs import Job, timestamp
+from fplora.jobs.cache import run_cache
+from fplora.jobs.context import Job, timestamp
+from fplora.jobs.resume import resume_point
+from fplora.jobs.runpod import stop_pod
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
@@ -17,8 +25,6 @@ from fplora.render import commands
 from fplora.runs.checkpoints import find, run_files
 from fplora.runs.lock import lock_path, locked
 from fplora.runs.manifest import Manifest, Segment, foreign_run_note, now
-from fplora.runs.resume import resume_point
-from fplora.runs.runpod import stop_pod
 from fplora.runtime import gpu_problem
 
 
@@ -80,10 +86,11 @@ def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) 
             manifest = None  # the failed start is set aside, not continued
         resume_path, offset, index = None, 0, 0
     else:
-        note = foreign_run_note(out, name, spec.path)
-        if note:
-            job.console.print(f"[yellow]{note}[/]", highlight=False)
-        resume_path, offset = resume_point(job, manifest, resume)
+        foreign = foreign_run_note(out, name, spec.path)
+        job.report([foreign] if foreign else [])
+        point = resume_point(spec, manifest, resume, dry_run=job.dry_run)
+        job.report(point.notes)
+        resume_path, offset = point.path, point.step
         index = len(manifest.segments) if manifest else 1
     remaining = spec.train.max_train_steps - offset
     if remaining <= 0:
@@ -115,12 +122,32 @@ def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) 
     return Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, when, leftovers)
 
 
-def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> int:
-    prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)
-    if job.dry_run:
-        job.show(prepared.argv)
-        return 0
-    return execute_train(job, prepared)
+def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None, with_cache: bool = False) -> int:
+    """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
+    caching; a refusal stops the pod when `--stop-pod always` asks (an unattended pod must not run on)."""
+    when = stop_pod or job.plan.spec.runpod.stop_pod
+    try:
+        prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)
+        if with_cache:
+            code = run_cache(job)
+            if code:
+                _stop_pod(job, when, code)
+                return code
+        if job.dry_run:
+            job.show(prepared.argv)
+            return 0
+        return execute_train(job, prepared)
+    except UserError as error:
+        if job.dry_run:
+            raise
+        job.report(error.problems)
+        _stop_pod(job, when, 1)
+        return 1
+
+
+def _stop_pod(job: Job, when: str, code: int) -> None:
+    if not job.dry_run:
+        stop_pod(job, when, code)
 
 
 def _set_aside(job: Job, leftovers: list[Path]) -> None:
@@ -135,18 +162,6 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     """Run a prepared segment: caches checked, lock held, manifest and log kept, pod stopped."""
     spec = job.plan.spec
     out, name = spec.train.output_dir, spec.output_name
-    manifest, index, segment_name, argv = (
-        prepared.manifest,
-        prepared.index,
-        prepared.segment_name,
-        prepared.argv,
-    )
-    offset, remaining, resume_path, when = (
-        prepared.offset,
-        prepared.remaining,
-        prepared.resume_path,
-        prepared.stop_pod,
-    )
     problems = caches.problems(spec, job.plan.records or RecordCache(spec))
     gpus = gpu_problem(spec)
     problems += [gpus] if gpus else []
@@ -156,61 +171,83 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     with locked(lock_path(out, name)) as lock:
         if prepared.leftovers:
             _set_aside(job, prepared.leftovers)
-        clash = [p for p in run_files(out, segment_name) if p.name.startswith(segment_name)]
-        if index and clash:
-            raise UserError(
-                Problem(
-                    display_path(clash[0]),
-                    None,
-                    "",
-                    "exists already; not overwriting it",
-                    "remove it by hand",
-                )
-            )
-        log = out / f"{segment_name}.log"
-        segment = Segment(
-            output_name=segment_name,
-            step_offset=offset,
-            resumed_from=str(resume_path) if resume_path else None,
-            num_processes=spec.launch.num_processes,
-            command=argv,
-            log=str(log),
-            started=now(),
-            spec_resolved=spec.model_dump(mode="json", by_alias=True),
-            rendered={str(p): t for p, t in job.plan.files.items() if p.suffix != ".jsonl"},
-        )
-        manifest.segments.append(segment)
-        manifest.save(out)
-        if offset:
-            job.console.print(f"resuming at global step {offset} as {segment_name}", highlight=False)
-            if spec.train.optimizer.lr_scheduler not in (None, "constant", "constant_with_warmup"):
-                job.console.print(
-                    f"[yellow]warning: musubi-tuner rebuilds the {spec.train.optimizer.lr_scheduler} schedule"
-                    f" for the {remaining} remaining steps and then restores the state's step count:"
-                    " the learning rate will not follow the original curve[/]"
-                )
-        job.show(argv)
-        losses: dict[int, float] = {}
-
-        def on_line(line: str) -> None:
-            for match in TRAIN_STEP_RE.finditer(line):
-                step, loss = int(match.group(1)), float(match.group(3))
-                segment.last_step = max(segment.last_step or 0, step)
-                if math.isfinite(loss) or step not in losses:
-                    losses[step] = loss
-
-        result = process.run(argv, log=log, on_line=on_line, on_start=lock.add)
+        segment = _start_segment(job, prepared)
+        _announce(job, prepared)
+        job.show(prepared.argv)
+        losses = _LossWatch(segment)
+        result = process.run(prepared.argv, log=Path(segment.log), on_line=losses, on_start=lock.add)
         segment.ended = now()
         segment.exit_code = result.returncode
         segment.interrupted = result.interrupted
-        segment.losses = [losses[s] for s in sorted(losses)]
+        segment.losses = losses.in_order()
         if result.returncode == 0 and segment.last_step is None:
-            segment.last_step = remaining
-        manifest.save(out)
+            segment.last_step = prepared.remaining
+        prepared.manifest.save(out)
     state = "interrupted" if result.interrupted else ("finished" if result.returncode == 0 else "failed")
     end = f" at global step {segment.end_step}" if segment.end_step is not None else ""
-    job.console.print(
-        f"training {state}{end} (exit {result.returncode}); log: {display_path(log)}", highlight=False
-    )
-    stop_pod(job, when, result.returncode)
+    job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
+    stop_pod(job, prepared.stop_pod, result.returncode)
     return result.returncode
+
+
+def _start_segment(job: Job, prepared: Prepared) -> Segment:
+    """Record the segment in the manifest before its process starts (a killed fplora leaves a
+    segment with no end, which `fplora runs` shows as stopped); refuse a resumed segment's name
+    that already has files."""
+    spec = job.plan.spec
+    out = spec.train.output_dir
+    clash = [p for p in run_files(out, prepared.segment_name) if p.name.startswith(prepared.segment_name)]
+    if prepared.index and clash:
+        raise UserError(
+            Problem(
+                display_path(clash[0]), None, "", "exists already; not overwriting it", "remove it by hand"
+            )
+        )
+    segment = Segment(
+        output_name=prepared.segment_name,
+        step_offset=prepared.offset,
+        resumed_from=str(prepared.resume_path) if prepared.resume_path else None,
+        num_processes=spec.launch.num_processes,
+        command=prepared.argv,
+        log=str(out / f"{prepared.segment_name}.log"),
+        started=now(),
+        spec_resolved=spec.model_dump(mode="json", by_alias=True),
+        rendered={str(p): t for p, t in job.plan.files.items() if p.suffix != ".jsonl"},
+    )
+    prepared.manifest.segments.append(segment)
+    prepared.manifest.save(out)
+    return segment
+
+
+def _announce(job: Job, prepared: Prepared) -> None:
+    """Where a resumed segment starts, and what musubi-tuner does to a decaying schedule then."""
+    if not prepared.offset:
+        return
+    job.say(f"resuming at global step {prepared.offset} as {prepared.segment_name}")
+    scheduler = job.plan.spec.train.optimizer.lr_scheduler
+    if scheduler not in (None, "constant", "constant_with_warmup"):
+        job.say(
+            f"warning: musubi-tuner rebuilds the {scheduler} schedule for the {prepared.remaining}"
+            " remaining steps and then restores the state's step count: the learning rate will not"
+            " follow the original curve",
+            "yellow",
+        )
+
+
+class _LossWatch:
+    """Reads musubi-tuner's progress bar as it streams: the last step reached and each step's loss
+    (a finite loss wins over a NaN redraw of the same step)."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        self.losses: dict[int, float] = {}
+
+    def __call__(self, line: str) -> None:
+        for match in TRAIN_STEP_RE.finditer(line):
+            step, loss = int(match.group(1)), float(match.group(3))
+            self.segment.last_step = max(self.segment.last_step or 0, step)
+            if math.isfinite(loss) or step not in self.losses:
+                self.losses[step] = loss
+
+    def in_order(self) -> list[float]:
+        return [self.losses[s] for s in sorted(self.losses)]

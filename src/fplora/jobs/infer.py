@@ -1,0 +1,168 @@
+"""`fplora infer`: batch one-frame inference with a training checkpoint, judged by the files written.
+
+The pinned `fpack_generate_video` exits 0 even when every prompt failed (an fp32 LoRA merged into
+the bf16 DiT, for one), so success here means one new file of each kind the output type gives
+(latent, image, video) per prompt in the output folder. Which LoRAs run is decided in
+`runs/loras.py`, whether their folders may take the files in `runs/infer_folders.py`; this module
+runs what they allow and prints what they noted.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fplora import process
+from fplora.jobs.context import Job
+from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, TRAINING_SAMPLE_DIR, GenerateOutput
+from fplora.problems import Problem, UserError, display_path
+from fplora.render import commands
+from fplora.runs.infer_folders import (
+    GENERATE_LOG,
+    Pair,
+    collisions,
+    folder_problem,
+    infer_settings,
+    log_header,
+    save_dir_name,
+    write_record,
+)
+from fplora.runs.loras import Choice, choose_loras
+from fplora.runs.manifest import foreign_run_note, now
+
+
+def multipliers_to_run(values: list[float], key: str) -> list[float]:
+    """Positive, finite, each value once (`1.2` and `1.20` are one folder, so one run)."""
+    for value in values:
+        if not math.isfinite(value):
+            raise UserError(Problem("command line", None, key, f"{value} is not a finite number"))
+        if value <= 0:
+            raise UserError(Problem("command line", None, key, "must be positive"))
+    return list(dict.fromkeys(float(v) for v in values))
+
+
+def _explain(log: Path, start: int = 0) -> str:
+    """The log line that says why a prompt produced no output, if there is one.
+
+    Only what this run wrote (from byte `start`): runs into the same folder append to one log.
+    """
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line.strip() for line in lines if GENERATE_PROMPT_ERROR in line]
+    return errors[0] if errors else (lines[-1].strip() if lines else "")
+
+
+def _new_files(folder: Path, kind: GenerateOutput, before: set[Path]) -> list[Path]:
+    return sorted(set(folder.glob(kind.glob)) - before)
+
+
+def _pairs(job: Job, choice: Choice, multipliers: list[float]) -> list[Pair]:
+    """Every (checkpoint, multiplier) with its folder and command, the memo's way of comparing."""
+    spec, paths = job.plan.spec, job.plan.paths
+    save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
+    prompts_file = job.plan.files.get(paths.infer_prompts, "")
+    pairs = []
+    for checkpoint in choice.loras:
+        for multiplier in multipliers:
+            save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
+            argv = commands.generate(
+                spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
+            )
+            settings = infer_settings(prompts_file, argv)
+            pairs.append(
+                Pair(
+                    checkpoint, multiplier, save_path, argv, settings, choice.identities.get(checkpoint.path)
+                )
+            )
+    return pairs
+
+
+def _check_folders(pairs: list[Pair]) -> list[Problem]:
+    """Refuse (UserError) folders that would mix LoRAs; return the notes about the others."""
+    problems, notes = collisions(pairs), []
+    for pair in pairs:
+        refusal, folder_note = folder_problem(pair)
+        problems += [refusal] if refusal else []
+        notes += [folder_note] if folder_note else []
+    if problems:
+        raise UserError(problems)
+    return notes
+
+
+def run_infer(job: Job, *, loras: list[str], multipliers: list[float], command: str = "fplora infer") -> int:
+    """One generate process per (LoRA, multiplier); every LoRA and folder is checked before the first.
+
+    `multipliers` come through `multipliers_to_run` (finite, positive, each once)."""
+    spec = job.plan.spec
+    foreign = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
+    job.report([foreign] if foreign else [])
+    choice = choose_loras(spec, loras, dry_run=job.dry_run)
+    job.report(choice.notes)
+    pairs = _pairs(job, choice, multipliers)
+    job.report(_check_folders(pairs))
+    several = len(choice.loras) > 1
+    failed = 0
+    shown_lora = None
+    for pair in pairs:
+        if not job.dry_run and shown_lora != pair.checkpoint.path:
+            shown_lora = pair.checkpoint.path
+            job.say(
+                f"LoRA {display_path(pair.checkpoint.path)} ({pair.checkpoint.label}),"
+                f" {len(job.plan.infer_prompts)} prompts"
+            )
+        job.show(pair.argv)
+        if not job.dry_run:
+            what = (
+                f"{pair.checkpoint.label} multiplier {pair.multiplier}"
+                if several
+                else f"multiplier {pair.multiplier}"
+            )
+            failed += not _generate(job, pair, command, what)
+    if len(pairs) > 1 and not job.dry_run:
+        job.say(
+            f"{len(pairs) - failed} of {len(pairs)} generate runs wrote every file",
+            "red" if failed else "green",
+        )
+    return 1 if failed else 0
+
+
+def _generate(job: Job, pair: Pair, command: str, what: str) -> bool:
+    """Run one generate process into its folder, recorded in the folder's record and log; True when
+    it wrote every file expected of it (the pinned script exits 0 even when every prompt failed)."""
+    save_path = pair.save_path
+    outputs = GENERATE_OUTPUTS[job.plan.spec.infer.output_type]
+    expected_count = len(job.plan.infer_prompts)
+    save_path.mkdir(parents=True, exist_ok=True)
+    record = pair.record or {"lora": {**(pair.identity or {}), "label": pair.checkpoint.label}}
+    record["multiplier"] = pair.multiplier
+    run: dict[str, Any] = {"started": now(), "command": command, "settings": pair.settings}
+    record.setdefault("runs", []).append(run)
+    write_record(save_path, record)
+    before = {kind: set(save_path.glob(kind.glob)) for kind in outputs}
+    log = save_path / GENERATE_LOG
+    start = log_header(log, command, pair)
+    result = process.run(pair.argv, log=log)
+    written = {kind: _new_files(save_path, kind, before[kind]) for kind in outputs}
+    run.update(ended=now(), exit_code=result.returncode, files=[p.name for k in outputs for p in written[k]])
+    write_record(save_path, record)
+    by_seed = {line.seed: line for line in job.plan.infer_prompts}
+    shown = outputs[-1]
+    for path in written[shown]:
+        match = shown.seed_re.match(path.name)
+        prompt = by_seed.get(int(match.group(1))) if match else None
+        job.say(f"  {display_path(path)}" + (f"  ← {prompt.text[:60]}" if prompt else ""))
+    if result.returncode == 0 and all(len(files) >= expected_count for files in written.values()):
+        counts = ", ".join(f"{len(written[kind])} {kind.noun}" for kind in reversed(outputs))
+        job.say(f"{what}: {counts} in {display_path(save_path)}")
+        return True
+    short = ", ".join(f"{len(written[k])} of {expected_count} {k.noun}" for k in reversed(outputs))
+    job.say(f"{what}: {short} written (exit {result.returncode}); log: {display_path(log)}", "red")
+    reason = _explain(log, start)
+    if reason:
+        job.say(f"  {reason}", "red")
+    return False
