@@ -139,8 +139,9 @@ def _argv_dests(argv: list[str], script: str | None) -> set[str]:
 def test_every_rendered_option_is_refused_as_pass_through(spec_name: str, project, tmp_path: Path) -> None:
     """The pass-through check reads what fplora renders off the render functions; whatever real specs
     render must be in it, so a pass-through option can never silently replace a spec field."""
+    from fplora.musubi.names import PASS_THROUGH_SCRIPT as SCRIPTS
     from fplora.render import commands
-    from fplora.spec.rendered import SCRIPTS, rendered_options
+    from fplora.spec.rendered import rendered_options
 
     if spec_name == "multi":
         text = (

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, NoReturn
 import typer
 
 if TYPE_CHECKING:
-
     from fplora.jobs.context import Job
     from fplora.plan import Plan
     from fplora.problems import Problem

@@ -76,13 +76,10 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     extra = {"skip_existing": True} if fresh else {}
     argvs = []
     if latents:
-        argvs.append(
-            commands.cache_latents(spec, paths, job.python) + commands.flags(extra, "fpack_cache_latents")
-        )
+        argvs.append(commands.cache_latents(spec, paths, job.python) + commands.flags(extra, "cache_latents"))
     if text:
         argvs.append(
-            commands.cache_text_encoder(spec, paths, job.python)
-            + commands.flags(extra, "fpack_cache_text_encoder_outputs")
+            commands.cache_text_encoder(spec, paths, job.python) + commands.flags(extra, "cache_text_encoder")
         )
     for argv in argvs:
         job.show(argv)

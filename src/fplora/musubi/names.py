@@ -10,13 +10,24 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULES = {
-    "cache_latents": "musubi_tuner.fpack_cache_latents",
-    "cache_text_encoder": "musubi_tuner.fpack_cache_text_encoder_outputs",
-    "train": "musubi_tuner.fpack_train_network",
-    "generate": "musubi_tuner.fpack_generate_video",
+SCRIPTS = {
+    "cache_latents": "fpack_cache_latents",
+    "cache_text_encoder": "fpack_cache_text_encoder_outputs",
+    "train": "fpack_train_network",
+    "generate": "fpack_generate_video",
 }
-"""fplora's verb → the `python -m` module that does the work."""
+"""fplora's step → the musubi-tuner script that does it (its name in the bundled schema)."""
+
+MODULES = {step: f"musubi_tuner.{script}" for step, script in SCRIPTS.items()}
+"""fplora's step → the `python -m` module that does the work."""
+
+PASS_THROUGH_SCRIPT = {
+    "config": SCRIPTS["train"],
+    "cache_latents": SCRIPTS["cache_latents"],
+    "cache_text_encoder": SCRIPTS["cache_text_encoder"],
+    "generate": SCRIPTS["generate"],
+}
+"""A pass-through section of the spec (`musubi.<section>`) → the script that takes its options."""
 
 ACCELERATE_LAUNCH_MODULE = "accelerate.commands.launch"
 """Run as `<python> -m accelerate.commands.launch` so accelerate comes from musubi-tuner's Python."""

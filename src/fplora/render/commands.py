@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi import schema
-from fplora.musubi.names import ACCELERATE_LAUNCH_MODULE, MODULES
+from fplora.musubi.names import ACCELERATE_LAUNCH_MODULE, MODULES, SCRIPTS
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec
 
 
-def flags(options: Mapping[str, Any], script: str | None) -> list[str]:
-    """`{dest: value}` → argv: true → bare flag, false/None → nothing, list → flag + items."""
-    known = schema.accelerate_options() if script is None else schema.script_options(script)
+def flags(options: Mapping[str, Any], step: str | None) -> list[str]:
+    """`{dest: value}` → argv for `step`'s script (`None`: accelerate launch): true → bare flag,
+    false/None → nothing, list → flag + items."""
+    known = schema.accelerate_options() if step is None else schema.script_options(SCRIPTS[step])
     argv: list[str] = []
     for dest, value in options.items():
         flag = known[dest].flag if dest in known else f"--{dest}"
@@ -80,8 +81,7 @@ def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
         "one_frame_no_4x": one_frame.no_4x,
         **spec.musubi.cache_latents,
     }
-    script = "fpack_cache_latents"
-    return _launch(python, spec, training=False, step="cache_latents") + flags(options, script)
+    return _launch(python, spec, training=False, step="cache_latents") + flags(options, "cache_latents")
 
 
 def cache_text_encoder(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
@@ -93,8 +93,9 @@ def cache_text_encoder(spec: Spec, paths: RenderedPaths, python: str) -> list[st
         "fp8_llm": models.fp8_llm,
         **spec.musubi.cache_text_encoder,
     }
-    script = "fpack_cache_text_encoder_outputs"
-    return _launch(python, spec, training=False, step="cache_text_encoder") + flags(options, script)
+    return _launch(python, spec, training=False, step="cache_text_encoder") + flags(
+        options, "cache_text_encoder"
+    )
 
 
 def train(
@@ -114,7 +115,7 @@ def train(
         "resume": resume,
         "max_train_steps": max_train_steps,
     }
-    return _launch(python, spec, training=True, step="train") + flags(options, "fpack_train_network")
+    return _launch(python, spec, training=True, step="train") + flags(options, "train")
 
 
 def generate(
@@ -149,4 +150,4 @@ def generate(
         "save_path": save_path,
         **spec.musubi.generate,
     }
-    return _launch(python, spec, training=False, step="generate") + flags(options, "fpack_generate_video")
+    return _launch(python, spec, training=False, step="generate") + flags(options, "generate")

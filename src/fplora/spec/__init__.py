@@ -75,11 +75,9 @@ def load_spec(path: str | Path) -> Spec:
     _drop_nulls(data, Spec)
     _resolve_paths(data, Spec, loaded, ())
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.from_file(data, loaded)
     except ValidationError as error:
         raise UserError(validation_problems(error, loaded)) from None
-    spec._path = loaded.path
-    spec._sources = loaded
     findings = check_rules(spec)
     if findings:
         raise UserError([loaded.problem(f.key_path, f.message, f.fix) for f in findings])

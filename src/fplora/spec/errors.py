@@ -10,11 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.problems import Problem
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.load import KeyPath, Loaded
 from fplora.spec.models import Spec
-from fplora.spec.rules import PASS_THROUGH_SCRIPT, closest
+from fplora.suggest import closest
 
 
 def _model_at(loc: KeyPath) -> type[BaseModel] | None:

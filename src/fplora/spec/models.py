@@ -288,6 +288,15 @@ class Spec(Section):
     _path: Path = PrivateAttr(default=Path("spec.yaml"))
     _sources: Loaded | None = PrivateAttr(default=None)  # where each key was written
 
+    @classmethod
+    def from_file(cls, data: dict[str, Any], loaded: Loaded) -> Spec:
+        """Validate `data` (merged and resolved from `loaded`) into a spec that remembers its file and
+        where each key was written, so that later problems point at the line. Raises ValidationError."""
+        spec = cls.model_validate(data)
+        spec._path = loaded.path
+        spec._sources = loaded
+        return spec
+
     @property
     def path(self) -> Path:
         """The spec file this was loaded from."""

@@ -33,16 +33,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.spec.fields import unwrap
 from fplora.spec.models import Infer, Prompt, Spec
 
-# pass-through section → the musubi-tuner script it goes to (`launch.extra` is accelerate's)
-SCRIPTS = {
-    "config": "fpack_train_network",
-    "cache_latents": "fpack_cache_latents",
-    "cache_text_encoder": "fpack_cache_text_encoder_outputs",
-    "generate": "fpack_generate_video",
-}
 LAUNCH = "launch"
 
 Values = tuple[str, ...]
@@ -193,7 +187,7 @@ def _render(spec: Spec) -> Rendered:
         ),
     }
     for section, (argv, step) in argvs.items():
-        for dest, value in _by_dest(_argv_options(argv, MODULES[step]), SCRIPTS[section]):
+        for dest, value in _by_dest(_argv_options(argv, MODULES[step]), PASS_THROUGH_SCRIPT[section]):
             out.setdefault((section, dest), value)
     for key, value in commands.launch_options(spec, training=True).items():
         if value is not None and value is not False:
@@ -292,7 +286,7 @@ def rendered_options() -> dict[str, dict[str, str | None]]:
     for leaf in probe.leaves:
         if not isinstance(leaf.value, bool):
             by_value.setdefault(_text(leaf.value), []).append(leaf)
-    out: dict[str, dict[str, str | None]] = {section: {} for section in (*SCRIPTS, LAUNCH)}
+    out: dict[str, dict[str, str | None]] = {section: {} for section in (*PASS_THROUGH_SCRIPT, LAUNCH)}
     for (section, dest), value in seen.items():
         holders = by_value.get(value) if base.get((section, dest)) == value else None
         holders = holders or changed_by.get((section, dest))

@@ -8,7 +8,6 @@ renders the same option from a spec field (`spec.rendered`) or owns it.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +16,15 @@ from fplora.musubi import schema
 from fplora.musubi.names import (
     OPTIMIZER_BUILT_IN,
     OPTIMIZER_CLASS_PATHS,
+    PASS_THROUGH_SCRIPT,
+    SCRIPTS,
     TORCH_OPTIMIZERS,
     TORCH_OPTIMIZERS_UNUSABLE,
 )
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
-from fplora.spec.rendered import LAUNCH, SCRIPTS, rendered_options
+from fplora.spec.rendered import LAUNCH, rendered_options
+from fplora.suggest import closest, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -31,18 +33,6 @@ class Finding:
     message: str
     fix: str = ""
 
-
-def closest(word: str, choices: list[str] | set[str]) -> str | None:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
-    close = closest(word, choices)
-    return f"did you mean '{close}'?" if close else ""
-
-
-PASS_THROUGH_SCRIPT = SCRIPTS
 
 # Options fplora adds outside the render functions, so `rendered_options` cannot see them.
 OWNED_ELSEWHERE = {
@@ -161,7 +151,7 @@ def _train(spec: Spec) -> Iterator[Finding]:
             " no step checkpoint would be saved",
             "lower save_every_n_steps or raise max_train_steps",
         )
-    choices = schema.script_options("fpack_train_network")["timestep_sampling"].choices or ()
+    choices = schema.script_options(SCRIPTS["train"])["timestep_sampling"].choices or ()
     if train.timestep_sampling not in choices:
         hint = did_you_mean(train.timestep_sampling, set(choices)) or f"use one of {', '.join(choices)}"
         yield Finding(("train", "timestep_sampling"), "not a timestep_sampling of musubi-tuner", hint)
