@@ -141,7 +141,7 @@ def test_every_rendered_option_is_refused_as_pass_through(spec_name: str, projec
     render must be in it, so a pass-through option can never silently replace a spec field."""
     from fplora.musubi.names import PASS_THROUGH_SCRIPT as SCRIPTS
     from fplora.render import commands
-    from fplora.spec.rendered import rendered_options
+    from fplora.render.owned import rendered_options
 
     if spec_name == "multi":
         text = (
@@ -167,7 +167,7 @@ def test_every_rendered_option_is_refused_as_pass_through(spec_name: str, projec
 
 
 def test_rendered_options_name_the_spec_field_that_sets_them() -> None:
-    from fplora.spec.rendered import rendered_options
+    from fplora.render.owned import rendered_options
 
     owners = rendered_options()
     assert owners["config"]["max_train_steps"] == "train.max_train_steps"
@@ -255,3 +255,12 @@ def test_caching_and_inference_always_launch_one_process(project, tmp_path: Path
         launch = _accelerate_part(argv)
         assert launch[launch.index("--num_processes") + 1] == "1"
         assert "--multi_gpu" not in launch
+
+
+def test_the_table_spec_validation_reads_is_what_the_renderers_render() -> None:
+    """spec/ reads the rendered-options table as data (it must not import render/); it must stay
+    what render/owned.py derives from the render functions now."""
+    from fplora.render.owned import rendered_options as derived
+    from fplora.spec.rules import rendered_options as bundled
+
+    assert bundled() == derived(), "refresh it: uv run python -m fplora.render.owned"

@@ -3,13 +3,16 @@
 Each rule returns `Finding`s that carry a key path into the spec, so the loader can point at the
 line that set the offending value. Pass-through options (`musubi.*`, `launch.extra`) are checked
 against the bundled schemas here too, with a "did you mean" for typos, and refused where fplora
-renders the same option from a spec field (`spec.rendered`) or owns it.
+renders the same option from a spec field (`rendered_options`, derived by `render/owned.py`) or owns it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from fplora.musubi import schema
@@ -23,7 +26,6 @@ from fplora.musubi.names import (
 )
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
-from fplora.spec.rendered import LAUNCH, rendered_options
 from fplora.suggest import closest, did_you_mean
 
 
@@ -32,6 +34,18 @@ class Finding:
     key_path: KeyPath
     message: str
     fix: str = ""
+
+
+LAUNCH = "launch"  # the section of `launch.extra` in the table below
+
+
+@cache
+def rendered_options() -> dict[str, dict[str, str | None]]:
+    """{pass-through section: {option dest: the spec field that sets it, or None when fplora owns
+    it}}, as `render/owned.py` reads it off the render functions (kept as data: spec/ must not
+    import render/, which imports spec/)."""
+    table = resources.files("fplora.spec").joinpath("rendered-options.json").read_text(encoding="utf-8")
+    return json.loads(table)  # type: ignore[no-any-return]
 
 
 # Options fplora adds outside the render functions, so `rendered_options` cannot see them.

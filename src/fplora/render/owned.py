@@ -12,16 +12,15 @@ spec's. Rather than a hand-kept list, the set is read off the render functions t
    one field at a time (a flag off, another choice, its default) and seeing which options change;
 4. what is still unclaimed is fplora's own (`dataset_config`, `save_path`, `--one_frame`, ...).
 
-Everything here is pure and computed once per process (~20 ms), and only when a spec
-has pass-through options at all.
-
-This is the one place `spec/` reaches into `render/` (lazily, inside functions): what the renderers
-produce is the definition of what a pass-through key may not repeat, and asking them keeps the two
-from drifting apart. `render/` itself never imports this module.
+The spec's validation needs the result but must not import `render/` (render depends on spec), so
+the result is kept as data beside the rules that use it (`spec/rendered-options.json`), and a test
+fails when it drifts from what the renderers produce. Refresh it with
+`uv run python -m fplora.render.owned`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from collections.abc import Iterator
@@ -33,11 +32,16 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from fplora.musubi.names import PASS_THROUGH_SCRIPT
+from fplora.musubi import schema
+from fplora.musubi.names import MODULES, PASS_THROUGH_SCRIPT, PROMPT_OPTION
+from fplora.render import commands
+from fplora.render.files import RenderedPaths, config_dict
+from fplora.render.prompts import PromptLine, prompt_line
 from fplora.spec.fields import unwrap
 from fplora.spec.models import Infer, Prompt, Spec
 
 LAUNCH = "launch"
+TABLE = Path(__file__).resolve().parents[1] / "spec" / "rendered-options.json"
 
 Values = tuple[str, ...]
 Rendered = dict[tuple[str, str], Values]  # (section, option dest) → its value, as text
@@ -141,7 +145,6 @@ def _argv_options(argv: list[str], module: str) -> dict[str, Values]:
 
 @cache
 def _dests(script: str) -> dict[str, str]:
-    from fplora.musubi import schema
 
     return {flag: o.dest for o in schema.script_options(script).values() for flag in o.flags}
 
@@ -154,9 +157,6 @@ def _by_dest(options: dict[str, Values], script: str) -> Iterator[tuple[str, Val
 
 def _render(spec: Spec) -> Rendered:
     """Every option fplora's render functions set for `spec`, by pass-through section."""
-    from fplora.musubi.names import MODULES
-    from fplora.render import commands
-    from fplora.render.files import RenderedPaths, config_dict
 
     paths = RenderedPaths(Path("/fplora-probe/render"))
     out: Rendered = {}
@@ -224,8 +224,6 @@ def _named_like(dest: str, leaves: list[_Leaf]) -> _Leaf:
 def _prompt_line_options() -> dict[str, str]:
     """Generate options that every line of infer-prompts.txt sets, which win over the command line
     (generate dest → the spec field), read off a rendered prompt line."""
-    from fplora.musubi import schema
-    from fplora.render.prompts import PromptLine, prompt_line
 
     line = PromptLine(
         text="probe",
@@ -241,7 +239,7 @@ def _prompt_line_options() -> dict[str, str]:
     )
     letters = {part.split(" ", 1)[0] for part in prompt_line(line, "probe").split(" --")[1:]}
     options = schema.prompt_options("generate_from_file")
-    letter_field = {letter: name for name, letter in _prompt_option().items()}
+    letter_field = {letter: name for name, letter in PROMPT_OPTION.items()}
     out: dict[str, str] = {}
     for letter in sorted(letters):
         dest = re.sub(r"\[\d+\]$", "", options[letter]["args_dest"])
@@ -255,12 +253,6 @@ def _prompt_line_options() -> dict[str, str]:
         else:
             out[dest] = f"{name} (on every line of infer-prompts.txt)"
     return out
-
-
-def _prompt_option() -> dict[str, str]:
-    from fplora.musubi.names import PROMPT_OPTION
-
-    return PROMPT_OPTION
 
 
 @cache
@@ -294,3 +286,13 @@ def rendered_options() -> dict[str, dict[str, str | None]]:
     for dest, field in _prompt_line_options().items():
         out["generate"].setdefault(dest, field)
     return out
+
+
+def main() -> None:
+    """Write the table that spec validation reads (`TABLE`)."""
+    TABLE.write_text(json.dumps(rendered_options(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {TABLE}")
+
+
+if __name__ == "__main__":
+    main()
