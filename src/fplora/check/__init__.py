@@ -41,9 +41,9 @@ def check_spec(
         problems.extend(check_models(spec))
     read = records or RecordCache(spec)  # a command passes its own, so the files are read once
     datasets = [read(index) for index in range(len(spec.datasets))]
-    images = probe_many(chain(*(record_paths(records) for records in datasets), prompt_paths(spec)))
-    for index, records in enumerate(datasets):
-        problems.extend(check_records(spec, index, records, images))
+    images = probe_many(chain(*(record_paths(found) for found in datasets), prompt_paths(spec)))
+    for index, found in enumerate(datasets):
+        problems.extend(check_records(spec, index, found, images))
     problems.extend(check_prompts(spec, datasets, images))
     problems.extend(check_launch(spec))
     problems.extend(check_pass_through_files(spec))

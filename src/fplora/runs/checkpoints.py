@@ -135,6 +135,7 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
         return max(known, key=lambda c: (c.step, c.segment, not c.final)) if known else candidates[-1]
     matching = [c for c in candidates if c.step == step]
     if not matching:
+        assert step is not None  # `final` and `latest` returned above
         steps = sorted({c.step for c in candidates if c.step is not None})
         raise UserError(
             Problem(

@@ -71,7 +71,7 @@ def dotted(key_path: KeyPath) -> str:
     return text
 
 
-def _yaml():
+def _yaml() -> Any:
     from ruamel.yaml import YAML  # imported lazily: keeps `fplora --help` fast
 
     yaml = YAML(typ="rt")

@@ -45,7 +45,8 @@ def rendered_options() -> dict[str, dict[str, str | None]]:
     it}}, as `render/owned.py` reads it off the render functions (kept as data: spec/ must not
     import render/, which imports spec/)."""
     table = resources.files("fplora.spec").joinpath("rendered-options.json").read_text(encoding="utf-8")
-    return json.loads(table)  # type: ignore[no-any-return]
+    owners: dict[str, dict[str, str | None]] = json.loads(table)
+    return owners
 
 
 # Options fplora adds outside the render functions, so `rendered_options` cannot see them.
