@@ -79,35 +79,9 @@ def run(
             os.killpg(proc.pid, sig)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    pending = b""
     try:
         assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except InterruptedError:
-                continue
-            if not chunk:
-                break
-            if sink is not None:
-                try:
-                    sink.write(chunk)
-                    sink.flush()
-                except OSError:  # `| tee` killed by the same Ctrl-C, a closed terminal: keep the log
-                    _silence(sink)
-                    sink = None
-            if log_handle:
-                log_handle.write(chunk)
-                log_handle.flush()
-            if on_line:
-                pending += chunk
-                *lines, pending = _LINE_SPLIT.split(pending)
-                for line in lines:
-                    if line:
-                        on_line(line.decode("utf-8", "replace"))
-        if on_line and pending:
-            on_line(pending.decode("utf-8", "replace"))
+        _pump(proc.stdout.fileno(), sink, log_handle, on_line)
         returncode = proc.wait()
     finally:
         for sig, handler in previous.items():
@@ -115,6 +89,39 @@ def run(
         if log_handle:
             log_handle.close()
     return Result(_exit_code(returncode), interrupted)
+
+
+def _pump(
+    fd: int, sink: BinaryIO | None, log: BinaryIO | None, on_line: Callable[[str], None] | None
+) -> None:
+    """Copy the child's output to the terminal and the log as it comes, and hand each line to
+    `on_line`, until the child closes its end."""
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        if sink is not None:
+            try:
+                sink.write(chunk)
+                sink.flush()
+            except OSError:  # `| tee` killed by the same Ctrl-C, a closed terminal: keep the log
+                _silence(sink)
+                sink = None
+        if log:
+            log.write(chunk)
+            log.flush()
+        if on_line:
+            pending += chunk
+            *lines, pending = _LINE_SPLIT.split(pending)
+            for line in lines:
+                if line:
+                    on_line(line.decode("utf-8", "replace"))
+    if on_line and pending:
+        on_line(pending.decode("utf-8", "replace"))
 
 
 def _silence(stream: BinaryIO) -> None:
