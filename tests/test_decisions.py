@@ -48,8 +48,6 @@ def _manifest(spec: Spec, *offsets: int) -> Manifest:
     manifest = Manifest(
         output_name=spec.output_name,
         spec=str(spec.path),
-        spec_resolved={},
-        rendered={},
         fplora_version="test",
         musubi_tuner={},
     )
@@ -57,13 +55,9 @@ def _manifest(spec: Spec, *offsets: int) -> Manifest:
         name = manifest.segment_name(index)
         manifest.segments.append(
             Segment(
-                name,
-                offset,
-                None,
-                spec.launch.num_processes,
-                [],
-                "",
-                "",
+                output_name=name,
+                step_offset=offset,
+                num_processes=spec.launch.num_processes,
                 spec_resolved=spec.model_dump(mode="json", by_alias=True),
             )
         )

@@ -53,7 +53,7 @@ def test_train_writes_manifest_log_and_checkpoints_by_musubi_names(cached: Works
     assert invocation.values["output_name"] == "fake-v1"
     assert invocation.values["save_precision"] == "bf16"
 
-    names = {p.name for p in cached.output_dir.iterdir()}
+    names = {p.name for p in cached.output_dir.iterdir() if not p.name.startswith(".")}  # the lock's guard
     steps = {f"fake-v1-step{s:08d}.safetensors" for s in range(1, 5)}
     states = {f"fake-v1-step{s:08d}-state" for s in range(1, 5)}
     finals = {"fake-v1.safetensors", "fake-v1-state"}
@@ -71,7 +71,8 @@ def test_train_writes_manifest_log_and_checkpoints_by_musubi_names(cached: Works
     assert segment["losses"] == [0.11, 0.12, 0.13, 0.14]
     assert segment["command"][1:] == call["args"]
     assert manifest["spec"] == str(cached.spec_path)
-    assert str(cached.render_dir / "config.toml") in manifest["rendered"]
+    assert manifest["schema_version"] == 2 and "rendered" not in manifest  # once, in the segment
+    assert str(cached.render_dir / "config.toml") in segment["rendered"]
 
     log = (cached.output_dir / "fake-v1.log").read_text(encoding="utf-8")
     assert segment["log"] == str(cached.output_dir / "fake-v1.log")

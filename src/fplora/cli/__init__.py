@@ -218,10 +218,11 @@ def runs(spec: SpecArg = None) -> None:
         loaded = common.load(spec)
         note = foreign_run_note(loaded.train.output_dir, loaded.output_name, loaded.path)
         common.echo_problems([note] if note else [])
-        rows = summarise(loaded)
+        rows, unreadable = summarise(loaded)
+        common.echo_problems(unreadable)  # then the table: what the run's files still show
         if not any(row.loras or row.states or row.segment.started for row in rows):
             typer.echo(f"{loaded.output_name}: no training yet in {common.shown(loaded.train.output_dir)}")
-            return
+            raise typer.Exit(1 if unreadable else 0)
         table = Table(title=f"{loaded.output_name} in {common.shown(loaded.train.output_dir)}")
         for column in ("segment", "global steps", "status", "last loss", "LoRAs at step", "states at step"):
             table.add_column(column)
@@ -242,6 +243,8 @@ def runs(spec: SpecArg = None) -> None:
         if not console.is_terminal:
             console.width = 160  # piped or captured: don't squeeze the table into 80 columns
         console.print(table)
+        if unreadable:
+            raise typer.Exit(1)
 
 
 def main() -> None:

@@ -65,9 +65,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | None:
     """Refuse a resume whose network or optimizer no longer fits the state; note other changes."""
     segment = manifest.segments[index]
-    then = segment.spec_resolved or (manifest.spec_resolved if index == 0 else {})
+    then = segment.spec_resolved
     if not then:
-        return None  # a manifest from before per-segment settings: nothing to compare with
+        return None  # a segment fplora did not run: nothing to compare with
     dump = spec.model_dump(mode="json", by_alias=True)
     sections = [name for name in _COMPARED if name in then]
     before = _flatten({name: then[name] for name in sections})

@@ -33,8 +33,6 @@ def _new_manifest(job: Job) -> Manifest:
     return Manifest(
         output_name=spec.output_name,
         spec=str(spec.path),
-        spec_resolved=spec.model_dump(mode="json", by_alias=True),
-        rendered={str(path): text for path, text in job.plan.files.items() if path.suffix != ".jsonl"},
         fplora_version=__version__,
         musubi_tuner={"commit": schema.pinned_commit(), "version": schema.pinned_version()},
     )
@@ -108,7 +106,7 @@ def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) 
         if index:
             # resuming a run trained without fplora: record it as segment 0 (what `segments_of`
             # assumes for it), or its checkpoints would vanish from step resolution after this one
-            manifest.segments.append(Segment(name, 0, None, spec.launch.num_processes, [], "", ""))
+            manifest.segments.append(Segment(output_name=name, num_processes=spec.launch.num_processes))
     segment_name = manifest.segment_name(index)
     argv = commands.train(
         spec,

@@ -30,19 +30,35 @@ class Checkpoint:
 
 
 def segments_of(output_dir: Path, output_name: str) -> list[Segment]:
+    """The run's segments from its manifest; `UnreadableManifest` when it is broken."""
     manifest = Manifest.load(output_dir, output_name)
     if manifest and manifest.segments:
         return manifest.segments
-    return [Segment(output_name, 0, None, 1, [], "", "")]
+    return [Segment(output_name=output_name)]
 
 
-def find(output_dir: Path, output_name: str) -> list[Checkpoint]:
-    """Every LoRA file and state folder of the run, in segment then step order."""
+def segments_on_disk(output_dir: Path, output_name: str) -> list[Segment]:
+    """The segments the run's file names show (`<name>`, `<name>-r1`, ...), each counted from
+    step 0: what can still be listed when the manifest, which holds the offsets, is unreadable."""
+    resumed = re.compile(rf"^{re.escape(output_name)}-r(\d+)(?=[-.])")
+    found = {int(m.group(1)) for p in _names(output_dir) if (m := resumed.match(p))}
+    return [Segment(output_name=output_name)] + [
+        Segment(output_name=f"{output_name}-r{index}") for index in sorted(found)
+    ]
+
+
+def _names(output_dir: Path) -> list[str]:
+    return sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+
+
+def find(output_dir: Path, output_name: str, segments: list[Segment] | None = None) -> list[Checkpoint]:
+    """Every LoRA file and state folder of the run, in segment then step order (of `segments`,
+    default the manifest's)."""
     found: list[Checkpoint] = []
     if not output_dir.is_dir():
         return found
-    names = sorted(p.name for p in output_dir.iterdir())
-    for index, segment in enumerate(segments_of(output_dir, output_name)):
+    names = _names(output_dir)
+    for index, segment in enumerate(segments or segments_of(output_dir, output_name)):
         for name in names:
             parsed = parse_output(name, segment.output_name, output_dir / name)
             if parsed is None or parsed.epoch is not None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fplora.runs.checkpoints import Checkpoint, find, segments_of
+from fplora.problems import Problem
+from fplora.runs.checkpoints import Checkpoint, find, segments_of, segments_on_disk
 from fplora.runs.lock import holder, lock_path
-from fplora.runs.manifest import Segment
+from fplora.runs.manifest import Segment, UnreadableManifest
 from fplora.spec.models import Spec
 
 
@@ -42,10 +43,17 @@ class SegmentRow:
         return f"{max(saved)}+" if saved else "?"
 
 
-def summarise(spec: Spec) -> list[SegmentRow]:
+def summarise(spec: Spec) -> tuple[list[SegmentRow], list[Problem]]:
+    """One row per segment, and what kept the summary from being whole: with an unreadable
+    manifest the segments come from the file names, steps counted per segment."""
     out, name = spec.train.output_dir, spec.output_name
-    found = find(out, name)
-    segments = segments_of(out, name)
+    problems: list[Problem] = []
+    try:
+        segments = segments_of(out, name)
+    except UnreadableManifest as error:
+        problems = error.problems
+        segments = segments_on_disk(out, name)
+    found = find(out, name, segments)
     live = holder(lock_path(out, name)) is not None
     rows = []
     for index, segment in enumerate(segments):
@@ -53,7 +61,7 @@ def summarise(spec: Spec) -> list[SegmentRow]:
         loras = [c for c in mine if c.kind == "lora"]
         states = [c for c in mine if c.kind == "state"]
         rows.append(SegmentRow(segment, loras, states, live=live and index == len(segments) - 1))
-    return rows
+    return rows, problems
 
 
 def steps_text(checkpoints: list[Checkpoint]) -> str:
