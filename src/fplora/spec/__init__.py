@@ -14,6 +14,7 @@ from fplora.spec.fields import field_kind, is_mapping, null_resets
 from fplora.spec.load import KeyPath, Loaded, load
 from fplora.spec.models import Models, Spec
 from fplora.spec.rules import check_rules
+from fplora.spec.secrets import credential_problems
 
 __all__ = ["Spec", "load_spec"]
 
@@ -70,6 +71,9 @@ def _drop_nulls(data: dict[str, Any], model: type[BaseModel]) -> None:
 def load_spec(path: str | Path) -> Spec:
     """Load, merge, resolve and validate a spec; raise `UserError` listing every problem."""
     loaded = load(Path(path))
+    secrets = credential_problems(loaded)  # before anything could print or keep a value
+    if secrets:
+        raise UserError(secrets)
     data = loaded.data
     data.setdefault("version", loaded.path.stem)
     _drop_nulls(data, Spec)
