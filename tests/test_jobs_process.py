@@ -60,6 +60,14 @@ def wait_for(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeout:
     return seen
 
 
+def wait_for_log(log: Path, text: str, timeout: float = 20) -> None:
+    """Poll the run's log until `text` shows up (a condition, not a guess at how long it takes)."""
+    deadline = time.monotonic() + timeout
+    while not (log.is_file() and text in log.read_text(encoding="utf-8", errors="replace")):
+        assert time.monotonic() < deadline, f"timed out waiting for {text!r} in {log}"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_is_forwarded_and_the_segment_marked_interrupted(
     cached: Workspace, signum: int, code: int
@@ -92,7 +100,8 @@ def test_a_closed_stdout_does_not_stop_training(cached: Workspace) -> None:
         wait_for(proc, FIRST_STEP)
         assert proc.stdout is not None
         proc.stdout.close()
-        time.sleep(0.4)  # at least one more step is drawn into the broken pipe
+        # fplora echoes a chunk before logging it: step 2 in the log was drawn into the broken pipe
+        wait_for_log(cached.output_dir / "fake-v1.log", f"| 2/{STEPS} [")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)
     finally:
