@@ -113,7 +113,8 @@ def _take(path: Path) -> None:
 
 def _release(path: Path) -> None:
     """Remove the lock if it is still ours: a lock file whose first pid is another process's was
-    taken over by it (ours looked stale, e.g. after a pid check raced a restart) and is not ours to drop."""
+    taken over by a process that could not see ours (another container or machine sharing the
+    output folder, where our pids read as dead) and is not ours to drop."""
     with _guarded(path):
         owners = _owners(path)
         if not owners or owners[0] == os.getpid():
