@@ -6,6 +6,8 @@ level down: `train.learnig_rate` → `optimizer.learning_rate`), and messages re
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -27,22 +29,79 @@ def _model_at(loc: KeyPath) -> type[BaseModel] | None:
     return model
 
 
-_FIX = {
-    "missing": "add it",
-    "extra_forbidden": "remove it",
-    "greater_than": "use a positive number",
-    "greater_than_equal": "use a larger number",
-    "int_parsing": "write a whole number",
-    "int_from_float": "write a whole number",
-    "float_parsing": "write a number",
-    "bool_parsing": "write true or false",
-    "string_type": "write text",
-    "list_type": "write a list",
-    "dict_type": "write a mapping",
-    "too_short": "add entries",
-    "literal_error": "",
-    "string_pattern_mismatch": "use letters, digits, '-', '_' or '.', no spaces or slashes",
-}
+def _shown(value: Any) -> str:
+    """A wrong value as the user wrote it: text quoted, numbers as numbers, else what it is."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return _what(value)
+
+
+def _number(bound: Any) -> str:
+    """A bound as the user would write it: `0`, not Pydantic's `0.0` for a float field."""
+    return str(int(bound)) if isinstance(bound, float) and bound.is_integer() else str(bound)
+
+
+def _entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
+
+
+def _choices_hint(value: Any, expected: str) -> str:
+    """`did you mean 'bf16'?` for a misspelt choice (Pydantic's `expected` lists them quoted)."""
+    choices = re.findall(r"'([^']*)'", expected)
+    close = closest(str(value), choices) if isinstance(value, str) else None
+    return f"did you mean '{close}'?" if close else ""
+
+
+def _said(kind: str, value: Any, ctx: dict[str, Any]) -> tuple[str, str] | None:
+    """(message, fix) in fplora's words for Pydantic error type `kind`, or None to keep Pydantic's.
+
+    Pydantic's own sentences name its internals ("List should have at least 1 item after
+    validation", "unable to parse string as an integer"); a spec's author wrote YAML, so the message
+    says what the value should be and what it was instead."""
+    shown = _shown(value)
+    if kind in ("int_parsing", "int_type"):
+        return f"should be a whole number, not {shown}", "write digits only, e.g. 16"
+    if kind == "int_from_float":
+        return f"should be a whole number, not {shown}", "leave out the fraction"
+    if kind in ("float_parsing", "float_type"):
+        return f"should be a number, not {shown}", "write e.g. 16, 0.5 or 1.0e-3"
+    if kind == "finite_number":
+        return "should be a finite number, not infinity or NaN", "write e.g. 1.0"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"should be true or false, not {shown}", "write true or false, without quotes"
+    if kind == "string_type":
+        fix = f'quote it: "{value}"' if _is_scalar(value) else "write text"
+        return f"should be text, not {shown}", fix
+    if kind == "string_too_short":
+        return "must not be empty", "write a value, or remove the key"
+    if kind == "too_short":
+        least = ctx.get("min_length", 1)
+        found = ctx.get("actual_length", 0)
+        return (
+            f"needs at least {_entries(least)}, has {found or 'none'}",
+            "add one" if least == 1 else "add entries",
+        )
+    if kind == "too_long":
+        return (
+            f"takes at most {_entries(ctx.get('max_length', 0))}, has {ctx.get('actual_length', '')}",
+            "remove the extra ones",
+        )
+    if kind == "greater_than":
+        return f"should be more than {_number(ctx.get('gt'))}, not {shown}", ""
+    if kind == "greater_than_equal":
+        return f"should be at least {_number(ctx.get('ge'))}, not {shown}", ""
+    if kind == "less_than":
+        return f"should be less than {_number(ctx.get('lt'))}, not {shown}", ""
+    if kind == "less_than_equal":
+        return f"should be at most {_number(ctx.get('le'))}, not {shown}", ""
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", ""))
+        return f"should be {expected}, not {shown}", _choices_hint(value, expected)
+    if kind == "string_pattern_mismatch":
+        return "must be one word", "use letters, digits, '-', '_' or '.', no spaces or slashes"
+    return None
 
 
 def _unknown_key_hint(model: type[BaseModel], key: str) -> str:
@@ -138,29 +197,66 @@ def _dict_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
 def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]:
     """Pydantic's errors as located one-line problems: file, line, dotted key, message, fix."""
     problems = []
+    missing_sections: list[str] = []
     for item in error.errors():
         loc = _real_loc(item["loc"], loaded.data)
+        kind = item["type"]
         message = item["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
-        fix = _FIX.get(item["type"], "")
-        if item["type"] == "extra_forbidden":
+        fix = ""
+        if kind == "extra_forbidden":
             model = _model_at(loc)
-            message = "unknown key"
+            message, fix = "unknown key", "remove it"
             if model is not None:
                 fix = _unknown_key_hint(model, str(loc[-1]))
-        elif item["type"] == "missing":
-            message = "required key is missing"
-        elif item["type"] == "string_pattern_mismatch":
-            message = "must be one word"
-        elif item["type"] == "model_type" and loc:
+        elif kind == "missing":
+            message, fix = "required key is missing", "add it"
+            if len(loc) == 1:
+                missing_sections.append(str(loc[0]))
+                continue
+        elif kind == "model_type" and loc:
             message, fix = _mapping_problem(loc, item.get("input"))
-        elif item["type"] == "list_type" and loc and (found := _list_problem(loc, item.get("input"))):
+        elif kind == "list_type" and loc and (found := _list_problem(loc, item.get("input"))):
             message, fix = found
-        elif item["type"] == "dict_type" and loc:
+        elif kind == "dict_type" and loc:
             message, fix = _dict_problem(loc, item.get("input"))
+        elif (said := _said(kind, item.get("input"), item.get("ctx") or {})) is not None:
+            message, fix = said
         elif " — " in message:
             message, fix = message.split(" — ", 1)
         problems.append(loaded.problem(loc, message, fix))
-    return _dedupe(problems)
+    return _missing_sections(missing_sections, loaded) + _dedupe(problems)
+
+
+def _bases_setting(keys: list[str], spec: Path) -> list[Path]:
+    """Other spec files in the spec's folder that set every one of `keys` at the top level,
+    `base.yaml` first: the files the spec most likely meant to extend."""
+    found = []
+    for other in sorted(spec.parent.glob("*.y*ml")):
+        if other == spec:
+            continue
+        try:
+            text = other.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if all(re.search(rf"^{re.escape(key)}:", text, re.MULTILINE) for key in keys):
+            found.append(other)
+    return sorted(found, key=lambda path: path.stem != "base")
+
+
+def _missing_sections(keys: list[str], loaded: Loaded) -> list[Problem]:
+    """Missing top-level keys: one problem each, or, when several are missing from a spec that
+    extends nothing, one problem that suggests the `extends:` it most likely forgot (a version
+    spec without it misses the base's models, one_frame and train all at once)."""
+    if len(keys) < 2 or len(loaded.chain) > 1:
+        return [loaded.problem((key,), "required key is missing", "add it") for key in keys]
+    message = f"required sections {', '.join(keys)} are missing"
+    bases = _bases_setting(keys, loaded.path)
+    if bases:
+        name = bases[0].name
+        fix = f"did you forget `extends: {name}`? ({name} beside this file sets them)"
+    else:
+        fix = "add them, or `extends:` the spec that sets them (as `fplora init`'s configs/v1.yaml does)"
+    return [loaded.problem((), message, fix)]
 
 
 def _real_loc(loc: tuple[Any, ...], data: Any) -> KeyPath:
