@@ -65,8 +65,39 @@ def _file_problem(path: Path) -> tuple[str, str] | None:
     return None
 
 
+_SKIP = " (`--skip-models` checks all the rest without them)"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _missing_folder(spec: Spec) -> Problem | None:
+    """One problem for a `models.dir` that does not exist while every model is named inside it:
+    five "not found" lines would hide the one thing to fix, the folder (on a laptop, or before the
+    models are downloaded, that is the usual case). When `${VAR}` gave the folder, the fix is the
+    variable (`FPLORA_MODELS_DIR` in `fplora init`'s base.yaml)."""
+    folder = spec.models.dir
+    if folder is None or folder.is_dir():
+        return None
+    if not all(folder in getattr(spec.models, key).parents for key in MODEL_KEYS):
+        return None
+    problem = spec.problem(
+        ("models", "dir"),
+        f"folder {display_path(folder)} does not exist, so none of the five models can be found",
+        f"set models.dir to the folder that holds them{_SKIP}",
+    )
+    variable = _VARIABLE.search(problem.message)  # `spec.problem` notes the `${VAR}` that gave it
+    if variable is not None:
+        name = variable.group(1)
+        fix = f"export {name}=<the folder that holds the models>, or set models.dir{_SKIP}"
+        return Problem(problem.file, problem.line, problem.key, problem.message, fix)
+    return problem
+
+
 def check_models(spec: Spec) -> Iterator[Problem]:
-    """One problem per missing, empty or unreadable model file or shard."""
+    """One problem per missing, empty or unreadable model file or shard (one in all when the
+    `models.dir` folder itself is missing)."""
+    if (folder := _missing_folder(spec)) is not None:
+        yield folder
+        return
     for key in MODEL_KEYS:
         path: Path = getattr(spec.models, key)
         found = _file_problem(path)
