@@ -213,7 +213,7 @@ DATA_CASES: list[tuple[str, Setup, str]] = [
         "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text (musubi-tuner's"
         " JSONL reader takes it from the record; caption_extension files are not read for JSONL datasets)",
     ),
-    ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — use image_path, caption and control_path_0..N"),
+    ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — did you mean 'caption'?"),
     ("not an image", _not_an_image, "data/dataset-v1/metadata-v1.jsonl:2: control_path_1: data/dataset-v1/c/2_1.png is not an image Pillow can read — use a PNG, JPEG, WEBP or BMP file"),
     ("unicode, spaces, quotes", _missing_unicode_path, "data/dataset-v1/metadata-v1.jsonl:2: image_path: data/dataset-v1/t/データ 'two'.png not found — check the path; relative paths resolve against the JSONL file's folder"),
     ("model is a web page", _html_model, "configs/base.yaml:5: models.vae: models/vae/vae.safetensors is not a safetensors file (starts with '<!DOCTYPE': a web page, not the model) — download it again"),

@@ -456,7 +456,12 @@ def test_blank_line_where_musubi_reads_the_file_itself(project: Path) -> None:
         " blank one — delete the blank lines"
     ]
     write_jsonl(record("a"), "", record("b"))  # relative paths: fplora hands musubi-tuner its own copy
-    assert run(skip_models=True) == []
+    assert run(skip_models=True) == [
+        "data/m.jsonl:2: blank line: musubi-tuner parses every line as JSON and stops at a blank one;"
+        " fplora hands musubi-tuner a copy without them (the records use relative paths) — delete the blank lines"
+    ]
+    problems = check_spec(load_spec("spec.yaml"), skip_models=True)
+    assert [p.severity for p in problems] == ["warning"]  # the copy trains fine
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from fplora.check.records import check_records, record_paths
 from fplora.datasets.records import RecordCache, Records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
+from fplora.spec.rules import spec_warnings
 
 __all__ = ["check_spec"]
 
@@ -34,9 +35,9 @@ def check_spec(
 
     `records` is a command's record reader, shared with rendering.
     `skip_models` leaves out the model files, for checking data on a machine without the models.
-    Order: models, then each dataset in line order, then prompts.
+    Order: the spec's own warnings, models, then each dataset in line order, then prompts.
     """
-    problems: list[Problem] = []
+    problems: list[Problem] = spec_warnings(spec)
     if not skip_models:
         problems.extend(check_models(spec))
     read = records or RecordCache(spec)  # a command passes its own, so the files are read once

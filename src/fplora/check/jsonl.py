@@ -1,14 +1,20 @@
 """What a dataset JSONL's raw lines show that its parsed records do not.
 
 `datasets.records.read_records` keeps what rendering needs: each record's images in control order.
-musubi-tuner reads the same file differently in three ways that only the lines themselves reveal
-(`ImageJsonlDatasource` at the pinned commit):
+musubi-tuner reads the same file differently in ways that only the lines themselves reveal
+(`ImageJsonlDatasource` at the pinned commit opens it as plain UTF-8 and iterates its lines):
 
-- it `json.loads` every line, blank ones too, and stops at the first that fails: a blank line, or a
-  caption with a raw line break (which splits one record over two lines);
+- it `json.loads` every line, blank ones too, and stops at the first that fails: a blank line
+  anywhere (the end included), a byte-order mark before the first record, or a caption with a raw
+  line break (which splits one record over two lines);
 - it renames `control_path` to `control_path_0`, overwriting a `control_path_0` in the same record;
 - it renumbers `control_path_N` keys in numeric order, so `control_path_0` + `control_path_2` quietly
   become control images 0 and 1, and each takes the latent index of its new position.
+
+When the records use relative paths, musubi-tuner never sees the file: fplora hands it an absolute
+copy, one record per line, without blank lines or a byte-order mark (`plan`). What would stop
+musubi-tuner's reader is then a warning (the file still fails with musubi-tuner alone), else an error.
+Paths written for Windows (`C:\\...`, backslashes) are warned about too: musubi-tuner runs on Linux.
 
 The file is read a second time for this, and each record's line is scanned for its control keys;
 only a line whose keys are not exactly `control_path_0..N-1` is parsed again, so a 10,000-record
@@ -25,6 +31,7 @@ from fplora.datasets.records import Records, jsonl_lines
 from fplora.musubi.names import CONTROL_KEY_RE
 from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
+from fplora.spec.rules import windows_path
 
 _NOT_FOUND = "dataset JSONL file not found"  # `read_records`' words for a missing file
 _CANNOT_READ = "cannot read dataset"
@@ -129,25 +136,82 @@ def json_problems(records: Records, lines: list[str] | None) -> tuple[list[Probl
     return problems, continued
 
 
+_COPY_NOTE = "fplora hands musubi-tuner a copy without {it} (the records use relative paths)"
+
+
+def _hidden_by_copy(records: Records) -> bool:
+    """musubi-tuner reads fplora's rewritten copy of this file, not the file itself (`plan`)."""
+    return records.has_relative_paths
+
+
 def blank_line_problems(records: Records, lines: list[str] | None, skip: set[int]) -> list[Problem]:
-    """A blank line stops musubi-tuner's reader when it reads the file itself, which it does when
-    every path is absolute (otherwise fplora hands it a copy without blank lines). Lines in `skip`
+    """Blank lines: musubi-tuner's reader `json.loads` every line of the file, so a blank one (in the
+    middle or at the end) stops it with a JSON error. That is an error when musubi-tuner reads the
+    file itself, which it does when every path is absolute; with relative paths fplora hands it an
+    absolute copy without blank lines, so the file only fails elsewhere: a warning. Lines in `skip`
     belong to a record already reported as broken."""
-    if lines is None or records.has_relative_paths or not records.items:
+    if lines is None or not records.items:
         return []
     blank = [n for n, line in enumerate(lines, start=1) if not line.strip() and n not in skip]
     if not blank:
         return []
     more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+    message = f"blank line{more}: musubi-tuner parses every line as JSON and stops at a blank one"
+    severity = "error"
+    if _hidden_by_copy(records):
+        message += "; " + _COPY_NOTE.format(it="them")
+        severity = "warning"
+    return [Problem(display_path(records.jsonl), blank[0], "", message, "delete the blank lines", severity)]
+
+
+def bom_problems(records: Records) -> list[Problem]:
+    """A byte-order mark before the first record (Windows Notepad's "UTF-8 with BOM"): musubi-tuner
+    opens the file as plain UTF-8, so json reads the mark as part of the first line and fails
+    ("Unexpected UTF-8 BOM"). An error when musubi-tuner reads the file itself, else a warning."""
+    if not records.bom:
+        return []
+    message = "starts with a byte-order mark (BOM), which musubi-tuner's JSONL reader fails on"
+    severity = "error"
+    if records.items and _hidden_by_copy(records):
+        message += "; " + _COPY_NOTE.format(it="it")
+        severity = "warning"
+    return [Problem(display_path(records.jsonl), 1, "", message, "save it as UTF-8 without BOM", severity)]
+
+
+def windows_path_problems(records: Records) -> list[Problem]:
+    """One warning per dataset for record paths written for Windows: musubi-tuner runs on Linux,
+    where `\\` is an ordinary character of a file name and `C:` a folder name, so such a path names
+    a file that is not there (check also reports each one as not found)."""
+    found = [
+        (record.line, key, shown)
+        for record in records.items
+        for key, path in (("image_path", record.image), *_control_keys_of(record.controls))
+        if path is not None and (shown := windows_path(path)) is not None
+    ]
+    if not found:
+        return []
+    line, key, shown = found[0]
+    lines = {number for number, _, _ in found}
+    more = f" (and {len(lines) - 1} more record{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
+    if ":" in shown:  # a drive: the file is on another machine
+        fix = "copy the images to this machine and write their paths with '/', relative to the JSONL's folder"
+    else:
+        fix = f"write '{shown.replace(chr(92), '/')}': paths use '/' on Linux"
     return [
         Problem(
             display_path(records.jsonl),
-            blank[0],
-            "",
-            f"blank line{more}: musubi-tuner parses every line as JSON and stops at a blank one",
-            "delete the blank lines",
+            line,
+            key,
+            f"'{shown}' looks like a Windows path{more}: musubi-tuner runs on Linux, where '\\' is part"
+            " of a file name",
+            fix,
+            "warning",
         )
     ]
+
+
+def _control_keys_of(controls: list[Path]) -> list[tuple[str, Path]]:
+    return [(f"control_path_{index}", path) for index, path in enumerate(controls)]
 
 
 def _needles(count: int, cache: dict[int, tuple[str, ...]]) -> tuple[str, ...]:

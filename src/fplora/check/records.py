@@ -18,11 +18,13 @@ from pathlib import Path
 from fplora.check.images import ImageInfo
 from fplora.check.jsonl import (
     blank_line_problems,
+    bom_problems,
     control_key_problems,
     file_problem,
     json_problems,
     read_lines,
     unreadable,
+    windows_path_problems,
 )
 from fplora.datasets.records import Records
 from fplora.problems import Problem, display_path
@@ -128,11 +130,14 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
     rules = _sizes(spec, index)
     lines = read_lines(records.jsonl)
     problems, continued = json_problems(records, lines)
+    problems += bom_problems(records)
+    problems += windows_path_problems(records)
     problems += blank_line_problems(records, lines, continued)
     problems += control_key_problems(records, lines)
     shown_path = _Shown()
     # lines whose control paths already have a problem: a count mismatch there is the same mistake
-    bad_controls = {p.line for p in problems if p.key.startswith("control_path")}
+    # (an unknown key offered `control_path_N` is a misnamed control image, so it counts too)
+    bad_controls = {p.line for p in problems if p.key.startswith("control_path") or "control_path" in p.fix}
     stems: dict[str, int] = {}
     warned: dict[str, int] = {}
     extra: dict[str, int] = {}

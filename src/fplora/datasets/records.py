@@ -8,8 +8,10 @@ has relative paths fplora hands musubi-tuner an absolute copy (see `musubi_jsonl
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from fplora.spec.models import Spec
 
 KNOWN_KEYS = {"image_path", "image_path_0", "caption"}
+BOM = "\ufeff"
+"""A UTF-8 byte-order mark, as text: Windows editors put one before the first record."""
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Records:
     jsonl: Path
     items: list[Record]
     problems: list[Problem]
+    bom: bool = False  # the file starts with a UTF-8 byte-order mark (`check.jsonl` says what to do)
 
     @property
     def has_relative_paths(self) -> bool:
@@ -60,6 +65,37 @@ def jsonl_lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+_CONTROL_WORDS = re.compile(
+    r"^(?:control|ctrl|cond|condition)[_-]?(?:image|img|path|file)?s?(?:[_-]?(\d+))?$"
+)
+
+
+_SAME_AS = {
+    "image_path": ("image", "img", "target", "target_image", "target_path", "path", "file"),
+    "caption": ("text", "prompt", "captions", "caption_text", "description"),
+}
+
+
+def _unknown_key_fix(key: str) -> str:
+    """What to write instead of an unknown record key: the record key it most likely means.
+
+    Control images are where people guess (`control_image_0`, `control_0`, `ctrl_path_1`): any key
+    that names a control image, with its number kept, maps to `control_path_N`. Other keys get a
+    known key when they are a common other name for it or a near spelling; the cutoff is high so
+    that `mask_path` is not offered `image_path`."""
+    lower = key.lower()
+    match = _CONTROL_WORDS.match(lower)
+    if match:
+        return f"did you mean 'control_path_{match.group(1) or 0}'?"
+    for known, names in _SAME_AS.items():
+        if lower in names:
+            return f"did you mean '{known}'?"
+    close = difflib.get_close_matches(lower, ["image_path", "caption"], n=1, cutoff=0.8)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "use image_path, caption and control_path_0..N"
+
+
 def read_records(jsonl: Path) -> Records:
     """Parse every line; structural problems (JSON, keys, types) are returned, not raised."""
     shown = display_path(jsonl)
@@ -72,8 +108,11 @@ def read_records(jsonl: Path) -> Records:
         return Records(jsonl, [], [problem])
     except (OSError, UnicodeDecodeError) as exc:
         return Records(jsonl, [], [Problem(shown, None, "", f"cannot read dataset: {exc}", "")])
+    # Read past a byte-order mark, so that one invisible character does not hide the first record's
+    # real problems behind json's "Unexpected UTF-8 BOM"; `check.jsonl` reports the mark itself.
+    bom = text.startswith(BOM)
     base = str(jsonl.parent)
-    for number, line in enumerate(jsonl_lines(text), start=1):
+    for number, line in enumerate(jsonl_lines(text.removeprefix(BOM)), start=1):
         if not line.strip():
             continue
         try:
@@ -92,15 +131,7 @@ def read_records(jsonl: Path) -> Records:
             if match:
                 controls[int(match.group(1) or 0)] = value
             elif key not in KNOWN_KEYS:
-                problems.append(
-                    Problem(
-                        shown,
-                        number,
-                        key,
-                        "unknown record key",
-                        "use image_path, caption and control_path_0..N",
-                    )
-                )
+                problems.append(Problem(shown, number, key, "unknown record key", _unknown_key_fix(key)))
         image, rel = _path(raw.get("image_path", raw.get("image_path_0")), base)
         record = Record(number, image, None, relative=rel)
         if image is None:
@@ -134,7 +165,7 @@ def read_records(jsonl: Path) -> Records:
         items.append(record)
     if not items and not problems:
         problems.append(Problem(shown, None, "", "dataset has no records", "add one JSON object per line"))
-    return Records(jsonl, items, problems)
+    return Records(jsonl, items, problems, bom)
 
 
 def absolute_jsonl(records: Records) -> str:

@@ -13,7 +13,7 @@ from fplora.spec.errors import validation_problems
 from fplora.spec.fields import field_kind, is_mapping, null_resets
 from fplora.spec.load import KeyPath, Loaded, load
 from fplora.spec.models import Models, Spec
-from fplora.spec.rules import check_rules
+from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
 
 __all__ = ["Spec", "load_spec"]
@@ -81,8 +81,10 @@ def load_spec(path: str | Path) -> Spec:
     try:
         spec = Spec.from_file(data, loaded)
     except ValidationError as error:
-        raise UserError(validation_problems(error, loaded)) from None
+        raise UserError([*loaded.warnings, *validation_problems(error, loaded)]) from None
     findings = check_rules(spec)
     if findings:
-        raise UserError([loaded.problem(f.key_path, f.message, f.fix) for f in findings])
+        raise UserError(
+            [*spec_warnings(spec), *(loaded.problem(f.key_path, f.message, f.fix) for f in findings)]
+        )
     return spec

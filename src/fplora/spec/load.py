@@ -35,6 +35,7 @@ class Loaded:
     sources: dict[KeyPath, Source] = field(default_factory=dict)
     chain: list[Path] = field(default_factory=list)  # the spec, then each file it extends
     substitutions: dict[KeyPath, list[str]] = field(default_factory=dict)  # `${VAR}`s, as notes
+    warnings: list[Problem] = field(default_factory=list)  # what loading found odd but allowed
 
     def note(self, key_path: KeyPath) -> str:
         """Where the value at `key_path` (or in a list under it) came from, when `${VAR}` made it:
@@ -166,7 +167,35 @@ def _unquoted_variable_fix(text: str, lines: list[int]) -> str:
     return "fix the YAML"
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes]:
+_EMPTY_VALUE = re.compile(r"^\s*(?:-\s+)?(?:[^#:]+|\"[^\"]*\"|'[^']*'):\s*(?:#.*)?$")
+
+
+def _empty_keys(
+    data: Any, sources: dict[KeyPath, Source], lines: list[str], path: KeyPath = ()
+) -> set[KeyPath]:
+    """Keys written with nothing after the colon (`data:` and then no indented keys).
+
+    YAML reads that as null, the same as `data: null`, which in a spec that extends another drops
+    what the base set. Written out, `null` is meant; left empty, it is usually keys that were
+    meant to follow, or lost their indentation, so `load` warns about it."""
+    found: set[KeyPath] = set()
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        here = (*path, key)
+        if isinstance(value, dict):
+            found |= _empty_keys(value, sources, lines, here)
+        elif (
+            value is None
+            and (line := sources[here].line)
+            and line <= len(lines)
+            and _EMPTY_VALUE.match(lines[line - 1])
+        ):
+            found.add(here)
+    return found
+
+
+def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes, set[KeyPath]]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     shown = display_path(path)
@@ -205,7 +234,7 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes]
     data = _expand(data, (), sources, problems, notes)
     if problems:
         raise UserError(problems)
-    return data, sources, notes
+    return data, sources, notes, _empty_keys(data, sources, text.splitlines())
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -254,10 +283,37 @@ def _get(data: Any, key: KeyPath) -> Any:
     return data
 
 
+def _emptied(
+    empty: set[KeyPath], base: dict[str, Any], base_sources: dict[KeyPath, Source]
+) -> list[tuple[KeyPath, str, str]]:
+    """(key path, message, fix) for each key the child left empty where its bases set a section or
+    a list: the empty value drops all of it, which is rarely what a blank `data:` line meant."""
+    found = []
+    for key_path in sorted(empty, key=lambda p: tuple(str(part) for part in p)):
+        value = _get(base, key_path)
+        if isinstance(value, dict) and value:
+            what = ", ".join(str(k) for k in value)
+        elif isinstance(value, list) and value:
+            what = f"its {len(value)} entr{'y' if len(value) == 1 else 'ies'}"
+        else:
+            continue
+        source = base_sources.get(key_path)
+        base_name = display_path(source.file) if source else "the base spec"
+        found.append(
+            (
+                key_path,
+                f"left empty, which drops what {base_name} set under it: {what}",
+                "indent the keys you meant under it, delete the line to keep the base's,"
+                f" or write `{key_path[-1]}: null` to drop them on purpose",
+            )
+        )
+    return found
+
+
 def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     """Load a spec and everything it `extends`, child values winning over base values."""
     path = Path(os.path.abspath(path))
-    data, sources, notes = _read_one(path)
+    data, sources, notes, empty = _read_one(path)
     extends = data.pop("extends", None)
     line = sources.get(("extends",), Source(path, None)).line
     if extends is None:
@@ -270,6 +326,7 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     merged: dict[str, Any] = {}
     merged_sources: dict[KeyPath, Source] = {}
     merged_notes: Notes = {}
+    warnings: list[Problem] = []
     chain = [path]
     for base in bases:
         base_path = (path.parent / os.path.expanduser(base)).resolve()
@@ -303,7 +360,12 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
         merged_notes = _merge_notes(merged_notes, parent.sources, parent.substitutions, merged)
         merged_sources = _merge_sources(merged_sources, parent.sources, merged)
         chain.extend(parent.chain)
+        warnings.extend(parent.warnings)
+    emptied = _emptied(empty, merged, merged_sources)
     merged = _merge(merged, data)
     merged_notes = _merge_notes(merged_notes, sources, notes, merged)
     merged_sources = _merge_sources(merged_sources, sources, merged)
-    return Loaded(path, merged, merged_sources, chain, merged_notes)
+    loaded = Loaded(path, merged, merged_sources, chain, merged_notes)
+    # located after merging, so that each warning points at the child's empty line
+    loaded.warnings = [*warnings, *(loaded.problem(*found, severity="warning") for found in emptied)]
+    return loaded

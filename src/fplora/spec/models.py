@@ -302,6 +302,11 @@ class Spec(Section):
         """The spec file this was loaded from."""
         return self._path
 
+    @property
+    def load_warnings(self) -> list[Problem]:
+        """What loading the spec file found odd but allowed (`spec.load`), shown by `fplora check`."""
+        return list(self._sources.warnings) if self._sources is not None else []
+
     def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
         """A problem about the spec itself, at the line that set `key_path` (no line for a spec built
         in code, which has no source map)."""

@@ -9,11 +9,15 @@ renders the same option from a spec field (`rendered_options`, derived by `rende
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from fplora.musubi import schema
 from fplora.musubi.names import (
@@ -24,6 +28,7 @@ from fplora.musubi.names import (
     TORCH_OPTIMIZERS,
     TORCH_OPTIMIZERS_UNUSABLE,
 )
+from fplora.problems import Problem
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
 from fplora.suggest import closest, did_you_mean
@@ -47,6 +52,24 @@ def rendered_options() -> dict[str, dict[str, str | None]]:
     table = resources.files("fplora.spec").joinpath("rendered-options.json").read_text(encoding="utf-8")
     owners: dict[str, dict[str, str | None]] = json.loads(table)
     return owners
+
+
+_DRIVE = re.compile(r"(?:^|/)([A-Za-z]:[\\/].*)$")
+
+
+def windows_path(path: Path | str) -> str | None:
+    """The part of `path` written for Windows (`C:\\Users\\me\\a.png`, `img\\a.png`), or None.
+
+    musubi-tuner runs on Linux, where `\\` is an ordinary character of a file name and `C:` a folder
+    name: such a path names a file that is not there, or makes a folder nobody meant. A relative
+    value was joined onto a folder by fplora; what is shown starts where the user's text did (the
+    drive, else the path component holding the first backslash)."""
+    text = str(path)
+    if (drive := _DRIVE.search(text)) is not None:
+        return drive.group(1)
+    if "\\" not in text:
+        return None
+    return text[text.rfind("/", 0, text.index("\\")) + 1 :]
 
 
 # Options fplora adds outside the render functions, so `rendered_options` cannot see them.
@@ -245,3 +268,41 @@ RULES = (_pass_through, _train, _optimizer, _one_frame, _datasets, _launch)
 
 def check_rules(spec: Spec) -> list[Finding]:
     return [finding for rule in RULES for finding in rule(spec)]
+
+
+def _path_fields(model: BaseModel, where: KeyPath = ()) -> Iterator[tuple[KeyPath, Path]]:
+    """Every path the spec holds, with its key path (`train.output_dir`, `datasets[0].jsonl`)."""
+    for name, field in type(model).model_fields.items():
+        here = (*where, field.alias or name)
+        value = getattr(model, name)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            at = here if index is None else (*here, index)
+            if isinstance(item, Path):
+                yield at, item
+            elif isinstance(item, BaseModel):
+                yield from _path_fields(item, at)
+
+
+def spec_warnings(spec: Spec) -> list[Problem]:
+    """What the spec allows but should say: keys left empty in a spec that extends another (from
+    loading), and paths written for Windows (`output_dir: C:\\Users\\...` would make a folder
+    named that under the spec's folder on the Linux box)."""
+    warnings = list(spec.load_warnings)
+    for key_path, path in _path_fields(spec):
+        if (shown := windows_path(path)) is not None:
+            fix = (
+                "write the Linux path on the GPU box (e.g. /workspace/...)"
+                if ":" in shown
+                else f"write '{shown.replace(chr(92), '/')}': paths use '/' on Linux"
+            )
+            warnings.append(
+                spec.problem(
+                    key_path,
+                    f"'{shown}' looks like a Windows path: musubi-tuner runs on Linux, where '\\' is part"
+                    " of a file name",
+                    fix,
+                    "warning",
+                )
+            )
+    return warnings

@@ -1,0 +1,293 @@
+"""What a new user stumbled on in a walkthrough (fresh clone, README only), each pinned to the exact
+message fplora now prints: errors that name the fix, and warnings for what was accepted silently.
+
+Each case goes through the command line (`fplora check`) on the `project` fixture of conftest.py:
+configs/base.yaml holds the models and house settings, configs/v1.yaml extends it, and the dataset
+data/dataset-v1/metadata-v1.jsonl has two records with relative paths.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fplora.cli import app
+
+runner = CliRunner()
+DATASET = Path("data/dataset-v1/metadata-v1.jsonl")
+Make = Callable[..., Path]
+
+
+def check(spec: Path, *options: str) -> tuple[int, list[str]]:
+    result = runner.invoke(app, ["check", str(spec), *options])
+    return result.exit_code, result.output.splitlines()
+
+
+def records(absolute: bool = False) -> list[dict[str, str]]:
+    """The fixture dataset's two records, with absolute paths when musubi-tuner should read the
+    file itself (fplora hands it a rewritten copy when any path is relative)."""
+    found = [json.loads(line) for line in DATASET.read_text(encoding="utf-8").splitlines()]
+    if absolute:
+        base = DATASET.parent.resolve()
+        found = [{k: v if k == "caption" else str(base / v) for k, v in r.items()} for r in found]
+    return found
+
+
+def write(lines: list[dict[str, str] | str], prefix: str = "") -> None:
+    text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
+    DATASET.write_text(prefix + text + "\n", encoding="utf-8")
+
+
+# --- dataset JSONL -------------------------------------------------------------------------------
+
+BOM = "\ufeff"
+BOM_MESSAGE = "starts with a byte-order mark (BOM), which musubi-tuner's JSONL reader fails on"
+
+
+def test_bom_where_musubi_reads_the_file_itself_is_an_error(project: Make) -> None:
+    spec = project()
+    write(records(absolute=True), prefix=BOM)
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines == [
+        f"error: {DATASET}:1: {BOM_MESSAGE} — save it as UTF-8 without BOM",
+        "configs/v1.yaml: 1 error, 0 warnings",
+    ]
+
+
+def test_bom_before_relative_records_is_a_warning_and_the_copy_has_none(project: Make) -> None:
+    spec = project()
+    write(records(), prefix=BOM)
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        f"warning: {DATASET}:1: {BOM_MESSAGE}; fplora hands musubi-tuner a copy without it"
+        " (the records use relative paths) — save it as UTF-8 without BOM"
+    )
+    assert runner.invoke(app, ["render", str(spec)]).exit_code == 0
+    copy = Path("configs/v1/data/0-metadata-v1.jsonl").read_text(encoding="utf-8")
+    assert not copy.startswith(BOM)
+    assert len(copy.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "suggested"),
+    [
+        ("control_image_1", "control_path_1"),
+        ("control_1", "control_path_1"),
+        ("controlImage0", "control_path_0"),
+        ("control", "control_path_0"),
+        ("captoin", "caption"),
+        ("target", "image_path"),
+        ("text", "caption"),
+    ],
+)
+def test_a_misnamed_record_key_gets_the_key_it_means(project: Make, key: str, suggested: str) -> None:
+    spec = project()
+    first, second = records()
+    known = {"control_path_1": "control_path_1", "caption": "caption", "image_path": "image_path"}
+    replaced = known.get(suggested, "control_path_1" if suggested.startswith("control") else suggested)
+    first[key] = first.pop(replaced)
+    write([first, second])
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert f"error: {DATASET}:1: {key}: unknown record key — did you mean '{suggested}'?" in lines
+
+
+def test_a_misnamed_control_key_is_one_error_not_two(project: Make) -> None:
+    """The record then has one control image too few; that is the same mistake, not a second one."""
+    spec = project()
+    first, second = records()
+    first["control_image_1"] = first.pop("control_path_1")
+    write([first, second])
+    assert check(spec, "--skip-models") == (
+        1,
+        [
+            f"error: {DATASET}:1: control_image_1: unknown record key — did you mean 'control_path_1'?",
+            "configs/v1.yaml: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_an_unrelated_unknown_key_is_not_offered_a_lookalike(project: Make) -> None:
+    spec = project()
+    first, second = records()
+    write([{**first, "mask_path": "m.png"}, second])
+    _, lines = check(spec, "--skip-models")
+    assert (
+        f"error: {DATASET}:1: mask_path: unknown record key — use image_path, caption and control_path_0..N"
+        in lines
+    )
+
+
+def test_windows_paths_in_a_jsonl_are_named_with_the_linux_spelling(project: Make) -> None:
+    spec = project()
+    first, second = records()
+    first["image_path"] = first["image_path"].replace("/", "\\")
+    second["control_path_0"] = "C:\\Users\\me\\c0.png"
+    write([first, second])
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0] == (
+        f"warning: {DATASET}:1: image_path: 't\\1.png' looks like a Windows path (and 1 more record):"
+        " musubi-tuner runs on Linux, where '\\' is part of a file name — write 't/1.png': paths use '/' on Linux"
+    )
+
+
+def test_blank_line_in_relative_records_is_a_warning_with_what_musubi_would_do(project: Make) -> None:
+    spec = project()
+    first, second = records()
+    write([first, "", second])
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        f"warning: {DATASET}:2: blank line: musubi-tuner parses every line as JSON and stops at a blank one;"
+        " fplora hands musubi-tuner a copy without them (the records use relative paths) — delete the blank lines"
+    )
+
+
+def test_blank_line_where_musubi_reads_the_file_itself_is_an_error(project: Make) -> None:
+    spec = project()
+    first, second = records(absolute=True)
+    write([first, "", second])
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0] == (
+        f"error: {DATASET}:2: blank line: musubi-tuner parses every line as JSON and stops at a blank one"
+        " — delete the blank lines"
+    )
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+def test_a_spec_that_forgot_extends_is_told_so_in_one_line(project: Make) -> None:
+    spec = project("extends: null\n")  # the fixture adds `extends: base.yaml` unless one is written
+    spec.write_text("datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n", encoding="utf-8")
+    assert check(spec, "--skip-models") == (
+        1,
+        [
+            "error: configs/v1.yaml:1: required sections project, models, one_frame, train are missing"
+            " — did you forget `extends: base.yaml`? (base.yaml beside this file sets them)"
+        ],
+    )
+
+
+def test_a_lone_spec_missing_its_sections_is_told_what_to_do(project: Make, tmp_path: Path) -> None:
+    lone = tmp_path / "elsewhere" / "v1.yaml"
+    lone.parent.mkdir()
+    lone.write_text("datasets:\n  - jsonl: x.jsonl\n", encoding="utf-8")
+    _, lines = check(lone, "--skip-models")
+    assert lines[0] == (
+        "error: elsewhere/v1.yaml:1: required sections project, models, one_frame, train are missing"
+        " — add them, or `extends:` the spec that sets them (as `fplora init`'s configs/v1.yaml does)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "one_frame: {clean_indices: []}\n",
+            "one_frame.clean_indices: needs at least 1 entry, has none — add one",
+        ),
+        ("infer: {multipliers: []}\n", "infer.multipliers: needs at least 1 entry, has none — add one"),
+        ("project: ''\n", "project: must not be empty — write a value, or remove the key"),
+        (
+            "train: {mixed_precision: bf17}\n",
+            "train.mixed_precision: should be 'bf16', 'fp16' or 'no', not 'bf17' — did you mean 'bf16'?",
+        ),
+        (
+            "data: {batch_size: 2.5}\n",
+            "data.batch_size: should be a whole number, not 2.5 — leave out the fraction",
+        ),
+        (
+            "train: {optimizer: {learning_rate: fast}}\n",
+            "train.optimizer.learning_rate: should be a number, not 'fast' — write e.g. 16, 0.5 or 1.0e-3",
+        ),
+        ("train: {output_name: 12}\n", 'train.output_name: should be text, not 12 — quote it: "12"'),
+        ("infer: {multipliers: [-1]}\n", "infer.multipliers[0]: should be more than 0, not -1"),
+        (
+            "launch: {main_process_port: 70000}\n",
+            "launch.main_process_port: should be at most 65535, not 70000",
+        ),
+        ("train: {blocks_to_swap: -2}\n", "train.blocks_to_swap: should be at least 0, not -2"),
+    ],
+)
+def test_validation_errors_are_in_fplora_words(project: Make, text: str, expected: str) -> None:
+    spec = project(text)
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0] == f"error: configs/v1.yaml:4: {expected}"
+    assert not any("after validation" in line or "Input should" in line for line in lines)
+
+
+def test_an_empty_section_in_a_child_spec_warns_what_it_drops(project: Make) -> None:
+    spec = project("data:\ntrain:\n  logging:\n  max_train_steps: 4\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[:2] == [
+        "warning: configs/v1.yaml:4: data: left empty, which drops what configs/base.yaml set under it:"
+        " resolution, batch_size — indent the keys you meant under it, delete the line to keep the base's,"
+        " or write `data: null` to drop them on purpose",
+        "warning: configs/v1.yaml:6: train.logging: left empty, which drops what configs/base.yaml set under"
+        " it: with — indent the keys you meant under it, delete the line to keep the base's, or write"
+        " `logging: null` to drop them on purpose",
+    ]
+
+
+def test_an_explicit_null_drops_the_base_without_a_warning(project: Make) -> None:
+    spec = project("data: null\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert not any("left empty" in line for line in lines)
+
+
+def test_a_windows_output_dir_is_warned_about(project: Make) -> None:
+    spec = project("train:\n  output_dir: C:\\Users\\me\\out\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        "warning: configs/v1.yaml:5: train.output_dir: 'C:\\Users\\me\\out' looks like a Windows path:"
+        " musubi-tuner runs on Linux, where '\\' is part of a file name — write the Linux path on the GPU box"
+        " (e.g. /workspace/...)"
+    )
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def test_a_missing_models_folder_is_one_line_naming_the_variable(
+    project: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = Path("configs/base.yaml")
+    base.write_text(
+        base.read_text().replace("dir: ../models", "dir: ${FPLORA_MODELS_DIR:-/nowhere/models}"),
+        encoding="utf-8",
+    )
+    monkeypatch.delenv("FPLORA_MODELS_DIR", raising=False)
+    assert check(project()) == (
+        1,
+        [
+            "error: configs/base.yaml:3: models.dir: folder /nowhere/models does not exist, so none of the"
+            " five models can be found (from ${FPLORA_MODELS_DIR:-/nowhere/models}: FPLORA_MODELS_DIR is not set)"
+            " — export FPLORA_MODELS_DIR=<the folder that holds the models>, or set models.dir"
+            " (`--skip-models` checks all the rest without them)",
+            "configs/v1.yaml: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_a_missing_models_folder_written_out_names_models_dir(project: Make) -> None:
+    base = Path("configs/base.yaml")
+    base.write_text(base.read_text().replace("dir: ../models", "dir: ../no-models"), encoding="utf-8")
+    _, lines = check(project())
+    assert lines[0] == (
+        "error: configs/base.yaml:3: models.dir: folder no-models does not exist, so none of the five models"
+        " can be found — set models.dir to the folder that holds them (`--skip-models` checks all the rest"
+        " without them)"
+    )
