@@ -1,4 +1,9 @@
-"""`fplora init`: a new project laid out the way the memo works (configs per version, datasets apart)."""
+"""`fplora init`: a new project laid out for versioned experiments (configs per version, datasets apart).
+
+Besides the starter specs and the dataset folder's README it writes a `.gitignore` for what fplora
+writes and can write again: its own state (`.fplora/`) and everything under `configs/<version>/`,
+the rendered musubi-tuner files and, by default, the latent and text-encoder caches (gigabytes).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,27 @@ LAYOUT = {
 
 PLACEHOLDER = "my-framepack-project"
 
+GITIGNORE = {
+    ".fplora/": "fplora's state: the spec of the last command",
+    "configs/*/": "rendered by fplora from configs/<version>.yaml, with the caches under cache/",
+}
+"""What fplora writes into a project that git should not keep (pattern → why), one line each."""
+
+
+def _gitignore(existing: str | None) -> str | None:
+    """The `.gitignore` text with fplora's entries, or None when it already has them all.
+
+    An existing file (a project that is a git repository already) keeps its lines; only the
+    missing entries are added, so `init` never takes away what someone wrote there."""
+    have = {line.strip() for line in (existing or "").splitlines()}
+    missing = [(pattern, why) for pattern, why in GITIGNORE.items() if pattern not in have]
+    if not missing:
+        return None
+    block = "".join(f"# {why}\n{pattern}\n" for pattern, why in missing)
+    if not existing:
+        return block
+    return existing + ("" if existing.endswith("\n") else "\n") + "\n" + block
+
 
 def project_name(root: Path) -> str:
     """The project folder's name as a spec `project:` (it names outputs and the wandb project).
@@ -28,7 +54,8 @@ def project_name(root: Path) -> str:
 
 
 def scaffold(root: Path) -> list[Path]:
-    """Write the starter files; refuse (before writing anything) if one exists."""
+    """Write the starter files and fplora's `.gitignore` entries; refuse (before writing anything)
+    if a starter file exists. Returns the files written, `.gitignore` last when it changed."""
     targets = {root / name: template for name, template in LAYOUT.items()}
     existing = [path for path in targets if path.exists()]
     if existing:
@@ -46,4 +73,10 @@ def scaffold(root: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = templates.joinpath(template).read_text(encoding="utf-8").replace(PLACEHOLDER, name)
         path.write_text(text, encoding="utf-8")
-    return list(targets)
+    written = list(targets)
+    ignore = root / ".gitignore"
+    entries = _gitignore(ignore.read_text(encoding="utf-8") if ignore.is_file() else None)
+    if entries is not None:
+        ignore.write_text(entries, encoding="utf-8")
+        written.append(ignore)
+    return written
