@@ -9,6 +9,9 @@ data/dataset-v1/metadata-v1.jsonl has two records with relative paths.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -291,3 +294,73 @@ def test_a_missing_models_folder_written_out_names_models_dir(project: Make) -> 
         " can be found — set models.dir to the folder that holds them (`--skip-models` checks all the rest"
         " without them)"
     )
+
+
+# --- fplora init ---------------------------------------------------------------------------------
+
+
+def test_init_writes_a_gitignore_for_what_fplora_writes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init", str(tmp_path / "proj")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "proj/.gitignore").read_text(encoding="utf-8") == (
+        "# fplora's state: the spec of the last command\n"
+        ".fplora/\n"
+        "# rendered by fplora from configs/<version>.yaml, with the caches under cache/\n"
+        "configs/*/\n"
+    )
+
+
+def test_init_adds_only_missing_entries_to_an_existing_gitignore(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("__pycache__/\n.fplora/", encoding="utf-8")
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == (
+        "__pycache__/\n.fplora/\n\n"
+        "# rendered by fplora from configs/<version>.yaml, with the caches under cache/\n"
+        "configs/*/\n"
+    )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_gitignore_keeps_specs_and_drops_rendered_files(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    names = [".fplora/last-spec", "configs/v1/config.toml", "configs/v1/cache/dataset-v1/x.safetensors"]
+    names += ["configs/v1.yaml", "configs/base.yaml", "datasets/dataset-v1/metadata-v1.jsonl"]
+    done = subprocess.run(
+        ["git", "-C", str(tmp_path), "check-ignore", *names], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.splitlines() == names[:3]
+
+
+def test_init_base_yaml_sets_nothing_a_jsonl_dataset_ignores(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
+    base = (tmp_path / "configs/base.yaml").read_text(encoding="utf-8")
+    assert "caption_extension" not in base
+    assert "memo" not in base
+    assert "practitioner" in base  # where the house settings come from, in plain words
+
+
+# --- README --------------------------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_explains_the_memo_once_and_does_not_lean_on_it() -> None:
+    assert len(re.findall(r"\bmemo\b", README)) == 1
+    assert "Where the house settings come from" in README
+
+
+def test_the_readme_record_is_the_bundled_example_s_first_record() -> None:
+    block = re.search(r"```json\n(.*?)\n```", README, re.DOTALL)
+    assert block is not None
+    example = Path(__file__).resolve().parents[1] / "datasets/example/dataset-v1/metadata-v1.jsonl"
+    first = example.read_text(encoding="utf-8").splitlines()[0]
+    assert json.loads(block.group(1)) == json.loads(first)
+
+
+@pytest.mark.parametrize(
+    "term", ["clean_indices", "target_index", "no_post", "kisekaeichi", "start image", "`--of`"]
+)
+def test_the_readme_glossary_explains_the_one_frame_terms(term: str) -> None:
+    glossary = README.split("### Glossary", 1)[1].split("\n## ", 1)[0]
+    assert term in glossary
