@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,12 @@ from fplora.cli import app
 runner = CliRunner()
 DATASET = Path("data/dataset-v1/metadata-v1.jsonl")
 Make = Callable[..., Path]
+
+
+def safetensors_bytes() -> bytes:
+    """A minimal whole safetensors file (one F16 tensor): a LoRA file as far as fplora looks."""
+    header = json.dumps({"w": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(4)
 
 
 def check(spec: Path, *options: str) -> tuple[int, list[str]]:
@@ -364,3 +371,47 @@ def test_the_readme_record_is_the_bundled_example_s_first_record() -> None:
 def test_the_readme_glossary_explains_the_one_frame_terms(term: str) -> None:
     glossary = README.split("### Glossary", 1)[1].split("\n## ", 1)[0]
     assert term in glossary
+
+
+# --- fplora infer --lora -------------------------------------------------------------------------
+
+
+def test_a_dry_run_for_a_step_never_saved_says_so(project: Make) -> None:
+    """The fixture saves every 2 steps up to 4: step3 is no checkpoint, however long it trains."""
+    spec = project()
+    result = runner.invoke(app, ["infer", str(spec), "--lora", "step3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: command line: --lora: step3 will never exist: LoRAs are saved every 2 steps"
+        " (train.save_every_n_steps) — use step2 or step4"
+    ) in result.output.splitlines()
+
+
+def test_a_step_never_saved_is_refused_with_the_reason(project: Make) -> None:
+    from fplora.problems import UserError
+    from fplora.runs.loras import choose_loras
+    from fplora.spec import load_spec
+
+    spec = load_spec(project())
+    spec.train.output_dir.mkdir(parents=True)
+    for step in (2, 4):
+        (spec.train.output_dir / f"demo-v1-step{step:08d}.safetensors").write_bytes(safetensors_bytes())
+    with pytest.raises(UserError) as refused:
+        choose_loras(spec, ["step3"])
+    assert [str(p) for p in refused.value.problems] == [
+        "out: no LoRA at global step 3, and there never will be: LoRAs are saved every 2 steps"
+        " (train.save_every_n_steps) — use step2 or step4"
+    ]
+
+
+def test_a_step_a_resumed_segment_saves_is_not_called_never(project: Make) -> None:
+    """A segment resumed from step 3 saves at 5, 7, ...: step5 is a step LoRA to come, not a typo."""
+    from fplora.runs.loras import never_saved
+    from fplora.spec import load_spec
+
+    spec = load_spec(project())
+    spec.train.output_dir.mkdir(parents=True)
+    assert never_saved(spec, "step5") is not None
+    (spec.train.output_dir / "demo-v1-step00000003.safetensors").write_bytes(safetensors_bytes())
+    assert never_saved(spec, "step5") is None
+    assert never_saved(spec, "step4") is None  # the final step, and a multiple of 2

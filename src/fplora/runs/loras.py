@@ -92,14 +92,45 @@ def _refit(checkpoint: Checkpoint, training: Training | None, fix: str) -> str:
     return "pick another checkpoint (fplora runs lists them)"
 
 
+def never_saved(spec: Spec, lora: str) -> tuple[str, str] | None:
+    """(why, fix) when `--lora stepN` names a step no training of this spec saves a LoRA at.
+
+    Step LoRAs are saved every `save_every_n_steps` steps of a segment, so at global steps
+    offset + k·every; the final LoRA at `max_train_steps`. A first run's offset is 0; a resumed
+    segment's offset is its state's step, and the steps already saved show every offset in use.
+    A step off all of them (step150 when saving every 100) will never exist, however long the
+    training runs: said before a dry run prints a command for it, or a real one looks in vain."""
+    step = parse_step(lora)
+    every = spec.train.save_every_n_steps
+    if step is None or not every or step == spec.train.max_train_steps:
+        return None
+    saved = [c.step for c in find(spec.train.output_dir, spec.output_name) if c.step is not None]
+    if any((step - at) % every == 0 for at in [0, *saved]):
+        return None
+    below, above = step - step % every, step - step % every + every
+    nearest = f"step{below} or step{above}" if below else f"step{above}"
+    return f"LoRAs are saved every {every} steps (train.save_every_n_steps)", f"use {nearest}"
+
+
 def _checkpoint(spec: Spec, lora: str, *, dry_run: bool) -> tuple[Checkpoint, list[Problem]]:
     """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
     try:
         chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
-    except UserError:
+    except UserError as error:
+        never = never_saved(spec, lora)
         future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if dry_run else None
         if future is None:
-            raise
+            if never is None:
+                raise
+            said = error.problems[0]
+            raise UserError(
+                Problem(said.file, None, "", f"{said.message}, and there never will be: {never[0]}", never[1])
+            ) from None
+        if never is not None:
+            why, fix = never
+            return future, [
+                Problem("command line", None, "--lora", f"{lora} will never exist: {why}", fix, "warning")
+            ]
         return future, [note(f"dry run: {display_path(future.path)} does not exist yet")]
     notes = []
     if parse_step(lora) is not None:
