@@ -120,7 +120,8 @@ def test_bad_variable(
 
 
 def _one_error(spec: Path, tmp_path: Path, expected: str) -> None:
-    """Check, render and a dry run each print exactly `expected`, exit 1, and write nothing."""
+    """Check, render and a dry run each print exactly `expected` (check, as always, then its summary
+    line), exit 1, and write nothing."""
     for command in (
         ["check", str(spec), "--skip-models"],
         ["render", str(spec)],
@@ -128,7 +129,8 @@ def _one_error(spec: Path, tmp_path: Path, expected: str) -> None:
     ):
         result = runner.invoke(app, command)
         assert result.exit_code == 1, result.output
-        assert result.output == f"error: {expected}\n", command
+        summary = "configs/v1.yaml: 1 error, 0 warnings\n" if command[0] == "check" else ""
+        assert result.output == f"error: {expected}\n{summary}", command
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "configs/v1").exists()
     assert not (tmp_path / "out").exists()

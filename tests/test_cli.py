@@ -110,7 +110,10 @@ def test_spec_defaults_to_the_last_one_used(project) -> None:
     project(name="v2.yaml")
     ambiguous = runner.invoke(app, ["render"])
     assert ambiguous.exit_code == 1
-    assert "no spec given and no last one (configs/v1.yaml, configs/v2.yaml)" in ambiguous.output
+    assert (
+        "no spec given and no last one; configs/ has configs/v1.yaml, configs/v2.yaml — name one, e.g. configs/v2.yaml"
+        in ambiguous.output
+    )
     assert runner.invoke(app, ["check", str(v1), "--skip-models"]).exit_code == 0
     again = runner.invoke(app, ["render"])
     assert again.exit_code == 0

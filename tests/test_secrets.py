@@ -130,7 +130,8 @@ def test_a_credential_in_the_spec_is_refused_at_its_line_by_every_verb(
     for verb in VERBS:
         result = planted.cli(verb[0], str(planted.spec_path), *verb[1:])
         assert result.exit_code == 1, (verb, result.output)
-        (error,) = result.stderr.splitlines()
+        error, *rest = result.stderr.splitlines()
+        assert rest == (["configs/v1.yaml: 1 error, 0 warnings"] if verb[0] == "check" else []), verb
         assert error.startswith(f"error: configs/v1.yaml:{line}: {key}: "), (verb, error)
         assert fix in error and "credential" in error
         assert leaks(planted, result.output) == [], verb

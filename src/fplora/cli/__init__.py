@@ -63,7 +63,7 @@ def check(
 
     Example: fplora check configs/v8.yaml --skip-models
     """
-    with common.user_errors():
+    with common.user_errors(summary=True):
         loaded = common.load(spec)
         raise typer.Exit(common.report_check(loaded, skip_models=skip_models))
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fplora.spec.models import Spec
 
 HISTORY = Path(".fplora") / "last-spec"  # under the project root
+_loading: list[Path] = []  # the spec this command loads, for the summary line after its errors
 _EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -27,21 +28,36 @@ def shown(path: Path) -> str:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Print a user's mistakes one per line on stderr and exit 1, without a traceback."""
+def user_errors(*, summary: bool = False) -> Iterator[None]:
+    """Print a user's mistakes one per line on stderr and exit 1, without a traceback.
+
+    `summary`: end with the spec's count line even for one error (`fplora check`, whose output is
+    a report that always ends with one); other commands count only several errors."""
     from fplora.problems import UserError
 
+    _loading.clear()
     try:
         yield
     except UserError as error:
-        errors = [p for p in error.problems if p.severity == "error"]
         echo_problems(error.problems)
-        if len(errors) > 1:
-            typer.echo(f"{len(errors)} errors", err=True)
+        line = _summary(error.problems, always=summary)
+        if line:
+            typer.echo(line, err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
+
+
+def _summary(problems: list[Problem], *, always: bool) -> str:
+    """The line after a command's errors, as `fplora check` ends: `configs/v1.yaml: 2 errors,
+    1 warning`, whether they came from loading the spec or checking its files. Without `always`,
+    only for several errors; without a spec (a command-line mistake), only their number."""
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = sum(p.severity == "warning" for p in problems)
+    if _loading and (errors > 1 or (always and errors)):
+        return f"{shown(_loading[-1])}: {count(errors, 'error')}, {count(warnings, 'warning')}"
+    return count(errors, "error") if errors > 1 else ""
 
 
 def echo_problems(problems: list[Problem]) -> None:
@@ -94,10 +110,22 @@ def pick_spec(given: Path | None) -> Path:
     if len(candidates) == 1:
         typer.echo(f"using {shown(candidates[0])} (the only spec under configs/)", err=True)
         return candidates[0]
-    found = ", ".join(shown(c) for c in candidates) or "none under configs/"
-    raise UserError(
-        Problem("command line", None, "SPEC", f"no spec given and no last one ({found})", "name one")
-    )
+    raise UserError(Problem("command line", None, "SPEC", *_no_spec(root, candidates)))
+
+
+def _no_spec(root: Path, candidates: list[Path]) -> tuple[str, str]:
+    """(message, fix) when no spec was given and none can be taken: outside a project, the way into
+    one (a newcomer's first `fplora check` is often run from the wrong folder); inside, which to name."""
+    if not (root / "configs").is_dir():
+        return (
+            "no spec given, and this folder is not in an fplora project (no configs/ here or above)",
+            "cd into the project folder, give the spec's path (e.g. my-project/configs/v1.yaml),"
+            " or start a project: fplora init my-project",
+        )
+    if not candidates:
+        return "no spec given, and configs/ has none", "write one (fplora init writes a starter), or name one"
+    found = ", ".join(shown(c) for c in candidates)
+    return f"no spec given and no last one; configs/ has {found}", f"name one, e.g. {shown(candidates[-1])}"
 
 
 def remember(path: Path) -> None:
@@ -113,6 +141,7 @@ def load(given: Path | None) -> Spec:
     from fplora.spec import load_spec
 
     path = pick_spec(given)
+    _loading.append(path)
     spec = load_spec(path)
     remember(path)
     return spec
