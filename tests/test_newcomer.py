@@ -182,7 +182,8 @@ def test_a_spec_that_forgot_extends_is_told_so_in_one_line(project: Make) -> Non
         1,
         [
             "error: configs/v1.yaml:1: required sections project, models, one_frame, train are missing"
-            " — did you forget `extends: base.yaml`? (base.yaml beside this file sets them)"
+            " — did you forget `extends: base.yaml`? (base.yaml beside this file sets them)",
+            "configs/v1.yaml: 1 error, 0 warnings",
         ],
     )
 
@@ -415,3 +416,76 @@ def test_a_step_a_resumed_segment_saves_is_not_called_never(project: Make) -> No
     (spec.train.output_dir / "demo-v1-step00000003.safetensors").write_bytes(safetensors_bytes())
     assert never_saved(spec, "step5") is None
     assert never_saved(spec, "step4") is None  # the final step, and a multiple of 2
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_check_ends_with_its_summary_after_a_spec_error_too(project: Make) -> None:
+    """A data error always ended with `<spec>: 1 error, 0 warnings`; a spec error did not."""
+    spec = project("train: {max_train_steps: many}\n")
+    assert check(spec, "--skip-models") == (
+        1,
+        [
+            "error: configs/v1.yaml:4: train.max_train_steps: should be a whole number, not 'many'"
+            " — write digits only, e.g. 16",
+            "configs/v1.yaml: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_several_errors_of_another_command_are_counted_for_the_spec(project: Make) -> None:
+    spec = project("train: {max_train_steps: many, save_every_n_steps: few}\n")
+    result = runner.invoke(app, ["render", str(spec)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "configs/v1.yaml: 2 errors, 0 warnings"
+
+
+def test_outside_a_project_no_spec_says_how_to_get_into_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: command line: SPEC: no spec given, and this folder is not in an fplora project"
+        " (no configs/ here or above) — cd into the project folder, give the spec's path"
+        " (e.g. my-project/configs/v1.yaml), or start a project: fplora init my-project\n"
+    )
+
+
+def test_in_a_project_without_specs_no_spec_says_to_write_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "configs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--dry-run"])
+    assert result.output == (
+        "error: command line: SPEC: no spec given, and configs/ has none"
+        " — write one (fplora init writes a starter), or name one\n"
+    )
+
+
+def test_fplora_help_lists_init_first_with_whole_summaries_and_an_example() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=80)
+    assert result.exit_code == 0
+    commands = result.output.split("Commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split()[0] for line in commands] == [
+        "init",
+        "check",
+        "render",
+        "cache",
+        "train",
+        "infer",
+        "runs",
+    ]
+    assert not any(line.rstrip().endswith("...") for line in commands)
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    assert "Example:\n    fplora init my-project && cd my-project\n" in result.output
+
+
+def test_init_says_it_added_to_an_existing_gitignore(tmp_path: Path) -> None:
+    (tmp_path / ".gitignore").write_text("*.pyc\n", encoding="utf-8")
+    result = runner.invoke(app, ["init", str(tmp_path)])
+    assert f"added fplora's entries to {tmp_path / '.gitignore'}" in result.output.splitlines()
+    assert "memo" not in runner.invoke(app, ["init", "--help"]).output

@@ -15,9 +15,19 @@ import typer
 from fplora import __version__
 from fplora.cli import common
 
+HELP = "FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."
+EXAMPLE = """\b
+Example:
+  fplora init my-project && cd my-project
+  fplora check configs/v1.yaml --skip-models    # before renting a GPU
+  fplora train --cache                          # on the GPU box
+  fplora infer --lora step5000 --multiplier 1.2 # then compare checkpoints
+"""
+
 app = typer.Typer(
     name="fplora",
-    help="FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment.",
+    help=HELP,
+    epilog=EXAMPLE,
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -51,7 +61,35 @@ def _main(
     """FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."""
 
 
-@app.command()
+@app.command(short_help="Start a project: specs per experiment, a dataset folder.")
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path("."),
+) -> None:
+    """Start a project: configs/base.yaml (the house settings, commented), configs/v1.yaml (the first
+    experiment, extending base.yaml), a dataset folder with a README, and a .gitignore for what fplora
+    writes.
+
+    Example: fplora init my-project
+    """
+    from fplora.scaffold import scaffold
+
+    ignore = directory / ".gitignore"
+    had_ignore = ignore.is_file()
+    with common.user_errors():
+        for path in scaffold(directory):
+            done = "added fplora's entries to" if path == ignore and had_ignore else "created"
+            typer.echo(f"{done} {common.shown(path)}")
+    go = "" if directory.resolve() == Path.cwd() else f"cd {shlex.quote(common.shown(directory))}, then "
+    typer.echo(
+        "next:\n"
+        "  1. put one JSON record per line in datasets/dataset-v1/metadata-v1.jsonl"
+        " (datasets/dataset-v1/README.md says how)\n"
+        "  2. in configs/base.yaml set models.dir (or FPLORA_MODELS_DIR) and train.output_dir\n"
+        f"  3. {go}fplora check, fplora cache, fplora train"
+    )
+
+
+@app.command(short_help="Validate a spec and all it names, before GPU time.")
 def check(
     spec: SpecArg = None,
     skip_models: Annotated[
@@ -68,7 +106,7 @@ def check(
         raise typer.Exit(common.report_check(loaded, skip_models=skip_models))
 
 
-@app.command()
+@app.command(short_help="Write musubi-tuner's config, dataset and prompt files.")
 def render(
     spec: SpecArg = None,
     out: Annotated[
@@ -86,30 +124,7 @@ def render(
             typer.echo(common.shown(path))
 
 
-@app.command()
-def init(
-    directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path("."),
-) -> None:
-    """Start a project laid out like the memo: configs/base.yaml, configs/v1.yaml, a dataset folder.
-
-    Example: fplora init my-project
-    """
-    from fplora.scaffold import scaffold
-
-    with common.user_errors():
-        for path in scaffold(directory):
-            typer.echo(f"created {common.shown(path)}")
-    go = "" if directory.resolve() == Path.cwd() else f"cd {shlex.quote(common.shown(directory))}, then "
-    typer.echo(
-        "next:\n"
-        "  1. put one JSON record per line in datasets/dataset-v1/metadata-v1.jsonl"
-        " (datasets/dataset-v1/README.md says how)\n"
-        "  2. in configs/base.yaml set models.dir (or FPLORA_MODELS_DIR) and train.output_dir\n"
-        f"  3. {go}fplora check, fplora cache, fplora train"
-    )
-
-
-@app.command()
+@app.command(short_help="Cache latents and text-encoder outputs.")
 def cache(
     spec: SpecArg = None,
     rebuild: Annotated[
@@ -128,7 +143,7 @@ def cache(
         raise typer.Exit(run_cache(job, rebuild=rebuild))
 
 
-@app.command()
+@app.command(short_help="Train the LoRA (accelerate launch fpack_train_network).")
 def train(
     spec: SpecArg = None,
     resume: Annotated[
@@ -159,7 +174,7 @@ def train(
         raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod, with_cache=with_cache))
 
 
-@app.command()
+@app.command(short_help="Batch one-frame inference with trained LoRAs.")
 def infer(
     spec: SpecArg = None,
     lora: Annotated[
@@ -203,7 +218,7 @@ def infer(
         raise typer.Exit(code)
 
 
-@app.command()
+@app.command(short_help="Show a spec's run: segments, steps, checkpoints.")
 def runs(spec: SpecArg = None) -> None:
     """Show a spec's training run: segments, global steps, checkpoints and states.
 
