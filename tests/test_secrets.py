@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from fakes.fixtures import Workspace, add_runpodctl
 
+from fplora.problems import UserError
+from fplora.spec import load_spec
 from fplora.spec.secrets import _ENVIRONMENT, _NOT_CREDENTIALS, is_credential
 
 pytest_plugins = ["fakes.fixtures"]
@@ -195,3 +197,20 @@ def test_no_verb_writes_or_prints_a_secret_from_the_environment(
         ["stop", "pod", "pod123"]
     ]
     assert leaks(planted, *printed) == []
+
+
+def test_an_unset_credential_variable_is_refused_as_a_credential_not_asked_for(
+    project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`export WANDB_API_KEY=…` would only lead to the credential refusal on the next run."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    spec = project(
+        "musubi:\n  config: {wandb_api_key: '${WANDB_API_KEY}'}\nsample:\n  prompts: [{text: '${HF_TOKEN}', image: x.png}]\n"
+    )
+    with pytest.raises(UserError) as refused:
+        load_spec(spec)
+    messages = [p.message for p in refused.value.problems]
+    assert not any("is not set" in m for m in messages), messages
+    assert any("holds a credential" in m for m in messages)
+    assert any("takes ${HF_TOKEN}, a credential" in m for m in messages)

@@ -134,9 +134,11 @@ def _expand(
             notes.setdefault(path, []).append(f"{match.group(0)} = {found!r}")
             return found
         state = "not set" if found is None else "empty"
-        if default is not None:
+        if default is not None or _credential(name, path):
+            # a credential's key or variable is refused as such (spec/secrets.py), set or not:
+            # "export it" would only lead to that refusal next
             notes.setdefault(path, []).append(f"{match.group(0)}: {name} is {state}")
-            return default
+            return default if default is not None else match.group(0)
         src = sources[path]
         problems.append(
             Problem(
@@ -153,6 +155,13 @@ def _expand(
 
 
 Notes = dict[KeyPath, list[str]]
+
+
+def _credential(variable: str, path: KeyPath) -> bool:
+    from fplora.spec.secrets import is_credential  # secrets.py reads this module's types
+
+    return is_credential(variable) or any(isinstance(part, str) and is_credential(part) for part in path)
+
 
 _ANY_VAR = re.compile(r"\$\{[^}\s]*\}?")
 
