@@ -7,6 +7,7 @@ optimizer), and notes what else changed, a branch over steps already trained, an
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fplora.musubi.names import STATE_STEP_SUFFIX
 from fplora.problems import Problem, UserError, display_path, note
 from fplora.runs.checkpoints import Checkpoint, expected, find, resolve
 from fplora.runs.manifest import Manifest
+from fplora.spec.learning_rate import derive, number
 from fplora.spec.models import Spec
 
 
@@ -97,6 +99,44 @@ def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | N
     return note(f"the spec changed since the state was saved: {shown}{more}")
 
 
+_RENDERED_RATE = re.compile(r"^learning_rate = (\S+)$", re.MULTILINE)
+_RATE_KEYS = ("learning_rate", "tuned_at_batch", "lr_rule")
+_RATE_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-3, "tuned_at_batch": None, "lr_rule": "sqrt"}
+
+
+def _learning_rate_problem(spec: Spec, manifest: Manifest, index: int) -> Problem | None:
+    """Refuse a resume whose learning rate would change only because the effective batch did.
+
+    The rate follows the effective batch (`spec/learning_rate.py`), so a new batch size, process
+    count or accumulation moves it without the user touching it. musubi-tuner restores the
+    optimizer's learning rate from the state (torch's `load_state_dict` of the optimizer and the
+    scheduler's `base_lrs`), so the new value would not even apply while config.toml, the manifest
+    and wandb's logged config all said it did. A rate the user rewrote is their decision (the
+    settings note lists it); a rate that moved by itself is refused."""
+    segment = manifest.segments[index]
+    then = segment.spec_resolved or (manifest.spec_resolved if index == 0 else {})
+    texts = segment.rendered or (manifest.rendered if index == 0 else {})
+    rendered = [text for path, text in texts.items() if path.endswith(".toml")]
+    rates = [float(m.group(1)) for text in rendered if (m := _RENDERED_RATE.search(text))]
+    if not rates or not then:
+        return None
+    before, derived = rates[0], derive(spec)
+    if abs(derived.value - before) <= 1e-9 * abs(before):
+        return None
+    written_then = then.get("train", {}).get("optimizer", {})
+    written_now = spec.train.optimizer.model_dump()
+    if any(written_then.get(key, _RATE_DEFAULTS[key]) != written_now[key] for key in _RATE_KEYS):
+        return None  # the user changed the rate itself: noted with the other settings
+    return spec.problem(
+        ("train", "optimizer", "tuned_at_batch"),
+        f"the state trained at learning_rate {number(before)}; at effective batch {derived.effective}"
+        f" this spec derives {number(derived.value)} ({derived.rule} from batch {derived.tuned_at}),"
+        " and musubi-tuner would keep the state's rate anyway",
+        "resume with the effective batch the state had (batch_size × processes ×"
+        " gradient_accumulation_steps), or start a new version (a new spec file) to train at the new rate",
+    )
+
+
 def resume_point(spec: Spec, manifest: Manifest | None, which: str, *, dry_run: bool = False) -> ResumePoint:
     """The state to resume from, the global step it holds, and notes; refuses (UserError) what
     musubi-tuner could not load. A dry run before training names the state that step will have."""
@@ -148,6 +188,8 @@ def resume_point(spec: Spec, manifest: Manifest | None, which: str, *, dry_run: 
         step = int(match.group(1))
     if manifest and 0 <= state.segment < len(manifest.segments):
         notes += [found] if (found := _compare_settings(spec, manifest, state.segment)) else []
+        if (rate := _learning_rate_problem(spec, manifest, state.segment)) is not None:
+            raise UserError([*notes, rate])
         before = manifest.segments[state.segment].num_processes
         if before != spec.launch.num_processes:
             raise UserError(

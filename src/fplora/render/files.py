@@ -14,6 +14,7 @@ from typing import Any
 import tomli_w
 
 from fplora import __version__
+from fplora.spec.learning_rate import derive
 from fplora.spec.models import Spec
 
 HEADER_MARK = "# fplora-spec: "
@@ -89,7 +90,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     _put(config, "network_args", train.network.args)
     config["optimizer_type"] = train.optimizer.type
     _put(config, "optimizer_args", train.optimizer.args)
-    config["learning_rate"] = float(train.optimizer.learning_rate)
+    config["learning_rate"] = derive(spec).value  # follows the effective batch (spec/learning_rate.py)
     _put(config, "lr_scheduler", train.optimizer.lr_scheduler)
     _put(config, "lr_warmup_steps", train.optimizer.lr_warmup_steps)
     _put(config, "max_grad_norm", train.optimizer.max_grad_norm)

@@ -135,7 +135,17 @@ class Network(Section):
 class Optimizer(Section):
     type: str = Field("adamw8bit", min_length=1, description="musubi-tuner's optimizer_type.")
     args: list[str] = Field(default_factory=list)
-    learning_rate: PositiveFloat = 1e-3
+    learning_rate: PositiveFloat = Field(
+        1e-3, description="The learning rate at tuned_at_batch; without it, the value rendered as written."
+    )
+    tuned_at_batch: PositiveInt | None = Field(
+        None,
+        description="Effective batch the learning rate was tuned at; the rendered value follows the"
+        " effective batch (batch × processes × accumulation) by lr_rule.",
+    )
+    lr_rule: Literal["sqrt", "linear", "none"] = Field(
+        "sqrt", description="How the learning rate follows the batch: sqrt (the memo's), linear or none."
+    )
     lr_scheduler: str | None = None
     lr_warmup_steps: int | None = None
     max_grad_norm: float | None = None
@@ -340,6 +350,20 @@ class Spec(Section):
         """A dataset setting with `data:` as the fallback, as musubi-tuner resolves it."""
         value = getattr(self.datasets[index], key)
         return getattr(self.data, key) if value is None else value
+
+    def effective_batch(self) -> int | None:
+        """Samples per optimizer step (batch × processes × accumulation), or None when the datasets
+        have batch sizes of their own that differ (each then has its own figure)."""
+        per_process = {self.dataset_value(i, "batch_size") for i in range(len(self.datasets))}
+        if len(per_process) != 1:
+            return None
+        (batch,) = per_process
+        return int(batch) * self.launch.num_processes * self.train.gradient_accumulation_steps
+
+    def written(self, key_path: KeyPath) -> bool:
+        """Whether the spec (or a file it extends) wrote `key_path` itself rather than leaving it to
+        the default: a GPU preset changes only what the user did not write."""
+        return self._sources is not None and tuple(key_path) in self._sources.sources
 
     def effective_batch_text(self) -> str:
         """Samples per optimizer step, as `fplora check` states it: the batch is per process and per

@@ -29,6 +29,7 @@ from fplora.musubi.names import (
     TORCH_OPTIMIZERS_UNUSABLE,
 )
 from fplora.problems import Problem
+from fplora.spec import learning_rate
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
 from fplora.suggest import closest, did_you_mean
@@ -170,6 +171,8 @@ def _optimizer(spec: Spec) -> Iterator[Finding]:
     # (musubi.config.optimizer_type is refused: train.optimizer.type is the one place)
     if (found := optimizer_problem(spec.train.optimizer.type)) is not None:
         yield Finding(("train", "optimizer", "type"), *found)
+    for where, message, fix in learning_rate.findings(spec):
+        yield Finding(where, message, fix)
 
 
 def _train(spec: Spec) -> Iterator[Finding]:

@@ -1,0 +1,94 @@
+"""The learning rate that follows the batch: the spec states the rate it was tuned at and at which
+effective batch; the rendered value is rescaled to the effective batch the run really has.
+
+The memo's rule of thumb is `new_lr = old_lr * sqrt(new_batch / old_batch)` (1e-3 is stable up to a
+batch of about 4). Moving a setup between GPUs changes the batch, and a rate left behind is the most
+common silent mistake of such a move, so the derivation is data (`Derived`), printed by `check`,
+`render` and `--dry-run`, and compared on resume. A spec without `tuned_at_batch` keeps its rate as
+written: specs written before this existed render exactly what they rendered then.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fplora.spec.models import Spec
+
+SIGNIFICANT = 6  # digits kept in the rendered rate: config.toml stays readable (5e-6 relative at most)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The rate to render and how it came about."""
+
+    value: float
+    written: float
+    tuned_at: int | None
+    effective: int | None
+    rule: str
+
+    @property
+    def scaled(self) -> bool:
+        return self.tuned_at is not None and self.value != self.written
+
+    def text(self) -> str:
+        """`learning_rate 1e-3 tuned at batch 4 → 2e-3 at effective batch 16 (sqrt)`."""
+        if self.tuned_at is None:
+            return f"learning_rate {number(self.written)} as written (no tuned_at_batch)"
+        if self.effective == self.tuned_at or self.rule == "none":
+            why = "rule none" if self.rule == "none" else "the same batch"
+            return (
+                f"learning_rate {number(self.written)} tuned at batch {self.tuned_at}, used as is at"
+                f" effective batch {self.effective} ({why})"
+            )
+        return (
+            f"learning_rate {number(self.written)} tuned at batch {self.tuned_at} → {number(self.value)}"
+            f" at effective batch {self.effective} ({self.rule})"
+        )
+
+
+def factor(rule: str, effective: int, tuned_at: int) -> float:
+    """How much the rate grows from `tuned_at` to `effective` samples per step."""
+    if rule == "sqrt":
+        return math.sqrt(effective / tuned_at)
+    if rule == "linear":
+        return effective / tuned_at
+    return 1.0
+
+
+def rounded(value: float) -> float:
+    return float(f"{value:.{SIGNIFICANT}g}")
+
+
+def derive(spec: Spec) -> Derived:
+    """The learning rate to render for `spec` (its batch settings already final: a GPU preset has
+    been applied). Datasets with different batch sizes have no one effective batch; `check_rules`
+    refuses `tuned_at_batch` there, and the rate is then used as written."""
+    optimizer = spec.train.optimizer
+    written, tuned_at, effective = optimizer.learning_rate, optimizer.tuned_at_batch, spec.effective_batch()
+    if tuned_at is None or effective is None:
+        return Derived(written, written, None, effective, optimizer.lr_rule)
+    value = rounded(written * factor(optimizer.lr_rule, effective, tuned_at))
+    return Derived(value, written, tuned_at, effective, optimizer.lr_rule)
+
+
+def number(value: float) -> str:
+    """A rate as people write it: `1e-3`, `1.414e-3`, `0.05`."""
+    if value == 0 or 0.01 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    mantissa, exponent = f"{value:.3e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def findings(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """(key path, message, fix) for a `tuned_at_batch` that cannot be followed."""
+    optimizer = spec.train.optimizer
+    if optimizer.tuned_at_batch is not None and spec.effective_batch() is None:
+        yield (
+            ("train", "optimizer", "tuned_at_batch"),
+            "the datasets have different batch sizes, so there is no one effective batch to scale to",
+            "give every dataset the same batch_size, or drop tuned_at_batch and write the rate to use",
+        )
