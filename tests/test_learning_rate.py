@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from fakes.fixtures import Workspace
 
 from fplora import plan
 from fplora.jobs.resume import resume_point
@@ -80,6 +81,17 @@ def test_tuned_at_batch_needs_one_effective_batch(project) -> None:
     (problem,) = refused.value.problems
     assert problem.key == "train.optimizer.tuned_at_batch"
     assert "different batch sizes" in problem.message
+
+
+def test_check_render_and_dry_run_print_the_derivation(workspace: Workspace) -> None:
+    workspace.write_spec(data={"batch_size": 8}, train={"optimizer": {"tuned_at_batch": 2}})
+    line = "learning_rate 1e-3 tuned at batch 2 → 2e-3 at effective batch 8 (sqrt)"
+    for args in (("check", "--skip-models"), ("render",), ("train", "--dry-run")):
+        result = workspace.cli(args[0], str(workspace.spec_path), *args[1:])
+        assert result.exit_code == 0, result.output
+        assert line in result.stderr, args
+    config = tomllib.loads((workspace.render_dir / "config.toml").read_text())
+    assert config["learning_rate"] == pytest.approx(2e-3)
 
 
 def _manifest_with_rate(spec_text_spec, rate: float) -> Manifest:

@@ -41,6 +41,16 @@ SpecArg = Annotated[
         show_default=False,
     ),
 ]
+Gpu = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        metavar="<preset>",
+        help="GPU preset: auto, h200, h100-80g, a6000-48g, 4090-24g (wins over the spec's gpu:)."
+        " Settings the spec writes win over the preset.",
+        show_default=False,
+    ),
+]
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Render files and print the commands, one per line; run nothing.")
 ]
@@ -96,13 +106,14 @@ def check(
         bool,
         typer.Option("--skip-models", help="Check everything but the model files (prepare data anywhere)."),
     ] = False,
+    gpu: Gpu = None,
 ) -> None:
     """Validate a spec and everything it points to, before any GPU time is spent.
 
     Example: fplora check configs/v8.yaml --skip-models
     """
     with common.user_errors(summary=True):
-        loaded = common.load(spec)
+        loaded = common.load(spec, gpu=gpu)
         raise typer.Exit(common.report_check(loaded, skip_models=skip_models))
 
 
@@ -113,13 +124,15 @@ def render(
         Path | None, typer.Option("--out", help="Folder to render into (default configs/<version>/).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace files rendered from another spec.")] = False,
+    gpu: Gpu = None,
 ) -> None:
     """Write musubi-tuner's config.toml, dataset.toml and both prompt files for a spec.
 
     Example: fplora render configs/v8.yaml   (writes configs/v8/config.toml, ...)
     """
     with common.user_errors():
-        loaded = common.load(spec)
+        loaded = common.load(spec, gpu=gpu)
+        common.echo_learning_rate(loaded)
         for path in common.write_plan(loaded, out=out, force=force).files:
             typer.echo(common.shown(path))
 
@@ -131,6 +144,7 @@ def cache(
         bool, typer.Option("--rebuild", help="Recompute caches even when complete and up to date.")
     ] = False,
     dry_run: DryRun = False,
+    gpu: Gpu = None,
 ) -> None:
     """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec.
 
@@ -139,7 +153,7 @@ def cache(
     from fplora.jobs.cache import run_cache
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run)
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
         raise typer.Exit(run_cache(job, rebuild=rebuild))
 
 
@@ -160,17 +174,36 @@ def train(
         typer.Option("--stop-pod", help="Stop this RunPod pod when training ends: success, always or never."),
     ] = None,
     dry_run: DryRun = False,
+    gpu: Gpu = None,
+    price_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            "--price-per-hour",
+            metavar="<dollars>",
+            min=0,
+            help="What the GPU machine costs per hour, for --dry-run's estimate (default: the spec's"
+            " price_per_hour).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Train the LoRA with `accelerate launch -m musubi_tuner.fpack_train_network`.
 
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
+    from fplora.jobs.context import open_job
+    from fplora.jobs.estimate import estimate
     from fplora.jobs.train import run_train
 
     with common.user_errors():
         if stop_pod not in (None, "success", "always", "never"):
             common.fail("--stop-pod", "must be success, always or never")
-        job = common.job(spec, dry_run=dry_run)
+        applied = common.load_applied(spec, gpu=gpu)
+        job = open_job(applied.spec, dry_run=dry_run)
+        if dry_run:
+            common.echo_learning_rate(applied.spec)
+            for line in estimate(job.plan, applied.choice, price_per_hour=price_per_hour):
+                job.say(line)
         raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod, with_cache=with_cache))
 
 
@@ -195,6 +228,7 @@ def infer(
         ),
     ] = None,
     dry_run: DryRun = False,
+    gpu: Gpu = None,
 ) -> None:
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
 
@@ -208,7 +242,7 @@ def infer(
     from fplora.jobs.infer import multipliers_to_run, run_infer
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run)
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
         key = "--multiplier" if multiplier else "infer.multipliers"
         multipliers = multipliers_to_run(multiplier or job.plan.spec.infer.multipliers, key)
         command = ["fplora", "infer", common.shown(job.plan.spec.path)]
@@ -230,7 +264,7 @@ def runs(spec: SpecArg = None) -> None:
     from fplora.runs.summary import steps_text, summarise
 
     with common.user_errors():
-        loaded = common.load(spec)
+        loaded = common.load(spec, preset=False)
         note = foreign_run_note(loaded.train.output_dir, loaded.output_name, loaded.path)
         common.echo_problems([note] if note else [])
         rows, unreadable = summarise(loaded)

@@ -13,6 +13,7 @@ import typer
 if TYPE_CHECKING:
     from fplora.jobs.context import Job
     from fplora.plan import Plan
+    from fplora.presets import Applied
     from fplora.problems import Problem
     from fplora.spec.models import Spec
 
@@ -137,14 +138,35 @@ def remember(path: Path) -> None:
         pass  # a read-only project folder only loses the default
 
 
-def load(given: Path | None) -> Spec:
+def load(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Spec:
+    """The spec named (or remembered), with its GPU preset applied (`--gpu` wins over `gpu:`); what
+    the preset chose is printed on stderr."""
+    return load_applied(given, gpu=gpu, preset=preset).spec
+
+
+def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Applied:
+    from fplora.presets import Applied, apply
+    from fplora.runtime import python_for
     from fplora.spec import load_spec
 
     path = pick_spec(given)
     _loading.append(path)
     spec = load_spec(path)
     remember(path)
-    return spec
+    if not preset:
+        return Applied(spec)
+    applied = apply(spec, gpu, python_for(spec))
+    echo_problems(applied.notes)
+    return applied
+
+
+def echo_learning_rate(spec: Spec) -> None:
+    """The learning rate's derivation, when the spec asks for one (`tuned_at_batch`)."""
+    from fplora.spec.learning_rate import derive
+
+    derived = derive(spec)
+    if derived.tuned_at is not None:
+        typer.echo(derived.text(), err=True)
 
 
 def count(n: int, noun: str) -> str:
@@ -156,6 +178,7 @@ def report_check(spec: Spec, *, skip_models: bool) -> int:
     from fplora.check import check_spec
 
     problems = check_spec(spec, skip_models=skip_models)
+    echo_learning_rate(spec)
     errors = [p for p in problems if p.severity == "error"]
     warnings = len(problems) - len(errors)
     echo_problems(problems)
@@ -181,8 +204,8 @@ def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> P
     return built
 
 
-def job(given: Path | None, *, dry_run: bool) -> Job:
+def job(given: Path | None, *, dry_run: bool, gpu: str | None = None) -> Job:
     """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`)."""
     from fplora.jobs.context import open_job
 
-    return open_job(load(given), dry_run=dry_run)
+    return open_job(load(given, gpu=gpu), dry_run=dry_run)

@@ -294,6 +294,14 @@ class Spec(Section):
     launch: Launch = Field(default_factory=Launch)
     musubi: Musubi = Field(default_factory=Musubi)
     runpod: RunPod = Field(default_factory=RunPod)
+    gpu: str | None = Field(
+        None,
+        description="GPU preset (auto, h200, h100-80g, a6000-48g, 4090-24g): batch split, block swap,"
+        " checkpointing and fp8 for this GPU; settings written in the spec win. See docs/presets.md.",
+    )
+    price_per_hour: PositiveFloat | None = Field(
+        None, description="What the GPU machine costs per hour, for `fplora train --dry-run`'s estimate."
+    )
 
     _path: Path = PrivateAttr(default=Path("spec.yaml"))
     _sources: Loaded | None = PrivateAttr(default=None)  # where each key was written

@@ -1,0 +1,107 @@
+"""What `fplora train --dry-run` says before the first paid minute: steps per epoch, and from the
+preset's measured seconds per step the wall time to `max_train_steps` and to the next saves, and what
+that costs at the machine's price.
+
+Seconds per step come only from measurements (`presets/measurements.json`, scaled to the spec's
+micro-batch and shape); a modelled preset, or no preset, gives steps but no time. The fixed costs
+are the ones measured on an H100 (docs/gpu-e2e.md): about two minutes from launch to the first step,
+about 12 s per training sample image (5 s of it a sleep in musubi-tuner's sampler), about 2 s per
+LoRA plus state save.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fplora.plan import Plan
+from fplora.presets import Choice
+
+START_S = 120.0  # process start → first step, with sample prompts (74-117 s measured)
+SAMPLE_S = 12.0  # per sample image during training (11.5 s measured, 5 s of it a fixed sleep)
+SAVE_S = 2.1  # LoRA (1.2 s) + state (0.9 s) save
+
+
+def steps_per_epoch(plan: Plan) -> int | None:
+    """Optimizer steps per epoch as musubi-tuner counts them: batches of every dataset (records ×
+    repeats / batch, rounded up; buckets of other sizes can add one each), split across processes,
+    divided by gradient accumulation. None when a dataset's records cannot be read."""
+    spec = plan.spec
+    if plan.records is None:
+        return None
+    batches = 0
+    for index in range(len(spec.datasets)):
+        records = plan.records(index)
+        if records.problems and not records.items:
+            return None
+        samples = len(records.items) * spec.dataset_value(index, "num_repeats")
+        batches += math.ceil(samples / spec.dataset_value(index, "batch_size"))
+    per_process = math.ceil(batches / spec.launch.num_processes)
+    return max(1, math.ceil(per_process / spec.train.gradient_accumulation_steps))
+
+
+def duration(seconds: float) -> str:
+    """`2 h 05 min`, `14 min`, `40 s`."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None = None) -> list[str]:
+    """The lines `train --dry-run` prints on stderr."""
+    spec = plan.spec
+    train = spec.train
+    lines = []
+    per_epoch = steps_per_epoch(plan)
+    if per_epoch is not None:
+        epochs = train.max_train_steps / per_epoch
+        lines.append(
+            f"estimate: {per_epoch} steps per epoch (effective batch {spec.effective_batch() or '?'});"
+            f" max_train_steps {train.max_train_steps} is {epochs:.3g} epochs"
+        )
+    if choice is None or choice.s_per_step is None:
+        if choice is None:
+            why = "no GPU preset (gpu: / --gpu)"
+        elif choice.basis == "modelled":
+            why = f"the {choice.gpu} preset is modelled, not measured"
+        else:
+            why = "the resolution and control images are far from the measured 512x768 with 2"
+        lines.append(f"estimate: no time: {why}, so there is no measured s/step for these settings")
+        return lines
+    step_s = choice.s_per_step * choice.accumulation
+    prompts = len(plan.sample_prompts)
+    every = spec.sample.every_n_steps if prompts else None
+
+    def wall(steps: int) -> float:
+        samples = (steps // every if every else 0) + (1 if prompts and spec.sample.at_first else 0)
+        saves = steps // train.save_every_n_steps if train.save_every_n_steps else 0
+        return START_S + steps * step_s + samples * prompts * SAMPLE_S + saves * SAVE_S
+
+    price = price_per_hour if price_per_hour is not None else spec.price_per_hour
+    total = wall(train.max_train_steps)
+    cost = (
+        f", ${total / 3600 * price:,.2f} at ${price:g}/h"
+        if price
+        else " (no --price-per-hour or price_per_hour)"
+    )
+    scaled = "" if choice.shape == 1 else ", scaled to this shape"
+    lines.append(
+        f"estimate: {step_s:.3g} s/step ({choice.s_per_step:g} s per micro-batch of {choice.batch}"
+        f" × {choice.accumulation}, measured on {choice.gpu}{scaled}); to max_train_steps"
+        f" {train.max_train_steps}: about {duration(total)}{cost}"
+    )
+    if train.save_every_n_steps:
+        first = train.save_every_n_steps
+        saves = [first * k for k in (1, 2) if first * k <= train.max_train_steps]
+        shown = ", ".join(f"step {step} after ~{duration(wall(step))}" for step in saves)
+        if shown:
+            lines.append(
+                f"estimate: saves at {shown}, then every {first} steps (~{duration(first * step_s)})"
+            )
+    lines.append(
+        "estimate: includes ~2 min start-up, ~12 s per training sample image and ~2 s per save,"
+        " as measured on an H100 (docs/gpu-e2e.md)"
+    )
+    return lines

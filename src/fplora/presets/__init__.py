@@ -1,0 +1,266 @@
+"""GPU presets: `gpu: auto | h200 | h100-80g | a6000-48g | 4090-24g` in the spec, or `--gpu`.
+
+A preset picks the micro-batch and gradient accumulation (keeping the effective batch the spec asks
+for), `blocks_to_swap`, fp8 base weights and gradient checkpointing for the spec's resolution and
+number of control images, from measurements (`measurements.json`, docs/presets.md) or, for GPUs not
+measured, from a memory model fitted to them. Whatever the spec writes itself wins; what the preset
+chose, kept or could not fit is returned as notes for the command to print.
+
+How the batch is read: with a preset, `batch_size × gradient_accumulation_steps` (× processes) is
+the effective batch asked for, and the preset splits it into micro-batch × accumulation for the GPU.
+Writing `gradient_accumulation_steps` (or a dataset's own `batch_size`) pins the split as written.
+
+`auto` asks nvidia-smi (or, without it, the musubi-tuner Python) for the GPU's name and memory; fplora
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+from fplora.presets.choose import Choice, Pinned, choose, predicted_peak, shape_factor
+from fplora.presets.table import Gpu, table
+from fplora.problems import Problem, UserError, note
+from fplora.process import capture
+from fplora.spec.models import Spec, width_height
+from fplora.suggest import did_you_mean
+
+__all__ = ["Applied", "Choice", "Detected", "apply", "detect", "preset_names"]
+
+AUTO = "auto"
+_TORCH_PROBE = (
+    "import torch\n"
+    "if not torch.cuda.is_available(): raise SystemExit(3)\n"
+    "p = torch.cuda.get_device_properties(0)\n"
+    "print(f'{p.name}, {p.total_memory // 2**20}')\n"
+)
+
+
+def preset_names() -> list[str]:
+    return [AUTO, *table().gpus]
+
+
+@dataclass(frozen=True)
+class Detected:
+    name: str
+    memory_mib: int
+    count: int
+    how: str  # "nvidia-smi" or "torch in <python>"
+
+
+def _parse(output: str, how: str) -> Detected | None:
+    gpus: list[tuple[str, int]] = []
+    for line in output.strip().splitlines():
+        name, _, memory = line.rpartition(",")
+        if name.strip() and memory.strip().isdigit():
+            gpus.append((name.strip(), int(memory.strip())))
+    if not gpus:
+        return None
+    smallest = min(gpus, key=lambda g: g[1])  # the smallest card bounds a data-parallel run
+    return Detected(smallest[0], smallest[1], len(gpus), how)
+
+
+def detect(python: str | None = None) -> Detected | None:
+    """This machine's GPU (the smallest, when several), via nvidia-smi, else the musubi-tuner
+    Python's torch in a child process; None without either."""
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        code, output = capture(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"], timeout=20
+        )
+        if code == 0 and (found := _parse(output, "nvidia-smi")):
+            return found
+    if python is not None:
+        code, output = capture([python, "-c", _TORCH_PROBE], timeout=120)
+        if code == 0 and (found := _parse(output.strip().splitlines()[-1] if output.strip() else "", python)):
+            return Detected(found.name, found.memory_mib, 1, f"torch in {python}")
+    return None
+
+
+def match(detected: Detected) -> Gpu:
+    """The preset for a detected GPU: a listed one by name and memory (within 3 %), else an unlisted
+    GPU that the memory model serves with its own memory."""
+    for gpu in table().gpus.values():
+        named = any(part.lower() in detected.name.lower() for part in gpu.names)
+        if named and abs(detected.memory_mib - gpu.memory_mib) <= 0.03 * gpu.memory_mib:
+            return gpu
+    return Gpu(AUTO, detected.name, detected.memory_mib, (), False)
+
+
+@dataclass
+class Applied:
+    """The spec with the preset's settings in place, what was chosen, and what to tell the user."""
+
+    spec: Spec
+    choice: Choice | None = None
+    notes: list[Problem] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [problem.message for problem in self.notes]
+
+
+def _where(spec: Spec, given: str | None) -> tuple[str | None, str]:
+    if given is not None:
+        return given, "--gpu"
+    return spec.gpu, "gpu"
+
+
+def _gpu(spec: Spec, name: str, key: str, python: str | None) -> tuple[Gpu | None, list[Problem]]:
+    known = table().gpus
+    if name != AUTO and name not in known:
+        hint = did_you_mean(name, set(preset_names())) or f"use one of {', '.join(preset_names())}"
+        if key == "--gpu":
+            raise UserError(Problem("command line", None, "--gpu", f"no preset {name!r}", hint))
+        raise UserError(spec.problem(("gpu",), f"no preset {name!r}", hint))
+    if name != AUTO:
+        return known[name], []
+    found = detect(python)
+    if found is None:
+        return None, [
+            note(
+                "gpu auto: no GPU found here (no nvidia-smi, no CUDA in the musubi-tuner Python); the"
+                " spec's own settings are used — name a preset (--gpu h100-80g) to plan for another machine",
+            )
+        ]
+    gpu = match(found)
+    kind = f"preset {gpu.key}" if gpu.key != AUTO else "no preset for it: modelled from its memory"
+    return gpu, [note(f"gpu auto: {found.name}, {found.memory_mib:,} MiB ({found.how}): {kind}")]
+
+
+def _pinned(spec: Spec) -> tuple[Pinned, bool]:
+    """What the spec wrote itself, and whether it pins the batch split."""
+    train = spec.train
+    split = spec.written(("train", "gradient_accumulation_steps")) or any(
+        d.batch_size is not None for d in spec.datasets
+    )
+    fp8_written = spec.written(("train", "fp8_base")) or spec.written(("train", "fp8_scaled"))
+    return (
+        Pinned(
+            # the largest dataset batch bounds the memory
+            batch=max(spec.dataset_value(i, "batch_size") for i in range(len(spec.datasets)))
+            if split
+            else None,
+            blocks_to_swap=(train.blocks_to_swap or 0) if spec.written(("train", "blocks_to_swap")) else None,
+            gradient_checkpointing=train.gradient_checkpointing
+            if spec.written(("train", "gradient_checkpointing"))
+            else None,
+            fp8=(train.fp8_base and train.fp8_scaled) if fp8_written else None,
+        ),
+        split,
+    )
+
+
+def _describe(choice: Choice) -> str:
+    swap = f"blocks_to_swap {choice.blocks_to_swap}" if choice.blocks_to_swap else "no block swap"
+    ckpt = "gradient checkpointing" if choice.gradient_checkpointing else "no gradient checkpointing"
+    fp8 = ", fp8_base + fp8_scaled" if choice.fp8 else ""
+    accumulation = f" × {choice.accumulation} accumulation steps" if choice.accumulation > 1 else ""
+    return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}"
+
+
+def _basis(choice: Choice) -> str:
+    peak = f"peak ~{choice.peak_mib:,.0f} of {choice.memory_mib:,} MiB ({choice.headroom:.0%} free)"
+    if choice.basis == "measured" and choice.row is not None:
+        source = table().sources[choice.row.source]
+        speed = f", {choice.s_per_step:g} s per micro-step" if choice.s_per_step else ""
+        if choice.shape != 1:
+            ref_w, ref_h, ref_c = table().reference
+            return (
+                f"measured at {ref_w}x{ref_h} with {ref_c} control images ({choice.row.source},"
+                f" {source['date']}), moved to this shape by the memory model: {peak}{speed}"
+            )
+        return f"measured ({choice.row.source}, {source['date']}): {peak}{speed}"
+    return f"modelled from the H200/H100 measurements, not measured on this GPU: {peak}"
+
+
+def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Applied:
+    """The spec with its GPU preset applied (`given` is `--gpu`, which wins over the spec's `gpu`)."""
+    name, key = _where(spec, given)
+    if name is None:
+        return Applied(spec)
+    gpu, notes = _gpu(spec, name, key, python)
+    if gpu is None:
+        return Applied(spec, None, notes)
+    pinned, split = _pinned(spec)
+    processes = spec.launch.num_processes // max(spec.launch.num_machines, 1)
+    per_process = (pinned.batch or spec.data.batch_size) * spec.train.gradient_accumulation_steps
+    width, height = width_height(spec.data.resolution)
+    shape = shape_factor(width, height, len(spec.one_frame.clean_indices))
+    choice = choose(
+        gpu.key,
+        gpu.label,
+        gpu.memory_mib,
+        effective=per_process,
+        shape=shape,
+        processes=processes,
+        measured=gpu.measured,
+        pinned=pinned,
+    )
+    label = gpu.key if gpu.key != AUTO else gpu.label
+    if choice is None:
+        train = spec.train
+        peak = predicted_peak(
+            train.gradient_checkpointing,
+            spec.data.batch_size,
+            train.blocks_to_swap or 0,
+            train.fp8_base and train.fp8_scaled,
+            shape,
+            processes,
+        )
+        notes.append(
+            Problem(
+                _shown(spec),
+                None,
+                key,
+                f"{label}: nothing fits {gpu.memory_mib:,} MiB with 5 % headroom at {width}x{height} with"
+                f" the settings the spec writes (as written: ~{peak:,.0f} MiB predicted)",
+                "lower the resolution or the batch, or let the preset choose blocks_to_swap and"
+                " gradient_checkpointing (remove them from the spec)",
+                severity="warning",
+            )
+        )
+        return Applied(spec, None, notes)
+    updated = _updated(spec, choice, split)
+    notes.append(note(f"gpu {label}: {_describe(choice)} — {_basis(choice)}"))
+    notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split))
+    return Applied(updated, choice, notes)
+
+
+def _shown(spec: Spec) -> str:
+    from fplora.problems import display_path
+
+    return display_path(spec.path)
+
+
+def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
+    kept = []
+    if split:
+        kept.append(
+            f"batch {choice.batch} × {choice.accumulation} kept as written"
+            " (gradient_accumulation_steps or a dataset's batch_size pins the split)"
+        )
+    for key, value in (
+        ("blocks_to_swap", pinned.blocks_to_swap),
+        ("gradient_checkpointing", pinned.gradient_checkpointing),
+        ("fp8_base/fp8_scaled", pinned.fp8),
+    ):
+        if value is not None:
+            kept.append(f"train.{key} {value} kept as written in the spec")
+    return kept
+
+
+def _updated(spec: Spec, choice: Choice, split: bool) -> Spec:
+    """A copy of `spec` with the preset's settings where the spec did not write its own."""
+    train_update: dict[str, object] = {}
+    if not split:
+        train_update["gradient_accumulation_steps"] = choice.accumulation
+    if not spec.written(("train", "blocks_to_swap")):
+        train_update["blocks_to_swap"] = choice.blocks_to_swap or None
+    if not spec.written(("train", "gradient_checkpointing")):
+        train_update["gradient_checkpointing"] = choice.gradient_checkpointing
+    if not (spec.written(("train", "fp8_base")) or spec.written(("train", "fp8_scaled"))):
+        train_update["fp8_base"] = choice.fp8
+        train_update["fp8_scaled"] = choice.fp8
+    data = spec.data if split else spec.data.model_copy(update={"batch_size": choice.batch})
+    return spec.model_copy(update={"train": spec.train.model_copy(update=train_update), "data": data})

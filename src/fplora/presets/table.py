@@ -1,0 +1,118 @@
+"""The measurements behind the GPU presets, and the memory model fitted to them, as data.
+
+`measurements.json` holds every training run fplora's presets are allowed to rely on: the H200 table
+of issue 12 and the H100 figures of docs/gpu-e2e.md, out-of-memory cells included. For GPUs nobody
+measured (48 GB and 24 GB cards) a preset is derived from the linear memory model below and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Gpu:
+    key: str
+    label: str
+    memory_mib: int
+    names: tuple[str, ...]  # substrings of the name nvidia-smi reports
+    measured: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured training configuration at the reference shape."""
+
+    gpu: str
+    source: str
+    batch: int
+    blocks_to_swap: int
+    gradient_checkpointing: bool
+    s_per_step: float | None
+    peak_mib: int | None  # None: out of memory
+    fp8: bool = False
+    processes: int = 1
+    note: str = ""
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.batch / self.s_per_step if self.s_per_step else None
+
+
+@dataclass(frozen=True)
+class Model:
+    """Peak MiB = fixed + per_sample × batch × shape − per_block × blocks_to_swap (+ ddp, − fp8)."""
+
+    fixed: dict[bool, float]  # by gradient checkpointing
+    per_sample: dict[bool, float]
+    per_block: float
+    ddp: float
+    fp8: float
+    max_blocks_to_swap: int
+    measured_swap_up_to: int
+    headroom: float
+
+    def peak(
+        self, *, checkpointing: bool, batch: int, swap: int, shape: float, fp8: bool, processes: int
+    ) -> float:
+        """Predicted peak GPU memory of one process, MiB."""
+        peak = self.fixed[checkpointing] + self.per_sample[checkpointing] * batch * shape
+        peak -= self.per_block * swap
+        if processes > 1:
+            peak += self.ddp
+        if fp8:
+            peak -= self.fp8
+        return peak
+
+
+@dataclass(frozen=True)
+class Table:
+    gpus: dict[str, Gpu]
+    rows: tuple[Row, ...]
+    model: Model
+    sources: dict[str, dict[str, str]]
+    reference: tuple[int, int, int]  # width, height, control images
+
+
+@cache
+def table() -> Table:
+    """measurements.json, parsed once."""
+    raw: dict[str, Any] = json.loads(
+        resources.files(__package__).joinpath("measurements.json").read_text(encoding="utf-8")
+    )
+    gpus = {
+        key: Gpu(key, g["label"], int(g["memory_mib"]), tuple(g["names"]), bool(g["measured"]))
+        for key, g in raw["gpus"].items()
+    }
+    rows = tuple(
+        Row(
+            gpu=r["gpu"],
+            source=r["source"],
+            batch=int(r["batch"]),
+            blocks_to_swap=int(r["blocks_to_swap"]),
+            gradient_checkpointing=bool(r["gradient_checkpointing"]),
+            s_per_step=r["s_per_step"],
+            peak_mib=r["peak_mib"],
+            fp8=bool(r.get("fp8", False)),
+            processes=int(r.get("processes", 1)),
+            note=r.get("note", ""),
+        )
+        for r in raw["rows"]
+    )
+    m = raw["model"]
+    model = Model(
+        fixed={True: m["checkpointing"]["fixed"], False: m["no_checkpointing"]["fixed"]},
+        per_sample={True: m["checkpointing"]["per_sample"], False: m["no_checkpointing"]["per_sample"]},
+        per_block=m["per_block"],
+        ddp=m["ddp"],
+        fp8=m["fp8"],
+        max_blocks_to_swap=int(m["max_blocks_to_swap"]),
+        measured_swap_up_to=int(m["measured_swap_up_to"]),
+        headroom=float(m["headroom"]),
+    )
+    ref = raw["reference"]
+    return Table(gpus, rows, model, raw["sources"], (ref["width"], ref["height"], ref["control_images"]))
