@@ -252,6 +252,31 @@ def infer(
         raise typer.Exit(code)
 
 
+@app.command(short_help="Check this machine before paid GPU time: versions, GPU, tokenizers, disk.")
+def doctor(spec: SpecArg = None) -> None:
+    """What would fail on this machine before the first paid minute: versions, musubi-tuner's options
+    against fplora's schema, torch, CUDA and the GPU, accelerate's default config, the tokenizers in the
+    Hugging Face cache, attention kernels, the wandb login and free disk. Exit 1 on a fail.
+
+    Example: fplora doctor configs/v8.yaml
+    """
+    from rich.console import Console
+
+    from fplora.jobs.doctor import run_doctor
+    from fplora.problems import UserError
+    from fplora.runtime import python_for
+
+    with common.user_errors():
+        loaded = None
+        try:
+            loaded = common.load(spec, preset=False)
+        except UserError:
+            if spec is not None:
+                raise  # a spec named but broken is the user's to fix; no spec at all is fine
+        python = python_for(loaded) if loaded is not None else common.musubi_python()
+        raise typer.Exit(run_doctor(loaded, python, Console(highlight=False, soft_wrap=True)))
+
+
 @app.command(short_help="Show a spec's run: segments, steps, checkpoints.")
 def runs(spec: SpecArg = None) -> None:
     """Show a spec's training run: segments, global steps, checkpoints and states.

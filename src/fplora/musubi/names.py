@@ -313,3 +313,25 @@ only after the models are loaded."""
 CONTROL_KEY_RE = re.compile(r"^control_path(?:_(\d+))?$")
 """A dataset JSONL record's control-image keys: `control_path` (musubi-tuner renames it to
 `control_path_0`) and `control_path_N`."""
+
+
+# The tokenizers musubi-tuner loads from the Hugging Face hub at run time (not model files the spec
+# names): `frame_pack/framepack_utils.py` calls `LlamaTokenizerFast.from_pretrained(TOKENIZER_REPO,
+# subfolder="tokenizer")` and `CLIPTokenizer.from_pretrained(TOKENIZER_REPO, subfolder="tokenizer_2")`
+# whenever a text encoder is loaded (text-encoder caching, sample prompts, inference). Without
+# tokenizer.json the fast tokenizer falls back to the sentencepiece one and fails ("Either model_file
+# or model_proto must be specified", docs/gpu-e2e.md). The SigLIP feature extractor is built from a
+# config in code and downloads nothing.
+TOKENIZER_REPO = "hunyuanvideo-community/HunyuanVideo"
+TOKENIZER_FILES = ("tokenizer/tokenizer.json", "tokenizer_2/vocab.json", "tokenizer_2/merges.txt")
+
+# The optional attention kernels, by the module musubi-tuner imports for each spec choice
+# (train.attention / infer.attention); sdpa and torch need none.
+ATTENTION_MODULES = {
+    "flash_attn": "flash_attn",
+    "flash": "flash_attn",
+    "flash3": "flash_attn_interface",
+    "xformers": "xformers",
+    "sage_attn": "sageattention",
+    "sageattn": "sageattention",
+}
