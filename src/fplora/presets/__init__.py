@@ -246,7 +246,8 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
         ("fp8_base/fp8_scaled", pinned.fp8),
     ):
         if value is not None:
-            kept.append(f"train.{key} {value} kept as written in the spec")
+            shown = str(value).lower() if isinstance(value, bool) else value
+            kept.append(f"train.{key} {shown} kept as written in the spec")
     return kept
 
 

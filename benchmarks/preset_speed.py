@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Side-by-side training speed on one GPU: the memo's settings against fplora's GPU preset and the
+levers musubi-tuner offers, at the same effective batch (16), in one session on the same machine.
+
+Issue 12's goal: the H200 preset trains at least 1.3x the memo's samples per second (reach for 1.6x)
+within its memory headroom. This script is that measurement; it has NOT been run yet (see
+docs/presets.md, "What is left for a GPU session").
+
+It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
+`STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
+step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
+root on the GPU machine, carrying `.whl .whl2 .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md):
+
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
+        speed-memo speed-preset speed-report 2>&1 | tee $OUT/console.log
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
+        speed-b16-swap0 speed-b2-swap12 speed-offload speed-report 2>&1 | tee $OUT/console.log
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
+        speed-compile speed-tf32 speed-flash doctor speed-report 2>&1 | tee $OUT/console.log
+
+Every variant extends `speedbase.yaml`: gpu_e2e's memo base without `blocks_to_swap` and
+`gradient_checkpointing`, so that a preset can choose them; `speed-memo` writes the memo's values back.
+Each variant trains --speed-steps optimizer steps (default 4, each of 16 samples) with no saves and no
+samples. Results accumulate in <root>/speed.json across commands on a warm machine; `speed-report`
+prints every variant's samples/s, its ratio to the memo's, and its peak memory against the 5 % headroom
+rule, into summary.json. `doctor` runs `fplora doctor` on speed-memo.yaml and keeps its output in
+$OUT/doctor.txt (for docs/presets.md).
+
+Locally, `--local-fake install weights data check cache speed-memo speed-preset speed-report` runs
+the same stages against gpu_e2e's fake musubi-tuner, to test this script's plumbing in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_e2e as e2e
+
+EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
+STEPS = 4
+
+# name -> (what it tries, the lines of `train:` / top-level YAML the variant adds to speedbase.yaml)
+VARIANTS: dict[str, tuple[str, str]] = {
+    "memo": (
+        "the memo's settings: batch 16, blocks_to_swap 20, gradient checkpointing",
+        "train:\n  blocks_to_swap: 20\n  gradient_checkpointing: true\n",
+    ),
+    "preset": (
+        "fplora's h200 preset, as `gpu: h200` chooses it (batch 1 x 16, no recomputation)",
+        "gpu: h200\n",
+    ),
+    "b16-swap0": (
+        "batch 16, no swap, gradient checkpointing",
+        "train:\n  blocks_to_swap: 0\n  gradient_checkpointing: true\n  gradient_accumulation_steps: 1\n",
+    ),
+    "b2-swap12": (
+        "batch 2 x 8, no recomputation, 12 blocks swapped with pinned memory (batch 2 alone had no margin)",
+        "data: {batch_size: 2}\ntrain:\n  gradient_accumulation_steps: 8\n  gradient_checkpointing: false\n"
+        "  blocks_to_swap: 12\nmusubi:\n  config: {use_pinned_memory_for_block_swap: true}\n",
+    ),
+    "offload": (
+        "batch 16, no swap, checkpointing with its CPU offload",
+        "train:\n  blocks_to_swap: 0\n  gradient_checkpointing: true\n  gradient_accumulation_steps: 1\n"
+        "musubi:\n  config: {gradient_checkpointing_cpu_offload: true}\n",
+    ),
+    "compile": (
+        "the h200 preset with torch.compile (musubi-tuner's --compile)",
+        "gpu: h200\nmusubi:\n  config: {compile: true}\n",
+    ),
+    "tf32": (
+        "the h200 preset with TF32 matmuls allowed",
+        "gpu: h200\nmusubi:\n  config: {cuda_allow_tf32: true}\n",
+    ),
+    "flash": (
+        "the h200 preset with flash attention (if flash_attn is installed)",
+        "gpu: h200\ntrain:\n  attention: flash_attn\n",
+    ),
+}
+COST_S = 120 + 20 * STEPS  # start-up to step 1 (~75 s without samples) + ~17 s per step of 16
+
+
+def speed_file() -> Path:
+    return e2e.CFG.root / "speed.json"
+
+
+def results() -> dict[str, Any]:
+    path = speed_file()
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_specs() -> None:
+    """speedbase.yaml (gpu_e2e's base, free of the two settings a preset chooses) and one spec per variant."""
+    e2e.write_specs()
+    base = e2e.spec_texts()["base"]
+    dropped = ("  blocks_to_swap: 20\n", "  gradient_checkpointing: true\n")
+    for line in dropped:
+        assert line in base, f"gpu_e2e's base no longer has {line.strip()!r}"
+        base = base.replace(line, "")
+    e2e.CFG.spec("speedbase").write_text(base)
+    for name, (what, text) in VARIANTS.items():
+        body = f"# benchmarks/preset_speed.py: {what}\nextends: speedbase.yaml\n{text}"
+        steps = f"  max_train_steps: {STEPS}\n  save_every_n_steps: null\n  save_state: false\n"
+        steps += "  save_state_on_train_end: false\n"
+        body = (
+            body.replace("train:\n", "train:\n" + steps, 1)
+            if "train:\n" in body
+            else body + "train:\n" + steps
+        )
+        e2e.CFG.spec(f"speed-{name}").write_text(body)
+
+
+def stage_variant(name: str) -> Any:
+    def run(stage: dict[str, Any], checks: Any) -> None:
+        write_specs()
+        version = f"speed-{name}"
+        if name == "flash" and not e2e.CFG.local:
+            probe = e2e.run(stage, [sys.executable, "-c", "import flash_attn"])
+            if probe.rc != 0:
+                stage["skipped"] = "flash_attn is not installed in the musubi-tuner Python"
+                _record(name, {"skipped": stage["skipped"]})
+                return
+        e2e._fresh_run(stage, version)
+        dry = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)), "--dry-run")
+        stage["preset_lines"] = [text for _, text in dry.lines if text.startswith(("note: gpu", "estimate:"))]
+        ran = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)))
+        timing = e2e.timings(checks, e2e.step_timings, ran, EFFECTIVE)
+        stage["timings"] = timing
+        entry = {
+            "what": VARIANTS[name][0],
+            "rc": ran.rc,
+            "s_per_step": timing.get("s_per_step"),
+            "samples_per_s": timing.get("samples_per_s"),
+            "peak_MiB_in_steps": timing.get("gpu_peak_MiB_in_steps"),
+            "peak_MiB_stage": stage.get("peak_MiB"),
+            "preset_lines": stage["preset_lines"],
+            "oom": any("out of memory" in text.lower() for _, text in ran.lines),
+        }
+        _record(name, entry)
+        if name in ("memo", "preset"):
+            checks.rc(ran, what=f"fplora train {version}.yaml")
+            checks.ok(entry["samples_per_s"], f"{version}: samples/s measured", timing.get("bar_elapsed_s"))
+
+    return run
+
+
+def _record(name: str, entry: dict[str, Any]) -> None:
+    found = results()
+    found[name] = entry
+    speed_file().write_text(json.dumps(found, indent=1))
+
+
+def _memory_mib() -> int | None:
+    names = e2e.SUMMARY.get("gpu_names") or []
+    try:
+        return int(names[0].split(",")[1].strip().split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def stage_report(stage: dict[str, Any], checks: Any) -> None:
+    found = results()
+    memo = (found.get("memo") or {}).get("samples_per_s")
+    memory = _memory_mib()
+    rows = {}
+    for name, entry in found.items():
+        rate = entry.get("samples_per_s")
+        peaks = entry.get("peak_MiB_stage") or {}
+        peak = max(peaks.values()) if isinstance(peaks, dict) and peaks else None
+        rows[name] = {
+            **entry,
+            "ratio_to_memo": round(rate / memo, 3) if rate and memo else None,
+            "headroom": round(1 - peak / memory, 4) if peak and memory else None,
+            "within_5pct_headroom": bool(peak and memory and peak <= 0.95 * memory),
+        }
+        print(
+            f"speed {name:>10}: {rate} samples/s, x{rows[name]['ratio_to_memo']} the memo's,"
+            f" peak {peak} MiB, headroom {rows[name]['headroom']}",
+            flush=True,
+        )
+    stage["report"] = rows
+    preset = rows.get("preset", {}).get("ratio_to_memo")
+    checks.ok(preset is not None, "memo and preset both measured", sorted(rows))
+    stage["goal_1_3x"] = bool(preset and preset >= 1.3 and rows["preset"]["within_5pct_headroom"])
+    (e2e.CFG.out / "preset_speed.json").write_text(json.dumps(rows, indent=1))
+
+
+def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
+    write_specs()
+    ran = e2e.fplora(stage, "doctor", str(e2e.CFG.spec("speed-memo")))  # 4 steps, no saves
+    text = "\n".join(line for _, line in ran.lines)
+    (e2e.CFG.out / "doctor.txt").write_text(text + "\n")
+    stage["doctor"] = text.splitlines()
+    checks.ok(
+        any(line.startswith("ok    GPU") for line in stage["doctor"]), "doctor sees the GPU", text[-400:]
+    )
+
+
+def main() -> int:
+    for name in VARIANTS:
+        e2e.STAGES[f"speed-{name}"] = stage_variant(name)
+        e2e.COST[f"speed-{name}"] = COST_S
+    e2e.STAGES["speed-report"] = stage_report
+    e2e.COST["speed-report"] = 0
+    e2e.STAGES["doctor"] = stage_doctor
+    e2e.COST["doctor"] = 60
+    return e2e.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
