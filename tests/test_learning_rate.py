@@ -96,16 +96,10 @@ def test_check_render_and_dry_run_print_the_derivation(workspace: Workspace) -> 
 
 def _manifest_with_rate(spec_text_spec, rate: float) -> Manifest:
     spec = spec_text_spec
-    manifest = Manifest(spec.output_name, str(spec.path), {}, {}, "test", {})
+    manifest = Manifest(output_name=spec.output_name, spec=str(spec.path), fplora_version="test")
     manifest.segments.append(
         Segment(
-            spec.output_name,
-            0,
-            None,
-            1,
-            [],
-            "",
-            "",
+            output_name=spec.output_name,
             spec_resolved=spec.model_dump(mode="json", by_alias=True),
             rendered={"configs/v1/config.toml": f"learning_rate = {rate}\n"},
         )

@@ -252,7 +252,7 @@ def infer(
         raise typer.Exit(code)
 
 
-@app.command(short_help="Check this machine before paid GPU time: versions, GPU, tokenizers, disk.")
+@app.command(short_help="Check this machine before paid GPU time.")
 def doctor(spec: SpecArg = None) -> None:
     """What would fail on this machine before the first paid minute: versions, musubi-tuner's options
     against fplora's schema, torch, CUDA and the GPU, accelerate's default config, the tokenizers in the

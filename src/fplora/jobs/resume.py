@@ -114,9 +114,8 @@ def _learning_rate_problem(spec: Spec, manifest: Manifest, index: int) -> Proble
     and wandb's logged config all said it did. A rate the user rewrote is their decision (the
     settings note lists it); a rate that moved by itself is refused."""
     segment = manifest.segments[index]
-    then = segment.spec_resolved or (manifest.spec_resolved if index == 0 else {})
-    texts = segment.rendered or (manifest.rendered if index == 0 else {})
-    rendered = [text for path, text in texts.items() if path.endswith(".toml")]
+    then = segment.spec_resolved
+    rendered = [text for path, text in segment.rendered.items() if path.endswith(".toml")]
     rates = [float(m.group(1)) for text in rendered if (m := _RENDERED_RATE.search(text))]
     if not rates or not then:
         return None
