@@ -194,9 +194,9 @@ def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
     text = "\n".join(line for _, line in ran.lines)
     (e2e.CFG.out / "doctor.txt").write_text(text + "\n")
     stage["doctor"] = text.splitlines()
-    checks.ok(
-        any(line.startswith("ok    GPU") for line in stage["doctor"]), "doctor sees the GPU", text[-400:]
-    )
+    if not e2e.CFG.local:  # the fake musubi-tuner has no GPU
+        seen = any(line.startswith("ok    GPU") for line in stage["doctor"])
+        checks.ok(seen, "doctor sees the GPU", text[-400:])
 
 
 def main() -> int:
