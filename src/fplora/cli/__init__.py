@@ -182,7 +182,8 @@ def infer(
         typer.Option(
             "--lora",
             metavar="<checkpoint>",
-            help="Checkpoint: stepN (global step), latest, final or a file path; repeat to compare several."
+            help="Checkpoint: stepN (global step), latest, final or a file path, or a selection of step"
+            " checkpoints: stepA..stepB, every:N, last:K (combine with commas); repeat to compare several."
             " [default: latest]",
         ),
     ] = None,
@@ -194,16 +195,35 @@ def infer(
             help="LoRA multiplier; repeat for several (default: infer.multipliers).",
         ),
     ] = None,
+    sweep: Annotated[
+        bool | None,
+        typer.Option(
+            "--sweep/--no-sweep",
+            help="One worker process that loads the models once for every cell (default when there are"
+            " 2 or more cells), or one generate process per cell.",
+            show_default=False,
+        ),
+    ] = None,
+    redo: Annotated[
+        bool,
+        typer.Option("--redo", help="Sweep: make cells again that are already made with these settings."),
+    ] = False,
+    strict_captions: Annotated[
+        bool,
+        typer.Option("--strict-captions", help="A written-out prompt near a training caption is an error."),
+    ] = False,
     dry_run: DryRun = False,
 ) -> None:
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
 
     Each folder holds one LoRA's files: fplora-infer.json records the LoRA and every run into it, and
-    a run with another LoRA file is refused.
+    a run with another LoRA file is refused. Several cells (checkpoints × multipliers) run in one
+    sweep worker that loads the models once, skip cells already made, and end with contact sheets.
 
     Example: fplora infer --lora step5000 --multiplier 1.2
 
-    Compare: fplora infer --lora step4000 --lora step5000 --multiplier 1.0 --multiplier 1.2
+    Compare: fplora infer --lora step3000..step5000 --lora last:2 --multiplier 1.0 --multiplier 1.2
+    (selections: stepA..stepB, every:N, last:K, combined with commas)
     """
     from fplora.jobs.infer import multipliers_to_run, run_infer
 
@@ -214,7 +234,15 @@ def infer(
         command = ["fplora", "infer", common.shown(job.plan.spec.path)]
         command += [word for given in lora or [] for word in ("--lora", given)]
         command += [word for given in multiplier or [] for word in ("--multiplier", str(given))]
-        code = run_infer(job, loras=lora or ["latest"], multipliers=multipliers, command=shlex.join(command))
+        code = run_infer(
+            job,
+            loras=lora or ["latest"],
+            multipliers=multipliers,
+            command=shlex.join(command),
+            sweep=sweep,
+            redo=redo,
+            strict_captions=strict_captions,
+        )
         raise typer.Exit(code)
 
 
