@@ -80,6 +80,12 @@ def test_a_grid_runs_in_one_worker_and_writes_what_separate_runs_write(trained: 
         assert "===== LoRA" in log and "fake: loading" not in log  # its own cell's lines only
     assert "step3 ×1.2: 2 images, 2 latents in outputs/sample/v1-step00000003-lm1.2" in result.stderr
     assert "4 of 4 cells made every file" in result.stderr
+    assert "contact sheets: outputs/sample/v1-sheet/index.html" in result.stderr
+    assert sorted(p.name for p in (trained.output_dir / "sample" / "v1-sheet").iterdir()) == [
+        "index.html",
+        "prompt01.png",
+        "prompt02.png",
+    ]
 
     # the separate runs of the same grid, into another root: same names, same recorded settings
     trained.write_spec(infer={"save_dir": "../outputs/separate"})

@@ -290,5 +290,38 @@ def runs(spec: SpecArg = None) -> None:
             raise typer.Exit(1)
 
 
+@app.command()
+def sheet(
+    directory: Annotated[
+        Path, typer.Argument(help="The folder holding the infer folders (default: outputs' sample/ folder).")
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Only this version's folders (v8). Default: every version."),
+    ] = None,
+) -> None:
+    """Rebuild contact sheets from existing infer folders: a PNG per prompt and an index.html.
+
+    Rows are checkpoints, columns multipliers; written to DIRECTORY/<version>-sheet/.
+
+    Example: fplora sheet /workspace/my-project-models/sample --version v8
+    """
+    from fplora.sheet.draw import build
+
+    with common.user_errors():
+        if not directory.is_dir():
+            common.fail("DIRECTORY", f"{common.shown(directory)} is not a folder")
+        indexes = build(directory, version)
+        if not indexes:
+            which = f"{version}-" if version else "<version>-"
+            common.fail(
+                "DIRECTORY",
+                f"{common.shown(directory)} holds no infer folder"
+                f" ({which}stepNNNNNNNN-lm<m> with fplora-infer.json)",
+            )
+        for index in indexes:
+            typer.echo(common.shown(index))
+
+
 def main() -> None:
     app()

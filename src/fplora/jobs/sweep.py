@@ -216,6 +216,8 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
         )
     if not todo:
         job.say("nothing to generate")
+        if not job.dry_run:
+            make_sheets(job)
         return 0
     folder = save_root(spec) / f"{spec.version}{SWEEP_DIR_SUFFIX}"
     stamp = timestamp()
@@ -241,4 +243,21 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
     with _progress(job, len(todo)) as (progress, task), open(os.devnull, "wb") as quiet:
         sweep.progress, sweep.task = progress, task
         result = process.run(argv, log=log, on_line=sweep.on_line, echo=quiet)
-    return sweep.finish(result)
+    code = sweep.finish(result)
+    make_sheets(job)
+    return code
+
+
+def make_sheets(job: Job) -> None:
+    """The version's contact sheets, from every infer folder of it (a drawing failure is said, and
+    fails nothing: the images are made)."""
+    from fplora.sheet.draw import build
+
+    spec = job.plan.spec
+    try:
+        indexes = build(save_root(spec), spec.version)
+    except OSError as error:
+        job.say(f"contact sheets not written: {error}", "red")
+        return
+    for index in indexes:
+        job.say(f"contact sheets: {display_path(index)}")

@@ -313,3 +313,16 @@ only after the models are loaded."""
 CONTROL_KEY_RE = re.compile(r"^control_path(?:_(\d+))?$")
 """A dataset JSONL record's control-image keys: `control_path` (musubi-tuner renames it to
 `control_path_0`) and `control_path_N`."""
+
+
+def split_prompt_line(line: str) -> tuple[str, dict[str, list[str]]]:
+    """A prompt line as musubi-tuner's parsers read it: the text before the first ' --', then each
+    `--<letter> <value>` (repeatable ones, like `--ci`, in order). Used to read back the lines fplora
+    rendered and recorded, so the letters are those of `PROMPT_OPTION`."""
+    parts = line.strip().split(" --")
+    options: dict[str, list[str]] = {}
+    for part in parts[1:]:
+        name, _, value = part.strip().partition(" ")
+        if name:
+            options.setdefault(name, []).append(value.strip())
+    return parts[0].strip(), options
