@@ -883,9 +883,17 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
             if output_type in ("video", "both"):  # save_video: an empty base name still adds its "_"
                 (save / f"{flags.next()}_{seed}_.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
             else:  # one-frame save_images: no sub-folder, frame suffix _000
-                (save / f"{flags.next()}_{seed}__000.png").write_bytes(png_bytes())
+                rgb = cell_colour(str(weights[0]) if weights else "", (multipliers or [1.0])[0], seed)
+                (save / f"{flags.next()}_{seed}__000.png").write_bytes(png_bytes(8, 12, rgb))
     say("INFO:__main__:Done!")
     return 0
+
+
+def cell_colour(lora: str, multiplier: float, seed: str) -> tuple[int, int, int]:
+    """One colour per (LoRA, multiplier, seed): the sweep's image of a cell equals the separate run's,
+    and differs from every other cell's, as the real ones should."""
+    shade = zlib.crc32(f"{lora}|{float(multiplier)}|{seed}".encode())
+    return shade & 0xFF, (shade >> 8) & 0xFF, (shade >> 16) & 0xFF
 
 
 class FakeSweepBackend:
@@ -944,14 +952,12 @@ class FakeSweepBackend:
                 )
             seeds.append((seed, line))
         if self.output_type != "latent":
-            for seed, line in seeds:
-                width, height = int(line.get("w", ["64"])[-1]), int(line.get("h", ["96"])[-1])
-                shade = zlib.crc32(f"{cell.lora}|{cell.multiplier}|{seed}".encode())
-                rgb = (shade & 0xFF, (shade >> 8) & 0xFF, (shade >> 16) & 0xFF)
+            for seed, _line in seeds:
+                rgb = cell_colour(cell.lora, cell.multiplier, seed)
                 if self.output_type in ("video", "both"):
                     (save / f"{self.flags.next()}_{seed}_.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
                 else:
-                    (save / f"{self.flags.next()}_{seed}__000.png").write_bytes(png_bytes(width, height, rgb))
+                    (save / f"{self.flags.next()}_{seed}__000.png").write_bytes(png_bytes(8, 12, rgb))
         return errors
 
 
