@@ -300,9 +300,10 @@ def sheet(
         typer.Option("--version", help="Only this version's folders (v8). Default: every version."),
     ] = None,
 ) -> None:
-    """Rebuild contact sheets from existing infer folders: a PNG per prompt and an index.html.
+    """Contact sheets from infer folders: checkpoints × multipliers.
 
-    Rows are checkpoints, columns multipliers; written to DIRECTORY/<version>-sheet/.
+    One PNG per prompt (rows are checkpoints, columns multipliers) and an index.html linking every
+    image, rebuilt from the folders alone; written to DIRECTORY/<version>-sheet/.
 
     Example: fplora sheet /workspace/my-project-models/sample --version v8
     """
