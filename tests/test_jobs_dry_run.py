@@ -82,7 +82,7 @@ def test_infer_dry_run_prints_one_command_per_multiplier(workspace: Workspace, n
     lora.write_bytes(b"x")
     argvs = commands(
         workspace, "infer", str(workspace.spec_path), "--lora", str(lora), "--multiplier", "0.8",
-        "--multiplier", "1.2",
+        "--multiplier", "1.2", "--no-sweep",
     )  # fmt: skip
     assert scripts(argvs) == ["musubi_tuner.fpack_generate_video"] * 2
     given = [fake.validate(argv[1:]).given for argv in argvs]
@@ -90,6 +90,29 @@ def test_infer_dry_run_prints_one_command_per_multiplier(workspace: Workspace, n
     assert [g["lora_multiplier"] for g in given] == [[0.8], [1.2]]
     assert [Path(g["save_path"]).name for g in given] == ["v1-some-lora-lm0.8", "v1-some-lora-lm1.2"]
     assert not (workspace.output_dir / "sample").exists()
+
+
+def test_infer_dry_run_of_several_cells_prints_the_sweep_worker(
+    workspace: Workspace, no_musubi: Path
+) -> None:
+    """Two cells or more go to the sweep worker by default: one launch of fplora's worker file; the
+    plan it names is not written in a dry run, and nothing lands in sample/."""
+    lora = workspace.root / "some-lora.safetensors"
+    lora.write_bytes(b"x")
+    result = workspace.cli(
+        "infer", str(workspace.spec_path), "--lora", str(lora), "--multiplier", "0.8", "--multiplier", "1.2",
+        "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    argv = shlex.split(line)
+    accel, _, script, args = fake.parse_launch(argv[1:])
+    assert set(accel) >= EXPLICIT_LAUNCH
+    assert script == fake.SWEEP_WORKER and accel["num_processes"] == 1
+    assert args[0] == "--plan" and Path(args[1]).parent.name == "v1-sweeps"
+    assert not (workspace.output_dir / "sample").exists()
+    assert "dry run: the plan outputs/sample/v1-sweeps/" in result.stderr
+    assert "is not written; it would make 2 cells" in result.stderr
 
 
 def test_dry_run_quotes_paths_with_spaces(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

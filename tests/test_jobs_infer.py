@@ -37,7 +37,15 @@ def pngs(workspace: Workspace, folder: str) -> list[str]:
 
 def test_one_folder_per_multiplier_with_one_image_per_prompt(trained: Workspace) -> None:
     result = trained.cli(
-        "infer", str(trained.spec_path), "--lora", "step2", "--multiplier", "1.0", "--multiplier", "1.2"
+        "infer",
+        str(trained.spec_path),
+        "--lora",
+        "step2",
+        "--multiplier",
+        "1.0",
+        "--multiplier",
+        "1.2",
+        "--no-sweep",
     )
     assert result.exit_code == 0, result.output
     calls = trained.calls("fpack_generate_video")
@@ -150,6 +158,7 @@ def test_several_loras_run_every_lora_with_every_multiplier(trained: Workspace) 
         str(trained.spec_path),
         *("--lora", "step1", "--lora", "step3"),
         *("--multiplier", "1.0", "--multiplier", "1.2"),
+        "--no-sweep",
     )
     assert result.exit_code == 0, result.output
     pairs = [
@@ -194,6 +203,7 @@ def test_one_failing_pair_fails_the_command_and_says_which(trained: Workspace) -
         "infer",
         str(trained.spec_path),
         *("--lora", "step1", "--lora", "step2"),
+        "--no-sweep",
         env={"FAKE_GENERATE_FAIL": "1"},
     )
     assert result.exit_code == 1

@@ -430,12 +430,22 @@ class Invocation:
     values: dict[str, Any] = field(default_factory=dict)  # defaults < TOML < command line
 
 
+SWEEP_WORKER = "sweep_worker"
+"""The script name `parse_launch` gives fplora's sweep worker, launched as a file."""
+WORKER_FILE = HERE.parents[1] / "src" / "fplora" / "worker" / "sweep.py"
+
+
 def parse_launch(args: Sequence[str]) -> tuple[dict[str, Any], list[str], str, list[str]]:
-    """Split `-m accelerate.commands.launch <accel options> -m <module> <script args>`."""
+    """Split `-m accelerate.commands.launch <accel options> -m <module> <script args>`, or
+    `... <fplora's sweep worker file> <args>` (the one script fplora launches as a file)."""
     if list(args[:2]) != ["-m", LAUNCH_MODULE]:
         raise Violation(f"expected '-m {LAUNCH_MODULE}' first, got {' '.join(args[:2])!r}")
     rest = list(args[2:])
     accel, flags, stop = parse_options(rest, accelerate_options(), stop_at_positional=True)
+    if not accel.get("module") and stop < len(rest) and Path(rest[stop]).name == "sweep.py":
+        if Path(rest[stop]).resolve() != WORKER_FILE.resolve():
+            raise Violation(f"sweep worker {rest[stop]!r} is not fplora's {WORKER_FILE}")
+        return accel, flags, SWEEP_WORKER, rest[stop + 1 :]
     if not accel.get("module"):
         raise Violation("accelerate launch without -m/--module: the training script would be read as a file")
     if stop >= len(rest):
@@ -456,6 +466,8 @@ def validate(args: Sequence[str], cwd: Path | None = None) -> Invocation:
     """Check a whole launch (arguments after the Python), config and dataset files included."""
     cwd = cwd or Path.cwd()
     accel, accel_flags, script, script_args = parse_launch(args)
+    if script == SWEEP_WORKER:
+        return _validate_sweep(accel, accel_flags, script_args, cwd)
     given, _, _ = parse_options(script_args, script_options(script), stop_at_positional=False)
     by_dest = options_by_dest(script)
     missing = [o.flags[0] for o in by_dest.values() if o.required and o.dest not in given]
@@ -537,6 +549,30 @@ def _check_generate(inv: Invocation, cwd: Path) -> None:
                 check_one_frame_modes(line["of"][-1])
 
 
+def _validate_sweep(accel: dict[str, Any], flags: list[str], args: Sequence[str], cwd: Path) -> Invocation:
+    """The worker takes `--plan <file>`; each cell must be a valid generate run of the plan's options."""
+    if len(args) != 2 or args[0] != "--plan":
+        raise Violation(f"sweep worker: expected --plan <file>, got {list(args)!r}")
+    try:
+        plan = json.loads(_resolve(args[1], cwd).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Violation(f"sweep worker: cannot read the plan: {exc}") from None
+    for cell in plan["cells"]:
+        generate_invocation(plan["generate_args"], cell, cwd)
+    return Invocation(accel, flags, SWEEP_WORKER, {"plan": args[1]}, {"plan": plan})
+
+
+def generate_invocation(generate_args: Sequence[str], cell: dict[str, Any], cwd: Path) -> Invocation:
+    """A sweep cell as the separate generate run it stands for, checked like one."""
+    argv = [
+        *("-m", LAUNCH_MODULE, "--num_processes", "1", "-m", SCRIPT_PREFIX + "fpack_generate_video"),
+        *generate_args,
+        *("--lora_weight", str(cell["lora"]), "--lora_multiplier", str(cell["multiplier"])),
+        *("--save_path", str(cell["save_path"])),
+    ]
+    return validate(argv, cwd)
+
+
 CHECKS = {
     "fpack_cache_latents": _check_cache_latents,
     "fpack_cache_text_encoder_outputs": _check_cache_text,
@@ -597,13 +633,13 @@ def generate_prompt_lines(path: Path) -> list[tuple[int, dict[str, list[str]]]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def png_bytes(width: int = 2, height: int = 2) -> bytes:
-    """A tiny valid grey PNG (opens in Pillow and image viewers)."""
+def png_bytes(width: int = 2, height: int = 2, rgb: tuple[int, int, int] = (128, 128, 128)) -> bytes:
+    """A small valid PNG of one colour, grey by default (opens in Pillow and image viewers)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = b"".join(b"\x00" + b"\x80\x80\x80" * width for _ in range(height))
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -847,12 +883,98 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
             if output_type in ("video", "both"):  # save_video: an empty base name still adds its "_"
                 (save / f"{flags.next()}_{seed}_.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
             else:  # one-frame save_images: no sub-folder, frame suffix _000
-                (save / f"{flags.next()}_{seed}__000.png").write_bytes(png_bytes())
+                rgb = cell_colour(str(weights[0]) if weights else "", (multipliers or [1.0])[0], seed)
+                (save / f"{flags.next()}_{seed}__000.png").write_bytes(png_bytes(8, 12, rgb))
     say("INFO:__main__:Done!")
     return 0
 
 
+def cell_colour(lora: str, multiplier: float, seed: str) -> tuple[int, int, int]:
+    """One colour per (LoRA, multiplier, seed): the sweep's image of a cell equals the separate run's,
+    and differs from every other cell's, as the real ones should."""
+    shade = zlib.crc32(f"{lora}|{float(multiplier)}|{seed}".encode())
+    return shade & 0xFF, (shade >> 8) & 0xFF, (shade >> 16) & 0xFF
+
+
+class FakeSweepBackend:
+    """The sweep worker's backend without torch: the files each cell's separate generate run would
+    write, under the same names, and the same failures (an fp32 LoRA fails every prompt).
+
+    FAKE_SWEEP_PREPARE_FAIL=1: loading the models fails; FAKE_SWEEP_CRASH_AT=<n>: the process dies
+    (exit 1, no event) when cell n (0-based) starts, like a CUDA crash."""
+
+    def __init__(self, plan: dict[str, Any], cwd: Path) -> None:
+        self.plan, self.cwd = plan, cwd
+        self.lines: list[dict[str, list[str]]] = []
+        self.output_type = "video"
+        self.cells_started = 0
+        self.flags = _TimeFlags()
+
+    def prepare(self, generate_args: list[str], emit: Any) -> int:
+        emit("phase", phase="fake: loading the encoders")
+        if os.environ.get("FAKE_SWEEP_PREPARE_FAIL") == "1":
+            raise RuntimeError("torch.OutOfMemoryError: CUDA out of memory (fake, loading text encoder 1)")
+        cell = (
+            self.plan["cells"][0]
+            if self.plan["cells"]
+            else {"lora": "x", "multiplier": 1.0, "save_path": "."}
+        )
+        values = generate_invocation(generate_args, cell, self.cwd).values
+        self.output_type = values.get("output_type") or "video"
+        self.lines = [line for _, line in generate_prompt_lines(_resolve(values["from_file"], self.cwd))]
+        return len(self.lines)
+
+    def run_cell(self, cell: Any, emit: Any) -> list[str]:
+        index = self.cells_started
+        self.cells_started += 1
+        if os.environ.get("FAKE_SWEEP_CRASH_AT") == str(index):
+            say("fake: Segmentation fault (core dumped)")
+            sys.stdout.flush()
+            os._exit(1)
+        lora = _resolve(cell.lora, self.cwd)
+        if not lora.is_file():
+            raise FileNotFoundError(f"No such file or directory: {lora}")
+        precision = read_safetensors_metadata(lora).get("save_precision")
+        save = _resolve(cell.save_path, self.cwd)
+        save.mkdir(parents=True, exist_ok=True)
+        errors, seeds = [], []
+        for number, line in enumerate(self.lines, start=1):
+            if precision in ("None", "float", "fp32"):
+                say(f"ERROR:__main__:Error generating latent for prompt: {line[''][0]}")
+                errors.append(
+                    f"prompt {number}: RuntimeError: self and mat2 must have the same dtype, but got BFloat16 and Float"
+                )
+                continue
+            seed = line["d"][-1] if "d" in line else "1234"
+            if self.output_type in ("latent", "latent_images", "both"):
+                (save / f"{self.flags.next()}_{seed}_latent.safetensors").write_bytes(
+                    safetensors_bytes(prompt=line[""][0])
+                )
+            seeds.append((seed, line))
+        if self.output_type != "latent":
+            for seed, _line in seeds:
+                rgb = cell_colour(cell.lora, cell.multiplier, seed)
+                if self.output_type in ("video", "both"):
+                    (save / f"{self.flags.next()}_{seed}_.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom")
+                else:
+                    (save / f"{self.flags.next()}_{seed}__000.png").write_bytes(png_bytes(8, 12, rgb))
+        return errors
+
+
+def run_sweep_worker(inv: Invocation, cwd: Path) -> int:
+    """fplora's real worker file, run with the fake backend: the protocol is the real one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fplora_sweep_worker", WORKER_FILE)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = worker  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(worker)
+    return int(worker.main(["--plan", inv.given["plan"]], backend=FakeSweepBackend(inv.values["plan"], cwd)))
+
+
 RUNNERS = {
+    SWEEP_WORKER: run_sweep_worker,
     "fpack_cache_latents": run_cache_latents,
     "fpack_cache_text_encoder_outputs": run_cache_text,
     "fpack_train_network": run_train,

@@ -215,7 +215,8 @@ def infer(
         typer.Option(
             "--lora",
             metavar="<checkpoint>",
-            help="Checkpoint: stepN (global step), latest, final or a file path; repeat to compare several."
+            help="Checkpoint: stepN (global step), latest, final or a file path, or a selection of step"
+            " checkpoints: stepA..stepB, every:N, last:K (combine with commas); repeat to compare several."
             " [default: latest]",
         ),
     ] = None,
@@ -227,17 +228,36 @@ def infer(
             help="LoRA multiplier; repeat for several (default: infer.multipliers).",
         ),
     ] = None,
+    sweep: Annotated[
+        bool | None,
+        typer.Option(
+            "--sweep/--no-sweep",
+            help="One worker process that loads the models once for every cell (default when there are"
+            " 2 or more cells), or one generate process per cell.",
+            show_default=False,
+        ),
+    ] = None,
+    redo: Annotated[
+        bool,
+        typer.Option("--redo", help="Sweep: make cells again that are already made with these settings."),
+    ] = False,
+    strict_captions: Annotated[
+        bool,
+        typer.Option("--strict-captions", help="A written-out prompt near a training caption is an error."),
+    ] = False,
     dry_run: DryRun = False,
     gpu: Gpu = None,
 ) -> None:
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
 
     Each folder holds one LoRA's files: fplora-infer.json records the LoRA and every run into it, and
-    a run with another LoRA file is refused.
+    a run with another LoRA file is refused. Several cells (checkpoints × multipliers) run in one
+    sweep worker that loads the models once, skip cells already made, and end with contact sheets.
 
     Example: fplora infer --lora step5000 --multiplier 1.2
 
-    Compare: fplora infer --lora step4000 --lora step5000 --multiplier 1.0 --multiplier 1.2
+    Compare: fplora infer --lora step3000..step5000 --lora last:2 --multiplier 1.0 --multiplier 1.2
+    (selections: stepA..stepB, every:N, last:K, combined with commas)
     """
     from fplora.jobs.infer import multipliers_to_run, run_infer
 
@@ -248,7 +268,15 @@ def infer(
         command = ["fplora", "infer", common.shown(job.plan.spec.path)]
         command += [word for given in lora or [] for word in ("--lora", given)]
         command += [word for given in multiplier or [] for word in ("--multiplier", str(given))]
-        code = run_infer(job, loras=lora or ["latest"], multipliers=multipliers, command=shlex.join(command))
+        code = run_infer(
+            job,
+            loras=lora or ["latest"],
+            multipliers=multipliers,
+            command=shlex.join(command),
+            sweep=sweep,
+            redo=redo,
+            strict_captions=strict_captions,
+        )
         raise typer.Exit(code)
 
 
@@ -319,6 +347,40 @@ def runs(spec: SpecArg = None) -> None:
         console.print(table)
         if unreadable:
             raise typer.Exit(1)
+
+
+@app.command()
+def sheet(
+    directory: Annotated[
+        Path, typer.Argument(help="The folder holding the infer folders (default: outputs' sample/ folder).")
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Only this version's folders (v8). Default: every version."),
+    ] = None,
+) -> None:
+    """Contact sheets from infer folders: checkpoints × multipliers.
+
+    One PNG per prompt (rows are checkpoints, columns multipliers) and an index.html linking every
+    image, rebuilt from the folders alone; written to DIRECTORY/<version>-sheet/.
+
+    Example: fplora sheet /workspace/my-project-models/sample --version v8
+    """
+    from fplora.sheet.draw import build
+
+    with common.user_errors():
+        if not directory.is_dir():
+            common.fail("DIRECTORY", f"{common.shown(directory)} is not a folder")
+        indexes = build(directory, version)
+        if not indexes:
+            which = f"{version}-" if version else "<version>-"
+            common.fail(
+                "DIRECTORY",
+                f"{common.shown(directory)} holds no infer folder"
+                f" ({which}stepNNNNNNNN-lm<m> with fplora-infer.json)",
+            )
+        for index in indexes:
+            typer.echo(common.shown(index))
 
 
 def main() -> None:

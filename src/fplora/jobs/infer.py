@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from fplora import process
+from fplora.check.captions import caption_problems
+from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job
-from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, TRAINING_SAMPLE_DIR, GenerateOutput
+from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, GenerateOutput
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.runs.infer_folders import (
     GENERATE_LOG,
     Pair,
+    begin_run,
     collisions,
     folder_problem,
     infer_settings,
     log_header,
     save_dir_name,
+    save_root,
     write_record,
 )
 from fplora.runs.loras import Choice, choose_loras
@@ -64,12 +67,12 @@ def _new_files(folder: Path, kind: GenerateOutput, before: set[Path]) -> list[Pa
 def _pairs(job: Job, choice: Choice, multipliers: list[float]) -> list[Pair]:
     """Every (checkpoint, multiplier) with its folder and command, the memo's way of comparing."""
     spec, paths = job.plan.spec, job.plan.paths
-    save_root = spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
+    root = save_root(spec)
     prompts_file = job.plan.files.get(paths.infer_prompts, "")
     pairs = []
     for checkpoint in choice.loras:
         for multiplier in multipliers:
-            save_path = save_root / save_dir_name(spec.version, checkpoint, multiplier)
+            save_path = root / save_dir_name(spec.version, checkpoint, multiplier)
             argv = commands.generate(
                 spec, paths, job.python, lora=checkpoint.path, multiplier=multiplier, save_path=save_path
             )
@@ -94,17 +97,48 @@ def _check_folders(pairs: list[Pair]) -> list[Problem]:
     return notes
 
 
-def run_infer(job: Job, *, loras: list[str], multipliers: list[float], command: str = "fplora infer") -> int:
-    """One generate process per (LoRA, multiplier); every LoRA and folder is checked before the first.
+def uses_sweep(sweep: bool | None, cells: int) -> bool:
+    """The sweep worker for a grid of two cells or more (it loads the models once for all of them),
+    separate generate processes for one; `--sweep`/`--no-sweep` decide instead."""
+    return sweep if sweep is not None else cells > 1
 
-    `multipliers` come through `multipliers_to_run` (finite, positive, each once)."""
+
+def check_captions(job: Job, *, strict: bool) -> None:
+    """Written-out prompts near a training caption: warnings, or errors (UserError) when strict."""
+    records = job.plan.records or RecordCache(job.plan.spec)
+    problems = caption_problems(job.plan.spec, records, strict=strict)
+    if any(p.severity == "error" for p in problems):
+        raise UserError(problems)
+    job.report(problems)
+
+
+def run_infer(
+    job: Job,
+    *,
+    loras: list[str],
+    multipliers: list[float],
+    command: str = "fplora infer",
+    sweep: bool | None = None,
+    redo: bool = False,
+    strict_captions: bool = False,
+) -> int:
+    """Every (LoRA, multiplier) cell: in one sweep worker or one generate process each (`uses_sweep`);
+    every LoRA and folder is checked before anything starts.
+
+    `multipliers` come through `multipliers_to_run` (finite, positive, each once). Only a sweep skips
+    cells already made (`redo` makes them again): separate runs are the comparison, and run as asked."""
     spec = job.plan.spec
+    check_captions(job, strict=strict_captions)
     foreign = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
     job.report([foreign] if foreign else [])
     choice = choose_loras(spec, loras, dry_run=job.dry_run)
     job.report(choice.notes)
     pairs = _pairs(job, choice, multipliers)
     job.report(_check_folders(pairs))
+    if uses_sweep(sweep, len(pairs)):
+        from fplora.jobs.sweep import run_sweep
+
+        return run_sweep(job, pairs, command=command, redo=redo)
     several = len(choice.loras) > 1
     failed = 0
     shown_lora = None
@@ -137,12 +171,7 @@ def _generate(job: Job, pair: Pair, command: str, what: str) -> bool:
     save_path = pair.save_path
     outputs = GENERATE_OUTPUTS[job.plan.spec.infer.output_type]
     expected_count = len(job.plan.infer_prompts)
-    save_path.mkdir(parents=True, exist_ok=True)
-    record = pair.record or {"lora": {**(pair.identity or {}), "label": pair.checkpoint.label}}
-    record["multiplier"] = pair.multiplier
-    run: dict[str, Any] = {"started": now(), "command": command, "settings": pair.settings}
-    record.setdefault("runs", []).append(run)
-    write_record(save_path, record)
+    record, run = begin_run(pair, command)
     before = {kind: set(save_path.glob(kind.glob)) for kind in outputs}
     log = save_path / GENERATE_LOG
     start = log_header(log, command, pair)

@@ -335,3 +335,16 @@ ATTENTION_MODULES = {
     "sage_attn": "sageattention",
     "sageattn": "sageattention",
 }
+
+
+def split_prompt_line(line: str) -> tuple[str, dict[str, list[str]]]:
+    """A prompt line as musubi-tuner's parsers read it: the text before the first ' --', then each
+    `--<letter> <value>` (repeatable ones, like `--ci`, in order). Used to read back the lines fplora
+    rendered and recorded, so the letters are those of `PROMPT_OPTION`."""
+    parts = line.strip().split(" --")
+    options: dict[str, list[str]] = {}
+    for part in parts[1:]:
+        name, _, value = part.strip().partition(" ")
+        if name:
+            options.setdefault(name, []).append(value.strip())
+    return parts[0].strip(), options

@@ -118,18 +118,16 @@ def train(
     return _launch(python, spec, training=True, step="train") + flags(options, "train")
 
 
-def generate(
-    spec: Spec,
-    paths: RenderedPaths,
-    python: str,
-    *,
-    lora: Path,
-    multiplier: float,
-    save_path: Path,
-) -> list[str]:
+SWEEP_WORKER = Path(__file__).resolve().parents[1] / "worker" / "sweep.py"
+"""fplora's sweep worker, package data run by the musubi-tuner Python as a file (it need not have
+fplora installed); no module of fplora imports it."""
+
+
+def _generate_options(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
+    """generate's options that every (LoRA, multiplier) of one infer shares."""
     models, infer, train = spec.models, spec.infer, spec.train
     blocks = infer.blocks_to_swap if infer.blocks_to_swap is not None else train.blocks_to_swap
-    options: dict[str, Any] = {
+    return {
         "fp8_scaled": infer.fp8_scaled,
         "fp8_llm": models.fp8_llm,
         "from_file": paths.infer_prompts,
@@ -144,6 +142,20 @@ def generate(
         "blocks_to_swap": blocks or None,
         "attn_mode": infer.attention,
         "infer_steps": infer.steps,
+    }
+
+
+def generate(
+    spec: Spec,
+    paths: RenderedPaths,
+    python: str,
+    *,
+    lora: Path,
+    multiplier: float,
+    save_path: Path,
+) -> list[str]:
+    options: dict[str, Any] = {
+        **_generate_options(spec, paths),
         # one multiplier per weight: without it the pinned generate script crashes
         "lora_weight": [lora],
         "lora_multiplier": [multiplier],
@@ -151,3 +163,16 @@ def generate(
         **spec.musubi.generate,
     }
     return _launch(python, spec, training=False, step="generate") + flags(options, "generate")
+
+
+def sweep_generate_args(spec: Spec, paths: RenderedPaths) -> list[str]:
+    """generate's options for the sweep worker's plan: those of `generate` without the LoRA and the
+    folder, which the worker sets per cell. The worker hands them to generate's own parser, so a cell
+    runs with exactly the options of the separate run."""
+    return flags({**_generate_options(spec, paths), **spec.musubi.generate}, "generate")
+
+
+def sweep(spec: Spec, python: str, plan_file: Path) -> list[str]:
+    """`accelerate launch <worker file> --plan <file>`, with inference's launch options."""
+    accel = flags(launch_options(spec, training=False), None)
+    return [python, "-m", ACCELERATE_LAUNCH_MODULE, *accel, str(SWEEP_WORKER), "--plan", str(plan_file)]

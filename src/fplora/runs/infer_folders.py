@@ -18,11 +18,12 @@ from typing import Any
 
 from fplora import __version__
 from fplora.atomic import write_atomic
-from fplora.musubi.names import GENERATE_OUTPUTS
+from fplora.musubi.names import GENERATE_OUTPUTS, TRAINING_SAMPLE_DIR
 from fplora.problems import Problem, display_path, note
 from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.loras import describe, same_lora
 from fplora.runs.manifest import now
+from fplora.spec.models import Spec
 
 FOLDER_RECORD = "fplora-infer.json"
 """fplora's record of the LoRA a save folder's files were made from, and of each run into it."""
@@ -31,6 +32,11 @@ GENERATE_LOG = "generate.log"
 
 _OWN_OPTIONS = ("--save_path", "--lora_weight", "--lora_multiplier", "--from_file")
 """Generate options that are the folder's identity or a path, not a setting of its files."""
+
+
+def save_root(spec: Spec) -> Path:
+    """Where an infer's folders go: `infer.save_dir`, else the training output's `sample/`."""
+    return spec.infer.save_dir or spec.train.output_dir / TRAINING_SAMPLE_DIR
 
 
 def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> str:
@@ -180,6 +186,19 @@ def collisions(pairs: list[Pair]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def begin_run(pair: Pair, command: str, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Record in the folder that a run of `pair` starts: (the record, this run's entry, to be
+    completed with `ended`, `files` and `exit_code` or `error` and written again)."""
+    pair.save_path.mkdir(parents=True, exist_ok=True)
+    record = pair.record or {"lora": {**(pair.identity or {}), "label": pair.checkpoint.label}}
+    record["multiplier"] = pair.multiplier
+    run: dict[str, Any] = {"started": now(), "command": command, "settings": pair.settings, **extra}
+    record.setdefault("runs", []).append(run)
+    pair.record = record
+    write_record(pair.save_path, record)
+    return record, run
 
 
 def log_header(log: Path, command: str, pair: Pair) -> int:

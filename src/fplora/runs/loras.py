@@ -17,6 +17,7 @@ from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY, lora_of_state
 from fplora.problems import Problem, UserError, display_path, note
 from fplora.runs.checkpoints import Checkpoint, expected, find, parse_step, resolve, same_step
 from fplora.runs.lock import holder, lock_path
+from fplora.runs.lora_ranges import expand
 from fplora.safetensors import MAX_HEADER, safetensors_problem
 from fplora.spec.models import Spec
 
@@ -158,11 +159,12 @@ def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choi
     not found an hour into the first. Two words for the same file (`latest` and `step5000`), or two
     files with the same weights (`latest` and `final` at the last step), run once.
 
-    Refuses (UserError) a word that names nothing and a file generate could not load; a dry run
-    checks only the kind of each file (it reads no model file)."""
+    Selections (`step3000..step5000`, `every:1000`, `last:3`: `runs/lora_ranges.py`) expand into
+    the steps they select first. Refuses (UserError) a word that names nothing and a file generate
+    could not load; a dry run checks only the kind of each file (it reads no model file)."""
     found: dict[Path, Checkpoint] = {}
-    notes: list[Problem] = []
-    for lora in loras:
+    words, notes = expand(loras, find(spec.train.output_dir, spec.output_name), spec.output_name)
+    for lora in words:
         checkpoint, said = _checkpoint(spec, lora, dry_run=dry_run)
         notes += said
         found.setdefault(checkpoint.path, checkpoint)

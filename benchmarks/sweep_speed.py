@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Sweep vs separate generate processes on a GPU: the 3 x 3 grid (3 checkpoints x 3 multipliers, 2
+prompts), once in fplora's sweep worker and once as nine `fpack_generate_video` processes, same
+prompts and seeds, side by side. Reports the speed ratio and, per cell and prompt, the largest pixel
+difference between the two images (0-255; the goal is bf16 noise, and every cell must differ from
+the other multipliers' so that the LoRA is known to be applied).
+
+Built on benchmarks/gpu_e2e.py (same harness, same random full-size weights, same 600-s command
+rules, same `STAGE?` skipping and --deadline). Stdlib only, like it. Run from the repo root with
+$OUT set, carrying `.whl .whl2 .musubi .hf .gpu-e2e .whl3`:
+
+    python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
+    python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
+    python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate compare
+
+`separate` makes the cells not made yet, one `fplora infer --no-sweep` process each (~100 s), and
+starts none that cannot end before the deadline, so the nine spread over the calls; `compare` needs
+all eighteen folders. Stages:
+
+  loras     three LoRA files with random bf16 weights (rank 32, every Linear of the DiT blocks, as
+            networks.lora_framepack names them) at runs/fpe2e-bench-step0000000{1,2,3}.safetensors,
+            written by the musubi-tuner Python (torch); no training needed, and unlike a 3-step LoRA
+            their effect is large enough to see
+  sweep     fplora infer bench-sweep.yaml --lora step1..step3 --multiplier 1.0 1.2 1.4 --sweep
+  separate  fplora infer bench-sep.yaml --lora stepN --multiplier M --no-sweep, per cell
+  compare   the ratio, pixel differences, the sweep's per-cell seconds from its events; writes
+            $OUT/sweep-speed.json and copies the contact sheets to $OUT
+
+Without a GPU: `--local-fake` runs every stage against tests/fakes/fake_python (which runs the real
+worker file with a stand-in backend), in seconds: it tests this script and the plumbing, not speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_e2e as e2e  # the harness this benchmark extends
+
+OUTPUT_NAME = "fpe2e-bench"
+STEPS = (1, 2, 3)
+MULTIPLIERS = ("1.0", "1.2", "1.4")
+RANK, ALPHA = 32, 16
+SEPARATE_CELL_S = 110  # one generate process on an H100: ~96-101 s measured, plus fplora
+e2e.COST.update(loras=40, sweep=330, separate=SEPARATE_CELL_S, compare=10)
+IMAGE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
+
+LORA_SCRIPT = r"""
+import json, struct, sys, torch
+from safetensors.torch import save_file
+models, out = sys.argv[1], sys.argv[2]
+rank, alpha, seed = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+from pathlib import Path
+dit = Path(models, "diffusion_models/FramePackI2V_HY")
+shards = sorted(dit.glob("diffusion_pytorch_model-*.safetensors"))
+shapes = {}
+for shard in shards:
+    with open(shard, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    for key, meta in header.items():
+        if key == "__metadata__" or not key.endswith(".weight") or len(meta["shape"]) != 2:
+            continue
+        if key.startswith(("transformer_blocks.", "single_transformer_blocks.")):
+            shapes[key] = meta["shape"]
+g = torch.Generator().manual_seed(seed)
+tensors = {}
+for key, (rows, cols) in sorted(shapes.items()):
+    name = "lora_unet_" + key[: -len(".weight")].replace(".", "_")
+    down = torch.randn(rank, cols, generator=g) / cols**0.5
+    tensors[name + ".lora_down.weight"] = down.to(torch.bfloat16)
+    tensors[name + ".lora_up.weight"] = (torch.randn(rows, rank, generator=g) * 0.02).to(torch.bfloat16)
+    tensors[name + ".alpha"] = torch.tensor(alpha)
+save_file(tensors, out, metadata={"ss_network_dim": str(rank), "ss_network_alpha": str(alpha)})
+print(f"LORA {out} {len(shapes)} modules")
+"""
+
+
+def bench() -> Path:
+    return e2e.CFG.root / "bench"
+
+
+def lora_path(step: int) -> Path:
+    return e2e.CFG.runs / f"{OUTPUT_NAME}-step{step:08d}.safetensors"
+
+
+def spec_texts() -> dict[str, str]:
+    texts = {}
+    for version, save in (("bench-sweep", "sweep"), ("bench-sep", "separate")):
+        texts[version] = (
+            f"# benchmarks/sweep_speed.py: the 3 x 3 grid, made by the {save} path.\n"
+            "extends: base.yaml\n"
+            f"train:\n  output_name: {OUTPUT_NAME}\n"
+            f"infer:\n  save_dir: {bench() / save}\n"
+        )
+    return texts
+
+
+def write_specs() -> None:
+    e2e.write_specs()
+    for version, text in spec_texts().items():
+        path = e2e.CFG.spec(version)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+
+
+def folder(mode: str, step: int, multiplier: str) -> Path:
+    version = "bench-sweep" if mode == "sweep" else "bench-sep"
+    return bench() / mode / f"{version}-step{step:08d}-lm{float(multiplier)}"
+
+
+def images(path: Path) -> dict[int, Path]:
+    """seed → newest image in a cell's folder."""
+    found: dict[int, Path] = {}
+    for png in sorted(path.glob("*__000.png")) if path.is_dir() else []:
+        match = IMAGE.match(png.name)
+        if match:
+            found[int(match[1])] = png
+    return found
+
+
+def cell_made(mode: str, step: int, multiplier: str) -> bool:
+    return len(images(folder(mode, step, multiplier))) >= e2e.INFER_PROMPTS
+
+
+def marks() -> dict[str, Any]:
+    path = e2e.CFG.marks / "sweep-speed.json"
+    return json.loads(path.read_text()) if path.is_file() else {"separate_s": {}}
+
+
+def save_marks(data: dict[str, Any]) -> None:
+    (e2e.CFG.marks / "sweep-speed.json").write_text(json.dumps(data, indent=1))
+
+
+def stage_loras(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_specs()
+    e2e.CFG.runs.mkdir(parents=True, exist_ok=True)
+    for step in STEPS:
+        out = lora_path(step)
+        if e2e.CFG.local:
+            sys.path.insert(0, str(e2e.REPO / "tests"))
+            from fakes import fake
+
+            out.write_bytes(fake.safetensors_bytes(save_precision="bf16", step=step))
+            continue
+        argv = [
+            sys.executable,
+            "-c",
+            LORA_SCRIPT,
+            str(e2e.CFG.models),
+            str(out),
+            str(RANK),
+            str(ALPHA),
+            str(step),
+        ]
+        checks.rc(e2e.run(stage, argv), what=f"random LoRA step{step}")
+    checks.ok(all(lora_path(s).is_file() for s in STEPS), "three LoRA files")
+
+
+def _args(spec: str, *more: str) -> list[str]:
+    return ["infer", str(e2e.CFG.spec(spec)), *more]
+
+
+def stage_sweep(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_specs()
+    args = _args("bench-sweep", "--lora", "step1..step3", "--sweep", "--redo")
+    for m in MULTIPLIERS:
+        args += ["--multiplier", m]
+    ran = e2e.fplora(stage, *args)
+    checks.rc(ran, what="fplora infer --sweep (3 x 3)")
+    data = marks()
+    data["sweep_s"] = round(ran.t1 - ran.t0, 1)
+    save_marks(data)
+    made = [(s, m) for s in STEPS for m in MULTIPLIERS if cell_made("sweep", s, m)]
+    checks.ok(len(made) == 9, "the sweep made all nine cells", made)
+
+
+def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_specs()
+    data = marks()
+    for step in STEPS:
+        for m in MULTIPLIERS:
+            key = f"step{step}-lm{m}"
+            if key in data["separate_s"] and cell_made("separate", step, m):
+                continue
+            if e2e.CFG.left() - e2e.PACK_MARGIN < SEPARATE_CELL_S and not e2e.CFG.local:
+                print(f"=== separate: {key} left for the next call (deadline)", flush=True)
+                return
+            ran = e2e.fplora(
+                stage, *_args("bench-sep", "--lora", f"step{step}", "--multiplier", m, "--no-sweep")
+            )
+            checks.rc(ran, what=f"fplora infer --no-sweep {key}")
+            data["separate_s"][key] = round(ran.t1 - ran.t0, 1)
+            save_marks(data)
+
+
+def _pixels(path: Path) -> tuple[tuple[int, int], list[int]]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+        return rgb.size, list(rgb.tobytes())
+
+
+def max_difference(a: Path, b: Path) -> int | None:
+    """Largest per-channel difference (0-255); None when the sizes differ."""
+    size_a, pa = _pixels(a)
+    size_b, pb = _pixels(b)
+    if size_a != size_b:
+        return None
+    return max((abs(x - y) for x, y in zip(pa, pb, strict=True)), default=0)
+
+
+def sweep_events() -> dict[str, Any]:
+    """The sweep's own timings, from the event lines of its newest log."""
+    logs = sorted((bench() / "sweep" / "bench-sweep-sweeps").glob("*.log"))
+    found: dict[str, Any] = {"cells_s": []}
+    if not logs:
+        return found
+    prefix = "fplora-sweep-event "
+    for line in logs[-1].read_text(errors="replace").splitlines():
+        if prefix in line:
+            event = json.loads(line[line.index(prefix) + len(prefix) :])
+            if event["event"] == "ready":
+                found["load_and_encode_s"] = event["seconds"]
+            elif event["event"] in ("cell_done", "cell_failed"):
+                found["cells_s"].append(event["seconds"])
+            elif event["event"] == "finished":
+                found["worker_s"] = event["seconds"]
+    return found
+
+
+def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    data = marks()
+    separate = data.get("separate_s", {})
+    ok = checks.ok(len(separate) == 9 and "sweep_s" in data, "both paths timed", sorted(separate))
+    cells: dict[str, Any] = {}
+    for step in STEPS:
+        for m in MULTIPLIERS:
+            a, b = images(folder("sweep", step, m)), images(folder("separate", step, m))
+            diffs = {str(seed): max_difference(a[seed], b[seed]) if seed in b else None for seed in sorted(a)}
+            cells[f"step{step}-lm{m}"] = diffs
+            checks.ok(sorted(a) == sorted(b) == [42, 43], f"step{step} lm{m}: both made seeds 42 and 43")
+    for step in STEPS:  # the LoRA is applied: another multiplier gives another image
+        a, b = images(folder("sweep", step, MULTIPLIERS[0])), images(folder("sweep", step, MULTIPLIERS[-1]))
+        if 42 in a and 42 in b:
+            moved = max_difference(a[42], b[42])
+            checks.ok(bool(moved), f"step{step}: lm{MULTIPLIERS[0]} and lm{MULTIPLIERS[-1]} differ", moved)
+    result: dict[str, Any] = {"cells_max_pixel_difference": cells, "sweep": sweep_events()}
+    if ok:
+        total = sum(separate.values())
+        result.update(
+            sweep_s=data["sweep_s"], separate_s=separate, separate_total_s=round(total, 1),
+            speed_ratio=round(total / data["sweep_s"], 2),
+        )  # fmt: skip
+        checks.ok(result["speed_ratio"] >= 3.0, "the sweep is at least 3x faster", result["speed_ratio"])
+    worst = [d for diffs in cells.values() for d in diffs.values() if d is not None]
+    result["largest_pixel_difference"] = max(worst) if worst else None
+    stage["result"] = result
+    print("SWEEP_SPEED " + json.dumps(result), flush=True)
+    (e2e.CFG.out / "sweep-speed.json").write_text(json.dumps(result, indent=1))
+    for log in sorted((bench() / "sweep" / "bench-sweep-sweeps").glob("*.log"))[-1:]:
+        shutil.copy(log, e2e.CFG.logs / "sweep-worker.log")  # into logs.tgz
+    sheets = bench() / "sweep" / "bench-sweep-sheet"
+    for png in sorted(sheets.glob("prompt*.png")):
+        shutil.copy(png, e2e.CFG.out / f"sheet-{png.name}")
+
+
+STAGES = {"loras": stage_loras, "sweep": stage_sweep, "separate": stage_separate, "compare": stage_compare}
+
+
+def done_already(name: str) -> bool:
+    if name == "loras":
+        return all(lora_path(s).is_file() for s in STEPS)
+    if name == "sweep":
+        return all(cell_made("sweep", s, m) for s in STEPS for m in MULTIPLIERS) and "sweep_s" in marks()
+    if name == "separate":
+        return len(marks()["separate_s"]) == 9
+    return ORIGINAL_DONE(name)
+
+
+ORIGINAL_DONE = e2e.done_already
+
+
+def local_python() -> None:
+    """--local-fake: the tests' fake musubi Python, which runs the real worker file."""
+    shim = e2e.CFG.root / "bin" / "fake-python"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    fake = e2e.REPO / "tests" / "fakes" / "fake_python"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} "$@"\n')
+    shim.chmod(0o755)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("stages", nargs="*")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds to be packed by (default 560)")
+    parser.add_argument("--root", default=None, help="work folder (default /tmp/fpe2e, as gpu_e2e.py)")
+    parser.add_argument("--models", default=None, help="model folder (default /tmp/models)")
+    parser.add_argument("--out", default=None, help="results folder (default $OUT)")
+    parser.add_argument("--local-fake", action="store_true", help="no GPU: every stage against the fakes")
+    a = parser.parse_args()
+    mode = "fake" if a.local_fake else None
+    root = Path(a.root or ("/tmp/fpe2e-sweep-local" if mode else "/tmp/fpe2e"))
+    if mode and not a.stages:
+        if root.exists() and a.root is None:
+            shutil.rmtree(root)
+        a.stages = ["install", "weights", "data", "loras", "sweep", "separate", "compare"]
+    if not a.stages:
+        parser.error("name the stages (see the docstring), or --local-fake")
+    e2e.CFG = e2e.Config(
+        root=root,
+        models=Path(a.models or (root / "models" if mode else "/tmp/models")),
+        out=Path(a.out or os.environ.get("OUT") or root / "out"),
+        deadline=a.deadline or (3600 if mode else 560),
+        gpus=1,
+        gpus_seen=e2e.gpu_count(),
+        e2e_batch=8,
+        e2e_swap=0,
+        timing_steps=5,
+        train2_steps=4,
+        records=4 if mode else 32,
+        local=mode,
+    )
+    for path in (root, e2e.CFG.logs, e2e.CFG.marks, e2e.CFG.out):
+        path.mkdir(parents=True, exist_ok=True)
+    if mode:
+        local_python()
+    e2e.GPU = None if mode else e2e.GpuMon(e2e.CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+    e2e.STAGES.update(STAGES)
+    e2e.done_already = done_already
+    e2e.SUMMARY.update(
+        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
+    )
+    try:
+        for spec in a.stages:
+            e2e.do_stage(spec)
+    finally:
+        if e2e.GPU:
+            e2e.GPU.stop()
+        e2e.save_summary()
+        e2e.pack()
+    e2e.print_table()
+    return 1 if e2e.SUMMARY.get("asserts_failed_total") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

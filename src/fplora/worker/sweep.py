@@ -1,0 +1,293 @@
+"""fplora's sweep worker: many (LoRA, multiplier) cells from one load of the models.
+
+Runs inside the musubi-tuner Python, started by `fplora infer` as
+`<python> -m accelerate.commands.launch <options> <this file> --plan <plan.json>`.
+
+Why it exists: `fpack_generate_video` takes one LoRA set per process, and each process spends most
+of its time loading models (on an H100: ~55 s for text encoder 1 with fp8_llm, ~15 s of start-up,
+~5 s for the VAE and image encoder) to generate a few images in seconds. Comparing 3 checkpoints at
+3 multipliers paid for nine loads. Here the VAE, the image encoder and both text encoders are loaded
+once and every prompt is encoded once; then, for each cell, the DiT is loaded with that cell's LoRA
+merged in, by musubi-tuner's own `load_dit_model`, exactly as a separate generate run would load it
+(the merge happens while the weights stream in, before fp8 quantisation, so a cell's weights are
+bit-for-bit those of a separate run), and each prompt is generated with the same seed, saved and
+decoded by musubi-tuner's own functions into the cell's folder under generate's own file names.
+
+Protocol (fplora's side: `fplora/runs/sweep.py`):
+- in: a JSON plan, `{"protocol": 1, "generate_args": [...], "cells": [{"id", "lora", "multiplier",
+  "save_path", "label"}, ...]}`; `generate_args` are `fpack_generate_video`'s options for a
+  `--from_file` run without `--lora_weight`, `--lora_multiplier` and `--save_path`;
+- out: one JSON object per line on stdout, each line starting with `EVENT_PREFIX`: `started`,
+  `phase`, `ready`, `cell_started`, `cell_done` / `cell_failed` (with the files the cell wrote and
+  why it failed), `finished`, or `error` when the models cannot be prepared;
+- exit code: 0 when every cell wrote its files, 1 when a cell failed (the others still ran), 2 when
+  the plan could not be read or the models not prepared.
+
+Only the standard library is imported at module level, so that fplora's tests can run this file
+with a stand-in backend where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+PROTOCOL = 1
+EVENT_PREFIX = "fplora-sweep-event "
+"""Marks the worker's event lines among musubi-tuner's own output on the same stream."""
+
+Emit = Callable[..., None]
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One event line on stdout, written with a single `os.write` per chunk so that it does not
+    interleave with the log lines other code writes to the same pipe."""
+    data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
+    sys.stdout.flush()
+    while data:
+        written = os.write(sys.stdout.fileno(), data)
+        data = data[written:]
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    lora: str
+    multiplier: float
+    save_path: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    generate_args: list[str]
+    cells: list[Cell]
+
+
+class PlanError(ValueError):
+    """The plan file is not one this worker understands."""
+
+
+def read_plan(path: Path) -> Plan:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PlanError(f"cannot read the plan {path}: {error}") from None
+    if not isinstance(raw, dict) or raw.get("protocol") != PROTOCOL:
+        found = raw.get("protocol") if isinstance(raw, dict) else None
+        raise PlanError(f"plan protocol {found!r}, this worker speaks {PROTOCOL}: fplora and worker differ")
+    try:
+        cells = [
+            Cell(str(c["id"]), str(c["lora"]), float(c["multiplier"]), str(c["save_path"]), str(c["label"]))
+            for c in raw["cells"]
+        ]
+        args = [str(a) for a in raw["generate_args"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlanError(f"malformed plan {path}: {error!r}") from None
+    return Plan(args, cells)
+
+
+class Backend(Protocol):
+    """What generates: musubi-tuner's models here, a stand-in in fplora's tests."""
+
+    def prepare(self, generate_args: list[str], emit: Emit) -> int:
+        """Load what every cell shares and encode the prompts; the number of prompts."""
+        ...
+
+    def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
+        """Generate every prompt into `cell.save_path`; why prompts failed (empty: none did)."""
+        ...
+
+
+def _files(folder: str) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def run(plan: Plan, backend: Backend) -> int:
+    """Prepare once, then every cell; a failing cell is reported and the next one runs."""
+    started = time.monotonic()
+    emit("started", protocol=PROTOCOL, cells=len(plan.cells), pid=os.getpid())
+    try:
+        prompts = backend.prepare(plan.generate_args, emit)
+    except Exception as error:
+        traceback.print_exc()
+        emit("error", error=_reason(error))
+        return 2
+    emit("ready", prompts=prompts, seconds=round(time.monotonic() - started, 3))
+    failed = 0
+    for index, cell in enumerate(plan.cells):
+        emit("cell_started", cell=cell.id, index=index, label=cell.label, multiplier=cell.multiplier)
+        cell_start = time.monotonic()
+        before = _files(cell.save_path)
+        try:
+            errors = backend.run_cell(cell, emit)
+        except Exception as error:  # a broken LoRA, out of memory: this cell only
+            traceback.print_exc()
+            errors = [_reason(error)]
+        files = sorted(_files(cell.save_path) - before)
+        seconds = round(time.monotonic() - cell_start, 3)
+        if errors:
+            failed += 1
+            emit("cell_failed", cell=cell.id, error="; ".join(errors), files=files, seconds=seconds)
+        else:
+            emit("cell_done", cell=cell.id, files=files, seconds=seconds)
+    total = round(time.monotonic() - started, 3)
+    emit("finished", done=len(plan.cells) - failed, failed=failed, seconds=total)
+    return 1 if failed else 0
+
+
+class MusubiBackend:
+    """musubi-tuner's own functions from `fpack_generate_video`, called in the order its batch mode
+    calls them, with the text and image work done once instead of once per process."""
+
+    def __init__(self) -> None:
+        self.gv: Any = None
+        self.torch: Any = None
+        self.args: Any = None
+        self.device: Any = None
+        self.settings: Any = None
+        self.vae: Any = None
+        self.prompts: list[dict[str, Any]] = []
+        self.image_data: list[dict[str, Any]] = []
+        self.text_data: list[dict[str, Any]] = []
+
+    def prepare(self, generate_args: list[str], emit: Emit) -> int:
+        import torch
+        from musubi_tuner import fpack_generate_video as gv
+
+        self.gv, self.torch = gv, torch
+        saved_argv = sys.argv
+        sys.argv = ["fpack_generate_video", *generate_args]
+        try:
+            args = gv.parse_args()  # the script's own parser and checks, on the separate run's options
+        finally:
+            sys.argv = saved_argv
+        if not args.from_file:
+            raise ValueError("the plan's generate_args have no --from_file")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        args.device = device
+        with open(args.from_file, encoding="utf-8") as handle:
+            self.prompts = gv.preprocess_prompts_for_batch(handle.readlines(), args)
+        if not self.prompts:
+            raise ValueError(f"no prompt lines in {args.from_file}")
+        self.args, self.device = args, device
+        self.settings = gv.get_generation_settings(args)
+        per_prompt = [gv.apply_overrides(args, prompt) for prompt in self.prompts]
+
+        emit("phase", phase="image encoder and VAE: encoding the start and control images")
+        vae = gv.load_vae(
+            args.vae, args.vae_chunk_size, args.vae_spatial_tile_sample_min_size, args.vae_tiling, "cpu"
+        )
+        feature_extractor, image_encoder = gv.load_image_encoders(args)
+        vae.to(device)
+        image_encoder.to(device)
+        encoders = {"feature_extractor": feature_extractor, "image_encoder": image_encoder}
+        self.image_data = [gv.prepare_image_inputs(a, device, vae, encoders) for a in per_prompt]
+        del encoders, feature_extractor, image_encoder
+        vae.to("cpu")
+        gv.clean_memory_on_device(device)
+        self.vae = vae
+
+        emit("phase", phase="text encoders: encoding the prompts")
+        tokenizer1, text_encoder1 = gv.load_text_encoder1(args, args.fp8_llm, device)
+        tokenizer2, text_encoder2 = gv.load_text_encoder2(args)
+        text_encoder2.to(device)
+        text = {
+            "tokenizer1": tokenizer1,
+            "text_encoder1": text_encoder1,
+            "tokenizer2": tokenizer2,
+            "text_encoder2": text_encoder2,
+            "conds_cache": {},
+        }
+        self.text_data = [gv.prepare_text_inputs(a, device, text) for a in per_prompt]
+        del text, tokenizer1, text_encoder1, tokenizer2, text_encoder2
+        gc.collect()
+        gv.clean_memory_on_device(device)
+        return len(self.prompts)
+
+    def _cell_args(self, cell: Cell) -> list[Any]:
+        """One args object per prompt, as the separate run with `--lora_weight <lora>
+        --lora_multiplier <m> --save_path <folder>` would build them."""
+        base = copy.deepcopy(self.args)
+        base.lora_weight = [cell.lora]
+        base.lora_multiplier = [cell.multiplier]
+        base.save_path = cell.save_path
+        return [self.gv.apply_overrides(base, prompt) for prompt in self.prompts]
+
+    def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
+        gv, torch, device = self.gv, self.torch, self.device
+        per_prompt = self._cell_args(cell)
+        errors: list[str] = []
+        latents: list[tuple[Any, Any]] = []
+        shared: dict[str, Any] = {}
+        try:
+            emit("phase", phase=f"{cell.label} x{cell.multiplier}: loading the DiT with the LoRA merged")
+            shared["model"] = gv.load_dit_model(per_prompt[0], device)
+            with torch.no_grad():
+                for index, args in enumerate(per_prompt):
+                    # generate() appends to a one-frame prompt's control latents: give it a fresh list
+                    image = dict(self.image_data[index])
+                    if image.get("control_latents") is not None:
+                        image["control_latents"] = list(image["control_latents"])
+                    try:
+                        _, latent = gv.generate(args, self.settings, shared, image, self.text_data[index])
+                        if args.output_type in ("latent", "both", "latent_images"):
+                            gv.save_latent(latent, args, image["height"], image["width"])
+                    except Exception as error:
+                        traceback.print_exc()
+                        errors.append(f"prompt {index + 1}: {_reason(error)}")
+                        continue
+                    latents.append((args, latent))
+        finally:
+            if shared and self.args.blocks_to_swap > 0:
+                time.sleep(5)  # as the generate script does: let block swap's transfers finish
+            shared.clear()
+            gc.collect()
+            gv.clean_memory_on_device(device)
+            gv.synchronize_device(device)
+        if self.args.output_type != "latent" and latents:
+            self.vae.to(device)
+            try:
+                for args, latent in latents:
+                    # the latent is saved above: the decode step writes only the image or video
+                    args.output_type = {"both": "video", "latent_images": "images"}.get(
+                        args.output_type, args.output_type
+                    )
+                    gv.save_output(args, self.vae, latent[0], device)
+            finally:
+                self.vae.to("cpu")
+                gv.clean_memory_on_device(device)
+        return errors
+
+
+def main(argv: Sequence[str] | None = None, backend: Backend | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fplora's sweep worker (started by fplora infer)")
+    parser.add_argument("--plan", required=True, type=Path, help="the plan fplora wrote")
+    options = parser.parse_args(argv)
+    try:
+        plan = read_plan(options.plan)
+    except PlanError as error:
+        emit("error", error=str(error))
+        return 2
+    return run(plan, backend if backend is not None else MusubiBackend())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
