@@ -63,6 +63,7 @@ import tarfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 GPU_E2E = REPO / ".gpu-e2e"
 WHL3 = REPO / ".whl3"
+SRC = REPO / "src"  # fplora's source; benchmarks/gpu_matrix.py points it at a committed snapshot
 PROJECT = "fpe2e"
 WIDTH, HEIGHT = 512, 768
 NETWORK_DIM = 32
@@ -174,7 +176,7 @@ SUMMARY: dict[str, Any] = {"stages": []}
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What e2e.py sets for musubi-tuner processes, plus fplora's source and its musubi Python."""
     e = dict(os.environ)
-    paths = [str(REPO / "src")] if CFG.local else ["/tmp/site", "/tmp/musubi/src", str(REPO / "src")]
+    paths = [str(SRC)] if CFG.local else ["/tmp/site", "/tmp/musubi/src", str(SRC)]
     if e.get("PYTHONPATH"):
         paths.append(e["PYTHONPATH"])
     e["PYTHONPATH"] = ":".join(paths)
@@ -321,9 +323,10 @@ def run(
     extra_env: dict[str, str] | None = None,
     expect: int = 0,
     cwd: Path | None = None,
+    started: Callable[[int], None] | None = None,
 ) -> Ran:
     """Run one command (argv, no shell), timestamp every \\r- or \\n-ended line into a log, echo the
-    \\n lines that are not progress bars, and stop it at the deadline."""
+    \\n lines that are not progress bars, and stop it at the deadline. `started` gets the pid."""
     index = len(stage["commands"])
     log = CFG.logs / f"{stage['stage']}-{index}.log"
     cmd = shlex.join(argv)
@@ -344,6 +347,8 @@ def run(
             cwd=cwd or CFG.root,
             start_new_session=True,
         )
+        if started is not None:
+            started(proc.pid)
 
         def stop() -> None:
             stopped.append(True)
@@ -1199,7 +1204,7 @@ def stage_install(stage: dict[str, Any], checks: Checks) -> None:
         if text.startswith("VERSIONS "):
             versions = json.loads(text[9:])
             SUMMARY["versions"] = versions
-            checks.ok(str(REPO / "src") in versions["fplora_from"], "fplora runs from the repo's src/")
+            checks.ok(str(SRC) in versions["fplora_from"], f"fplora runs from {SRC}")
             for wheel in WHL3.glob("*.whl"):
                 dist, version = wheel.name.split("-")[:2]
                 key = {"pydantic_core": "pydantic-core", "ruamel_yaml": "ruamel.yaml", "tomli_w": "tomli-w"}
