@@ -84,6 +84,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
               max_train_steps: 4
               save_every_n_steps: 2
               logging: {with: null}
+              split_attn: true
             sample:
               prompts:
                 - record: 1

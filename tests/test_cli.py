@@ -140,7 +140,7 @@ def test_render_without_the_dataset_says_which_prompt_needs_it(project, tmp_path
     result = runner.invoke(app, ["render", str(spec)])
     assert result.exit_code == 1
     assert result.output == (
-        "error: configs/base.yaml:23: sample.prompts[0].record: data/dataset-v1/metadata-v1.jsonl not found:"
+        "error: configs/base.yaml:24: sample.prompts[0].record: data/dataset-v1/metadata-v1.jsonl not found:"
         " prompts taken from records need it — run `fplora check` for the details\n"
     )
     assert not (tmp_path / "configs/v1").exists()

@@ -90,8 +90,11 @@ def test_the_reason_shown_comes_from_this_run_not_an_earlier_one(trained: Worksp
     assert "failing with exit 5 (FAKE_EXIT)" in again.stderr
 
 
-def test_an_fp32_lora_fails_like_the_real_trap(cached: Workspace) -> None:
-    """save_precision: fp32 trains fine, then every generate prompt fails (the fake reads the LoRA)."""
+def test_an_fp32_lora_fails_like_the_real_trap(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """save_precision: fp32 trains fine, then every generate prompt fails (the fake reads the LoRA).
+    `fplora check` refuses the spec (check.combinations); switched off here to reach the trap itself,
+    as a LoRA trained elsewhere would."""
+    monkeypatch.setattr("fplora.check.check_combinations", lambda spec: [])
     cached.write_spec(train={"save_precision": "fp32"})
     assert cached.cli("train", str(cached.spec_path)).exit_code == 0
     result = cached.cli("infer", str(cached.spec_path), "--lora", "latest")

@@ -187,7 +187,7 @@ def test_rendered_options_name_the_spec_field_that_sets_them() -> None:
 
 
 def test_booleans_are_written_only_when_true(project, tmp_path: Path) -> None:
-    spec = load_spec(project())
+    spec = load_spec(project("train:\n  split_attn: false\n"))
     config = config_dict(spec, RenderedPaths(tmp_path))
     assert "fp8_base" not in config and "split_attn" not in config
     assert all(value is not False for value in config.values())

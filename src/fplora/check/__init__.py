@@ -3,7 +3,8 @@
 The spec itself is already valid when it gets here (`load_spec`); this looks at the files it names:
 the five models and their safetensors headers (`check.models`), every dataset record and image
 (`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
-(`check.prompts`), and files named by pass-through options (`check.passthrough`). It only reads,
+(`check.prompts`), and files named by pass-through options (`check.passthrough`); option
+combinations that fail on the GPU (`check.combinations`, from the GPU option matrix). It only reads,
 never writes, and returns every problem at once so that one run shows the whole list. Images are
 probed once each, headers only (`check.images`), which keeps a 10,000-record one-frame dataset
 (30,000 images) within a couple of seconds.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import chain
 
+from fplora.check.combinations import check_combinations
 from fplora.check.images import probe_many
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
@@ -47,5 +49,6 @@ def check_spec(
         problems.extend(check_records(spec, index, found, images))
     problems.extend(check_prompts(spec, datasets, images))
     problems.extend(check_launch(spec))
+    problems.extend(check_combinations(spec))
     problems.extend(check_pass_through_files(spec))
     return problems

@@ -1,0 +1,254 @@
+"""Option combinations that fail on the GPU: refused (or warned about) before any GPU time is spent.
+
+Every spec here is valid on its own; what fails is a combination that musubi-tuner (at the pinned
+commit) only finds out on the GPU, after the models are loaded, or a setting that ran out of memory
+at the memo's size. Each rule comes from a cell of the GPU option matrix (`benchmarks/gpu_matrix.py`,
+results in `benchmarks/gpu_matrix.json` and `docs/gpu-matrix.md`) or from a line of musubi-tuner's
+source; its comment names which. A setting that only ran out of memory is a warning with the
+measured figure and the GPU it was measured on, never an error: the user's GPU may be larger.
+
+Missing attention kernels (flash-attn, xformers, sageattention on the GPU box) are not decided here:
+`fplora.runtime.needed_modules` makes every command that launches musubi-tuner import them first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fplora.problems import Problem
+from fplora.spec.load import KeyPath
+from fplora.spec.models import Spec
+from fplora.spec.rules import did_you_mean
+
+__all__ = ["check_combinations"]
+
+# FramePack's DiT has 20 double and 40 single blocks; `enable_block_swap` swaps n // 2 double and
+# (n - n // 2) * 2 + 1 single blocks and asserts at most 19 and 39
+# (frame_pack/hunyuan_video_packed.py:1665-1675), so 38 is the largest value it accepts.
+MAX_BLOCKS_TO_SWAP = 38
+# Training with 38 passed that assertion, then failed in the first backward pass (cell swap-max:
+# "RuntimeError: Expected all tensors to be on the same device ... mat2 is on cpu"); 20 ran (swap-20).
+MAX_TRAIN_BLOCKS_TO_SWAP_RUN = 20
+
+# Attention modes whose batch > 1 path without split_attn has no var-len kernel: attn_varlen_func
+# serves that path only with sageattn_varlen or flash_attn_varlen_func, else raises
+# NotImplementedError (frame_pack/hunyuan_video_packed.py:817-828; the batch-1 shortcut that avoids
+# it is taken only when `batch_size == 1 and not split_attn`, :1880).
+NO_VARLEN = {"sdpa": "sdpa", "xformers": "xformers", "flash3": "flash3"}
+
+# lr_scheduler names musubi-tuner resolves (training/trainer_base.py get_lr_scheduler, :279-370):
+# diffusers' SchedulerType values (the list its ValueError printed in cell sched-unknown, diffusers
+# 0.32.1), its piecewise_constant, musubi-tuner's own rex, and adafactor (Adafactor optimizer only).
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "piecewise_constant",
+    "rex",
+)
+
+H200 = "an H200 (139.8 GiB)"
+NO_CHECKPOINTING_B1_MIB = 80_776  # cell mem-nogc-b1: 512x768, two controls, batch 1, H200
+
+
+def _batch_key(spec: Spec, index: int) -> KeyPath:
+    """Where dataset `index`'s batch size was written: its own batch_size, else data.batch_size."""
+    if spec.datasets[index].batch_size is not None:
+        return ("datasets", index, "batch_size")
+    return ("data", "batch_size")
+
+
+def _batches(spec: Spec) -> list[tuple[int, KeyPath]]:
+    """(batch size, key) of every dataset whose batch is above 1."""
+    found = []
+    for index in range(len(spec.datasets)):
+        batch = spec.dataset_value(index, "batch_size")
+        if batch > 1:
+            found.append((batch, _batch_key(spec, index)))
+    return found
+
+
+def _attention(spec: Spec) -> Iterator[Problem]:
+    train = spec.train
+    attention = train.attention
+    seen: set[KeyPath] = set()
+    for batch, key in _batches(spec):
+        if train.split_attn or attention not in NO_VARLEN or key in seen:
+            continue
+        seen.add(key)
+        # cells att-sdpa-b2, att-sdpa-dsb2 (a dataset's own batch_size) and att-flash3-b2
+        failure = (
+            f"batch {batch} with attention {attention} and no split_attn fails on the GPU at the first step:"
+            " musubi-tuner's NotImplementedError 'No Attn Installed or batch_size > 1 is not supported"
+            " in this configuration' (only flash_attn has a var-len kernel there)"
+        )
+        if attention == "flash3":
+            fix = "use attention: sdpa with split_attn: true (FramePack has no flash3 kernel)"
+        else:
+            fix = "set train.split_attn: true"
+        yield spec.problem(key, failure, fix)
+    if attention == "flash3" and train.split_attn:
+        # cell att-flash3-b1-split; frame_pack/hunyuan_video_packed.py:798-800 asserts the mode
+        yield spec.problem(
+            ("train", "split_attn"),
+            "split_attn with attention flash3 fails on the GPU at the first step: musubi-tuner's"
+            " AssertionError 'Unsupported attention mode: flash3'",
+            "use attention: sdpa (FramePack has no flash3 kernel)",
+        )
+    elif attention == "flash3" and not _batches(spec):
+        # cell att-flash3-b1 ran; frame_pack/hunyuan_video_packed.py:747-763 has no flash3 branch
+        yield spec.problem(
+            ("train", "attention"),
+            "FramePack has no flash3 kernel: musubi-tuner runs PyTorch's sdpa instead",
+            "write attention: sdpa",
+            severity="warning",
+        )
+
+
+def _block_swap(spec: Spec) -> Iterator[Problem]:
+    train, infer = spec.train, spec.infer
+    swap = train.blocks_to_swap or 0
+    if swap > MAX_BLOCKS_TO_SWAP:
+        # cell swap-over (39); frame_pack/hunyuan_video_packed.py:1672
+        yield spec.problem(
+            ("train", "blocks_to_swap"),
+            f"{swap} fails on the GPU when the DiT loads: FramePack's block swap takes at most"
+            f" {MAX_BLOCKS_TO_SWAP} (AssertionError 'Cannot swap more than 19 double blocks and 39 single"
+            " blocks')",
+            f"use at most {MAX_TRAIN_BLOCKS_TO_SWAP_RUN} (a value that ran)",
+        )
+    elif swap == MAX_BLOCKS_TO_SWAP:
+        # cell swap-max: the load passed, the first backward pass failed
+        yield spec.problem(
+            ("train", "blocks_to_swap"),
+            f"{swap} fails on the GPU in the first backward pass (RuntimeError 'Expected all tensors to"
+            " be on the same device ... mat2 is on cpu')",
+            f"use a lower value; {MAX_TRAIN_BLOCKS_TO_SWAP_RUN} ran",
+        )
+    if infer.blocks_to_swap is not None and infer.blocks_to_swap > MAX_BLOCKS_TO_SWAP:
+        # the inference DiT inherits the same enable_block_swap (hunyuan_video_packed_inference.py:20)
+        yield spec.problem(
+            ("infer", "blocks_to_swap"),
+            f"{infer.blocks_to_swap} fails on the GPU when the DiT loads: FramePack's block swap takes"
+            f" at most {MAX_BLOCKS_TO_SWAP}",
+            f"use at most {MAX_BLOCKS_TO_SWAP}",
+        )
+
+
+def _option_true(args: list[str], name: str) -> bool | None:
+    """`name=True/False` in an optimizer's `key=value` args (musubi-tuner literal_evals them)."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.strip() == name:
+            return value.strip() not in ("False", "0", "None", "false")
+    return None
+
+
+def _scheduler(spec: Spec) -> Iterator[Problem]:
+    if "lr_scheduler_type" in spec.musubi.config:
+        return  # any torch/other scheduler class: musubi-tuner then ignores lr_scheduler and warmup
+    optimizer = spec.train.optimizer
+    name = optimizer.lr_scheduler
+    warmup = optimizer.lr_warmup_steps or 0
+    adafactor = optimizer.type.lower() == "adafactor"
+    relative = adafactor and (
+        _option_true(optimizer.args, "relative_step") is not False
+        or bool(_option_true(optimizer.args, "warmup_init"))
+    )
+    if name is not None and name not in SCHEDULERS and not name.startswith("adafactor"):
+        # cell sched-unknown: ValueError 'cosine_annealing is not a valid SchedulerType'
+        yield spec.problem(
+            ("train", "optimizer", "lr_scheduler"),
+            f"musubi-tuner has no lr_scheduler '{name}' and fails on the GPU before the first step",
+            did_you_mean(name, set(SCHEDULERS)) or f"use one of {', '.join(SCHEDULERS)}",
+        )
+    elif name is not None and name.startswith("adafactor") and not adafactor:
+        # training/trainer_base.py:327-330 asserts an Adafactor optimizer
+        yield spec.problem(
+            ("train", "optimizer", "lr_scheduler"),
+            f"the adafactor scheduler needs the adafactor optimizer, not {optimizer.type}",
+            "use another lr_scheduler (e.g. constant_with_warmup or cosine)",
+        )
+    if warmup <= 0:
+        return
+    if relative:
+        # cell opt-adafactor-warmup: with relative_step (Adafactor's default) musubi-tuner replaces the
+        # scheduler by Adafactor's own, which takes no warmup (trainer_base.py:201-210, :308-310)
+        yield spec.problem(
+            ("train", "optimizer", "lr_warmup_steps"),
+            "adafactor with relative_step (its default) uses its own schedule, and musubi-tuner fails"
+            " before the first step: 'does not require `num_warmup_steps`'",
+            "remove lr_warmup_steps, or add args relative_step=False, scale_parameter=False,"
+            " warmup_init=False and lr_scheduler: constant_with_warmup",
+        )
+    elif name in (None, "constant"):
+        # cell sched-constant-warmup: musubi-tuner's default scheduler is constant (trainer_base.py:308-310,
+        # :354-355): ValueError 'SchedulerType.CONSTANT does not require `num_warmup_steps`'
+        which = (
+            "no lr_scheduler (musubi-tuner's default is constant)"
+            if name is None
+            else "lr_scheduler constant"
+        )
+        yield spec.problem(
+            ("train", "optimizer", "lr_warmup_steps"),
+            f"a warmup with {which} fails on the GPU before the first step: 'constant does not require"
+            " `num_warmup_steps`'",
+            "set train.optimizer.lr_scheduler: constant_with_warmup (or another scheduler with warmup)",
+        )
+
+
+def _memory(spec: Spec) -> Iterator[Problem]:
+    if spec.train.gradient_checkpointing:
+        return
+    batches = _batches(spec)
+    if batches:
+        batch = max(batch for batch, _ in batches)
+        # cells mem-nogc-b1 (80,776 MiB) and mem-nogc-b4 (out of memory), 512x768, two controls, H200
+        yield spec.problem(
+            ("train", "gradient_checkpointing"),
+            f"without gradient checkpointing, batch {batch} may not fit: at 512x768 with two controls"
+            f" batch 1 peaked at {NO_CHECKPOINTING_B1_MIB:,} MiB and batch 4 ran out of memory on {H200}",
+            "set gradient_checkpointing: true, or lower the batch",
+            severity="warning",
+        )
+
+
+def _precision(spec: Spec) -> Iterator[Problem]:
+    precision = spec.train.save_precision
+    if precision != "bf16" and "lycoris" not in spec.musubi.generate:
+        # cells inf-float-noscaled, inf-float-scaled, inf-fp16-noscaled: the pinned
+        # fpack_generate_video merges the LoRA into the bf16 DiT, every prompt fails, it still exits 0
+        yield spec.problem(
+            ("train", "save_precision"),
+            f"`fplora infer` cannot use a {precision} LoRA: musubi-tuner's generate fails every prompt"
+            " with 'self and mat2 must have the same dtype, but got BFloat16 and Float' (fp8_scaled or not)",
+            "set train.save_precision: bf16",
+        )
+
+
+def _generate(spec: Spec) -> Iterator[Problem]:
+    fp8 = spec.musubi.generate.get("fp8")
+    if fp8 and not spec.infer.fp8_scaled:
+        # cell inf-fp8-noscaled; fpack_generate_video.py:532-533 reads torch.float8e4m3fn
+        yield spec.problem(
+            ("musubi", "generate", "fp8"),
+            "fp8 without fp8_scaled fails when the DiT loads: AttributeError 'module torch has no"
+            " attribute float8e4m3fn' (a typo in musubi-tuner)",
+            "remove musubi.generate.fp8 and set infer.fp8_scaled: true",
+        )
+
+
+RULES = (_attention, _block_swap, _scheduler, _memory, _precision, _generate)
+
+
+def check_combinations(spec: Spec) -> list[Problem]:
+    """Every combination of `spec`'s options that fails (errors) or ran out of memory (warnings)."""
+    return [problem for rule in RULES for problem in rule(spec)]

@@ -1,0 +1,199 @@
+"""check.combinations: each combination that failed on the GPU (or that musubi-tuner's source shows
+fails) is refused at the line that causes it, and its working neighbour from the same matrix is not.
+
+The conftest project has batch 2 and split_attn true (configs/base.yaml); each case writes v1.yaml
+over it. Cell names refer to benchmarks/gpu_matrix.py and docs/gpu-matrix.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fplora.check.combinations import check_combinations
+from fplora.cli import app
+from fplora.problems import Problem
+from fplora.spec import load_spec
+
+runner = CliRunner()
+
+
+def problems(project, text: str) -> list[Problem]:
+    return check_combinations(load_spec(project(text)))
+
+
+def errors(found: list[Problem]) -> list[str]:
+    return [str(p) for p in found if p.severity == "error"]
+
+
+def warnings(found: list[Problem]) -> list[str]:
+    return [str(p) for p in found if p.severity == "warning"]
+
+
+# (case id, v1.yaml body that fails on the GPU, the problem's start, its working neighbour)
+REFUSED = [
+    (
+        "sdpa, batch 2, no split_attn (att-sdpa-b2)",
+        "train:\n  split_attn: false\n",
+        "configs/base.yaml:11: data.batch_size: batch 2 with attention sdpa and no split_attn fails on the GPU",
+        "train:\n  split_attn: true\n",
+    ),
+    (
+        "a dataset's own batch_size (att-sdpa-dsb2)",
+        "data:\n  batch_size: 1\ntrain:\n  split_attn: false\n"
+        "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n    batch_size: 4\n",
+        "configs/v1.yaml:8: datasets[0].batch_size: batch 4 with attention sdpa and no split_attn",
+        "data:\n  batch_size: 1\ntrain:\n  split_attn: false\n"
+        "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n    batch_size: 1\n",
+    ),
+    (
+        "xformers, batch 2, no split_attn (source: no var-len kernel)",
+        "train:\n  attention: xformers\n  split_attn: false\n",
+        "configs/base.yaml:11: data.batch_size: batch 2 with attention xformers and no split_attn",
+        "train:\n  attention: xformers\n  split_attn: true\n",
+    ),
+    (
+        "flash3, batch 2 (att-flash3-b2)",
+        "train:\n  attention: flash3\n  split_attn: false\n",
+        "configs/base.yaml:11: data.batch_size: batch 2 with attention flash3",
+        "train:\n  attention: flash_attn\n  split_attn: false\n",  # flash_attn has the var-len kernel
+    ),
+    (
+        "flash3 with split_attn (att-flash3-b1-split)",
+        "data:\n  batch_size: 1\ntrain:\n  attention: flash3\n",
+        "configs/base.yaml:21: train.split_attn: split_attn with attention flash3 fails on the GPU",
+        "data:\n  batch_size: 1\ntrain:\n  attention: sdpa\n",
+    ),
+    (
+        "blocks_to_swap 39 (swap-over)",
+        "train:\n  blocks_to_swap: 39\n",
+        "configs/v1.yaml:5: train.blocks_to_swap: 39 fails on the GPU when the DiT loads",
+        "train:\n  blocks_to_swap: 20\n",
+    ),
+    (
+        "blocks_to_swap 38 (swap-max)",
+        "train:\n  blocks_to_swap: 38\n",
+        "configs/v1.yaml:5: train.blocks_to_swap: 38 fails on the GPU in the first backward pass",
+        "train:\n  blocks_to_swap: 20\n",
+    ),
+    (
+        "infer.blocks_to_swap 40 (source)",
+        "infer:\n  blocks_to_swap: 40\n",
+        "configs/v1.yaml:5: infer.blocks_to_swap: 40 fails on the GPU when the DiT loads",
+        "infer:\n  blocks_to_swap: 38\n",
+    ),
+    (
+        "warmup with the default constant scheduler (sched-constant-warmup)",
+        "train:\n  optimizer: {lr_warmup_steps: 10}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_warmup_steps: a warmup with no lr_scheduler",
+        "train:\n  optimizer: {lr_warmup_steps: 10, lr_scheduler: cosine}\n",
+    ),
+    (
+        "an unknown scheduler (sched-unknown)",
+        "train:\n  optimizer: {lr_scheduler: cosine_anealing}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: musubi-tuner has no lr_scheduler 'cosine_anealing'",
+        "train:\n  optimizer: {lr_scheduler: cosine_with_restarts}\n",
+    ),
+    (
+        "adafactor's own schedule with a warmup (opt-adafactor-warmup)",
+        "train:\n  optimizer: {type: adafactor, lr_warmup_steps: 5}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_warmup_steps: adafactor with relative_step",
+        "train:\n  optimizer: {type: adafactor, lr_warmup_steps: 5, lr_scheduler: constant_with_warmup,"
+        " args: [relative_step=False, scale_parameter=False, warmup_init=False]}\n",
+    ),
+    (
+        "the adafactor scheduler without the adafactor optimizer (source)",
+        "train:\n  optimizer: {type: adamw, lr_scheduler: adafactor}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: the adafactor scheduler needs the adafactor optimizer",
+        "train:\n  optimizer: {type: adafactor, lr_scheduler: adafactor}\n",
+    ),
+    (
+        "an fp32 LoRA for generate (inf-float-scaled)",
+        "train:\n  save_precision: float\n",
+        "configs/v1.yaml:5: train.save_precision: `fplora infer` cannot use a float LoRA",
+        "train:\n  save_precision: bf16\n",
+    ),
+    (
+        "an fp16 LoRA for generate (inf-fp16-noscaled)",
+        "train:\n  save_precision: fp16\n",
+        "configs/v1.yaml:5: train.save_precision: `fplora infer` cannot use a fp16 LoRA",
+        "train:\n  save_precision: bf16\n",
+    ),
+    (
+        "generate --fp8 without fp8_scaled (inf-fp8-noscaled)",
+        "infer:\n  fp8_scaled: false\nmusubi:\n  generate: {fp8: true}\n",
+        "configs/v1.yaml:7: musubi.generate.fp8: fp8 without fp8_scaled fails when the DiT loads",
+        "infer:\n  fp8_scaled: true\nmusubi:\n  generate: {fp8: true}\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected", "neighbour"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED]
+)
+def test_refuses_the_failing_combination_and_accepts_its_neighbour(
+    project, body: str, expected: str, neighbour: str
+) -> None:
+    found = errors(problems(project, body))
+    assert len(found) == 1, found
+    assert found[0].startswith(expected), found[0]
+    assert " — " in found[0]  # every refusal says what to do
+    assert errors(problems(project, neighbour)) == []
+
+
+def test_the_issue_case_says_exactly_what_to_write(project) -> None:
+    """The first configuration from outside the memo: sdpa, batch 4, no split_attn, two datasets."""
+    body = (
+        "data:\n  batch_size: 4\ntrain:\n  split_attn: false\ndatasets:\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache-a}\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache-b}\n"
+    )
+    (found,) = errors(problems(project, body))
+    assert found.startswith(
+        "configs/v1.yaml:3: data.batch_size: batch 4 with attention sdpa and no split_attn"
+    )
+    assert "No Attn Installed" in found
+    assert found.endswith("— set train.split_attn: true")
+
+
+def test_fplora_check_prints_the_refusal(project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = project("train:\n  split_attn: false\n")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["check", str(spec), "--skip-models"])
+    assert result.exit_code == 1
+    assert "configs/base.yaml:11: data.batch_size: batch 2 with attention sdpa" in result.output
+    assert result.output.splitlines()[-1].startswith("configs/v1.yaml: 1 error")
+
+
+def test_flash3_at_batch_1_runs_but_is_sdpa(project) -> None:
+    """Cell att-flash3-b1 passed: a warning, not an error."""
+    found = problems(project, "data:\n  batch_size: 1\ntrain:\n  attention: flash3\n  split_attn: false\n")
+    assert errors(found) == []
+    (warning,) = warnings(found)
+    assert "train.attention: FramePack has no flash3 kernel" in warning
+
+
+def test_no_checkpointing_with_a_batch_warns_with_the_measured_figures(project) -> None:
+    """Cells mem-nogc-b1 (80,776 MiB) and mem-nogc-b4 (out of memory on an H200): a warning only."""
+    found = problems(project, "train:\n  gradient_checkpointing: false\n")
+    assert errors(found) == []
+    (warning,) = warnings(found)
+    assert warning.startswith(
+        "configs/v1.yaml:5: train.gradient_checkpointing: without gradient checkpointing"
+    )
+    assert "80,776 MiB" in warning and "H200" in warning
+    one = problems(project, "data:\n  batch_size: 1\ntrain:\n  gradient_checkpointing: false\n")
+    assert one == []
+
+
+def test_the_memo_settings_pass(project) -> None:
+    """The memo's house settings (batch 16, split_attn, swap 20, checkpointing) ran: cell mem-memo."""
+    body = "data:\n  batch_size: 16\ntrain:\n  blocks_to_swap: 20\n  gradient_checkpointing: true\n"
+    assert problems(project, body) == []
+
+
+def test_a_scheduler_class_of_its_own_skips_the_scheduler_rules(project) -> None:
+    body = "train:\n  optimizer: {lr_warmup_steps: 10}\nmusubi:\n  config: {lr_scheduler_type: CosineAnnealingLR}\n"
+    assert errors(problems(project, body)) == []
