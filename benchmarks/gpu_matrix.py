@@ -646,7 +646,8 @@ def setup(stages: list[str], local: bool) -> bool:
         # a variant's failing cache fails its cells, not the run
         ok = ok and (cache_done("c2") if name == "cache" else not stage["asserts"]["failed"])
         RESULTS["setup"] = e2e.SUMMARY["stages"]
-        RESULTS["versions"] = e2e.SUMMARY.get("versions")
+        if e2e.SUMMARY.get("versions"):  # a warm machine skips install: keep the first run's
+            RESULTS["versions"] = e2e.SUMMARY["versions"]
         save_results()
     return ok
 
@@ -818,12 +819,16 @@ def write_matrix(matrix: dict[str, Any]) -> None:
     MATRIX_JSON.write_text(json.dumps(matrix, indent=1, ensure_ascii=False) + "\n")
 
 
+VERSION_KEYS = ("torch", "accelerate", "transformers", "bitsandbytes", "python")
+
+
 def merge(path: Path) -> None:
     """A returned matrix.json into benchmarks/gpu_matrix.json: a cell's newest finished result wins;
     each result keeps the GPU, date and versions of the run that made it."""
     run = json.loads(path.read_text())
     matrix = load_matrix()
-    versions = run.get("versions") or {}
+    earlier = [r.get("versions") for r in matrix.get("runs", []) if any((r.get("versions") or {}).values())]
+    versions = run.get("versions") or (earlier[-1] if earlier else {})
     meta = {
         "gpu": run.get("gpu_names"),
         "date": run.get("started"),
@@ -851,6 +856,8 @@ def check_verdicts(root: Path) -> None:
     e2e.CFG = _config(root, local="fake", deadline=3600, out=root / "out")
     make_data(local=True)
     write_specs()
+    if not P.lora("ref").is_file():  # net-weights names the ref cell's LoRA
+        e2e.write_safetensors(P.lora("ref"), {}, {"stand_in": "gpu_matrix --check-verdicts"})
     matrix = load_matrix()
     for cell in CELLS:
         env = e2e.env()
@@ -860,15 +867,12 @@ def check_verdicts(root: Path) -> None:
         )  # fmt: skip
         lines = [x for x in done.stderr.splitlines() if x.strip()]
         problems = [x for x in lines if re.search(r"\.yaml:\d+: ", x)]
-        verdict = "refused" if done.returncode else ("warns" if any("warning" in x for x in lines) else "ok")
-        if done.returncode == 0 and problems:
-            verdict = "warns"
-        names = {"/".join(Path(x.split(":", 1)[0]).parts[-1:]) for x in problems}
+        warned = any(x.startswith("warning:") for x in lines)
+        verdict = "refused" if done.returncode else ("warns" if warned else "ok")
         entry = matrix["cells"].setdefault(cell.name, {"family": cell.family, "settings": cell.settings})
         entry["check"] = {
             "verdict": verdict,
             "problems": [_short(x, root) for x in problems][:4],
-            "files": sorted(names),
         }
         print(f"{cell.name:24} {verdict:8} {(problems or [''])[0][:150]}")
     write_matrix(matrix)

@@ -197,3 +197,13 @@ def test_the_memo_settings_pass(project) -> None:
 def test_a_scheduler_class_of_its_own_skips_the_scheduler_rules(project) -> None:
     body = "train:\n  optimizer: {lr_warmup_steps: 10}\nmusubi:\n  config: {lr_scheduler_type: CosineAnnealingLR}\n"
     assert errors(problems(project, body)) == []
+
+
+def test_an_attention_kernel_is_probed_before_launch(project) -> None:
+    """Cells att-xformers-b1, att-flash-b1, inf-flash: without the package musubi-tuner calls None at
+    the first step; fplora makes musubi-tuner's Python import it before launching instead."""
+    from fplora.runtime import needed_modules
+
+    assert "xformers" in needed_modules(load_spec(project("train:\n  attention: xformers\n")))
+    assert "flash_attn" in needed_modules(load_spec(project("infer:\n  attention: flash\n")))
+    assert not {"xformers", "flash_attn"} & set(needed_modules(load_spec(project())))
