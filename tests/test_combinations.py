@@ -79,6 +79,12 @@ REFUSED = [
         "train:\n  blocks_to_swap: 20\n",
     ),
     (
+        "blocks_to_swap 37 (39 single blocks swapped: the backward hook's arithmetic)",
+        "train:\n  blocks_to_swap: 37\n",
+        "configs/v1.yaml:5: train.blocks_to_swap: 37 fails on the GPU in the first backward pass",
+        "train:\n  blocks_to_swap: 36\n",
+    ),
+    (
         "infer.blocks_to_swap 40 (source)",
         "infer:\n  blocks_to_swap: 40\n",
         "configs/v1.yaml:5: infer.blocks_to_swap: 40 fails on the GPU when the DiT loads",

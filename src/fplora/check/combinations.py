@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from fplora.problems import Problem
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
-from fplora.spec.rules import did_you_mean
+from fplora.suggest import did_you_mean
 
 __all__ = ["check_combinations"]
 
@@ -27,8 +27,12 @@ __all__ = ["check_combinations"]
 # (frame_pack/hunyuan_video_packed.py:1665-1675), so 38 is the largest value it accepts.
 MAX_BLOCKS_TO_SWAP = 38
 # Training with 38 passed that assertion, then failed in the first backward pass (cell swap-max:
-# "RuntimeError: Expected all tensors to be on the same device ... mat2 is on cpu"); 20 ran (swap-20).
-MAX_TRAIN_BLOCKS_TO_SWAP_RUN = 20
+# "RuntimeError: Expected all tensors to be on the same device ... mat2 is on cpu"). The cause is in
+# the backward hook (modules/custom_offloading_utils.py:473-485): block b's hook brings block
+# b - (N - 1 - S) back to the GPU for S of N blocks swapped, so with S = N - 1 (19 double or 39
+# single blocks) it brings back block b itself and block b - 1 stays on the CPU. 37 swaps 39 single
+# blocks too (18 double), so training takes at most 36 (18 double, 37 single); 20 ran (swap-20).
+MAX_TRAIN_BLOCKS_TO_SWAP = 36
 
 # Attention modes whose batch > 1 path without split_attn has no var-len kernel: attn_varlen_func
 # serves that path only with sageattn_varlen or flash_attn_varlen_func, else raises
@@ -123,15 +127,16 @@ def _block_swap(spec: Spec) -> Iterator[Problem]:
             f"{swap} fails on the GPU when the DiT loads: FramePack's block swap takes at most"
             f" {MAX_BLOCKS_TO_SWAP} (AssertionError 'Cannot swap more than 19 double blocks and 39 single"
             " blocks')",
-            f"use at most {MAX_TRAIN_BLOCKS_TO_SWAP_RUN} (a value that ran)",
+            f"use at most {MAX_TRAIN_BLOCKS_TO_SWAP} for training",
         )
-    elif swap == MAX_BLOCKS_TO_SWAP:
-        # cell swap-max: the load passed, the first backward pass failed
+    elif swap > MAX_TRAIN_BLOCKS_TO_SWAP:
+        # cell swap-max (38); 37 by the backward hook's arithmetic above (39 single blocks swapped)
         yield spec.problem(
             ("train", "blocks_to_swap"),
             f"{swap} fails on the GPU in the first backward pass (RuntimeError 'Expected all tensors to"
-            " be on the same device ... mat2 is on cpu')",
-            f"use a lower value; {MAX_TRAIN_BLOCKS_TO_SWAP_RUN} ran",
+            " be on the same device ... mat2 is on cpu'): block swap in training leaves at least two"
+            " blocks of each kind on the GPU",
+            f"use at most {MAX_TRAIN_BLOCKS_TO_SWAP}",
         )
     if infer.blocks_to_swap is not None and infer.blocks_to_swap > MAX_BLOCKS_TO_SWAP:
         # the inference DiT inherits the same enable_block_swap (hunyuan_video_packed_inference.py:20)
