@@ -133,6 +133,18 @@ REFUSED = [
         "configs/v1.yaml:7: musubi.generate.fp8: fp8 without fp8_scaled fails when the DiT loads",
         "infer:\n  fp8_scaled: true\nmusubi:\n  generate: {fp8: true}\n",
     ),
+    (
+        "a resolution that is not a multiple of 16, without buckets (source: dataset/bucket.py)",
+        "data:\n  resolution: [500, 750]\n",
+        "configs/v1.yaml:5: data.resolution: 500x750 is not a multiple of 16",
+        "data:\n  resolution: [496, 752]\n",
+    ),
+    (
+        "an infer prompt size generate refuses (source: fpack_generate_video.py:435)",
+        "infer:\n  prompts:\n    - {record: 1, width: 500}\n",
+        "configs/v1.yaml:6: infer.prompts[0].width: `fplora infer` renders infer prompt 1 at 500x96",
+        "infer:\n  prompts:\n    - {record: 1, width: 512}\n",
+    ),
 ]
 
 
@@ -213,3 +225,9 @@ def test_an_attention_kernel_is_probed_before_launch(project) -> None:
     assert "xformers" in needed_modules(load_spec(project("train:\n  attention: xformers\n")))
     assert "flash_attn" in needed_modules(load_spec(project("infer:\n  attention: flash\n")))
     assert not {"xformers", "flash_attn"} & set(needed_modules(load_spec(project())))
+
+
+def test_buckets_take_any_resolution_but_infer_prompts_still_need_multiples_of_8(project) -> None:
+    found = errors(problems(project, "data:\n  resolution: [500, 750]\n  enable_bucket: true\n"))
+    assert len(found) == 1, found
+    assert "renders sample prompt 1 at 500x750" in found[0]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from fplora.problems import Problem
 from fplora.spec.load import KeyPath
-from fplora.spec.models import Spec
+from fplora.spec.models import Spec, width_height
 from fplora.suggest import did_you_mean
 
 __all__ = ["check_combinations"]
@@ -251,7 +251,61 @@ def _generate(spec: Spec) -> Iterator[Problem]:
         )
 
 
-RULES = (_attention, _block_swap, _scheduler, _memory, _precision, _generate)
+# FramePack's latents are the image / 8 (the VAE) cut into 2x2 patches by the DiT, so training sizes
+# must be multiples of 16: musubi-tuner's own FramePack buckets step by 16 (dataset/bucket.py,
+# RESOLUTION_STEPS_FRAMEPACK), but with enable_bucket false it takes `resolution` as the one bucket,
+# verbatim (BucketSelector.__init__), and an odd latent does not tile into patches.
+TRAIN_SIZE_STEP = 16
+# fpack_generate_video.py:435-436 raises "`height` and `width` have to be divisible by 8".
+GENERATE_SIZE_STEP = 8
+
+
+def _multiple(value: int, step: int) -> int:
+    return max(step, round(value / step) * step)
+
+
+def _sizes(spec: Spec) -> Iterator[Problem]:
+    said: set[KeyPath] = set()
+    for index in range(len(spec.datasets)):
+        if spec.dataset_value(index, "enable_bucket"):
+            continue  # buckets are multiples of 16 whatever the resolution
+        width, height = width_height(spec.dataset_value(index, "resolution"))
+        own = spec.datasets[index].resolution is not None
+        key: KeyPath = ("datasets", index, "resolution") if own else ("data", "resolution")
+        if (width % TRAIN_SIZE_STEP or height % TRAIN_SIZE_STEP) and key not in said:
+            said.add(key)
+            yield spec.problem(
+                key,
+                f"{width}x{height} is not a multiple of {TRAIN_SIZE_STEP}: without enable_bucket musubi-tuner"
+                " trains at exactly this size, whose latent the DiT's 2x2 patches cannot tile",
+                f"write [{_multiple(width, TRAIN_SIZE_STEP)}, {_multiple(height, TRAIN_SIZE_STEP)}],"
+                " or set enable_bucket: true",
+            )
+    section, prompts = spec.prompts_of("infer")
+    for index, prompt in enumerate(prompts):
+        width, height = width_height(spec.dataset_value(prompt.dataset, "resolution"))
+        own = (
+            spec.datasets[prompt.dataset].resolution is not None
+            if prompt.dataset < len(spec.datasets)
+            else False
+        )
+        key = ("datasets", prompt.dataset, "resolution") if own else ("data", "resolution")
+        if prompt.width and prompt.width % GENERATE_SIZE_STEP:
+            key = (section, "prompts", index, "width")
+        elif prompt.height and prompt.height % GENERATE_SIZE_STEP:
+            key = (section, "prompts", index, "height")
+        width, height = prompt.width or width, prompt.height or height
+        if (width % GENERATE_SIZE_STEP or height % GENERATE_SIZE_STEP) and key not in said:
+            said.add(key)
+            yield spec.problem(
+                key,
+                f"`fplora infer` renders {section} prompt {index + 1} at {width}x{height}, and musubi-tuner's"
+                f" generate refuses sizes that are not multiples of {GENERATE_SIZE_STEP}",
+                f"use {_multiple(width, TRAIN_SIZE_STEP)}x{_multiple(height, TRAIN_SIZE_STEP)}",
+            )
+
+
+RULES = (_attention, _block_swap, _scheduler, _memory, _precision, _generate, _sizes)
 
 
 def check_combinations(spec: Spec) -> list[Problem]:
