@@ -134,6 +134,30 @@ REFUSED = [
         "infer:\n  fp8_scaled: true\nmusubi:\n  generate: {fp8: true}\n",
     ),
     (
+        "reduce_lr_on_plateau (source: trainer_base.py's generic call)",
+        "train:\n  optimizer: {lr_scheduler: reduce_lr_on_plateau}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: musubi-tuner calls reduce_lr_on_plateau with step counts",
+        "train:\n  optimizer: {lr_scheduler: cosine}\n",
+    ),
+    (
+        "cosine_warmup_with_min_lr (source: trainer_base.py's generic call)",
+        "train:\n  optimizer: {lr_scheduler: cosine_warmup_with_min_lr}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: musubi-tuner calls cosine_warmup_with_min_lr",
+        "train:\n  optimizer: {lr_scheduler: cosine_with_min_lr}\nmusubi:\n  config: {lr_scheduler_min_lr_ratio: 0.1}\n",
+    ),
+    (
+        "cosine_with_min_lr without a floor (source: trainer_base.py:390-398)",
+        "train:\n  optimizer: {lr_scheduler: cosine_with_min_lr}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: cosine_with_min_lr needs a floor",
+        "train:\n  optimizer: {lr_scheduler: cosine_with_min_lr}\nmusubi:\n  config: {lr_scheduler_args: ['min_lr=1e-5']}\n",
+    ),
+    (
+        "piecewise_constant without step_rules (source: trainer_base.py:347-350)",
+        "train:\n  optimizer: {lr_scheduler: piecewise_constant}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_scheduler: piecewise_constant needs its step_rules",
+        "train:\n  optimizer: {lr_scheduler: piecewise_constant}\nmusubi:\n  config: {lr_scheduler_args: ['step_rules=1:10,0.1']}\n",
+    ),
+    (
         "a resolution that is not a multiple of 16, without buckets (source: dataset/bucket.py)",
         "data:\n  resolution: [500, 750]\n",
         "configs/v1.yaml:5: data.resolution: 500x750 is not a multiple of 16",

@@ -182,6 +182,7 @@ def _scheduler(spec: Spec) -> Iterator[Problem]:
             f"the adafactor scheduler needs the adafactor optimizer, not {optimizer.type}",
             "use another lr_scheduler (e.g. constant_with_warmup or cosine)",
         )
+    yield from _scheduler_arguments(spec, name)
     if warmup <= 0:
         return
     if relative:
@@ -207,6 +208,57 @@ def _scheduler(spec: Spec) -> Iterator[Problem]:
             f"a warmup with {which} fails on the GPU before the first step: 'constant does not require"
             " `num_warmup_steps`'",
             "set train.optimizer.lr_scheduler: constant_with_warmup (or another scheduler with warmup)",
+        )
+
+
+def _scheduler_args(spec: Spec) -> dict[str, str]:
+    """`musubi.config.lr_scheduler_args` (`key=value` items) as musubi-tuner splits them."""
+    items = spec.musubi.config.get("lr_scheduler_args") or []
+    items = [items] if isinstance(items, str) else items
+    return dict(str(item).partition("=")[::2] for item in items)
+
+
+def _scheduler_arguments(spec: Spec, name: str | None) -> Iterator[Problem]:
+    """Schedulers that musubi-tuner calls with arguments they do not take, or without ones they need."""
+    where = ("train", "optimizer", "lr_scheduler")
+    kwargs = _scheduler_args(spec)
+    if name in ("reduce_lr_on_plateau", "cosine_warmup_with_min_lr"):
+        # training/trainer_base.py:423-429: every scheduler without a branch of its own is called with
+        # num_warmup_steps, num_training_steps and num_decay_steps, which these two do not take
+        # (transformers' ReduceLROnPlateau wrapper and get_cosine_with_min_lr_schedule_with_warmup_lr_rate):
+        # TypeError before the first step
+        yield spec.problem(
+            where,
+            f"musubi-tuner calls {name} with step counts it does not take and fails before the first step"
+            " (TypeError: unexpected keyword argument)",
+            "use cosine_with_min_lr (with musubi.config.lr_scheduler_min_lr_ratio), cosine or linear",
+        )
+    elif name == "cosine_with_min_lr":
+        # training/trainer_base.py:390-398 passes min_lr_rate=lr_scheduler_min_lr_ratio (default None);
+        # transformers' get_cosine_with_min_lr_schedule_with_warmup needs exactly one of min_lr and
+        # min_lr_rate: ValueError 'One of min_lr or min_lr_rate should be set'
+        ratio = spec.musubi.config.get("lr_scheduler_min_lr_ratio") is not None
+        if ratio == ("min_lr" in kwargs):
+            message = (
+                "needs a floor: musubi-tuner fails before the first step with 'One of min_lr or"
+                " min_lr_rate should be set'"
+                if not ratio
+                else "has both lr_scheduler_min_lr_ratio and min_lr: 'Only one of min_lr or min_lr_rate"
+                " should be set'"
+            )
+            yield spec.problem(
+                where,
+                f"cosine_with_min_lr {message}",
+                "set musubi.config.lr_scheduler_min_lr_ratio: 0.1 alone",
+            )
+    elif name == "piecewise_constant" and "step_rules" not in kwargs:
+        # training/trainer_base.py:347-350 calls diffusers' get_piecewise_constant_schedule with the
+        # lr_scheduler_args alone; its step_rules argument has no default: TypeError
+        yield spec.problem(
+            where,
+            "piecewise_constant needs its step_rules, and musubi-tuner fails before the first step without"
+            " them (TypeError: missing argument 'step_rules')",
+            "add musubi.config.lr_scheduler_args: ['step_rules=\"1:10,0.1:20,0.01\"']",
         )
 
 
