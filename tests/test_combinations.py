@@ -155,7 +155,37 @@ REFUSED = [
         "piecewise_constant without step_rules (source: trainer_base.py:347-350)",
         "train:\n  optimizer: {lr_scheduler: piecewise_constant}\n",
         "configs/v1.yaml:5: train.optimizer.lr_scheduler: piecewise_constant needs its step_rules",
-        "train:\n  optimizer: {lr_scheduler: piecewise_constant}\nmusubi:\n  config: {lr_scheduler_args: ['step_rules=1:10,0.1']}\n",
+        "train:\n  optimizer: {lr_scheduler: piecewise_constant}\nmusubi:\n  config: {lr_scheduler_args: [\"step_rules='1:10,0.1'\"]}\n",
+    ),
+    (
+        "an optimizer arg that is not key=value (source: trainer_base.py:170-174)",
+        "train:\n  optimizer: {args: [weight_decay 0.01]}\n",
+        "configs/v1.yaml:5: train.optimizer.args[0]: 'weight_decay 0.01' is not one key=value",
+        "train:\n  optimizer: {args: [weight_decay=0.01]}\n",
+    ),
+    (
+        "an unquoted string value (source: ast.literal_eval)",
+        "train:\n  optimizer: {type: AdamW, args: [foreach=yes]}\n",
+        "configs/v1.yaml:5: train.optimizer.args[0]: the value of 'foreach=yes' is not a Python literal",
+        "train:\n  optimizer: {type: AdamW, args: [foreach=True]}\n",
+    ),
+    (
+        "a network arg without '=' (source: trainer_base.py:1561-1563)",
+        "train:\n  network: {args: [loraplus_lr_ratio]}\n",
+        "configs/v1.yaml:5: train.network.args[0]: 'loraplus_lr_ratio' is not one key=value",
+        "train:\n  network: {args: [loraplus_lr_ratio=4]}\n",
+    ),
+    (
+        "an argument adamw8bit does not take",
+        "train:\n  optimizer: {args: [relative_step=False]}\n",
+        "configs/v1.yaml:5: train.optimizer.args[0]: adamw8bit takes no argument 'relative_step'",
+        "train:\n  optimizer: {args: [weight_decay=0.01, 'betas=(0.9,0.99)']}\n",
+    ),
+    (
+        "a typo in an adafactor argument",
+        "train:\n  optimizer: {type: adafactor, args: [relative_stp=False]}\n",
+        "configs/v1.yaml:5: train.optimizer.args[0]: adafactor takes no argument 'relative_stp'",
+        "train:\n  optimizer: {type: adafactor, args: [relative_step=True]}\n",
     ),
     (
         "a resolution that is not a multiple of 16, without buckets (source: dataset/bucket.py)",
@@ -255,3 +285,10 @@ def test_buckets_take_any_resolution_but_infer_prompts_still_need_multiples_of_8
     found = errors(problems(project, "data:\n  resolution: [500, 750]\n  enable_bucket: true\n"))
     assert len(found) == 1, found
     assert "renders sample prompt 1 at 500x750" in found[0]
+
+
+def test_an_unquoted_tuple_in_a_yaml_flow_list_is_caught(project) -> None:
+    """YAML splits `[a=1, betas=(0.9,0.99)]` at the comma inside the parentheses."""
+    found = errors(problems(project, "train:\n  optimizer: {args: [weight_decay=0.01, betas=(0.9,0.99)]}\n"))
+    assert any("'betas=(0.9' is not a Python literal" in line for line in found), found
+    assert all("quote items that hold commas" in line for line in found)

@@ -13,6 +13,7 @@ Missing attention kernels (flash-attn, xformers, sageattention on the GPU box) a
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 
 from fplora.problems import Problem
@@ -262,6 +263,69 @@ def _scheduler_arguments(spec: Spec, name: str | None) -> Iterator[Problem]:
         )
 
 
+# Keyword arguments the built-in optimizers take (musubi-tuner passes optimizer_args as keywords,
+# training/trainer_base.py:170-236): torch.optim.AdamW (torch 2.5-2.11), bitsandbytes' AdamW8bit
+# (0.45-0.50, the union: newer ones dropped percentile_clipping and block_wise) and transformers'
+# Adafactor. Any other name is a TypeError when the optimizer is built, after the models load.
+OPTIMIZER_KEYWORDS = {
+    "adamw": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+              "differentiable", "fused"),
+    "adamw8bit": ("lr", "betas", "eps", "weight_decay", "amsgrad", "optim_bits", "args", "min_8bit_size",
+                  "percentile_clipping", "block_wise", "is_paged"),
+    "adafactor": ("lr", "eps", "clip_threshold", "decay_rate", "beta1", "weight_decay", "scale_parameter",
+                  "relative_step", "warmup_init"),
+}  # fmt: skip
+
+
+def _key_value_problem(item: str, *, literal: bool) -> str | None:
+    """Why musubi-tuner cannot read an args item: it does `key, value = item.split("=")` and, for
+    optimizer and scheduler args, `ast.literal_eval(value)`."""
+    if item.count("=") != 1:
+        return f"'{item}' is not one key=value (musubi-tuner splits it at '=' into exactly two parts)"
+    if literal:
+        value = item.partition("=")[2]
+        try:
+            ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return (
+                f"the value of '{item}' is not a Python literal (musubi-tuner reads it with ast.literal_eval)"
+            )
+    return None
+
+
+def _args(spec: Spec) -> Iterator[Problem]:
+    """`args` items musubi-tuner fails to read before the first step, and optimizer keywords the
+    optimizer does not take."""
+    fix = (
+        "write key=value with strings quoted, e.g. decay_type='cosine'; in a YAML [a, b] list, quote"
+        ' items that hold commas: "betas=(0.9,0.99)"'
+    )
+    # training/trainer_base.py:170-174 (optimizer, literal_eval), :1561-1563 (network, split only)
+    sources: list[tuple[KeyPath, list[str], bool]] = [
+        (("train", "optimizer", "args"), spec.train.optimizer.args, True),
+        (("train", "network", "args"), spec.train.network.args, False),
+    ]
+    scheduler_args = spec.musubi.config.get("lr_scheduler_args")
+    if isinstance(scheduler_args, list):  # trainer_base.py:301-305, literal_eval too
+        sources.append((("musubi", "config", "lr_scheduler_args"), [str(a) for a in scheduler_args], True))
+    for key, items, literal in sources:
+        for index, item in enumerate(items):
+            if found := _key_value_problem(item, literal=literal):
+                yield spec.problem((*key, index), f"{found}: musubi-tuner fails before the first step", fix)
+    optimizer = spec.train.optimizer
+    known = OPTIMIZER_KEYWORDS.get(optimizer.type.lower(), ())
+    for index, item in enumerate(optimizer.args if known else []):
+        name = item.partition("=")[0].strip()
+        if "=" in item and name not in known:
+            hint = did_you_mean(name, set(known))
+            yield spec.problem(
+                ("train", "optimizer", "args", index),
+                f"{optimizer.type} takes no argument '{name}': musubi-tuner fails with a TypeError when it"
+                " builds the optimizer, after loading the models",
+                hint or f"its arguments are {', '.join(known)}",
+            )
+
+
 def _memory(spec: Spec) -> Iterator[Problem]:
     if spec.train.gradient_checkpointing:
         return
@@ -357,7 +421,7 @@ def _sizes(spec: Spec) -> Iterator[Problem]:
             )
 
 
-RULES = (_attention, _block_swap, _scheduler, _memory, _precision, _generate, _sizes)
+RULES = (_attention, _block_swap, _scheduler, _args, _memory, _precision, _generate, _sizes)
 
 
 def check_combinations(spec: Spec) -> list[Problem]:
