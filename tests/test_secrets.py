@@ -190,8 +190,25 @@ def test_no_verb_writes_or_prints_a_secret_from_the_environment(
         result = planted.cli(*argv)
         assert result.exit_code == 0, (argv, result.output)
         printed.append(result.output)
+    # the verbs added since: a sweep (one worker for a grid of cells), its contact sheet, the doctor
+    sweep = [
+        "infer",
+        spec,
+        "--lora",
+        "step4",
+        "--lora",
+        "step5",
+        "--multiplier",
+        "1.0",
+        "--multiplier",
+        "1.2",
+    ]
+    for argv in (sweep, ["sheet", str(planted.output_dir / "sample")], ["doctor", spec]):
+        result = planted.cli(*argv)
+        assert result.exit_code in ((0, 1) if argv[0] == "doctor" else (0,)), (argv, result.output)
+        printed.append(result.output)
     inferred = sorted(p.name for p in (planted.output_dir / "sample").glob("v1-step*"))
-    assert inferred == ["v1-step00000004-lm1.0", "v1-step00000005-lm1.0"]
+    assert inferred == [f"v1-step0000000{s}-lm{m}" for s in (4, 5) for m in ("1.0", "1.2")]
     assert len(planted.manifest()["segments"]) == 2
     assert [r["args"] for r in planted.records() if r.get("tool") == "runpodctl"] == [
         ["stop", "pod", "pod123"]
