@@ -477,6 +477,7 @@ def test_fplora_help_lists_init_first_with_whole_summaries_and_an_example() -> N
         "cache",
         "train",
         "infer",
+        "eval",
         "doctor",
         "runs",
         "sheet",

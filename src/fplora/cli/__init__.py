@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fplora import __version__
 from fplora.cli import common
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fplora.spec.models import Spec
 
 HELP = "FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."
 EXAMPLE = """\b
@@ -280,6 +285,44 @@ def infer(
         raise typer.Exit(code)
 
 
+@app.command("eval", short_help="Evaluation loss of each checkpoint on held-out records.")
+def evaluate(
+    spec: SpecArg = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            metavar="<checkpoint>",
+            help="Checkpoints to score: all, stepN, latest, final, a path, or stepA..stepB, every:N, last:K;"
+            " repeat for several. [default: all]",
+        ),
+    ] = None,
+    untrained: Annotated[
+        bool,
+        typer.Option("--untrained/--no-untrained", help="Also score the untrained network (the baseline)."),
+    ] = True,
+    redo: Annotated[
+        bool, typer.Option("--redo", help="Score again checkpoints already scored with this setup.")
+    ] = False,
+    dry_run: DryRun = False,
+    gpu: Gpu = None,
+) -> None:
+    """Score checkpoints by the training loss on the spec's evaluation split (`eval:` in the spec).
+
+    One worker loads the DiT once and computes, for each checkpoint, musubi-tuner's one-frame
+    flow-matching loss on the split's cached records at fixed noise levels with fixed noise, the
+    same for every checkpoint. Scores are kept in <output_dir>/<output_name>.eval.json and printed
+    as a table; the lowest is what `--lora best` means.
+
+    Example: fplora eval configs/v8.yaml --lora step1000..step5000
+    """
+    from fplora.jobs.eval import ALL, run_eval
+
+    with common.user_errors():
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
+        raise typer.Exit(run_eval(job, loras=lora or [ALL], untrained=untrained, redo=redo))
+
+
 @app.command(short_help="Check this machine before paid GPU time.")
 def doctor(spec: SpecArg = None) -> None:
     """What would fail on this machine before the first paid minute: versions, musubi-tuner's options
@@ -345,8 +388,28 @@ def runs(spec: SpecArg = None) -> None:
         if not console.is_terminal:
             console.width = 160  # piped or captured: don't squeeze the table into 80 columns
         console.print(table)
+        _best_line(loaded, console)
         if unreadable:
             raise typer.Exit(1)
+
+
+def _best_line(spec: Spec, console: Console) -> None:
+    """Under `fplora runs`' table: the best evaluation step, what `--lora best` takes."""
+    from fplora.runs import evaluation
+
+    scores = evaluation.load(spec.train.output_dir, spec.output_name)
+    best = scores.best() if scores else None
+    if scores is None or best is None:
+        return
+    trained = sum(p.lora is not None for p in scores.points)
+    untrained = next((p for p in scores.points if p.lora is None), None)
+    than = f"; untrained {untrained.loss:.5f}" if untrained else ""
+    console.print(
+        f"best evaluation: {best.label} (loss {best.loss:.5f} of {trained} checkpoints scored{than})"
+        " — fplora infer --lora best",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -177,6 +177,16 @@ def sweep_generate_args(spec: Spec, paths: RenderedPaths) -> list[str]:
     return flags({**_generate_options(spec, paths), **spec.musubi.generate}, "generate")
 
 
+EVAL_WORKER = Path(__file__).resolve().parents[1] / "worker" / "eval.py"
+"""fplora's evaluation worker, package data run by the musubi-tuner Python as a file."""
+
+
+def eval_worker(spec: Spec, python: str, plan_file: Path) -> list[str]:
+    """`accelerate launch <eval worker file> --plan <file>`, with one process (as caching)."""
+    accel = flags(launch_options(spec, training=False), None)
+    return [python, "-m", ACCELERATE_LAUNCH_MODULE, *accel, str(EVAL_WORKER), "--plan", str(plan_file)]
+
+
 def sweep(spec: Spec, python: str, plan_file: Path) -> list[str]:
     """`accelerate launch <worker file> --plan <file>`, with inference's launch options."""
     accel = flags(launch_options(spec, training=False), None)
