@@ -412,6 +412,40 @@ def _best_line(spec: Spec, console: Console) -> None:
     )
 
 
+@app.command(short_help="PNG of training and evaluation loss; several specs compare.")
+def plot(
+    specs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Specs whose runs to draw (default: the last spec used).", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The PNG to write (default: configs/loss-<versions>.png).")
+    ] = None,
+    smoothing: Annotated[
+        float,
+        typer.Option("--smoothing", min=0.0, max=0.999, help="Training-loss smoothing, as TensorBoard's."),
+    ] = 0.9,
+) -> None:
+    """Draw training loss (raw and smoothed) and evaluation loss against global step into a PNG.
+
+    Training loss comes from musubi-tuner's TensorBoard logs when there are any (read without
+    tensorboard), else from the console log fplora keeps (musubi-tuner's moving average);
+    evaluation loss from `fplora eval`. Needs matplotlib: uv pip install 'fplora[plot]'.
+
+    Example: fplora plot configs/v7.yaml configs/v8.yaml
+    """
+    from fplora.jobs.plot import default_path, draw
+    from fplora.runs.curves import curves_of
+
+    with common.user_errors():
+        given: list[Path | None] = list(specs) if specs else [None]
+        loaded = [common.load(path, preset=False) for path in given]
+        runs = [curves_of(spec) for spec in loaded]
+        common.echo_problems([problem for run in runs for problem in run.notes])
+        path = out or default_path([s.path for s in loaded], [s.version for s in loaded])
+        typer.echo(common.shown(draw(runs, path, smoothing=smoothing)))
+
+
 @app.command()
 def sheet(
     directory: Annotated[
