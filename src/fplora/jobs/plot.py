@@ -1,9 +1,9 @@
 """`fplora plot`: training and evaluation loss against global step, one colour per run, one PNG.
 
 Two panels share the step axis: above, the training loss (faint: as logged; solid: smoothed);
-below, the evaluation loss of each scored checkpoint, the untrained network's as a dashed line in
-the run's colour and the best checkpoint starred. Several specs (`fplora plot v7.yaml v8.yaml`)
-draw into the same panels, so two versions compare in one picture.
+below, the evaluation loss of each scored checkpoint, from the untrained network's at step 0 (also
+a dashed line in the run's colour, the level to beat), the best checkpoint starred. Several specs
+(`fplora plot v7.yaml v8.yaml`) draw into the same panels, so two versions compare in one picture.
 
 Why matplotlib, as an optional extra (`fplora[plot]`) imported only here: a readable line chart
 with two y-axes' worth of scales, legends and anti-aliased lines is its everyday job, and it is the
@@ -76,10 +76,11 @@ def draw(runs: list[Curves], path: Path, *, smoothing: float = DEFAULT_SMOOTHING
                 linewidth=1.8,
                 label=f"{run.name}: {run.train_source}, smoothed {smoothing:g}",
             )
-        if run.eval.steps:
-            bottom.plot(
-                run.eval.steps, run.eval.values, color=colour, marker="o", markersize=4, label=run.name
-            )
+        steps, values = list(run.eval.steps), list(run.eval.values)
+        if run.untrained is not None and math.isfinite(run.untrained):
+            steps, values = [0, *steps], [run.untrained, *values]  # where training starts from
+        if steps:
+            bottom.plot(steps, values, color=colour, marker="o", markersize=4, label=run.name)
         if run.untrained is not None and math.isfinite(run.untrained):
             bottom.axhline(
                 run.untrained, color=colour, linestyle="--", linewidth=1, label=f"{run.name}: untrained"
