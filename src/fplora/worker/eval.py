@@ -199,7 +199,11 @@ class MusubiBackend:
         args.num_timestep_buckets = None
         args.gradient_checkpointing = False  # no backward pass here
         args.sample_prompts = None
-        args.log_with = None  # no tracker for an evaluation
+        # no tracker: musubi-tuner's prepare_accelerator turns a logging_dir into tensorboard, and an
+        # evaluation's events must not land among the run's training logs
+        args.log_with = args.logging_dir = None
+        # the collator reads the dataset itself only when loading happens in this process
+        args.max_data_loader_n_workers = 0
         args.compile = False
         return args
 
