@@ -111,6 +111,7 @@ def test_check_refuses_an_evaluation_record_that_is_trained_on(workspace: Worksp
         ({"fraction": 1.5}, "eval.fraction"),
         ({"records": [1], "timesteps": [0.0]}, "eval.timesteps"),
         ({"records": [1], "dataset": 3}, "eval.dataset: there is no datasets[3]"),
+        ({"jsonl": "../nowhere/eval.jsonl"}, "eval.jsonl: dataset JSONL file not found"),
     ],
 )
 def test_check_names_a_bad_split(workspace: Workspace, evaluation: dict, said: str) -> None:

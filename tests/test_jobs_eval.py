@@ -158,3 +158,14 @@ def test_the_protocol_constants_match_the_worker() -> None:
     sys.modules[spec.name] = worker
     spec.loader.exec_module(worker)
     assert worker.PROTOCOL == evaluation.PROTOCOL and worker.EVENT_PREFIX == evaluation.EVENT_PREFIX
+
+
+def test_a_dry_run_prints_the_worker_command_and_writes_no_plan(workspace: Workspace) -> None:
+    workspace.write_spec(eval={"fraction": 0.25})
+    result = workspace.cli("eval", str(workspace.spec_path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert "-m accelerate.commands.launch --num_processes 1" in line
+    assert line.split()[-3].endswith("src/fplora/worker/eval.py") and line.split()[-2] == "--plan"
+    assert not Path(line.split()[-1]).exists()
+    assert "it would score 1 checkpoint(s)" in result.stderr  # before training: the untrained network
