@@ -477,8 +477,10 @@ def test_fplora_help_lists_init_first_with_whole_summaries_and_an_example() -> N
         "cache",
         "train",
         "infer",
+        "eval",
         "doctor",
         "runs",
+        "plot",
         "sheet",
     ]
     assert not any(line.rstrip().endswith("...") for line in commands)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fplora.atomic import write_atomic
+from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, absolute_jsonl
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
@@ -90,12 +91,21 @@ def resolve_prompts(
 def _musubi_jsonl(
     spec: Spec, paths: RenderedPaths, records: RecordCache
 ) -> tuple[list[Path], dict[Path, str]]:
-    """Datasets whose records use relative paths get an absolute copy for musubi-tuner."""
+    """The JSONL musubi-tuner reads for each dataset entry (`Spec.cache_entries`): an absolute copy
+    when the records use relative paths, and always a copy for the entries the evaluation split
+    changes (the training records without the held-out ones, the evaluation records alone), since
+    musubi-tuner would cache and train on every line of the file it is given."""
     jsonls, extra = [], {}
-    for index, dataset in enumerate(spec.datasets):
-        found = records(index) if dataset.jsonl.is_file() else None
-        if found is not None and found.has_relative_paths and not found.problems:
-            copy = paths.dir / "data" / f"{index}-{dataset.jsonl.name}"
+    entries = split.entry_records(spec, records)
+    for index in spec.cache_entries:
+        dataset = spec.dataset_entry(index)
+        found = entries(index) if dataset.jsonl.is_file() else None
+        evaluation = index == spec.eval_index
+        # a copy without held-out lines even when the file has problems: never the whole file
+        filtered = evaluation or (found is not None and len(found.items) != len(records(index).items))
+        if found is not None and (filtered or (found.has_relative_paths and not found.problems)):
+            prefix = "eval" if evaluation else str(index)
+            copy = paths.dir / "data" / f"{prefix}-{dataset.jsonl.name}"
             extra[copy] = absolute_jsonl(found)
             jsonls.append(copy)
         else:
@@ -126,6 +136,9 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     plan.files[paths.config] = render_files.config_toml(spec, paths)
     plan.files[paths.resume_config] = render_files.config_toml(spec, paths, resume=True)
     plan.files[paths.dataset] = render_files.dataset_toml(spec, jsonls)
+    if spec.eval_index is not None:
+        plan.files[paths.cache_dataset] = render_files.dataset_toml(spec, jsonls, spec.cache_entries)
+        plan.files[paths.eval_dataset] = render_files.dataset_toml(spec, jsonls, [spec.eval_index])
     plan.files[paths.sample_prompts] = prompts_file(head, spec, plan.sample_prompts)
     plan.files[paths.infer_prompts] = prompts_file(head, spec, plan.infer_prompts)
     plan.files.update(extra)

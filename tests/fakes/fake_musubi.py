@@ -433,6 +433,9 @@ class Invocation:
 SWEEP_WORKER = "sweep_worker"
 """The script name `parse_launch` gives fplora's sweep worker, launched as a file."""
 WORKER_FILE = HERE.parents[1] / "src" / "fplora" / "worker" / "sweep.py"
+EVAL_WORKER = "eval_worker"
+"""The script name `parse_launch` gives fplora's evaluation worker, launched as a file."""
+EVAL_WORKER_FILE = HERE.parents[1] / "src" / "fplora" / "worker" / "eval.py"
 
 
 def parse_launch(args: Sequence[str]) -> tuple[dict[str, Any], list[str], str, list[str]]:
@@ -446,6 +449,10 @@ def parse_launch(args: Sequence[str]) -> tuple[dict[str, Any], list[str], str, l
         if Path(rest[stop]).resolve() != WORKER_FILE.resolve():
             raise Violation(f"sweep worker {rest[stop]!r} is not fplora's {WORKER_FILE}")
         return accel, flags, SWEEP_WORKER, rest[stop + 1 :]
+    if not accel.get("module") and stop < len(rest) and Path(rest[stop]).name == "eval.py":
+        if Path(rest[stop]).resolve() != EVAL_WORKER_FILE.resolve():
+            raise Violation(f"eval worker {rest[stop]!r} is not fplora's {EVAL_WORKER_FILE}")
+        return accel, flags, EVAL_WORKER, rest[stop + 1 :]
     if not accel.get("module"):
         raise Violation("accelerate launch without -m/--module: the training script would be read as a file")
     if stop >= len(rest):
@@ -468,6 +475,8 @@ def validate(args: Sequence[str], cwd: Path | None = None) -> Invocation:
     accel, accel_flags, script, script_args = parse_launch(args)
     if script == SWEEP_WORKER:
         return _validate_sweep(accel, accel_flags, script_args, cwd)
+    if script == EVAL_WORKER:
+        return _validate_eval(accel, accel_flags, script_args, cwd)
     given, _, _ = parse_options(script_args, script_options(script), stop_at_positional=False)
     by_dest = options_by_dest(script)
     missing = [o.flags[0] for o in by_dest.values() if o.required and o.dest not in given]
@@ -560,6 +569,83 @@ def _validate_sweep(accel: dict[str, Any], flags: list[str], args: Sequence[str]
     for cell in plan["cells"]:
         generate_invocation(plan["generate_args"], cell, cwd)
     return Invocation(accel, flags, SWEEP_WORKER, {"plan": args[1]}, {"plan": plan})
+
+
+def _validate_eval(accel: dict[str, Any], flags: list[str], args: Sequence[str], cwd: Path) -> Invocation:
+    """The worker takes `--plan <file>`; the plan's config must be one the trainer reads, and its
+    dataset config the evaluation split alone, never the training datasets."""
+    if len(args) != 2 or args[0] != "--plan":
+        raise Violation(f"eval worker: expected --plan <file>, got {list(args)!r}")
+    try:
+        plan = json.loads(_resolve(args[1], cwd).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise Violation(f"eval worker: cannot read the plan: {exc}") from None
+    config = config_file_values(plan["config_file"], cwd)
+    entries = dataset_config(plan["dataset_config"], cwd, one_frame=False)
+    trained = {
+        str(e.cache_directory) for e in dataset_config(str(config["dataset_config"]), cwd, one_frame=False)
+    }
+    if any(str(e.cache_directory) in trained for e in entries):
+        raise Violation("eval worker: the evaluation dataset shares a cache folder with training")
+    return Invocation(accel, flags, EVAL_WORKER, {"plan": args[1]}, {"plan": plan, "entries": entries})
+
+
+def fake_eval_loss(label: str, t: float) -> float:
+    """The fake's loss: the untrained network's is highest, trained steps fall to a low near step 3
+    and rise a little after (overfitting); FAKE_EVAL_LOSSES='{"step2": 0.1}' sets a label's loss."""
+    given = json.loads(os.environ.get("FAKE_EVAL_LOSSES") or "{}")
+    if label in given:
+        return float(given[label])
+    base = 0.2 + 0.5 * t
+    match = re.match(r"^step(\d+)$", label)
+    if label == "untrained" or not match:
+        return base
+    step = int(match.group(1))
+    return base * (1 - 0.3 * step / (step + 1) + 0.05 * max(0, step - 3))
+
+
+class FakeEvalBackend:
+    """The evaluation worker's backend without torch: reads the caches the real one would (every
+    record of the split must have both files) and answers `fake_eval_loss`."""
+
+    def __init__(self, entries: list[Any]) -> None:
+        self.entries = entries
+        self.timesteps: list[float] = []
+
+    def prepare(self, plan: Any, emit: Any) -> tuple[int, int]:
+        records = 0
+        for entry in self.entries:
+            for rec in entry.records:
+                stem = Path(rec.image).stem
+                have = {p.name for p in entry.cache_directory.glob(f"{stem}_*")}
+                if (
+                    not any(n.endswith("_fp.safetensors") for n in have)
+                    or f"{stem}_fp_te.safetensors" not in have
+                ):
+                    raise Failure(f"no cache of {stem} in {entry.cache_directory}")
+                records += 1
+        self.timesteps = list(plan.timesteps)
+        emit("phase", phase="fake: loading nothing")
+        return records, records
+
+    def score(self, checkpoint: Any, emit: Any) -> list[float]:
+        if checkpoint.label == os.environ.get("FAKE_EVAL_FAIL"):
+            raise RuntimeError(f"fake failure of {checkpoint.label}")
+        if checkpoint.lora is not None and not Path(checkpoint.lora).is_file():
+            raise FileNotFoundError(checkpoint.lora)
+        return [fake_eval_loss(checkpoint.label, t) for t in self.timesteps]
+
+
+def run_eval_worker(inv: Invocation, cwd: Path) -> int:
+    """fplora's real evaluation worker file, run with the fake backend."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fplora_eval_worker", EVAL_WORKER_FILE)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = worker
+    spec.loader.exec_module(worker)
+    return int(worker.main(["--plan", inv.given["plan"]], backend=FakeEvalBackend(inv.values["entries"])))
 
 
 def generate_invocation(generate_args: Sequence[str], cell: dict[str, Any], cwd: Path) -> Invocation:
@@ -975,6 +1061,7 @@ def run_sweep_worker(inv: Invocation, cwd: Path) -> int:
 
 RUNNERS = {
     SWEEP_WORKER: run_sweep_worker,
+    EVAL_WORKER: run_eval_worker,
     "fpack_cache_latents": run_cache_latents,
     "fpack_cache_text_encoder_outputs": run_cache_text,
     "fpack_train_network": run_train,

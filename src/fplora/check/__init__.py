@@ -22,7 +22,8 @@ from fplora.check.models import check_models
 from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
-from fplora.datasets.records import RecordCache, Records
+from fplora.datasets import split
+from fplora.datasets.records import RecordCache, Records, read_records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
 from fplora.spec.rules import spec_warnings
@@ -44,9 +45,15 @@ def check_spec(
         problems.extend(check_models(spec))
     read = records or RecordCache(spec)  # a command passes its own, so the files are read once
     datasets = [read(index) for index in range(len(spec.datasets))]
-    images = probe_many(chain(*(record_paths(found) for found in datasets), prompt_paths(spec)))
+    # a separate evaluation JSONL is checked like a dataset; held-out records already are
+    separate = read_records(spec.eval.jsonl) if spec.eval is not None and spec.eval.jsonl else None
+    scored = [separate] if separate is not None else []
+    images = probe_many(chain(*(record_paths(found) for found in [*datasets, *scored]), prompt_paths(spec)))
     for index, found in enumerate(datasets):
         problems.extend(check_records(spec, index, found, images))
+    if separate is not None and spec.eval_index is not None:
+        problems.extend(check_records(spec, spec.eval_index, separate, images))
+    problems.extend(split.problems(spec, read))
     problems.extend(check_prompts(spec, datasets, images))
     problems.extend(check_launch(spec))
     problems.extend(check_combinations(spec))

@@ -50,7 +50,8 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
     """Why an `unreadable` dataset file could not be read, at the spec line of `datasets[i].jsonl`."""
     path = records.jsonl
     shown = display_path(path)
-    key = ("datasets", index, "jsonl")
+    evaluation = index == spec.eval_index
+    key: tuple[str | int, ...] = ("eval", "jsonl") if evaluation else ("datasets", index, "jsonl")
     if path.is_dir():
         return spec.problem(
             key, f"{shown} is a folder, not a JSONL file", "name the metadata .jsonl file itself"

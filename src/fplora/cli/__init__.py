@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fplora import __version__
 from fplora.cli import common
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fplora.spec.models import Spec
 
 HELP = "FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."
 EXAMPLE = """\b
@@ -280,6 +285,44 @@ def infer(
         raise typer.Exit(code)
 
 
+@app.command("eval", short_help="Evaluation loss of each checkpoint on held-out records.")
+def evaluate(
+    spec: SpecArg = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora",
+            metavar="<checkpoint>",
+            help="Checkpoints to score: all, stepN, latest, final, a path, or stepA..stepB, every:N, last:K;"
+            " repeat for several. [default: all]",
+        ),
+    ] = None,
+    untrained: Annotated[
+        bool,
+        typer.Option("--untrained/--no-untrained", help="Also score the untrained network (the baseline)."),
+    ] = True,
+    redo: Annotated[
+        bool, typer.Option("--redo", help="Score again checkpoints already scored with this setup.")
+    ] = False,
+    dry_run: DryRun = False,
+    gpu: Gpu = None,
+) -> None:
+    """Score checkpoints by the training loss on the spec's evaluation split (`eval:` in the spec).
+
+    One worker loads the DiT once and computes, for each checkpoint, musubi-tuner's one-frame
+    flow-matching loss on the split's cached records at fixed noise levels with fixed noise, the
+    same for every checkpoint. Scores are kept in <output_dir>/<output_name>.eval.json and printed
+    as a table; the lowest is what `--lora best` means.
+
+    Example: fplora eval configs/v8.yaml --lora step1000..step5000
+    """
+    from fplora.jobs.eval import ALL, run_eval
+
+    with common.user_errors():
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
+        raise typer.Exit(run_eval(job, loras=lora or [ALL], untrained=untrained, redo=redo))
+
+
 @app.command(short_help="Check this machine before paid GPU time.")
 def doctor(spec: SpecArg = None) -> None:
     """What would fail on this machine before the first paid minute: versions, musubi-tuner's options
@@ -345,8 +388,62 @@ def runs(spec: SpecArg = None) -> None:
         if not console.is_terminal:
             console.width = 160  # piped or captured: don't squeeze the table into 80 columns
         console.print(table)
+        _best_line(loaded, console)
         if unreadable:
             raise typer.Exit(1)
+
+
+def _best_line(spec: Spec, console: Console) -> None:
+    """Under `fplora runs`' table: the best evaluation step, what `--lora best` takes."""
+    from fplora.runs import evaluation
+
+    scores = evaluation.load(spec.train.output_dir, spec.output_name)
+    best = scores.best() if scores else None
+    if scores is None or best is None:
+        return
+    trained = sum(p.lora is not None for p in scores.points)
+    untrained = next((p for p in scores.points if p.lora is None), None)
+    than = f"; untrained {untrained.loss:.5f}" if untrained else ""
+    console.print(
+        f"best evaluation: {best.label} (loss {best.loss:.5f} of {trained} checkpoints scored{than})"
+        " — fplora infer --lora best",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command(short_help="PNG of training and evaluation loss; several specs compare.")
+def plot(
+    specs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Specs whose runs to draw (default: the last spec used).", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The PNG to write (default: configs/loss-<versions>.png).")
+    ] = None,
+    smoothing: Annotated[
+        float,
+        typer.Option("--smoothing", min=0.0, max=0.999, help="Training-loss smoothing, as TensorBoard's."),
+    ] = 0.9,
+) -> None:
+    """Draw training loss (raw and smoothed) and evaluation loss against global step into a PNG.
+
+    Training loss comes from musubi-tuner's TensorBoard logs when there are any (read without
+    tensorboard), else from the console log fplora keeps (musubi-tuner's moving average);
+    evaluation loss from `fplora eval`. Needs matplotlib: uv pip install 'fplora[plot]'.
+
+    Example: fplora plot configs/v7.yaml configs/v8.yaml
+    """
+    from fplora.jobs.plot import default_path, draw
+    from fplora.runs.curves import curves_of
+
+    with common.user_errors():
+        given: list[Path | None] = list(specs) if specs else [None]
+        loaded = [common.load(path, preset=False) for path in given]
+        runs = [curves_of(spec) for spec in loaded]
+        common.echo_problems([problem for run in runs for problem in run.notes])
+        path = out or default_path([s.path for s in loaded], [s.version for s in loaded])
+        typer.echo(common.shown(draw(runs, path, smoothing=smoothing)))
 
 
 @app.command()

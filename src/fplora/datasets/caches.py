@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
     """What the cache content depends on, besides the records themselves."""
     one_frame = spec.one_frame
     return {
-        "jsonl": str(spec.datasets[index].jsonl),
+        "jsonl": str(spec.dataset_entry(index).jsonl),
         "resolution": spec.dataset_value(index, "resolution"),
         "enable_bucket": spec.dataset_value(index, "enable_bucket"),
         "bucket_no_upscale": spec.dataset_value(index, "bucket_no_upscale"),
@@ -116,7 +116,7 @@ def write_stamp(spec: Spec, index: int, prints: dict[str, dict[str, str]] | None
     """Stamp the cache folder: the spec's settings and the record fingerprints the caches were made
     from (`prints`, taken before the cache scripts ran; read from the dataset now when None)."""
     if prints is None:
-        prints = fingerprints(read_records(spec.datasets[index].jsonl))
+        prints = fingerprints(read_records(spec.dataset_entry(index).jsonl))
     stamp = {**stamp_for(spec, index), FINGERPRINTS: FINGERPRINT_VERSION, RECORDS: prints}
     write_atomic(spec.cache_directory(index) / STAMP, json.dumps(stamp, indent=1, ensure_ascii=False) + "\n")
 
@@ -243,15 +243,21 @@ def _what_changed(state: CacheState, record: Record) -> str:
     return "its " + " and ".join(parts)
 
 
-def problems(spec: Spec, records: Callable[[int], Records]) -> list[Problem]:
-    """Missing, incomplete or stale caches: training would fail, or train on what the data no longer says."""
+def problems(
+    spec: Spec, records: Callable[[int], Records], entries: Iterable[int] | None = None
+) -> list[Problem]:
+    """Missing, incomplete or stale caches: training would fail, or train on what the data no longer says.
+
+    `records` reads the records that belong in each folder: the training records (without the
+    evaluation split's); `entries` (default: the datasets) may add `spec.eval_index`."""
     found = []
-    for index in range(len(spec.datasets)):
+    for index in range(len(spec.datasets)) if entries is None else entries:
         dataset = records(index)
         state = state_of(spec, index, dataset)
         if state.complete:
             continue
-        where, line, key = display_path(state.directory), None, f"datasets[{index}]"
+        where, line = display_path(state.directory), None
+        key = "eval" if index == spec.eval_index else f"datasets[{index}]"
         fix = "run `fplora cache` first, or `fplora train --cache`"
         changed = state.changed
         if not state.stamp_ok and state.present:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fplora import process
-from fplora.datasets import caches
+from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path
 from fplora.problems import Problem, UserError, display_path
@@ -50,13 +50,17 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
                 "wait for the training to end, or stop it first",
             )
         )
-    records = job.plan.records or RecordCache(spec)
+    # each folder gets the records that belong in it: training records without the held-out ones,
+    # then the evaluation split's in a folder of its own
+    records = split.entry_records(spec, job.plan.records or RecordCache(spec))
     states: list[caches.CacheState] = []
-    for index, dataset in enumerate(spec.datasets):
+    for index in spec.cache_entries:
+        dataset = spec.dataset_entry(index)
         state = caches.state_of(spec, index, records(index))
         states.append(state)
+        label = "evaluation split" if index == spec.eval_index else f"dataset {index}"
         job.say(
-            f"dataset {index}: {display_path(dataset.jsonl)} ({state.records} records)"
+            f"{label}: {display_path(dataset.jsonl)} ({state.records} records)"
             f" → cache {display_path(state.directory)}"
             f" ({state.records - state.missing_latents} latents, {state.records - state.missing_text}"
             f" text-encoder outputs already there{_note(state)})"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fplora import __version__, process
-from fplora.datasets import caches
+from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, timestamp
@@ -160,7 +160,7 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     """Run a prepared segment: caches checked, lock held, manifest and log kept, pod stopped."""
     spec = job.plan.spec
     out, name = spec.train.output_dir, spec.output_name
-    problems = caches.problems(spec, job.plan.records or RecordCache(spec))
+    problems = caches.problems(spec, split.training_records(spec, job.plan.records or RecordCache(spec)))
     gpus = gpu_problem(spec)
     problems += [gpus] if gpus else []
     if problems:

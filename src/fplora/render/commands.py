@@ -68,10 +68,15 @@ def _launch(python: str, spec: Spec, *, training: bool, step: str) -> list[str]:
     return [python, "-m", ACCELERATE_LAUNCH_MODULE, *accel, "-m", MODULES[step]]
 
 
+def _cache_config(spec: Spec, paths: RenderedPaths) -> Path:
+    """The cache scripts fill the evaluation split with the datasets, in one load of the encoders."""
+    return paths.cache_dataset if spec.eval is not None else paths.dataset
+
+
 def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
     models, one_frame = spec.models, spec.one_frame
     options: dict[str, Any] = {
-        "dataset_config": paths.dataset,
+        "dataset_config": _cache_config(spec, paths),
         "vae": models.vae,
         "image_encoder": models.image_encoder,
         "vae_chunk_size": models.vae_chunk_size,
@@ -87,7 +92,7 @@ def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
 def cache_text_encoder(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
     models = spec.models
     options: dict[str, Any] = {
-        "dataset_config": paths.dataset,
+        "dataset_config": _cache_config(spec, paths),
         "text_encoder1": models.text_encoder1,
         "text_encoder2": models.text_encoder2,
         "fp8_llm": models.fp8_llm,
@@ -170,6 +175,16 @@ def sweep_generate_args(spec: Spec, paths: RenderedPaths) -> list[str]:
     folder, which the worker sets per cell. The worker hands them to generate's own parser, so a cell
     runs with exactly the options of the separate run."""
     return flags({**_generate_options(spec, paths), **spec.musubi.generate}, "generate")
+
+
+EVAL_WORKER = Path(__file__).resolve().parents[1] / "worker" / "eval.py"
+"""fplora's evaluation worker, package data run by the musubi-tuner Python as a file."""
+
+
+def eval_worker(spec: Spec, python: str, plan_file: Path) -> list[str]:
+    """`accelerate launch <eval worker file> --plan <file>`, with one process (as caching)."""
+    accel = flags(launch_options(spec, training=False), None)
+    return [python, "-m", ACCELERATE_LAUNCH_MODULE, *accel, str(EVAL_WORKER), "--plan", str(plan_file)]
 
 
 def sweep(spec: Spec, python: str, plan_file: Path) -> list[str]:

@@ -7,6 +7,7 @@ written only when true (every boolean option is a store_true flag that defaults 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,16 @@ class RenderedPaths:
     @property
     def dataset(self) -> Path:
         return self.dir / "dataset.toml"
+
+    @property
+    def cache_dataset(self) -> Path:
+        """The datasets and the evaluation split, for the cache scripts: one load of the encoders."""
+        return self.dir / "cache-dataset.toml"
+
+    @property
+    def eval_dataset(self) -> Path:
+        """The evaluation split alone, for `fplora eval`; never given to the trainer."""
+        return self.dir / "eval-dataset.toml"
 
     @property
     def sample_prompts(self) -> Path:
@@ -135,10 +146,14 @@ def _resolution(value: int | tuple[int, int]) -> int | list[int]:
     return value if isinstance(value, int) else list(value)
 
 
-def dataset_dict(spec: Spec, jsonls: list[Path] | None = None) -> dict[str, Any]:
+def dataset_dict(
+    spec: Spec, jsonls: list[Path] | None = None, entries: Sequence[int] | None = None
+) -> dict[str, Any]:
     """dataset.toml: `[general]` from `data:`, one `[[datasets]]` per dataset with the one-frame keys.
 
-    `jsonls` replaces the datasets' JSONL paths (fplora's absolute copies of relative-path files).
+    `jsonls` replaces the JSONL paths, by entry index (fplora's copies: absolute paths, without
+    held-out records). `entries` picks dataset entries (`Spec.dataset_entry`; default: the datasets),
+    so the evaluation split gets a file of its own and one with the datasets for caching.
     """
     data, one_frame = spec.data, spec.one_frame
     general: dict[str, Any] = {"resolution": _resolution(data.resolution)}
@@ -149,7 +164,8 @@ def dataset_dict(spec: Spec, jsonls: list[Path] | None = None) -> dict[str, Any]
     general["enable_bucket"] = data.enable_bucket
     general["bucket_no_upscale"] = data.bucket_no_upscale
     datasets = []
-    for index, dataset in enumerate(spec.datasets):
+    for index in range(len(spec.datasets)) if entries is None else entries:
+        dataset = spec.dataset_entry(index)
         entry: dict[str, Any] = {
             "image_jsonl_file": str(jsonls[index] if jsonls else dataset.jsonl),
             "cache_directory": str(spec.cache_directory(index)),
@@ -171,5 +187,5 @@ def config_toml(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> st
     return header(spec) + tomli_w.dumps(config_dict(spec, paths, resume=resume))
 
 
-def dataset_toml(spec: Spec, jsonls: list[Path] | None = None) -> str:
-    return header(spec) + tomli_w.dumps(dataset_dict(spec, jsonls))
+def dataset_toml(spec: Spec, jsonls: list[Path] | None = None, entries: Sequence[int] | None = None) -> str:
+    return header(spec) + tomli_w.dumps(dataset_dict(spec, jsonls, entries))

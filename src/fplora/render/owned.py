@@ -56,6 +56,11 @@ class _Leaf:
     variants: tuple[Any, ...]  # other values that may change what is rendered
 
 
+NOT_RENDERED = {"eval"}
+"""Spec sections that set no musubi-tuner option (the evaluation split writes dataset files only),
+left out of the probe: their rules (one of records, fraction or jsonl) would refuse a probe value."""
+
+
 class _Probe:
     """Builds a probe spec with a distinct value in every field."""
 
@@ -71,6 +76,8 @@ class _Probe:
     def model(self, model: type[BaseModel], path: tuple[str | int, ...], dotted: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for name, field in model.model_fields.items():
+            if not path and name in NOT_RENDERED:
+                continue
             key = field.alias or name
             here_dotted = f"{dotted}.{key}" if dotted else key
             value = self.field(field, (*path, name), here_dotted, key)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fplora.musubi.names import lora_final_file, lora_step_file, parse_output, state_step_dir
 from fplora.problems import Problem, UserError, display_path
+from fplora.runs import evaluation
 from fplora.runs.manifest import Manifest, Segment
 
 
@@ -85,6 +86,27 @@ def run_files(output_dir: Path, output_name: str) -> list[Path]:
 
 
 _STEP = re.compile(r"^step(\d+)$")
+BEST = "best"
+
+
+def _best_word(output_dir: Path, output_name: str, kind: str) -> str:
+    """The word `best` stands for: the best-scored LoRA's file while it is there, else its step."""
+    if kind != "lora":
+        raise UserError(
+            Problem(
+                BEST,
+                None,
+                "",
+                "is a LoRA chosen by `fplora eval`, not a state",
+                "resume from stepN or latest",
+            )
+        )
+    point = evaluation.best_lora(output_dir, output_name)
+    if point.lora is not None and Path(point.lora).is_file():
+        return point.lora
+    if point.step is None:
+        raise evaluation.no_evaluation(output_dir, output_name, f"the best LoRA {point.lora} is gone")
+    return f"step{point.step}"
 
 
 def parse_step(which: str) -> int | None:
@@ -111,7 +133,10 @@ def expected(output_dir: Path, output_name: str, which: str, kind: str) -> Check
 
 
 def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkpoint:
-    """`latest`, `final`, `stepN` or a path → one checkpoint of `kind` ("lora" or "state")."""
+    """`latest`, `final`, `stepN`, `best` (LoRAs) or a path → one checkpoint of `kind` ("lora" or
+    "state"). `best` is the LoRA with the lowest evaluation loss in the run's eval.json."""
+    if which == BEST:
+        which = _best_word(output_dir, output_name, kind)
     as_path = Path(which).expanduser()
     step = parse_step(which)
     if which not in ("latest", "final") and step is None:

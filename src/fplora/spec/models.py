@@ -125,6 +125,50 @@ class OneFrame(Section):
     )
 
 
+Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class Evaluation(Section):
+    """An evaluation split: records held out of training, scored per checkpoint by `fplora eval`.
+
+    Exactly one of `records`, `fraction` or `jsonl` says which records. Held-out records get their
+    own cache folder and dataset entry (musubi-tuner's trainer trains on every cache file in a
+    dataset's folder), and the training dataset is handed to musubi-tuner as a filtered copy.
+    """
+
+    dataset: int = Field(0, ge=0, description="datasets[] entry that `records`/`fraction` hold out of.")
+    records: list[PositiveInt] | None = Field(None, min_length=1, description="Lines held out (1-based).")
+    fraction: Fraction | None = Field(
+        None, description="Hold out about this share of records, by a hash of each image path and `seed`."
+    )
+    seed: int = Field(0, description="Which records `fraction` picks; a record never changes sides.")
+    jsonl: Path | None = Field(None, description="A separate JSONL of evaluation records (none held out).")
+    cache_directory: Path | None = Field(None, description="Default: <render dir>/cache/eval/<jsonl stem>.")
+    timesteps: list[Fraction] = Field(
+        default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+        min_length=1,
+        description="Noise levels t in (0, 1) every record is scored at; one loss band each.",
+    )
+    noise_seed: int = Field(42, description="Seed of the fixed noise, the same for every checkpoint.")
+    batch_size: PositiveInt = Field(1, description="Records per forward pass in `fplora eval`.")
+    allow_training_records: bool = Field(
+        False,
+        description="Let evaluation records also be training records (a warning, not an error): for checking"
+        " that the evaluation computes the training objective, never for choosing a checkpoint.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Evaluation:
+        given = [key for key in ("records", "fraction", "jsonl") if getattr(self, key) is not None]
+        if len(given) != 1:
+            said = f"{' and '.join(given)} are both set" if given else "none is set"
+            raise ValueError(
+                f"give exactly one of records, fraction or jsonl ({said}) — e.g. `records: [3, 17]`,"
+                " `fraction: 0.1` or `jsonl: eval.jsonl`"
+            )
+        return self
+
+
 class Network(Section):
     module: str = LORA_NETWORK_MODULE
     dim: PositiveInt = 32
@@ -302,6 +346,7 @@ class Spec(Section):
     price_per_hour: PositiveFloat | None = Field(
         None, description="What the GPU machine costs per hour, for `fplora train --dry-run`'s estimate."
     )
+    eval: Evaluation | None = Field(None, description="An evaluation split for `fplora eval`.")
 
     _path: Path = PrivateAttr(default=Path("spec.yaml"))
     _sources: Loaded | None = PrivateAttr(default=None)  # where each key was written
@@ -348,15 +393,42 @@ class Spec(Section):
     def output_name(self) -> str:
         return self.train.output_name or f"{self.project}-{self.version}"
 
+    @property
+    def eval_index(self) -> int | None:
+        """The index the evaluation split takes after the datasets, for cache and record functions
+        that work per dataset entry (`dataset_entry`); None without an `eval:` section."""
+        return len(self.datasets) if self.eval is not None else None
+
+    @property
+    def cache_entries(self) -> range:
+        """The dataset entries `fplora cache` fills: every dataset, then the evaluation split."""
+        return range(len(self.datasets) + (self.eval is not None))
+
+    def dataset_entry(self, index: int) -> Dataset:
+        """`datasets[index]`, or at `eval_index` the evaluation split as a dataset of its own: the
+        settings of the dataset it is held out of (or `data:` for a separate JSONL), its own cache
+        folder, every record once."""
+        if index < len(self.datasets) or self.eval is None:
+            return self.datasets[index]
+        evaluation = self.eval
+        source = self.datasets[evaluation.dataset] if evaluation.dataset < len(self.datasets) else None
+        jsonl = evaluation.jsonl or (source.jsonl if source else Path("eval.jsonl"))
+        inherited: dict[str, Any] = {}
+        if evaluation.jsonl is None and source is not None:
+            inherited = source.model_dump(exclude={"jsonl", "cache_directory"})
+        inherited.update(num_repeats=1, batch_size=evaluation.batch_size)
+        directory = evaluation.cache_directory or self.render_dir / "cache" / "eval" / jsonl.stem
+        return Dataset(jsonl=jsonl, cache_directory=directory, **inherited)
+
     def cache_directory(self, index: int) -> Path:
-        dataset = self.datasets[index]
+        dataset = self.dataset_entry(index)
         if dataset.cache_directory is not None:
             return dataset.cache_directory
         return self.render_dir / "cache" / dataset.jsonl.parent.name / dataset.jsonl.stem
 
     def dataset_value(self, index: int, key: str) -> Any:
         """A dataset setting with `data:` as the fallback, as musubi-tuner resolves it."""
-        value = getattr(self.datasets[index], key)
+        value = getattr(self.dataset_entry(index), key)
         return getattr(self.data, key) if value is None else value
 
     def effective_batch(self) -> int | None:

@@ -243,6 +243,31 @@ def _datasets(spec: Spec) -> Iterator[Finding]:
                 "give each dataset its own cache_directory",
             )
         seen.setdefault(cache, index)
+    if spec.eval is not None:
+        yield from _evaluation(spec, seen)
+
+
+def _evaluation(spec: Spec, caches: dict[Any, int]) -> Iterator[Finding]:
+    """The evaluation split names a dataset that exists and caches into a folder of its own:
+    caching would otherwise delete the training caches, or training would read evaluation records."""
+    evaluation = spec.eval
+    assert evaluation is not None
+    if evaluation.jsonl is None and evaluation.dataset >= len(spec.datasets):
+        yield Finding(
+            ("eval", "dataset"),
+            f"there is no datasets[{evaluation.dataset}] ({len(spec.datasets)} datasets)",
+            "give the index of the dataset the records are held out of",
+        )
+        return
+    index = spec.eval_index
+    assert index is not None
+    cache = spec.cache_directory(index)
+    if cache in caches:
+        yield Finding(
+            ("eval", "cache_directory"),
+            f"same cache directory as datasets[{caches[cache]}]: training would read the evaluation records",
+            "give the evaluation split its own cache_directory",
+        )
 
 
 def _launch(spec: Spec) -> Iterator[Finding]:

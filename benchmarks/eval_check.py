@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""`fplora eval` on a GPU: does the evaluation compute the training objective, and how fast is it?
+
+Train a few steps on 8 records, then score the same 8 records as their own evaluation split
+(`eval.jsonl` with the same lines, `allow_training_records: true`). Random full-size weights learn
+little, but a LoRA trained on these records lowers the training loss on them within a few steps;
+the evaluation at fixed noise levels with fixed noise must see the same:
+
+    loss(step 8) < loss(step 4) < loss(untrained)
+
+and report the seconds per checkpoint after the one-time load (goal: at most 10 s for 8 records on
+one H200/H100).
+
+Built on benchmarks/gpu_e2e.py (same harness, weights, dataset, 600-s command rules, `STAGE?`
+skipping and --deadline), stdlib only like it. Run from the repo root with $OUT set, carrying
+`.whl .whl2 .musubi .hf .gpu-e2e .whl3`:
+
+    set -o pipefail; python3 benchmarks/eval_check.py --deadline 560 \
+        install? weights? data? evalcache? evaltrain? evaluate 2>&1 | tee $OUT/console.log
+
+Stages (besides gpu_e2e.py's install, weights, data):
+  evalcache  `fplora cache evalcheck.yaml`: the 8 training records and the split, one encoder load
+  evaltrain  `fplora train evalcheck.yaml`: 8 steps at batch 8 (every record every step), LoRAs at
+             steps 4 and 8
+  evaluate   `fplora eval evalcheck.yaml` (untrained, step4, step8; final is step8's twin), the
+             asserts above, s/checkpoint from eval.json; `fplora eval` again must score nothing;
+             `fplora infer --lora best --dry-run` names step8; `fplora plot` (when matplotlib is
+             there); eval.json, the manifest, the TensorBoard events and the worker log travel in
+             $OUT/logs.tgz, and the result in $OUT/eval-check.json
+
+Without a GPU: `--local-fake` runs every stage against tests/fakes/fake_python (which runs the real
+worker file with a stand-in backend whose losses fall with the step), in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_e2e as e2e  # the harness this benchmark extends
+
+VERSION = "evalcheck"
+RECORDS = 8
+STEPS = 8
+SAVE_EVERY = 4
+TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
+GOAL_S = 10.0
+e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200)
+
+
+def small() -> Path:
+    return e2e.CFG.data / "evalcheck-train.jsonl"
+
+
+def split() -> Path:
+    return e2e.CFG.data / "evalcheck-eval.jsonl"
+
+
+def spec_text() -> str:
+    c = e2e.CFG
+    return f"""\
+# benchmarks/eval_check.py: train on 8 records, score the same 8 as the evaluation split.
+extends: base.yaml
+data:
+  batch_size: {RECORDS}
+datasets:
+  - jsonl: {small()}
+    cache_directory: {c.root / "cache" / "evalcheck"}
+    num_repeats: 1
+eval:
+  jsonl: {split()}
+  allow_training_records: true   # on purpose: this checks that eval computes the training objective
+  timesteps: {json.dumps(TIMESTEPS)}
+  noise_seed: 42
+  batch_size: 1
+train:
+  blocks_to_swap: {c.e2e_swap}
+  max_train_steps: {STEPS}
+  save_every_n_steps: {SAVE_EVERY}
+  save_state: false
+  save_state_on_train_end: false
+  logging: {{with: tensorboard, logging_dir: {c.runs}/logs}}
+"""
+
+
+def write_spec() -> None:
+    e2e.write_specs()
+    lines = [line for line in e2e.CFG.jsonl.read_text().splitlines() if line.strip()][:RECORDS]
+    for path in (small(), split()):
+        text = "\n".join(lines) + "\n"
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+    path = e2e.CFG.spec(VERSION)
+    if not path.is_file() or path.read_text() != spec_text():
+        path.write_text(spec_text())
+
+
+def name() -> str:
+    return e2e.CFG.output_name(VERSION)
+
+
+def eval_json() -> dict[str, Any]:
+    path = e2e.CFG.runs / f"{name()}.eval.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def stage_evalcache(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_spec()
+    ran = e2e.fplora(stage, "cache", str(e2e.CFG.spec(VERSION)))
+    checks.rc(ran, what="fplora cache evalcheck.yaml")
+    split_cache = e2e.CFG.configs / VERSION / "cache" / "eval" / split().stem
+    found = len(list(split_cache.glob("*_fp.safetensors"))) if split_cache.is_dir() else 0
+    checks.ok(found == RECORDS, f"{RECORDS} latent caches of the split in {split_cache}", found)
+    scripts = sum(1 for _, line in ran.lines if line.startswith("$ "))
+    checks.ok(scripts == 2, "one run of each cache script for the datasets and the split together", scripts)
+    stage["timings"] = {"wall_s": round(ran.t1 - ran.t0, 1)}
+
+
+def stage_evaltrain(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_spec()
+    for stale in e2e.CFG.runs.glob(f"{name()}*"):  # a fresh run each time this stage runs
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    ran = e2e.fplora(stage, "train", str(e2e.CFG.spec(VERSION)))
+    checks.rc(ran, what=f"fplora train evalcheck.yaml ({STEPS} steps)")
+    for step in range(SAVE_EVERY, STEPS + 1, SAVE_EVERY):
+        lora = e2e.CFG.runs / f"{name()}-step{step:08d}.safetensors"
+        checks.ok(lora.is_file(), f"LoRA at step {step}")
+    man = e2e.manifest(VERSION) or {}
+    losses = ((man.get("segments") or [{}])[0]).get("losses") or []
+    stage["timings"] = {"training_avr_loss": losses}
+
+
+def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_spec()
+    spec = str(e2e.CFG.spec(VERSION))
+    # --local-fake: the stand-in's losses, falling with the step as a real LoRA's should
+    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else None
+    ran = e2e.fplora(stage, "eval", spec, "--redo", extra_env=fake)
+    checks.rc(ran, what="fplora eval evalcheck.yaml")
+    points = {p["label"]: p for p in eval_json().get("points", [])}
+    loss = {label: p["loss"] for label, p in points.items()}
+    wanted = ["untrained", *(f"step{s}" for s in range(SAVE_EVERY, STEPS + 1, SAVE_EVERY))]
+    if checks.ok(all(w in loss for w in wanted), "every checkpoint scored", sorted(loss)):
+        early, late = loss[wanted[1]], loss[wanted[-1]]
+        checks.ok(late < early, f"eval loss falls: {wanted[-1]} {late:.6f} < {wanted[1]} {early:.6f}")
+        checks.ok(late < loss["untrained"], f"{wanted[-1]} {late:.6f} < untrained {loss['untrained']:.6f}")
+        checks.ok(early < loss["untrained"], f"{wanted[1]} {early:.6f} < untrained {loss['untrained']:.6f}")
+    seconds = [p["seconds"] for p in points.values() if p.get("seconds") is not None]
+    per = round(sum(seconds) / len(seconds), 2) if seconds else None
+    result: dict[str, Any] = {
+        "records": RECORDS,
+        "timesteps": TIMESTEPS,
+        "losses": loss,
+        "bands": {label: p.get("bands") for label, p in points.items()},
+        "s_per_checkpoint": per,
+        "s_per_checkpoint_each": seconds,
+        "goal_s": GOAL_S,
+        "wall_s": round(ran.t1 - ran.t0, 1),
+    }
+    ready = _ready_seconds()
+    if ready is not None:
+        result["load_s"] = ready
+    if not e2e.CFG.local:
+        checks.ok(
+            per is not None and per <= GOAL_S, f"at most {GOAL_S} s per checkpoint for {RECORDS} records", per
+        )
+    again = e2e.fplora(stage, "eval", spec)
+    checks.rc(again, what="fplora eval again")
+    checks.ok("nothing to score" in again.text, "a second eval scores nothing")
+    best = e2e.fplora(
+        stage, "infer", spec, "--lora", "best", "--multiplier", "1.0", "--no-sweep", "--dry-run"
+    )
+    checks.rc(best, what="fplora infer --lora best --dry-run")
+    checks.ok(
+        f"{name()}-step{STEPS:08d}" in best.text or f"{name()}.safetensors" in best.text,
+        "best is the last step",
+        best.text[-300:],
+    )
+    if importlib.util.find_spec("matplotlib") is not None:
+        plot = e2e.fplora(stage, "plot", spec, "--out", str(e2e.CFG.out / "evalcheck-loss.png"))
+        checks.rc(plot, what="fplora plot")
+        result["plot"] = "evalcheck-loss.png"
+    else:
+        result["plot"] = "matplotlib is not installed here: draw it from logs.tgz's runs/ (fplora plot)"
+    stage["result"] = result
+    print("EVAL_CHECK " + json.dumps(result), flush=True)
+    (e2e.CFG.out / "eval-check.json").write_text(json.dumps(result, indent=1))
+    # eval.json, the manifest, the TensorBoard events and the worker's log travel in logs.tgz (pack)
+
+
+def _ready_seconds() -> float | None:
+    """The worker's one-time load, from its `ready` event in the newest eval log."""
+    logs = sorted((e2e.CFG.configs / VERSION / "logs").glob("eval-*.log"))
+    prefix = "fplora-eval-event "
+    for line in logs[-1].read_text(errors="replace").splitlines() if logs else []:
+        if prefix in line:
+            event = json.loads(line[line.index(prefix) + len(prefix) :])
+            if event.get("event") == "ready":
+                return float(event["seconds"])
+    return None
+
+
+STAGES = {"evalcache": stage_evalcache, "evaltrain": stage_evaltrain, "evaluate": stage_evaluate}
+
+
+def done_already(stage_name: str) -> bool:
+    if stage_name == "evalcache":
+        cache = e2e.CFG.configs / VERSION / "cache" / "eval" / split().stem
+        return (cache / "fplora-cache.json").is_file()
+    if stage_name == "evaltrain":
+        segs = (e2e.manifest(VERSION) or {}).get("segments") or []
+        return bool(segs) and segs[-1].get("exit_code") == 0
+    return ORIGINAL_DONE(stage_name)
+
+
+ORIGINAL_DONE = e2e.done_already
+
+
+def local_python() -> None:
+    """--local-fake: the tests' fake musubi Python, which runs the real worker file."""
+    shim = e2e.CFG.root / "bin" / "fake-python"
+    shim.parent.mkdir(parents=True, exist_ok=True)
+    fake = e2e.REPO / "tests" / "fakes" / "fake_python"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} "$@"\n')
+    shim.chmod(0o755)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("stages", nargs="*")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds to be packed by (default 560)")
+    parser.add_argument("--root", default=None, help="work folder (default /tmp/fpe2e, as gpu_e2e.py)")
+    parser.add_argument("--models", default=None, help="model folder (default /tmp/models)")
+    parser.add_argument("--out", default=None, help="results folder (default $OUT)")
+    parser.add_argument("--local-fake", action="store_true", help="no GPU: every stage against the fakes")
+    a = parser.parse_args()
+    mode = "fake" if a.local_fake else None
+    root = Path(a.root or ("/tmp/fpe2e-eval-local" if mode else "/tmp/fpe2e"))
+    if mode and not a.stages:
+        if root.exists() and a.root is None:
+            shutil.rmtree(root)
+        a.stages = ["install", "weights", "data", "evalcache", "evaltrain", "evaluate"]
+    if not a.stages:
+        parser.error("name the stages (see the docstring), or --local-fake")
+    e2e.CFG = e2e.Config(
+        root=root,
+        models=Path(a.models or (root / "models" if mode else "/tmp/models")),
+        out=Path(a.out or os.environ.get("OUT") or root / "out"),
+        deadline=a.deadline or (3600 if mode else 560),
+        gpus=1,
+        gpus_seen=e2e.gpu_count(),
+        e2e_batch=8,
+        e2e_swap=0,
+        timing_steps=5,
+        train2_steps=4,
+        records=RECORDS if mode else 32,
+        local=mode,
+    )
+    for path in (root, e2e.CFG.logs, e2e.CFG.marks, e2e.CFG.out):
+        path.mkdir(parents=True, exist_ok=True)
+    if mode:
+        local_python()
+    e2e.GPU = None if mode else e2e.GpuMon(e2e.CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+    e2e.STAGES.update(STAGES)
+    e2e.done_already = done_already
+    e2e.SUMMARY.update(
+        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
+    )
+    try:
+        for spec in a.stages:
+            e2e.do_stage(spec)
+    finally:
+        if e2e.GPU:
+            e2e.GPU.stop()
+        e2e.save_summary()
+        e2e.pack()
+    e2e.print_table()
+    return 1 if e2e.SUMMARY.get("asserts_failed_total") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""`fplora plot`: training and evaluation loss against global step, one colour per run, one PNG.
+
+Two panels share the step axis: above, the training loss (faint: as logged; solid: smoothed);
+below, the evaluation loss of each scored checkpoint, from the untrained network's at step 0 (also
+a dashed line in the run's colour, the level to beat), the best checkpoint starred. Several specs
+(`fplora plot v7.yaml v8.yaml`) draw into the same panels, so two versions compare in one picture.
+
+Why matplotlib, as an optional extra (`fplora[plot]`) imported only here: a readable line chart
+with two y-axes' worth of scales, legends and anti-aliased lines is its everyday job, and it is the
+one library a reader of the PNG expects; drawing the same with Pillow (already a dependency, used
+for contact sheets) would be hundreds of lines of axis and tick code to maintain. It is imported
+inside `draw`, so `fplora --help` and every other command stay as fast as before, and a GPU box
+without it still trains; the plot command says how to install it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fplora.problems import Problem, UserError
+from fplora.runs.curves import Curves, ema
+
+DEFAULT_SMOOTHING = 0.9
+INSTALL = "install the plot extra: uv pip install 'fplora[plot]' (or pip install matplotlib)"
+
+
+def default_path(specs: list[Path], versions: list[str]) -> Path:
+    """`configs/loss-v7-v8.png`, beside the first spec."""
+    return specs[0].parent / f"loss-{'-'.join(versions)}.png"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window (a GPU box has no display)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError(
+            Problem("fplora plot", None, "", "needs matplotlib, which is not installed", INSTALL)
+        ) from None
+    return plt
+
+
+def _top(raw: list[float], smoothed: list[float]) -> float:
+    """The training panel's upper limit for one run: the smoothed curve with room above it, or the
+    raw values' 98th percentile when higher. A spike of a single step (a hard batch, a high noise
+    level) can be many times the typical loss and would otherwise squash everything else."""
+    finite = sorted(v for v in raw if math.isfinite(v))
+    smooth = [v for v in smoothed if math.isfinite(v)]
+    if not finite or not smooth:
+        return 1.0
+    percentile = finite[min(len(finite) - 1, int(0.98 * len(finite)))]
+    return max(max(smooth) * 1.15, percentile)
+
+
+def draw(runs: list[Curves], path: Path, *, smoothing: float = DEFAULT_SMOOTHING) -> Path:
+    """Write the PNG; returns its path."""
+    plt = _pyplot()
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tops: list[float] = []
+    for index, run in enumerate(runs):
+        colour = colours[index % len(colours)]
+        train = run.train
+        if train.steps:
+            top.plot(train.steps, train.values, color=colour, alpha=0.25, linewidth=0.8)
+            smoothed = ema(train.values, smoothing)
+            tops.append(_top(train.values, smoothed))
+            top.plot(
+                train.steps,
+                smoothed,
+                color=colour,
+                linewidth=1.8,
+                label=f"{run.name}: {run.train_source}, smoothed {smoothing:g}",
+            )
+        steps, values = list(run.eval.steps), list(run.eval.values)
+        if run.untrained is not None and math.isfinite(run.untrained):
+            steps, values = [0, *steps], [run.untrained, *values]  # where training starts from
+        if steps:
+            bottom.plot(steps, values, color=colour, marker="o", markersize=4, label=run.name)
+        if run.untrained is not None and math.isfinite(run.untrained):
+            bottom.axhline(
+                run.untrained, color=colour, linestyle="--", linewidth=1, label=f"{run.name}: untrained"
+            )
+        if run.best is not None:
+            step, loss = run.best
+            bottom.plot([step], [loss], color=colour, marker="*", markersize=14, linestyle="none")
+            bottom.annotate(
+                f"best step{step}\n{loss:.4f}",
+                (step, loss),
+                textcoords="offset points",
+                xytext=(8, 8),
+                fontsize=8,
+                color=colour,
+            )
+    if tops:
+        top.set_ylim(top=max(tops))  # single-step spikes would flatten the curves that matter
+    top.set_title("training loss (faint: each step; solid: smoothed)")
+    top.set_ylabel("loss")
+    bottom.set_title("evaluation loss (held-out records, fixed noise)")
+    bottom.set_ylabel("loss")
+    bottom.set_xlabel("global step")
+    for axes in (top, bottom):
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no data yet", transform=axes.transAxes, ha="center", color="grey")
+    figure.suptitle(" vs ".join(run.name for run in runs))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,328 @@
+"""fplora's evaluation worker: the training loss of many checkpoints on held-out records, one load.
+
+Runs inside the musubi-tuner Python, started by `fplora eval` as
+`<python> -m accelerate.commands.launch <options> <this file> --plan <plan.json>`.
+
+Why it exists: musubi-tuner has no validation loss. This worker computes the one-frame
+flow-matching loss that training minimises, on the evaluation split's cached latents and
+text-encoder outputs, for each checkpoint in turn: the DiT is loaded once, a LoRA network is applied
+to it once, and each checkpoint's weights are loaded into that network. Every number comes from
+musubi-tuner's own code: its argument parser and config reader on the run's `config.toml`, its
+`FramePackNetworkTrainer` to load the DiT (block swap and fp8 as configured) and to compute the loss
+(`process_batch`: noisy input, `call_dit`, `compute_loss`), its dataset reader on
+`eval-dataset.toml`, and the run's network module to build and load the LoRA.
+
+What makes the numbers comparable between checkpoints: every record is scored at the same noise
+levels t (the plan's `timesteps`, used as they are: timestep sampling is set to `uniform` so that
+musubi-tuner takes a given t unchanged, without shift) with the same noise (drawn once per batch and
+t from `noise_seed`, before any checkpoint). The loss at each t is a band; the checkpoint's loss is
+the mean over bands. `untrained` is the network at multiplier 0: the DiT alone, which is what a
+freshly initialised LoRA (zero up-projection) computes.
+
+Protocol (fplora's side: `fplora/runs/evaluation.py`):
+- in: a JSON plan, `{"protocol": 1, "config_file", "dataset_config", "timesteps": [t...],
+  "noise_seed", "checkpoints": [{"id", "label", "lora" (a path, or null for untrained)}]}`;
+- out: one JSON object per line on stdout, each starting with `EVENT_PREFIX`: `started`, `phase`,
+  `ready` (records, batches, seconds), `checkpoint_started`, `checkpoint_done` (loss, bands,
+  seconds) / `checkpoint_failed` (error), `finished`, or `error` when the models cannot be prepared;
+- exit code: 0 when every checkpoint was scored, 1 when one failed (the others still ran), 2 when
+  the plan could not be read or the models not prepared.
+
+Only the standard library is imported at module level, so that fplora's tests can run this file
+with a stand-in backend where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+PROTOCOL = 1
+EVENT_PREFIX = "fplora-eval-event "
+"""Marks the worker's event lines among musubi-tuner's own output on the same stream."""
+
+Emit = Callable[..., None]
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One event line on stdout, written with single `os.write` calls so that it does not
+    interleave with the log lines other code writes to the same pipe."""
+    data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
+    sys.stdout.flush()
+    while data:
+        written = os.write(sys.stdout.fileno(), data)
+        data = data[written:]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: str
+    label: str
+    lora: str | None  # None: the untrained network
+
+
+@dataclass(frozen=True)
+class Plan:
+    config_file: str
+    dataset_config: str
+    timesteps: list[float]
+    noise_seed: int
+    checkpoints: list[Checkpoint]
+
+
+class PlanError(ValueError):
+    """The plan file is not one this worker understands."""
+
+
+def read_plan(path: Path) -> Plan:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PlanError(f"cannot read the plan {path}: {error}") from None
+    if not isinstance(raw, dict) or raw.get("protocol") != PROTOCOL:
+        found = raw.get("protocol") if isinstance(raw, dict) else None
+        raise PlanError(f"plan protocol {found!r}, this worker speaks {PROTOCOL}: fplora and worker differ")
+    try:
+        checkpoints = [
+            Checkpoint(str(c["id"]), str(c["label"]), None if c["lora"] is None else str(c["lora"]))
+            for c in raw["checkpoints"]
+        ]
+        timesteps = [float(t) for t in raw["timesteps"]]
+        plan = Plan(
+            str(raw["config_file"]),
+            str(raw["dataset_config"]),
+            timesteps,
+            int(raw["noise_seed"]),
+            checkpoints,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlanError(f"malformed plan {path}: {error!r}") from None
+    if not timesteps or not all(0.0 < t < 1.0 for t in timesteps):
+        raise PlanError(f"malformed plan {path}: timesteps must be in (0, 1), got {timesteps}")
+    return plan
+
+
+class Backend(Protocol):
+    """What computes the loss: musubi-tuner's trainer here, a stand-in in fplora's tests."""
+
+    def prepare(self, plan: Plan, emit: Emit) -> tuple[int, int]:
+        """Load the DiT and the network, read the records and draw the noise: (records, batches)."""
+        ...
+
+    def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
+        """The mean loss over the records at each of the plan's timesteps, in order."""
+        ...
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def run(plan: Plan, backend: Backend) -> int:
+    """Prepare once, then score every checkpoint; a failing checkpoint is reported, the next runs."""
+    started = time.monotonic()
+    emit("started", protocol=PROTOCOL, checkpoints=len(plan.checkpoints), pid=os.getpid())
+    try:
+        records, batches = backend.prepare(plan, emit)
+    except Exception as error:
+        traceback.print_exc()
+        emit("error", error=_reason(error))
+        return 2
+    emit("ready", records=records, batches=batches, seconds=round(time.monotonic() - started, 3))
+    failed = 0
+    for index, checkpoint in enumerate(plan.checkpoints):
+        emit("checkpoint_started", id=checkpoint.id, index=index, label=checkpoint.label)
+        begin = time.monotonic()
+        try:
+            bands = [float(loss) for loss in backend.score(checkpoint, emit)]
+            if len(bands) != len(plan.timesteps) or not all(math.isfinite(b) for b in bands):
+                raise ValueError(f"not a finite loss per timestep: {bands}")
+        except Exception as error:  # a LoRA of another shape, out of memory: this checkpoint only
+            traceback.print_exc()
+            failed += 1
+            seconds = round(time.monotonic() - begin, 3)
+            emit("checkpoint_failed", id=checkpoint.id, error=_reason(error), seconds=seconds)
+            continue
+        seconds = round(time.monotonic() - begin, 3)
+        bands_out = [{"t": t, "loss": b} for t, b in zip(plan.timesteps, bands, strict=True)]
+        loss = sum(bands) / len(bands)
+        emit("checkpoint_done", id=checkpoint.id, loss=loss, bands=bands_out, seconds=seconds)
+    emit(
+        "finished",
+        done=len(plan.checkpoints) - failed,
+        failed=failed,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return 1 if failed else 0
+
+
+class MusubiBackend:
+    """musubi-tuner's `FramePackNetworkTrainer`, driven through the seams its `train` uses."""
+
+    def __init__(self) -> None:
+        self.torch: Any = None
+        self.trainer: Any = None
+        self.args: Any = None
+        self.accelerator: Any = None
+        self.transformer: Any = None
+        self.network: Any = None
+        self.scheduler: Any = None
+        self.dit_dtype: Any = None
+        self.network_dtype: Any = None
+        self.timesteps: list[float] = []
+        self.batches: list[dict[str, Any]] = []
+        self.noise: list[list[Any]] = []  # [batch][timestep]
+
+    def _args(self, plan: Plan) -> Any:
+        from musubi_tuner import fpack_train_network as ft
+
+        parser = ft.framepack_setup_parser(ft.setup_parser_common())
+        args = parser.parse_args(["--config_file", plan.config_file])
+        args = ft.read_config_from_file(args, parser)
+        # as fpack_train_network.main fixes them
+        args.vae_dtype, args.dit_dtype, args.sample_solver = "float16", "bfloat16", "unipc"
+        args.dataset_config = plan.dataset_config
+        # a given t is used unchanged only by uniform sampling without a [min, max] range
+        args.timestep_sampling = "uniform"
+        args.min_timestep = args.max_timestep = None
+        args.preserve_distribution_shape = False
+        args.num_timestep_buckets = None
+        args.gradient_checkpointing = False  # no backward pass here
+        args.sample_prompts = None
+        # no tracker: musubi-tuner's prepare_accelerator turns a logging_dir into tensorboard, and an
+        # evaluation's events must not land among the run's training logs
+        args.log_with = args.logging_dir = None
+        # the collator reads the dataset itself only when loading happens in this process
+        args.max_data_loader_n_workers = 0
+        args.compile = False
+        return args
+
+    def prepare(self, plan: Plan, emit: Emit) -> tuple[int, int]:
+        import torch
+        from musubi_tuner import fpack_train_network as ft
+        from musubi_tuner.modules.scheduling_flow_match_discrete import FlowMatchDiscreteScheduler
+
+        self.torch, self.timesteps = torch, plan.timesteps
+        args = self._args(plan)
+        trainer = ft.FramePackNetworkTrainer()
+        trainer.handle_model_specific_args(args)
+        self.trainer, self.args = trainer, args
+
+        emit("phase", phase="reading the evaluation records' caches")
+        group, collator, _ = trainer._build_dataset(args)
+        loader = torch.utils.data.DataLoader(
+            group, batch_size=1, shuffle=False, collate_fn=collator, num_workers=0
+        )
+        records = 0
+        for batch in loader:
+            kept = {k: (v.to("cpu") if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            self.batches.append(kept)
+            records += int(kept["latents"].shape[0])
+
+        emit("phase", phase="loading the DiT")
+        accelerator, _, dit_dtype, dit_weight_dtype, _ = trainer._prepare_accelerator_and_dtypes(args)
+        transformer = trainer._load_dit_and_swap(args, accelerator, dit_weight_dtype)
+        if dit_weight_dtype != dit_dtype and dit_weight_dtype is not None:
+            transformer.to(dit_weight_dtype)  # as training casts it
+        if trainer.blocks_to_swap:
+            transformer.move_to_device_except_swap_blocks(accelerator.device)
+            transformer.prepare_block_swap_before_forward()
+        self.accelerator, self.transformer, self.dit_dtype = accelerator, transformer, dit_dtype
+
+        emit("phase", phase="applying the LoRA network")
+        sys.path.append(os.path.dirname(os.path.dirname(ft.__file__)))  # as training finds short names
+        module = importlib.import_module(args.network_module)
+        kwargs = dict(arg.split("=", 1) for arg in args.network_args or [])
+        network = module.create_arch_network(
+            1.0, args.network_dim, args.network_alpha, None, None, transformer, neuron_dropout=None, **kwargs
+        )
+        network.apply_to(None, transformer, apply_text_encoder=False, apply_unet=True)
+        self.network_dtype = torch.float32  # training's network dtype (full_bf16 is off there)
+        network.to(accelerator.device, dtype=self.network_dtype)
+        network.eval()
+        network.requires_grad_(False)
+        self.network = network
+        self.scheduler = FlowMatchDiscreteScheduler(
+            shift=args.discrete_flow_shift, reverse=True, solver="euler"
+        )
+
+        # the same noise for every checkpoint: drawn once, per batch and timestep, from the seed
+        generator = torch.Generator(device="cpu").manual_seed(plan.noise_seed)
+        for batch in self.batches:
+            latents = batch["latents"]
+            self.noise.append(
+                [torch.randn(latents.shape, generator=generator, dtype=torch.float32) for _ in plan.timesteps]
+            )
+        return records, len(self.batches)
+
+    def _load(self, checkpoint: Checkpoint) -> None:
+        network = self.network
+        if checkpoint.lora is None:
+            network.set_multiplier(0.0)
+            return
+        info = network.load_weights(checkpoint.lora)  # musubi-tuner's loader: load_state_dict, not strict
+        missing = [k for k in info.missing_keys if "lora_" in k]
+        if missing or info.unexpected_keys:
+            example = (missing or info.unexpected_keys)[0]
+            raise ValueError(
+                f"{checkpoint.lora} does not fit the network of this run's config: {len(missing)} missing,"
+                f" {len(info.unexpected_keys)} unexpected weights (e.g. {example})"
+            )
+        network.set_multiplier(1.0)
+
+    def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
+        torch, device = self.torch, self.accelerator.device
+        self._load(checkpoint)
+        totals = [0.0 for _ in self.timesteps]
+        count = 0
+        with torch.no_grad():
+            for index, stored in enumerate(self.batches):
+                batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in stored.items()}
+                latents = self.trainer.scale_shift_latents(batch["latents"])
+                size = int(latents.shape[0])
+                for band, t in enumerate(self.timesteps):
+                    batch["timesteps"] = [t] * size
+                    noise = self.noise[index][band].to(device=device, dtype=latents.dtype)
+                    loss, _ = self.trainer.process_batch(
+                        self.args,
+                        self.accelerator,
+                        self.transformer,
+                        self.network,
+                        batch,
+                        latents,
+                        noise,
+                        self.scheduler,
+                        self.dit_dtype,
+                        self.network_dtype,
+                        None,
+                        0,
+                    )
+                    totals[band] += float(loss.item()) * size
+                count += size
+        return [total / max(count, 1) for total in totals]
+
+
+def main(argv: Sequence[str] | None = None, backend: Backend | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fplora's evaluation worker (started by fplora eval)")
+    parser.add_argument("--plan", required=True, type=Path, help="the plan fplora wrote")
+    options = parser.parse_args(argv)
+    try:
+        plan = read_plan(options.plan)
+    except PlanError as error:
+        emit("error", error=str(error))
+        return 2
+    return run(plan, backend if backend is not None else MusubiBackend())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
