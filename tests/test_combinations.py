@@ -188,6 +188,12 @@ REFUSED = [
         "train:\n  optimizer: {type: adafactor, args: [relative_step=True]}\n",
     ),
     (
+        "another model's network module (source: networks/lora.py's target blocks)",
+        "train:\n  network: {module: networks.lora}\n",
+        "configs/v1.yaml:5: train.network.module: networks.lora is musubi-tuner's network for another model",
+        "train:\n  network: {module: networks.lokr}\n",
+    ),
+    (
         "a resolution that is not a multiple of 16, without buckets (source: dataset/bucket.py)",
         "data:\n  resolution: [500, 750]\n",
         "configs/v1.yaml:5: data.resolution: 500x750 is not a multiple of 16",

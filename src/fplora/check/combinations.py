@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
+from fplora.musubi.names import FRAMEPACK_NETWORK_MODULES, LORA_NETWORK_MODULE, OTHER_ARCH_NETWORK_MODULES
 from fplora.problems import Problem
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec, width_height
@@ -326,6 +327,24 @@ def _args(spec: Spec) -> Iterator[Problem]:
             )
 
 
+def _network(spec: Spec) -> Iterator[Problem]:
+    module = spec.train.network.module
+    short = module.removeprefix("musubi_tuner.")
+    name = short.removeprefix("networks.")
+    if short.startswith("networks.") and name in OTHER_ARCH_NETWORK_MODULES:
+        # training/trainer_base.py:1532-1538 imports it; its create_arch_network targets another model's
+        # block classes, so no LoRA module is made for FramePack's DiT and the optimizer gets no
+        # parameters (torch: 'optimizer got an empty parameter list') after the models load
+        yield spec.problem(
+            ("train", "network", "module"),
+            f"{module} is musubi-tuner's network for another model: it finds none of FramePack's blocks,"
+            " and training fails after the models load with an empty parameter list",
+            f"write {LORA_NETWORK_MODULE} (LoHa and LoKr also fit: "
+            + ", ".join(f"networks.{m}" for m in sorted(FRAMEPACK_NETWORK_MODULES))
+            + ")",
+        )
+
+
 def _memory(spec: Spec) -> Iterator[Problem]:
     if spec.train.gradient_checkpointing:
         return
@@ -421,7 +440,7 @@ def _sizes(spec: Spec) -> Iterator[Problem]:
             )
 
 
-RULES = (_attention, _block_swap, _scheduler, _args, _memory, _precision, _generate, _sizes)
+RULES = (_attention, _block_swap, _scheduler, _args, _network, _memory, _precision, _generate, _sizes)
 
 
 def check_combinations(spec: Spec) -> list[Problem]:

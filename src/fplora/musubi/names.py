@@ -34,6 +34,29 @@ ACCELERATE_LAUNCH_MODULE = "accelerate.commands.launch"
 
 LORA_NETWORK_MODULE = "networks.lora_framepack"
 
+FRAMEPACK_NETWORK_MODULES = frozenset({"lora_framepack", "loha", "lokr"})
+"""musubi-tuner's network modules that find FramePack's blocks: its own LoRA
+(`networks/lora_framepack.py`, FRAMEPACK_TARGET_REPLACE_MODULES), and LoHa and LoKr, which detect
+the architecture from the DiT's block classes (`networks/network_arch.py`)."""
+
+OTHER_ARCH_NETWORK_MODULES = frozenset(
+    {
+        "lora",
+        "lora_flux",
+        "lora_flux_2",
+        "lora_hidream_o1",
+        "lora_hv_1_5",
+        "lora_ideogram4",
+        "lora_kandinsky",
+        "lora_krea2",
+        "lora_qwen_image",
+        "lora_wan",
+        "lora_zimage",
+    }
+)
+"""musubi-tuner's network modules for other models: their target block classes (e.g. `networks/lora.py`,
+HunyuanVideo's MMDoubleStreamBlock) do not exist in FramePack's DiT, so they wrap nothing."""
+
 # Prompt-line option letters that mean the same in training sample prompts and in
 # `fpack_generate_video --from_file` lines. `--f` (frames vs seconds) and `--l` (CFG vs guidance)
 # differ between the two parsers, so fplora never writes them.
