@@ -1506,11 +1506,13 @@ def stage_infer(stage: dict[str, Any], checks: Checks) -> None:
     multipliers = ("1.0", "1.2")
     sample = CFG.runs / "sample"
     before = set(sample.glob("*/*__000.png")) if sample.is_dir() else set()
-    args = ["infer", str(CFG.spec("e2e")), "--lora", lora]
+    # one generate process per multiplier, as proven on the H100s: the sweep worker that `infer` uses
+    # for two or more cells has its own benchmark (benchmarks/sweep_speed.py)
+    args = ["infer", str(CFG.spec("e2e")), "--lora", lora, "--no-sweep"]
     for m in multipliers:
         args += ["--multiplier", m]
     ran = fplora(stage, *args, extra_env={"E2E_MAX_STEPS": "4"})
-    checks.rc(ran, what=f"fplora infer --lora {lora} --multiplier 1.0 --multiplier 1.2")
+    checks.rc(ran, what=f"fplora infer --lora {lora} --no-sweep --multiplier 1.0 --multiplier 1.2")
     stage["timings"] = timings(checks, infer_timings, ran, INFER_PROMPTS)
     new = sorted(set(sample.glob("*/*__000.png")) - before) if sample.is_dir() else []
     by_dir: dict[str, list[Path]] = {}
