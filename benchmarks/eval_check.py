@@ -34,14 +34,10 @@ worker file with a stand-in backend whose losses fall with the step), in seconds
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import os
-import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -225,68 +221,15 @@ def done_already(stage_name: str) -> bool:
 ORIGINAL_DONE = e2e.done_already
 
 
-def local_python() -> None:
-    """--local-fake: the tests' fake musubi Python, which runs the real worker file."""
-    shim = e2e.CFG.root / "bin" / "fake-python"
-    shim.parent.mkdir(parents=True, exist_ok=True)
-    fake = e2e.REPO / "tests" / "fakes" / "fake_python"
-    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} "$@"\n')
-    shim.chmod(0o755)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    return e2e.run_extension(
+        __doc__ or "",
+        stages=STAGES,
+        done_already=done_already,
+        local_stages=["install", "weights", "data", "evalcache", "evaltrain", "evaluate"],
+        local_root="/tmp/fpe2e-eval-local",
+        local_records=RECORDS,
     )
-    parser.add_argument("stages", nargs="*")
-    parser.add_argument("--deadline", type=float, default=None, help="seconds to be packed by (default 560)")
-    parser.add_argument("--root", default=None, help="work folder (default /tmp/fpe2e, as gpu_e2e.py)")
-    parser.add_argument("--models", default=None, help="model folder (default /tmp/models)")
-    parser.add_argument("--out", default=None, help="results folder (default $OUT)")
-    parser.add_argument("--local-fake", action="store_true", help="no GPU: every stage against the fakes")
-    a = parser.parse_args()
-    mode = "fake" if a.local_fake else None
-    root = Path(a.root or ("/tmp/fpe2e-eval-local" if mode else "/tmp/fpe2e"))
-    if mode and not a.stages:
-        if root.exists() and a.root is None:
-            shutil.rmtree(root)
-        a.stages = ["install", "weights", "data", "evalcache", "evaltrain", "evaluate"]
-    if not a.stages:
-        parser.error("name the stages (see the docstring), or --local-fake")
-    e2e.CFG = e2e.Config(
-        root=root,
-        models=Path(a.models or (root / "models" if mode else "/tmp/models")),
-        out=Path(a.out or os.environ.get("OUT") or root / "out"),
-        deadline=a.deadline or (3600 if mode else 560),
-        gpus=1,
-        gpus_seen=e2e.gpu_count(),
-        e2e_batch=8,
-        e2e_swap=0,
-        timing_steps=5,
-        train2_steps=4,
-        records=RECORDS if mode else 32,
-        local=mode,
-    )
-    for path in (root, e2e.CFG.logs, e2e.CFG.marks, e2e.CFG.out):
-        path.mkdir(parents=True, exist_ok=True)
-    if mode:
-        local_python()
-    e2e.GPU = None if mode else e2e.GpuMon(e2e.CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
-    e2e.STAGES.update(STAGES)
-    e2e.done_already = done_already
-    e2e.SUMMARY.update(
-        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
-    )
-    try:
-        for spec in a.stages:
-            e2e.do_stage(spec)
-    finally:
-        if e2e.GPU:
-            e2e.GPU.stop()
-        e2e.save_summary()
-        e2e.pack()
-    e2e.print_table()
-    return 1 if e2e.SUMMARY.get("asserts_failed_total") else 0
 
 
 if __name__ == "__main__":

@@ -1786,6 +1786,77 @@ def print_table() -> None:
             print(f"          FAILED: {failure}"[:300], flush=True)
 
 
+def run_extension(
+    doc: str,
+    *,
+    stages: dict[str, Any],
+    done_already: Any,
+    local_stages: list[str],
+    local_root: str,
+    local_records: int,
+) -> int:
+    """The main of a driver that extends this harness with stages of its own (sweep_speed.py,
+    eval_check.py): the same options, Config and stage loop; `--local-fake` runs `local_stages`
+    against the tests' fake musubi Python (tests/fakes/fake_python), which runs the real worker files."""
+    global CFG, GPU
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument("stages", nargs="*")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds to be packed by (default 560)")
+    parser.add_argument("--root", default=None, help="work folder (default /tmp/fpe2e, as gpu_e2e.py)")
+    parser.add_argument("--models", default=None, help="model folder (default /tmp/models)")
+    parser.add_argument("--out", default=None, help="results folder (default $OUT)")
+    parser.add_argument("--local-fake", action="store_true", help="no GPU: every stage against the fakes")
+    a = parser.parse_args()
+    mode = "fake" if a.local_fake else None
+    root = Path(a.root or (local_root if mode else "/tmp/fpe2e"))
+    if mode and not a.stages:
+        if root.exists() and a.root is None:
+            shutil.rmtree(root)
+        a.stages = list(local_stages)
+    if not a.stages:
+        parser.error("name the stages (see the docstring), or --local-fake")
+    CFG = Config(
+        root=root,
+        models=Path(a.models or (root / "models" if mode else "/tmp/models")),
+        out=Path(a.out or os.environ.get("OUT") or root / "out"),
+        deadline=a.deadline or (3600 if mode else 560),
+        gpus=1,
+        gpus_seen=gpu_count(),
+        e2e_batch=8,
+        e2e_swap=0,
+        timing_steps=5,
+        train2_steps=4,
+        records=local_records if mode else 32,
+        local=mode,
+    )
+    for path in (root, CFG.logs, CFG.marks, CFG.out):
+        path.mkdir(parents=True, exist_ok=True)
+    if mode:
+        shim = CFG.root / "bin" / "fake-python"
+        shim.parent.mkdir(parents=True, exist_ok=True)
+        fake = REPO / "tests" / "fakes" / "fake_python"
+        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} "$@"\n')
+        shim.chmod(0o755)
+    GPU = None if mode else GpuMon(CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+    STAGES.update(stages)
+    globals()["done_already"] = done_already
+    SUMMARY.update(
+        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
+    )
+    try:
+        for spec in a.stages:
+            do_stage(spec)
+    finally:
+        if GPU:
+            GPU.stop()
+        save_summary()
+        pack()
+    print_table()
+    return 1 if SUMMARY.get("asserts_failed_total") else 0
+
+
 def main() -> int:
     global CFG, GPU
     if sys.argv[1:2] == ["--fake-python"]:
