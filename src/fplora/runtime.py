@@ -11,6 +11,7 @@ import shutil
 import sys
 
 from fplora.musubi import schema
+from fplora.musubi.names import ATTENTION_MODULES
 from fplora.problems import Problem, UserError, display_path
 from fplora.process import capture
 from fplora.spec.models import Spec
@@ -35,13 +36,10 @@ def needed_modules(spec: Spec) -> list[str]:
         modules.append("tensorboard")
     if "8bit" in spec.train.optimizer.type.lower():
         modules.append("bitsandbytes")
-    # attention kernels: without the package musubi-tuner calls None at the first step ("'NoneType'
-    # object is not callable", GPU matrix cells att-xformers-b1, att-flash-b1, inf-flash)
-    kernels = {"flash_attn": "flash_attn", "flash": "flash_attn", "xformers": "xformers"}
-    kernels["sageattn"] = "sageattention"
     for attention in (spec.train.attention, spec.infer.attention):
-        if attention in kernels and kernels[attention] not in modules:
-            modules.append(kernels[attention])
+        kernel = ATTENTION_MODULES.get(attention)
+        if kernel and kernel not in modules:
+            modules.append(kernel)
     return modules
 
 

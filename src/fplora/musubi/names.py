@@ -349,11 +349,12 @@ TOKENIZER_REPO = "hunyuanvideo-community/HunyuanVideo"
 TOKENIZER_FILES = ("tokenizer/tokenizer.json", "tokenizer_2/vocab.json", "tokenizer_2/merges.txt")
 
 # The optional attention kernels, by the module musubi-tuner imports for each spec choice
-# (train.attention / infer.attention); sdpa and torch need none.
+# (train.attention / infer.attention): without it, it calls None at the first step ("'NoneType' object
+# is not callable", GPU matrix cells att-xformers-b1, att-flash-b1, inf-flash). sdpa and torch need
+# none; nor does flash3, which FramePack's DiT runs as sdpa (cell att-flash3-b1 passed without it).
 ATTENTION_MODULES = {
     "flash_attn": "flash_attn",
     "flash": "flash_attn",
-    "flash3": "flash_attn_interface",
     "xformers": "xformers",
     "sage_attn": "sageattention",
     "sageattn": "sageattention",
