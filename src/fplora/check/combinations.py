@@ -213,11 +213,15 @@ def _scheduler(spec: Spec) -> Iterator[Problem]:
         )
 
 
+def _scheduler_arg_items(spec: Spec) -> list[str]:
+    """`musubi.config.lr_scheduler_args` as a list of items (one string is one item)."""
+    items = spec.musubi.config.get("lr_scheduler_args") or []
+    return [str(item) for item in ([items] if isinstance(items, str) else items)]
+
+
 def _scheduler_args(spec: Spec) -> dict[str, str]:
     """`musubi.config.lr_scheduler_args` (`key=value` items) as musubi-tuner splits them."""
-    items = spec.musubi.config.get("lr_scheduler_args") or []
-    items = [items] if isinstance(items, str) else items
-    return dict(str(item).partition("=")[::2] for item in items)
+    return dict(item.partition("=")[::2] for item in _scheduler_arg_items(spec))
 
 
 def _scheduler_arguments(spec: Spec, name: str | None) -> Iterator[Problem]:
@@ -306,9 +310,8 @@ def _args(spec: Spec) -> Iterator[Problem]:
         (("train", "optimizer", "args"), spec.train.optimizer.args, True),
         (("train", "network", "args"), spec.train.network.args, False),
     ]
-    scheduler_args = spec.musubi.config.get("lr_scheduler_args")
-    if isinstance(scheduler_args, list):  # trainer_base.py:301-305, literal_eval too
-        sources.append((("musubi", "config", "lr_scheduler_args"), [str(a) for a in scheduler_args], True))
+    # trainer_base.py:301-305, literal_eval too
+    sources.append((("musubi", "config", "lr_scheduler_args"), _scheduler_arg_items(spec), True))
     for key, items, literal in sources:
         for index, item in enumerate(items):
             if found := _key_value_problem(item, literal=literal):
