@@ -43,9 +43,10 @@ def needed_modules(spec: Spec) -> list[str]:
     return modules
 
 
-def python_for(spec: Spec) -> str:
-    """The environment variable wins (one GPU box, many specs), then the spec, then this Python."""
-    chosen = os.environ.get(PYTHON_ENV) or spec.musubi.python
+def python_for(spec: Spec | None) -> str:
+    """The environment variable wins (one GPU box, many specs), then the spec, then this Python.
+    Without a spec (`fplora doctor` outside a project) only the variable counts."""
+    chosen = os.environ.get(PYTHON_ENV) or (spec.musubi.python if spec is not None else None)
     if not chosen:
         return sys.executable
     return shutil.which(chosen) or chosen

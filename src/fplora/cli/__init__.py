@@ -344,8 +344,7 @@ def doctor(spec: SpecArg = None) -> None:
         except UserError:
             if spec is not None:
                 raise  # a spec named but broken is the user's to fix; no spec at all is fine
-        python = python_for(loaded) if loaded is not None else common.musubi_python()
-        raise typer.Exit(run_doctor(loaded, python, Console(highlight=False, soft_wrap=True)))
+        raise typer.Exit(run_doctor(loaded, python_for(loaded), Console(highlight=False, soft_wrap=True)))
 
 
 @app.command(short_help="Show a spec's run: segments, steps, checkpoints.")

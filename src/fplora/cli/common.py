@@ -160,18 +160,6 @@ def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = T
     return applied
 
 
-def musubi_python() -> str:
-    """The musubi-tuner Python without a spec: FPLORA_MUSUBI_PYTHON, else this one."""
-    import os
-    import shutil
-    import sys
-
-    from fplora.runtime import PYTHON_ENV
-
-    chosen = os.environ.get(PYTHON_ENV)
-    return (shutil.which(chosen) or chosen) if chosen else sys.executable
-
-
 def echo_learning_rate(spec: Spec) -> None:
     """The learning rate's derivation, when the spec asks for one (`tuned_at_batch`)."""
     from fplora.spec.learning_rate import derive
