@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from fplora import plan
 from fplora.check import check_spec
@@ -85,6 +95,21 @@ def open_job(spec: Spec, *, dry_run: bool, out: Console | None = None) -> Job:
     else:
         sys.stderr.write("dry run: model files and musubi-tuner not checked; nothing will run\n")
     return job
+
+
+@contextmanager
+def worker_progress(job: Job, description: str, total: int) -> Iterator[tuple[Progress, TaskID]]:
+    """The progress bar of a worker's steps (sweep cells, evaluated checkpoints), drawn while its
+    output goes to the log: a spinner, what it is doing, and done out of `total`."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=job.console, transient=True) as progress:
+        yield progress, progress.add_task(description, total=total)
 
 
 def timestamp() -> str:

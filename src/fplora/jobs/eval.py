@@ -19,12 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
@@ -32,7 +27,7 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
-from fplora.jobs.context import Job, log_path, timestamp
+from fplora.jobs.context import Job, log_path, timestamp, worker_progress
 from fplora.problems import Problem, UserError, display_path, note
 from fplora.render import commands
 from fplora.runs import evaluation
@@ -107,14 +102,8 @@ class _Eval:
     ready_s: float | None = None
 
     def on_line(self, line: str) -> None:
-        start = line.find(evaluation.EVENT_PREFIX)
-        if start < 0:
-            return
-        try:
-            event = json.loads(line[start + len(evaluation.EVENT_PREFIX) :])
-        except ValueError:
-            return
-        if not isinstance(event, dict):
+        event = evaluation.parse_event(line)
+        if event is None:
             return
         kind = event.get("event")
         if kind == "phase" and self.progress is not None:
@@ -275,18 +264,10 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
     )
     run = _Eval(job, ids, list(spec.eval.timesteps))
     started = time.monotonic()
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=job.console, transient=True) as progress, open(os.devnull, "wb") as quiet:
-        run.progress, run.task = (
-            progress,
-            progress.add_task("starting the evaluation worker", total=len(todo)),
-        )
+    with (
+        worker_progress(job, "starting the evaluation worker", len(todo)) as (run.progress, run.task),
+        open(os.devnull, "wb") as quiet,
+    ):
         result = process.run(argv, log=log, on_line=run.on_line, echo=quiet)
     new = EvalFile(spec=str(spec.path), output_name=name, setup=setup, points=run.points)
     merged, notes = evaluation.merge(old, new)

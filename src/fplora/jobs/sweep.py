@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
 )
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.jobs.context import Job, timestamp
+from fplora.jobs.context import Job, timestamp, worker_progress
 from fplora.musubi.names import GENERATE_OUTPUTS, GenerateOutput
 from fplora.problems import display_path, note
 from fplora.render import commands
@@ -177,19 +170,6 @@ def _tail(log: Path, count: int) -> list[str]:
     return [line for line in lines if line.strip()][-count:]
 
 
-@contextmanager
-def _progress(job: Job, total: int) -> Iterator[tuple[Progress, Any]]:
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=job.console, transient=True) as progress:
-        yield progress, progress.add_task("starting the sweep worker", total=total)
-
-
 def to_make(job: Job, pairs: list[Pair], *, redo: bool) -> tuple[list[Pair], list[Pair]]:
     """(cells to make, cells skipped as already made with these settings)."""
     if redo:
@@ -240,7 +220,10 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
     seeds = [line.seed for line in job.plan.infer_prompts]
     cells = {cell_id(i): _Cell(pair) for i, pair in enumerate(todo)}
     sweep = _Sweep(job, command, log, outputs, seeds, cells)
-    with _progress(job, len(todo)) as (progress, task), open(os.devnull, "wb") as quiet:
+    with (
+        worker_progress(job, "starting the sweep worker", len(todo)) as (progress, task),
+        open(os.devnull, "wb") as quiet,
+    ):
         sweep.progress, sweep.task = progress, task
         result = process.run(argv, log=log, on_line=sweep.on_line, echo=quiet)
     code = sweep.finish(result)

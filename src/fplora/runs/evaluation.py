@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fplora.atomic import write_atomic
 from fplora.problems import Problem, UserError, display_path, note
+from fplora.runs import events
 
 PROTOCOL = 1
 EVENT_PREFIX = "fplora-eval-event "
@@ -165,3 +166,8 @@ def table_rows(data: EvalFile, best: Point | None = None) -> list[list[str]]:
         took = f"{point.seconds:.1f}" if point.seconds is not None else ""
         rows.append([step, point.label, f"{point.loss:.5f}{mark}", *bands, took])
     return rows
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """The evaluation worker's event on a line of its output, or None for any other line."""
+    return events.parse_event(line, EVENT_PREFIX)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi.names import GenerateOutput
+from fplora.runs import events
 from fplora.runs.infer_folders import Pair
 
 PROTOCOL = 1
@@ -48,16 +49,8 @@ def plan_json(generate_args: list[str], pairs: list[Pair]) -> str:
 
 
 def parse_event(line: str) -> dict[str, Any] | None:
-    """The event on a line of the worker's output, or None for any other line (musubi-tuner's log,
-    a progress bar, an event line cut by a crash)."""
-    start = line.find(EVENT_PREFIX)
-    if start < 0:
-        return None
-    try:
-        event = json.loads(line[start + len(EVENT_PREFIX) :])
-    except json.JSONDecodeError:
-        return None
-    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
+    """The sweep worker's event on a line of its output, or None for any other line."""
+    return events.parse_event(line, EVENT_PREFIX)
 
 
 @dataclass(frozen=True)
