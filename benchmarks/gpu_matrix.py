@@ -628,9 +628,7 @@ def setup(stages: list[str], local: bool) -> bool:
         try:
             if name == "install":
                 if not (e2e.CFG.marks / "install.ok").is_file():
-                    e2e.stage_install(stage, checks)
-                    if not local:
-                        av_stub()
+                    e2e.stage_install(stage, checks)  # with the PyAV stub: .whl2 is not carried
             elif name == "weights":
                 if not (P.models / "weights.json").is_file():
                     e2e.stage_weights(stage, checks)
@@ -650,18 +648,6 @@ def setup(stages: list[str], local: bool) -> bool:
             RESULTS["versions"] = e2e.SUMMARY["versions"]
         save_results()
     return ok
-
-
-def av_stub() -> None:
-    """musubi-tuner imports PyAV at import time (dataset/media_utils.py) but uses it only for video;
-    the 34 MB wheel does not fit the carry limit beside the rest, so a stub that fails when used."""
-    stub = Path("/tmp/site/av")
-    stub.mkdir(parents=True, exist_ok=True)
-    (stub / "__init__.py").write_text(
-        "def _missing(*a, **k):\n    raise RuntimeError('PyAV stub (gpu_matrix): video needs the av wheel')\n"
-        "open = _missing\nclass VideoFrame:\n    from_ndarray = from_image = staticmethod(_missing)\n"
-        "__version__ = '0.0.0+stub'\n"
-    )
 
 
 def cache_done(variant: str) -> bool:

@@ -47,7 +47,7 @@ STEPS = (1, 2, 3)
 MULTIPLIERS = ("1.0", "1.2", "1.4")
 RANK, ALPHA = 32, 16
 SEPARATE_CELL_S = 110  # one generate process on an H100: ~96-101 s measured, plus fplora
-e2e.COST.update(loras=40, sweep=330, separate=SEPARATE_CELL_S, compare=10)
+e2e.COST.update(loras=40, sweep=300, separate=SEPARATE_CELL_S, compare=10)
 IMAGE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
 
 LORA_SCRIPT = r"""
@@ -128,13 +128,25 @@ def cell_made(mode: str, step: int, multiplier: str) -> bool:
     return len(images(folder(mode, step, multiplier))) >= e2e.INFER_PROMPTS
 
 
+def _marks_file(path: str) -> Path:
+    return e2e.CFG.marks / f"sweep-speed-{path}.json"
+
+
 def marks() -> dict[str, Any]:
-    path = e2e.CFG.marks / "sweep-speed.json"
-    return json.loads(path.read_text()) if path.is_file() else {"separate_s": {}}
+    """Both paths' timings. Each path keeps its own file, so that the sweep and the separate cells
+    can run at once on two GPUs (benchmarks/gpu_pair.sh) without one overwriting the other's."""
+    sweep, separate = _marks_file("sweep"), _marks_file("separate")
+    data: dict[str, Any] = json.loads(sweep.read_text()) if sweep.is_file() else {}
+    data["separate_s"] = json.loads(separate.read_text()) if separate.is_file() else {}
+    return data
 
 
-def save_marks(data: dict[str, Any]) -> None:
-    (e2e.CFG.marks / "sweep-speed.json").write_text(json.dumps(data, indent=1))
+def save_sweep_s(seconds: float) -> None:
+    _marks_file("sweep").write_text(json.dumps({"sweep_s": seconds}))
+
+
+def save_separate_s(separate: dict[str, float]) -> None:
+    _marks_file("separate").write_text(json.dumps(separate, indent=1))
 
 
 def stage_loras(stage: dict[str, Any], checks: e2e.Checks) -> None:
@@ -173,20 +185,18 @@ def stage_sweep(stage: dict[str, Any], checks: e2e.Checks) -> None:
         args += ["--multiplier", m]
     ran = e2e.fplora(stage, *args)
     checks.rc(ran, what="fplora infer --sweep (3 x 3)")
-    data = marks()
-    data["sweep_s"] = round(ran.t1 - ran.t0, 1)
-    save_marks(data)
+    save_sweep_s(round(ran.t1 - ran.t0, 1))
     made = [(s, m) for s in STEPS for m in MULTIPLIERS if cell_made("sweep", s, m)]
     checks.ok(len(made) == 9, "the sweep made all nine cells", made)
 
 
 def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
     write_specs()
-    data = marks()
+    separate = marks()["separate_s"]
     for step in STEPS:
         for m in MULTIPLIERS:
             key = f"step{step}-lm{m}"
-            if key in data["separate_s"] and cell_made("separate", step, m):
+            if key in separate and cell_made("separate", step, m):
                 continue
             if e2e.CFG.left() - e2e.PACK_MARGIN < SEPARATE_CELL_S and not e2e.CFG.local:
                 print(f"=== separate: {key} left for the next call (deadline)", flush=True)
@@ -195,8 +205,8 @@ def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
                 stage, *_args("bench-sep", "--lora", f"step{step}", "--multiplier", m, "--no-sweep")
             )
             checks.rc(ran, what=f"fplora infer --no-sweep {key}")
-            data["separate_s"][key] = round(ran.t1 - ran.t0, 1)
-            save_marks(data)
+            separate[key] = round(ran.t1 - ran.t0, 1)
+            save_separate_s(separate)
 
 
 def _pixels(path: Path) -> tuple[tuple[int, int], list[int]]:
