@@ -97,6 +97,10 @@ def spec_texts() -> dict[str, str]:
             "extends: base.yaml\n"
             f"train:\n  output_name: {OUTPUT_NAME}\n"
             f"infer:\n  save_dir: {bench() / save}\n"
+            # base.yaml swaps 20 blocks (the memo's training setting, inherited by infer); the H200
+            # holds the fp8 DiT, and musubi-tuner's --from_file mode loses every prompt after the
+            # first when blocks are swapped (the first GPU run of this script)
+            "  blocks_to_swap: 0\n"
         )
     return texts
 

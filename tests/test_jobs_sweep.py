@@ -275,3 +275,45 @@ def test_an_event_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(worker.sys.stdout, "fileno", lambda: 1, raising=False)
         worker.emit("cell_done", cell="c0", files=["a" * 100])
     assert len(writes) == 1 and writes[0].endswith(b"\n")
+
+
+class _ParserBackend(_Backend):
+    """Parses like the generate script: argparse exits 2 without a required option."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def prepare(self, generate_args: list[str], emit: Any) -> int:
+        import argparse
+
+        self.seen = generate_args
+        parser = argparse.ArgumentParser(prog="fpack_generate_video")
+        for name in fake.schema()["scripts"]["fpack_generate_video"]["required"]:
+            parser.add_argument(f"--{name}", required=True)
+        parser.add_argument("--from_file")
+        parser.parse_args(generate_args)
+        return 1
+
+
+def test_the_worker_gives_the_generate_parser_every_required_option(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The first GPU run died in argparse: the plan leaves `--save_path` to the cells, but the
+    generate parser requires one. The worker now passes the first cell's; a parser exit is an
+    `error` event with exit code 2, not a silent death."""
+    worker = worker_module()
+    cell = {"id": "c0", "lora": "ok", "multiplier": 1.0, "save_path": str(tmp_path / "a"), "label": "step1"}
+    Path(cell["save_path"]).mkdir()
+    args = ["--from_file", "p.txt", "--text_encoder1", "t1", "--text_encoder2", "t2", "--image_encoder", "ie"]
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"protocol": 1, "generate_args": args, "cells": [cell]}))
+    backend = _ParserBackend()
+    assert worker.main(["--plan", str(plan)], backend=backend) == 0
+    assert backend.seen == [*args, "--save_path", cell["save_path"]]
+
+    plan.write_text(json.dumps({"protocol": 1, "generate_args": args[:2], "cells": [cell]}))
+    assert worker.main(["--plan", str(plan)], backend=_ParserBackend()) == 2
+    events = _events(capfd.readouterr().out)
+    assert (
+        events[-1]["event"] == "error" and "parser refused the plan's options (exit 2)" in events[-1]["error"]
+    )

@@ -649,10 +649,15 @@ def run_eval_worker(inv: Invocation, cwd: Path) -> int:
 
 
 def generate_invocation(generate_args: Sequence[str], cell: dict[str, Any], cwd: Path) -> Invocation:
-    """A sweep cell as the separate generate run it stands for, checked like one."""
+    """A sweep cell as the separate generate run it stands for, checked like one (the cell's
+    `--save_path` replaces the one the worker gave the parser)."""
+    args = list(generate_args)
+    if "--save_path" in args:
+        at = args.index("--save_path")
+        del args[at : at + 2]
     argv = [
         *("-m", LAUNCH_MODULE, "--num_processes", "1", "-m", SCRIPT_PREFIX + "fpack_generate_video"),
-        *generate_args,
+        *args,
         *("--lora_weight", str(cell["lora"]), "--lora_multiplier", str(cell["multiplier"])),
         *("--save_path", str(cell["save_path"])),
     ]
@@ -1000,6 +1005,16 @@ class FakeSweepBackend:
         emit("phase", phase="fake: loading the encoders")
         if os.environ.get("FAKE_SWEEP_PREPARE_FAIL") == "1":
             raise RuntimeError("torch.OutOfMemoryError: CUDA out of memory (fake, loading text encoder 1)")
+        # the worker hands these to the generate script's own parse_args: argparse exits 2 without
+        # an option the schema marks required (the first GPU run found --save_path missing this way)
+        required = schema()["scripts"]["fpack_generate_video"]["required"]
+        missing = [f"--{name}" for name in required if f"--{name}" not in generate_args]
+        if missing:
+            print(
+                f"fpack_generate_video: error: the following arguments are required: {', '.join(missing)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         cell = (
             self.plan["cells"][0]
             if self.plan["cells"]

@@ -235,8 +235,10 @@ class MusubiBackend:
         if dit_weight_dtype != dit_dtype and dit_weight_dtype is not None:
             transformer.to(dit_weight_dtype)  # as training casts it
         if trainer.blocks_to_swap:
+            # forwards only, many of them: the way training's own sampling runs a swapping DiT
+            # (trainer_base.sample_images), not the training loop's forward-and-backward setup
             transformer.move_to_device_except_swap_blocks(accelerator.device)
-            transformer.prepare_block_swap_before_forward()
+            transformer.switch_block_swap_for_inference()
         self.accelerator, self.transformer, self.dit_dtype = accelerator, transformer, dit_dtype
 
         emit("phase", phase="applying the LoRA network")

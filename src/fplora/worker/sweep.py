@@ -104,6 +104,16 @@ class Backend(Protocol):
         """Load what every cell shares and encode the prompts; the number of prompts."""
         ...
 
+    def _release(self, shared: dict[str, Any]) -> None:
+        """Free the DiT as the generate script does after its prompts."""
+        gv, device = self.gv, self.device
+        if shared and self.args.blocks_to_swap > 0:
+            time.sleep(5)  # as the generate script does: let block swap's transfers finish
+        shared.clear()
+        gc.collect()
+        gv.clean_memory_on_device(device)
+        gv.synchronize_device(device)
+
     def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
         """Generate every prompt into `cell.save_path`; why prompts failed (empty: none did)."""
         ...
@@ -120,12 +130,27 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def prepare_args(plan: Plan) -> list[str]:
+    """The options `prepare` parses: the plan's, plus the first cell's `--save_path`, which the
+    generate parser requires (every cell then sets its own)."""
+    return [*plan.generate_args, "--save_path", plan.cells[0].save_path]
+
+
 def run(plan: Plan, backend: Backend) -> int:
     """Prepare once, then every cell; a failing cell is reported and the next one runs."""
     started = time.monotonic()
     emit("started", protocol=PROTOCOL, cells=len(plan.cells), pid=os.getpid())
+    if not plan.cells:
+        emit("finished", done=0, failed=0, seconds=0.0)
+        return 0
     try:
-        prompts = backend.prepare(plan.generate_args, emit)
+        prompts = backend.prepare(prepare_args(plan), emit)
+    except SystemExit as exit_:  # the generate script's parser refused the options (argparse exits 2)
+        emit(
+            "error",
+            error=f"the generate parser refused the plan's options (exit {exit_.code}): see the log",
+        )
+        return 2
     except Exception as error:
         traceback.print_exc()
         emit("error", error=_reason(error))
@@ -231,17 +256,35 @@ class MusubiBackend:
         base.save_path = cell.save_path
         return [self.gv.apply_overrides(base, prompt) for prompt in self.prompts]
 
+    def _release(self, shared: dict[str, Any]) -> None:
+        """Free the DiT as the generate script does after its prompts."""
+        gv, device = self.gv, self.device
+        if shared and self.args.blocks_to_swap > 0:
+            time.sleep(5)  # as the generate script does: let block swap's transfers finish
+        shared.clear()
+        gc.collect()
+        gv.clean_memory_on_device(device)
+        gv.synchronize_device(device)
+
     def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
         gv, torch, device = self.gv, self.torch, self.device
         per_prompt = self._cell_args(cell)
         errors: list[str] = []
         latents: list[tuple[Any, Any]] = []
         shared: dict[str, Any] = {}
+        # musubi-tuner 30c658c4 reuses a loaded DiT for the next prompt only without block swap: with
+        # swapped blocks the second prompt fails ("mat2 is on cpu", fpack_generate_video.py:1220, seen
+        # on an H200), as in its own --from_file mode. With swap, each prompt gets a fresh load.
+        reload_per_prompt = self.args.blocks_to_swap > 0
         try:
-            emit("phase", phase=f"{cell.label} x{cell.multiplier}: loading the DiT with the LoRA merged")
-            shared["model"] = gv.load_dit_model(per_prompt[0], device)
             with torch.no_grad():
                 for index, args in enumerate(per_prompt):
+                    if "model" not in shared:
+                        emit(
+                            "phase",
+                            phase=f"{cell.label} x{cell.multiplier}: loading the DiT with the LoRA merged",
+                        )
+                        shared["model"] = gv.load_dit_model(args, device)
                     # generate() appends to a one-frame prompt's control latents: give it a fresh list
                     image = dict(self.image_data[index])
                     if image.get("control_latents") is not None:
@@ -254,14 +297,12 @@ class MusubiBackend:
                         traceback.print_exc()
                         errors.append(f"prompt {index + 1}: {_reason(error)}")
                         continue
+                    finally:
+                        if reload_per_prompt and index < len(per_prompt) - 1:
+                            self._release(shared)
                     latents.append((args, latent))
         finally:
-            if shared and self.args.blocks_to_swap > 0:
-                time.sleep(5)  # as the generate script does: let block swap's transfers finish
-            shared.clear()
-            gc.collect()
-            gv.clean_memory_on_device(device)
-            gv.synchronize_device(device)
+            self._release(shared)
         if self.args.output_type != "latent" and latents:
             self.vae.to(device)
             try:
