@@ -5,8 +5,11 @@ scored, a failing checkpoint, and `--lora best` in infer and runs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from fakes import fake
@@ -169,3 +172,56 @@ def test_a_dry_run_prints_the_worker_command_and_writes_no_plan(workspace: Works
     assert line.split()[-3].endswith("src/fplora/worker/eval.py") and line.split()[-2] == "--plan"
     assert not Path(line.split()[-1]).exists()
     assert "it would score 1 checkpoint(s)" in result.stderr  # before training: the untrained network
+
+
+def _musubi_training_parser_module() -> ModuleType:
+    """musubi-tuner's parser and config reader as they behave at the pinned commit:
+    `read_config_from_file` parses `sys.argv` again (training/parser_common.py:807)."""
+    import argparse
+
+    module = ModuleType("musubi_tuner.fpack_train_network")
+
+    def setup_parser_common() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--config_file")
+        parser.add_argument("--network_dim", type=int)
+        return parser
+
+    def read_config_from_file(
+        args: argparse.Namespace, parser: argparse.ArgumentParser
+    ) -> argparse.Namespace:
+        assert Path(args.config_file).is_file()
+        return parser.parse_args(namespace=argparse.Namespace(network_dim=32))  # as if read from it
+
+    module.setup_parser_common = setup_parser_common  # type: ignore[attr-defined]
+    module.framepack_setup_parser = lambda parser: parser  # type: ignore[attr-defined]
+    module.read_config_from_file = read_config_from_file  # type: ignore[attr-defined]
+    return module
+
+
+def test_the_worker_reads_the_run_config_with_musubis_own_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first GPU run died in argparse ("unrecognized arguments: --plan"): musubi-tuner's config
+    reader parses sys.argv, which held the worker's command line."""
+    path = Path(__file__).resolve().parents[1] / "src" / "fplora" / "worker" / "eval.py"
+    spec = importlib.util.spec_from_file_location("fplora_eval_worker_argv", path)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = worker  # dataclasses look their module up
+    spec.loader.exec_module(worker)
+    config = tmp_path / "config.toml"
+    config.write_text("[network]\nnetwork_dim = 32\n")
+    package = ModuleType("musubi_tuner")
+    package.fpack_train_network = _musubi_training_parser_module()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "musubi_tuner", package)
+    monkeypatch.setitem(sys.modules, "musubi_tuner.fpack_train_network", package.fpack_train_network)
+    monkeypatch.setattr(sys, "argv", [str(path), "--plan", str(tmp_path / "plan.json")])
+    plan = worker.Plan(str(config), str(tmp_path / "eval-dataset.toml"), [0.5], 42, [])
+    args = worker.MusubiBackend()._args(plan)
+    assert (args.network_dim, args.dataset_config, args.timestep_sampling) == (
+        32,
+        plan.dataset_config,
+        "uniform",
+    )
+    assert sys.argv[1] == "--plan"  # given back

@@ -134,6 +134,9 @@ def run(plan: Plan, backend: Backend) -> int:
     emit("started", protocol=PROTOCOL, checkpoints=len(plan.checkpoints), pid=os.getpid())
     try:
         records, batches = backend.prepare(plan, emit)
+    except SystemExit as exit_:  # musubi-tuner's parser or config reader gave up (argparse exits 2)
+        emit("error", error=f"musubi-tuner's training parser stopped (exit {exit_.code}): see the log")
+        return 2
     except Exception as error:
         traceback.print_exc()
         emit("error", error=_reason(error))
@@ -187,8 +190,15 @@ class MusubiBackend:
         from musubi_tuner import fpack_train_network as ft
 
         parser = ft.framepack_setup_parser(ft.setup_parser_common())
-        args = parser.parse_args(["--config_file", plan.config_file])
-        args = ft.read_config_from_file(args, parser)
+        # read_config_from_file parses sys.argv again (parser_common.py:807): it must hold the
+        # training script's command line, not this worker's --plan (the first GPU run died there)
+        saved_argv = sys.argv
+        sys.argv = ["fpack_train_network", "--config_file", plan.config_file]
+        try:
+            args = parser.parse_args(sys.argv[1:])
+            args = ft.read_config_from_file(args, parser)
+        finally:
+            sys.argv = saved_argv
         # as fpack_train_network.main fixes them
         args.vae_dtype, args.dit_dtype, args.sample_solver = "float16", "bfloat16", "unipc"
         args.dataset_config = plan.dataset_config
