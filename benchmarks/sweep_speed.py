@@ -7,11 +7,13 @@ the other multipliers' so that the LoRA is known to be applied).
 
 Built on benchmarks/gpu_e2e.py (same harness, same random full-size weights, same 600-s command
 rules, same `STAGE?` skipping and --deadline). Stdlib only, like it. Run from the repo root with
-$OUT set, carrying `.whl .whl2 .musubi .hf .gpu-e2e .whl3`:
+$OUT set, carrying `.whl .musubi .hf .gpu-e2e .whl3` (no video is written, so `.whl2` may stay
+behind: the install stage then puts a PyAV stub in its place). On one `nvidia-h200`, three calls:
 
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
-    python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate compare
+    python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate \
+        again compare
 
 `separate` makes the cells not made yet, one `fplora infer --no-sweep` process each (~100 s), and
 starts none that cannot end before the deadline, so the nine spread over the calls; `compare` needs
@@ -23,6 +25,8 @@ all eighteen folders. Stages:
             their effect is large enough to see
   sweep     fplora infer bench-sweep.yaml --lora step1..step3 --multiplier 1.0 1.2 1.4 --sweep
   separate  fplora infer bench-sep.yaml --lora stepN --multiplier M --no-sweep, per cell
+  again     the first cell once more in a separate process (bench-again.yaml): the noise floor, what
+            two runs of the same script on the same GPU differ by
   compare   the ratio, pixel differences, the sweep's per-cell seconds from its events; writes
             $OUT/sweep-speed.json and copies the contact sheets to $OUT
 
@@ -47,7 +51,7 @@ STEPS = (1, 2, 3)
 MULTIPLIERS = ("1.0", "1.2", "1.4")
 RANK, ALPHA = 32, 16
 SEPARATE_CELL_S = 110  # one generate process on an H100: ~96-101 s measured, plus fplora
-e2e.COST.update(loras=40, sweep=300, separate=SEPARATE_CELL_S, compare=10)
+e2e.COST.update(loras=40, sweep=300, separate=SEPARATE_CELL_S, again=SEPARATE_CELL_S, compare=10)
 IMAGE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
 
 LORA_SCRIPT = r"""
@@ -91,7 +95,7 @@ def lora_path(step: int) -> Path:
 
 def spec_texts() -> dict[str, str]:
     texts = {}
-    for version, save in (("bench-sweep", "sweep"), ("bench-sep", "separate")):
+    for version, save in (("bench-sweep", "sweep"), ("bench-sep", "separate"), ("bench-again", "again")):
         texts[version] = (
             f"# benchmarks/sweep_speed.py: the 3 x 3 grid, made by the {save} path.\n"
             "extends: base.yaml\n"
@@ -114,7 +118,7 @@ def write_specs() -> None:
 
 
 def folder(mode: str, step: int, multiplier: str) -> Path:
-    version = "bench-sweep" if mode == "sweep" else "bench-sep"
+    version = {"sweep": "bench-sweep", "separate": "bench-sep", "again": "bench-again"}[mode]
     return bench() / mode / f"{version}-step{step:08d}-lm{float(multiplier)}"
 
 
@@ -213,6 +217,17 @@ def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
             save_separate_s(separate)
 
 
+def stage_again(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    """The noise floor: the first cell made by a second separate process. Two runs of the same
+    script on the same GPU need not agree to the bit (kernel choices, bf16 accumulation order), and
+    random full-size weights amplify any difference; the sweep is judged against this."""
+    write_specs()
+    step, m = STEPS[0], MULTIPLIERS[0]
+    ran = e2e.fplora(stage, *_args("bench-again", "--lora", f"step{step}", "--multiplier", m, "--no-sweep"))
+    checks.rc(ran, what=f"fplora infer --no-sweep step{step}-lm{m} again")
+    checks.ok(cell_made("again", step, m), "the second separate run made both images")
+
+
 def _pixels(path: Path) -> tuple[tuple[int, int], list[int]]:
     from PIL import Image
 
@@ -221,13 +236,27 @@ def _pixels(path: Path) -> tuple[tuple[int, int], list[int]]:
         return rgb.size, list(rgb.tobytes())
 
 
-def max_difference(a: Path, b: Path) -> int | None:
-    """Largest per-channel difference (0-255); None when the sizes differ."""
+def difference(a: Path, b: Path) -> dict[str, float] | None:
+    """Largest and mean per-channel difference (0-255), and the share of channels that differ by
+    more than 4; None when the sizes differ."""
     size_a, pa = _pixels(a)
     size_b, pb = _pixels(b)
     if size_a != size_b:
         return None
-    return max((abs(x - y) for x, y in zip(pa, pb, strict=True)), default=0)
+    diffs = [abs(x - y) for x, y in zip(pa, pb, strict=True)]
+    if not diffs:
+        return {"max": 0, "mean": 0.0, "over_4": 0.0}
+    return {
+        "max": max(diffs),
+        "mean": round(sum(diffs) / len(diffs), 3),
+        "over_4": round(sum(d > 4 for d in diffs) / len(diffs), 4),
+    }
+
+
+def max_difference(a: Path, b: Path) -> int | None:
+    """Largest per-channel difference (0-255); None when the sizes differ."""
+    found = difference(a, b)
+    return None if found is None else int(found["max"])
 
 
 def sweep_events() -> dict[str, Any]:
@@ -257,7 +286,7 @@ def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
     for step in STEPS:
         for m in MULTIPLIERS:
             a, b = images(folder("sweep", step, m)), images(folder("separate", step, m))
-            diffs = {str(seed): max_difference(a[seed], b[seed]) if seed in b else None for seed in sorted(a)}
+            diffs = {str(seed): difference(a[seed], b[seed]) if seed in b else None for seed in sorted(a)}
             cells[f"step{step}-lm{m}"] = diffs
             checks.ok(sorted(a) == sorted(b) == [42, 43], f"step{step} lm{m}: both made seeds 42 and 43")
     for step in STEPS:  # the LoRA is applied: another multiplier gives another image
@@ -273,8 +302,15 @@ def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
             speed_ratio=round(total / data["sweep_s"], 2),
         )  # fmt: skip
         checks.ok(result["speed_ratio"] >= 3.0, "the sweep is at least 3x faster", result["speed_ratio"])
-    worst = [d for diffs in cells.values() for d in diffs.values() if d is not None]
+    worst = [d["max"] for diffs in cells.values() for d in diffs.values() if d is not None]
     result["largest_pixel_difference"] = max(worst) if worst else None
+    first, again = (
+        images(folder("separate", STEPS[0], MULTIPLIERS[0])),
+        images(folder("again", STEPS[0], MULTIPLIERS[0])),
+    )
+    result["noise_floor"] = {  # separate against separate: what "equal" can mean on this GPU
+        str(seed): difference(first[seed], again[seed]) for seed in sorted(first) if seed in again
+    } or None
     stage["result"] = result
     print("SWEEP_SPEED " + json.dumps(result), flush=True)
     (e2e.CFG.out / "sweep-speed.json").write_text(json.dumps(result, indent=1))
@@ -285,7 +321,13 @@ def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
         shutil.copy(png, e2e.CFG.out / f"sheet-{png.name}")
 
 
-STAGES = {"loras": stage_loras, "sweep": stage_sweep, "separate": stage_separate, "compare": stage_compare}
+STAGES = {
+    "loras": stage_loras,
+    "sweep": stage_sweep,
+    "separate": stage_separate,
+    "again": stage_again,
+    "compare": stage_compare,
+}
 
 
 def done_already(name: str) -> bool:
@@ -295,6 +337,8 @@ def done_already(name: str) -> bool:
         return all(cell_made("sweep", s, m) for s in STEPS for m in MULTIPLIERS) and "sweep_s" in marks()
     if name == "separate":
         return len(marks()["separate_s"]) == 9
+    if name == "again":
+        return cell_made("again", STEPS[0], MULTIPLIERS[0])
     return ORIGINAL_DONE(name)
 
 
@@ -306,7 +350,7 @@ def main() -> int:
         __doc__ or "",
         stages=STAGES,
         done_already=done_already,
-        local_stages=["install", "weights", "data", "loras", "sweep", "separate", "compare"],
+        local_stages=["install", "weights", "data", "loras", "sweep", "separate", "again", "compare"],
         local_root="/tmp/fpe2e-sweep-local",
         local_records=4,
     )

@@ -566,3 +566,28 @@ def test_dry_run_refuses_a_state_folder_but_checks_no_file_content(trained: Work
     result = trained.cli("infer", str(trained.spec_path), "--lora", _junk_safetensors(trained), "--dry-run")
     assert result.exit_code == 0, result.output
     assert trained.calls() == []
+
+
+def test_several_prompts_on_a_swapping_dit_go_through_the_worker(trained: Workspace) -> None:
+    """musubi-tuner's generate loses every prompt after the first when blocks are swapped (seen on
+    an H200; the fake does the same). One cell with two prompts and a swapping DiT therefore runs in
+    fplora's worker, which loads the DiT again for each prompt; `--no-sweep` keeps the script and
+    warns at the line that set the swap."""
+    trained.write_spec(train={"blocks_to_swap": 20})
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
+    assert result.exit_code == 0, result.output
+    assert not trained.calls("fpack_generate_video")
+    assert "1 cells × 2 prompts in one process" in result.stderr
+    assert [name.split("_")[1] for name in pngs(trained, "v1-step00000002-lm1.0")] == ["42", "43"]
+
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--no-sweep")
+    assert result.exit_code == 1
+    (warning,) = [line for line in result.stderr.splitlines() if "loses every prompt after the first" in line]
+    assert "train.blocks_to_swap" in warning and "only prompt 1 of 2 is expected" in warning
+    assert "1 of 2 images" in result.stderr and "mat2 is on cpu" in result.stderr
+
+    trained.write_spec(infer={"blocks_to_swap": 0})  # the DiT fits: the script, both prompts
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--redo")
+    assert result.exit_code == 0, result.output
+    assert len(trained.calls("fpack_generate_video")) == 2  # the --no-sweep run above, and this one
+    assert "loses every prompt" not in result.stderr

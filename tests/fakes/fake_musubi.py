@@ -930,7 +930,8 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
     """`--from_file` batch mode with the real file names for each `--output_type` (`names.GENERATE_OUTPUTS`).
 
     FAKE_GENERATE_FAIL=1: every prompt fails (exit 0); FAKE_GENERATE_DECODE_FAIL=1: the latents are
-    generated (and saved for latent types), then decoding crashes (exit 1)."""
+    generated (and saved for latent types), then decoding crashes (exit 1). With `--blocks_to_swap`,
+    every prompt after the first fails, as the pinned script's did on an H200 (exit 0)."""
     values = inv.values
     weights = values.get("lora_weight") or []
     multipliers = values.get("lora_multiplier")
@@ -955,8 +956,15 @@ def run_generate(inv: Invocation, cwd: Path) -> int:
     latents = []
     # like the real batch mode: every prompt's latent first (saved at once for latent types), then
     # the DiT is freed and each latent decoded and saved, each file with its own time flag
-    for _, line in generate_prompt_lines(_resolve(values["from_file"], cwd)):
+    swapped = int(values.get("blocks_to_swap") or 0) > 0
+    for index, (_, line) in enumerate(generate_prompt_lines(_resolve(values["from_file"], cwd))):
         text = line[""][0]
+        if swapped and index > 0 and not fail:  # the pinned script, seen on an H200: the shared DiT's
+            say(  # swapped blocks are left on the CPU after the first prompt
+                f"ERROR:__main__:Error generating latent for prompt: {text}. Error: Expected all tensors"
+                " to be on the same device, but got mat2 is on cpu, different from other tensors on cuda:0"
+            )
+            continue
         if fail:
             say(
                 f"ERROR:__main__:Error generating latent for prompt: {text}."

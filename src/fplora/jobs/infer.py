@@ -19,6 +19,7 @@ from fplora.jobs.context import Job
 from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, GenerateOutput
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
+from fplora.render.commands import infer_blocks_to_swap
 from fplora.runs.infer_folders import (
     GENERATE_LOG,
     Pair,
@@ -97,10 +98,35 @@ def _check_folders(pairs: list[Pair]) -> list[Problem]:
     return notes
 
 
-def uses_sweep(sweep: bool | None, cells: int) -> bool:
+SWAP_TRAP = (
+    "musubi-tuner's generate script loses every prompt after the first when DiT blocks are swapped"
+    " (seen at 30c658c4 on an H200: 'mat2 is on cpu')"
+)
+
+
+def uses_sweep(sweep: bool | None, cells: int, *, swapped_prompts: bool = False) -> bool:
     """The sweep worker for a grid of two cells or more (it loads the models once for all of them),
-    separate generate processes for one; `--sweep`/`--no-sweep` decide instead."""
-    return sweep if sweep is not None else cells > 1
+    and for one cell whose several prompts would share a DiT with swapped blocks (`SWAP_TRAP`: the
+    worker loads the DiT again for each prompt); separate generate processes otherwise.
+    `--sweep`/`--no-sweep` decide instead."""
+    return sweep if sweep is not None else cells > 1 or swapped_prompts
+
+
+def swap_trap_note(job: Job, sweep: bool | None) -> tuple[bool, list[Problem]]:
+    """(several prompts would share a swapping DiT, the warning when `--no-sweep` keeps them there)."""
+    spec = job.plan.spec
+    swapped = infer_blocks_to_swap(spec) > 0 and len(job.plan.infer_prompts) > 1
+    if not (swapped and sweep is False):
+        return swapped, []
+    where = ("infer" if spec.infer.blocks_to_swap is not None else "train", "blocks_to_swap")
+    warning = spec.problem(
+        where,
+        f"{SWAP_TRAP}; with --no-sweep only prompt 1 of {len(job.plan.infer_prompts)} is expected to be made",
+        "drop --no-sweep (fplora's worker loads the DiT again for each prompt), or set"
+        " infer.blocks_to_swap: 0 where the DiT fits",
+        severity="warning",
+    )
+    return swapped, [warning]
 
 
 def check_captions(job: Job, *, strict: bool) -> None:
@@ -135,7 +161,9 @@ def run_infer(
     job.report(choice.notes)
     pairs = _pairs(job, choice, multipliers)
     job.report(_check_folders(pairs))
-    if uses_sweep(sweep, len(pairs)):
+    swapped, warnings = swap_trap_note(job, sweep)
+    job.report(warnings)
+    if uses_sweep(sweep, len(pairs), swapped_prompts=swapped):
         from fplora.jobs.sweep import run_sweep
 
         return run_sweep(job, pairs, command=command, redo=redo)

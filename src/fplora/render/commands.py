@@ -128,10 +128,17 @@ SWEEP_WORKER = Path(__file__).resolve().parents[1] / "worker" / "sweep.py"
 fplora installed); no module of fplora imports it."""
 
 
+def infer_blocks_to_swap(spec: Spec) -> int:
+    """The DiT blocks generate swaps: `infer.blocks_to_swap`, else training's."""
+    infer, train = spec.infer, spec.train
+    blocks = infer.blocks_to_swap if infer.blocks_to_swap is not None else train.blocks_to_swap
+    return blocks or 0
+
+
 def _generate_options(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
     """generate's options that every (LoRA, multiplier) of one infer shares."""
-    models, infer, train = spec.models, spec.infer, spec.train
-    blocks = infer.blocks_to_swap if infer.blocks_to_swap is not None else train.blocks_to_swap
+    models, infer = spec.models, spec.infer
+    blocks = infer_blocks_to_swap(spec)
     return {
         "fp8_scaled": infer.fp8_scaled,
         "fp8_llm": models.fp8_llm,

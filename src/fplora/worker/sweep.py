@@ -104,16 +104,6 @@ class Backend(Protocol):
         """Load what every cell shares and encode the prompts; the number of prompts."""
         ...
 
-    def _release(self, shared: dict[str, Any]) -> None:
-        """Free the DiT as the generate script does after its prompts."""
-        gv, device = self.gv, self.device
-        if shared and self.args.blocks_to_swap > 0:
-            time.sleep(5)  # as the generate script does: let block swap's transfers finish
-        shared.clear()
-        gc.collect()
-        gv.clean_memory_on_device(device)
-        gv.synchronize_device(device)
-
     def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
         """Generate every prompt into `cell.save_path`; why prompts failed (empty: none did)."""
         ...
