@@ -13,7 +13,7 @@ one H200/H100).
 
 Built on benchmarks/gpu_e2e.py (same harness, weights, dataset, 600-s command rules, `STAGE?`
 skipping and --deadline), stdlib only like it. Run from the repo root with $OUT set, carrying
-`.whl .whl2 .musubi .hf .gpu-e2e .whl3`:
+`.whl .musubi .hf .gpu-e2e .whl3` (no video, so no `.whl2`):
 
     set -o pipefail; python3 benchmarks/eval_check.py --deadline 560 \
         install? weights? data? evalcache? evaltrain? evaluate 2>&1 | tee $OUT/console.log

@@ -9,7 +9,7 @@ docs/presets.md, "What is left for a GPU session").
 It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
-root on the GPU machine, carrying `.whl .whl2 .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md):
+root on the GPU machine, carrying `.whl .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md; no video):
 
     set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
         speed-memo speed-preset speed-report 2>&1 | tee $OUT/console.log
@@ -20,11 +20,11 @@ root on the GPU machine, carrying `.whl .whl2 .musubi .hf .gpu-e2e .whl3` (see d
 
 Every variant extends `speedbase.yaml`: gpu_e2e's memo base without `blocks_to_swap` and
 `gradient_checkpointing`, so that a preset can choose them; `speed-memo` writes the memo's values back.
-Each variant trains --speed-steps optimizer steps (default 4, each of 16 samples) with no saves and no
-samples. Results accumulate in <root>/speed.json across commands on a warm machine; `speed-report`
-prints every variant's samples/s, its ratio to the memo's, and its peak memory against the 5 % headroom
-rule, into summary.json. `doctor` runs `fplora doctor` on speed-memo.yaml and keeps its output in
-$OUT/doctor.txt (for docs/presets.md).
+Each variant trains STEPS optimizer steps (3, each of 16 samples; steps 2 and 3 are timed) with no
+saves and no samples. Results accumulate in <root>/speed.json across commands on a warm machine;
+`speed-report` prints every variant's samples/s, its ratio to the memo's, and its peak memory against
+the 5 % headroom rule, into summary.json. `doctor` runs `fplora doctor` on speed-memo.yaml and keeps
+its output in $OUT/doctor.txt (for docs/presets.md).
 
 Locally, `--local-fake install weights data check cache speed-memo speed-preset speed-report` runs
 the same stages against gpu_e2e's fake musubi-tuner, to test this script's plumbing in seconds.
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_e2e as e2e
 
 EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
-STEPS = 4
+STEPS = 3  # step 1 (warm-up) is never timed: two steady steps of 16 samples each
 
 # name -> (what it tries, the lines of `train:` / top-level YAML the variant adds to speedbase.yaml)
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -80,7 +80,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "gpu: h200\ntrain:\n  attention: flash_attn\n",
     ),
 }
-COST_S = 120 + 20 * STEPS  # start-up to step 1 (~75 s without samples) + ~17 s per step of 16
+COST_S = 100 + 20 * STEPS  # start-up to step 1 (83 s for the memo's settings on an H200) + ~17 s per step
 
 
 def speed_file() -> Path:
