@@ -166,7 +166,9 @@ def run_infer(
     if uses_sweep(sweep, len(pairs), swapped_prompts=swapped):
         from fplora.jobs.sweep import run_sweep
 
-        return run_sweep(job, pairs, command=command, redo=redo)
+        # one cell sent to the worker only for the swap trap runs as asked, as a separate run would
+        only_for_swap = sweep is None and len(pairs) == 1
+        return run_sweep(job, pairs, command=command, redo=redo or only_for_swap)
     several = len(choice.loras) > 1
     failed = 0
     shown_lora = None
