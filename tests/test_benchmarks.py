@@ -34,3 +34,39 @@ def test_the_gpu_driver_passes_against_its_fake(driver: str, tmp_path: Path) -> 
         cwd=REPO,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+def test_two_drivers_run_side_by_side_and_come_back_in_one_archive(tmp_path: Path) -> None:
+    """benchmarks/gpu_pair.sh: a shared setup, one lane per GPU, every driver call with what is left
+    of the deadline and its own --out, and everything packed into pair.tgz (the device returns at
+    most 8 files)."""
+    import os
+    import tarfile
+
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OUT=str(out), PAIR_ARGS=f"--local-fake --root {tmp_path / 'r'}")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # python3 = this Python
+    done = subprocess.run(
+        [
+            "bash",
+            str(REPO / "benchmarks" / "gpu_pair.sh"),
+            "300",
+            "eval_check.py install? weights? data? + sweep_speed.py loras?",
+            "sweep_speed.py sweep? + eval_check.py evalcache? evaltrain? evaluate",
+            "sweep_speed.py separate again compare",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert [p.name for p in out.iterdir()] == ["pair.tgz"]
+    for lane in ("setup-1", "setup-2", "gpu0-1", "gpu0-2", "gpu1-1"):
+        assert f"=== {lane} exited 0" in done.stdout, done.stdout[-3000:]
+    with tarfile.open(out / "pair.tgz") as tar:
+        names = set(tar.getnames())
+    assert {"gpu0-2/eval-check.json", "gpu1-1/sweep-speed.json", "gpu1-1/console.log"} <= names
