@@ -225,3 +225,29 @@ def test_the_worker_reads_the_run_config_with_musubis_own_reader(
         "uniform",
     )
     assert sys.argv[1] == "--plan"  # given back
+
+
+def test_the_worker_finds_short_network_module_names_as_training_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`networks.lora_framepack` is a name inside the musubi_tuner package: training puts the package
+    folder on sys.path. The worker once put the folder above it there (found on the CPU against the
+    real musubi-tuner: "No module named 'networks'")."""
+    path = Path(__file__).resolve().parents[1] / "src" / "fplora" / "worker" / "eval.py"
+    spec = importlib.util.spec_from_file_location("fplora_eval_worker_networks", path)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = worker
+    spec.loader.exec_module(worker)
+    package = tmp_path / "src" / "musubi_tuner"
+    (package / "networks").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "networks" / "__init__.py").write_text("")
+    (package / "networks" / "lora_stand_in.py").write_text("FOUND = 'inside musubi_tuner'\n")
+    (package / "fpack_train_network.py").write_text("")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "networks", raising=False)
+    module = worker.network_module("networks.lora_stand_in", str(package / "fpack_train_network.py"))
+    assert module.FOUND == "inside musubi_tuner"
+    sys.modules.pop("networks", None)
+    sys.modules.pop("networks.lora_stand_in", None)

@@ -169,6 +169,17 @@ def run(plan: Plan, backend: Backend) -> int:
     return 1 if failed else 0
 
 
+def network_module(name: str, train_script: str) -> Any:
+    """The run's network module, found as training finds it: short names like
+    `networks.lora_framepack` resolve inside the musubi_tuner package, whose folder training puts on
+    sys.path (training/trainer_base.py:1536, one level below the package). `train_script` is
+    `fpack_train_network.py`, which sits in the package folder itself."""
+    package = os.path.dirname(os.path.abspath(train_script))
+    if package not in sys.path:
+        sys.path.append(package)
+    return importlib.import_module(name)
+
+
 class MusubiBackend:
     """musubi-tuner's `FramePackNetworkTrainer`, driven through the seams its `train` uses."""
 
@@ -252,8 +263,7 @@ class MusubiBackend:
         self.accelerator, self.transformer, self.dit_dtype = accelerator, transformer, dit_dtype
 
         emit("phase", phase="applying the LoRA network")
-        sys.path.append(os.path.dirname(os.path.dirname(ft.__file__)))  # as training finds short names
-        module = importlib.import_module(args.network_module)
+        module = network_module(args.network_module, ft.__file__)
         kwargs = dict(arg.split("=", 1) for arg in args.network_args or [])
         network = module.create_arch_network(
             1.0, args.network_dim, args.network_alpha, None, None, transformer, neuron_dropout=None, **kwargs
