@@ -13,7 +13,7 @@ behind: the install stage then puts a PyAV stub in its place). On one `nvidia-h2
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate \
-        again compare
+        again compare swapcell?
 
 `separate` makes the cells not made yet, one `fplora infer --no-sweep` process each (~100 s), and
 starts none that cannot end before the deadline, so the nine spread over the calls; `compare` needs
@@ -27,6 +27,8 @@ all eighteen folders. Stages:
   separate  fplora infer bench-sep.yaml --lora stepN --multiplier M --no-sweep, per cell
   again     the first cell once more in a separate process (bench-again.yaml): the noise floor, what
             two runs of the same script on the same GPU differ by
+  swapcell  one cell with two prompts and 20 swapped blocks (bench-swap.yaml): fplora must run it in
+            the worker (musubi-tuner's --from_file mode would make only the first prompt)
   compare   the ratio, pixel differences, the sweep's per-cell seconds from its events; writes
             $OUT/sweep-speed.json and copies the contact sheets to $OUT
 
@@ -51,7 +53,9 @@ STEPS = (1, 2, 3)
 MULTIPLIERS = ("1.0", "1.2", "1.4")
 RANK, ALPHA = 32, 16
 SEPARATE_CELL_S = 110  # one generate process on an H100: ~96-101 s measured, plus fplora
-e2e.COST.update(loras=40, sweep=300, separate=SEPARATE_CELL_S, again=SEPARATE_CELL_S, compare=10)
+e2e.COST.update(
+    loras=40, sweep=300, separate=SEPARATE_CELL_S, again=SEPARATE_CELL_S, swapcell=180, compare=10
+)
 IMAGE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
 
 LORA_SCRIPT = r"""
@@ -106,6 +110,13 @@ def spec_texts() -> dict[str, str]:
             # first when blocks are swapped (the first GPU run of this script)
             "  blocks_to_swap: 0\n"
         )
+    texts["bench-swap"] = (
+        "# benchmarks/sweep_speed.py: one cell, two prompts, 20 swapped blocks (inherited from base.yaml):\n"
+        "# fplora infer must route it through the worker, which loads the DiT again for each prompt.\n"
+        "extends: base.yaml\n"
+        f"train:\n  output_name: {OUTPUT_NAME}\n"
+        f"infer:\n  save_dir: {bench() / 'swap'}\n"
+    )
     return texts
 
 
@@ -118,7 +129,9 @@ def write_specs() -> None:
 
 
 def folder(mode: str, step: int, multiplier: str) -> Path:
-    version = {"sweep": "bench-sweep", "separate": "bench-sep", "again": "bench-again"}[mode]
+    version = {"sweep": "bench-sweep", "separate": "bench-sep", "again": "bench-again", "swap": "bench-swap"}[
+        mode
+    ]
     return bench() / mode / f"{version}-step{step:08d}-lm{float(multiplier)}"
 
 
@@ -228,6 +241,19 @@ def stage_again(stage: dict[str, Any], checks: e2e.Checks) -> None:
     checks.ok(cell_made("again", step, m), "the second separate run made both images")
 
 
+def stage_swapcell(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    """musubi-tuner's --from_file mode makes only the first prompt when DiT blocks are swapped (the
+    first GPU run); `fplora infer` sends such a cell through the worker, which reloads the DiT per
+    prompt. One cell, both prompts, 20 blocks swapped: both images must be made."""
+    write_specs()
+    step, m = STEPS[0], MULTIPLIERS[0]
+    ran = e2e.fplora(stage, *_args("bench-swap", "--lora", f"step{step}", "--multiplier", m))
+    checks.rc(ran, what="fplora infer, one cell, two prompts, 20 blocks swapped")
+    checks.ok("in one process" in ran.text, "it ran in the worker", ran.text[-300:])
+    checks.ok(cell_made("swap", step, m), "both prompts made with swapped blocks")
+    stage["timings"] = {"wall_s": round(ran.t1 - ran.t0, 1)}
+
+
 def _pixels(path: Path) -> tuple[tuple[int, int], list[int]]:
     from PIL import Image
 
@@ -326,6 +352,7 @@ STAGES = {
     "sweep": stage_sweep,
     "separate": stage_separate,
     "again": stage_again,
+    "swapcell": stage_swapcell,
     "compare": stage_compare,
 }
 
@@ -339,6 +366,8 @@ def done_already(name: str) -> bool:
         return len(marks()["separate_s"]) == 9
     if name == "again":
         return cell_made("again", STEPS[0], MULTIPLIERS[0])
+    if name == "swapcell":
+        return cell_made("swap", STEPS[0], MULTIPLIERS[0])
     return ORIGINAL_DONE(name)
 
 
@@ -350,7 +379,17 @@ def main() -> int:
         __doc__ or "",
         stages=STAGES,
         done_already=done_already,
-        local_stages=["install", "weights", "data", "loras", "sweep", "separate", "again", "compare"],
+        local_stages=[
+            "install",
+            "weights",
+            "data",
+            "loras",
+            "sweep",
+            "separate",
+            "again",
+            "swapcell",
+            "compare",
+        ],
         local_root="/tmp/fpe2e-sweep-local",
         local_records=4,
     )
