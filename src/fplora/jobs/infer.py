@@ -112,21 +112,22 @@ def uses_sweep(sweep: bool | None, cells: int, *, swapped_prompts: bool = False)
     return sweep if sweep is not None else cells > 1 or swapped_prompts
 
 
-def swap_trap_note(job: Job, sweep: bool | None) -> tuple[bool, list[Problem]]:
-    """(several prompts would share a swapping DiT, the warning when `--no-sweep` keeps them there)."""
+def swaps_several_prompts(job: Job) -> bool:
+    """Whether several prompts would share one DiT with swapped blocks (`SWAP_TRAP`)."""
+    return infer_blocks_to_swap(job.plan.spec) > 0 and len(job.plan.infer_prompts) > 1
+
+
+def swap_trap_warning(job: Job) -> Problem:
+    """`--no-sweep` keeps several prompts on a swapping DiT: at the line that set the swap."""
     spec = job.plan.spec
-    swapped = infer_blocks_to_swap(spec) > 0 and len(job.plan.infer_prompts) > 1
-    if not (swapped and sweep is False):
-        return swapped, []
     where = ("infer" if spec.infer.blocks_to_swap is not None else "train", "blocks_to_swap")
-    warning = spec.problem(
+    return spec.problem(
         where,
         f"{SWAP_TRAP}; with --no-sweep only prompt 1 of {len(job.plan.infer_prompts)} is expected to be made",
         "drop --no-sweep (fplora's worker loads the DiT again for each prompt), or set"
         " infer.blocks_to_swap: 0 where the DiT fits",
         severity="warning",
     )
-    return swapped, [warning]
 
 
 def check_captions(job: Job, *, strict: bool) -> None:
@@ -161,8 +162,9 @@ def run_infer(
     job.report(choice.notes)
     pairs = _pairs(job, choice, multipliers)
     job.report(_check_folders(pairs))
-    swapped, warnings = swap_trap_note(job, sweep)
-    job.report(warnings)
+    swapped = swaps_several_prompts(job)
+    if swapped and sweep is False:
+        job.report([swap_trap_warning(job)])
     if uses_sweep(sweep, len(pairs), swapped_prompts=swapped):
         from fplora.jobs.sweep import run_sweep
 
