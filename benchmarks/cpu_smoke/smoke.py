@@ -17,7 +17,6 @@ import argparse
 import inspect
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,7 @@ eval:
   noise_seed: 42
 """
 LORA_SEEDS = (1, 2)
+OUTPUT_TYPE = "latent_images"  # the example spec's infer.output_type
 
 
 class Failed(Exception):
@@ -71,9 +71,10 @@ def _run(argv: list[str], log: Path) -> int:
         return subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
 
-def _events(log: Path, prefix: str) -> list[dict[str, Any]]:
+def _events(log: Path, parse: Any) -> list[dict[str, Any]]:
+    """A worker's events in `log`, read by fplora's own parser for that worker's protocol."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return [json.loads(line[len(prefix) :]) for line in lines if line.startswith(prefix)]
+    return [event for event in map(parse, lines) if event is not None]
 
 
 def _loras(work: Path) -> list[Path]:
@@ -164,8 +165,10 @@ def cache(work: Path) -> None:
     ):
         if _run(argv, work / "logs" / "cache.log") != 0:
             raise Failed(f"{argv[argv.index('-m', 3) + 1]} failed")
+    from fplora.musubi.names import text_encoder_cache_stem
+
     files = sorted(p.name for p in paths.dir.rglob("cache/**/*.safetensors"))
-    latents = [n for n in files if "_te" not in n]
+    latents = [n for n in files if text_encoder_cache_stem(n) is None]
     if not latents or len(latents) == len(files):
         raise Failed(f"expected latent and text-encoder caches, found {files}")
     print(f"{len(latents)} latent and {len(files) - len(latents)} text-encoder cache files")
@@ -255,14 +258,15 @@ def eval_(work: Path) -> None:
     """The evaluation worker through `accelerate launch`, with fplora's argv and plan: the untrained
     network and two LoRAs are scored at every noise level, and the LoRAs change the loss."""
     from fplora.render import commands
+    from fplora.runs import evaluation
 
     job = _job(work)
     spec, paths = job.plan.spec, job.plan.paths
-    checkpoints = [{"id": "k0", "label": "untrained", "lora": None}] + [
+    checkpoints = [{"id": "k0", "label": evaluation.UNTRAINED, "lora": None}] + [
         {"id": f"k{i}", "label": lora.stem, "lora": str(lora)} for i, lora in enumerate(_loras(work), 1)
     ]
     plan = {
-        "protocol": 1,
+        "protocol": evaluation.PROTOCOL,
         "config_file": str(paths.config),
         "dataset_config": str(paths.eval_dataset),
         "timesteps": list(spec.eval.timesteps),
@@ -274,7 +278,7 @@ def eval_(work: Path) -> None:
     log = work / "logs" / "eval.log"
     log.unlink(missing_ok=True)
     code = _run(commands.eval_worker(spec, sys.executable, plan_file), log)
-    events = _events(log, "fplora-eval-event ")
+    events = _events(log, evaluation.parse_event)
     done = {e["id"]: e["loss"] for e in events if e["event"] == "checkpoint_done"}
     failed = [e["error"] for e in events if e["event"] in ("checkpoint_failed", "error")]
     if code != 0 or failed or len(done) != len(checkpoints):
@@ -284,14 +288,26 @@ def eval_(work: Path) -> None:
     print("losses " + ", ".join(f"{k} {v:.5f}" for k, v in done.items()))
 
 
-def _expected(cell: dict[str, Any], seeds: list[int]) -> list[str]:
-    """What generate writes for a one-frame prompt with output type latent_images."""
-    return [f"{s}_latent.safetensors" for s in seeds] + [f"{s}__000.png" for s in seeds]
+def _by_prompt(folder: Path) -> dict[str, Path]:
+    """A cell's files keyed by kind and prompt seed (`images seed 1`), matched by generate's own
+    file-name patterns (`fplora.musubi.names`), so that two runs' files pair up whatever their time
+    stamps."""
+    from fplora.musubi.names import GENERATE_OUTPUTS
+
+    found = {}
+    for kind in GENERATE_OUTPUTS[OUTPUT_TYPE]:
+        for path in sorted(folder.glob(kind.glob)):
+            match = kind.seed_re.match(path.name)
+            if match:
+                found[f"{kind.noun} seed {match.group(1)}"] = path
+    return found
 
 
-def _written(folder: Path) -> dict[str, Path]:
-    """A cell's files by name without generate's time stamp (`20261130-161500-123_`)."""
-    return {re.sub(r"^\d{8}-\d{6}-\d{3}_", "", p.name): p for p in sorted(folder.glob("*"))}
+def _expected(seeds: list[int]) -> list[str]:
+    """The keys of `_by_prompt` for a complete cell."""
+    from fplora.musubi.names import GENERATE_OUTPUTS
+
+    return [f"{kind.noun} seed {seed}" for kind in GENERATE_OUTPUTS[OUTPUT_TYPE] for seed in seeds]
 
 
 def _seeds(work: Path) -> list[int]:
@@ -302,12 +318,13 @@ def sweep(work: Path) -> None:
     """The sweep worker through `accelerate launch`, with fplora's argv and plan: 2 LoRAs x 2
     multipliers x 2 prompts, every cell writes each prompt's latent and image."""
     from fplora.render import commands
+    from fplora.runs import sweep as protocol
 
     job = _job(work)
     cells = _cells(work, "sweep")
     shutil.rmtree(work / "out" / "sweep", ignore_errors=True)
     plan = {
-        "protocol": 1,
+        "protocol": protocol.PROTOCOL,
         "generate_args": commands.sweep_generate_args(job.plan.spec, job.plan.paths),
         "cells": cells,
     }
@@ -316,14 +333,14 @@ def sweep(work: Path) -> None:
     log = work / "logs" / "sweep.log"
     log.unlink(missing_ok=True)
     code = _run(commands.sweep(job.plan.spec, sys.executable, plan_file), log)
-    events = _events(log, "fplora-sweep-event ")
+    events = _events(log, protocol.parse_event)
     done = [e["cell"] for e in events if e["event"] == "cell_done"]
     failed = [e["error"] for e in events if e["event"] in ("cell_failed", "error")]
     missing = [
         f"{c['id']}/{name}"
         for c in cells
-        for name in _expected(c, _seeds(work))
-        if name not in _written(Path(c["save_path"]))
+        for name in _expected(_seeds(work))
+        if name not in _by_prompt(Path(c["save_path"]))
     ]
     if code != 0 or failed or len(done) != len(cells) or missing:
         raise Failed(f"exit {code}, done {done}, errors {failed}, missing {missing}")
@@ -361,11 +378,11 @@ def compare(work: Path, strict: bool = True) -> None:
 
     report, different = [], 0
     for ours, theirs in zip(_cells(work, "sweep"), _cells(work, "separate"), strict=True):
-        a, b = _written(Path(ours["save_path"])), _written(Path(theirs["save_path"]))
-        for name in _expected(ours, _seeds(work)):
+        a, b = _by_prompt(Path(ours["save_path"])), _by_prompt(Path(theirs["save_path"]))
+        for name in _expected(_seeds(work)):
             if name not in a or name not in b:
                 raise Failed(f"{ours['id']}/{name} missing (sweep: {sorted(a)}, separate: {sorted(b)})")
-            if name.endswith(".png"):
+            if name.startswith("images"):
                 x = np.asarray(Image.open(a[name]), dtype=np.int16)
                 y = np.asarray(Image.open(b[name]), dtype=np.int16)
                 delta = np.abs(x - y)
