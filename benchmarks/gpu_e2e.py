@@ -1802,6 +1802,29 @@ def print_table() -> None:
             print(f"          FAILED: {failure}"[:300], flush=True)
 
 
+def make_folders() -> None:
+    for folder in (CFG.root, CFG.logs, CFG.marks, CFG.out):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def gpu_monitor() -> GpuMon:
+    return GpuMon(CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+
+
+def run_stages(stages: list[str]) -> int:
+    """Every driver's end: the stages in order, then always the summary and $OUT, even when one raised."""
+    try:
+        for spec in stages:
+            do_stage(spec)
+    finally:
+        if GPU:
+            GPU.stop()
+        save_summary()
+        pack()
+    print_table()
+    return 1 if SUMMARY.get("asserts_failed_total") else 0
+
+
 def run_extension(
     doc: str,
     *,
@@ -1847,30 +1870,20 @@ def run_extension(
         records=local_records if mode else 32,
         local=mode,
     )
-    for path in (root, CFG.logs, CFG.marks, CFG.out):
-        path.mkdir(parents=True, exist_ok=True)
+    make_folders()
     if mode:
         shim = CFG.root / "bin" / "fake-python"
         shim.parent.mkdir(parents=True, exist_ok=True)
         fake = REPO / "tests" / "fakes" / "fake_python"
         shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} "$@"\n')
         shim.chmod(0o755)
-    GPU = None if mode else GpuMon(CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+    GPU = None if mode else gpu_monitor()
     STAGES.update(stages)
     globals()["done_already"] = done_already
     SUMMARY.update(
         started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
     )
-    try:
-        for spec in a.stages:
-            do_stage(spec)
-    finally:
-        if GPU:
-            GPU.stop()
-        save_summary()
-        pack()
-    print_table()
-    return 1 if SUMMARY.get("asserts_failed_total") else 0
+    return run_stages(a.stages)
 
 
 def main() -> int:
@@ -1939,11 +1952,10 @@ def main() -> int:
         records=a.records or (4 if mode else 32),
         local=mode,
     )
-    for folder in (CFG.root, CFG.logs, CFG.marks, CFG.out):
-        folder.mkdir(parents=True, exist_ok=True)
+    make_folders()
     if mode:
         write_fake_python()
-    GPU = GpuMon(CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv") if not mode else None
+    GPU = None if mode else gpu_monitor()
     SUMMARY.update(
         started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         argv=sys.argv[1:],
@@ -1968,16 +1980,7 @@ def main() -> int:
             "records": CFG.records,
         },
     )
-    try:
-        for spec in a.stages:
-            do_stage(spec)
-    finally:
-        if GPU:
-            GPU.stop()
-        save_summary()
-        pack()
-    print_table()
-    return 1 if SUMMARY.get("asserts_failed_total") else 0
+    return run_stages(a.stages)
 
 
 if __name__ == "__main__":

@@ -998,7 +998,7 @@ def main() -> int:
     if local:
         write_fake_python()
     else:
-        e2e.GPU = e2e.GpuMon(e2e.CFG.logs / f"nvidia-smi-{time.strftime('%H%M%S')}.csv")
+        e2e.GPU = e2e.gpu_monitor()
         PROCS = ProcMon()
     with contextlib.suppress(OSError, ValueError):
         RESULTS.update(json.loads(P.results.read_text()))
