@@ -569,12 +569,17 @@ def step_timings(ran: Ran, batch: int, processes: int = 1) -> dict[str, Any]:
 
     musubi-tuner resets the bar when step 1 is done (so its clock starts at the end of step 1), then
     per step k: `update(1)` draws k (if 0.1 s have passed since the last draw), then the sample and the
-    LoRA/state saves of step k run, then `set_postfix` draws k again (always). So step k's own compute
-    time is [first draw of k] - [last draw of k-1]; what lies between the first and the last draw of k is
-    sampling and saving, and is reported apart. A step counts only if k was drawn at least twice (the
+    LoRA/state saves of step k run, then `set_postfix` draws k again (always). With gradient
+    accumulation `set_postfix` also draws after every micro-batch, so k is drawn again by each of step
+    k+1's micro-batches but the last. The end of step k's sampling and saving is therefore k's second
+    draw (its first for step 1, whose update draw falls within 0.1 s of the reset and is not drawn), and
+    step k's own compute time is [first draw of k] - [that draw of k-1]; the sampling and saving between
+    k's first and second draw is reported apart. A step counts only if k was drawn at least twice (the
     update draw and the postfix draw): with a single draw, the one seen may be the postfix's, after
     sampling and saving, so that interval is left out (listed in `excluded_steps`). Step 1 (from the
-    bar's creation, with start-up and sample-at-first) is never counted. No steady step -> no s/step."""
+    bar's creation, with start-up and sample-at-first) is never counted. No steady step -> no s/step.
+    (The first version took k-1's last draw, which with accumulation is one micro-batch before k: on
+    the H200 it read 1.03 s for a 15.3-s step of 16 micro-batches.)"""
     out: dict[str, Any] = {}
     renders = [r for r in bar_renders(ran) if r.n >= 1]  # n = 0 draws are on the pre-reset clock
     by_n: dict[int, list[Render]] = {}
@@ -593,14 +598,14 @@ def step_timings(ran: Ran, batch: int, processes: int = 1) -> dict[str, Any]:
     between: dict[str, float] = {}
     for k in sorted(by_n):
         draws = by_n[k]
-        if len(draws) >= 2:
-            between[str(k)] = round(draws[-1].elapsed - draws[0].elapsed, 2)
+        if len(draws) >= 2 and k >= 2:
+            between[str(k)] = round(draws[1].elapsed - draws[0].elapsed, 2)
         if k < 2:
             continue
         if k - 1 not in by_n or len(draws) < 2:
             excluded.append(k)
             continue
-        d = draws[0].elapsed - by_n[k - 1][-1].elapsed
+        d = draws[0].elapsed - _saved(by_n, k - 1).elapsed
         if d > 0:
             steady[k] = d
         else:
@@ -617,7 +622,7 @@ def step_timings(ran: Ran, batch: int, processes: int = 1) -> dict[str, Any]:
         if GPU:
             peaks: dict[str, int] = {}
             for k in steady:
-                t0 = ran.t0 + zero + by_n[k - 1][-1].elapsed
+                t0 = ran.t0 + zero + _saved(by_n, k - 1).elapsed
                 t1 = ran.t0 + zero + by_n[k][0].elapsed
                 for gpu, mib in GPU.peaks(t0, t1).items():
                     peaks[gpu] = max(peaks.get(gpu, 0), mib)
@@ -625,6 +630,13 @@ def step_timings(ran: Ran, batch: int, processes: int = 1) -> dict[str, Any]:
     else:
         out["s_per_step"] = None
     return {**out, **_tqdm_and_load(ran)}
+
+
+def _saved(by_n: dict[int, list[Render]], k: int) -> Render:
+    """The draw of step k that follows its sampling and saving: the postfix draw, which is k's first
+    for step 1 (drawn right after the reset, so its update draw is skipped) and its second after that."""
+    draws = by_n[k]
+    return draws[0] if k == 1 or len(draws) < 2 else draws[1]
 
 
 def read_log(path: Path) -> Ran:
@@ -1317,7 +1329,7 @@ def stage_train(stage: dict[str, Any], checks: Checks) -> None:
     stage["timings"] = timings(checks, step_timings, ran, CFG.e2e_batch)
     stage["timings"]["note"] = (
         "a sample and a LoRA+state save follow every step: s_per_step leaves them out,"
-        " sample_and_save_s_after_step has them (the last step's also has the end-of-training saves)"
+        " sample_and_save_s_after_step has them (the end-of-training saves come later and are in neither)"
     )
     if CFG.local == "fake":
         per = stage["timings"].get("s_per_step") or 0

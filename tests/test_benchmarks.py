@@ -70,3 +70,28 @@ def test_two_drivers_run_side_by_side_and_come_back_in_one_archive(tmp_path: Pat
     with tarfile.open(out / "pair.tgz") as tar:
         names = set(tar.getnames())
     assert {"gpu0-2/eval-check.json", "gpu1-1/sweep-speed.json", "gpu1-1/console.log"} <= names
+
+
+@pytest.mark.parametrize(
+    ("log", "steps"),
+    [
+        # batch 16, no accumulation: k is drawn twice (update, postfix), then step k+1 begins
+        ("h200-b16.log", {"2": 22.56, "3": 22.29}),
+        # batch 1 x 16 accumulation steps: every micro-batch draws k again; the first parser read
+        # one micro-batch (about 1.03 s) as the step
+        ("h200-b1x16.log", {"2": 15.14, "3": 15.37}),
+    ],
+)
+def test_step_times_come_from_musubi_tuners_bar_with_and_without_accumulation(
+    log: str, steps: dict[str, float]
+) -> None:
+    """The `steps` bar lines of two real H200 runs (benchmarks/preset_speed.py, 2026-11-30)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_e2e
+    finally:
+        sys.path.pop(0)
+    timings = gpu_e2e.step_timings(gpu_e2e.read_log(REPO / "tests" / "fixtures" / "bars" / log), 16)
+    assert timings["s_per_step_each"] == steps
+    assert timings["samples_per_s"] == pytest.approx(16 / (sum(steps.values()) / 2), abs=2e-3)
+    assert timings["sample_and_save_s_after_step"] == {"2": 0.0, "3": 0.0}
