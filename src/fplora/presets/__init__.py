@@ -1,10 +1,10 @@
 """GPU presets: `gpu: auto | h200 | h100-80g | a6000-48g | 4090-24g` in the spec, or `--gpu`.
 
 A preset picks the micro-batch and gradient accumulation (keeping the effective batch the spec asks
-for), `blocks_to_swap`, fp8 base weights and gradient checkpointing for the spec's resolution and
-number of control images, from measurements (`measurements.json`, docs/presets.md) or, for GPUs not
-measured, from a memory model fitted to them. Whatever the spec writes itself wins; what the preset
-chose, kept or could not fit is returned as notes for the command to print.
+for), `blocks_to_swap`, fp8 base weights, gradient checkpointing and (where measured) torch.compile for
+the spec's resolution and number of control images, from measurements (`measurements.json`,
+docs/presets.md) or, for GPUs not measured, from a memory model fitted to them. Whatever the spec writes
+itself wins; what the preset chose, kept or could not fit is returned as notes for the command to print.
 
 How the batch is read: with a preset, `batch_size × gradient_accumulation_steps` (× processes) is
 the effective batch asked for, and the preset splits it into micro-batch × accumulation for the GPU.
@@ -146,6 +146,7 @@ def _pinned(spec: Spec) -> tuple[Pinned, bool]:
             if spec.written(("train", "gradient_checkpointing"))
             else None,
             fp8=(train.fp8_base and train.fp8_scaled) if fp8_written else None,
+            compile=train.compile if spec.written(("train", "compile")) else None,
         ),
         split,
     )
@@ -156,7 +157,8 @@ def _describe(choice: Choice) -> str:
     ckpt = "gradient checkpointing" if choice.gradient_checkpointing else "no gradient checkpointing"
     fp8 = ", fp8_base + fp8_scaled" if choice.fp8 else ""
     accumulation = f" × {choice.accumulation} accumulation steps" if choice.accumulation > 1 else ""
-    return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}"
+    compiled = ", torch.compile (first step ~45 s longer)" if choice.compile else ""
+    return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}{compiled}"
 
 
 def _basis(choice: Choice) -> str:
@@ -244,6 +246,7 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
         ("blocks_to_swap", pinned.blocks_to_swap),
         ("gradient_checkpointing", pinned.gradient_checkpointing),
         ("fp8_base/fp8_scaled", pinned.fp8),
+        ("compile", pinned.compile),
     ):
         if value is not None:
             shown = str(value).lower() if isinstance(value, bool) else value
@@ -263,5 +266,7 @@ def _updated(spec: Spec, choice: Choice, split: bool) -> Spec:
     if not (spec.written(("train", "fp8_base")) or spec.written(("train", "fp8_scaled"))):
         train_update["fp8_base"] = choice.fp8
         train_update["fp8_scaled"] = choice.fp8
+    if not spec.written(("train", "compile")):
+        train_update["compile"] = choice.compile
     data = spec.data if split else spec.data.model_copy(update={"batch_size": choice.batch})
     return spec.model_copy(update={"train": spec.train.model_copy(update=train_update), "data": data})

@@ -1,11 +1,12 @@
 """Which batch split, block swap, checkpointing and fp8 to use on a GPU, from measurements first.
 
 A measured GPU gets the measured configuration with the most samples per second that fits with the
-headroom at the spec's shape; only when none fits (a larger resolution, settings the spec pins) does
-it fall back to the memory model. A GPU nobody measured always gets the model's answer, marked
-`modelled`. The effective batch is kept: the micro-batch is a divisor of it and gradient
-accumulation makes up the rest, so the learning rate (which follows the effective batch) is unchanged.
-"""
+headroom at the spec's shape (torch.compile included, where it was measured; rows that used options a
+preset does not set, like TF32, are reported but never chosen); only when none fits (a larger
+resolution, settings the spec pins) does it fall back to the memory model. A GPU nobody measured always
+gets the model's answer, marked `modelled`. The effective batch is kept: the micro-batch is a divisor of
+it and gradient accumulation makes up the rest, so the learning rate (which follows the effective batch)
+is unchanged."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Pinned:
     blocks_to_swap: int | None = None
     gradient_checkpointing: bool | None = None
     fp8: bool | None = None
+    compile: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Choice:
     s_per_step: float | None  # measured (scaled to the shape and batch), None when modelled
     row: Row | None = None
     shape: float = 1.0  # per-sample memory and compute against the measured shape
+    compile: bool = False  # only where it was measured: the memory model knows nothing of it
 
     @property
     def headroom(self) -> float:
@@ -64,7 +67,10 @@ def shape_factor(width: int, height: int, controls: int) -> float:
 
 
 def _row_peak(row: Row, batch: int, shape: float, processes: int) -> float:
-    """A measured row's peak, moved to another shape, micro-batch and process count by the model."""
+    """A measured row's peak, moved to another shape, micro-batch and process count by the model.
+
+    A compiled row is credited no less than the model's uncompiled peak: compile's saving (11 GB at
+    batch 1 on the H200) was measured at one shape and batch only."""
     model = table().model
     assert row.peak_mib is not None
     peak = row.peak_mib + model.per_sample[row.gradient_checkpointing] * (batch * shape - row.batch)
@@ -72,6 +78,16 @@ def _row_peak(row: Row, batch: int, shape: float, processes: int) -> float:
         peak += model.ddp
     if processes == 1 and row.processes > 1:
         peak -= model.ddp
+    if row.compile:
+        uncompiled = model.peak(
+            checkpointing=row.gradient_checkpointing,
+            batch=batch,
+            swap=row.blocks_to_swap,
+            shape=shape,
+            fp8=row.fp8,
+            processes=processes,
+        )
+        peak = max(peak, uncompiled)
     return peak
 
 
@@ -83,6 +99,9 @@ def _matches(row: Row, pinned: Pinned) -> bool:
             or row.gradient_checkpointing == pinned.gradient_checkpointing
         )
         and (pinned.fp8 is None or row.fp8 == pinned.fp8)
+        and (pinned.compile is None or row.compile == pinned.compile)
+        and not row.options
+        and row.superseded is None
     )
 
 
@@ -116,6 +135,7 @@ def _from_rows(
             round(s_per_step, 3) if s_per_step else None,
             row,
             shape,
+            row.compile,
         )
         rate = (row.samples_per_s or 0.0) * (1 if batch == row.batch else 0.999)
         if best is None or best.row is None or rate > (best.row.samples_per_s or 0.0):
@@ -128,7 +148,8 @@ def _from_model(
 ) -> Choice | None:
     """The memory model's answer: no recomputation if it fits without swapping (the faster lever on
     the H200), else checkpointing at the largest micro-batch that needs no more block swap than was
-    measured (20), else the least swap at batch 1, else fp8 base weights."""
+    measured (20), else the least swap at batch 1, else fp8 base weights. Never torch.compile: it
+    was measured on one GPU only, and its memory is not in the model."""
     model = table().model
     limit = memory * (1 - model.headroom)
 

@@ -36,11 +36,23 @@ class Row:
     peak_mib: int | None  # None: out of memory
     fp8: bool = False
     processes: int = 1
+    compile: bool = False  # train.compile (musubi-tuner's --compile)
+    # other musubi-tuner options the run used (TF32, checkpointing's CPU offload, ...): reported in
+    # docs/presets.md, never chosen, since a preset does not set them
+    options: tuple[str, ...] = ()
+    # a later source that measured the same settings side by side with the others: that row is used,
+    # this one is kept for the record (issue 12's 17.1 s/step for the memo's settings was not reproduced)
+    superseded: str | None = None
     note: str = ""
 
     @property
     def samples_per_s(self) -> float | None:
         return self.batch / self.s_per_step if self.s_per_step else None
+
+    @property
+    def modelled(self) -> bool:
+        """Whether the memory model covers this row: compile and other options change the peak."""
+        return not self.compile and not self.options
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,9 @@ def table() -> Table:
             peak_mib=r["peak_mib"],
             fp8=bool(r.get("fp8", False)),
             processes=int(r.get("processes", 1)),
+            compile=bool(r.get("compile", False)),
+            options=tuple(r.get("options", ())),
+            superseded=r.get("superseded"),
             note=r.get("note", ""),
         )
         for r in raw["rows"]

@@ -106,6 +106,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     _put(config, "lr_warmup_steps", train.optimizer.lr_warmup_steps)
     _put(config, "max_grad_norm", train.optimizer.max_grad_norm)
     _put(config, "gradient_checkpointing", train.gradient_checkpointing)
+    _put(config, "compile", train.compile)
     if train.gradient_accumulation_steps != 1:
         config["gradient_accumulation_steps"] = train.gradient_accumulation_steps
     config["max_data_loader_n_workers"] = train.max_data_loader_n_workers
