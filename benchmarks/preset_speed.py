@@ -3,20 +3,18 @@
 levers musubi-tuner offers, at the same effective batch (16), in one session on the same machine.
 
 Issue 12's goal: the H200 preset trains at least 1.3x the memo's samples per second (reach for 1.6x)
-within its memory headroom. This script is that measurement; it has NOT been run yet (see
-docs/presets.md, "What is left for a GPU session").
+within its memory headroom. This script is that measurement. First run 2026-11-30 on one H200, in
+three calls on one warm machine (docs/presets.md): the memo's 0.714 samples/s, the uncompiled preset
+1.47x, with torch.compile 2.08x (now the h200 preset). One call that has them side by side:
+
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
+        speed-memo speed-preset speed-nocompile speed-report 2>&1 | tee $OUT/console.log
 
 It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
-root on the GPU machine, carrying `.whl .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md; no video):
-
-    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
-        speed-memo speed-preset speed-report 2>&1 | tee $OUT/console.log
-    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
-        speed-b16-swap0 speed-b2-swap12 speed-offload speed-report 2>&1 | tee $OUT/console.log
-    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 install? weights? data? cache? \\
-        speed-compile speed-tf32 speed-flash doctor speed-report 2>&1 | tee $OUT/console.log
+root on the GPU machine, carrying `.whl .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md; no video).
+The other variants (b16-swap0, b2-swap12, offload, tf32, flash) and `doctor` are stages too.
 
 Every variant extends `speedbase.yaml`: gpu_e2e's memo base without `blocks_to_swap` and
 `gradient_checkpointing`, so that a preset can choose them; `speed-memo` writes the memo's values back.
@@ -26,8 +24,9 @@ saves and no samples. Results accumulate in <root>/speed.json across commands on
 the 5 % headroom rule, into summary.json. `doctor` runs `fplora doctor` on speed-memo.yaml and keeps
 its output in $OUT/doctor.txt (for docs/presets.md).
 
-Locally, `--local-fake install weights data check cache speed-memo speed-preset speed-report` runs
-the same stages against gpu_e2e's fake musubi-tuner, to test this script's plumbing in seconds.
+Locally, `--local-fake install weights data check cache speed-memo speed-preset speed-nocompile
+speed-report` runs the same stages against gpu_e2e's fake musubi-tuner, to test this script's plumbing
+in seconds.
 """
 
 from __future__ import annotations
@@ -50,8 +49,12 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "train:\n  blocks_to_swap: 20\n  gradient_checkpointing: true\n",
     ),
     "preset": (
-        "fplora's h200 preset, as `gpu: h200` chooses it (batch 1 x 16, no recomputation)",
+        "fplora's h200 preset, as `gpu: h200` chooses it (batch 1 x 16, no recomputation, torch.compile)",
         "gpu: h200\n",
+    ),
+    "nocompile": (
+        "the h200 preset without torch.compile (batch 1 x 16, no recomputation)",
+        "gpu: h200\ntrain:\n  compile: false\n",
     ),
     "b16-swap0": (
         "batch 16, no swap, gradient checkpointing",
@@ -67,12 +70,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "train:\n  blocks_to_swap: 0\n  gradient_checkpointing: true\n  gradient_accumulation_steps: 1\n"
         "musubi:\n  config: {gradient_checkpointing_cpu_offload: true}\n",
     ),
-    "compile": (
-        "the h200 preset with torch.compile (musubi-tuner's --compile)",
-        "gpu: h200\nmusubi:\n  config: {compile: true}\n",
-    ),
     "tf32": (
-        "the h200 preset with TF32 matmuls allowed",
+        "the h200 preset (compiled) with TF32 matmuls allowed",
         "gpu: h200\nmusubi:\n  config: {cuda_allow_tf32: true}\n",
     ),
     "flash": (
@@ -135,7 +134,8 @@ def stage_variant(name: str) -> Any:
             "s_per_step": timing.get("s_per_step"),
             "samples_per_s": timing.get("samples_per_s"),
             "peak_MiB_in_steps": timing.get("gpu_peak_MiB_in_steps"),
-            "peak_MiB_stage": stage.get("peak_MiB"),
+            # the whole training command's peak (the stage's own is only known after it returns)
+            "peak_MiB_run": max(e2e.GPU.peaks(ran.t0, ran.t1).values(), default=None) if e2e.GPU else None,
             "preset_lines": stage["preset_lines"],
             "oom": any("out of memory" in text.lower() for _, text in ran.lines),
         }
@@ -168,8 +168,7 @@ def stage_report(stage: dict[str, Any], checks: Any) -> None:
     rows = {}
     for name, entry in found.items():
         rate = entry.get("samples_per_s")
-        peaks = entry.get("peak_MiB_stage") or {}
-        peak = max(peaks.values()) if isinstance(peaks, dict) and peaks else None
+        peak = entry.get("peak_MiB_run")
         rows[name] = {
             **entry,
             "ratio_to_memo": round(rate / memo, 3) if rate and memo else None,
