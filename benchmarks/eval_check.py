@@ -4,9 +4,15 @@
 Train a few steps on 8 records, then score the same 8 records as their own evaluation split
 (`eval.jsonl` with the same lines, `allow_training_records: true`). Random full-size weights learn
 little, but a LoRA trained on these records lowers the training loss on them within a few steps;
-the evaluation at fixed noise levels with fixed noise must see the same:
+the evaluation at fixed noise levels with fixed noise must see the same, as issue 13 words it: the
+later checkpoint's loss below the earlier one's and below the untrained network's,
 
-    loss(step 8) < loss(step 4) < loss(untrained)
+    loss(step 8) < loss(step 4)  and  loss(step 8) < loss(untrained)
+
+(step 4 against untrained is not asserted: on the H200 the training loss itself jumped to 16.2 at step
+3 and step 4's LoRA scored above the untrained network, as the training loss after it did). Each score
+is recorded beside the training loss of the step after its checkpoint, the same weights on the same
+records at random noise levels.
 
 and report the seconds per checkpoint after the one-time load (goal: at most 10 s for 8 records on
 one H200/H100).
@@ -50,6 +56,8 @@ STEPS = 8
 SAVE_EVERY = 4
 TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
 GOAL_S = 10.0
+# records per forward pass: 1 took 12.2 s per checkpoint on the H200 (2026-11-30), 32 forwards of 0.38 s
+EVAL_BATCH = 8
 e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200)
 
 
@@ -77,7 +85,7 @@ eval:
   allow_training_records: true   # on purpose: this checks that eval computes the training objective
   timesteps: {json.dumps(TIMESTEPS)}
   noise_seed: 42
-  batch_size: 1
+  batch_size: {EVAL_BATCH}
 train:
   blocks_to_swap: {c.e2e_swap}
   max_train_steps: {STEPS}
@@ -149,7 +157,6 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
         early, late = loss[wanted[1]], loss[wanted[-1]]
         checks.ok(late < early, f"eval loss falls: {wanted[-1]} {late:.6f} < {wanted[1]} {early:.6f}")
         checks.ok(late < loss["untrained"], f"{wanted[-1]} {late:.6f} < untrained {loss['untrained']:.6f}")
-        checks.ok(early < loss["untrained"], f"{wanted[1]} {early:.6f} < untrained {loss['untrained']:.6f}")
     seconds = [p["seconds"] for p in points.values() if p.get("seconds") is not None]
     per = round(sum(seconds) / len(seconds), 2) if seconds else None
     result: dict[str, Any] = {
@@ -157,6 +164,8 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
         "timesteps": TIMESTEPS,
         "losses": loss,
         "bands": {label: p.get("bands") for label, p in points.items()},
+        "training_loss_after": _training_loss_after(wanted),
+        "eval_batch_size": EVAL_BATCH,
         "s_per_checkpoint": per,
         "s_per_checkpoint_each": seconds,
         "goal_s": GOAL_S,
@@ -191,6 +200,19 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
     print("EVAL_CHECK " + json.dumps(result), flush=True)
     (e2e.CFG.out / "eval-check.json").write_text(json.dumps(result, indent=1))
     # eval.json, the manifest, the TensorBoard events and the worker's log travel in logs.tgz (pack)
+
+
+def _training_loss_after(labels: list[str]) -> dict[str, float]:
+    """The training loss of the step after each checkpoint (musubi-tuner logs step k's loss before
+    its update, so step k+1's loss is computed with the weights saved at step k; untrained: step 1's)."""
+    man = e2e.manifest(VERSION) or {}
+    losses = ((man.get("segments") or [{}])[0]).get("losses") or []
+    out: dict[str, float] = {}
+    for label in labels:
+        step = 0 if label == "untrained" else int(label.removeprefix("step"))
+        if step < len(losses):
+            out[label] = losses[step]
+    return out
 
 
 def _ready_seconds() -> float | None:
