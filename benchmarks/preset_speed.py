@@ -14,7 +14,8 @@ It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/c
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
 root on the GPU machine, carrying `.whl .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md; no video).
-The other variants (b16-swap0, b2-swap12, offload, tf32, flash) and `doctor` are stages too.
+The other variants (sampled: compile with training's own sampling; b16-swap0, b2-swap12, offload,
+tf32, flash) and `doctor` are stages too.
 
 Every variant extends `speedbase.yaml`: gpu_e2e's memo base without `blocks_to_swap` and
 `gradient_checkpointing`, so that a preset can choose them; `speed-memo` writes the memo's values back.
@@ -51,6 +52,10 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "preset": (
         "fplora's h200 preset, as `gpu: h200` chooses it (batch 1 x 16, no recomputation, torch.compile)",
         "gpu: h200\n",
+    ),
+    "sampled": (
+        "the h200 preset (compiled) with training's own sampling after every step: compile's check",
+        "gpu: h200\nsample:\n  every_n_steps: 1\n",
     ),
     "nocompile": (
         "the h200 preset without torch.compile (batch 1 x 16, no recomputation)",
@@ -123,6 +128,8 @@ def stage_variant(name: str) -> Any:
                 _record(name, {"skipped": stage["skipped"]})
                 return
         e2e._fresh_run(stage, version)
+        for png in (e2e.CFG.runs / "sample").glob(f"{e2e.CFG.output_name(version)}_*.png"):
+            png.unlink()  # samples of an earlier run of this stage: judge this run's own
         dry = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)), "--dry-run")
         stage["preset_lines"] = [text for _, text in dry.lines if text.startswith(("note: gpu", "estimate:"))]
         ran = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)))
@@ -140,9 +147,12 @@ def stage_variant(name: str) -> Any:
             "oom": any("out of memory" in text.lower() for _, text in ran.lines),
         }
         _record(name, entry)
-        if name in ("memo", "preset"):
+        if name in ("memo", "preset", "sampled"):
             checks.rc(ran, what=f"fplora train {version}.yaml")
             checks.ok(entry["samples_per_s"], f"{version}: samples/s measured", timing.get("bar_elapsed_s"))
+        if name == "sampled":  # the compiled DiT also samples, under no_grad and at another shape
+            e2e.check_samples(checks, e2e.CFG.output_name(version), range(1, STEPS + 1), at_first=False)
+            stage["sample_s_after_step"] = timing.get("sample_and_save_s_after_step")
 
     return run
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # preset_speed's default stages are gpu_e2e's: name its own, as its docstring does
-SPEED = ["install", "weights", "data", "check", "cache", "speed-memo", "speed-preset", "speed-nocompile"]
+SPEED = ["install", "weights", "data", "check", "cache", "speed-memo", "speed-preset", "speed-sampled"]
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,11 @@ make_venv() {
   req_hash=$(sha256sum "$here/requirements.txt" | cut -c1-16)
   stamp=$venv/.fplora-cpu-smoke
   if [ "$fresh" = 1 ]; then rm -rf "$venv"; fi
-  if [ "$(cat "$stamp" 2>/dev/null)" = "$req_hash" ]; then echo "reusing $venv"; return 0; fi
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$req_hash" ]; then
+    # fplora itself from this checkout: the venv may have been made by another one (a worktree since removed)
+    uv pip install -q --python "$venv/bin/python" --no-deps -e "$repo" || return 1
+    echo "reusing $venv"; return 0
+  fi
   rm -rf "$venv"
   uv venv -q --python "${PYTHON:-3.11}" "$venv" || return 1
   # torch and torchvision must come as a pair: PyPI's torchvision links against CUDA torch's
