@@ -131,6 +131,25 @@ def test_attention_kernel_the_spec_asks_for(workspace: Workspace, home: Path) ->
     assert _line(lines, "attention").endswith("installed: xformers")
 
 
+def test_compile_needs_triton_and_the_h200_preset_asks_for_it(workspace: Workspace, home: Path) -> None:
+    workspace.write_spec(data={"resolution": [512, 768], "batch_size": 16}, gpu="h200")
+    result, lines = _doctor(workspace, FAKE_GPUS=H200)
+    assert result.exit_code == 1, result.output
+    assert "torch.compile" in result.stderr  # the preset's note: the doctor checks what will run
+    assert _line(lines, "compile").startswith(
+        "fail  compile: train.compile needs triton, which the musubi-tuner Python does not have"
+    )
+    result, lines = _doctor(workspace, FAKE_GPUS=H200, FAKE_PRESENT="triton")
+    assert result.exit_code == 0, result.output
+    assert (
+        _line(lines, "compile")
+        == "ok    compile: train.compile: triton is installed in the musubi-tuner Python"
+    )
+    workspace.write_spec(gpu=None)
+    result, lines = _doctor(workspace, FAKE_GPUS=H200)
+    assert not any(line[6:].startswith("compile:") for line in lines)  # not asked: not checked
+
+
 def test_wandb_login_is_checked_and_never_shown(workspace: Workspace, home: Path) -> None:
     workspace.write_spec(train={"logging": {"with": "wandb"}})
     result, lines = _doctor(workspace, FAKE_GPUS=H200, FAKE_PRESENT="wandb")

@@ -340,7 +340,7 @@ def doctor(spec: SpecArg = None) -> None:
     with common.user_errors():
         loaded = None
         try:
-            loaded = common.load(spec, preset=False)
+            loaded = common.load(spec)  # with its GPU preset: the settings that will run
         except UserError:
             if spec is not None:
                 raise  # a spec named but broken is the user's to fix; no spec at all is fine

@@ -3,8 +3,9 @@
 Facts come from three places: this process (fplora's version, files and environment variables:
 the Hugging Face cache, accelerate's default config, wandb's login, free disk), a probe script run in
 the musubi-tuner Python (`musubi_probe.py.txt`: its Python, musubi-tuner's version and commit, its
-own argparse options, torch, CUDA, the GPUs, the optional kernels), and the spec when one is given
-(which attention kernel, wandb or not, how much it will save). Each check returns `Finding`s; nothing
+own argparse options, torch, CUDA, the GPUs, the optional kernels), and the spec when one is given,
+with its GPU preset applied (which attention kernel, torch.compile, wandb or not, how much it will
+save). Each check returns `Finding`s; nothing
 here prints. A missing GPU or musubi-tuner is a finding like any other, so the doctor runs anywhere.
 """
 
@@ -321,6 +322,25 @@ def _attention(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
         yield Finding("ok", "attention", f"{chosen}{extra}")
 
 
+def _compile(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
+    """torch.compile (train.compile, which the h200 preset sets) generates its GPU kernels with
+    triton: without it the first step fails, after the models have loaded."""
+    if spec is None or not spec.train.compile:
+        return
+    if probe is None:
+        yield Finding("warn", "compile", "train.compile needs triton; not checked (no musubi-tuner Python)")
+        return
+    if (probe.get("modules") or {}).get("triton"):
+        yield Finding("ok", "compile", "train.compile: triton is installed in the musubi-tuner Python")
+        return
+    yield Finding(
+        "fail",
+        "compile",
+        "train.compile needs triton, which the musubi-tuner Python does not have",
+        "install triton there (Linux CUDA wheels of torch bring it), or set train.compile: false",
+    )
+
+
 def _netrc_has(host: str) -> bool:
     """Whether ~/.netrc (or $NETRC) has credentials for `host`; the password is never read out."""
     import netrc
@@ -431,6 +451,7 @@ def diagnose(spec: Spec | None, python: str, records: Callable[[int], Any] | Non
     findings += _accelerate(probe, spec)
     findings += _tokenizers()
     findings += _attention(probe, spec)
+    findings += _compile(probe, spec)
     findings += _wandb(probe, spec)
     findings += _disk(spec, records)
     return findings
