@@ -28,6 +28,8 @@ Stages (besides gpu_e2e.py's install, weights, data):
   evalcache  `fplora cache evalcheck.yaml`: the 8 training records and the split, one encoder load
   evaltrain  `fplora train evalcheck.yaml`: 8 steps at batch 8 (every record every step), LoRAs at
              steps 4 and 8
+  evaluate-b1  the same scores one record per forward pass (EVAL_BATCH=1): a record's noise is its own,
+             so they must equal `evaluate`'s within bf16 rounding (1 %); the CPU smoke found 6e-5
   evaluate   `fplora eval evalcheck.yaml` (untrained, step4, step8; final is step8's twin), the
              asserts above, s/checkpoint from eval.json; `fplora eval` again must score nothing;
              `fplora infer --lora best --dry-run` names step8; `fplora plot` (when matplotlib is
@@ -58,7 +60,7 @@ TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
 GOAL_S = 10.0
 # records per forward pass: 1 took 12.2 s per checkpoint on the H200 (2026-11-30), 32 forwards of 0.38 s
 EVAL_BATCH = 8
-e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200)
+e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200, **{"evaluate-b1": 90})
 
 
 def small() -> Path:
@@ -85,7 +87,7 @@ eval:
   allow_training_records: true   # on purpose: this checks that eval computes the training objective
   timesteps: {json.dumps(TIMESTEPS)}
   noise_seed: 42
-  batch_size: {EVAL_BATCH}
+  batch_size: ${{EVAL_BATCH:-{EVAL_BATCH}}}   # evaluate-b1 scores again one record at a time
 train:
   blocks_to_swap: {c.e2e_swap}
   max_train_steps: {STEPS}
@@ -227,7 +229,45 @@ def _ready_seconds() -> float | None:
     return None
 
 
-STAGES = {"evalcache": stage_evalcache, "evaltrain": stage_evaltrain, "evaluate": stage_evaluate}
+def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    write_spec()
+    batched = (
+        json.loads((e2e.CFG.out / "eval-check.json").read_text())
+        if (e2e.CFG.out / "eval-check.json").is_file()
+        else {}
+    )
+    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
+    ran = e2e.fplora(
+        stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env={**fake, "EVAL_BATCH": "1"}
+    )
+    checks.rc(ran, what="fplora eval evalcheck.yaml, one record per pass")
+    points = {p["label"]: p for p in eval_json().get("points", [])}
+    single = {label: p["loss"] for label, p in points.items()}
+    seconds = [p["seconds"] for p in points.values() if p.get("seconds") is not None]
+    together = batched.get("losses") or {}
+    apart = {k: abs(together[k] - single[k]) / single[k] for k in together if single.get(k)}
+    checks.ok(
+        bool(apart) and max(apart.values()) <= 0.01,
+        f"batch {EVAL_BATCH} and batch 1 give the same losses within 1 %",
+        {"batch": together, "one_at_a_time": single},
+    )
+    result = {
+        "losses_batch_1": single,
+        "relative_difference": apart,
+        "s_per_checkpoint_batch_1": round(sum(seconds) / len(seconds), 2) if seconds else None,
+        "s_per_checkpoint_batch": batched.get("s_per_checkpoint"),
+    }
+    stage["result"] = result
+    print("EVAL_B1 " + json.dumps(result), flush=True)
+    (e2e.CFG.out / "eval-check-b1.json").write_text(json.dumps(result, indent=1))
+
+
+STAGES = {
+    "evalcache": stage_evalcache,
+    "evaltrain": stage_evaltrain,
+    "evaluate": stage_evaluate,
+    "evaluate-b1": stage_evaluate_b1,
+}
 
 
 def done_already(stage_name: str) -> bool:
@@ -248,7 +288,7 @@ def main() -> int:
         __doc__ or "",
         stages=STAGES,
         done_already=done_already,
-        local_stages=["install", "weights", "data", "evalcache", "evaltrain", "evaluate"],
+        local_stages=["install", "weights", "data", "evalcache", "evaltrain", "evaluate", "evaluate-b1"],
         local_root="/tmp/fpe2e-eval-local",
         local_records=RECORDS,
     )

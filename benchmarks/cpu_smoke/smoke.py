@@ -254,9 +254,9 @@ def sweep_args(work: Path) -> None:
     print(f"{cells} cells x {prompts} prompts: options as separate runs; {len(calls)} calls fit")
 
 
-def eval_(work: Path) -> None:
-    """The evaluation worker through `accelerate launch`, with fplora's argv and plan: the untrained
-    network and two LoRAs are scored at every noise level, and the LoRAs change the loss."""
+def _score(work: Path, dataset_config: Path, name: str) -> dict[str, float]:
+    """The evaluation worker through `accelerate launch`, with fplora's argv and plan (untrained and
+    the two LoRAs, every noise level) on `dataset_config`: each checkpoint's loss, by label."""
     from fplora.render import commands
     from fplora.runs import evaluation
 
@@ -268,14 +268,14 @@ def eval_(work: Path) -> None:
     plan = {
         "protocol": evaluation.PROTOCOL,
         "config_file": str(paths.config),
-        "dataset_config": str(paths.eval_dataset),
+        "dataset_config": str(dataset_config),
         "timesteps": list(spec.eval.timesteps),
         "noise_seed": spec.eval.noise_seed,
         "checkpoints": checkpoints,
     }
-    plan_file = work / "out" / "eval-plan.json"
+    plan_file = work / "out" / f"{name}-plan.json"
     plan_file.write_text(json.dumps(plan, indent=1) + "\n", encoding="utf-8")
-    log = work / "logs" / "eval.log"
+    log = work / "logs" / f"{name}.log"
     log.unlink(missing_ok=True)
     code = _run(commands.eval_worker(spec, sys.executable, plan_file), log)
     events = _events(log, evaluation.parse_event)
@@ -283,9 +283,39 @@ def eval_(work: Path) -> None:
     failed = [e["error"] for e in events if e["event"] in ("checkpoint_failed", "error")]
     if code != 0 or failed or len(done) != len(checkpoints):
         raise Failed(f"exit {code}, scored {sorted(done)}, errors {failed}")
+    return done
+
+
+def eval_(work: Path) -> None:
+    """The evaluation worker as `fplora eval` starts it: the untrained network and two LoRAs are
+    scored at every noise level, and the LoRAs change the loss."""
+    done = _score(work, _job(work).plan.paths.eval_dataset, "eval")
     if len(set(done.values())) != len(done):
         raise Failed(f"a LoRA did not change the loss: {done}")
+    (work / "out" / "eval-losses.json").write_text(json.dumps(done), encoding="utf-8")
     print("losses " + ", ".join(f"{k} {v:.5f}" for k, v in done.items()))
+
+
+def eval_batched(work: Path) -> None:
+    """The same evaluation with every held-out record in one forward pass: a record's noise is its own
+    (drawn per record, in order), so the losses are the one-at-a-time ones within rounding."""
+    import tomli_w
+    import tomllib
+
+    source = _job(work).plan.paths.eval_dataset
+    config = tomllib.loads(source.read_text(encoding="utf-8"))
+    records = len(_job(work).plan.spec.eval.records or [])
+    config["general"]["batch_size"] = records
+    for dataset in config.get("datasets", []):
+        dataset.pop("batch_size", None)
+    batched = work / "out" / "eval-dataset-batched.toml"
+    batched.write_text(tomli_w.dumps(config), encoding="utf-8")
+    single = json.loads((work / "out" / "eval-losses.json").read_text(encoding="utf-8"))
+    done = _score(work, batched, "eval-batched")
+    worst = max(abs(done[k] - single[k]) / abs(single[k]) for k in single)
+    if worst > 1e-3:
+        raise Failed(f"batch {records} {done} against one at a time {single}: {worst:.2e} apart")
+    print(f"batch {records}: every loss within {worst:.1e} of one record at a time")
 
 
 def _by_prompt(folder: Path) -> dict[str, Path]:
@@ -410,6 +440,7 @@ STEPS = {
     "cache": cache,
     "sweep-args": sweep_args,
     "eval": eval_,
+    "eval-batched": eval_batched,
     "sweep": sweep,
     "separate": separate,
     "compare": compare,

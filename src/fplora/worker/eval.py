@@ -12,12 +12,13 @@ musubi-tuner's own code: its argument parser and config reader on the run's `con
 (`process_batch`: noisy input, `call_dit`, `compute_loss`), its dataset reader on
 `eval-dataset.toml`, and the run's network module to build and load the LoRA.
 
-What makes the numbers comparable between checkpoints: every record is scored at the same noise
-levels t (the plan's `timesteps`, used as they are: timestep sampling is set to `uniform` so that
-musubi-tuner takes a given t unchanged, without shift) with the same noise (drawn once per batch and
-t from `noise_seed`, before any checkpoint). The loss at each t is a band; the checkpoint's loss is
-the mean over bands. `untrained` is the network at multiplier 0: the DiT alone, which is what a
-freshly initialised LoRA (zero up-projection) computes.
+What makes the numbers comparable between checkpoints: every record is scored at the same noise levels t
+(the plan's `timesteps`, used as they are: timestep sampling is set to `uniform` so that musubi-tuner
+takes a given t unchanged, without shift) with the same noise (drawn once per record and t from
+`noise_seed`, in the records' order, before any checkpoint: a record's noise does not depend on how many
+records share a forward pass, so `eval.batch_size` changes the speed, not the question). The loss at
+each t is a band; the checkpoint's loss is the mean over bands. `untrained` is the network at multiplier
+0: the DiT alone, which is what a freshly initialised LoRA (zero up-projection) computes.
 
 Protocol (fplora's side: `fplora/runs/evaluation.py`):
 - in: a JSON plan, `{"protocol": 1, "config_file", "dataset_config", "timesteps": [t...],
@@ -278,12 +279,19 @@ class MusubiBackend:
             shift=args.discrete_flow_shift, reverse=True, solver="euler"
         )
 
-        # the same noise for every checkpoint: drawn once, per batch and timestep, from the seed
+        # the same noise for every checkpoint: drawn once, per record and timestep, from the seed, in
+        # the records' order (musubi-tuner's buckets are consecutive slices, so that order is the
+        # same for every batch size); a batch's noise is its records' noise stacked
         generator = torch.Generator(device="cpu").manual_seed(plan.noise_seed)
         for batch in self.batches:
             latents = batch["latents"]
+            one = (1, *latents.shape[1:])
+            records_noise = [
+                [torch.randn(one, generator=generator, dtype=torch.float32) for _ in plan.timesteps]
+                for _ in range(int(latents.shape[0]))
+            ]
             self.noise.append(
-                [torch.randn(latents.shape, generator=generator, dtype=torch.float32) for _ in plan.timesteps]
+                [torch.cat([noise[band] for noise in records_noise]) for band in range(len(plan.timesteps))]
             )
         return records, len(self.batches)
 
