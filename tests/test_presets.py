@@ -244,3 +244,11 @@ def test_a_superseded_row_is_kept_but_never_used(project) -> None:
     applied = apply(spec)
     assert applied.choice is not None and applied.choice.s_per_step == pytest.approx(22.425)
     assert "preset-speed-2026-11-30" in applied.lines()[0]
+
+
+def test_compile_is_not_chosen_for_a_process_count_it_never_ran_with() -> None:
+    info = table().gpus["h200"]
+    alone = choose("h200", info.label, info.memory_mib, effective=16, shape=1.0)
+    ddp = choose("h200", info.label, info.memory_mib, effective=16, shape=1.0, processes=2)
+    assert alone is not None and alone.compile
+    assert ddp is not None and not ddp.compile

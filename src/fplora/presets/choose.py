@@ -114,6 +114,8 @@ def _from_rows(
     for row in table().rows:
         if row.gpu != gpu or row.peak_mib is None or row.s_per_step is None or not _matches(row, pinned):
             continue
+        if row.compile and processes != row.processes:
+            continue  # torch.compile under DDP (or alone, from a DDP row) was never run
         fitting = [d for d in divisors(effective) if d <= row.batch]
         batch = pinned.batch if pinned.batch is not None else (fitting[0] if fitting else 1)
         peak = _row_peak(row, batch, shape, processes)
