@@ -28,6 +28,8 @@ Stages (besides gpu_e2e.py's install, weights, data):
   evalcache  `fplora cache evalcheck.yaml`: the 8 training records and the split, one encoder load
   evaltrain  `fplora train evalcheck.yaml`: 8 steps at batch 8 (every record every step), LoRAs at
              steps 4 and 8
+  evalspeed  before any training: `fplora eval` scores the untrained network alone at EVAL_BATCH
+             records per pass, for the seconds per checkpoint (a short call when device time is short)
   evaluate-b1  the same scores one record per forward pass (EVAL_BATCH=1): a record's noise is its own,
              so they must equal `evaluate`'s within bf16 rounding (1 %); the CPU smoke found 6e-5
   evaluate   `fplora eval evalcheck.yaml` (untrained, step4, step8; final is step8's twin), the
@@ -60,7 +62,7 @@ TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
 GOAL_S = 10.0
 # records per forward pass: 1 took 12.2 s per checkpoint on the H200 (2026-11-30), 32 forwards of 0.38 s
 EVAL_BATCH = 8
-e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200, **{"evaluate-b1": 90})
+e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200, **{"evaluate-b1": 90, "evalspeed": 40})
 
 
 def small() -> Path:
@@ -229,6 +231,22 @@ def _ready_seconds() -> float | None:
     return None
 
 
+def stage_evalspeed(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    """Seconds per checkpoint at EVAL_BATCH records per pass, before any training: the untrained network
+    is a checkpoint like any other for speed (the LoRA modules run at multiplier 0)."""
+    write_spec()
+    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", "--lora", "all")
+    checks.rc(ran, what=f"fplora eval evalcheck.yaml, untrained only, {EVAL_BATCH} records per pass")
+    points = [p for p in eval_json().get("points", []) if p.get("lora") is None]
+    seconds = points[0].get("seconds") if points else None
+    result = {"eval_batch_size": EVAL_BATCH, "s_per_checkpoint": seconds, "load_s": _ready_seconds()}
+    if not e2e.CFG.local:
+        checks.ok(seconds is not None and seconds <= GOAL_S, f"at most {GOAL_S} s per checkpoint", seconds)
+    stage["result"] = result
+    print("EVAL_SPEED " + json.dumps(result), flush=True)
+    (e2e.CFG.out / "eval-speed.json").write_text(json.dumps(result, indent=1))
+
+
 def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
     write_spec()
     batched = (
@@ -265,6 +283,7 @@ def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
 STAGES = {
     "evalcache": stage_evalcache,
     "evaltrain": stage_evaltrain,
+    "evalspeed": stage_evalspeed,
     "evaluate": stage_evaluate,
     "evaluate-b1": stage_evaluate_b1,
 }
@@ -288,7 +307,16 @@ def main() -> int:
         __doc__ or "",
         stages=STAGES,
         done_already=done_already,
-        local_stages=["install", "weights", "data", "evalcache", "evaltrain", "evaluate", "evaluate-b1"],
+        local_stages=[
+            "install",
+            "weights",
+            "data",
+            "evalcache",
+            "evalspeed",
+            "evaltrain",
+            "evaluate",
+            "evaluate-b1",
+        ],
         local_root="/tmp/fpe2e-eval-local",
         local_records=RECORDS,
     )
