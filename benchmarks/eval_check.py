@@ -30,6 +30,8 @@ Stages (besides gpu_e2e.py's install, weights, data):
              steps 4 and 8
   evalspeed  before any training: `fplora eval` scores the untrained network alone at EVAL_BATCH
              records per pass, for the seconds per checkpoint (a short call when device time is short)
+  evaluate-compiled  the same checkpoints with the DiT compiled (EVAL_COMPILE=true): the first pays the
+             compile, the others must take at most 10 s and match eager's losses within 1 %
   evaluate-b1  the same scores one record per forward pass (EVAL_BATCH=1): a record's noise is its own,
              so they must equal `evaluate`'s within bf16 rounding (1 %); the CPU smoke found 6e-5
   evaluate   `fplora eval evalcheck.yaml` (untrained, step4, step8; final is step8's twin), the
@@ -62,7 +64,12 @@ TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
 GOAL_S = 10.0
 # records per forward pass: 1 took 12.2 s per checkpoint on the H200 (2026-11-30), 32 forwards of 0.38 s
 EVAL_BATCH = 8
-e2e.COST.update(evalcache=60, evaltrain=250, evaluate=200, **{"evaluate-b1": 90, "evalspeed": 40})
+e2e.COST.update(
+    evalcache=60,
+    evaltrain=250,
+    evaluate=200,
+    **{"evaluate-b1": 90, "evalspeed": 40, "evaluate-compiled": 120},
+)
 
 
 def small() -> Path:
@@ -89,6 +96,7 @@ eval:
   allow_training_records: true   # on purpose: this checks that eval computes the training objective
   timesteps: {json.dumps(TIMESTEPS)}
   noise_seed: 42
+  compile: ${{EVAL_COMPILE:-false}}   # evaluate-compiled scores again with the DiT compiled
   batch_size: ${{EVAL_BATCH:-{EVAL_BATCH}}}   # evaluate-b1 scores again one record at a time
 train:
   blocks_to_swap: {c.e2e_swap}
@@ -280,12 +288,45 @@ def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
     (e2e.CFG.out / "eval-check-b1.json").write_text(json.dumps(result, indent=1))
 
 
+def stage_evaluate_compiled(stage: dict[str, Any], checks: e2e.Checks) -> None:
+    """The same checkpoints with the DiT's blocks compiled: the first checkpoint pays the compile, the
+    others show the speed (goal: at most GOAL_S each), and the losses are eager's within 1 %."""
+    write_spec()
+    eager_file = e2e.CFG.out / "eval-check.json"
+    eager = json.loads(eager_file.read_text()).get("losses", {}) if eager_file.is_file() else {}
+    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
+    env = {**fake, "EVAL_COMPILE": "true"}
+    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env=env)
+    checks.rc(ran, what="fplora eval evalcheck.yaml, DiT compiled")
+    checks.ok(e2e.CFG.local or "Compiling DiT model" in ran.text, "the worker compiled the DiT")
+    points = sorted(eval_json().get("points", []), key=lambda p: p["step"])
+    compiled = {p["label"]: p["loss"] for p in points}
+    seconds = [p.get("seconds") for p in points]
+    steady = [s for s in seconds[1:] if s is not None]
+    per = round(sum(steady) / len(steady), 2) if steady else None
+    apart = {k: abs(eager[k] - compiled[k]) / eager[k] for k in eager if compiled.get(k)}
+    checks.ok(bool(apart) and max(apart.values()) <= 0.01, "compiled losses within 1 % of eager", apart)
+    if not e2e.CFG.local:
+        checks.ok(per is not None and per <= GOAL_S, f"compiled: at most {GOAL_S} s per checkpoint", per)
+    result = {
+        "losses_compiled": compiled,
+        "relative_difference": apart,
+        "first_checkpoint_s": seconds[0] if seconds else None,
+        "s_per_checkpoint_after_first": per,
+        "load_s": _ready_seconds(),
+    }
+    stage["result"] = result
+    print("EVAL_COMPILED " + json.dumps(result), flush=True)
+    (e2e.CFG.out / "eval-check-compiled.json").write_text(json.dumps(result, indent=1))
+
+
 STAGES = {
     "evalcache": stage_evalcache,
     "evaltrain": stage_evaltrain,
     "evalspeed": stage_evalspeed,
     "evaluate": stage_evaluate,
     "evaluate-b1": stage_evaluate_b1,
+    "evaluate-compiled": stage_evaluate_compiled,
 }
 
 
@@ -316,6 +357,7 @@ def main() -> int:
             "evaltrain",
             "evaluate",
             "evaluate-b1",
+            "evaluate-compiled",
         ],
         local_root="/tmp/fpe2e-eval-local",
         local_records=RECORDS,

@@ -251,3 +251,18 @@ def test_the_worker_finds_short_network_module_names_as_training_does(
     assert module.FOUND == "inside musubi_tuner"
     sys.modules.pop("networks", None)
     sys.modules.pop("networks.lora_stand_in", None)
+
+
+def test_the_worker_compiles_as_training_does_unless_eval_says(trained: Workspace) -> None:
+    """`compile` in the plan follows train.compile (the h200 preset sets it), eval.compile wins, and a
+    change of it is a change of setup (compiled kernels round differently)."""
+    plans = []
+    for change in ({}, {"train": {"compile": True}}, {"eval": {"compile": False}}):
+        trained.write_spec(**change)
+        trained.forget_calls()
+        result = trained.cli("eval", str(trained.spec_path), "--lora", "step4", "--redo")
+        assert result.exit_code == 0, result.output
+        (call,) = trained.calls()
+        plans.append(fake.validate(call["args"]).values["plan"]["compile"])
+        assert eval_json(trained)["setup"]["compile"] is plans[-1]
+    assert plans == [False, True, False]

@@ -106,7 +106,7 @@ step() { "$py" "$here/smoke.py" "$1" --work "$work"; }
 check setup step setup || exit 1
 check cache step cache
 check sweep-args step sweep-args
-check eval step eval && check eval-batched step eval-batched
+check eval step eval && check eval-batched step eval-batched && check eval-compiled step eval-compiled
 check sweep step sweep
 if [ "$fidelity" = 1 ]; then
   # as musubi-tuner runs: the VAE posterior is sampled from a generator torch seeds at random

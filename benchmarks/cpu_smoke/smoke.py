@@ -254,7 +254,7 @@ def sweep_args(work: Path) -> None:
     print(f"{cells} cells x {prompts} prompts: options as separate runs; {len(calls)} calls fit")
 
 
-def _score(work: Path, dataset_config: Path, name: str) -> dict[str, float]:
+def _score(work: Path, dataset_config: Path, name: str, compile_dit: bool = False) -> dict[str, float]:
     """The evaluation worker through `accelerate launch`, with fplora's argv and plan (untrained and
     the two LoRAs, every noise level) on `dataset_config`: each checkpoint's loss, by label."""
     from fplora.render import commands
@@ -271,6 +271,7 @@ def _score(work: Path, dataset_config: Path, name: str) -> dict[str, float]:
         "dataset_config": str(dataset_config),
         "timesteps": list(spec.eval.timesteps),
         "noise_seed": spec.eval.noise_seed,
+        "compile": compile_dit,
         "checkpoints": checkpoints,
     }
     plan_file = work / "out" / f"{name}-plan.json"
@@ -316,6 +317,20 @@ def eval_batched(work: Path) -> None:
     if worst > 1e-3:
         raise Failed(f"batch {records} {done} against one at a time {single}: {worst:.2e} apart")
     print(f"batch {records}: every loss within {worst:.1e} of one record at a time")
+
+
+def eval_compiled(work: Path) -> None:
+    """The evaluation with the DiT's blocks compiled (torch.compile's CPU backend here): the same
+    losses as `eval` within rounding, and compiled once, since the multiplier never changes."""
+    single = json.loads((work / "out" / "eval-losses.json").read_text(encoding="utf-8"))
+    done = _score(work, _job(work).plan.paths.eval_dataset, "eval-compiled", compile_dit=True)
+    log = (work / "logs" / "eval-compiled.log").read_text(encoding="utf-8", errors="replace")
+    if "Compiling DiT model with torch.compile" not in log:
+        raise Failed("the worker did not compile the DiT")
+    worst = max(abs(done[k] - single[k]) / abs(single[k]) for k in single)
+    if worst > 1e-2:
+        raise Failed(f"compiled {done} against eager {single}: {worst:.2e} apart")
+    print(f"compiled: every loss within {worst:.1e} of the eager ones")
 
 
 def _by_prompt(folder: Path) -> dict[str, Path]:
@@ -441,6 +456,7 @@ STEPS = {
     "sweep-args": sweep_args,
     "eval": eval_,
     "eval-batched": eval_batched,
+    "eval-compiled": eval_compiled,
     "sweep": sweep,
     "separate": separate,
     "compare": compare,

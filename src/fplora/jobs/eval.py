@@ -51,6 +51,7 @@ def setup_of(spec: Spec, prints: dict[str, dict[str, str]]) -> dict[str, Any]:
         "timesteps": list(spec.eval.timesteps),
         "noise_seed": spec.eval.noise_seed,
         "batch_size": spec.eval.batch_size,
+        "compile": compiles(spec),
         "records": prints,
         "cache": caches.stamp_for(spec, index),
         "dit": str(spec.models.dit),
@@ -60,6 +61,12 @@ def setup_of(spec: Spec, prints: dict[str, dict[str, str]]) -> dict[str, Any]:
         "weighting_scheme": spec.musubi.config.get("weighting_scheme"),
     }
     return json.loads(json.dumps(setup))  # as eval.json gives it back (tuples become lists)
+
+
+def compiles(spec: Spec) -> bool:
+    """Whether the worker compiles the DiT: `eval.compile`, else as training does (`train.compile`)."""
+    assert spec.eval is not None
+    return spec.train.compile if spec.eval.compile is None else spec.eval.compile
 
 
 def words_for(words: list[str], checkpoints: list[Checkpoint]) -> list[str]:
@@ -246,6 +253,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
         "dataset_config": str(job.plan.paths.eval_dataset),
         "timesteps": list(spec.eval.timesteps),
         "noise_seed": spec.eval.noise_seed,
+        "compile": compiles(spec),
         "checkpoints": [
             {
                 "id": key,

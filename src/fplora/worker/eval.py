@@ -17,12 +17,15 @@ What makes the numbers comparable between checkpoints: every record is scored at
 takes a given t unchanged, without shift) with the same noise (drawn once per record and t from
 `noise_seed`, in the records' order, before any checkpoint: a record's noise does not depend on how many
 records share a forward pass, so `eval.batch_size` changes the speed, not the question). The loss at
-each t is a band; the checkpoint's loss is the mean over bands. `untrained` is the network at multiplier
-0: the DiT alone, which is what a freshly initialised LoRA (zero up-projection) computes.
+each t is a band; the checkpoint's loss is the mean over bands. `untrained` is the network with its
+up-projections zeroed, as musubi-tuner initialises a LoRA: the DiT alone. The multiplier stays 1 for
+every checkpoint, so that a compiled DiT (`compile` in the plan, as training's `--compile`) is
+compiled once.
 
 Protocol (fplora's side: `fplora/runs/evaluation.py`):
 - in: a JSON plan, `{"protocol": 1, "config_file", "dataset_config", "timesteps": [t...],
-  "noise_seed", "checkpoints": [{"id", "label", "lora" (a path, or null for untrained)}]}`;
+  "noise_seed", "compile" (optional, false), "checkpoints": [{"id", "label", "lora" (a path, or null for
+  untrained)}]}`;
 - out: one JSON object per line on stdout, each starting with `EVENT_PREFIX`: `started`, `phase`,
   `ready` (records, batches, seconds), `checkpoint_started`, `checkpoint_done` (loss, bands,
   seconds) / `checkpoint_failed` (error), `finished`, or `error` when the models cannot be prepared;
@@ -79,6 +82,7 @@ class Plan:
     timesteps: list[float]
     noise_seed: int
     checkpoints: list[Checkpoint]
+    compile: bool = False  # torch.compile the DiT's blocks, as training does with --compile
 
 
 class PlanError(ValueError):
@@ -105,6 +109,7 @@ def read_plan(path: Path) -> Plan:
             timesteps,
             int(raw["noise_seed"]),
             checkpoints,
+            bool(raw.get("compile", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise PlanError(f"malformed plan {path}: {error!r}") from None
@@ -226,7 +231,7 @@ class MusubiBackend:
         args.log_with = args.logging_dir = None
         # the collator reads the dataset itself only when loading happens in this process
         args.max_data_loader_n_workers = 0
-        args.compile = False
+        args.compile = plan.compile  # with the run's compile_backend, _mode, _dynamic, ...
         return args
 
     def prepare(self, plan: Plan, emit: Emit) -> tuple[int, int]:
@@ -274,7 +279,15 @@ class MusubiBackend:
         network.to(accelerator.device, dtype=self.network_dtype)
         network.eval()
         network.requires_grad_(False)
+        # the multiplier stays 1 (untrained is a zero up-projection, see _load): a compiled block
+        # guards on it, and changing it would compile every block again
+        network.set_multiplier(1.0)
         self.network = network
+        if args.compile:
+            # as training does, after the network is applied, so that the LoRA is in the graphs
+            emit("phase", phase="compiling the DiT's blocks (the first forward pass)")
+            transformer = trainer.compile_transformer(args, transformer)
+            self.transformer = transformer
         self.scheduler = FlowMatchDiscreteScheduler(
             shift=args.discrete_flow_shift, reverse=True, solver="euler"
         )
@@ -298,7 +311,11 @@ class MusubiBackend:
     def _load(self, checkpoint: Checkpoint) -> None:
         network = self.network
         if checkpoint.lora is None:
-            network.set_multiplier(0.0)
+            # what a fresh LoRA is (musubi-tuner initialises lora_up to zero): the DiT's own output
+            with self.torch.no_grad():
+                for name, parameter in network.named_parameters():
+                    if "lora_up" in name:
+                        parameter.zero_()
             return
         info = network.load_weights(checkpoint.lora)  # musubi-tuner's loader: load_state_dict, not strict
         missing = [k for k in info.missing_keys if "lora_" in k]
@@ -308,7 +325,6 @@ class MusubiBackend:
                 f"{checkpoint.lora} does not fit the network of this run's config: {len(missing)} missing,"
                 f" {len(info.unexpected_keys)} unexpected weights (e.g. {example})"
             )
-        network.set_multiplier(1.0)
 
     def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
         torch, device = self.torch, self.accelerator.device
