@@ -29,7 +29,7 @@ def test_the_memory_model_reproduces_every_measured_peak() -> None:
     Rows with torch.compile or other options are outside the model (compile saved 11 GB)."""
     model = table().model
     for row in table().rows:
-        if row.peak_mib is None or not row.modelled:
+        if row.peak_mib is None or not row.covered_by_model:
             continue
         predicted = model.peak(
             checkpointing=row.gradient_checkpointing,

@@ -1,12 +1,12 @@
 """`fplora doctor`: what will fail on this machine, before the first paid minute.
 
-Facts come from three places: this process (fplora's version, files and environment variables:
-the Hugging Face cache, accelerate's default config, wandb's login, free disk), a probe script run in
-the musubi-tuner Python (`musubi_probe.py.txt`: its Python, musubi-tuner's version and commit, its
-own argparse options, torch, CUDA, the GPUs, the optional kernels), and the spec when one is given,
-with its GPU preset applied (which attention kernel, torch.compile, wandb or not, how much it will
-save). Each check returns `Finding`s; nothing
-here prints. A missing GPU or musubi-tuner is a finding like any other, so the doctor runs anywhere.
+Facts come from three places: this process (fplora's version, files and environment variables: the
+Hugging Face cache, accelerate's default config, wandb's login, free disk), a probe script run in the
+musubi-tuner Python (`musubi_probe.py.txt`: its Python, musubi-tuner's version and commit, its own
+argparse options, torch, CUDA, the GPUs, the optional kernels), and the spec when one is given, with its
+GPU preset applied (which attention kernel, torch.compile, wandb or not, how much it will save). Each
+check returns `Finding`s; nothing here prints. A missing GPU or musubi-tuner is a finding like any
+other, so the doctor runs anywhere.
 """
 
 from __future__ import annotations

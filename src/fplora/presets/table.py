@@ -50,7 +50,7 @@ class Row:
         return self.batch / self.s_per_step if self.s_per_step else None
 
     @property
-    def modelled(self) -> bool:
+    def covered_by_model(self) -> bool:
         """Whether the memory model covers this row: compile and other options change the peak."""
         return not self.compile and not self.options
 
