@@ -155,12 +155,32 @@ def stage_evaltrain(stage: dict[str, Any], checks: e2e.Checks) -> None:
     stage["timings"] = {"training_avr_loss": losses}
 
 
+def fake_env() -> dict[str, str]:
+    """--local-fake: the stand-in's losses, falling with the step as a real LoRA's should."""
+    return {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
+
+
+def rescore(stage: dict[str, Any], what: str, checks: e2e.Checks, **env: str) -> tuple[Any, list[Any]]:
+    """`fplora eval --redo` again under `env` (the spec's ${EVAL_BATCH}, ${EVAL_COMPILE}): the run and
+    its points by step."""
+    write_spec()
+    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env={**fake_env(), **env})
+    checks.rc(ran, what=f"fplora eval evalcheck.yaml, {what}")
+    return ran, sorted(eval_json().get("points", []), key=lambda p: p["step"])
+
+
+def against_evaluate(losses: dict[str, float]) -> tuple[dict[str, Any], dict[str, float]]:
+    """`evaluate`'s result (8 records per pass, eager) and each loss's relative distance from it."""
+    path = e2e.CFG.out / "eval-check.json"
+    first = json.loads(path.read_text()) if path.is_file() else {}
+    reference = first.get("losses") or {}
+    return first, {k: abs(reference[k] - losses[k]) / reference[k] for k in reference if losses.get(k)}
+
+
 def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
     write_spec()
     spec = str(e2e.CFG.spec(VERSION))
-    # --local-fake: the stand-in's losses, falling with the step as a real LoRA's should
-    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else None
-    ran = e2e.fplora(stage, "eval", spec, "--redo", extra_env=fake)
+    ran = e2e.fplora(stage, "eval", spec, "--redo", extra_env=fake_env())
     checks.rc(ran, what="fplora eval evalcheck.yaml")
     points = {p["label"]: p for p in eval_json().get("points", [])}
     loss = {label: p["loss"] for label, p in points.items()}
@@ -241,12 +261,10 @@ def _ready_seconds() -> float | None:
 
 def stage_evalspeed(stage: dict[str, Any], checks: e2e.Checks) -> None:
     """Seconds per checkpoint at EVAL_BATCH records per pass, before any training: the untrained network
-    is a checkpoint like any other for speed (the LoRA modules run at multiplier 0)."""
-    write_spec()
-    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", "--lora", "all")
-    checks.rc(ran, what=f"fplora eval evalcheck.yaml, untrained only, {EVAL_BATCH} records per pass")
-    points = [p for p in eval_json().get("points", []) if p.get("lora") is None]
-    seconds = points[0].get("seconds") if points else None
+    is a checkpoint like any other for speed (the LoRA modules run, with zero up-projections)."""
+    _, points = rescore(stage, f"untrained only, {EVAL_BATCH} records per pass", checks)
+    untrained = [p for p in points if p.get("lora") is None]
+    seconds = untrained[0].get("seconds") if untrained else None
     result = {"eval_batch_size": EVAL_BATCH, "s_per_checkpoint": seconds, "load_s": _ready_seconds()}
     if not e2e.CFG.local:
         checks.ok(seconds is not None and seconds <= GOAL_S, f"at most {GOAL_S} s per checkpoint", seconds)
@@ -256,26 +274,14 @@ def stage_evalspeed(stage: dict[str, Any], checks: e2e.Checks) -> None:
 
 
 def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
-    write_spec()
-    batched = (
-        json.loads((e2e.CFG.out / "eval-check.json").read_text())
-        if (e2e.CFG.out / "eval-check.json").is_file()
-        else {}
-    )
-    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
-    ran = e2e.fplora(
-        stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env={**fake, "EVAL_BATCH": "1"}
-    )
-    checks.rc(ran, what="fplora eval evalcheck.yaml, one record per pass")
-    points = {p["label"]: p for p in eval_json().get("points", [])}
-    single = {label: p["loss"] for label, p in points.items()}
-    seconds = [p["seconds"] for p in points.values() if p.get("seconds") is not None]
-    together = batched.get("losses") or {}
-    apart = {k: abs(together[k] - single[k]) / single[k] for k in together if single.get(k)}
+    _, points = rescore(stage, "one record per pass", checks, EVAL_BATCH="1")
+    single = {p["label"]: p["loss"] for p in points}
+    seconds = [p["seconds"] for p in points if p.get("seconds") is not None]
+    batched, apart = against_evaluate(single)
     checks.ok(
         bool(apart) and max(apart.values()) <= 0.01,
         f"batch {EVAL_BATCH} and batch 1 give the same losses within 1 %",
-        {"batch": together, "one_at_a_time": single},
+        {"batch": batched.get("losses"), "one_at_a_time": single},
     )
     result = {
         "losses_batch_1": single,
@@ -291,20 +297,13 @@ def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
 def stage_evaluate_compiled(stage: dict[str, Any], checks: e2e.Checks) -> None:
     """The same checkpoints with the DiT's blocks compiled: the first checkpoint pays the compile, the
     others show the speed (goal: at most GOAL_S each), and the losses are eager's within 1 %."""
-    write_spec()
-    eager_file = e2e.CFG.out / "eval-check.json"
-    eager = json.loads(eager_file.read_text()).get("losses", {}) if eager_file.is_file() else {}
-    fake = {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
-    env = {**fake, "EVAL_COMPILE": "true"}
-    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env=env)
-    checks.rc(ran, what="fplora eval evalcheck.yaml, DiT compiled")
+    ran, points = rescore(stage, "DiT compiled", checks, EVAL_COMPILE="true")
     checks.ok(e2e.CFG.local or "Compiling DiT model" in ran.text, "the worker compiled the DiT")
-    points = sorted(eval_json().get("points", []), key=lambda p: p["step"])
     compiled = {p["label"]: p["loss"] for p in points}
     seconds = [p.get("seconds") for p in points]
     steady = [s for s in seconds[1:] if s is not None]
     per = round(sum(steady) / len(steady), 2) if steady else None
-    apart = {k: abs(eager[k] - compiled[k]) / eager[k] for k in eager if compiled.get(k)}
+    _, apart = against_evaluate(compiled)
     checks.ok(bool(apart) and max(apart.values()) <= 0.01, "compiled losses within 1 % of eager", apart)
     if not e2e.CFG.local:
         checks.ok(per is not None and per <= GOAL_S, f"compiled: at most {GOAL_S} s per checkpoint", per)
