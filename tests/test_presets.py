@@ -252,3 +252,28 @@ def test_compile_is_not_chosen_for_a_process_count_it_never_ran_with() -> None:
     ddp = choose("h200", info.label, info.memory_mib, effective=16, shape=1.0, processes=2)
     assert alone is not None and alone.compile
     assert ddp is not None and not ddp.compile
+
+
+def _documented_choices() -> dict[str, list[str]]:
+    """docs/presets.md's table "What the presets choose at the memo's shape", by preset."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text(encoding="utf-8")
+    section = text.split("What the presets choose at the memo's shape", 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[2:]}
+
+
+def test_the_documented_choices_are_what_the_presets_choose() -> None:
+    documented = _documented_choices()
+    assert set(documented) == {"h200", "h100-80g", "a6000-48g", "4090-24g"}
+    for gpu, (basis, split, swap, checkpointing, peak, *_) in documented.items():
+        info = table().gpus[gpu]
+        choice = choose(gpu, info.label, info.memory_mib, effective=16, shape=1.0, measured=info.measured)
+        assert choice is not None, gpu
+        compiled = ", torch.compile" if choice.compile else ""
+        assert basis.strip("*") == choice.basis, gpu
+        assert split == f"{choice.batch} × {choice.accumulation}{compiled}", gpu
+        assert (int(swap), checkpointing) == (
+            choice.blocks_to_swap,
+            "yes" if choice.gradient_checkpointing else "no",
+        )
+        assert f"{choice.peak_mib:,.0f}" in peak, (gpu, peak)
