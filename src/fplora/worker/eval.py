@@ -312,10 +312,13 @@ class MusubiBackend:
         network = self.network
         if checkpoint.lora is None:
             # what a fresh LoRA is (musubi-tuner initialises lora_up to zero): the DiT's own output
+            ups = [p for name, p in network.named_parameters() if "lora_up" in name]
             with self.torch.no_grad():
-                for name, parameter in network.named_parameters():
-                    if "lora_up" in name:
-                        parameter.zero_()
+                for parameter in ups:
+                    parameter.zero_()
+            # a network module without LoRA up-projections is switched off instead (a compiled DiT
+            # then compiles again for the next checkpoint, at multiplier 1)
+            network.set_multiplier(1.0 if ups else 0.0)
             return
         info = network.load_weights(checkpoint.lora)  # musubi-tuner's loader: load_state_dict, not strict
         missing = [k for k in info.missing_keys if "lora_" in k]
@@ -325,6 +328,7 @@ class MusubiBackend:
                 f"{checkpoint.lora} does not fit the network of this run's config: {len(missing)} missing,"
                 f" {len(info.unexpected_keys)} unexpected weights (e.g. {example})"
             )
+        network.set_multiplier(1.0)
 
     def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
         torch, device = self.torch, self.accelerator.device
