@@ -205,6 +205,12 @@ REFUSED = [
         "configs/v1.yaml:6: infer.prompts[0].width: `fplora infer` renders infer prompt 1 at 500x96",
         "infer:\n  prompts:\n    - {record: 1, width: 512}\n",
     ),
+    (
+        "compile_fullgraph with split_attn (source: musubi-tuner's docs/torch_compile.md)",
+        "train:\n  compile: true\nmusubi:\n  config: {compile_fullgraph: true}\n",
+        "configs/v1.yaml:7: musubi.config.compile_fullgraph: compile_fullgraph cannot be used with split_attn",
+        "train:\n  compile: true\n",
+    ),
 ]
 
 

@@ -389,6 +389,19 @@ def _generate(spec: Spec) -> Iterator[Problem]:
         )
 
 
+def _compile(spec: Spec) -> Iterator[Problem]:
+    train = spec.train
+    if train.compile and train.split_attn and spec.musubi.config.get("compile_fullgraph"):
+        # not run here: musubi-tuner's docs/torch_compile.md lists the pair as incompatible (split_attn
+        # loops over the samples in Python, which one graph cannot hold)
+        yield spec.problem(
+            ("musubi", "config", "compile_fullgraph"),
+            "compile_fullgraph cannot be used with split_attn: split_attn runs attention one sample at a"
+            " time in a Python loop, which a full graph cannot hold (musubi-tuner's torch.compile notes)",
+            "remove musubi.config.compile_fullgraph (train.compile alone compiles each block)",
+        )
+
+
 # FramePack's latents are the image / 8 (the VAE) cut into 2x2 patches by the DiT, so training sizes
 # must be multiples of 16: musubi-tuner's own FramePack buckets step by 16 (dataset/bucket.py,
 # RESOLUTION_STEPS_FRAMEPACK), but with enable_bucket false it takes `resolution` as the one bucket,
@@ -443,7 +456,18 @@ def _sizes(spec: Spec) -> Iterator[Problem]:
             )
 
 
-RULES = (_attention, _block_swap, _scheduler, _args, _network, _memory, _precision, _generate, _sizes)
+RULES = (
+    _attention,
+    _block_swap,
+    _scheduler,
+    _args,
+    _network,
+    _memory,
+    _precision,
+    _generate,
+    _sizes,
+    _compile,
+)
 
 
 def check_combinations(spec: Spec) -> list[Problem]:
