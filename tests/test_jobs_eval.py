@@ -266,3 +266,11 @@ def test_the_worker_compiles_as_training_does_unless_eval_says(trained: Workspac
         plans.append(fake.validate(call["args"]).values["plan"]["compile"])
         assert eval_json(trained)["setup"]["compile"] is plans[-1]
     assert plans == [False, True, False]
+
+
+def test_a_compiled_evaluation_reports_the_first_checkpoint_apart(trained: Workspace) -> None:
+    trained.write_spec(eval={"compile": True})
+    result = trained.cli("eval", str(trained.spec_path), "--lora", "step3..step4", "--redo")
+    assert result.exit_code == 0, result.output
+    assert "s for the first, with compiling;" in result.stdout + result.stderr
+    assert "s per checkpoint after it)" in result.stdout + result.stderr

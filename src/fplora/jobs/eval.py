@@ -296,7 +296,13 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
                 job.say(f"  {line}", "red")
     elapsed = time.monotonic() - started
     per = [p.seconds for p in run.points if p.seconds is not None]
-    if per:
+    if per and compiles(spec) and len(per) > 1:
+        # the first checkpoint's forward passes compiled the DiT's blocks: not a checkpoint's cost
+        job.say(
+            f"{len(run.points)} scored in {elapsed:.0f} s ({per[0]:.1f} s for the first, with compiling;"
+            f" {sum(per[1:]) / len(per[1:]):.1f} s per checkpoint after it)"
+        )
+    elif per:
         job.say(
             f"{len(run.points)} scored in {elapsed:.0f} s"
             f" ({sum(per) / len(per):.1f} s per checkpoint after the load)"

@@ -202,6 +202,7 @@ class MusubiBackend:
         self.timesteps: list[float] = []
         self.batches: list[dict[str, Any]] = []
         self.noise: list[list[Any]] = []  # [batch][timestep]
+        self.compiling = False  # until the first checkpoint's forward passes have compiled the blocks
 
     def _args(self, plan: Plan) -> Any:
         from musubi_tuner import fpack_train_network as ft
@@ -284,10 +285,10 @@ class MusubiBackend:
         network.set_multiplier(1.0)
         self.network = network
         if args.compile:
-            # as training does, after the network is applied, so that the LoRA is in the graphs
-            emit("phase", phase="compiling the DiT's blocks (the first forward pass)")
-            transformer = trainer.compile_transformer(args, transformer)
-            self.transformer = transformer
+            # as training does, after the network is applied, so that the LoRA is in the graphs; the
+            # compiling itself happens in the first forward pass (see score)
+            self.transformer = trainer.compile_transformer(args, transformer)
+            self.compiling = True
         self.scheduler = FlowMatchDiscreteScheduler(
             shift=args.discrete_flow_shift, reverse=True, solver="euler"
         )
@@ -333,6 +334,9 @@ class MusubiBackend:
     def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
         torch, device = self.torch, self.accelerator.device
         self._load(checkpoint)
+        if self.compiling:
+            emit("phase", phase=f"scoring {checkpoint.label}, compiling the DiT's blocks first (once)")
+            self.compiling = False
         totals = [0.0 for _ in self.timesteps]
         count = 0
         with torch.no_grad():
