@@ -62,7 +62,8 @@ STEPS = 8
 SAVE_EVERY = 4
 TIMESTEPS = [0.2, 0.4, 0.6, 0.8]
 GOAL_S = 10.0
-# records per forward pass: 1 took 12.2 s per checkpoint on the H200 (2026-11-30), 32 forwards of 0.38 s
+# records per forward pass. On the H200 (2026-11-30) 1 took 12.2 s per checkpoint and 8 took 12.5 s: no
+# faster, but 8 against 1 (evaluate-b1) checks that a record's score does not depend on its batch
 EVAL_BATCH = 8
 e2e.COST.update(
     evalcache=60,
