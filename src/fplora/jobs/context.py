@@ -119,3 +119,15 @@ def timestamp() -> str:
 def log_path(folder: Path, stem: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{stem}-{timestamp()}.log"
+
+
+LOG_TAIL = 8  # lines of a worker's log shown when it fails without saying why
+
+
+def log_tail(log: Path, count: int = LOG_TAIL) -> list[str]:
+    """The last `count` non-blank lines of a log, or none if it cannot be read."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-count:]

@@ -14,7 +14,6 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -27,7 +26,7 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
-from fplora.jobs.context import Job, log_path, timestamp, worker_progress
+from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
 from fplora.problems import Problem, UserError, display_path, note
 from fplora.render import commands
 from fplora.runs import evaluation
@@ -38,7 +37,6 @@ from fplora.runs.manifest import now
 from fplora.spec.models import Spec
 
 ALL = "all"
-LOG_TAIL = 8
 
 
 def setup_of(spec: Spec, prints: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -152,14 +150,6 @@ class _Eval:
         )
         took = f" ({float(seconds):.1f} s)" if isinstance(seconds, int | float) else ""
         self.job.say(f"{label}: loss {float(event['loss']):.5f}{took}")
-
-
-def _tail(log: Path, count: int) -> list[str]:
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-count:]
 
 
 def _already(
@@ -292,7 +282,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
             "red",
         )
         if not run.error:
-            for line in _tail(log, LOG_TAIL):
+            for line in log_tail(log):
                 job.say(f"  {line}", "red")
     elapsed = time.monotonic() - started
     per = [p.seconds for p in run.points if p.seconds is not None]

@@ -27,7 +27,7 @@ from rich.progress import (
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.jobs.context import Job, timestamp, worker_progress
+from fplora.jobs.context import Job, log_tail, timestamp, worker_progress
 from fplora.musubi.names import GENERATE_OUTPUTS, GenerateOutput
 from fplora.problems import display_path, note
 from fplora.render import commands
@@ -35,7 +35,6 @@ from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header,
 from fplora.runs.manifest import now
 from fplora.runs.sweep import SWEEP_DIR_SUFFIX, cell_id, judge, parse_event, plan_json, produced
 
-LOG_TAIL = 8
 """Lines of the sweep's log shown when the worker stops without saying why."""
 
 
@@ -148,7 +147,7 @@ class _Sweep:
             why = self.error or stopped
             self.job.say(f"{len(unfinished)} cell(s) not made: {why}; log: {display_path(self.log)}", "red")
             if not self.error:
-                for line in _tail(self.log, LOG_TAIL):
+                for line in log_tail(self.log):
                     self.job.say(f"  {line}", "red")
         failed = sum(c.outcome == "failed" for c in self.cells.values())
         total = len(self.cells)
@@ -160,14 +159,6 @@ class _Sweep:
         if result.interrupted:
             return 130
         return 1 if failed or result.returncode != 0 else 0
-
-
-def _tail(log: Path, count: int) -> list[str]:
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-count:]
 
 
 def to_make(job: Job, pairs: list[Pair], *, redo: bool) -> tuple[list[Pair], list[Pair]]:
