@@ -19,7 +19,6 @@ from fplora.presets import Choice
 START_S = 120.0  # process start → first step, with sample prompts (74-117 s measured)
 SAMPLE_S = 12.0  # per sample image during training (11.5 s measured, 5 s of it a fixed sleep)
 SAVE_S = 2.1  # LoRA (1.2 s) + state (0.9 s) save
-COMPILE_S = 45.0  # torch.compile's first step, beyond an uncompiled one (61.6 against 16.1 s, H200)
 
 
 def steps_per_epoch(plan: Plan) -> int | None:
@@ -78,7 +77,7 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
     def wall(steps: int) -> float:
         samples = (steps // every if every else 0) + (1 if prompts and spec.sample.at_first else 0)
         saves = steps // train.save_every_n_steps if train.save_every_n_steps else 0
-        start = START_S + (COMPILE_S if choice.compile else 0.0)
+        start = START_S + choice.first_step_extra_s  # compiling, where the preset compiles
         return start + steps * step_s + samples * prompts * SAMPLE_S + saves * SAVE_S
 
     price = price_per_hour if price_per_hour is not None else spec.price_per_hour
@@ -102,7 +101,8 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
             lines.append(
                 f"estimate: saves at {shown}, then every {first} steps (~{duration(first * step_s)})"
             )
-    compiling = ", ~45 s of compiling (H200)" if choice.compile else ""
+    extra = choice.first_step_extra_s
+    compiling = f", ~{extra:.0f} s of compiling ({choice.gpu.upper()})" if choice.compile and extra else ""
     lines.append(
         f"estimate: includes ~2 min start-up{compiling}, ~12 s per training sample image and ~2 s per"
         " save, as measured on an H100 (docs/gpu-e2e.md)"

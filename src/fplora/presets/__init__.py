@@ -157,7 +157,9 @@ def _describe(choice: Choice) -> str:
     ckpt = "gradient checkpointing" if choice.gradient_checkpointing else "no gradient checkpointing"
     fp8 = ", fp8_base + fp8_scaled" if choice.fp8 else ""
     accumulation = f" × {choice.accumulation} accumulation steps" if choice.accumulation > 1 else ""
-    compiled = ", torch.compile (first step ~45 s longer)" if choice.compile else ""
+    compiled = (
+        f", torch.compile (first step ~{choice.first_step_extra_s:.0f} s longer)" if choice.compile else ""
+    )
     return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}{compiled}"
 
 

@@ -46,6 +46,11 @@ class Choice:
     compile: bool = False  # only where it was measured: the memory model knows nothing of it
 
     @property
+    def first_step_extra_s(self) -> float:
+        """What the first step costs beyond the others (compiling), as measured; 0 when modelled."""
+        return self.row.first_step_extra_s if self.row is not None else 0.0
+
+    @property
     def headroom(self) -> float:
         return 1 - self.peak_mib / self.memory_mib
 

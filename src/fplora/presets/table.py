@@ -43,6 +43,7 @@ class Row:
     # a later source that measured the same settings side by side with the others: that row is used,
     # this one is kept for the record (issue 12's 17.1 s/step for the memo's settings was not reproduced)
     superseded: str | None = None
+    first_step_extra_s: float = 0.0  # step 1 beyond a later step (compiling, H200: 61.6 - 16.1 s, ~45)
     note: str = ""
 
     @property
@@ -114,6 +115,7 @@ def table() -> Table:
             compile=bool(r.get("compile", False)),
             options=tuple(r.get("options", ())),
             superseded=r.get("superseded"),
+            first_step_extra_s=float(r.get("first_step_extra_s", 0.0)),
             note=r.get("note", ""),
         )
         for r in raw["rows"]
