@@ -297,6 +297,12 @@ def eval_(work: Path) -> None:
     print("losses " + ", ".join(f"{k} {v:.5f}" for k, v in done.items()))
 
 
+def _apart_from_eval(work: Path, done: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The largest relative distance of `done` from `eval`'s losses, and those losses."""
+    single = json.loads((work / "out" / "eval-losses.json").read_text(encoding="utf-8"))
+    return max(abs(done[k] - single[k]) / abs(single[k]) for k in single), single
+
+
 def eval_batched(work: Path) -> None:
     """The same evaluation with every held-out record in one forward pass: a record's noise is its own
     (drawn per record, in order), so the losses are the one-at-a-time ones within rounding."""
@@ -311,9 +317,8 @@ def eval_batched(work: Path) -> None:
         dataset.pop("batch_size", None)
     batched = work / "out" / "eval-dataset-batched.toml"
     batched.write_text(tomli_w.dumps(config), encoding="utf-8")
-    single = json.loads((work / "out" / "eval-losses.json").read_text(encoding="utf-8"))
     done = _score(work, batched, "eval-batched")
-    worst = max(abs(done[k] - single[k]) / abs(single[k]) for k in single)
+    worst, single = _apart_from_eval(work, done)
     if worst > 1e-3:
         raise Failed(f"batch {records} {done} against one at a time {single}: {worst:.2e} apart")
     print(f"batch {records}: every loss within {worst:.1e} of one record at a time")
@@ -322,12 +327,11 @@ def eval_batched(work: Path) -> None:
 def eval_compiled(work: Path) -> None:
     """The evaluation with the DiT's blocks compiled (torch.compile's CPU backend here): the same
     losses as `eval` within rounding, and compiled once, since the multiplier never changes."""
-    single = json.loads((work / "out" / "eval-losses.json").read_text(encoding="utf-8"))
     done = _score(work, _job(work).plan.paths.eval_dataset, "eval-compiled", compile_dit=True)
     log = (work / "logs" / "eval-compiled.log").read_text(encoding="utf-8", errors="replace")
     if "Compiling DiT model with torch.compile" not in log:
         raise Failed("the worker did not compile the DiT")
-    worst = max(abs(done[k] - single[k]) / abs(single[k]) for k in single)
+    worst, single = _apart_from_eval(work, done)
     if worst > 1e-2:
         raise Failed(f"compiled {done} against eager {single}: {worst:.2e} apart")
     print(f"compiled: every loss within {worst:.1e} of the eager ones")
