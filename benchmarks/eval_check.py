@@ -207,10 +207,7 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
     ready = _ready_seconds()
     if ready is not None:
         result["load_s"] = ready
-    if not e2e.CFG.local:
-        checks.ok(
-            per is not None and per <= GOAL_S, f"at most {GOAL_S} s per checkpoint for {RECORDS} records", per
-        )
+    # the goal (GOAL_S) is evaluate-compiled's: eager scoring is compute-bound at ~12 s on the H200
     again = e2e.fplora(stage, "eval", spec)
     checks.rc(again, what="fplora eval again")
     checks.ok("nothing to score" in again.text, "a second eval scores nothing")
@@ -248,11 +245,17 @@ def _training_loss_after(labels: list[str]) -> dict[str, float]:
     return out
 
 
+def _newest_log() -> str:
+    """The newest eval worker log: the worker's own output (musubi-tuner's messages among it) goes
+    there, while fplora's console shows only its progress lines."""
+    logs = sorted((e2e.CFG.configs / VERSION / "logs").glob("eval-*.log"))
+    return logs[-1].read_text(errors="replace") if logs else ""
+
+
 def _ready_seconds() -> float | None:
     """The worker's one-time load, from its `ready` event in the newest eval log."""
-    logs = sorted((e2e.CFG.configs / VERSION / "logs").glob("eval-*.log"))
     prefix = "fplora-eval-event "
-    for line in logs[-1].read_text(errors="replace").splitlines() if logs else []:
+    for line in _newest_log().splitlines():
         if prefix in line:
             event = json.loads(line[line.index(prefix) + len(prefix) :])
             if event.get("event") == "ready":
@@ -298,8 +301,8 @@ def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
 def stage_evaluate_compiled(stage: dict[str, Any], checks: e2e.Checks) -> None:
     """The same checkpoints with the DiT's blocks compiled: the first checkpoint pays the compile, the
     others show the speed (goal: at most GOAL_S each), and the losses are eager's within 1 %."""
-    ran, points = rescore(stage, "DiT compiled", checks, EVAL_COMPILE="true")
-    checks.ok(e2e.CFG.local or "Compiling DiT model" in ran.text, "the worker compiled the DiT")
+    _, points = rescore(stage, "DiT compiled", checks, EVAL_COMPILE="true")
+    checks.ok(e2e.CFG.local or "Compiling DiT model" in _newest_log(), "the worker compiled the DiT")
     compiled = {p["label"]: p["loss"] for p in points}
     seconds = [p.get("seconds") for p in points]
     steady = [s for s in seconds[1:] if s is not None]
