@@ -309,12 +309,20 @@ def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
             diffs = {str(seed): difference(a[seed], b[seed]) if seed in b else None for seed in sorted(a)}
             cells[f"step{step}-lm{m}"] = diffs
             checks.ok(sorted(a) == sorted(b) == [42, 43], f"step{step} lm{m}: both made seeds 42 and 43")
-    for step in STEPS:  # the LoRA is applied: another multiplier gives another image
+    effect: dict[str, Any] = {}  # the LoRA is applied: another multiplier gives another image
+    for step in STEPS:
         a, b = images(folder("sweep", step, MULTIPLIERS[0])), images(folder("sweep", step, MULTIPLIERS[-1]))
         if 42 in a and 42 in b:
-            moved = (difference(a[42], b[42]) or {}).get("max")
-            checks.ok(bool(moved), f"step{step}: lm{MULTIPLIERS[0]} and lm{MULTIPLIERS[-1]} differ", moved)
-    result: dict[str, Any] = {"cells_pixel_difference": cells, "sweep": sweep_events()}
+            moved = effect[f"step{step}"] = difference(a[42], b[42])
+            label = f"step{step}: lm{MULTIPLIERS[0]} and lm{MULTIPLIERS[-1]} differ"
+            checks.ok(bool(moved and moved["max"]), label, moved)
+    result: dict[str, Any] = {
+        "cells_pixel_difference": cells,
+        # the same seed at the first and last multiplier inside the sweep (which encodes the images
+        # once): the LoRA's own effect, to set beside the pixel differences and the noise floor
+        "multiplier_effect": effect,
+        "sweep": sweep_events(),
+    }
     if ok:
         total = sum(separate.values())
         result.update(
