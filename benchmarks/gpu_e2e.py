@@ -1148,6 +1148,14 @@ def done_already(name: str) -> bool:
     return False
 
 
+def visible_gpus() -> set[str]:
+    """The GPU indices this driver may use. nvidia-smi reports every GPU of the host whatever
+    CUDA_VISIBLE_DEVICES says, so beside another lane (gpu_pair.sh) a stage's peak is taken over its
+    own GPUs only (by index: the host's GPUs are alike, so CUDA's order and nvidia-smi's agree)."""
+    named = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return {part.strip() for part in named.split(",") if part.strip().isdigit()}
+
+
 def new_stage(name: str) -> dict[str, Any]:
     stage: dict[str, Any] = {
         "stage": name,
@@ -1169,7 +1177,8 @@ def finish(stage: dict[str, Any], t0: float) -> None:
     if GPU:
         peaks = GPU.peaks(t0, t1)
         stage["peak_MiB_per_gpu"] = peaks
-        stage["peak_MiB"] = max(peaks.values()) if peaks else None
+        mine = {k: v for k, v in peaks.items() if k in visible_gpus()} or peaks
+        stage["peak_MiB"] = max(mine.values()) if mine else None
     with contextlib.suppress(OSError):
         stage["disk_free_GB"] = round(shutil.disk_usage(CFG.root).free / 1e9, 1)
     failed = stage["asserts"]["failed"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -103,3 +104,29 @@ def test_step_times_come_from_musubi_tuners_bar_with_and_without_accumulation(
     assert timings["s_per_step_each"] == steps
     assert timings["samples_per_s"] == pytest.approx(16 / (sum(steps.values()) / 2), abs=2e-3)
     assert timings["sample_and_save_s_after_step"] == {"2": 0.0, "3": 0.0}
+
+
+def test_a_lanes_peak_memory_is_its_own_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """nvidia-smi reports every GPU of the host: beside another lane (gpu_pair.sh) the H200 run of
+    2026-11-30 credited the evaluation with the sweep's 60,953 MiB on the other GPU."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_e2e
+    finally:
+        sys.path.pop(0)
+
+    class Samples:
+        def peaks(self, t0: float, t1: float) -> dict[str, int]:
+            return {"0": 60953, "1": 27805}
+
+    monkeypatch.setattr(gpu_e2e, "GPU", Samples())
+    monkeypatch.setattr(
+        gpu_e2e, "CFG", SimpleNamespace(root=tmp_path, out=tmp_path, elapsed=lambda: 0.0), raising=False
+    )
+    monkeypatch.setattr(gpu_e2e, "SUMMARY", {"stages": []})
+    for visible, peak in (("1", 27805), ("0", 60953), ("", 60953)):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        stage = gpu_e2e.new_stage(f"lane {visible or 'all'}")
+        gpu_e2e.finish(stage, 0.0)
+        assert stage["peak_MiB"] == peak
+        assert stage["peak_MiB_per_gpu"] == {"0": 60953, "1": 27805}
