@@ -19,7 +19,6 @@ from fplora.jobs.context import Job
 from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, GenerateOutput
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
-from fplora.render.commands import infer_blocks_to_swap
 from fplora.runs.infer_folders import (
     GENERATE_LOG,
     Pair,
@@ -114,7 +113,7 @@ def uses_sweep(sweep: bool | None, cells: int, *, swapped_prompts: bool = False)
 
 def swaps_several_prompts(job: Job) -> bool:
     """Whether several prompts would share one DiT with swapped blocks (`SWAP_TRAP`)."""
-    return infer_blocks_to_swap(job.plan.spec) > 0 and len(job.plan.infer_prompts) > 1
+    return commands.infer_blocks_to_swap(job.plan.spec) > 0 and len(job.plan.infer_prompts) > 1
 
 
 def swap_trap_warning(job: Job) -> Problem:

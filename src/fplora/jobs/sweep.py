@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 
 from fplora import process
 from fplora.atomic import write_atomic
@@ -34,8 +32,6 @@ from fplora.render import commands
 from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header, save_root, write_record
 from fplora.runs.manifest import now
 from fplora.runs.sweep import SWEEP_DIR_SUFFIX, cell_id, judge, parse_event, plan_json, produced
-
-"""Lines of the sweep's log shown when the worker stops without saying why."""
 
 
 @dataclass
