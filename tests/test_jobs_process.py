@@ -150,3 +150,34 @@ def test_run_tees_output_splits_redraws_and_maps_signals(tmp_path: Path) -> None
     assert result.returncode == 128 + signal.SIGTERM and result.interrupted is False
     assert lines == ["a", "b", "c", "err"]
     assert log.read_bytes() == echo.read_bytes() == b"a\rb\nc\nerr\n"
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie nobody reaps yet (a child of init in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+def test_a_failing_reader_stops_the_child_and_its_group_before_raising(tmp_path: Path) -> None:
+    """The log's disk is full (/dev/full): fplora's side fails, so the child must not train on
+    unwatched; its whole group (accelerate's workers) is stopped before the error goes on."""
+    pids = tmp_path / "pids"
+    code = (
+        "import subprocess, sys, time\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{__import__(\"os\").getpid()}} {{worker.pid}}')\n"
+        "while True:\n"
+        "    print('step', flush=True); time.sleep(0.05)\n"
+    )
+    with pytest.raises(OSError) as raised:
+        process.run([sys.executable, "-c", code], log=Path("/dev/full"), echo=None)
+    assert raised.value.errno == 28  # ENOSPC
+    leader, worker = (int(p) for p in pids.read_text().split())
+    assert _gone(leader)
+    deadline = time.monotonic() + 5  # SIGKILL is sent before returning; the kernel may lag a moment
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _gone(worker)

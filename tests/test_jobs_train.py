@@ -7,10 +7,12 @@ overwrite a run, and hand back the trainer's exit code.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fakes import fake
@@ -249,3 +251,51 @@ def test_stop_pod_always_also_when_fplora_refuses(
     kept = workspace.cli("train", str(workspace.spec_path), "--stop-pod", "success")
     assert kept.exit_code == 1
     assert len([r for r in workspace.records() if r.get("tool") == "runpodctl"]) == 1
+
+
+def test_fplora_failing_mid_training_stops_the_child_before_the_lock_goes(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while fplora reads the bar: the child must be stopped (not train on unrecorded),
+    the lock released only once it is gone, the segment's end recorded, and one line said."""
+    from fplora.jobs import train
+    from fplora.runs import lock
+
+    cached.write_spec(train={"max_train_steps": 20})
+    children: list[int] = []
+    alive_at_release: list[bool] = []
+    add, release = lock.Lock.add, lock._release
+
+    def add_and_note(self: lock.Lock, pid: int) -> None:
+        children.append(pid)
+        add(self, pid)
+
+    def release_and_note(path: object) -> None:
+        alive_at_release.extend(_running(pid) for pid in children)
+        release(path)  # type: ignore[arg-type]
+
+    def full_disk(self: object, line: str) -> None:
+        if "avr_loss=" in line:
+            raise OSError(errno.ENOSPC, "No space left on device", str(cached.output_dir / "fake-v1.log"))
+
+    monkeypatch.setattr(lock.Lock, "add", add_and_note)
+    monkeypatch.setattr(lock, "_release", release_and_note)
+    monkeypatch.setattr(train._LossWatch, "__call__", full_disk)
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_TRAIN_SLEEP": "0.2"})
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("error: outputs/fake-v1.log: fplora failed while training ran (No space left")
+    assert "fplora train --resume latest" in line
+    assert children and alive_at_release == [False]
+    assert not (cached.output_dir / "fake-v1.lock").exists()
+    (segment,) = cached.manifest()["segments"]
+    assert segment["ended"] and segment["interrupted"] is True
+    assert not (cached.output_dir / "fake-v1.safetensors").exists()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -21,6 +21,8 @@ from types import FrameType
 from typing import BinaryIO
 
 _LINE_SPLIT = re.compile(rb"[\r\n]")
+# how long a child stopped because fplora itself failed gets to exit cleanly before it is killed
+_STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,12 +85,35 @@ def run(
         assert proc.stdout is not None
         _pump(proc.stdout.fileno(), sink, log_handle, on_line)
         returncode = proc.wait()
+    except BaseException:
+        # fplora's own side failed (the log's disk full, a callback): a child left running would
+        # train on unrecorded, its lock released under it. Stop it before the error goes on.
+        _stop(proc)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if log_handle:
             log_handle.close()
     return Result(_exit_code(returncode), interrupted)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the child's whole group and wait for it: SIGTERM, then SIGKILL after a grace period.
+
+    Our end of its output pipe is closed first, so a child blocked writing to it is not left
+    waiting for a reader that is gone."""
+    if proc.stdout is not None:
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=_STOP_GRACE_S)
+    # the group may outlive its leader (accelerate's workers): kill what is left, then reap
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _pump(

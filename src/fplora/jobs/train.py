@@ -7,6 +7,7 @@ when fplora refused before training started.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +174,14 @@ def execute_train(job: Job, prepared: Prepared) -> int:
         _announce(job, prepared)
         job.show(prepared.argv)
         losses = _LossWatch(segment)
-        result = process.run(prepared.argv, log=Path(segment.log), on_line=losses, on_start=lock.add)
+        try:
+            result = process.run(prepared.argv, log=Path(segment.log), on_line=losses, on_start=lock.add)
+        except BaseException as error:
+            # fplora failed while the child ran; `process.run` has stopped it: record where it got
+            _record_abort(prepared.manifest, segment, losses, out)
+            if isinstance(error, OSError):
+                raise UserError(_abort_problem(segment, error)) from error
+            raise
         segment.ended = now()
         segment.exit_code = result.returncode
         segment.interrupted = result.interrupted
@@ -186,6 +194,29 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
     stop_pod(job, prepared.stop_pod, result.returncode)
     return result.returncode
+
+
+def _record_abort(manifest: Manifest, segment: Segment, losses: _LossWatch, out: Path) -> None:
+    """End a segment whose child fplora stopped because fplora itself failed: shown as interrupted,
+    with the steps it reached. Saving may fail for the same reason (a full disk); then the segment
+    stays unended, which `fplora runs` shows as stopped."""
+    segment.ended = now()
+    segment.interrupted = True
+    segment.losses = losses.in_order()
+    with contextlib.suppress(OSError):
+        manifest.save(out)
+
+
+def _abort_problem(segment: Segment, error: OSError) -> Problem:
+    where = display_path(Path(error.filename)) if error.filename else display_path(Path(segment.log))
+    reached = f" at global step {segment.end_step}" if segment.end_step is not None else ""
+    return Problem(
+        where,
+        None,
+        "",
+        f"fplora failed while training ran ({error.strerror or error}); the training was stopped{reached}",
+        "fix that (free disk space, say), then continue with `fplora train --resume latest`",
+    )
 
 
 def _start_segment(job: Job, prepared: Prepared) -> Segment:
