@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,30 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
         return path
 
     return make
+
+
+MUSUBI_PYTHON_ENV = "FPLORA_TEST_MUSUBI_PYTHON"
+MUSUBI_PYTHON_DEFAULT = "/tmp/fplora-musubi-venv/bin/python"
+
+
+@dataclass(frozen=True)
+class MusubiPython:
+    """The CPU musubi-tuner Python that scripts/musubi-python.sh builds, and the environment a test
+    runs fplora with so that fplora uses it (no GPU: CUDA hidden; no Hub: offline)."""
+
+    python: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def musubi_python() -> MusubiPython:
+    """Tests marked `musubi` run musubi-tuner's real code: they skip where the Python is not built
+    (a laptop), but under CI=true a missing one is a failure, so CI never passes by skipping them."""
+    python = os.environ.get(MUSUBI_PYTHON_ENV, MUSUBI_PYTHON_DEFAULT)
+    if not Path(python).is_file():
+        why = f"no musubi-tuner Python at {python}: build it with scripts/musubi-python.sh ({MUSUBI_PYTHON_ENV})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    env = {"FPLORA_MUSUBI_PYTHON": python, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    return MusubiPython(python, env)
