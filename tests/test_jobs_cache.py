@@ -41,7 +41,8 @@ def test_cache_runs_both_scripts_and_stamps_the_cache(workspace: Workspace) -> N
     assert fake.validate(calls[0]["args"]).given["one_frame"] is True
     assert cache_files(workspace) == LATENTS | TEXT | {STAMP}
     stamp = json.loads((workspace.cache_dir / STAMP).read_text())
-    assert stamp["clean_indices"] == [0, 10] and stamp["target_index"] == 5
+    assert stamp["dataset"]["fp_1f_clean_indices"] == [0, 10] and stamp["dataset"]["fp_1f_target_index"] == 5
+    assert "--text_encoder2" in stamp["cache_text_encoder"]
     (log,) = (workspace.render_dir / "logs").glob("cache-*.log")
     assert "cached 4 latents" in log.read_text() and "cached 4 text-encoder outputs" in log.read_text()
     assert "caches ready" in result.stderr
@@ -96,7 +97,7 @@ def test_changed_one_frame_settings_recache_everything(workspace: Workspace) -> 
     latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
     assert latents.get("one_frame_no_2x") is True
     assert "skip_existing" not in latents
-    assert json.loads((workspace.cache_dir / STAMP).read_text())["no_2x"] is True
+    assert "--one_frame_no_2x" in json.loads((workspace.cache_dir / STAMP).read_text())["cache_latents"]
 
 
 def test_failed_caching_returns_the_exit_code_and_writes_no_stamp(workspace: Workspace) -> None:
@@ -167,3 +168,20 @@ def test_cache_refuses_while_the_spec_is_training(workspace: Workspace) -> None:
     assert result.exit_code == 1
     assert f"fake-v1 is training (pid {os.getpid()}) from these caches" in result.stderr
     assert workspace.calls() == []
+
+
+def test_a_changed_text_encoder2_recaches(workspace: Workspace) -> None:
+    """text_encoder2's CLIP output is in the text-encoder cache: the stamp is built from the argv the
+    cache scripts get, so a model the hand-kept list forgot cannot be left out again (evaluation's
+    setup holds the same stamp: its scores under the old encoder no longer count)."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    other = workspace.root / "models" / "te2-other.safetensors"
+    other.write_bytes((workspace.root / "models" / "te2.safetensors").read_bytes())
+    workspace.write_spec(models={"text_encoder2": "te2-other.safetensors"})
+    stale = workspace.cli("train", str(workspace.spec_path))
+    assert stale.exit_code == 1
+    assert "made with other settings" in stale.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    text = fake.validate(workspace.calls("fpack_cache_text_encoder_outputs")[0]["args"]).given
+    assert text["text_encoder2"] == str(other) and "skip_existing" not in text

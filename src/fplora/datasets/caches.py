@@ -21,6 +21,8 @@ from fplora.atomic import write_atomic
 from fplora.datasets.records import Record, Records, read_records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file, text_encoder_cache_stem
 from fplora.problems import Problem, display_path
+from fplora.render import commands
+from fplora.render.files import RenderedPaths, dataset_dict
 from fplora.spec.models import Spec
 
 STAMP = "fplora-cache.json"
@@ -30,27 +32,39 @@ FINGERPRINT_VERSION = 1
 FIX = "run `fplora cache`: it recomputes the changed records (or `fplora train --cache`)"
 
 
+STAMP_PYTHON = "python"  # the interpreter's path is no setting of the caches
+NOT_CACHE_SETTINGS = frozenset({"image_jsonl_file", "cache_directory", "batch_size", "num_repeats"})
+"""dataset.toml keys that do not change what a cache file holds: where records and caches live
+(the records are fingerprinted one by one) and how training batches and repeats them. Every other
+key, including any a later fplora renders, counts."""
+
+
+def _cache_argv(argv: list[str]) -> list[str]:
+    """A cache script's argv without the interpreter and the rendered dataset config's path."""
+    out: list[str] = []
+    skip = False
+    for token in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if token == "--dataset_config":
+            skip = True
+            continue
+        out.append(token)
+    return out
+
+
 def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
-    """What the cache content depends on, besides the records themselves."""
-    one_frame = spec.one_frame
+    """What the cache content depends on, besides the records themselves: the argv both cache scripts
+    get (models, one-frame flags, pass-through options, the launch) and dataset `index`'s entry of the
+    dataset.toml they read, both as rendered, so that nothing the scripts are given can be left out."""
+    paths = RenderedPaths(spec.render_dir)
+    rendered = dataset_dict(spec, entries=[index])
+    entry = {**rendered["general"], **rendered["datasets"][0]}
     return {
-        "jsonl": str(spec.dataset_entry(index).jsonl),
-        "resolution": spec.dataset_value(index, "resolution"),
-        "enable_bucket": spec.dataset_value(index, "enable_bucket"),
-        "bucket_no_upscale": spec.dataset_value(index, "bucket_no_upscale"),
-        "clean_indices": list(one_frame.clean_indices),
-        "target_index": one_frame.target_index,
-        "no_post": one_frame.no_post,
-        "no_2x": one_frame.no_2x,
-        "no_4x": one_frame.no_4x,
-        "latent_window_size": one_frame.latent_window_size,
-        "vae": str(spec.models.vae),
-        "image_encoder": str(spec.models.image_encoder),
-        "text_encoder1": str(spec.models.text_encoder1),
-        "fp8_llm": spec.models.fp8_llm,
-        # pass-through options reach the scripts too (e.g. one_frame_no_2x): a change recomputes
-        "cache_latents": spec.musubi.cache_latents,
-        "cache_text_encoder": spec.musubi.cache_text_encoder,
+        "cache_latents": _cache_argv(commands.cache_latents(spec, paths, STAMP_PYTHON)),
+        "cache_text_encoder": _cache_argv(commands.cache_text_encoder(spec, paths, STAMP_PYTHON)),
+        "dataset": {k: v for k, v in sorted(entry.items()) if k not in NOT_CACHE_SETTINGS},
     }
 
 
