@@ -151,5 +151,5 @@ def test_no_module_imports_a_worker_and_workers_import_no_fplora() -> None:
 def test_the_walker_sees_lazy_imports_and_finds_a_cycle() -> None:
     """The checks above would pass vacuously if the walk missed imports inside functions."""
     _, modules = _graph()
-    assert "fplora.jobs.train" in modules["fplora.cli"]  # imported inside the `train` command
+    assert "fplora.jobs.train" in modules["fplora.cli.train"]  # imported inside the `train` command
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]

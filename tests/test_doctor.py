@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fakes.fixtures import Workspace
 
-from fplora.doctor import disk_need
+from fplora.jobs.doctor.machine import disk_need
 from fplora.musubi import schema
 from fplora.musubi.names import TOKENIZER_FILES
 from fplora.spec import load_spec

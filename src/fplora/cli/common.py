@@ -1,4 +1,5 @@
-"""What every command shares: finding the spec, loading it, printing problems, exit codes."""
+"""What every command shares: finding the spec, loading it, turning user errors into one line each
+and exit code 1."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import typer
 
 if TYPE_CHECKING:
     from fplora.jobs.context import Job
-    from fplora.plan import Plan
     from fplora.presets import Applied
     from fplora.problems import Problem
     from fplora.spec.models import Spec
@@ -23,9 +23,15 @@ _EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def shown(path: Path) -> str:
-    from fplora.problems import display_path
+    from fplora.jobs.output import shown as as_typed
 
-    return display_path(path)
+    return as_typed(path)
+
+
+def count(n: int, noun: str) -> str:
+    from fplora.jobs.output import count as counted
+
+    return counted(n, noun)
 
 
 @contextmanager
@@ -63,8 +69,9 @@ def _summary(problems: list[Problem], *, always: bool) -> str:
 
 def echo_problems(problems: list[Problem]) -> None:
     """One line per problem on stderr, `error:` or `warning:` first."""
-    for problem in problems:
-        typer.echo(f"{problem.severity}: {problem}", err=True)
+    from fplora.jobs import output
+
+    output.problems(problems)
 
 
 def fail(key: str, message: str) -> NoReturn:
@@ -158,50 +165,6 @@ def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = T
     applied = apply(spec, gpu, python_for(spec))
     echo_problems(applied.notes)
     return applied
-
-
-def echo_learning_rate(spec: Spec) -> None:
-    """The learning rate's derivation, when the spec asks for one (`tuned_at_batch`)."""
-    from fplora.spec.learning_rate import derive
-
-    derived = derive(spec)
-    if derived.tuned_at is not None:
-        typer.echo(derived.text(), err=True)
-
-
-def count(n: int, noun: str) -> str:
-    """`1 error`, `2 errors`, `0 warnings`."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def report_check(spec: Spec, *, skip_models: bool) -> int:
-    from fplora.check import check_spec
-
-    problems = check_spec(spec, skip_models=skip_models)
-    echo_learning_rate(spec)
-    errors = [p for p in problems if p.severity == "error"]
-    warnings = len(problems) - len(errors)
-    echo_problems(problems)
-    if errors:
-        typer.echo(
-            f"{shown(spec.path)}: {count(len(errors), 'error')}, {count(warnings, 'warning')}", err=True
-        )
-        return 1
-    skipped = " (model files not checked)" if skip_models else ""
-    typer.echo(
-        f"{shown(spec.path)}: ok, {len(spec.datasets)} dataset(s), {spec.effective_batch_text()},"
-        f" {count(warnings, 'warning')}{skipped}",
-        err=True,
-    )
-    return 0
-
-
-def write_plan(spec: Spec, *, out: Path | None = None, force: bool = False) -> Plan:
-    from fplora import plan
-
-    built = plan.build(spec, out)
-    plan.write(built, force=force)
-    return built
 
 
 def job(given: Path | None, *, dry_run: bool, gpu: str | None = None) -> Job:

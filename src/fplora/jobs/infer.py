@@ -10,6 +10,7 @@ runs what they allow and prints what they noted.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 from fplora import process
@@ -33,6 +34,14 @@ from fplora.runs.infer_folders import (
 )
 from fplora.runs.loras import Choice, choose_loras
 from fplora.runs.manifest import foreign_run_note, now
+
+
+def command_line(spec: Path, loras: list[str], multipliers: list[float]) -> str:
+    """The `fplora infer` command that makes a folder, as its fplora-infer.json records it."""
+    argv = ["fplora", "infer", display_path(spec)]
+    argv += [word for given in loras for word in ("--lora", given)]
+    argv += [word for given in multipliers for word in ("--multiplier", str(given))]
+    return shlex.join(argv)
 
 
 def multipliers_to_run(values: list[float], key: str) -> list[float]:

@@ -19,8 +19,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fplora.jobs import output
 from fplora.problems import Problem, UserError
-from fplora.runs.curves import Curves, ema
+from fplora.runs.curves import Curves, curves_of, ema
+from fplora.spec.models import Spec
 
 DEFAULT_SMOOTHING = 0.9
 INSTALL = "install the plot extra: uv pip install 'fplora[plot]' (or pip install matplotlib)"
@@ -114,3 +116,12 @@ def draw(runs: list[Curves], path: Path, *, smoothing: float = DEFAULT_SMOOTHING
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def run_plot(specs: list[Spec], out: Path | None, *, smoothing: float = DEFAULT_SMOOTHING) -> int:
+    """`fplora plot`: the runs' curves into one PNG (default beside the first spec), its path printed."""
+    runs = [curves_of(spec) for spec in specs]
+    output.problems([problem for run in runs for problem in run.notes])
+    path = out or default_path([s.path for s in specs], [s.version for s in specs])
+    output.line(output.shown(draw(runs, path, smoothing=smoothing)))
+    return 0

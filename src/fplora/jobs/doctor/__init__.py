@@ -1,4 +1,8 @@
-"""`fplora doctor`: print one line per finding (ok / warn / fail, with the fix), exit 1 on a fail."""
+"""`fplora doctor`: print one line per finding (ok / warn / fail, with the fix), exit 1 on a fail.
+
+The checks themselves live in `machine.py` (with the probe the musubi-tuner Python runs); this
+module only prints them.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from fplora.datasets.records import RecordCache
-from fplora.doctor import Finding, diagnose
+from fplora.jobs.doctor.machine import Finding, diagnose
+from fplora.runtime import python_for
 from fplora.spec.models import Spec
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
 
 
-def run_doctor(spec: Spec | None, python: str, out: Console) -> int:
-    """Diagnose this machine for `spec` (or without one) and print the findings on `out`."""
+def run_doctor(spec: Spec | None, python: str | None = None, out: Console | None = None) -> int:
+    """Diagnose this machine for `spec` (or without one) and print the findings on `out` (stdout)."""
+    python = python or python_for(spec)
+    out = out or Console(highlight=False, soft_wrap=True)
     findings: list[Finding] = diagnose(spec, python, RecordCache(spec) if spec is not None else None)
     for finding in findings:
         out.print(f"[{_STYLE[finding.status]}]{escape(str(finding))}[/]", highlight=False)

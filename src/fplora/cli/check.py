@@ -1,0 +1,31 @@
+"""`fplora check`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fplora.cli import common
+from fplora.cli.options import Gpu, SpecArg
+
+NAME = "check"
+SHORT_HELP = "Validate a spec and all it names, before GPU time."
+
+
+def command(
+    spec: SpecArg = None,
+    skip_models: Annotated[
+        bool,
+        typer.Option("--skip-models", help="Check everything but the model files (prepare data anywhere)."),
+    ] = False,
+    gpu: Gpu = None,
+) -> None:
+    """Validate a spec and everything it points to, before any GPU time is spent.
+
+    Example: fplora check configs/v8.yaml --skip-models
+    """
+    from fplora.jobs.check import run_check
+
+    with common.user_errors(summary=True):
+        raise typer.Exit(run_check(common.load(spec, gpu=gpu), skip_models=skip_models))

@@ -1,0 +1,29 @@
+"""The options several verbs share, typed once so their help reads the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SpecArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Spec file (configs/v8.yaml). Default: the spec of this project's last command.",
+        show_default=False,
+    ),
+]
+Gpu = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu",
+        metavar="<preset>",
+        help="GPU preset: auto, h200, h100-80g, a6000-48g, 4090-24g (wins over the spec's gpu:)."
+        " Settings the spec writes win over the preset.",
+        show_default=False,
+    ),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Render files and print the commands, one per line; run nothing.")
+]

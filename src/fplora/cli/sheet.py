@@ -1,0 +1,35 @@
+"""`fplora sheet`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fplora.cli import common
+
+NAME = "sheet"
+SHORT_HELP = None  # the docstring's first line
+
+
+def command(
+    directory: Annotated[
+        Path, typer.Argument(help="The folder holding the infer folders (default: outputs' sample/ folder).")
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Only this version's folders (v8). Default: every version."),
+    ] = None,
+) -> None:
+    """Contact sheets from infer folders: checkpoints × multipliers.
+
+    One PNG per prompt (rows are checkpoints, columns multipliers) and an index.html linking every
+    image, rebuilt from the folders alone; written to DIRECTORY/<version>-sheet/.
+
+    Example: fplora sheet /workspace/my-project-models/sample --version v8
+    """
+    from fplora.jobs.sheet import run_sheet
+
+    with common.user_errors():
+        raise typer.Exit(run_sheet(directory, version))

@@ -1,0 +1,20 @@
+"""`fplora render`: write a spec's musubi-tuner files, print their paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fplora import plan
+from fplora.jobs import output
+from fplora.spec.models import Spec
+
+
+def run_render(spec: Spec, *, out: Path | None = None, force: bool = False) -> int:
+    """Render into `out` (default configs/<version>/); refuses to replace another spec's files
+    unless `force`."""
+    output.learning_rate(spec)
+    built = plan.build(spec, out)
+    plan.write(built, force=force)
+    for path in built.files:
+        output.line(output.shown(path))
+    return 0
