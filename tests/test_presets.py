@@ -116,7 +116,10 @@ def test_settings_the_spec_writes_win(project, tmp_path: Path) -> None:
     applied = apply(spec)
     config, dataset = _rendered(applied.spec, tmp_path)
     assert (config["blocks_to_swap"], dataset["general"]["batch_size"]) == (20, 8)  # b16+swap20: no headroom
-    assert "gpu h100-80g: train.blocks_to_swap 20 kept as written in the spec" in applied.lines()
+    assert (
+        "gpu h100-80g: train.blocks_to_swap 20 kept as written at configs/v1.yaml:7"
+        " (remove it to let the preset choose)"
+    ) in applied.lines()
 
 
 def test_written_accumulation_pins_the_split(project, tmp_path: Path) -> None:
@@ -211,7 +214,10 @@ def test_the_h200_preset_compiles_and_a_written_compile_wins(project, tmp_path: 
     pinned = apply(_spec(project, MEMO + "gpu: h200\ntrain:\n  compile: false\n"))
     config, _ = _rendered(pinned.spec, tmp_path / "b")
     assert "compile" not in config and not config.get("gradient_checkpointing")
-    assert "gpu h200: train.compile false kept as written in the spec" in pinned.lines()
+    assert (
+        "gpu h200: train.compile false kept as written at configs/v1.yaml:7"
+        " (remove it to let the preset choose)"
+    ) in pinned.lines()
     assert pinned.choice is not None and pinned.choice.s_per_step == pytest.approx(0.953)
 
     for other in ("h100-80g", "a6000-48g", "4090-24g"):
@@ -277,3 +283,78 @@ def test_the_documented_choices_are_what_the_presets_choose() -> None:
             "yes" if choice.gradient_checkpointing else "no",
         )
         assert f"{choice.peak_mib:,.0f}" in peak, (gpu, peak)
+
+
+def _pinning_base() -> None:
+    """The fixture's configs/base.yaml, with the house settings pinned under train: (lines 17, 18)."""
+    base = Path("configs/base.yaml")
+    lines = base.read_text(encoding="utf-8").splitlines(keepends=True)
+    at = lines.index("train:\n")
+    lines[at + 1 : at + 1] = ["  blocks_to_swap: 20\n", "  gradient_checkpointing: true\n"]
+    base.write_text("".join(lines), encoding="utf-8")
+
+
+def test_null_in_a_version_gives_what_its_base_pinned_back_to_the_preset(project, tmp_path: Path) -> None:
+    """Issue 21: `null` is "let fplora choose" through `extends:`, for every preset setting."""
+    _pinning_base()
+    pinned = apply(_spec(project, MEMO + "gpu: h200\n"))
+    config, _ = _rendered(pinned.spec, tmp_path / "pinned")
+    assert (config["blocks_to_swap"], config["gradient_checkpointing"]) == (20, True)
+    assert (
+        "gpu h200: train.blocks_to_swap 20 kept as written at configs/base.yaml:17"
+        " (`blocks_to_swap: null` under train: in configs/v1.yaml lets the preset choose)"
+    ) in pinned.lines()
+
+    spec = _spec(
+        project, MEMO + "gpu: h200\ntrain:\n  blocks_to_swap: null\n  gradient_checkpointing: null\n"
+    )
+    freed = apply(spec)
+    config, dataset = _rendered(freed.spec, tmp_path / "freed")
+    assert "blocks_to_swap" not in config and not config.get("gradient_checkpointing")
+    assert (dataset["general"]["batch_size"], config["gradient_accumulation_steps"]) == (1, 16)
+    assert freed.lines()[1:] == [
+        "gpu h200: train.blocks_to_swap: 20 (configs/base.yaml:17), null at configs/v1.yaml:7: chosen by the preset",
+        "gpu h200: train.gradient_checkpointing: true (configs/base.yaml:18), null at configs/v1.yaml:8:"
+        " chosen by the preset",
+    ]
+
+
+def test_null_without_a_preset_is_the_default_or_without_preset(project, tmp_path: Path) -> None:
+    """Without a GPU preset a null falls to `without_preset:` (the house settings a new project
+    keeps there), else to the default; `gradient_checkpointing: null` used to be an error."""
+    _pinning_base()
+    spec = _spec(project, "train:\n  blocks_to_swap: null\n  gradient_checkpointing: null\n")
+    assert (spec.train.blocks_to_swap, spec.train.gradient_checkpointing) == (None, True)
+    with Path("configs/base.yaml").open("a", encoding="utf-8") as base:
+        base.write("without_preset: {blocks_to_swap: 12, gradient_checkpointing: false}\n")
+    spec = _spec(project, "train:\n  blocks_to_swap: null\n  gradient_checkpointing: null\n")
+    assert (spec.train.blocks_to_swap, spec.train.gradient_checkpointing) == (12, False)
+    assert not spec.written(("train", "blocks_to_swap"))  # a preset still chooses it
+    config, _ = _rendered(apply(_spec(project, MEMO + "gpu: h200\n")).spec, tmp_path)
+    assert "blocks_to_swap" in config  # base.yaml still pins it for versions that do not free it
+
+
+def test_a_new_project_trains_with_gpu_auto_and_keeps_the_house_settings_without_a_gpu(
+    tmp_path: Path,
+) -> None:
+    """`fplora init`'s base and configs/base.yaml: `gpu: auto`, nothing pinned that a preset chooses;
+    without a GPU the house settings (20 swapped blocks, checkpointing), with an H200 its preset."""
+    from fplora.scaffold import scaffold
+
+    scaffold(tmp_path)
+    for base in (tmp_path / "configs/base.yaml", Path(__file__).parents[1] / "configs/base.yaml"):
+        v1 = base.parent / "probe.yaml"
+        v1.write_text(
+            "extends: base.yaml\ndatasets: [{jsonl: x.jsonl}]\nsample: {at_first: false, every_n_steps: null}\n"
+        )
+        try:
+            spec = load_spec(v1)
+        finally:
+            v1.unlink()
+        assert spec.gpu == "auto"
+        assert (spec.train.blocks_to_swap, spec.train.gradient_checkpointing) == (20, True)
+        assert spec.effective_batch() == 16
+        chosen = apply(spec, "h200")
+        assert chosen.choice is not None
+        assert (chosen.spec.train.blocks_to_swap, chosen.spec.train.gradient_checkpointing) == (None, False)
+        assert [line for line in chosen.lines() if "kept as written" in line] == []

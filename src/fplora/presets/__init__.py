@@ -64,7 +64,8 @@ def _gpu(spec: Spec, name: str, key: str, python: str | None) -> tuple[Gpu | Non
         return None, [
             note(
                 "gpu auto: no GPU found here (no nvidia-smi, no CUDA in the musubi-tuner Python); the"
-                " spec's own settings are used — name a preset (--gpu h100-80g) to plan for another machine",
+                " spec's own settings (and without_preset:) are used — name a preset (--gpu h100-80g) to"
+                " plan for another machine",
             )
         ]
     gpu = match(found)
@@ -182,21 +183,34 @@ def _shown(spec: Spec) -> str:
 
 
 def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
+    """What the spec pinned, each with the line that pinned it and how to give it back to the
+    preset; and what a `null` gave back (`train.blocks_to_swap: 20 (configs/base.yaml:40), null at
+    configs/v1.yaml:5: chosen by the preset`)."""
     kept = []
     if split:
         kept.append(
             f"batch {choice.batch} × {choice.accumulation} kept as written"
             " (gradient_accumulation_steps or a dataset's batch_size pins the split)"
         )
+    shown_spec = _shown(spec)
     for key, value in (
         ("blocks_to_swap", pinned.blocks_to_swap),
         ("gradient_checkpointing", pinned.gradient_checkpointing),
-        ("fp8_base/fp8_scaled", pinned.fp8),
+        ("fp8_base", spec.train.fp8_base if spec.written(("train", "fp8_base")) else None),
+        ("fp8_scaled", spec.train.fp8_scaled if spec.written(("train", "fp8_scaled")) else None),
         ("compile", pinned.compile),
     ):
         if value is not None:
             shown = str(value).lower() if isinstance(value, bool) else value
-            kept.append(f"train.{key} {shown} kept as written in the spec")
+            at = spec.written_at(("train", key))
+            free = (
+                "remove it to let the preset choose"
+                if at.rpartition(":")[0] == shown_spec
+                else f"`{key}: null` under train: in {shown_spec} lets the preset choose"
+            )
+            kept.append(f"train.{key} {shown} kept as written at {at} ({free})")
+    for key_path, was in spec.unpinned.items():
+        kept.append(f"{'.'.join(map(str, key_path))}: {was}: chosen by the preset")
     return kept
 
 

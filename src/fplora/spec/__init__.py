@@ -12,7 +12,7 @@ from fplora.problems import UserError
 from fplora.spec.errors import validation_problems
 from fplora.spec.fields import field_kind, is_mapping, null_resets
 from fplora.spec.load import KeyPath, Loaded, load
-from fplora.spec.models import Models, Spec
+from fplora.spec.models import PRESET_CHOSEN, Models, Spec
 from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
 
@@ -68,6 +68,32 @@ def _drop_nulls(data: dict[str, Any], model: type[BaseModel]) -> None:
                 del value[option]
 
 
+def _unpin(data: dict[str, Any], loaded: Loaded) -> None:
+    """`blocks_to_swap: null` (and the other settings a GPU preset chooses) in a spec means "let
+    fplora choose", whatever a file it extends wrote: the key counts as unwritten, so a preset
+    chooses it, or without one the default (or `without_preset:`) applies. Where the null was
+    written is kept for `check` to say."""
+    train = data.get("train")
+    if not isinstance(train, dict):
+        return
+    for key in PRESET_CHOSEN:
+        if key in train and train[key] is None:
+            del train[key]
+            source = loaded.sources.pop(("train", key), None)
+            if source is not None:
+                loaded.unpinned[("train", key)] = source
+
+
+def _without_preset(spec: Spec) -> Spec:
+    """The spec with `without_preset:`'s values for the preset settings `train:` leaves unwritten.
+    They stay unwritten (`Spec.written`), so that a GPU preset still chooses its own."""
+    house = spec.without_preset.model_dump(exclude_none=True)
+    update = {key: value for key, value in house.items() if not spec.written(("train", key))}
+    if not update:
+        return spec
+    return spec.model_copy(update={"train": spec.train.model_copy(update=update)})
+
+
 def load_spec(path: str | Path) -> Spec:
     """Load, merge, resolve and validate a spec; raise `UserError` listing every problem."""
     loaded = load(Path(path))
@@ -76,12 +102,14 @@ def load_spec(path: str | Path) -> Spec:
         raise UserError(secrets)
     data = loaded.data
     data.setdefault("version", loaded.path.stem)
+    _unpin(data, loaded)
     _drop_nulls(data, Spec)
     _resolve_paths(data, Spec, loaded, ())
     try:
         spec = Spec.from_file(data, loaded)
     except ValidationError as error:
         raise UserError([*loaded.warnings, *validation_problems(error, loaded)]) from None
+    spec = _without_preset(spec)
     findings = check_rules(spec)
     if findings:
         raise UserError(

@@ -36,6 +36,10 @@ class Loaded:
     chain: list[Path] = field(default_factory=list)  # the spec, then each file it extends
     substitutions: dict[KeyPath, list[str]] = field(default_factory=dict)  # `${VAR}`s, as notes
     warnings: list[Problem] = field(default_factory=list)  # what loading found odd but allowed
+    # keys a spec set to null over a value a file it extends wrote: key path → (that value, its source)
+    nulled: dict[KeyPath, tuple[Any, Source]] = field(default_factory=dict)
+    # settings a GPU preset chooses that a spec gave back with null ("let fplora choose"): where
+    unpinned: dict[KeyPath, Source] = field(default_factory=dict)
 
     def note(self, key_path: KeyPath) -> str:
         """Where the value at `key_path` (or in a list under it) came from, when `${VAR}` made it:
@@ -319,6 +323,23 @@ def _emptied(
     return found
 
 
+def _nulled(
+    data: Any, base: dict[str, Any], base_sources: dict[KeyPath, Source], path: KeyPath = ()
+) -> dict[KeyPath, tuple[Any, Source]]:
+    """Keys `data` sets to null where `base` has a value: what the null takes away and where that
+    was written, so that a message can say "configs/base.yaml:40 wrote 20"."""
+    found: dict[KeyPath, tuple[Any, Source]] = {}
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        here = (*path, key)
+        if isinstance(value, dict):
+            found.update(_nulled(value, base, base_sources, here))
+        elif value is None and (was := _get(base, here)) is not None and here in base_sources:
+            found[here] = (was, base_sources[here])
+    return found
+
+
 def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     """Load a spec and everything it `extends`, child values winning over base values."""
     path = Path(os.path.abspath(path))
@@ -337,6 +358,7 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     merged_notes: Notes = {}
     warnings: list[Problem] = []
     chain = [path]
+    parents: list[Loaded] = []
     for base in bases:
         base_path = (path.parent / os.path.expanduser(base)).resolve()
         if base_path in (*_stack, path):
@@ -365,16 +387,18 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
                 )
             )
         parent = load(base_path, (*_stack, path))
+        parents.append(parent)
         merged = _merge(merged, parent.data)
         merged_notes = _merge_notes(merged_notes, parent.sources, parent.substitutions, merged)
         merged_sources = _merge_sources(merged_sources, parent.sources, merged)
         chain.extend(parent.chain)
         warnings.extend(parent.warnings)
     emptied = _emptied(empty, merged, merged_sources)
+    nulled = {**{k: v for p in parents for k, v in p.nulled.items()}, **_nulled(data, merged, merged_sources)}
     merged = _merge(merged, data)
     merged_notes = _merge_notes(merged_notes, sources, notes, merged)
     merged_sources = _merge_sources(merged_sources, sources, merged)
-    loaded = Loaded(path, merged, merged_sources, chain, merged_notes)
+    loaded = Loaded(path, merged, merged_sources, chain, merged_notes, nulled=nulled)
     # located after merging, so that each warning points at the child's empty line
     loaded.warnings = [*warnings, *(loaded.problem(*found, severity="warning") for found in emptied)]
     return loaded

@@ -250,6 +250,30 @@ class Train(Section):
     logging: Logging = Field(default_factory=Logging)
 
 
+PRESET_CHOSEN = (
+    "gradient_accumulation_steps",
+    "blocks_to_swap",
+    "gradient_checkpointing",
+    "fp8_base",
+    "fp8_scaled",
+    "compile",
+)
+"""`train` keys a GPU preset chooses unless the spec writes them; `null` in a spec that extends
+another gives one back to the preset ("let fplora choose"), whatever its base wrote."""
+
+
+class WithoutPreset(Section):
+    """What a run gets where no GPU preset applies (no `gpu:`, or `gpu: auto` on a machine without a
+    GPU), for the keys a preset would choose and `train:` leaves unwritten. A preset replaces these;
+    a value written under `train:` pins the setting for every GPU instead."""
+
+    blocks_to_swap: int | None = Field(None, ge=0)
+    gradient_checkpointing: bool | None = None
+    fp8_base: bool | None = None
+    fp8_scaled: bool | None = None
+    compile: bool | None = None
+
+
 class Prompt(Section):
     """One one-frame prompt: taken from a dataset record, or written out in full."""
 
@@ -358,6 +382,10 @@ class Spec(Section):
         description="GPU preset (auto, h200, h100-80g, a6000-48g, 4090-24g): batch split, block swap,"
         " checkpointing and fp8 for this GPU; settings written in the spec win. See docs/presets.md.",
     )
+    without_preset: WithoutPreset = Field(
+        default_factory=WithoutPreset,
+        description="train settings where no GPU preset applies; a preset chooses its own instead.",
+    )
     price_per_hour: PositiveFloat | None = Field(
         None, description="What the GPU machine costs per hour, for `fplora train --dry-run`'s estimate."
     )
@@ -459,6 +487,30 @@ class Spec(Section):
         """Whether the spec (or a file it extends) wrote `key_path` itself rather than leaving it to
         the default: a GPU preset changes only what the user did not write."""
         return self._sources is not None and tuple(key_path) in self._sources.sources
+
+    def written_at(self, key_path: KeyPath) -> str:
+        """Where the spec (or a file it extends) wrote `key_path`: `configs/base.yaml:40`."""
+        source = self._sources.where(key_path) if self._sources is not None else None
+        if source is None:
+            return display_path(self._path)
+        shown = display_path(source.file)
+        return f"{shown}:{source.line}" if source.line else shown
+
+    @property
+    def unpinned(self) -> dict[KeyPath, str]:
+        """Preset settings a spec gave back with `null`: key path → what the null replaced and where,
+        `20 (configs/base.yaml:40), null at configs/v1.yaml:5`."""
+        if self._sources is None:
+            return {}
+        found = {}
+        for key_path, null in self._sources.unpinned.items():
+            at = f"null at {display_path(null.file)}:{null.line}"
+            if (was := self._sources.nulled.get(key_path)) is not None:
+                value, source = was
+                shown = str(value).lower() if isinstance(value, bool) else value
+                at = f"{shown} ({display_path(source.file)}:{source.line}), {at}"
+            found[key_path] = at
+        return found
 
     def effective_batch_text(self) -> str:
         """Samples per optimizer step, as `fplora check` states it: the batch is per process and per
