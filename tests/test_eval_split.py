@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from fakes.fixtures import Workspace
 
 from fplora.datasets import split

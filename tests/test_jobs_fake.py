@@ -11,13 +11,13 @@ import json
 import os
 import shlex
 import subprocess
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
-import tomllib
 from fakes import FAKE_PYTHON, fake
 from fakes.fixtures import Workspace
 

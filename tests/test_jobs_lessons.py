@@ -8,10 +8,10 @@ failed start that blocked every later start, complete caches recomputed for noth
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from fakes import fake
 from fakes.fixtures import Workspace
 

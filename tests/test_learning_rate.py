@@ -4,11 +4,11 @@ the lines `check`, `render` and `--dry-run` print, and what a resume may not cha
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomllib
 from fakes.fixtures import Workspace
 
 from fplora import plan

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomllib
 from fakes.fixtures import Workspace
 
 from fplora import plan

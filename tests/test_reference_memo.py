@@ -7,10 +7,9 @@ between them and what fplora renders is listed below with its reason; any other 
 from __future__ import annotations
 
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, config_toml, dataset_toml

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from fplora import plan
 from fplora.musubi import schema

@@ -306,8 +306,9 @@ def _apart_from_eval(work: Path, done: dict[str, float]) -> tuple[float, dict[st
 def eval_batched(work: Path) -> None:
     """The same evaluation with every held-out record in one forward pass: a record's noise is its own
     (drawn per record, in order), so the losses are the one-at-a-time ones within rounding."""
-    import tomli_w
     import tomllib
+
+    import tomli_w
 
     source = _job(work).plan.paths.eval_dataset
     config = tomllib.loads(source.read_text(encoding="utf-8"))

@@ -26,17 +26,13 @@ import re
 import struct
 import sys
 import time
+import tomllib
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: fplora itself depends on tomli there
-    import tomli as tomllib  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 SCHEMA_DIR = Path(os.environ.get("FAKE_SCHEMA_DIR") or HERE.parents[1] / "src" / "fplora" / "musubi")
