@@ -16,10 +16,22 @@ from types import SimpleNamespace
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# about half the suite's time: `uv run pytest -m "not drivers"` leaves them out; CI runs them
+pytestmark = pytest.mark.drivers
 
 
 # preset_speed's default stages are gpu_e2e's: name its own, as its docstring does
-SPEED = ["install", "weights", "data", "check", "cache", "speed-memo", "speed-preset", "speed-sampled"]
+SPEED = [
+    "install",
+    "weights",
+    "data",
+    "check",
+    "cache",
+    "speed-memo",
+    "speed-preset",
+    "speed-auto",
+    "speed-sampled",
+]
 
 
 @pytest.mark.parametrize(
