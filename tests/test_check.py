@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fplora.check import check_spec
+from fplora.check import check_spec, verified
 from fplora.check import images as check_images
+from fplora.check.verified import verify_many
 from fplora.musubi.names import prompt_text_problem
 from fplora.problems import Problem
 from fplora.spec import load_spec
@@ -274,14 +275,89 @@ def test_aspect_warning_only_without_buckets(project: Path) -> None:
     assert run(SPEC.replace("  resolution: [32, 48]", "  resolution: [32, 48]\n  enable_bucket: true")) == []
 
 
-def test_parallel_probe_matches_serial(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_decode_matches_serial(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Path("data/img/a.png").write_text("not a picture", encoding="utf-8")
     paths = [str(path) for path in sorted(Path("data/img").iterdir())] + ["data/img/gone.png"]
-    serial = check_images.probe_many(paths)
-    monkeypatch.setattr(check_images, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(check_images, "_workers", lambda: 2)
-    assert check_images.probe_many(paths) == serial
+    serial = verify_many(paths)
+    monkeypatch.setattr(verified, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(verified, "_workers", lambda: 2)
+    assert verify_many(paths) == serial
     assert serial["data/img/b.png"] == check_images.ImageInfo(size=(32, 48))
+    assert serial["data/img/gone.png"] == check_images.NOT_FOUND
+
+
+def cut(path: Path, keep: int = 500) -> None:
+    """A PNG whose header is whole but whose pixels stop after `keep` bytes."""
+    noise = Image.effect_noise((256, 256), 60).convert("RGB")
+    noise.save(path)
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def test_cut_image_is_refused_at_its_record(project: Path) -> None:
+    """A PNG cut to its first 500 bytes has a whole header: only decoding it finds the cut."""
+    cut(Path("data/img/b_c1.png"))
+    assert Image.open("data/img/b_c1.png").size == (256, 256)  # the header alone passes
+    assert run(skip_models=True) == [
+        "data/m.jsonl:2: control_path_1: data/img/b_c1.png cannot be decoded (image file is truncated),"
+        " so musubi-tuner's caching would stop on it — write or download the image again"
+    ]
+
+
+def test_verdicts_are_remembered_until_the_file_changes(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(skip_models=True) == []
+    stored = json.loads(Path(".fplora/images.json").read_text(encoding="utf-8"))
+    assert sorted(Path(key).name for key in stored["images"]) == sorted(
+        p.name for p in Path("data/img").iterdir()
+    )
+    decoded: list[str] = []
+    real = verified.decode
+    monkeypatch.setattr(verified, "decode", lambda path: decoded.append(path) or real(path))
+    assert run(skip_models=True) == []
+    assert decoded == []  # nothing decoded again: size and time unchanged
+
+    cut(Path("data/img/a_c0.png"))  # rewritten in place: a new size and time
+    (problem,) = run(skip_models=True)
+    assert problem.startswith("data/m.jsonl:1: control_path_0: data/img/a_c0.png cannot be decoded")
+    assert [Path(path).name for path in decoded] == ["a_c0.png"]
+    decoded.clear()
+    assert len(run(skip_models=True)) == 1 and decoded == []  # the bad verdict is remembered too
+
+
+def test_store_of_another_pillow_is_ignored(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(skip_models=True)
+    monkeypatch.setattr(verified.PIL, "__version__", "0.0.1")
+    decoded: list[str] = []
+    real = verified.decode
+    monkeypatch.setattr(verified, "decode", lambda path: decoded.append(path) or real(path))
+    assert run(skip_models=True) == []
+    assert len(decoded) == 6
+
+
+def test_concurrent_checks_merge_their_verdicts(project: Path) -> None:
+    """Two checks that read the store before either wrote it both keep their verdicts."""
+    state = Path(".fplora")
+    first, second = verified._Store(state), verified._Store(state)
+    assert first.load() == second.load() == {}
+    first.save({"/x/a.png": [1, 2, 3, 4]}, [])
+    second.save({"/x/b.png": [5, 6, "is empty (0 bytes)", "write the image again"]}, [])
+    assert verified._Store(state).load() == {
+        "/x/a.png": [1, 2, 3, 4],
+        "/x/b.png": [5, 6, "is empty (0 bytes)", "write the image again"],
+    }
+    Path(".fplora/images.json").write_text("{half", encoding="utf-8")  # a torn or hand-edited store
+    assert verified._Store(state).load() == {}
+
+
+def test_spec_in_configs_keeps_verdicts_at_the_project_root(project: Path) -> None:
+    Path("configs").mkdir()
+    Path("configs/v1.yaml").write_text(
+        SPEC.replace("dir: models", "dir: ../models").replace("jsonl: data", "jsonl: ../data"),
+        encoding="utf-8",
+    )
+    assert [str(p) for p in check_spec(load_spec("configs/v1.yaml"), skip_models=True)] == []
+    assert Path(".fplora/images.json").is_file() and not Path("configs/.fplora").exists()
 
 
 def test_problem_type(project: Path) -> None:

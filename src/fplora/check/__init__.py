@@ -4,10 +4,11 @@ The spec itself is already valid when it gets here (`load_spec`); this looks at 
 the five models and their safetensors headers (`check.models`), every dataset record and image
 (`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
 (`check.prompts`), and files named by pass-through options (`check.passthrough`); option
-combinations that fail on the GPU (`check.combinations`, from the GPU option matrix). It only reads,
-never writes, and returns every problem at once so that one run shows the whole list. Images are
-probed once each, headers only (`check.images`), which keeps a 10,000-record one-frame dataset
-(30,000 images) within a couple of seconds.
+combinations that fail on the GPU (`check.combinations`, from the GPU option matrix). It returns
+every problem at once so that one run shows the whole list. Every image is decoded once
+(`check.images`), and the verdict kept in the project's `.fplora/` (`check.verified`), the only thing
+a check writes: a repeated check of a 10,000-record one-frame dataset (30,000 images) only looks at
+the files' sizes and times.
 """
 
 from __future__ import annotations
@@ -16,28 +17,34 @@ from collections.abc import Callable
 from itertools import chain
 
 from fplora.check.combinations import check_combinations
-from fplora.check.images import probe_many
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
+from fplora.check.verified import verify_many
 from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, read_records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
 from fplora.spec.rules import spec_warnings
+from fplora.state import project_state
 
 __all__ = ["check_spec"]
 
 
 def check_spec(
-    spec: Spec, *, skip_models: bool = False, records: Callable[[int], Records] | None = None
+    spec: Spec,
+    *,
+    skip_models: bool = False,
+    records: Callable[[int], Records] | None = None,
+    progress: bool = True,
 ) -> list[Problem]:
     """Every problem with the files `spec` names; warnings have `severity="warning"`.
 
     `records` is a command's record reader, shared with rendering.
     `skip_models` leaves out the model files, for checking data on a machine without the models.
+    `progress`: a bar on a terminal while images are decoded for the first time, past a few seconds.
     Order: the spec's own warnings, models, then each dataset in line order, then prompts.
     """
     problems: list[Problem] = spec_warnings(spec)
@@ -48,7 +55,10 @@ def check_spec(
     # a separate evaluation JSONL is checked like a dataset; held-out records already are
     separate = read_records(spec.eval.jsonl) if spec.eval is not None and spec.eval.jsonl else None
     scored = [separate] if separate is not None else []
-    images = probe_many(chain(*(record_paths(found) for found in [*datasets, *scored]), prompt_paths(spec)))
+    paths = chain(*(record_paths(found) for found in [*datasets, *scored]), prompt_paths(spec))
+    # verdicts are remembered for a spec read from a file (one built in code has no project)
+    state = project_state(spec.path) if spec.path.is_file() else None
+    images = verify_many(paths, state, progress=progress)
     for index, found in enumerate(datasets):
         problems.extend(check_records(spec, index, found, images))
     if separate is not None and spec.eval_index is not None:

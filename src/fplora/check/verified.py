@@ -1,0 +1,256 @@
+"""Every image decoded once: verdicts remembered by path, size and modification time.
+
+`fplora check` must know that every target and control image decodes (`check.images`), and a
+10,000-record one-frame dataset is 30,000 files: decoding them all takes minutes for real-sized
+images, so it is done once. The verdict (the size, or why the file cannot be used) is kept in the
+project's `.fplora/images.json`, keyed by the absolute path and valid while the file's size and
+modification time (nanoseconds) stay the same; a repeated check then only `stat`s each file. A file
+rewritten in place gets a new time, so it is decoded again.
+
+Several fplora commands may check at once (a `train` beside a `check`): the store is replaced in one
+rename, so a reader sees the old or the new file, and writers merge under a file lock. The store is
+tied to the Pillow version (a newer one may read what an older could not) and to its own format.
+
+Decoding runs over worker processes once there are enough images (threads would not do: small images
+spend their time in Python, which holds the GIL), with a progress bar on a terminal once it has taken
+a few seconds, so that a short check prints nothing extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import PIL
+from filelock import FileLock, Timeout
+
+from fplora.atomic import write_atomic
+from fplora.check.images import NOT_FOUND, ImageInfo, decode
+
+STORE_NAME = "images.json"
+STORE_FORMAT = 1
+
+PARALLEL_MIN = 48
+"""Images to decode from which the work is split over worker processes. Starting them costs ~50 ms;
+decoding even a tiny PNG fully costs ~0.1 ms, a 1024-pixel photo ~15 ms."""
+
+CHUNKS_PER_WORKER = 16
+"""Tasks per worker process: results travel in bulk, and the bar still moves often."""
+
+MAX_CHUNK = 256
+
+PROGRESS_AFTER = 2.0
+"""Seconds of decoding before the progress bar appears."""
+
+LOCK_WAIT = 10.0
+"""Seconds to wait for another command's write of the store; past that the verdicts are not kept."""
+
+Entry = list[Any]  # [bytes, mtime_ns, width, height] or [bytes, mtime_ns, error, fix]
+
+
+def verify_many(
+    paths: Iterable[str], state_dir: Path | None = None, *, progress: bool = True
+) -> dict[str, ImageInfo]:
+    """Each distinct path's verdict: remembered under `state_dir` when its file is unchanged,
+    else decoded now (and remembered, when `state_dir` is given)."""
+    unique = list(dict.fromkeys(paths))
+    store = _Store(state_dir) if state_dir is not None else None
+    known = store.load() if store is not None else {}
+    sizes: dict[tuple[int, int], ImageInfo] = {}  # one shared ImageInfo per distinct size
+    results: dict[str, ImageInfo] = {}
+    todo: list[tuple[str, str, int, int]] = []  # path, key, bytes, mtime_ns
+    gone: list[str] = []
+    isabs, abspath, stat = os.path.isabs, os.path.abspath, os.stat
+    for path in unique:
+        key = path if isabs(path) else abspath(path)
+        try:
+            found = stat(path)
+        except FileNotFoundError:
+            results[path] = NOT_FOUND
+            if key in known:
+                gone.append(key)
+            continue
+        except OSError:  # decoding will say why (not a folder on the way, permission)
+            todo.append((path, key, -1, -1))
+            continue
+        entry = known.get(key)
+        if entry is not None and entry[0] == found.st_size and entry[1] == found.st_mtime_ns:
+            width, height = entry[2], entry[3]
+            if type(width) is int:  # a good image: one shared ImageInfo per size
+                info = sizes.get((width, height))
+                results[path] = info if info is not None else _info((width, height), sizes)
+            else:
+                results[path] = ImageInfo(error=width, fix=height)
+        else:
+            todo.append((path, key, found.st_size, found.st_mtime_ns))
+    decoded = _decode_all([item[0] for item in todo], progress=progress)
+    new: dict[str, Entry] = {}
+    for (path, key, size, mtime), result in zip(todo, decoded, strict=True):
+        info = _info(result, sizes)
+        results[path] = info
+        if info.lasting and size >= 0:
+            new[key] = _entry(size, mtime, info)
+    if store is not None and (new or gone):
+        store.save(new, gone)
+    return results
+
+
+def _entry(size: int, mtime: int, info: ImageInfo) -> Entry:
+    if info.size is not None:
+        return [size, mtime, *info.size]
+    return [size, mtime, info.error, info.fix]
+
+
+def _info(result: tuple[int, int] | ImageInfo, sizes: dict[tuple[int, int], ImageInfo]) -> ImageInfo:
+    if isinstance(result, ImageInfo):
+        return result
+    info = sizes.get(result)
+    if info is None:
+        info = sizes[result] = ImageInfo(size=result)
+    return info
+
+
+class _Store:
+    """`.fplora/images.json`: {"format", "pillow", "images": {absolute path: Entry}}."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / STORE_NAME
+        self.lock = folder / f"{STORE_NAME}.lock"
+
+    def load(self) -> dict[str, Entry]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):  # none yet, unreadable or half-written by hand: start afresh
+            return {}
+        if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+            return {}
+        if data.get("pillow") != PIL.__version__:
+            return {}
+        images = data.get("images")
+        return images if isinstance(images, dict) else {}
+
+    def save(self, new: dict[str, Entry], gone: list[str]) -> None:
+        """Merge into what is on disk now (another command may have saved since this one read)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.lock), timeout=LOCK_WAIT):
+                images = self.load()
+                images.update(new)
+                for key in gone:
+                    images.pop(key, None)
+                data = {"format": STORE_FORMAT, "pillow": PIL.__version__, "images": images}
+                write_atomic(self.path, json.dumps(data, separators=(",", ":")))
+        except (OSError, Timeout):
+            pass  # a read-only project or a stuck lock: the next check decodes these again
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _decode_chunk(paths: list[str]) -> list[tuple[int, int] | ImageInfo]:
+    """Worker-process entry point: a good image comes back as its bare size (cheaper to send)."""
+    out: list[tuple[int, int] | ImageInfo] = []
+    for path in paths:
+        info = decode(path)
+        out.append(info.size if info.ok and info.size is not None else info)
+    return out
+
+
+def _ignore_interrupt() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels what has not started."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_all(paths: list[str], *, progress: bool) -> list[tuple[int, int] | ImageInfo]:
+    workers = min(_workers(), 8)
+    with _bar(len(paths), enabled=progress) as advance:
+        if len(paths) >= PARALLEL_MIN and workers > 1:
+            size = max(1, min(MAX_CHUNK, -(-len(paths) // (workers * CHUNKS_PER_WORKER))))
+            chunks = [paths[start : start + size] for start in range(0, len(paths), size)]
+            try:
+                return _in_processes(chunks, workers, advance)
+            except (OSError, RuntimeError):  # no processes to be had (sandbox, limits): do it here
+                pass
+        out = []
+        for path in paths:
+            out.append(_decode_chunk([path])[0])
+            advance(1)
+        return out
+
+
+def _in_processes(chunks: list[list[str]], workers: int, advance: _Bar) -> list[tuple[int, int] | ImageInfo]:
+    results: list[list[tuple[int, int] | ImageInfo]] = [[] for _ in chunks]
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_ignore_interrupt)
+    try:
+        index: dict[Future[list[tuple[int, int] | ImageInfo]], int] = {
+            pool.submit(_decode_chunk, chunk): number for number, chunk in enumerate(chunks)
+        }
+        pending = set(index)
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[index[future]] = future.result()
+                advance(len(chunks[index[future]]))
+            advance(0)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [result for chunk in results for result in chunk]
+
+
+class _Bar:
+    """`advance(n)`: a rich progress bar on stderr, started only once decoding has taken
+    `PROGRESS_AFTER` seconds, and only on a terminal; gone when done."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = time.monotonic()
+        self.count = 0
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __call__(self, step: int) -> None:
+        self.count += step
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.count)
+        elif self.enabled and time.monotonic() - self.start >= PROGRESS_AFTER:
+            self.enabled = False  # decided once
+            self._show()
+
+    def _show(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+        self.progress = Progress(
+            "decoding images once (remembered in .fplora/)",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("decode", total=self.total, completed=self.count)
+
+
+@contextmanager
+def _bar(total: int, *, enabled: bool) -> Iterator[_Bar]:
+    bar = _Bar(total, enabled=enabled)
+    try:
+        yield bar
+    finally:
+        if bar.progress is not None:
+            bar.progress.stop()
