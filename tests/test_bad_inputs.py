@@ -212,7 +212,7 @@ DATA_CASES: list[tuple[str, Setup, str]] = [
     (
         "empty caption",
         _empty_caption,
-        "data/dataset-v1/metadata-v1.jsonl:2: caption: missing or empty — write the caption text (musubi-tuner's"
+        "data/dataset-v1/metadata-v1.jsonl:2: caption: empty — write the caption text (musubi-tuner's"
         " JSONL reader takes it from the record; caption_extension files are not read for JSONL datasets)",
     ),
     ("unknown record key", _unknown_record_key, "data/dataset-v1/metadata-v1.jsonl:2: captoin: unknown record key — did you mean 'caption'?"),

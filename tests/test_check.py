@@ -7,6 +7,7 @@ and runs from there, so paths print relative and the expected strings are exact.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -196,7 +197,7 @@ def test_wrong_control_count(project: Path) -> None:
 def test_empty_caption(project: Path) -> None:
     write_jsonl(record("a"), record("b", caption="  "))
     assert run() == [
-        "data/m.jsonl:2: caption: missing or empty — write the caption text (musubi-tuner's JSONL reader takes it"
+        "data/m.jsonl:2: caption: empty — write the caption text (musubi-tuner's JSONL reader takes it"
         " from the record; caption_extension files are not read for JSONL datasets)"
     ]
 
@@ -495,11 +496,21 @@ def test_missing_dataset_is_one_problem_at_the_spec(project: Path) -> None:
     assert run(SPEC.replace("jsonl: data/m.jsonl", "jsonl: data")) == [
         "spec.yaml:12: datasets[0].jsonl: data is a folder, not a JSONL file — name the metadata .jsonl file itself"
     ]
-    Path("data/m.jsonl").write_bytes(b"\xff\xfe{}\n")
+    Path("data/m.jsonl").write_bytes(b'{"caption": "a"}\n{"caption": "\x82\xa0"}\n')  # Shift_JIS
     assert run(SPEC) == [
-        "spec.yaml:12: datasets[0].jsonl: cannot read data/m.jsonl: 'utf-8' codec can't decode byte 0xff"
-        " in position 0: invalid start byte — write it as UTF-8 text, one JSON object per line"
+        "spec.yaml:12: datasets[0].jsonl: data/m.jsonl is not UTF-8 text (line 2: byte 0x82); musubi-tuner"
+        " reads JSONL as UTF-8 — save it as UTF-8 (e.g. iconv -f cp932 -t utf-8, for a file from a Japanese"
+        " Windows editor)"
     ]
+    real_access = os.access
+    with pytest.MonkeyPatch.context() as patch:  # tests run as root, which reads any file
+        patch.setattr(
+            os, "access", lambda path, mode: not str(path).endswith("m.jsonl") and real_access(path, mode)
+        )
+        assert run(SPEC) == [
+            "spec.yaml:12: datasets[0].jsonl: cannot read data/m.jsonl: permission denied"
+            " — make it readable: chmod a+r data/m.jsonl"
+        ]
 
 
 def test_raw_line_breaks_are_one_problem(project: Path) -> None:
@@ -594,7 +605,7 @@ def test_files_named_by_pass_through_options_must_exist(project: Path) -> None:
     [
         ("#1 fan art: she turns", "starts with '#': musubi-tuner skips such lines"),  # training skips it
         ("  # she turns", "starts with '#'"),  # generate strips the line first, then skips it
-        ("   ", "missing or empty"),  # an empty caption is a record problem
+        ("   ", "caption: empty"),  # an empty caption is a record problem
     ],
 )
 def test_captions_musubi_would_skip_as_comments(project: Path, caption: str, start: str) -> None:

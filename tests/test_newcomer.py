@@ -493,3 +493,88 @@ def test_init_says_it_added_to_an_existing_gitignore(tmp_path: Path) -> None:
     result = runner.invoke(app, ["init", str(tmp_path)])
     assert f"added fplora's entries to {tmp_path / '.gitignore'}" in result.output.splitlines()
     assert "memo" not in runner.invoke(app, ["init", "--help"]).output
+
+
+# --- issue 19: what the walkthrough found accepted silently or said vaguely ------------------------
+
+
+def test_a_variable_without_braces_is_warned_about(project: Make) -> None:
+    spec = project("train:\n  output_dir: $HOME/models\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        "warning: configs/v1.yaml:5: train.output_dir: $HOME is not expanded: fplora expands only ${HOME},"
+        " so it stays literal text — write ${HOME}"
+    )
+
+
+@pytest.mark.parametrize("given", ["v1", "configs/v1", "v1.yaml"])
+def test_a_spec_named_without_its_folder_or_suffix_gets_the_file_it_means(project: Make, given: str) -> None:
+    project()
+    assert check(Path(given)) == (
+        1,
+        [
+            f"error: {given}: spec file not found — did you mean configs/v1.yaml?",
+            f"{given}: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_a_dataset_or_a_rendered_file_given_as_the_spec_is_named_for_what_it_is(project: Make) -> None:
+    project()
+    assert check(DATASET)[1][0] == (
+        f"error: {DATASET}: is a JSONL dataset, not a spec — give the spec that lists it: configs/v1.yaml"
+    )
+    assert runner.invoke(app, ["render", "configs/v1.yaml"]).exit_code == 0
+    assert check(Path("configs/v1/config.toml"))[1][0] == (
+        "error: configs/v1/config.toml: is a TOML file (musubi-tuner's config or dataset, which fplora"
+        " renders), not a spec — give the spec it was rendered from: configs/v1.yaml"
+    )
+
+
+def test_a_base_spec_that_is_not_utf8_names_its_line(project: Make) -> None:
+    spec = project()
+    base = Path("configs/base.yaml")
+    base.write_bytes(base.read_bytes() + "# 振り向く\n".encode("cp932"))
+    assert check(spec) == (
+        1,
+        [
+            "error: configs/base.yaml:25: not UTF-8 text (byte 0x90) — save the spec as UTF-8",
+            "configs/v1.yaml: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_a_base_spec_that_cannot_be_read_says_how_to_fix_it(
+    project: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = project()
+    real = Path.read_text
+
+    def refuse(path: Path, *args: object, **kwargs: object) -> str:
+        if path.name == "base.yaml":
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    assert check(spec)[1][0] == (
+        "error: configs/base.yaml: cannot read it: permission denied — make it readable: chmod a+r configs/base.yaml"
+    )
+
+
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        (42, 'caption: should be text, not the number 42 — quote it: "caption": "42"'),
+        (["a", "b"], "caption: should be text, not a list — write the caption as one JSON string"),
+        (None, "caption: missing — write the caption text"),
+    ],
+)
+def test_a_caption_that_is_not_text_says_what_it_is(project: Make, caption: object, expected: str) -> None:
+    spec = project()
+    first, second = records()
+    second["caption"] = caption  # type: ignore[assignment]
+    write([first, {k: v for k, v in second.items() if v is not None}])
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0].startswith(f"error: {DATASET}:2: {expected}")

@@ -63,12 +63,25 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
             f"{_NOT_FOUND}: {shown}{where}",
             "check the path; relative paths resolve against the folder of the spec file that writes them",
         )
-    reason = next(p.message for p in records.problems if p.message.startswith(_CANNOT_READ))
-    reason = reason.removeprefix(f"{_CANNOT_READ}: ")
     if not os.access(path, os.R_OK):
-        reason = "permission denied"
+        return spec.problem(
+            key, f"cannot read {shown}: permission denied", f"make it readable: chmod a+r {shown}"
+        )
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        return spec.problem(
+            key,
+            f"{shown} is not UTF-8 text (line {line}: byte 0x{exc.object[exc.start]:02x}); musubi-tuner"
+            " reads JSONL as UTF-8",
+            "save it as UTF-8 (e.g. iconv -f cp932 -t utf-8, for a file from a Japanese Windows editor)",
+        )
+    except OSError:
+        pass
+    reason = next(p.message for p in records.problems if p.message.startswith(_CANNOT_READ))
     return spec.problem(
-        key, f"cannot read {shown}: {reason}", "write it as UTF-8 text, one JSON object per line"
+        key, f"cannot read {shown}: {reason.removeprefix(f'{_CANNOT_READ}: ')}", "check the file"
     )
 
 

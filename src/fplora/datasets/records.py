@@ -96,6 +96,22 @@ def _unknown_key_fix(key: str) -> str:
     return "use image_path, caption and control_path_0..N"
 
 
+def _caption_problem(caption: object) -> tuple[str, str]:
+    """(message, fix) for a record's caption that is not usable text: absent, empty, or a JSON value
+    of another type (`"caption": 42` is there, just not text)."""
+    if caption is None or isinstance(caption, str):
+        return (
+            "empty" if isinstance(caption, str) else "missing",
+            "write the caption text (musubi-tuner's JSONL reader takes it from the record;"
+            " caption_extension files are not read for JSONL datasets)",
+        )
+    written = json.dumps(caption, ensure_ascii=False)
+    if isinstance(caption, int | float) and not isinstance(caption, bool):
+        return f"should be text, not the number {written}", f'quote it: "caption": "{written}"'
+    kind = {bool: "true/false", list: "a list", dict: "an object"}.get(type(caption), "not text")
+    return f"should be text, not {kind}", "write the caption as one JSON string"
+
+
 def read_records(jsonl: Path) -> Records:
     """Parse every line; structural problems (JSON, keys, types) are returned, not raised."""
     shown = display_path(jsonl)
@@ -139,19 +155,10 @@ def read_records(jsonl: Path) -> Records:
                 Problem(shown, number, "image_path", "missing or not a string", "add the target image")
             )
         caption = raw.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
-            problems.append(
-                Problem(
-                    shown,
-                    number,
-                    "caption",
-                    "missing or empty",
-                    "write the caption text (musubi-tuner's JSONL reader takes it from the record;"
-                    " caption_extension files are not read for JSONL datasets)",
-                )
-            )
-        else:
+        if isinstance(caption, str) and caption.strip():
             record.caption = caption
+        else:
+            problems.append(Problem(shown, number, "caption", *_caption_problem(caption)))
         for index in sorted(controls):
             path, rel = _path(controls[index], base)
             if path is None:

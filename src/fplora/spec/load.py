@@ -168,6 +168,32 @@ def _credential(variable: str, path: KeyPath) -> bool:
 
 
 _ANY_VAR = re.compile(r"\$\{[^}\s]*\}?")
+_BARE_VAR = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _bare_variables(value: Any, path: KeyPath, sources: dict[KeyPath, Source], found: list[Problem]) -> None:
+    """A warning for each `$NAME` without braces: fplora expands only `${NAME}`, so `$HOME/models`
+    stays literal text and names a folder `$HOME` under the spec's folder."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _bare_variables(item, (*path, key), sources, found)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _bare_variables(item, (*path, index), sources, found)
+    elif isinstance(value, str):
+        for match in _BARE_VAR.finditer(value):
+            name = match.group(1)
+            source = sources.get(path) or Source(Path(), None)
+            found.append(
+                Problem(
+                    display_path(source.file),
+                    source.line,
+                    dotted(path),
+                    f"${name} is not expanded: fplora expands only ${{{name}}}, so it stays literal text",
+                    f"write ${{{name}}}",
+                    "warning",
+                )
+            )
 
 
 def _unquoted_variable_fix(text: str, lines: list[int]) -> str:
@@ -208,22 +234,93 @@ def _empty_keys(
     return found
 
 
-def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes, set[KeyPath]]:
+_NOT_SPECS = {
+    ".jsonl": "a JSONL dataset, not a spec — list it under a spec's `datasets:` and give the spec",
+    ".json": "JSON, not a spec — give the spec (a .yaml file), e.g. configs/v1.yaml",
+    ".toml": "a TOML file (musubi-tuner's config or dataset, which fplora renders), not a spec"
+    " — give the spec",
+    ".txt": "a text file (prompts fplora renders, or captions), not a spec — give the spec",
+}
+
+
+def _not_a_spec(path: Path) -> tuple[str, str] | None:
+    """(message, fix) for a file that is clearly not a spec by its name: a dataset JSONL or a
+    rendered config.toml given where the spec goes reads as YAML and fails with a syntax error."""
+    said = _NOT_SPECS.get(path.suffix.lower())
+    if said is None or not path.is_file():
+        return None
+    message, fix = said.split(" — ")
+    rendered = path.parent.with_suffix(".yaml")
+    if path.suffix.lower() in (".toml", ".txt") and rendered.is_file():
+        fix = f"give the spec it was rendered from: {display_path(rendered)}"
+    elif path.suffix.lower() == ".jsonl" and (listing := _specs_naming(path)):
+        fix = f"give the spec that lists it: {', '.join(display_path(spec) for spec in listing[:3])}"
+    return f"is {message}", fix
+
+
+def _specs_naming(jsonl: Path) -> list[Path]:
+    """Specs under the nearest `configs/` folder above `jsonl` that mention its file name."""
+    for folder in jsonl.resolve().parents:
+        configs = folder / "configs"
+        if configs.is_dir():
+            found = []
+            for spec in sorted(configs.glob("*.y*ml")):
+                try:
+                    if jsonl.name in spec.read_text(encoding="utf-8"):
+                        found.append(spec)
+                except (OSError, UnicodeDecodeError):
+                    continue
+            return found
+    return []
+
+
+def _missing_spec_fix(path: Path) -> str:
+    """`did you mean configs/v1.yaml?` for `fplora check v1`: the name with .yaml, or under configs/."""
+    names = [path.with_suffix(".yaml"), path.with_suffix(".yml")] if path.suffix == "" else []
+    for folder in ("configs", "../configs"):
+        for name in (path.name, f"{path.name}.yaml", f"{path.name}.yml"):
+            names.append(path.parent / folder / name)
+    for candidate in names:
+        if candidate.is_file():
+            return f"did you mean {display_path(candidate.resolve())}?"
+    return "check the path"
+
+
+def _read_one(
+    path: Path,
+) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes, set[KeyPath], list[Problem]]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     shown = display_path(path)
+    if (wrong := _not_a_spec(path)) is not None:
+        raise UserError(Problem(shown, None, "", *wrong))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(Problem(shown, None, "", "spec file not found", "check the path")) from None
+        raise UserError(Problem(shown, None, "", "spec file not found", _missing_spec_fix(path))) from None
     except IsADirectoryError:
         specs = sorted(p.name for p in path.glob("*.yaml"))
         fix = f"name a spec file in it: {', '.join(specs[:5])}" if specs else "name a spec file (a .yaml)"
         raise UserError(Problem(shown, None, "", "is a folder, not a spec file", fix)) from None
-    except UnicodeDecodeError:
-        raise UserError(Problem(shown, None, "", "not UTF-8 text", "save the spec as UTF-8 YAML")) from None
+    except UnicodeDecodeError as exc:
+        bad_line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(
+            Problem(
+                shown,
+                bad_line,
+                "",
+                f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x})",
+                "save the spec as UTF-8",
+            )
+        ) from None
+    except PermissionError:
+        raise UserError(
+            Problem(
+                shown, None, "", "cannot read it: permission denied", f"make it readable: chmod a+r {shown}"
+            )
+        ) from None
     except OSError as exc:
-        raise UserError(Problem(shown, None, "", f"cannot read spec: {exc}", "")) from None
+        raise UserError(Problem(shown, None, "", f"cannot read it: {exc.strerror or exc}", "")) from None
     try:
         node = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -247,7 +344,9 @@ def _read_one(path: Path) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes,
     data = _expand(data, (), sources, problems, notes)
     if problems:
         raise UserError(problems)
-    return data, sources, notes, _empty_keys(data, sources, text.splitlines())
+    bare: list[Problem] = []
+    _bare_variables(data, (), sources, bare)
+    return data, sources, notes, _empty_keys(data, sources, text.splitlines()), bare
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -343,11 +442,11 @@ def _nulled(
 def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     """Load a spec and everything it `extends`, child values winning over base values."""
     path = Path(os.path.abspath(path))
-    data, sources, notes, empty = _read_one(path)
+    data, sources, notes, empty, bare = _read_one(path)
     extends = data.pop("extends", None)
     line = sources.get(("extends",), Source(path, None)).line
     if extends is None:
-        return Loaded(path, data, sources, [path], notes)
+        return Loaded(path, data, sources, [path], notes, bare)
     bases = [extends] if isinstance(extends, str) else extends
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise UserError(
@@ -400,5 +499,6 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     merged_sources = _merge_sources(merged_sources, sources, merged)
     loaded = Loaded(path, merged, merged_sources, chain, merged_notes, nulled=nulled)
     # located after merging, so that each warning points at the child's empty line
-    loaded.warnings = [*warnings, *(loaded.problem(*found, severity="warning") for found in emptied)]
+    emptied_warnings = [loaded.problem(*found, severity="warning") for found in emptied]
+    loaded.warnings = [*warnings, *bare, *emptied_warnings]
     return loaded
