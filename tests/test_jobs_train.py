@@ -299,3 +299,89 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def _pod_stops(workspace: Workspace) -> list[list[str]]:
+    return [r["args"] for r in workspace.records() if r.get("tool") == "runpodctl"]
+
+
+def test_stop_pod_always_when_the_end_cannot_be_recorded(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk when the manifest is saved after training: one line, not a traceback, and the
+    unattended pod stops (an error that is not a refusal used to skip the stop)."""
+    from fplora.runs.manifest import Manifest
+
+    add_runpodctl(cached, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    save = Manifest.save
+    saves: list[int] = []
+
+    def full_after_start(self: Manifest, output_dir: Path) -> Path:
+        saves.append(1)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, output_dir)
+
+    monkeypatch.setattr(Manifest, "save", full_after_start)
+    result = cached.cli("train", str(cached.spec_path), "--stop-pod", "always")
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(
+        "error: outputs/fake-v1.fplora-run.json: cannot record the end of fake-v1 (No space left on device);"
+        " its training ended with exit 0"
+    )
+    assert _pod_stops(cached) == [["stop", "pod", "pod123"]]
+    assert (cached.output_dir / "fake-v1.safetensors").is_file()
+
+
+def test_stop_pod_always_when_fplora_fails_unexpectedly(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fplora raises (here a bug of its own), the pod set to `always` stops."""
+    from fplora.jobs import train
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    add_runpodctl(cached, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    monkeypatch.setattr(train, "prepare_train", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cached.cli("train", str(cached.spec_path), "--stop-pod", "always")
+    assert _pod_stops(cached) == [["stop", "pod", "pod123"]]
+
+
+def test_an_output_dir_that_is_a_file_is_refused_at_its_line_and_the_pod_stops(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_runpodctl(cached, monkeypatch)
+    monkeypatch.setenv("RUNPOD_POD_ID", "pod123")
+    (cached.root / "taken").write_text("not a folder\n")
+    cached.write_spec(train={"output_dir": "../taken"}, runpod={"stop_pod": "always"})
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("error: configs/v1.yaml:")
+    assert line.endswith(
+        "train.output_dir: taken is a file, not a folder — name a folder (or move the file away)"
+    )
+    assert _pod_stops(cached) == [["stop", "pod", "pod123"]]
+    check = cached.cli("check", str(cached.spec_path))
+    assert check.exit_code == 1 and "train.output_dir: taken is a file, not a folder" in check.stderr
+
+
+def test_an_unwritable_output_dir_is_refused_before_training(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root every folder is writable, so the permission test stands in through `os.access`."""
+    real = os.access
+    parent = str(cached.root)
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != parent and real(path, mode))
+    result = cached.cli("check", str(cached.spec_path), "--skip-models")
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    assert line.endswith(
+        "train.output_dir: outputs cannot be made: . is not writable — name a folder you can write,"
+        " or fix the permissions"
+    )

@@ -3,12 +3,12 @@
 The spec itself is already valid when it gets here (`load_spec`); this looks at the files it names:
 the five models and their safetensors headers (`check.models`), every dataset record and image
 (`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
-(`check.prompts`), and files named by pass-through options (`check.passthrough`); option
-combinations that fail on the GPU (`check.combinations`, from the GPU option matrix). It returns
-every problem at once so that one run shows the whole list. Every image is decoded once
-(`check.images`), and the verdict kept in the project's `.fplora/` (`check.verified`), the only thing
-a check writes: a repeated check of a 10,000-record one-frame dataset (30,000 images) only looks at
-the files' sizes and times.
+(`check.prompts`), files named by pass-through options (`check.passthrough`) and the folders runs
+write into (`check.outputs`); option combinations that fail on the GPU (`check.combinations`, from
+the GPU option matrix). It returns every problem at once so that one run shows the whole list.
+Every image is decoded once (`check.images`), and the verdict kept in the project's `.fplora/`
+(`check.verified`), the only thing a check writes: a repeated check of a 10,000-record one-frame
+dataset (30,000 images) only looks at the files' sizes and times.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from itertools import chain
 from fplora.check.combinations import check_combinations
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
+from fplora.check.outputs import check_output_folders
 from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
@@ -68,4 +69,5 @@ def check_spec(
     problems.extend(check_launch(spec))
     problems.extend(check_combinations(spec))
     problems.extend(check_pass_through_files(spec))
+    problems.extend(check_output_folders(spec))
     return problems

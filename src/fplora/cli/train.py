@@ -47,17 +47,21 @@ def command(
     Example: fplora train configs/v8.yaml        then: fplora train --resume latest
     """
     from fplora.jobs import output
-    from fplora.jobs.context import open_job
+    from fplora.jobs.context import console, open_job
     from fplora.jobs.estimate import estimate
+    from fplora.jobs.runpod import WHEN, stopping_pod
     from fplora.jobs.train import run_train
 
     with common.user_errors():
-        if stop_pod not in (None, "success", "always", "never"):
+        if stop_pod not in (None, *WHEN):
             common.fail("--stop-pod", "must be success, always or never")
+    with stopping_pod(stop_pod, dry_run=dry_run, console=console()) as pod, common.user_errors():
         applied = common.load_applied(spec, gpu=gpu)
-        job = open_job(applied.spec, dry_run=dry_run)
+        pod.follow(applied.spec)
+        job = open_job(applied.spec, dry_run=dry_run, out=pod.console)
         if dry_run:
             output.learning_rate(applied.spec)
             for line in estimate(job.plan, applied.choice, price_per_hour=price_per_hour):
                 job.say(line)
-        raise typer.Exit(run_train(job, resume=resume, stop_pod=stop_pod, with_cache=with_cache))
+        pod.code = run_train(job, resume=resume, with_cache=with_cache)
+        raise typer.Exit(pod.code)

@@ -1,8 +1,8 @@
 """`fplora train`: one training segment, resumed or new, with its manifest, log and lock.
 
 `train` is the whole verb: decide the segment (`prepare`, which refuses before any GPU work), fill
-the caches first when asked (`--cache`), run it (`execute`), and stop the RunPod pod as asked, also
-when fplora refused before training started.
+the caches first when asked (`--cache`), and run it (`execute`). The RunPod pod is stopped around
+the whole verb (`jobs.runpod.stopping_pod`), also when fplora refused before training started.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from fplora.datasets.records import RecordCache
 from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, timestamp
 from fplora.jobs.resume import resume_point
-from fplora.jobs.runpod import stop_pod
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
@@ -50,7 +49,6 @@ class Prepared:
     offset: int
     remaining: int
     resume_path: Path | None
-    stop_pod: str
     leftovers: list[Path] = field(default_factory=list)  # a failed start's manifest and logs
 
 
@@ -62,7 +60,7 @@ def _leftovers(out: Path, name: str) -> list[Path]:
     return []
 
 
-def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) -> Prepared:
+def prepare_train(job: Job, *, resume: str | None) -> Prepared:
     """Everything that can refuse a training, before any GPU work (`--cache` runs after this)."""
     spec, paths = job.plan.spec, job.plan.paths
     out, name = spec.train.output_dir, spec.output_name
@@ -117,20 +115,17 @@ def prepare_train(job: Job, *, resume: str | None, stop_pod: str | None = None) 
         resume=resume_path,
         max_train_steps=remaining if index else None,
     )
-    when = stop_pod or spec.runpod.stop_pod
-    return Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, when, leftovers)
+    return Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, leftovers)
 
 
-def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None, with_cache: bool = False) -> int:
+def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
     """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
-    caching; a refusal stops the pod when `--stop-pod always` asks (an unattended pod must not run on)."""
-    when = stop_pod or job.plan.spec.runpod.stop_pod
+    caching."""
     try:
-        prepared = prepare_train(job, resume=resume, stop_pod=stop_pod)
+        prepared = prepare_train(job, resume=resume)
         if with_cache:
             code = run_cache(job)
             if code:
-                _stop_pod(job, when, code)
                 return code
         if job.dry_run:
             job.show(prepared.argv)
@@ -140,13 +135,7 @@ def run_train(job: Job, *, resume: str | None, stop_pod: str | None = None, with
         if job.dry_run:
             raise
         job.report(error.problems)
-        _stop_pod(job, when, 1)
         return 1
-
-
-def _stop_pod(job: Job, when: str, code: int) -> None:
-    if not job.dry_run:
-        stop_pod(job, when, code)
 
 
 def _set_aside(job: Job, leftovers: list[Path]) -> None:
@@ -158,7 +147,7 @@ def _set_aside(job: Job, leftovers: list[Path]) -> None:
 
 
 def execute_train(job: Job, prepared: Prepared) -> int:
-    """Run a prepared segment: caches checked, lock held, manifest and log kept, pod stopped."""
+    """Run a prepared segment: caches checked, lock held, manifest and log kept."""
     spec = job.plan.spec
     out, name = spec.train.output_dir, spec.output_name
     problems = caches.problems(spec, split.training_records(spec, job.plan.records or RecordCache(spec)))
@@ -188,11 +177,10 @@ def execute_train(job: Job, prepared: Prepared) -> int:
         segment.losses = losses.in_order()
         if result.returncode == 0 and segment.last_step is None:
             segment.last_step = prepared.remaining
-        prepared.manifest.save(out)
+        _save_end(prepared.manifest, segment, out)
     state = "interrupted" if result.interrupted else ("finished" if result.returncode == 0 else "failed")
     end = f" at global step {segment.end_step}" if segment.end_step is not None else ""
     job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
-    stop_pod(job, prepared.stop_pod, result.returncode)
     return result.returncode
 
 
@@ -205,6 +193,25 @@ def _record_abort(manifest: Manifest, segment: Segment, losses: _LossWatch, out:
     segment.losses = losses.in_order()
     with contextlib.suppress(OSError):
         manifest.save(out)
+
+
+def _save_end(manifest: Manifest, segment: Segment, out: Path) -> None:
+    """Record the segment's end; a manifest that cannot be written (a full disk) is one line that
+    says what the training did, not a traceback."""
+    try:
+        manifest.save(out)
+    except OSError as error:
+        where = display_path(Manifest.path_for(out, manifest.output_name))
+        raise UserError(
+            Problem(
+                where,
+                None,
+                "",
+                f"cannot record the end of {segment.output_name} ({error.strerror or error}); its training"
+                f" ended with exit {segment.exit_code}, log: {display_path(Path(segment.log))}",
+                "free disk space; `fplora runs` shows the segment as stopped, its checkpoints are on disk",
+            )
+        ) from error
 
 
 def _abort_problem(segment: Segment, error: OSError) -> Problem:
