@@ -1,16 +1,17 @@
-"""Cache stamps fingerprint every record: a caption edited or an image replaced after `fplora cache`.
+"""Caches are keyed by what they are computed from: a caption edited or an image replaced after `fplora cache`.
 
-musubi-tuner names caches by image stem and `--skip_existing` keeps any file that exists, so without
-fingerprints an edited caption trained on its old text-encoder output and `fplora cache` said
-"nothing to do". Through the real CLI against the recording fake: train refuses, naming the first
-changed record; `fplora cache` recomputes exactly the changed records' files; unchanged data is
-left alone.
+musubi-tuner names caches by image stem and `--skip_existing` keeps any file that exists, so an
+edited caption once trained on its old text-encoder output and `fplora cache` said "nothing to do".
+Through the real CLI against the recording fake: train refuses, naming the first changed record;
+`fplora cache` computes exactly the changed records' files into the store; unchanged data is left
+alone, and a file with new content under the same name, size and mtime is seen.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from fakes.fixtures import Workspace, snapshot
 
 pytest_plugins = ["fakes.fixtures"]
 
-STAMP = "fplora-cache.json"
 STEMS = ("0001", "0002", "0003", "0004")
 
 
@@ -68,15 +68,21 @@ def cached_by_fplora(workspace: Workspace) -> Workspace:
     return workspace
 
 
+def store_files(workspace: Workspace) -> set[Path]:
+    root = workspace.root / ".fplora" / "cache-store"
+    return {p for kind in ("latents", "text") for p in (root / kind).glob("*/*.safetensors")}
+
+
+def cache_log(workspace: Workspace) -> str:
+    return "".join(p.read_text() for p in sorted((workspace.render_dir / "logs").glob("cache-*.log")))
+
+
 def test_a_first_cache_is_not_called_made_with_other_settings(workspace: Workspace) -> None:
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
-    assert "(0 latents, 0 text-encoder outputs already there)" in result.stderr
+    assert "(0 linked, 4 latents and 4 text-encoder outputs to compute)" in result.stderr
     assert "other settings" not in result.stderr
-    stamp = json.loads((workspace.cache_dir / STAMP).read_text(encoding="utf-8"))
-    assert stamp["fingerprints"] == 1
-    assert set(stamp["records"]) == set(STEMS)
-    assert all(set(p) == {"caption", "images"} for p in stamp["records"].values())
+    assert all(p.is_symlink() for p in workspace.cache_dir.iterdir())
 
 
 def test_edited_caption_stops_train_until_cache_recomputes_its_text_encoder_output(
@@ -95,19 +101,20 @@ def test_edited_caption_stops_train_until_cache_recomputes_its_text_encoder_outp
     assert ws.calls() == []
     assert not ws.output_dir.exists()
 
-    check = ws.cli("cache", str(ws.spec_path), "--dry-run")  # a dry run deletes nothing
+    check = ws.cli("cache", str(ws.spec_path), "--dry-run")  # a dry run changes no cache
     assert check.exit_code == 0 and snapshot(ws.cache_dir) == before
 
     result = ws.cli("cache", str(ws.spec_path))
     assert result.exit_code == 0, result.output
-    assert "1 records changed since caching: recomputed" in result.stderr
+    assert "1 records' files outdated: replaced" in result.stderr
     assert scripts(ws) == ["fpack_cache_text_encoder_outputs"]  # a caption edit loads no VAE
-    assert all(fake.validate(c["args"]).given.get("skip_existing") is True for c in ws.calls())
+    assert "cached 1 text-encoder outputs" in cache_log(ws)  # one text-encoder file recomputed
     metadata = fake.read_safetensors_metadata(text_file(ws, "0002"))
     assert metadata["caption"] == "a blue circle character waves at the camera"
     after = snapshot(ws.cache_dir)
     changed = {name for name in before if before[name] != after.get(name)}
-    assert changed == {text_file(ws, "0002").name, STAMP}
+    assert changed == {text_file(ws, "0002").name}
+    assert len(store_files(ws)) == 9  # the old caption's output stays in the store until pruned
 
     ws.forget_calls()
     assert ws.cli("train", str(ws.spec_path)).exit_code == 0
@@ -124,10 +131,19 @@ def test_several_edits_are_one_line_naming_the_first_record(cached_by_fplora: Wo
     assert "metadata-v1.jsonl:3:" in line and "2 of 4 records changed" in line
 
 
-def test_touched_image_recomputes_that_records_latent_only(cached_by_fplora: Workspace) -> None:
+def test_a_touched_image_with_the_same_content_is_still_cached(cached_by_fplora: Workspace) -> None:
+    ws = cached_by_fplora
+    touch(ws.root / "data" / "dataset-v1" / "controls" / "0003_1.png")
+    result = ws.cli("cache", str(ws.spec_path))
+    assert result.exit_code == 0, result.output
+    assert "nothing to do" in result.stderr and ws.calls() == []
+
+
+def test_an_edited_image_recomputes_that_records_latent_only(cached_by_fplora: Workspace) -> None:
     ws = cached_by_fplora
     before = snapshot(ws.cache_dir)
-    touch(ws.root / "data" / "dataset-v1" / "controls" / "0003_1.png")
+    control = ws.root / "data" / "dataset-v1" / "controls" / "0003_1.png"
+    control.write_bytes(control.read_bytes() + b"\0")
 
     refused = ws.cli("train", str(ws.spec_path))
     assert refused.exit_code == 1
@@ -136,9 +152,10 @@ def test_touched_image_recomputes_that_records_latent_only(cached_by_fplora: Wor
     assert ws.calls() == []
 
     assert ws.cli("cache", str(ws.spec_path)).exit_code == 0
+    assert scripts(ws) == ["fpack_cache_latents"]
     after = snapshot(ws.cache_dir)
     changed = {name for name in before if before[name] != after.get(name)}
-    assert changed == {latent_file(ws, "0003").name, STAMP}
+    assert changed == {latent_file(ws, "0003").name}
     assert ws.cli("train", str(ws.spec_path)).exit_code == 0
 
 
@@ -152,6 +169,25 @@ def test_replaced_target_image_is_stale_even_with_the_same_name(cached_by_fplora
     refused = ws.cli("train", str(ws.spec_path))
     assert refused.exit_code == 1
     assert "metadata-v1.jsonl:1:" in refused.stderr and "its images" in refused.stderr
+
+
+def test_cp_p_onto_the_image_is_seen(cached_by_fplora: Workspace) -> None:
+    """`cp -p other.png 0002.png`: the same path, size, mtime and inode; only the content (and the
+    ctime, which no tool sets back) differ. The remembered hash is not trusted."""
+    ws = cached_by_fplora
+    target = ws.root / "data" / "dataset-v1" / "targets" / "0002.png"
+    info = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF  # the same size, other bytes
+    other = ws.root / "other.png"
+    other.write_bytes(bytes(data))
+    os.utime(other, ns=(info.st_atime_ns, info.st_mtime_ns))
+    subprocess.run(["cp", "-p", str(other), str(target)], check=True)
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (info.st_size, info.st_mtime_ns, info.st_ino)
+    refused = ws.cli("train", str(ws.spec_path))
+    assert refused.exit_code == 1
+    assert "metadata-v1.jsonl:2:" in refused.stderr and "its images" in refused.stderr
 
 
 def test_unchanged_records_are_left_alone_even_when_the_jsonl_is_rewritten(
@@ -178,46 +214,26 @@ def test_train_with_cache_recomputes_the_edit_then_trains(cached_by_fplora: Work
     assert fake.read_safetensors_metadata(text_file(ws, "0001"))["caption"] == "a red square character blinks"
 
 
-def test_a_stamp_without_fingerprints_is_refused_then_recomputed(cached_by_fplora: Workspace) -> None:
-    """An older fplora's stamp cannot tell what changed: treated as changed, everything recomputed once."""
+def test_caches_of_an_older_fplora_are_replaced_by_links(cached_by_fplora: Workspace) -> None:
+    """Plain files and a stamp in the cache folder (fplora before the store): made under unknown
+    settings, so refused and computed once into the store."""
     ws = cached_by_fplora
-    stamp_path = ws.cache_dir / STAMP
-    stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
-    del stamp["fingerprints"], stamp["records"]
-    stamp_path.write_text(json.dumps(stamp), encoding="utf-8")
-    before = snapshot(ws.cache_dir)
-
+    for path in ws.cache_dir.iterdir():
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+    (ws.cache_dir / "fplora-cache.json").write_text("{}", encoding="utf-8")
     refused = ws.cli("train", str(ws.spec_path))
     assert refused.exit_code == 1
-    (line,) = error_lines(refused.stderr)
-    assert "stamped by an older fplora, without record fingerprints" in line and "fplora cache" in line
-    assert ws.calls() == []
-
+    assert "cache of 4 records was made with other settings" in refused.stderr
     result = ws.cli("cache", str(ws.spec_path))
     assert result.exit_code == 0, result.output
-    assert "stamped without record fingerprints: 4 records recomputed" in result.stderr
-    after = snapshot(ws.cache_dir)
-    assert all(before[name] != after[name] for name in before)  # every cache file and the stamp
-    assert set(json.loads(stamp_path.read_text(encoding="utf-8"))["records"]) == set(STEMS)
-    ws.forget_calls()
-    assert "nothing to do" in ws.cli("cache", str(ws.spec_path)).stderr and ws.calls() == []
+    assert ws.calls() == []  # the store has every entry: links replace the copies
+    assert all(p.is_symlink() for p in ws.cache_dir.iterdir())
+    assert not (ws.cache_dir / "fplora-cache.json").exists()
 
 
-def test_cache_files_without_a_stamp_are_not_called_made_with_other_settings(
-    cached_by_fplora: Workspace,
-) -> None:
-    ws = cached_by_fplora
-    (ws.cache_dir / STAMP).unlink()
-    refused = ws.cli("train", str(ws.spec_path))
-    assert refused.exit_code == 1
-    assert "was not made by `fplora cache` (no stamp)" in refused.stderr
-    result = ws.cli("cache", str(ws.spec_path))
-    assert result.exit_code == 0, result.output
-    assert ", not made by `fplora cache`)" in result.stderr and "other settings" not in result.stderr
-    assert all("skip_existing" not in fake.validate(c["args"]).given for c in ws.calls())
-
-
-def test_a_removed_record_stops_train_until_cache_deletes_its_files(cached_by_fplora: Workspace) -> None:
+def test_a_removed_record_leaves_the_view_not_the_store(cached_by_fplora: Workspace) -> None:
     """musubi-tuner's trainer globs the cache folder, not the dataset: a removed record would train."""
     ws = cached_by_fplora
     path = jsonl(ws)
@@ -227,14 +243,15 @@ def test_a_removed_record_stops_train_until_cache_deletes_its_files(cached_by_fp
     assert refused.exit_code == 1
     (line,) = error_lines(refused.stderr)
     assert "2 cache files belong to no record of the dataset (e.g. 0004_" in line
-    assert "run `fplora cache`: it deletes them" in line
+    assert "run `fplora cache`: it removes them from the cache folder" in line
     assert ws.calls() == []
 
     result = ws.cli("cache", str(ws.spec_path))
     assert result.exit_code == 0, result.output
-    assert "2 files of removed records: deleted" in result.stderr
+    assert "2 files of removed records: unlinked" in result.stderr
     assert not list(ws.cache_dir.glob("0004_*"))
     assert latent_file(ws, "0003").exists() and text_file(ws, "0003").exists()
     assert scripts(ws) == []  # the other records' caches were up to date: no encoder loaded
+    assert len(store_files(ws)) == 8  # record 0004's entries stay until `fplora cache prune`
     trained = ws.cli("train", str(ws.spec_path))
     assert trained.exit_code == 0, trained.output

@@ -58,12 +58,14 @@ def test_cache_fills_both_folders_in_one_load_and_train_accepts_them(workspace: 
     assert result.exit_code == 0, result.output
     assert "evaluation split" in result.stderr
     assert len(workspace.calls()) == 2  # latents and text encoders, once each
-    for call in workspace.calls():
-        assert call["args"][call["args"].index("--dataset_config") + 1].endswith("cache-dataset.toml")
+    for call in workspace.calls():  # one staging dataset.toml names both folders' records
+        assert call["args"][call["args"].index("--dataset_config") + 1].endswith(
+            ("latents.toml", "text.toml")
+        )
     training = {p.name.split("_")[0] for p in workspace.cache_dir.glob("*_fp.safetensors")}
     scored = {p.name.split("_")[0] for p in eval_cache(workspace).glob("*_fp.safetensors")}
     assert training == {"0001", "0003"} and scored == {"0002", "0004"}
-    assert (eval_cache(workspace) / "fplora-cache.json").is_file()
+    assert all(p.is_symlink() for p in eval_cache(workspace).iterdir())
     again = workspace.cli("cache", str(workspace.spec_path))
     assert "nothing to do" in again.stderr
     train = workspace.cli("train", str(workspace.spec_path))

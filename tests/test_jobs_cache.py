@@ -1,14 +1,17 @@
-"""`fplora cache` against the fake musubi-tuner: both scripts, their caches, the stamp, --skip_existing.
+"""`fplora cache` against the fake musubi-tuner: the project's store, each version's folder a view of it.
 
-musubi-tuner's cache names encode neither the one-frame settings nor the dataset version, so fplora
-stamps a cache directory after a successful run and passes `--skip_existing` only while the stamp
-matches; these tests hold it to that, through the real CLI and real subprocesses.
+musubi-tuner caches into a folder by image stem, trusts any file there with `--skip_existing`, and
+deletes files the dataset does not name; fplora runs it on a staging folder of the records the store
+lacks and links each version's cache folder to the store. These tests hold it to that, through the
+real CLI and real subprocesses of the fake (which creates the files the real scripts would).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import struct
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import fake
@@ -19,74 +22,130 @@ pytest_plugins = ["fakes.fixtures"]
 STEMS = ("0001", "0002", "0003", "0004")
 LATENTS = {f"{stem}_0064x0096_fp.safetensors" for stem in STEMS}  # the example images are 64x96
 TEXT = {f"{stem}_fp_te.safetensors" for stem in STEMS}
-STAMP = "fplora-cache.json"
 
 
-def cache_files(workspace: Workspace) -> set[str]:
-    return {p.name for p in workspace.cache_dir.iterdir()}
+def store(workspace: Workspace) -> Path:
+    return workspace.root / ".fplora" / "cache-store"
 
 
-def test_cache_runs_both_scripts_and_stamps_the_cache(workspace: Workspace) -> None:
+def store_files(workspace: Workspace) -> set[Path]:
+    return {p for kind in ("latents", "text") for p in (store(workspace) / kind).glob("*/*.safetensors")}
+
+
+def cache_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def given(call: dict[str, Any]) -> dict[str, Any]:
+    """The script options of a recorded launch (its staging files are gone: the fake checked them
+    when it ran)."""
+    _, _, script, script_args = fake.parse_launch(call["args"])
+    values, _, _ = fake.parse_options(script_args, fake.script_options(script), stop_at_positional=False)
+    return values
+
+
+def scripts(workspace: Workspace) -> list[str]:
+    return [c["args"][c["args"].index("-m", 2) + 1].rsplit(".", 1)[1] for c in workspace.calls()]
+
+
+def log_text(workspace: Workspace) -> str:
+    return "".join(p.read_text() for p in sorted((workspace.render_dir / "logs").glob("cache-*.log")))
+
+
+def second_version(workspace: Workspace, name: str = "v1b", **changes: Any) -> Path:
+    """`configs/<name>.yaml` that extends v1.yaml, with `changes`."""
+    import json
+
+    path = workspace.root / "configs" / f"{name}.yaml"
+    lines = ["extends: v1.yaml"] + [f"{key}: {json.dumps(value)}" for key, value in changes.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_cache_computes_into_the_store_and_links_the_view(workspace: Workspace) -> None:
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
     calls = workspace.calls()
-    assert [c["args"][c["args"].index("-m", 2) + 1] for c in calls] == [
-        "musubi_tuner.fpack_cache_latents",
-        "musubi_tuner.fpack_cache_text_encoder_outputs",
-    ]
+    assert scripts(workspace) == ["fpack_cache_latents", "fpack_cache_text_encoder_outputs"]
     for call in calls:
-        invocation = fake.validate(call["args"])
-        assert "skip_existing" not in invocation.given
+        options = given(call)
+        assert "skip_existing" not in options and "keep_cache" not in options
+        assert "/.fplora/cache-store/staging/" in options["dataset_config"]
         assert call["env"]["PYTHONUNBUFFERED"] == "1"
-    assert fake.validate(calls[0]["args"]).given["one_frame"] is True
-    assert cache_files(workspace) == LATENTS | TEXT | {STAMP}
-    stamp = json.loads((workspace.cache_dir / STAMP).read_text())
-    assert stamp["dataset"]["fp_1f_clean_indices"] == [0, 10] and stamp["dataset"]["fp_1f_target_index"] == 5
-    assert "--text_encoder2" in stamp["cache_text_encoder"]
-    (log,) = (workspace.render_dir / "logs").glob("cache-*.log")
-    assert "cached 4 latents" in log.read_text() and "cached 4 text-encoder outputs" in log.read_text()
-    assert "caches ready" in result.stderr
+    assert given(calls[0])["one_frame"] is True
+    assert cache_files(workspace.cache_dir) == LATENTS | TEXT
+    for path in workspace.cache_dir.iterdir():
+        assert path.is_symlink() and not os.path.isabs(os.readlink(path))
+        assert path.resolve().parent.parent.parent == store(workspace).resolve()
+    assert len(store_files(workspace)) == 8
+    assert not list((store(workspace) / "staging").iterdir())  # nothing left half-way
+    assert "cached 4 latents" in log_text(workspace) and "cached 4 text-encoder outputs" in log_text(
+        workspace
+    )
+    assert "caches ready: 8 files linked" in result.stderr
 
 
 def test_complete_caches_are_left_alone(workspace: Workspace) -> None:
-    """Loading the encoders costs GPU minutes: complete, stamped caches start nothing."""
+    """Loading the encoders costs GPU minutes: complete caches start nothing."""
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    before = snapshot(workspace.cache_dir)
+    before = snapshot(store(workspace) / "latents"), cache_files(workspace.cache_dir)
     workspace.forget_calls()
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
     assert workspace.calls() == []
     assert "caches are complete and match the spec: nothing to do" in result.stderr
-    assert snapshot(workspace.cache_dir) == before
+    assert (snapshot(store(workspace) / "latents"), cache_files(workspace.cache_dir)) == before
 
 
-def test_incomplete_caches_pass_skip_existing_and_keep_the_files(workspace: Workspace) -> None:
+def test_two_versions_of_one_dataset_share_every_cache_file(workspace: Workspace) -> None:
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    latent = next(p for p in workspace.cache_dir.iterdir() if p.name.endswith("_fp.safetensors"))
-    latent.unlink()
-    before = {k: v for k, v in snapshot(workspace.cache_dir).items() if k != STAMP}
+    v1b = second_version(workspace, train={"max_train_steps": 8})
+    workspace.forget_calls()
+    result = workspace.cli("cache", str(v1b))
+    assert result.exit_code == 0, result.output
+    assert workspace.calls() == []  # `v1b extends v1` with the same data computes nothing
+    view = workspace.root / "configs" / "v1b" / "cache" / "dataset-v1" / "metadata-v1"
+    assert cache_files(view) == LATENTS | TEXT
+    shared = {p.name: p.resolve() for p in workspace.cache_dir.iterdir()}
+    assert {p.name: p.resolve() for p in view.iterdir()} == shared
+    assert len(store_files(workspace)) == 8
+    assert workspace.cli("train", str(v1b)).exit_code == 0
+
+
+def test_a_deleted_link_is_relinked_without_computing(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.cache_dir / "0002_0064x0096_fp.safetensors").unlink()
+    refused = workspace.cli("train", str(workspace.spec_path))
+    assert refused.exit_code == 1 and "1 files are in the store but not linked" in refused.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert workspace.calls() == []
+    assert cache_files(workspace.cache_dir) == LATENTS | TEXT
+
+
+def test_an_entry_missing_from_the_store_is_computed_alone(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.cache_dir / "0003_0064x0096_fp.safetensors").resolve().unlink()
     workspace.forget_calls()
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
-    (call,) = workspace.calls()  # only a latent is missing: the text encoders are not loaded
-    assert "musubi_tuner.fpack_cache_latents" in call["args"]
-    assert fake.validate(call["args"]).given.get("skip_existing") is True
-    after = snapshot(workspace.cache_dir)
-    assert {k: v for k, v in after.items() if k in before} == before
-    assert latent.name in after
+    assert scripts(workspace) == ["fpack_cache_latents"]  # the text encoders are not loaded
+    assert "cached 1 latents" in log_text(workspace)
+    assert "0 latents and 1" not in result.stderr and "1 latents and 0 text-encoder outputs" in result.stderr
+    assert all(p.exists() for p in workspace.cache_dir.iterdir())
 
 
 def test_rebuild_recomputes_everything(workspace: Workspace) -> None:
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     workspace.forget_calls()
     assert workspace.cli("cache", str(workspace.spec_path), "--rebuild").exit_code == 0
-    calls = workspace.calls()
-    assert len(calls) == 2
-    assert all("skip_existing" not in fake.validate(c["args"]).given for c in calls)
+    assert scripts(workspace) == ["fpack_cache_latents", "fpack_cache_text_encoder_outputs"]
+    assert len(store_files(workspace)) == 8
+    assert all(p.exists() for p in workspace.cache_dir.iterdir())
 
 
-def test_changed_one_frame_settings_recache_everything(workspace: Workspace) -> None:
-    """The names do not change with the settings, so `--skip_existing` would keep stale latents."""
+def test_changed_one_frame_settings_recompute_the_latents_only(workspace: Workspace) -> None:
+    """The names do not change with the settings; the store's keys do."""
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     workspace.write_spec(one_frame={"no_2x": True})
     stale = workspace.cli("train", str(workspace.spec_path))
@@ -94,13 +153,57 @@ def test_changed_one_frame_settings_recache_everything(workspace: Workspace) -> 
     assert "made with other settings" in stale.stderr and "fplora cache" in stale.stderr
     workspace.forget_calls()
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
-    assert latents.get("one_frame_no_2x") is True
-    assert "skip_existing" not in latents
-    assert "--one_frame_no_2x" in json.loads((workspace.cache_dir / STAMP).read_text())["cache_latents"]
+    (call,) = workspace.calls()
+    assert given(call)["one_frame_no_2x"] is True
+    assert len(store_files(workspace)) == 12  # the old latents stay for v1 as it was
+    assert workspace.cli("train", str(workspace.spec_path)).exit_code == 0
 
 
-def test_failed_caching_returns_the_exit_code_and_writes_no_stamp(workspace: Workspace) -> None:
+def test_a_changed_pass_through_cache_option_recaches(workspace: Workspace) -> None:
+    """Pass-through options reach the cache scripts (vae_tiling changes the latents)."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.write_spec(musubi={"cache_latents": {"vae_tiling": True}})
+    stale = workspace.cli("train", str(workspace.spec_path))
+    assert stale.exit_code == 1
+    assert "made with other settings" in stale.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (call,) = workspace.calls()
+    assert given(call)["vae_tiling"] is True
+
+
+def _other_model(path: Path) -> Path:
+    header = b'{"__metadata__":{"stand_in":"another text encoder 2"}}'
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
+def test_a_changed_text_encoder2_recaches(workspace: Workspace) -> None:
+    """text_encoder2's CLIP output is in the text-encoder cache: the key is built from the argv the
+    cache scripts get, so a model a hand-kept list forgot cannot be left out again."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    other = _other_model(workspace.root / "models" / "te2-other.safetensors")
+    workspace.write_spec(models={"text_encoder2": "te2-other.safetensors"})
+    stale = workspace.cli("train", str(workspace.spec_path))
+    assert stale.exit_code == 1
+    assert "made with other settings" in stale.stderr
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (call,) = workspace.calls()
+    assert given(call)["text_encoder2"] == str(other)
+
+
+def test_a_model_moved_elsewhere_with_the_same_content_recomputes_nothing(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    models = workspace.root / "models"
+    models.rename(workspace.root / "weights")
+    workspace.write_spec(models={"dir": "../weights"})
+    workspace.forget_calls()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert workspace.calls() == []
+
+
+def test_failed_caching_returns_the_exit_code_and_adopts_nothing(workspace: Workspace) -> None:
     result = workspace.cli(
         "cache",
         str(workspace.spec_path),
@@ -109,11 +212,30 @@ def test_failed_caching_returns_the_exit_code_and_writes_no_stamp(workspace: Wor
     assert result.exit_code == 4
     assert "caching failed (exit 4)" in result.stderr
     assert len(workspace.calls()) == 2
-    assert not (workspace.cache_dir / STAMP).exists()
-    # without a stamp the next run must not skip: the latents may be from other settings
+    assert len(store_files(workspace)) == 4  # the latents' script succeeded: they were adopted
+    assert cache_files(workspace.cache_dir) == set()  # nothing linked for training
+    assert not list((store(workspace) / "staging").iterdir())
     workspace.forget_calls()
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    assert all("--skip_existing" not in c["args"] for c in workspace.calls())
+    assert scripts(workspace) == ["fpack_cache_text_encoder_outputs"]
+
+
+def test_a_file_cut_short_is_never_taken_as_a_cache(workspace: Workspace) -> None:
+    """A script that dies mid-write (or exits 0 with a broken file) leaves nothing in the store."""
+    result = workspace.cli("cache", str(workspace.spec_path), env={"FAKE_CACHE_TRUNCATE": "1"})
+    assert result.exit_code == 1
+    assert "musubi-tuner left no whole cache file for 0001.png" in result.stderr
+    assert not list((store(workspace) / "latents").glob("*/*"))
+    assert not (workspace.cache_dir / "0001_0064x0096_fp.safetensors").exists()
+
+
+def test_staging_left_by_a_killed_run_is_removed_and_never_adopted(workspace: Workspace) -> None:
+    dead = store(workspace) / "staging" / "999999999-1" / "latents" / "0"
+    dead.mkdir(parents=True)
+    (dead / "0001_0064x0096_fp.safetensors").write_bytes(b"half")
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert not (store(workspace) / "staging" / "999999999-1").exists()
+    assert "cached 4 latents" in log_text(workspace)
 
 
 def test_missing_musubi_stops_before_running_anything(workspace: Workspace) -> None:
@@ -140,24 +262,13 @@ def test_dry_run_shows_only_the_scripts_that_would_run(workspace: Workspace) -> 
     complete = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
     assert complete.exit_code == 0 and complete.stdout == ""
     assert "nothing to do" in complete.stderr
-    next(p for p in workspace.cache_dir.iterdir() if p.name.endswith("_fp_te.safetensors")).unlink()
+    (workspace.cache_dir / "0004_fp_te.safetensors").resolve().unlink()
     one = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
     (line,) = one.stdout.splitlines()
-    assert "musubi_tuner.fpack_cache_text_encoder_outputs" in line and "--skip_existing" in line
+    assert "musubi_tuner.fpack_cache_text_encoder_outputs" in line
+    staged = store(workspace) / "staging" / "dry-run" / "text-0.jsonl"
+    assert '"caption"' in staged.read_text() and len(staged.read_text().splitlines()) == 1
     assert workspace.calls() == []
-
-
-def test_a_changed_pass_through_cache_option_recaches(workspace: Workspace) -> None:
-    """Pass-through options reach the cache scripts (vae_tiling changes the latents): the stamp has them."""
-    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    workspace.write_spec(musubi={"cache_latents": {"vae_tiling": True}})
-    stale = workspace.cli("train", str(workspace.spec_path))
-    assert stale.exit_code == 1
-    assert "made with other settings" in stale.stderr
-    workspace.forget_calls()
-    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    latents = fake.validate(workspace.calls("fpack_cache_latents")[0]["args"]).given
-    assert latents.get("vae_tiling") is True and "skip_existing" not in latents
 
 
 def test_cache_refuses_while_the_spec_is_training(workspace: Workspace) -> None:
@@ -168,20 +279,3 @@ def test_cache_refuses_while_the_spec_is_training(workspace: Workspace) -> None:
     assert result.exit_code == 1
     assert f"fake-v1 is training (pid {os.getpid()}) from these caches" in result.stderr
     assert workspace.calls() == []
-
-
-def test_a_changed_text_encoder2_recaches(workspace: Workspace) -> None:
-    """text_encoder2's CLIP output is in the text-encoder cache: the stamp is built from the argv the
-    cache scripts get, so a model the hand-kept list forgot cannot be left out again (evaluation's
-    setup holds the same stamp: its scores under the old encoder no longer count)."""
-    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    other = workspace.root / "models" / "te2-other.safetensors"
-    other.write_bytes((workspace.root / "models" / "te2.safetensors").read_bytes())
-    workspace.write_spec(models={"text_encoder2": "te2-other.safetensors"})
-    stale = workspace.cli("train", str(workspace.spec_path))
-    assert stale.exit_code == 1
-    assert "made with other settings" in stale.stderr
-    workspace.forget_calls()
-    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    text = fake.validate(workspace.calls("fpack_cache_text_encoder_outputs")[0]["args"]).given
-    assert text["text_encoder2"] == str(other) and "skip_existing" not in text

@@ -64,7 +64,9 @@ def test_cache_dry_run_prints_both_cache_commands(workspace: Workspace, no_musub
     ]
     latents = fake.validate(argvs[0][1:])
     assert latents.given["one_frame"] is True
-    assert latents.given["dataset_config"] == str(workspace.render_dir / "dataset.toml")
+    # the records to compute, staged: musubi-tuner never writes into the store or a view folder
+    staging = workspace.root / ".fplora" / "cache-store" / "staging" / "dry-run"
+    assert latents.given["dataset_config"] == str(staging / "latents.toml")
     assert not workspace.cache_dir.exists()
 
 

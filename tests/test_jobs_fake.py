@@ -168,7 +168,7 @@ def test_validator_checks_the_dataset_config(workspace: Workspace, case: str) ->
     broken = workspace.root / "dataset.toml"
     broken.write_text(tomli_w.dumps(dataset), encoding="utf-8")
     with pytest.raises(fake.Violation) as error:
-        fake.validate(replace(args, str(workspace.render_dir / "dataset.toml"), [str(broken)]))
+        fake.validate(replace(args, args[args.index("--dataset_config") + 1], [str(broken)]))
     assert message in str(error.value)
 
 
@@ -179,7 +179,7 @@ def test_one_frame_caching_needs_every_control_image(workspace: Workspace) -> No
     broken = workspace.root / "dataset.toml"
     broken.write_text(tomli_w.dumps(dataset), encoding="utf-8")
     with pytest.raises(fake.Failure, match="has 2 control images, fp_1f_clean_indices needs 3"):
-        fake.validate(replace(args, str(workspace.render_dir / "dataset.toml"), [str(broken)]))
+        fake.validate(replace(args, args[args.index("--dataset_config") + 1], [str(broken)]))
 
 
 def run_fake(

@@ -17,9 +17,10 @@ import shutil
 import stat
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,8 +29,7 @@ from typer.testing import CliRunner, Result
 
 from fakes import FAKE_PYTHON, FAKE_RUNPODCTL, fake
 from fplora.cli import app
-from fplora.datasets import caches
-from fplora.spec import load_spec
+from fplora.jobs import cache as cache_job
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DATASET = REPO / "datasets" / "example" / "dataset-v1"
@@ -216,17 +216,17 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
 
 @pytest.fixture
 def cached(workspace: Workspace) -> Workspace:
-    """A workspace with complete, stamped caches, as `fplora cache` leaves them.
+    """A workspace with complete caches, as `fplora cache` leaves them (store entries, linked views).
 
-    Made in-process to keep the suite fast (the cache tests run the real `fplora cache`): the
-    commands of `fplora cache --dry-run` go through the fake's own validate-and-emulate, then
-    fplora's stamp is written, as `fplora cache` does after both scripts succeed.
+    The real `fplora cache`, with the cache scripts run in-process by the fake's own
+    validate-and-emulate instead of a subprocess, to keep the suite fast; calls are not recorded.
     """
-    dry = workspace.cli("cache", str(workspace.spec_path), "--dry-run")
-    assert dry.exit_code == 0, dry.output
-    for line in dry.stdout.splitlines():
-        assert fake.run(shlex.split(line)[1:], workspace.root) == 0
-    spec = load_spec(workspace.spec_path)
-    for index in range(len(spec.datasets)):
-        caches.write_stamp(spec, index)
+
+    def run(argv: Sequence[str], *, log: Path, **_: Any) -> Any:
+        return SimpleNamespace(returncode=fake.run([str(a) for a in argv[1:]], workspace.root))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_job.process, "run", run)
+        result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
     return workspace

@@ -73,10 +73,14 @@ def _cache_config(spec: Spec, paths: RenderedPaths) -> Path:
     return paths.cache_dataset if spec.eval is not None else paths.dataset
 
 
-def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
+def cache_latents(
+    spec: Spec, paths: RenderedPaths, python: str, *, dataset_config: Path | None = None
+) -> list[str]:
+    """`dataset_config`: the file to cache from (default the rendered one; `fplora cache` gives its
+    staging file, see `jobs.cache`)."""
     models, one_frame = spec.models, spec.one_frame
     options: dict[str, Any] = {
-        "dataset_config": _cache_config(spec, paths),
+        "dataset_config": dataset_config or _cache_config(spec, paths),
         "vae": models.vae,
         "image_encoder": models.image_encoder,
         "vae_chunk_size": models.vae_chunk_size,
@@ -89,10 +93,12 @@ def cache_latents(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
     return _launch(python, spec, training=False, step="cache_latents") + flags(options, "cache_latents")
 
 
-def cache_text_encoder(spec: Spec, paths: RenderedPaths, python: str) -> list[str]:
+def cache_text_encoder(
+    spec: Spec, paths: RenderedPaths, python: str, *, dataset_config: Path | None = None
+) -> list[str]:
     models = spec.models
     options: dict[str, Any] = {
-        "dataset_config": _cache_config(spec, paths),
+        "dataset_config": dataset_config or _cache_config(spec, paths),
         "text_encoder1": models.text_encoder1,
         "text_encoder2": models.text_encoder2,
         "fp8_llm": models.fp8_llm,

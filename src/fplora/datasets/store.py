@@ -1,0 +1,385 @@
+"""One cache store per project, shared by every version; each version's cache folder is a view of it.
+
+Why: musubi-tuner caches per folder, by image stem, and its trainer reads a folder (it globs
+`*_fp.safetensors`). A `v3b.yaml` that extends `v3.yaml` with the same data got a folder of its own and
+paid caching again (two minutes of loading encoders on an H100, hours at 10,000 records).
+
+Layout (`<project>/.fplora/cache-store/`):
+
+    latents/<settings>/<content>_<W>x<H>.safetensors   one-frame latents
+    text/<settings>/<content>.safetensors              text-encoder outputs
+    hashes.json                                        remembered content hashes (`datasets.hashes`)
+    staging/<run>/                                     where musubi-tuner writes before adoption
+
+`<settings>` is a digest of what the cache script is given besides the records: its argv as
+rendered (model files by a sampled content digest rather than their path, so moving the models
+does not recompute; the interpreter, the dataset config's path and the CPU thread count left out)
+and, for latents, the dataset's entry in dataset.toml (resolution and bucketing, which decide the
+bucket, and the `fp_1f_*` keys). `<content>` is, for a latent, the digest of the target and control
+images' bytes in order; for a text-encoder output, of the caption. The bucket musubi-tuner chose is
+kept in the latent's name because the trainer reads it from the name.
+
+A view folder holds one relative symbolic link per record and kind, under musubi-tuner's own names
+(`{stem}_{W:04d}x{H:04d}_fp.safetensors`, `{stem}_fp_te.safetensors`), pointing into the store. A
+link's target says which settings and content it was made for: a link to another target is stale,
+a record's files that are not linked are to link, a record whose entry is not in the store is to
+compute. A record removed from the dataset loses its link; its store entry stays until
+`fplora cache prune`.
+
+musubi-tuner never writes into the store or a view (`jobs.cache` says how it is run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fplora.datasets.hashes import ContentHashes
+from fplora.datasets.records import Record, Records
+from fplora.musubi.names import latent_cache_stem, text_encoder_cache_stem
+from fplora.render import commands
+from fplora.render.files import RenderedPaths, dataset_dict
+from fplora.safetensors import safetensors_problem
+from fplora.spec.models import Spec
+
+STORE = Path(".fplora") / "cache-store"
+LATENTS, TEXT, STAGING, MEMO = "latents", "text", "staging", "hashes.json"
+SUFFIX = ".safetensors"
+LATENT_VIEW_SUFFIX, TEXT_VIEW_SUFFIX = "_fp.safetensors", "_fp_te.safetensors"
+OLD_STAMP = "fplora-cache.json"  # what fplora wrote into cache folders before the store
+
+STAMP_PYTHON = "python"  # the interpreter's path is no setting of the caches
+NOT_CACHE_SETTINGS = frozenset({"image_jsonl_file", "cache_directory", "batch_size", "num_repeats"})
+"""dataset.toml keys that do not change what a cache file holds: where records and caches live
+(the records are keyed one by one) and how training batches and repeats them. Every other key,
+including any a later fplora renders, counts."""
+NOT_CACHE_FLAGS = {"--dataset_config": 1, "--num_cpu_threads_per_process": 1}
+"""Flags (and how many values follow) of the cache argv that change where or how fast, not what."""
+
+
+def store_dir(spec: Spec) -> Path:
+    """`<project>/.fplora/cache-store`: the project is the folder holding `configs/` (the spec's
+    folder when the spec is not in one named configs)."""
+    folder = Path(os.path.abspath(spec.path)).parent
+    return (folder.parent if folder.name == "configs" else folder) / STORE
+
+
+def cache_argv(argv: list[str]) -> list[str]:
+    """A cache script's argv without the interpreter and the flags of `NOT_CACHE_FLAGS`."""
+    out: list[str] = []
+    skip = 0
+    for token in argv[1:]:
+        if skip:
+            skip -= 1
+        elif token in NOT_CACHE_FLAGS:
+            skip = NOT_CACHE_FLAGS[token]
+        else:
+            out.append(token)
+    return out
+
+
+def dataset_settings(spec: Spec, index: int) -> dict[str, Any]:
+    """Dataset `index`'s entry of dataset.toml as rendered, `[general]` folded in, without
+    `NOT_CACHE_SETTINGS`."""
+    rendered = dataset_dict(spec, entries=[index])
+    entry = {**rendered["general"], **rendered["datasets"][0]}
+    return {k: v for k, v in sorted(entry.items()) if k not in NOT_CACHE_SETTINGS}
+
+
+def _digest(value: Any, size: int = 8) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).hexdigest()
+
+
+def _identified(argv: list[str], hashes: ContentHashes) -> list[str]:
+    """Tokens that name a file (the models, a pass-through file) become the file's identity."""
+    out = []
+    for token in argv:
+        identity = hashes.identity(Path(token)) if os.path.isabs(token) and os.path.isfile(token) else None
+        out.append(f"file:{identity}" if identity else token)
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings digests: one for text-encoder outputs, one per dataset entry for latents."""
+
+    text: str
+    latents: dict[int, str]
+
+
+def settings_of(spec: Spec, hashes: ContentHashes) -> Settings:
+    paths = RenderedPaths(spec.render_dir)
+    latent_argv = _identified(cache_argv(commands.cache_latents(spec, paths, STAMP_PYTHON)), hashes)
+    text_argv = _identified(cache_argv(commands.cache_text_encoder(spec, paths, STAMP_PYTHON)), hashes)
+    return Settings(
+        text=_digest({"argv": text_argv}),
+        latents={
+            index: _digest({"argv": latent_argv, "dataset": dataset_settings(spec, index)})
+            for index in spec.cache_entries
+        },
+    )
+
+
+def latent_content(record: Record, hashes: ContentHashes) -> str | None:
+    """The target and control images' bytes, in order; None when one cannot be read."""
+    images = [record.image, *record.controls] if record.image is not None else []
+    digests = [hashes.digest(path) for path in images]
+    if not digests or any(d is None for d in digests):
+        return None
+    return _digest(digests, 16)
+
+
+def text_content(record: Record) -> str:
+    return _digest(["caption", record.caption], 16)
+
+
+def _cache_stem(name: str) -> str | None:
+    latent = latent_cache_stem(name)
+    return latent if latent is not None else text_encoder_cache_stem(name)
+
+
+class Store:
+    """The store's folders, each listed at most once per command."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._listed: dict[Path, dict[str, str]] = {}
+
+    def hashes(self) -> ContentHashes:
+        return ContentHashes(self.root / MEMO)
+
+    def _list(self, folder: Path) -> dict[str, str]:
+        """content → file name, for the entries of one settings folder."""
+        if folder not in self._listed:
+            found: dict[str, str] = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(SUFFIX):
+                            found[entry.name[: -len(SUFFIX)].split("_", 1)[0]] = entry.name
+            except OSError:
+                pass
+            self._listed[folder] = found
+        return self._listed[folder]
+
+    def latent(self, settings: str, content: str) -> Path | None:
+        name = self._list(self.root / LATENTS / settings).get(content)
+        return self.root / LATENTS / settings / name if name else None
+
+    def text(self, settings: str, content: str) -> Path | None:
+        name = self._list(self.root / TEXT / settings).get(content)
+        return self.root / TEXT / settings / name if name else None
+
+    def adopt(self, staged: Path, kind: str, settings: str, content: str) -> Path:
+        """Move a file musubi-tuner wrote into the store in one rename (a reader never sees half of
+        it); the latent keeps its bucket (`_<W>x<H>`) from musubi-tuner's name. An older entry of the
+        same key (`--rebuild`) is replaced."""
+        folder = self.root / kind / settings
+        folder.mkdir(parents=True, exist_ok=True)
+        bucket = ""
+        if kind == LATENTS:
+            bucket = "_" + staged.name[: -len(LATENT_VIEW_SUFFIX)].rsplit("_", 1)[1]
+        target = folder / f"{content}{bucket}{SUFFIX}"
+        listing = self._list(folder)
+        old = listing.get(content)
+        os.replace(staged, target)
+        if old is not None and old != target.name:
+            (folder / old).unlink(missing_ok=True)
+        listing[content] = target.name
+        return target
+
+    def entries(self) -> Iterator[Path]:
+        """Every cache file in the store."""
+        for kind in (LATENTS, TEXT):
+            base = self.root / kind
+            if base.is_dir():
+                for folder in sorted(base.iterdir()):
+                    if folder.is_dir():
+                        yield from sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX))
+
+    def staging(self, name: str) -> Path:
+        """A fresh staging folder `staging/<name>` (an earlier one of that name is removed)."""
+        folder = self.root / STAGING / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def clear_staging(self, keep: set[str]) -> None:
+        """Remove staging folders of runs that ended (`<pid>-...` of a process that is gone)."""
+        base = self.root / STAGING
+        if not base.is_dir():
+            return
+        for folder in base.iterdir():
+            pid = folder.name.split("-", 1)[0]
+            if folder.name in keep or (pid.isdigit() and _alive(int(pid))):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staged_problem(path: Path) -> str | None:
+    """Why a staged file is not a whole cache file (empty, cut short), or None."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    found = safetensors_problem(path, size)
+    return None if found is None else found[0]
+
+
+@dataclass
+class View:
+    """One dataset entry's cache folder against the store: what is linked, stale, to link, to compute."""
+
+    index: int
+    directory: Path
+    records: int
+    latent_settings: str
+    text_settings: str
+    want: dict[str, str] = field(default_factory=dict)  # view name → link target (relative)
+    compute_latents: list[tuple[str, Record]] = field(default_factory=list)  # (content, record)
+    compute_text: list[tuple[str, Record]] = field(default_factory=list)
+    unreadable: list[Record] = field(default_factory=list)  # an image cannot be read: no key
+    have: dict[str, str | None] = field(default_factory=dict)  # cache-named files there → target
+    stale_latents: list[Record] = field(default_factory=list)  # an outdated file is in the view
+    stale_text: list[Record] = field(default_factory=list)
+    other_settings: bool = False  # ... made under settings other than the spec's
+    orphans: list[str] = field(default_factory=list)  # cache files of no record
+    linked: int = 0  # wanted links already in place
+
+    @property
+    def to_link(self) -> int:
+        return len(self.want) - self.linked
+
+    @property
+    def missing(self) -> int:
+        """Records with an entry to compute (either kind)."""
+        return len(
+            {id(r) for _, r in (*self.compute_latents, *self.compute_text)} | {id(r) for r in self.unreadable}
+        )
+
+    @property
+    def stale(self) -> list[Record]:
+        seen = {id(r): r for r in (*self.stale_latents, *self.stale_text)}
+        return sorted(seen.values(), key=lambda r: r.line)
+
+    @property
+    def complete(self) -> bool:
+        """Every record's two files linked from the store, nothing else for the trainer to glob."""
+        return (
+            not self.compute_latents
+            and not self.compute_text
+            and not self.unreadable
+            and self.linked == len(self.want)
+            and not self.orphans
+            and not self.stale_latents
+            and not self.stale_text
+        )
+
+
+def _listing(directory: Path) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if _cache_stem(entry.name) is None:
+                    continue
+                found[entry.name] = os.readlink(entry.path) if entry.is_symlink() else None
+    except OSError:
+        pass
+    return found
+
+
+def view_of(
+    spec: Spec, index: int, records: Records, store: Store, settings: Settings, hashes: ContentHashes
+) -> View:
+    """Compare dataset entry `index`'s cache folder with what its records need: one listing of the
+    folder, one stat per image (hashes are remembered), one listing per store folder."""
+    directory = Path(os.path.abspath(spec.cache_directory(index)))
+    view = View(index, directory, len(records.items), settings.latents[index], settings.text)
+    base = os.fspath(directory)
+    by_stem: dict[str, Record] = {}
+    for record in records.items:
+        if record.image is None:
+            continue
+        stem = record.image.stem
+        by_stem[stem] = record
+        latent = latent_content(record, hashes)
+        if latent is None:
+            view.unreadable.append(record)
+        elif (found := store.latent(view.latent_settings, latent)) is not None:
+            bucket = found.name[: -len(SUFFIX)].split("_", 1)[1]
+            view.want[f"{stem}_{bucket}{LATENT_VIEW_SUFFIX}"] = os.path.relpath(found, base)
+        else:
+            view.compute_latents.append((latent, record))
+        text = text_content(record)
+        if (found := store.text(view.text_settings, text)) is not None:
+            view.want[f"{stem}{TEXT_VIEW_SUFFIX}"] = os.path.relpath(found, base)
+        else:
+            view.compute_text.append((text, record))
+    view.have = _listing(directory)
+    for name, target in view.have.items():
+        owner = _cache_stem(name)
+        if owner is None or owner not in by_stem:
+            view.orphans.append(name)
+            continue
+        if target is not None and view.want.get(name) == target:
+            view.linked += 1
+            continue
+        is_latent = name.endswith(LATENT_VIEW_SUFFIX) and not name.endswith(TEXT_VIEW_SUFFIX)
+        (view.stale_latents if is_latent else view.stale_text).append(by_stem[owner])
+        made = view.latent_settings if is_latent else view.text_settings
+        if target is None or Path(target).parent.name != made:
+            view.other_settings = True
+    view.orphans.sort()
+    return view
+
+
+def link(view: View) -> None:
+    """Make the view folder hold exactly the wanted links: outdated files and files of removed
+    records go, each missing link is made in one step (a link beside it, renamed over)."""
+    view.directory.mkdir(parents=True, exist_ok=True)
+    for name, target in view.have.items():
+        if view.want.get(name) != target:
+            (view.directory / name).unlink(missing_ok=True)
+    pid = os.getpid()
+    for name, target in view.want.items():
+        if view.have.get(name) == target:
+            continue
+        path = view.directory / name
+        tmp = view.directory / f".{name}.{pid}.link"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+    (view.directory / OLD_STAMP).unlink(missing_ok=True)
+    view.have = dict(view.want)
+    view.linked = len(view.want)
+    view.orphans, view.stale_latents, view.stale_text = [], [], []
+
+
+def size_of(store: Store) -> tuple[int, int]:
+    """(files, bytes) of the store's cache entries."""
+    files = total = 0
+    for path in store.entries():
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+        files += 1
+    return files, total
