@@ -6,7 +6,7 @@ changes a few options; it runs `fplora train` (1-3 steps, no sampling unless the
 `fplora infer` on a LoRA an earlier cell trained, and records pass/fail, musubi-tuner's first error
 line, peak GPU memory (per GPU and, where nvidia-smi lists processes, per cell), s/step and wall time.
 `fplora check`'s own verdict is recorded beside it, so a rerun shows whether check refuses exactly
-the cells that fail. The GPU side runs fplora with `check.combinations` switched off (`--fplora`), so
+the cells that fail. The GPU side runs fplora with `spec.rules.combinations` switched off (`--fplora`), so
 a cell that check would refuse still reaches musubi-tuner and the matrix keeps measuring it.
 
 On the GPU machine (stdlib only; the harness folders of benchmarks/gpu_e2e.py, but `.whl2` (PyAV)
@@ -419,7 +419,7 @@ def resize(src: Path, dst: Path, w: int, h: int, local: bool) -> None:
 
 # ------------------------------------------------------------------------------------------ fplora
 def fplora_unchecked(args: list[str]) -> int:
-    """fplora's CLI with `check.combinations` switched off, so that a cell that check refuses still
+    """fplora's CLI with `spec.rules.combinations` switched off, so that a cell that check refuses still
     reaches musubi-tuner (the matrix measures musubi-tuner, check's verdict is recorded apart)."""
     import fplora.check as check
 

@@ -1,4 +1,4 @@
-"""check.combinations: each combination that failed on the GPU (or that musubi-tuner's source shows
+"""spec.rules.combinations: each combination that failed on the GPU (or that musubi-tuner's source shows
 fails) is refused at the line that causes it, and its working neighbour from the same matrix is not.
 
 The conftest project has batch 2 and split_attn true (configs/base.yaml); each case writes v1.yaml
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fplora.check.combinations import check_combinations
 from fplora.cli import app
 from fplora.problems import Problem
 from fplora.spec import load_spec
+from fplora.spec.rules.combinations import check_combinations
 
 runner = CliRunner()
 

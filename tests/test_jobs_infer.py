@@ -92,7 +92,7 @@ def test_the_reason_shown_comes_from_this_run_not_an_earlier_one(trained: Worksp
 
 def test_an_fp32_lora_fails_like_the_real_trap(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """save_precision: fp32 trains fine, then every generate prompt fails (the fake reads the LoRA).
-    `fplora check` refuses the spec (check.combinations); switched off here to reach the trap itself,
+    `fplora check` refuses the spec (spec.rules.combinations); switched off here to reach the trap itself,
     as a LoRA trained elsewhere would."""
     monkeypatch.setattr("fplora.check.check_combinations", lambda spec: [])
     cached.write_spec(train={"save_precision": "fp32"})

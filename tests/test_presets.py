@@ -358,3 +358,44 @@ def test_a_new_project_trains_with_gpu_auto_and_keeps_the_house_settings_without
         assert chosen.choice is not None
         assert (chosen.spec.train.blocks_to_swap, chosen.spec.train.gradient_checkpointing) == (None, False)
         assert [line for line in chosen.lines() if "kept as written" in line] == []
+
+
+def _choosing(monkeypatch: pytest.MonkeyPatch, **changed: object) -> None:
+    """Make every preset choose as it would, with `changed` replaced."""
+    import dataclasses
+
+    import fplora.presets as presets
+
+    real = presets.choose
+    monkeypatch.setattr(presets, "choose", lambda *a, **k: dataclasses.replace(real(*a, **k), **changed))
+
+
+def test_a_preset_choice_that_breaks_a_field_rule_is_refused(
+    project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preset patches the spec with `model_copy(update=)`, which skips validation: the patched spec
+    is validated again, and a choice no spec could write is refused, naming the preset."""
+    _choosing(monkeypatch, accumulation=0)
+    spec = _spec(project, MEMO + "gpu: h100-80g\n")
+    with pytest.raises(UserError) as refused:
+        apply(spec)
+    assert [(p.key, p.message) for p in refused.value.problems] == [
+        (
+            "train.gradient_accumulation_steps",
+            "should be greater than 0 (as the gpu preset h100-80g set it)",
+        )
+    ]
+
+
+def test_a_preset_choice_that_makes_a_failing_combination_is_caught(
+    project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The combination rules judge the spec as the preset left it: a block swap training cannot run
+    with (37 or more, see spec/rules/combinations.py) is refused by check, though the spec never wrote it."""
+    from fplora.check import check_spec
+
+    _choosing(monkeypatch, blocks_to_swap=38)
+    applied = apply(_spec(project, MEMO + "gpu: h100-80g\n"))
+    assert applied.spec.train.blocks_to_swap == 38
+    refused = [p for p in check_spec(applied.spec, skip_models=True) if p.severity == "error"]
+    assert [p.key for p in refused] == ["train.blocks_to_swap"]

@@ -3,7 +3,8 @@
 Every user mistake ends up as a `Problem`: where (file and line), what (the key or record), what is
 wrong and what to do. The CLI prints them one per line, `file:line: key: what — fix`, like a
 compiler or ruff, and exits 1 without a traceback. Decisions (which state to resume, which LoRAs to
-run) return `note`s the same way, so that the job prints them in one place.
+run) return `note`s the same way, so that the job prints them in one place, and `fplora doctor`'s
+checks return theirs (an `ok` too). It is fplora's one finding type (tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ class Problem:
     key: str
     message: str
     fix: str = ""
-    severity: str = "error"  # "error", "warning" or "note" (something a decision wants said)
+    # "error", "warning", "note" (something a decision wants said) or "ok" (a check that passed,
+    # which `fplora doctor` lists beside its warnings and failures)
+    severity: str = "error"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

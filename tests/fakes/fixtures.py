@@ -53,7 +53,7 @@ def base_spec() -> dict[str, Any]:
         "one_frame": {"clean_indices": [0, 10], "target_index": 5, "no_post": True},
         "train": {
             "output_dir": "../outputs",
-            "split_attn": True,  # batch 2 with sdpa needs it on the GPU (check.combinations)
+            "split_attn": True,  # batch 2 with sdpa needs it on the GPU (spec.rules.combinations)
             "max_train_steps": 4,
             "save_every_n_steps": 1,
             "save_state": True,

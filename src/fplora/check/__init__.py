@@ -4,8 +4,8 @@ The spec itself is already valid when it gets here (`load_spec`); this looks at 
 the five models and their safetensors headers (`check.models`), every dataset record and image
 (`check.records`, and the JSONL's raw lines in `check.jsonl`), and the sample and inference prompts
 (`check.prompts`), files named by pass-through options (`check.passthrough`) and the folders runs
-write into (`check.outputs`); option combinations that fail on the GPU (`check.combinations`, from
-the GPU option matrix). It returns every problem at once so that one run shows the whole list.
+write into (`check.outputs`); option combinations that fail on the GPU (`spec.rules.combinations`,
+from the GPU option matrix). It returns every problem at once so that one run shows the whole list.
 Every image is decoded once (`check.images`), and the verdict kept in the project's `.fplora/`
 (`check.verified`), the only thing a check writes: a repeated check of a 10,000-record one-frame
 dataset (30,000 images) only looks at the files' sizes and times.
@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import chain
 
-from fplora.check.combinations import check_combinations
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.outputs import check_output_folders
@@ -29,6 +28,7 @@ from fplora.datasets.records import RecordCache, Records, read_records
 from fplora.problems import Problem
 from fplora.spec.models import Spec
 from fplora.spec.rules import spec_warnings
+from fplora.spec.rules.combinations import check_combinations
 from fplora.state import project_state
 
 __all__ = ["check_spec"]

@@ -16,12 +16,13 @@ never imports torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fplora.presets.choose import Choice, Pinned, choose, predicted_peak, shape_factor
 from fplora.presets.detect import AUTO, Detected, detect, match
 from fplora.presets.table import Gpu, table
 from fplora.problems import Problem, UserError, note
+from fplora.spec import revalidate
 from fplora.spec.models import Spec, width_height
 from fplora.suggest import did_you_mean
 
@@ -170,7 +171,7 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
             )
         )
         return Applied(spec, None, notes)
-    updated = _updated(spec, choice, split)
+    updated = _revalidated(_updated(spec, choice, split), label)
     notes.append(note(f"gpu {label}: {_describe(choice)} — {_basis(choice)}"))
     notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split))
     return Applied(updated, choice, notes)
@@ -212,6 +213,18 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
     for key_path, was in spec.unpinned.items():
         kept.append(f"{'.'.join(map(str, key_path))}: {was}: chosen by the preset")
     return kept
+
+
+def _revalidated(updated: Spec, label: str) -> Spec:
+    """The patched spec validated again (`model_copy(update=)` skips validation): a preset whose
+    choice breaks a rule is refused here, saying so, rather than on the GPU."""
+    try:
+        return revalidate(updated)
+    except UserError as error:
+        raise UserError(
+            replace(problem, message=f"{problem.message} (as the gpu preset {label} set it)")
+            for problem in error.problems
+        ) from None
 
 
 def _updated(spec: Spec, choice: Choice, split: bool) -> Spec:

@@ -16,7 +16,7 @@ from fplora.spec.models import PRESET_CHOSEN, Models, Spec
 from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
 
-__all__ = ["Spec", "load_spec"]
+__all__ = ["Spec", "load_spec", "revalidate"]
 
 
 def _resolve(value: Any, base: Path) -> Any:
@@ -110,9 +110,26 @@ def load_spec(path: str | Path) -> Spec:
     except ValidationError as error:
         raise UserError([*loaded.warnings, *validation_problems(error, loaded)]) from None
     spec = _without_preset(spec)
-    findings = check_rules(spec)
-    if findings:
-        raise UserError(
-            [*spec_warnings(spec), *(loaded.problem(f.key_path, f.message, f.fix) for f in findings)]
-        )
+    problems = check_rules(spec)
+    if problems:
+        raise UserError([*spec_warnings(spec), *problems])
     return spec
+
+
+def revalidate(spec: Spec) -> Spec:
+    """`spec` validated again, as `load_spec` validated the file: field types, each section's own
+    validators and the cross-field rules. For a spec changed in code (a GPU preset patches it with
+    `model_copy(update=)`, which skips validation), so a change that breaks a rule is refused here
+    rather than on the GPU. Keeps the spec's file and source map; raises `UserError`."""
+    try:
+        checked = Spec.model_validate(spec.model_dump(round_trip=True))
+    except ValidationError as error:
+        raise UserError(
+            spec.problem(tuple(item["loc"]), item["msg"].replace("Input should be", "should be"))
+            for item in error.errors()
+        ) from None
+    checked._path, checked._sources = spec._path, spec._sources
+    problems = check_rules(checked)
+    if problems:
+        raise UserError(problems)
+    return checked

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from fplora.datasets.records import RecordCache
-from fplora.jobs.doctor.machine import Finding, diagnose
+from fplora.jobs.doctor.machine import STATUS, diagnose
+from fplora.problems import Problem
 from fplora.runtime import python_for
 from fplora.spec.models import Spec
 
@@ -21,11 +22,12 @@ def run_doctor(spec: Spec | None, python: str | None = None, out: Console | None
     """Diagnose this machine for `spec` (or without one) and print the findings on `out` (stdout)."""
     python = python or python_for(spec)
     out = out or Console(highlight=False, soft_wrap=True)
-    findings: list[Finding] = diagnose(spec, python, RecordCache(spec) if spec is not None else None)
+    findings: list[Problem] = diagnose(spec, python, RecordCache(spec) if spec is not None else None)
     for finding in findings:
-        out.print(f"[{_STYLE[finding.status]}]{escape(str(finding))}[/]", highlight=False)
-    fails = sum(f.status == "fail" for f in findings)
-    warns = sum(f.status == "warn" for f in findings)
+        status = STATUS[finding.severity]
+        out.print(f"[{_STYLE[status]}]{escape(f'{status:<4}  {finding}')}[/]", highlight=False)
+    fails = sum(finding.severity == "error" for finding in findings)
+    warns = sum(finding.severity == "warning" for finding in findings)
     about = "no spec" if spec is None else str(spec.path.name)
     out.print(
         f"doctor ({about}): {fails} fail, {warns} warn, {len(findings) - fails - warns} ok", highlight=False

@@ -5,7 +5,7 @@ Hugging Face cache, accelerate's default config, wandb's login, free disk), a pr
 musubi-tuner Python (`musubi_probe.py.txt`: its Python, musubi-tuner's version and commit, its own
 argparse options, torch, CUDA, the GPUs, the optional kernels), and the spec when one is given, with its
 GPU preset applied (which attention kernel, torch.compile, wandb or not, how much it will save). Each
-check returns `Finding`s; nothing here prints. A missing GPU or musubi-tuner is a finding like any
+check returns `Problem`s (`finding`); nothing here prints. A missing GPU or musubi-tuner is a finding like any
 other, so the doctor runs anywhere.
 """
 
@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from fplora import __version__
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
+from fplora.problems import Problem
 from fplora.process import capture
 from fplora.runtime import install_hint
 from fplora.spec.models import Spec, width_height
@@ -44,16 +44,15 @@ LAUNCH_SET_BY_FPLORA = {
 _TRAIN_EXTRA = "install fplora's train extra beside musubi-tuner (README: Install on the GPU box)"
 
 
-@dataclass(frozen=True)
-class Finding:
-    status: str  # "ok", "warn" or "fail"
-    topic: str
-    detail: str
-    fix: str = ""
+# doctor's words for how a check came out, and the severity of the problem that carries it
+SEVERITY = {"ok": "ok", "warn": "warning", "fail": "error"}
+STATUS = {severity: status for status, severity in SEVERITY.items()}
 
-    def __str__(self) -> str:
-        text = f"{self.status:<4}  {self.topic}: {self.detail}"
-        return f"{text} — {self.fix}" if self.fix else text
+
+def finding(status: str, topic: str, detail: str, fix: str = "") -> Problem:
+    """A check's outcome as fplora's one finding type: `status` ok, warn or fail; the topic is the
+    key (no file: the machine is the place). An ok is kept too: the report lists what passed."""
+    return Problem("", None, topic, detail, fix, SEVERITY[status])
 
 
 Probe = dict[str, Any]
@@ -74,47 +73,47 @@ def run_probe(python: str) -> tuple[Probe | None, str]:
     return None, last
 
 
-def _versions(probe: Probe | None, python: str, why: str) -> Iterator[Finding]:
-    yield Finding("ok", "fplora", f"{__version__} on Python {platform.python_version()}")
+def _versions(probe: Probe | None, python: str, why: str) -> Iterator[Problem]:
+    yield finding("ok", "fplora", f"{__version__} on Python {platform.python_version()}")
     if probe is None:
-        yield Finding(
+        yield finding(
             "fail", "musubi-tuner Python", f"cannot run the probe in {python}: {why}", install_hint()
         )
         return
     version = probe.get("python", "?")
     major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     status = "ok" if major_minor >= (3, 10) else "fail"
-    yield Finding(
+    yield finding(
         status, "musubi-tuner Python", f"{python}: Python {version}", "" if status == "ok" else "use 3.10+"
     )
     musubi = probe.get("musubi_tuner")
     if not musubi:
         error = probe.get("errors", {}).get("musubi_tuner", "")
-        yield Finding("fail", "musubi-tuner", f"not importable in {python} {error}".strip(), install_hint())
+        yield finding("fail", "musubi-tuner", f"not importable in {python} {error}".strip(), install_hint())
         return
     pinned, commit = schema.pinned_commit(), musubi.get("commit")
     detail = f"{musubi.get('version') or 'version unknown'} at {musubi.get('location')}"
     if commit == pinned:
-        yield Finding("ok", "musubi-tuner", f"{detail}, commit {commit[:8]} (the bundled schema's)")
+        yield finding("ok", "musubi-tuner", f"{detail}, commit {commit[:8]} (the bundled schema's)")
     elif commit:
-        yield Finding(
+        yield finding(
             "warn",
             "musubi-tuner",
             f"{detail}, commit {commit[:8]}; fplora's schema is from {pinned[:8]}",
             "the option check below says whether that matters; the README's install pins the commit",
         )
     else:
-        yield Finding("warn", "musubi-tuner", f"{detail}, commit unknown (not a git install)", "")
+        yield finding("warn", "musubi-tuner", f"{detail}, commit unknown (not a git install)", "")
 
 
-def _drift(probe: Probe) -> Iterator[Finding]:
+def _drift(probe: Probe) -> Iterator[Problem]:
     """The installed scripts' real options against the bundled snapshot fplora checks specs with."""
     parsers = probe.get("parsers") or {}
     errors = probe.get("errors", {})
     for script in SCRIPTS.values():
         if script not in parsers:
             why = errors.get(f"parser {script}", "not probed")
-            yield Finding("warn", f"options of {script}", f"could not read its parser: {why}", "")
+            yield finding("warn", f"options of {script}", f"could not read its parser: {why}", "")
             continue
         real = {o["dest"]: o for o in parsers[script]}
         bundled = {o["dest"]: o for o in schema.schema()["scripts"][script]["options"]}
@@ -128,14 +127,14 @@ def _drift(probe: Probe) -> Iterator[Finding]:
             or bool(real[dest].get("store_true")) != bool(bundled[dest].get("store_true"))
         )
         if not (gone or new or changed):
-            yield Finding("ok", f"options of {script}", f"{len(real)} options, as in the bundled schema")
+            yield finding("ok", f"options of {script}", f"{len(real)} options, as in the bundled schema")
             continue
         parts = [
             f"{label}: {', '.join(items[:6])}"
             for label, items in (("gone", gone), ("new", new), ("changed", changed))
             if items
         ]
-        yield Finding(
+        yield finding(
             "fail" if gone else "warn",
             f"options of {script}",
             "; ".join(parts),
@@ -144,33 +143,33 @@ def _drift(probe: Probe) -> Iterator[Finding]:
         )
 
 
-def _gpu(probe: Probe | None) -> Iterator[Finding]:
+def _gpu(probe: Probe | None) -> Iterator[Problem]:
     torch = (probe or {}).get("torch")
     if not torch:
         if probe is not None:
             error = probe.get("errors", {}).get("torch", "not probed")
-            yield Finding(
+            yield finding(
                 "fail", "torch", f"not importable in the musubi-tuner Python ({error})", install_hint()
             )
         from fplora.presets import detect
 
         found = detect()  # nvidia-smi alone: what the machine has, even without a working torch
         if found is None:
-            yield Finding(
+            yield finding(
                 "fail",
                 "GPU",
                 "none found (no nvidia-smi, and no torch to ask): caching, training and inference need one",
                 "run on the GPU machine",
             )
         else:
-            yield Finding(
+            yield finding(
                 "ok", "GPU", f"{found.count} × {found.name} ({found.memory_mib:,} MiB), by nvidia-smi"
             )
         return
-    yield Finding("ok", "torch", f"{torch['version']}, CUDA {torch.get('cuda') or 'none (CPU build)'}")
+    yield finding("ok", "torch", f"{torch['version']}, CUDA {torch.get('cuda') or 'none (CPU build)'}")
     gpus = torch.get("gpus") or []
     if not torch.get("cuda_available") or not gpus:
-        yield Finding(
+        yield finding(
             "fail",
             "GPU",
             "no CUDA GPU visible to torch: caching, training and inference need one",
@@ -178,7 +177,7 @@ def _gpu(probe: Probe | None) -> Iterator[Finding]:
         )
         return
     names = ", ".join(f"{g['name']} ({g['memory_mib']:,} MiB)" for g in gpus)
-    yield Finding("ok", "GPU", f"{len(gpus)}: {names}")
+    yield finding("ok", "GPU", f"{len(gpus)}: {names}")
 
 
 def _hf_home() -> Path:
@@ -199,7 +198,7 @@ def _offline() -> bool:
     )
 
 
-def _tokenizers() -> Iterator[Finding]:
+def _tokenizers() -> Iterator[Problem]:
     repo = hub_cache() / f"models--{TOKENIZER_REPO.replace('/', '--')}"
     snapshots = sorted((repo / "snapshots").glob("*")) if (repo / "snapshots").is_dir() else []
     ref = repo / "refs" / "main"
@@ -209,7 +208,7 @@ def _tokenizers() -> Iterator[Finding]:
     for snapshot in snapshots:
         missing = [name for name in TOKENIZER_FILES if not (snapshot / name).is_file()]
         if not missing:
-            yield Finding("ok", "tokenizers", f"{TOKENIZER_REPO} {', '.join(TOKENIZER_FILES)} in {snapshot}")
+            yield finding("ok", "tokenizers", f"{TOKENIZER_REPO} {', '.join(TOKENIZER_FILES)} in {snapshot}")
             return
     have = f"missing from {hub_cache()}"
     fix = (
@@ -217,11 +216,11 @@ def _tokenizers() -> Iterator[Finding]:
         f" {' '.join(TOKENIZER_FILES)} (into HF_HUB_CACHE)"
     )
     if _offline():
-        yield Finding(
+        yield finding(
             "fail", "tokenizers", f"{TOKENIZER_REPO} tokenizer files {have}, and HF_HUB_OFFLINE is set", fix
         )
     else:
-        yield Finding(
+        yield finding(
             "warn",
             "tokenizers",
             f"{TOKENIZER_REPO} tokenizer files {have}: downloaded at the first run (needs network)",
@@ -233,16 +232,16 @@ def accelerate_config_path() -> Path:
     return _hf_home() / "accelerate" / "default_config.yaml"
 
 
-def _accelerate(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
+def _accelerate(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     if probe is not None:
         version = (probe.get("versions") or {}).get("accelerate")
         if version:
-            yield Finding("ok", "accelerate", f"{version} in the musubi-tuner Python")
+            yield finding("ok", "accelerate", f"{version} in the musubi-tuner Python")
         else:
-            yield Finding("fail", "accelerate", "not installed in the musubi-tuner Python", _TRAIN_EXTRA)
+            yield finding("fail", "accelerate", "not installed in the musubi-tuner Python", _TRAIN_EXTRA)
     path = accelerate_config_path()
     if not path.is_file():
-        yield Finding(
+        yield finding(
             "ok", "accelerate config", f"no default config ({path}): fplora's launch options are all there is"
         )
         return
@@ -251,18 +250,18 @@ def _accelerate(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
     try:
         config = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
     except Exception as exc:
-        yield Finding("warn", "accelerate config", f"{path} unreadable ({exc})", "fix or remove it")
+        yield finding("warn", "accelerate config", f"{path} unreadable ({exc})", "fix or remove it")
         return
     changes = list(_config_changes(config, spec))
     if changes:
-        yield Finding(
+        yield finding(
             "warn",
             "accelerate config",
             f"{path} sets {'; '.join(changes)}, which fplora's launch does not override",
             f"remove those keys (or the file: mv {path} {path}.bak)",
         )
     else:
-        yield Finding(
+        yield finding(
             "ok", "accelerate config", f"{path}: nothing in it that fplora's launch options leave open"
         )
 
@@ -287,7 +286,7 @@ def _config_changes(config: dict[str, Any], spec: Spec | None) -> Iterator[str]:
         yield "enable_cpu_affinity true"
 
 
-def _attention(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
+def _attention(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     modules = (probe or {}).get("modules") or {}
     installed = [
         name
@@ -302,11 +301,11 @@ def _attention(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
         if module is None:
             continue
         if probe is None:
-            yield Finding(
+            yield finding(
                 "warn", "attention", f"{key} {choice} needs {module}; not checked (no musubi-tuner Python)"
             )
         elif not modules.get(module):
-            yield Finding(
+            yield finding(
                 "fail",
                 "attention",
                 f"{key} {choice} needs {module}, which the musubi-tuner Python does not have",
@@ -319,21 +318,21 @@ def _attention(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
             else "; no optional kernel installed (sdpa only)"
         )
         chosen = ", ".join(f"{k} {v}" for k, v in asked.items()) or "no spec"
-        yield Finding("ok", "attention", f"{chosen}{extra}")
+        yield finding("ok", "attention", f"{chosen}{extra}")
 
 
-def _compile(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
+def _compile(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     """torch.compile (train.compile, which the h200 preset sets) generates its GPU kernels with
     triton: without it the first step fails, after the models have loaded."""
     if spec is None or not spec.train.compile:
         return
     if probe is None:
-        yield Finding("warn", "compile", "train.compile needs triton; not checked (no musubi-tuner Python)")
+        yield finding("warn", "compile", "train.compile needs triton; not checked (no musubi-tuner Python)")
         return
     if (probe.get("modules") or {}).get("triton"):
-        yield Finding("ok", "compile", "train.compile: triton is installed in the musubi-tuner Python")
+        yield finding("ok", "compile", "train.compile: triton is installed in the musubi-tuner Python")
         return
-    yield Finding(
+    yield finding(
         "fail",
         "compile",
         "train.compile needs triton, which the musubi-tuner Python does not have",
@@ -352,11 +351,11 @@ def _netrc_has(host: str) -> bool:
         return False
 
 
-def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
+def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     if spec is None or spec.train.logging.log_with not in ("wandb", "all"):
         return
     if probe is not None and not (probe.get("modules") or {}).get("wandb"):
-        yield Finding(
+        yield finding(
             "fail",
             "wandb",
             "the spec logs to wandb, which the musubi-tuner Python lacks",
@@ -365,15 +364,15 @@ def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Finding]:
         return
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "disabled", "dryrun"):
-        yield Finding("ok", "wandb", f"WANDB_MODE={mode}: no login needed")
+        yield finding("ok", "wandb", f"WANDB_MODE={mode}: no login needed")
         return
     host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
     if os.environ.get("WANDB_API_KEY"):
-        yield Finding("ok", "wandb", "logged in (WANDB_API_KEY is set)")
+        yield finding("ok", "wandb", "logged in (WANDB_API_KEY is set)")
     elif _netrc_has(host):
-        yield Finding("ok", "wandb", f"logged in ({host} in ~/.netrc)")
+        yield finding("ok", "wandb", f"logged in ({host} in ~/.netrc)")
     else:
-        yield Finding(
+        yield finding(
             "fail",
             "wandb",
             "the spec logs to wandb, but no login was found (WANDB_API_KEY, ~/.netrc):"
@@ -413,7 +412,7 @@ def _existing(path: Path) -> Path:
     return Path("/")
 
 
-def _disk(spec: Spec | None, records: Callable[[int], Any] | None) -> Iterator[Finding]:
+def _disk(spec: Spec | None, records: Callable[[int], Any] | None) -> Iterator[Problem]:
     if spec is None:
         return
     checkpoints, caches = disk_need(spec, records)
@@ -432,16 +431,16 @@ def _disk(spec: Spec | None, records: Callable[[int], Any] | None) -> Iterator[F
             " (checkpoints and states to max_train_steps, caches not yet made)"
         )
         if free < mb:
-            yield Finding(
+            yield finding(
                 "fail", "disk", detail, "free space, raise save_every_n_steps, or set save_state: false"
             )
         elif free < 1.2 * mb:
-            yield Finding("warn", "disk", detail + ", less than 20 % to spare", "free some space")
+            yield finding("warn", "disk", detail + ", less than 20 % to spare", "free some space")
         else:
-            yield Finding("ok", "disk", detail)
+            yield finding("ok", "disk", detail)
 
 
-def diagnose(spec: Spec | None, python: str, records: Callable[[int], Any] | None = None) -> list[Finding]:
+def diagnose(spec: Spec | None, python: str, records: Callable[[int], Any] | None = None) -> list[Problem]:
     """Every finding, in the order the doctor prints them."""
     probe, why = run_probe(python)
     findings = list(_versions(probe, python, why))

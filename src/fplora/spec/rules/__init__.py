@@ -1,9 +1,14 @@
-"""Cross-field rules: what musubi-tuner would only find out on the GPU, checked before it starts.
+"""Cross-field rules, in one home: what musubi-tuner would only find out on the GPU, checked before it
+starts. Every rule returns `Problem`s located by `Spec.problem` at the line that set the value.
 
-Each rule returns `Finding`s that carry a key path into the spec, so the loader can point at the
-line that set the offending value. Pass-through options (`musubi.*`, `launch.extra`) are checked
-against the bundled schemas here too, with a "did you mean" for typos, and refused where fplora
-renders the same option from a spec field (`rendered_options`, derived by `render/owned.py`) or owns it.
+Two moments: the rules here run when a spec is loaded and again after a GPU preset changed it
+(`spec.revalidate`), and refuse the spec; `combinations` (option combinations the GPU matrix showed
+to fail, memory warnings) runs in `fplora check` and before every job, on the spec as the preset
+left it, since the preset chooses the very settings those rules judge.
+
+Pass-through options (`musubi.*`, `launch.extra`) are checked against the bundled schemas here too,
+with a "did you mean" for typos, and refused where fplora renders the same option from a spec field
+(`rendered_options`, derived by `render/owned.py`) or owns it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -33,14 +37,6 @@ from fplora.spec import learning_rate
 from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
 from fplora.suggest import closest, did_you_mean
-
-
-@dataclass(frozen=True)
-class Finding:
-    key_path: KeyPath
-    message: str
-    fix: str = ""
-
 
 LAUNCH = "launch"  # the section of `launch.extra` in the table below
 
@@ -98,27 +94,27 @@ def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
     return None
 
 
-def _pass_through(spec: Spec) -> Iterator[Finding]:
+def _pass_through(spec: Spec) -> Iterator[Problem]:
     for section, script in PASS_THROUGH_SCRIPT.items():
         options = schema.script_options(script)
         for key, value in getattr(spec.musubi, section).items():
             where = ("musubi", section, key)
             if found := _rendered_problem(section, key):
-                yield Finding(where, *found)
+                yield spec.problem(where, *found)
             elif key not in options:
                 hint = did_you_mean(key, set(options)) or f"see `{script} --help` for valid options"
-                yield Finding(where, f"not an option of {script}", hint)
+                yield spec.problem(where, f"not an option of {script}", hint)
             elif problem := schema.value_problem(options[key], value):
-                yield Finding(where, problem, "write a TOML-typed value")
+                yield spec.problem(where, problem, "write a TOML-typed value")
     accel = schema.accelerate_options()
     for key, value in spec.launch.extra.items():
         where = ("launch", "extra", key)
         if found := _rendered_problem(LAUNCH, key):
-            yield Finding(where, *found)
+            yield spec.problem(where, *found)
         elif key not in accel:
-            yield Finding(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
+            yield spec.problem(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
         elif problem := schema.value_problem(accel[key], value):
-            yield Finding(where, problem, "")
+            yield spec.problem(where, problem, "")
 
 
 _OPTIMIZER_TAKES = "adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path"
@@ -167,26 +163,26 @@ def optimizer_problem(name: str) -> tuple[str, str] | None:
     return f"not an optimizer musubi-tuner can load (it takes {_OPTIMIZER_TAKES})", _optimizer_hint(name)
 
 
-def _optimizer(spec: Spec) -> Iterator[Finding]:
+def _optimizer(spec: Spec) -> Iterator[Problem]:
     # (musubi.config.optimizer_type is refused: train.optimizer.type is the one place)
     if (found := optimizer_problem(spec.train.optimizer.type)) is not None:
-        yield Finding(("train", "optimizer", "type"), *found)
+        yield spec.problem(("train", "optimizer", "type"), *found)
     for where, message, fix in learning_rate.findings(spec):
-        yield Finding(where, message, fix)
+        yield spec.problem(where, message, fix)
 
 
-def _train(spec: Spec) -> Iterator[Finding]:
+def _train(spec: Spec) -> Iterator[Problem]:
     train = spec.train
     if train.fp8_scaled and not train.fp8_base:
-        yield Finding(("train", "fp8_scaled"), "fp8_scaled needs fp8_base", "add `fp8_base: true`")
+        yield spec.problem(("train", "fp8_scaled"), "fp8_scaled needs fp8_base", "add `fp8_base: true`")
     if train.attention == "sage_attn":
-        yield Finding(
+        yield spec.problem(
             ("train", "attention"),
             "musubi-tuner refuses sage_attn for training",
             "use sdpa, flash_attn, xformers or flash3 (sage attention is for inference only)",
         )
     if train.save_every_n_steps and train.save_every_n_steps > train.max_train_steps:
-        yield Finding(
+        yield spec.problem(
             ("train", "save_every_n_steps"),
             f"{train.save_every_n_steps} is more than max_train_steps ({train.max_train_steps}):"
             " no step checkpoint would be saved",
@@ -195,49 +191,49 @@ def _train(spec: Spec) -> Iterator[Finding]:
     choices = schema.script_options(SCRIPTS["train"])["timestep_sampling"].choices or ()
     if train.timestep_sampling not in choices:
         hint = did_you_mean(train.timestep_sampling, set(choices)) or f"use one of {', '.join(choices)}"
-        yield Finding(("train", "timestep_sampling"), "not a timestep_sampling of musubi-tuner", hint)
+        yield spec.problem(("train", "timestep_sampling"), "not a timestep_sampling of musubi-tuner", hint)
     for section in ("config", "cache_latents"):
         dtype = getattr(spec.musubi, section).get("vae_dtype")
         if dtype not in (None, "float16"):
-            yield Finding(
+            yield spec.problem(
                 ("musubi", section, "vae_dtype"),
                 "FramePack's VAE runs only in float16",
                 "remove vae_dtype (or set float16)",
             )
 
 
-def _one_frame(spec: Spec) -> Iterator[Finding]:
+def _one_frame(spec: Spec) -> Iterator[Problem]:
     count = len(spec.one_frame.clean_indices)
     for section in ("sample", "infer"):
         prompts = getattr(spec, section).prompts or []
         for index, prompt in enumerate(prompts):
             where = (section, "prompts", index)
             if prompt.control_images is not None and len(prompt.control_images) != count:
-                yield Finding(
+                yield spec.problem(
                     (*where, "control_images"),
                     f"{len(prompt.control_images)} control images, but one_frame.clean_indices has {count}",
                     f"give exactly {count}",
                 )
             if prompt.record is not None and prompt.dataset >= len(spec.datasets):
-                yield Finding(
+                yield spec.problem(
                     (*where, "dataset"),
                     f"there is no datasets[{prompt.dataset}]",
                     f"use 0..{len(spec.datasets) - 1}",
                 )
     if (spec.sample.every_n_steps or spec.sample.at_first) and not spec.sample.prompts:
-        yield Finding(
+        yield spec.problem(
             ("sample",),
             "sampling is on but sample.prompts is empty",
             "add a prompt (e.g. `- record: 1`) or set every_n_steps: null and at_first: false",
         )
 
 
-def _datasets(spec: Spec) -> Iterator[Finding]:
+def _datasets(spec: Spec) -> Iterator[Problem]:
     seen: dict[Any, int] = {}
     for index in range(len(spec.datasets)):
         cache = spec.cache_directory(index)
         if cache in seen:
-            yield Finding(
+            yield spec.problem(
                 ("datasets", index, "cache_directory"),
                 f"same cache directory as datasets[{seen[cache]}]: caching would delete the other's files",
                 "give each dataset its own cache_directory",
@@ -247,13 +243,13 @@ def _datasets(spec: Spec) -> Iterator[Finding]:
         yield from _evaluation(spec, seen)
 
 
-def _evaluation(spec: Spec, caches: dict[Any, int]) -> Iterator[Finding]:
+def _evaluation(spec: Spec, caches: dict[Any, int]) -> Iterator[Problem]:
     """The evaluation split names a dataset that exists and caches into a folder of its own:
     caching would otherwise delete the training caches, or training would read evaluation records."""
     evaluation = spec.eval
     assert evaluation is not None
     if evaluation.jsonl is None and evaluation.dataset >= len(spec.datasets):
-        yield Finding(
+        yield spec.problem(
             ("eval", "dataset"),
             f"there is no datasets[{evaluation.dataset}] ({len(spec.datasets)} datasets)",
             "give the index of the dataset the records are held out of",
@@ -263,38 +259,41 @@ def _evaluation(spec: Spec, caches: dict[Any, int]) -> Iterator[Finding]:
     assert index is not None
     cache = spec.cache_directory(index)
     if cache in caches:
-        yield Finding(
+        yield spec.problem(
             ("eval", "cache_directory"),
             f"same cache directory as datasets[{caches[cache]}]: training would read the evaluation records",
             "give the evaluation split its own cache_directory",
         )
 
 
-def _launch(spec: Spec) -> Iterator[Finding]:
+def _launch(spec: Spec) -> Iterator[Problem]:
     launch = spec.launch
     if launch.num_machines > 1:
         for key in ("main_process_ip", "main_process_port"):
             if getattr(launch, key) is None:
-                yield Finding(("launch", key), "needed when num_machines > 1", "set the main node's address")
+                yield spec.problem(
+                    ("launch", key), "needed when num_machines > 1", "set the main node's address"
+                )
         if launch.machine_rank >= launch.num_machines:
-            yield Finding(("launch", "machine_rank"), "must be below num_machines", "")
+            yield spec.problem(("launch", "machine_rank"), "must be below num_machines", "")
         if launch.num_processes < launch.num_machines:
-            yield Finding(
+            yield spec.problem(
                 ("launch", "num_processes"),
                 "is the total over all machines, so at least num_machines",
                 "",
             )
     elif launch.machine_rank:
-        yield Finding(("launch", "machine_rank"), "only meaningful with num_machines > 1", "")
+        yield spec.problem(("launch", "machine_rank"), "only meaningful with num_machines > 1", "")
     choices = schema.accelerate_options()["dynamo_backend"].choices or ()
     if launch.dynamo_backend not in choices:
-        yield Finding(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
+        yield spec.problem(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
 
 
 RULES = (_pass_through, _train, _optimizer, _one_frame, _datasets, _launch)
 
 
-def check_rules(spec: Spec) -> list[Finding]:
+def check_rules(spec: Spec) -> list[Problem]:
+    """Every cross-field problem of `spec` (all errors)."""
     return [finding for rule in RULES for finding in rule(spec)]
 
 
