@@ -193,3 +193,38 @@ def test_train_on_files_rendered_from_another_spec_names_a_fix_train_has(project
         result.output
     )
     assert "--out" not in result.output
+
+
+def test_a_comment_after_extends_does_not_make_the_base_an_experiment(project) -> None:
+    """`extends:` is read as YAML reads it: `base.yaml  # house settings` names base.yaml."""
+    project("extends: base.yaml  # the house settings\n")
+    result = runner.invoke(app, ["check", "--skip-models"])
+    assert result.exit_code == 0, result.output
+    assert "using configs/v1.yaml (the only spec under configs/)" in result.output
+
+
+def test_a_command_outside_a_project_remembers_nothing(
+    project, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from $HOME with a spec's path, a read-only command leaves no .fplora/ there."""
+    v1 = project()
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.chdir(home)
+    assert runner.invoke(app, ["check", str(v1), "--skip-models"]).exit_code == 0
+    assert list(home.iterdir()) == []
+
+
+def test_the_remembered_spec_survives_moving_the_project(project, tmp_path: Path, monkeypatch) -> None:
+    """rsync to a pod moves the folder: the default is kept relative to the project."""
+    v1 = project()
+    project(name="v2.yaml")
+    assert runner.invoke(app, ["check", str(v1), "--skip-models"]).exit_code == 0
+    assert (tmp_path / ".fplora/last-spec").read_text() == "configs/v1.yaml\n"
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    try:
+        monkeypatch.chdir(moved)
+        result = runner.invoke(app, ["check", "--skip-models"])
+        assert "using configs/v1.yaml (the spec of the last command)" in result.output, result.output
+    finally:
+        moved.rename(tmp_path)

@@ -3,7 +3,6 @@ and exit code 1."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +16,7 @@ if TYPE_CHECKING:
     from fplora.problems import Problem
     from fplora.spec.models import Spec
 
-HISTORY = Path(".fplora") / "last-spec"  # under the project root
 _loading: list[Path] = []  # the spec this command loads, for the summary line after its errors
-_EXTENDS = re.compile(r"^extends:\s*(.+?)\s*$", re.MULTILINE)
 
 
 def shown(path: Path) -> str:
@@ -80,69 +77,15 @@ def fail(key: str, message: str) -> NoReturn:
     raise UserError(Problem("command line", None, key, message))
 
 
-def project_root() -> Path:
-    """The folder holding `configs/` (or fplora's `.fplora/`): here or the nearest one above, so a
-    command run from `configs/` or `datasets/` finds the same default spec as from the project."""
-    here = Path.cwd()
-    for folder in (here, *here.parents):
-        if (folder / "configs").is_dir() or (folder / HISTORY).is_file():
-            return folder
-    return here
-
-
-def _candidates(root: Path) -> list[Path]:
-    """Specs under configs/ that no other spec extends (a base is not an experiment)."""
-    specs = sorted((root / "configs").glob("*.y*ml"))
-    bases = set()
-    for spec in specs:
-        for match in _EXTENDS.finditer(spec.read_text(encoding="utf-8", errors="replace")):
-            for name in match.group(1).strip("[]").split(","):
-                bases.add((spec.parent / name.strip().strip("'\"")).resolve())
-    return [s for s in specs if s.resolve() not in bases]
-
-
 def pick_spec(given: Path | None) -> Path:
-    """The given spec, else the last one used in this project, else the only one under configs/."""
-    from fplora.problems import Problem, UserError
+    """The given spec, else the project's default (`fplora.project`), said on stderr."""
+    from fplora.project import default_spec
 
     if given is not None:
         return given
-    root = project_root()
-    history = root / HISTORY
-    if history.is_file():
-        last = Path(history.read_text(encoding="utf-8").strip())
-        if last.is_file():
-            typer.echo(f"using {shown(last)} (the spec of the last command)", err=True)
-            return last
-    candidates = _candidates(root) if (root / "configs").is_dir() else []
-    if len(candidates) == 1:
-        typer.echo(f"using {shown(candidates[0])} (the only spec under configs/)", err=True)
-        return candidates[0]
-    raise UserError(Problem("command line", None, "SPEC", *_no_spec(root, candidates)))
-
-
-def _no_spec(root: Path, candidates: list[Path]) -> tuple[str, str]:
-    """(message, fix) when no spec was given and none can be taken: outside a project, the way into
-    one (a newcomer's first `fplora check` is often run from the wrong folder); inside, which to name."""
-    if not (root / "configs").is_dir():
-        return (
-            "no spec given, and this folder is not in an fplora project (no configs/ here or above)",
-            "cd into the project folder, give the spec's path (e.g. my-project/configs/v1.yaml),"
-            " or start a project: fplora init my-project",
-        )
-    if not candidates:
-        return "no spec given, and configs/ has none", "write one (fplora init writes a starter), or name one"
-    found = ", ".join(shown(c) for c in candidates)
-    return f"no spec given and no last one; configs/ has {found}", f"name one, e.g. {shown(candidates[-1])}"
-
-
-def remember(path: Path) -> None:
-    history = project_root() / HISTORY
-    try:
-        history.parent.mkdir(exist_ok=True)
-        history.write_text(f"{path.resolve()}\n", encoding="utf-8")
-    except OSError:
-        pass  # a read-only project folder only loses the default
+    default = default_spec()
+    typer.echo(f"using {shown(default.path)} ({default.why})", err=True)
+    return default.path
 
 
 def load(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Spec:
@@ -153,6 +96,7 @@ def load(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> 
 
 def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Applied:
     from fplora.presets import Applied, apply
+    from fplora.project import remember
     from fplora.runtime import python_for
     from fplora.spec import load_spec
 
