@@ -17,9 +17,9 @@ records at random noise levels.
 and report the seconds per checkpoint after the one-time load (goal: at most 10 s for 8 records on
 one H200/H100).
 
-Built on benchmarks/gpu_e2e.py (same harness, weights, dataset, 600-s command rules, `STAGE?`
+Built on benchmarks/harness/ as gpu_e2e.py is (same harness, weights, dataset, 600-s command rules, `STAGE?`
 skipping and --deadline), stdlib only like it. Run from the repo root with $OUT set, carrying
-`.whl .musubi .hf .gpu-e2e .whl3` (no video, so no `.whl2`):
+`.whl .whl3 .musubi .hf` (benchmarks/gpu_setup/prepare.sh):
 
     set -o pipefail; python3 benchmarks/eval_check.py --deadline 560 \
         install? weights? data? evalcache? evaltrain? evaluate 2>&1 | tee $OUT/console.log
@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_e2e as e2e  # the harness this benchmark extends
+from harness import asserts, driver, proc, specs, state
 
 VERSION = "evalcheck"
 RECORDS = 8
@@ -65,24 +65,18 @@ GOAL_S = 10.0
 # records per forward pass. On the H200 (2026-11-30) 1 took 12.2 s per checkpoint and 8 took 12.5 s: no
 # faster, but 8 against 1 (evaluate-b1) checks that a record's score does not depend on its batch
 EVAL_BATCH = 8
-e2e.COST.update(
-    evalcache=60,
-    evaltrain=250,
-    evaluate=200,
-    **{"evaluate-b1": 90, "evalspeed": 40, "evaluate-compiled": 120},
-)
 
 
 def small() -> Path:
-    return e2e.CFG.data / "evalcheck-train.jsonl"
+    return state.CFG.data / "evalcheck-train.jsonl"
 
 
 def split() -> Path:
-    return e2e.CFG.data / "evalcheck-eval.jsonl"
+    return state.CFG.data / "evalcheck-eval.jsonl"
 
 
 def spec_text() -> str:
-    c = e2e.CFG
+    c = state.CFG
     return f"""\
 # benchmarks/eval_check.py: train on 8 records, score the same 8 as the evaluation split.
 extends: base.yaml
@@ -110,31 +104,31 @@ train:
 
 
 def write_spec() -> None:
-    e2e.write_specs()
-    lines = [line for line in e2e.CFG.jsonl.read_text().splitlines() if line.strip()][:RECORDS]
+    specs.write_specs()
+    lines = [line for line in state.CFG.jsonl.read_text().splitlines() if line.strip()][:RECORDS]
     for path in (small(), split()):
         text = "\n".join(lines) + "\n"
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
-    path = e2e.CFG.spec(VERSION)
+    path = state.CFG.spec(VERSION)
     if not path.is_file() or path.read_text() != spec_text():
         path.write_text(spec_text())
 
 
 def name() -> str:
-    return e2e.CFG.output_name(VERSION)
+    return state.CFG.output_name(VERSION)
 
 
 def eval_json() -> dict[str, Any]:
-    path = e2e.CFG.runs / f"{name()}.eval.json"
+    path = state.CFG.runs / f"{name()}.eval.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def stage_evalcache(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evalcache(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_spec()
-    ran = e2e.fplora(stage, "cache", str(e2e.CFG.spec(VERSION)))
+    ran = proc.fplora(stage, "cache", str(state.CFG.spec(VERSION)))
     checks.rc(ran, what="fplora cache evalcheck.yaml")
-    split_cache = e2e.CFG.configs / VERSION / "cache" / "eval" / split().stem
+    split_cache = state.CFG.configs / VERSION / "cache" / "eval" / split().stem
     found = len(list(split_cache.glob("*_fp.safetensors"))) if split_cache.is_dir() else 0
     checks.ok(found == RECORDS, f"{RECORDS} latent caches of the split in {split_cache}", found)
     scripts = sum(1 for _, line in ran.lines if line.startswith("$ "))
@@ -142,46 +136,46 @@ def stage_evalcache(stage: dict[str, Any], checks: e2e.Checks) -> None:
     stage["timings"] = {"wall_s": round(ran.t1 - ran.t0, 1)}
 
 
-def stage_evaltrain(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evaltrain(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_spec()
-    for stale in e2e.CFG.runs.glob(f"{name()}*"):  # a fresh run each time this stage runs
+    for stale in state.CFG.runs.glob(f"{name()}*"):  # a fresh run each time this stage runs
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    ran = e2e.fplora(stage, "train", str(e2e.CFG.spec(VERSION)))
+    ran = proc.fplora(stage, "train", str(state.CFG.spec(VERSION)))
     checks.rc(ran, what=f"fplora train evalcheck.yaml ({STEPS} steps)")
     for step in range(SAVE_EVERY, STEPS + 1, SAVE_EVERY):
-        lora = e2e.CFG.runs / f"{name()}-step{step:08d}.safetensors"
+        lora = state.CFG.runs / f"{name()}-step{step:08d}.safetensors"
         checks.ok(lora.is_file(), f"LoRA at step {step}")
-    man = e2e.manifest(VERSION) or {}
+    man = asserts.manifest(VERSION) or {}
     losses = ((man.get("segments") or [{}])[0]).get("losses") or []
     stage["timings"] = {"training_avr_loss": losses}
 
 
 def fake_env() -> dict[str, str]:
     """--local-fake: the stand-in's losses, falling with the step as a real LoRA's should."""
-    return {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if e2e.CFG.local else {}
+    return {"FAKE_EVAL_LOSSES": json.dumps({"step4": 0.3, "step8": 0.2})} if state.CFG.local else {}
 
 
-def rescore(stage: dict[str, Any], what: str, checks: e2e.Checks, **env: str) -> tuple[Any, list[Any]]:
+def rescore(stage: dict[str, Any], what: str, checks: asserts.Checks, **env: str) -> tuple[Any, list[Any]]:
     """`fplora eval --redo` again under `env` (the spec's ${EVAL_BATCH}, ${EVAL_COMPILE}): the run and
     its points by step."""
     write_spec()
-    ran = e2e.fplora(stage, "eval", str(e2e.CFG.spec(VERSION)), "--redo", extra_env={**fake_env(), **env})
+    ran = proc.fplora(stage, "eval", str(state.CFG.spec(VERSION)), "--redo", extra_env={**fake_env(), **env})
     checks.rc(ran, what=f"fplora eval evalcheck.yaml, {what}")
     return ran, sorted(eval_json().get("points", []), key=lambda p: p["step"])
 
 
 def against_evaluate(losses: dict[str, float]) -> tuple[dict[str, Any], dict[str, float]]:
     """`evaluate`'s result (8 records per pass, eager) and each loss's relative distance from it."""
-    path = e2e.CFG.out / "eval-check.json"
+    path = state.CFG.out / "eval-check.json"
     first = json.loads(path.read_text()) if path.is_file() else {}
     reference = first.get("losses") or {}
     return first, {k: abs(reference[k] - losses[k]) / reference[k] for k in reference if losses.get(k)}
 
 
-def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evaluate(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_spec()
-    spec = str(e2e.CFG.spec(VERSION))
-    ran = e2e.fplora(stage, "eval", spec, "--redo", extra_env=fake_env())
+    spec = str(state.CFG.spec(VERSION))
+    ran = proc.fplora(stage, "eval", spec, "--redo", extra_env=fake_env())
     checks.rc(ran, what="fplora eval evalcheck.yaml")
     points = {p["label"]: p for p in eval_json().get("points", [])}
     loss = {label: p["loss"] for label, p in points.items()}
@@ -208,10 +202,10 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
     if ready is not None:
         result["load_s"] = ready
     # the goal (GOAL_S) is evaluate-compiled's: eager scoring is compute-bound at ~12 s on the H200
-    again = e2e.fplora(stage, "eval", spec)
+    again = proc.fplora(stage, "eval", spec)
     checks.rc(again, what="fplora eval again")
     checks.ok("nothing to score" in again.text, "a second eval scores nothing")
-    best = e2e.fplora(
+    best = proc.fplora(
         stage, "infer", spec, "--lora", "best", "--multiplier", "1.0", "--no-sweep", "--dry-run"
     )
     checks.rc(best, what="fplora infer --lora best --dry-run")
@@ -221,21 +215,21 @@ def stage_evaluate(stage: dict[str, Any], checks: e2e.Checks) -> None:
         best.text[-300:],
     )
     if importlib.util.find_spec("matplotlib") is not None:
-        plot = e2e.fplora(stage, "plot", spec, "--out", str(e2e.CFG.out / "evalcheck-loss.png"))
+        plot = proc.fplora(stage, "plot", spec, "--out", str(state.CFG.out / "evalcheck-loss.png"))
         checks.rc(plot, what="fplora plot")
         result["plot"] = "evalcheck-loss.png"
     else:
         result["plot"] = "matplotlib is not installed here: draw it from logs.tgz's runs/ (fplora plot)"
     stage["result"] = result
     print("EVAL_CHECK " + json.dumps(result), flush=True)
-    (e2e.CFG.out / "eval-check.json").write_text(json.dumps(result, indent=1))
+    (state.CFG.out / "eval-check.json").write_text(json.dumps(result, indent=1))
     # eval.json, the manifest, the TensorBoard events and the worker's log travel in logs.tgz (pack)
 
 
 def _training_loss_after(labels: list[str]) -> dict[str, float]:
     """The training loss of the step after each checkpoint (musubi-tuner logs step k's loss before
     its update, so step k+1's loss is computed with the weights saved at step k; untrained: step 1's)."""
-    man = e2e.manifest(VERSION) or {}
+    man = asserts.manifest(VERSION) or {}
     losses = ((man.get("segments") or [{}])[0]).get("losses") or []
     out: dict[str, float] = {}
     for label in labels:
@@ -248,7 +242,7 @@ def _training_loss_after(labels: list[str]) -> dict[str, float]:
 def _newest_log() -> str:
     """The newest eval worker log: the worker's own output (musubi-tuner's messages among it) goes
     there, while fplora's console shows only its progress lines."""
-    logs = sorted((e2e.CFG.configs / VERSION / "logs").glob("eval-*.log"))
+    logs = sorted((state.CFG.configs / VERSION / "logs").glob("eval-*.log"))
     return logs[-1].read_text(errors="replace") if logs else ""
 
 
@@ -263,21 +257,21 @@ def _ready_seconds() -> float | None:
     return None
 
 
-def stage_evalspeed(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evalspeed(stage: dict[str, Any], checks: asserts.Checks) -> None:
     """Seconds per checkpoint at EVAL_BATCH records per pass, before any training: the untrained network
     is a checkpoint like any other for speed (the LoRA modules run, with zero up-projections)."""
     _, points = rescore(stage, f"untrained only, {EVAL_BATCH} records per pass", checks)
     untrained = [p for p in points if p.get("lora") is None]
     seconds = untrained[0].get("seconds") if untrained else None
     result = {"eval_batch_size": EVAL_BATCH, "s_per_checkpoint": seconds, "load_s": _ready_seconds()}
-    if not e2e.CFG.local:
+    if not state.CFG.local:
         checks.ok(seconds is not None and seconds <= GOAL_S, f"at most {GOAL_S} s per checkpoint", seconds)
     stage["result"] = result
     print("EVAL_SPEED " + json.dumps(result), flush=True)
-    (e2e.CFG.out / "eval-speed.json").write_text(json.dumps(result, indent=1))
+    (state.CFG.out / "eval-speed.json").write_text(json.dumps(result, indent=1))
 
 
-def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evaluate_b1(stage: dict[str, Any], checks: asserts.Checks) -> None:
     _, points = rescore(stage, "one record per pass", checks, EVAL_BATCH="1")
     single = {p["label"]: p["loss"] for p in points}
     seconds = [p["seconds"] for p in points if p.get("seconds") is not None]
@@ -295,21 +289,21 @@ def stage_evaluate_b1(stage: dict[str, Any], checks: e2e.Checks) -> None:
     }
     stage["result"] = result
     print("EVAL_B1 " + json.dumps(result), flush=True)
-    (e2e.CFG.out / "eval-check-b1.json").write_text(json.dumps(result, indent=1))
+    (state.CFG.out / "eval-check-b1.json").write_text(json.dumps(result, indent=1))
 
 
-def stage_evaluate_compiled(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_evaluate_compiled(stage: dict[str, Any], checks: asserts.Checks) -> None:
     """The same checkpoints with the DiT's blocks compiled: the first checkpoint pays the compile, the
     others show the speed (goal: at most GOAL_S each), and the losses are eager's within 1 %."""
     _, points = rescore(stage, "DiT compiled", checks, EVAL_COMPILE="true")
-    checks.ok(e2e.CFG.local or "Compiling DiT model" in _newest_log(), "the worker compiled the DiT")
+    checks.ok(state.CFG.local or "Compiling DiT model" in _newest_log(), "the worker compiled the DiT")
     compiled = {p["label"]: p["loss"] for p in points}
     seconds = [p.get("seconds") for p in points]
     steady = [s for s in seconds[1:] if s is not None]
     per = round(sum(steady) / len(steady), 2) if steady else None
     _, apart = against_evaluate(compiled)
     checks.ok(bool(apart) and max(apart.values()) <= 0.01, "compiled losses within 1 % of eager", apart)
-    if not e2e.CFG.local:
+    if not state.CFG.local:
         checks.ok(per is not None and per <= GOAL_S, f"compiled: at most {GOAL_S} s per checkpoint", per)
     result = {
         "losses_compiled": compiled,
@@ -320,37 +314,33 @@ def stage_evaluate_compiled(stage: dict[str, Any], checks: e2e.Checks) -> None:
     }
     stage["result"] = result
     print("EVAL_COMPILED " + json.dumps(result), flush=True)
-    (e2e.CFG.out / "eval-check-compiled.json").write_text(json.dumps(result, indent=1))
+    (state.CFG.out / "eval-check-compiled.json").write_text(json.dumps(result, indent=1))
+
+
+def _cached() -> bool:
+    cache = state.CFG.configs / VERSION / "cache" / "eval" / split().stem
+    return (cache / "fplora-cache.json").is_file()
+
+
+def _trained() -> bool:
+    segs = (asserts.manifest(VERSION) or {}).get("segments") or []
+    return bool(segs) and segs[-1].get("exit_code") == 0
 
 
 STAGES = {
-    "evalcache": stage_evalcache,
-    "evaltrain": stage_evaltrain,
-    "evalspeed": stage_evalspeed,
-    "evaluate": stage_evaluate,
-    "evaluate-b1": stage_evaluate_b1,
-    "evaluate-compiled": stage_evaluate_compiled,
+    "evalcache": state.Stage(stage_evalcache, 60, _cached),
+    "evaltrain": state.Stage(stage_evaltrain, 250, _trained),
+    "evalspeed": state.Stage(stage_evalspeed, 40),
+    "evaluate": state.Stage(stage_evaluate, 200),
+    "evaluate-b1": state.Stage(stage_evaluate_b1, 90),
+    "evaluate-compiled": state.Stage(stage_evaluate_compiled, 120),
 }
 
 
-def done_already(stage_name: str) -> bool:
-    if stage_name == "evalcache":
-        cache = e2e.CFG.configs / VERSION / "cache" / "eval" / split().stem
-        return (cache / "fplora-cache.json").is_file()
-    if stage_name == "evaltrain":
-        segs = (e2e.manifest(VERSION) or {}).get("segments") or []
-        return bool(segs) and segs[-1].get("exit_code") == 0
-    return ORIGINAL_DONE(stage_name)
-
-
-ORIGINAL_DONE = e2e.done_already
-
-
 def main() -> int:
-    return e2e.run_extension(
+    return driver.run_extension(
         __doc__ or "",
         stages=STAGES,
-        done_already=done_already,
         local_stages=[
             "install",
             "weights",

@@ -49,12 +49,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import gpu_e2e as e2e  # noqa: E402  (the harness: processes, memory sampling, step timings, fakes)
+from harness import asserts, driver, fake, proc, state, timings  # noqa: E402  (the harness)
+from harness.stages import setup as setup_stages  # noqa: E402
 
 MATRIX_JSON = HERE / "gpu_matrix.json"
 PROJECT = "fpm"
 RECORDS = 8
-WIDTH, HEIGHT = e2e.WIDTH, e2e.HEIGHT
+WIDTH, HEIGHT = state.WIDTH, state.HEIGHT
 MAX_SWAP = 38  # FramePack: 20 double + 40 single blocks; enable_block_swap allows at most 38
 UNITS_PER_GPU = 2  # light cells that share one GPU
 
@@ -377,17 +378,17 @@ def write_specs() -> None:
 
 # ------------------------------------------------------------------------------------------ data
 def make_data(local: bool) -> None:
-    """c2 (two controls, 512x768) from .gpu-e2e/make_dataset.py (or stand-ins); c1, c3 and mixed
+    """c2 (two controls, 512x768) from gpu_setup/make_dataset.py (or stand-ins); c1, c3 and mixed
     from it: c1 drops control 1, c3 adds the target as a third control, mixed re-sizes each record."""
     if not P.jsonl("c2").is_file():
         if local:
-            saved = e2e.CFG.root, e2e.CFG.records
-            e2e.CFG.root, e2e.CFG.records = P.root, RECORDS
-            e2e.local_dataset()
-            e2e.CFG.root, e2e.CFG.records = saved
+            saved = state.CFG.root, state.CFG.records
+            state.CFG.root, state.CFG.records = P.root, RECORDS
+            fake.local_dataset()
+            state.CFG.root, state.CFG.records = saved
             (P.data / "metadata-v1.jsonl").replace(P.jsonl("c2"))
         else:
-            argv = [sys.executable, str(e2e.GPU_E2E / "make_dataset.py"), "--root", str(P.data), "--n"]
+            argv = [sys.executable, str(state.SETUP / "make_dataset.py"), "--root", str(P.data), "--n"]
             subprocess.run([*argv, str(RECORDS), "--width", str(WIDTH), "--height", str(HEIGHT)], check=True)
             (P.data / "metadata-v1.jsonl").replace(P.jsonl("c2"))
     records = [json.loads(x) for x in P.jsonl("c2").read_text().splitlines() if x.strip()]
@@ -410,7 +411,7 @@ def make_data(local: bool) -> None:
 def resize(src: Path, dst: Path, w: int, h: int, local: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if local:
-        e2e.write_png(dst, w, h, (10, 20, 30))
+        fake.write_png(dst, w, h, (10, 20, 30))
         return
     from PIL import Image  # the GPU image has pillow
 
@@ -438,10 +439,10 @@ def fplora_run(
     gpu_ids: str | None = None,
     checked: bool = False,
     started: Any = None,
-) -> e2e.Ran:
+) -> proc.Ran:
     extra = {"CUDA_VISIBLE_DEVICES": gpu_ids} if gpu_ids is not None else {}
     head = [sys.executable, "-m", "fplora"] if checked else [sys.executable, str(Path(__file__)), "--fplora"]
-    return e2e.run(stage, [*head, *args], extra_env=extra, started=started)
+    return proc.run(stage, [*head, *args], extra_env=extra, started=started)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -454,7 +455,7 @@ ERROR_LINE = re.compile(
 )
 
 
-def first_error(ran: e2e.Ran) -> str | None:
+def first_error(ran: proc.Ran) -> str | None:
     """musubi-tuner's first error line: a traceback's last line (`XError: ...`), else a logged
     generation error; fplora's own refusal (`file:line: key: ...`) when it stopped before launching."""
     lines = [text.strip() for _, text in ran.lines]
@@ -465,7 +466,7 @@ def first_error(ran: e2e.Ran) -> str | None:
         if "Error generating" in text or "CUDA out of memory" in text:
             return text[:400]
     if ran.rc not in (0, None):
-        tail = [t for t in lines if t and not e2e.PROGRESS.search(t)]
+        tail = [t for t in lines if t and not proc.PROGRESS.search(t)]
         return (tail[-1] if tail else f"exit {ran.rc}")[:400]
     return None
 
@@ -474,7 +475,7 @@ def save_results() -> None:
     with LOCK:
         RESULTS["saved"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         text = json.dumps(RESULTS, indent=1, default=str)
-        for path in (P.results, e2e.CFG.out / "matrix.json"):
+        for path in (P.results, state.CFG.out / "matrix.json"):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(text)
@@ -535,7 +536,7 @@ class Tracker(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(1.0):
             if self.root is not None:
-                self.pids.update(e2e._descendants(self.root))
+                self.pids.update(proc._descendants(self.root))
 
 
 def run_cell(cell: Cell, gpu_ids: list[int]) -> dict[str, Any]:
@@ -576,7 +577,7 @@ def run_cell(cell: Cell, gpu_ids: list[int]) -> dict[str, Any]:
     ok = ran.rc == 0
     if cell.kind == "train":
         ok = ok and P.lora(cell.name).is_file()
-        timing = e2e.timings(e2e.Checks(stage), e2e.step_timings, ran, cell.batch, cell.gpus)
+        timing = timings.guarded(asserts.Checks(stage), timings.step_timings, ran, cell.batch, cell.gpus)
         result["s_per_step"] = timing.get("s_per_step")
         result["s_per_step_each"] = timing.get("s_per_step_each")
         result["tqdm_s_per_it"] = timing.get("tqdm_last_s_per_it")
@@ -591,8 +592,8 @@ def run_cell(cell: Cell, gpu_ids: list[int]) -> dict[str, Any]:
             error = "exit 0 but no image or latent written"
     result["result"] = "killed" if ran.killed else ("pass" if ok else "fail")
     result["error"] = None if ok else error
-    if e2e.GPU:
-        peaks = e2e.GPU.peaks(t0, t1)
+    if state.GPU:
+        peaks = state.GPU.peaks(t0, t1)
         result["peak_MiB_per_gpu"] = {k: v for k, v in peaks.items() if int(k) in gpu_ids}
     if PROCS:
         result["peak_MiB_own"] = PROCS.of(tracker.pids)
@@ -605,15 +606,15 @@ def setup(stages: list[str], local: bool) -> bool:
     ok = True
     for name in stages:
         t0 = time.time()
-        stage = e2e.new_stage(name)
-        checks = e2e.Checks(stage)
+        stage = driver.new_stage(name)
+        checks = asserts.Checks(stage)
         try:
             if name == "install":
-                if not (e2e.CFG.marks / "install.ok").is_file():
-                    e2e.stage_install(stage, checks)  # with the PyAV stub: .whl2 is not carried
+                if not (state.CFG.marks / "install.ok").is_file():
+                    setup_stages.stage_install(stage, checks)  # with the PyAV stub: .whl2 is not carried
             elif name == "weights":
                 if not (P.models / "weights.json").is_file():
-                    e2e.stage_weights(stage, checks)
+                    setup_stages.stage_weights(stage, checks)
             elif name == "data":
                 make_data(local)
                 write_specs()
@@ -622,12 +623,12 @@ def setup(stages: list[str], local: bool) -> bool:
                 cache_all(stage, checks)
         except Exception as exc:
             checks.ok(False, f"stage {name} raised", f"{type(exc).__name__}: {exc}")
-        e2e.finish(stage, t0)
+        driver.finish(stage, t0)
         # a variant's failing cache fails its cells, not the run
         ok = ok and (cache_done("c2") if name == "cache" else not stage["asserts"]["failed"])
-        RESULTS["setup"] = e2e.SUMMARY["stages"]
-        if e2e.SUMMARY.get("versions"):  # a warm machine skips install: keep the first run's
-            RESULTS["versions"] = e2e.SUMMARY["versions"]
+        RESULTS["setup"] = state.SUMMARY["stages"]
+        if state.SUMMARY.get("versions"):  # a warm machine skips install: keep the first run's
+            RESULTS["versions"] = state.SUMMARY["versions"]
         save_results()
     return ok
 
@@ -638,7 +639,7 @@ def cache_done(variant: str) -> bool:
     return len(latents) >= RECORDS and all(p.is_symlink() and p.exists() for p in latents)
 
 
-def cache_all(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def cache_all(stage: dict[str, Any], checks: asserts.Checks) -> None:
     """c2 with both scripts; every other variant then finds c2's text-encoder outputs in the project's
     cache store (same captions, same encoders), so `fplora cache` runs only its latent script, all
     variants at once, spread over the GPUs."""
@@ -648,7 +649,17 @@ def cache_all(stage: dict[str, Any], checks: e2e.Checks) -> None:
         if ran.rc != 0:
             RESULTS.setdefault("cache_errors", {})["c2"] = first_error(ran)
     others = [v for v in VARIANTS if v != "c2" and not cache_done(v)]
+<<<<<<< HEAD
     gpus = max(1, e2e.CFG.gpus_seen)
+=======
+    for v in others:
+        ran = proc.run(
+            stage,
+            [sys.executable, str(Path(__file__)), "--stamp-te", str(P.spec(f"v-{v}")), str(P.cache("c2"))],
+        )
+        checks.rc(ran, what=f"stamp text-encoder cache of {v}")
+    gpus = max(1, state.CFG.gpus_seen)
+>>>>>>> 8804469 (GPU harness in the repo: benchmarks/harness (gpu_e2e's stages as a package) and benchmarks/gpu_setup (prepare, install, weights, tokenizers, dataset))
     threads = []
     results: dict[str, int | None] = {}
 
@@ -724,7 +735,7 @@ def run_cells(cells: list[Cell], gpus: int) -> None:
         )
 
     while pending:
-        left = e2e.CFG.left() - e2e.PACK_MARGIN
+        left = state.CFG.left() - state.PACK_MARGIN
         fits = [c for c in pending if c.cost <= left]
         if not fits:
             break
@@ -759,9 +770,9 @@ def run_cells(cells: list[Cell], gpus: int) -> None:
 
 
 def pack() -> None:
-    out = e2e.CFG.out
+    out = state.CFG.out
     with tarfile.open(out / "matrix-logs.tgz", "w:gz") as tar:
-        for folder in (e2e.CFG.logs, P.configs):
+        for folder in (state.CFG.logs, P.configs):
             if folder.is_dir():
                 for path in sorted(folder.rglob("*")):
                     wanted = path.suffix in (".log", ".yaml", ".toml", ".txt", ".csv", ".json")
@@ -817,14 +828,14 @@ def check_verdicts(root: Path) -> None:
     recorded beside each GPU result (does check refuse what fails, and only that?)."""
     global P
     P = Paths(root, root / "models")
-    e2e.CFG = _config(root, local="fake", deadline=3600, out=root / "out")
+    state.CFG = _config(root, local="fake", deadline=3600, out=root / "out")
     make_data(local=True)
     write_specs()
     if not P.lora("ref").is_file():  # net-weights names the ref cell's LoRA
-        e2e.write_safetensors(P.lora("ref"), {}, {"stand_in": "gpu_matrix --check-verdicts"})
+        fake.write_safetensors(P.lora("ref"), {}, {"stand_in": "gpu_matrix --check-verdicts"})
     matrix = load_matrix()
     for cell in CELLS:
-        env = e2e.env()
+        env = proc.env()
         done = subprocess.run(
             [sys.executable, "-m", "fplora", "check", "--skip-models", str(P.spec(cell.name))],
             capture_output=True, text=True, env=env, cwd=root, check=False,
@@ -886,20 +897,20 @@ def fake_python(argv: list[str]) -> int:
         if config.get("blocks_to_swap", 0) > MAX_SWAP:
             print("AssertionError: Cannot swap more than 19 double blocks and 39 single blocks.", flush=True)
             return 1
-    return e2e.fake_python(argv)
+    return fake.fake_python(argv)
 
 
 def write_fake_python() -> None:
-    script = e2e.CFG.root / "bin" / "fake-python"
+    script = state.CFG.root / "bin" / "fake-python"
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__)} --fake-python "$@"\n')
     script.chmod(0o755)
 
 
 # ------------------------------------------------------------------------------------------ main
-def _config(root: Path, *, local: str | None, deadline: float, out: Path) -> e2e.Config:
-    seen = e2e.gpu_count()
-    return e2e.Config(
+def _config(root: Path, *, local: str | None, deadline: float, out: Path) -> state.Config:
+    seen = proc.gpu_count()
+    return state.Config(
         root=root,
         models=root / "models" if local else Path("/tmp/models"),
         out=out,
@@ -964,17 +975,17 @@ def main() -> int:
     if local and a.root is None and root.exists() and not a.cells:
         shutil.rmtree(root)
     out = Path(a.out or os.environ.get("OUT") or root / "out")
-    e2e.CFG = _config(root, local=local, deadline=a.deadline, out=out)
+    state.CFG = _config(root, local=local, deadline=a.deadline, out=out)
     repo = Path.cwd()
-    e2e.REPO, e2e.GPU_E2E, e2e.WHL3 = repo, repo / ".gpu-e2e", repo / ".whl3"
-    e2e.SRC = HERE.parent / "src"  # the committed snapshot (.matrix/src), never the work tree's src
-    P = Paths(root, e2e.CFG.models)
-    for folder in (root, e2e.CFG.logs, e2e.CFG.marks, out, P.runs):
+    state.REPO, state.SETUP, state.WHL3 = repo, HERE / "gpu_setup", repo / ".whl3"
+    state.SRC = HERE.parent / "src"  # the committed snapshot (.matrix/src), never the work tree's src
+    P = Paths(root, state.CFG.models)
+    for folder in (root, state.CFG.logs, state.CFG.marks, out, P.runs):
         folder.mkdir(parents=True, exist_ok=True)
     if local:
         write_fake_python()
     else:
-        e2e.GPU = e2e.gpu_monitor()
+        state.GPU = proc.gpu_monitor()
         PROCS = ProcMon()
     with contextlib.suppress(OSError, ValueError):
         RESULTS.update(json.loads(P.results.read_text()))
@@ -982,7 +993,7 @@ def main() -> int:
         started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         argv=sys.argv[1:],
         mode=local or "gpu",
-        gpus_seen=e2e.CFG.gpus_seen,
+        gpus_seen=state.CFG.gpus_seen,
         gpu_names=subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
             capture_output=True, text=True, check=False,
@@ -996,12 +1007,12 @@ def main() -> int:
             cells = [c for c in cells if RESULTS["cells"].get(c.name, {}).get("result") in (None, "killed")]
         ready = setup(["install", "weights", "data", "cache"], bool(local))
         if ready or local:
-            run_cells(cells, e2e.CFG.gpus_seen if not local else 2)
+            run_cells(cells, state.CFG.gpus_seen if not local else 2)
         else:
             print("=== setup failed: no cells run", flush=True)
     finally:
-        if e2e.GPU:
-            e2e.GPU.stop()
+        if state.GPU:
+            state.GPU.stop()
         if PROCS:
             PROCS.stop()
         save_results()

@@ -20,7 +20,7 @@ whether it reached that (`goal_auto_2x`):
 It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
-root on the GPU machine, carrying `.whl .musubi .hf .gpu-e2e .whl3` (see docs/gpu-e2e.md; no video).
+root on the GPU machine, carrying `.whl .whl3 .musubi .hf` (benchmarks/gpu_setup/prepare.sh, docs/gpu-e2e.md).
 The other variants (sampled: compile with training's own sampling; b16-swap0, b2-swap12, offload,
 tf32, flash) and `doctor` are stages too.
 
@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_e2e as e2e
+from harness import asserts, driver, proc, specs, state, timings
+from harness.stages import train
 
 EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
 STEPS = 3  # step 1 (warm-up) is never timed: two steady steps of 16 samples each
@@ -99,7 +100,7 @@ COST_S = 100 + 20 * STEPS  # start-up to step 1 (83 s for the memo's settings on
 
 
 def speed_file() -> Path:
-    return e2e.CFG.root / "speed.json"
+    return state.CFG.root / "speed.json"
 
 
 def results() -> dict[str, Any]:
@@ -109,13 +110,13 @@ def results() -> dict[str, Any]:
 
 def write_specs() -> None:
     """speedbase.yaml (gpu_e2e's base, free of the two settings a preset chooses) and one spec per variant."""
-    e2e.write_specs()
-    base = e2e.spec_texts()["base"]
+    specs.write_specs()
+    base = specs.spec_texts()["base"]
     dropped = ("  blocks_to_swap: 20\n", "  gradient_checkpointing: true\n")
     for line in dropped:
         assert line in base, f"gpu_e2e's base no longer has {line.strip()!r}"
         base = base.replace(line, "")
-    e2e.CFG.spec("speedbase").write_text(base)
+    state.CFG.spec("speedbase").write_text(base)
     for name, (what, text) in VARIANTS.items():
         body = f"# benchmarks/preset_speed.py: {what}\nextends: speedbase.yaml\n{text}"
         steps = f"  max_train_steps: {STEPS}\n  save_every_n_steps: null\n  save_state: false\n"
@@ -125,26 +126,26 @@ def write_specs() -> None:
             if "train:\n" in body
             else body + "train:\n" + steps
         )
-        e2e.CFG.spec(f"speed-{name}").write_text(body)
+        state.CFG.spec(f"speed-{name}").write_text(body)
 
 
 def stage_variant(name: str) -> Any:
     def run(stage: dict[str, Any], checks: Any) -> None:
         write_specs()
         version = f"speed-{name}"
-        if name == "flash" and not e2e.CFG.local:
-            probe = e2e.run(stage, [sys.executable, "-c", "import flash_attn"])
+        if name == "flash" and not state.CFG.local:
+            probe = proc.run(stage, [sys.executable, "-c", "import flash_attn"])
             if probe.rc != 0:
                 stage["skipped"] = "flash_attn is not installed in the musubi-tuner Python"
                 _record(name, {"skipped": stage["skipped"]})
                 return
-        e2e._fresh_run(stage, version)
-        for png in (e2e.CFG.runs / "sample").glob(f"{e2e.CFG.output_name(version)}_*.png"):
+        train._fresh_run(stage, version)
+        for png in (state.CFG.runs / "sample").glob(f"{state.CFG.output_name(version)}_*.png"):
             png.unlink()  # samples of an earlier run of this stage: judge this run's own
-        dry = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)), "--dry-run")
+        dry = proc.fplora(stage, "train", str(state.CFG.spec(version)), "--dry-run")
         stage["preset_lines"] = [text for _, text in dry.lines if text.startswith(("note: gpu", "estimate:"))]
-        ran = e2e.fplora(stage, "train", str(e2e.CFG.spec(version)))
-        timing = e2e.timings(checks, e2e.step_timings, ran, EFFECTIVE)
+        ran = proc.fplora(stage, "train", str(state.CFG.spec(version)))
+        timing = timings.guarded(checks, timings.step_timings, ran, EFFECTIVE)
         stage["timings"] = timing
         entry = {
             "what": VARIANTS[name][0],
@@ -153,7 +154,9 @@ def stage_variant(name: str) -> Any:
             "samples_per_s": timing.get("samples_per_s"),
             "peak_MiB_in_steps": timing.get("gpu_peak_MiB_in_steps"),
             # the whole training command's peak (the stage's own is only known after it returns)
-            "peak_MiB_run": max(e2e.GPU.peaks(ran.t0, ran.t1).values(), default=None) if e2e.GPU else None,
+            "peak_MiB_run": max(state.GPU.peaks(ran.t0, ran.t1).values(), default=None)
+            if state.GPU
+            else None,
             "preset_lines": stage["preset_lines"],
             "oom": any("out of memory" in text.lower() for _, text in ran.lines),
         }
@@ -162,7 +165,7 @@ def stage_variant(name: str) -> Any:
             checks.rc(ran, what=f"fplora train {version}.yaml")
             checks.ok(entry["samples_per_s"], f"{version}: samples/s measured", timing.get("bar_elapsed_s"))
         if name == "sampled":  # the compiled DiT also samples, under no_grad and at another shape
-            e2e.check_samples(checks, e2e.CFG.output_name(version), range(1, STEPS + 1), at_first=False)
+            asserts.check_samples(checks, state.CFG.output_name(version), range(1, STEPS + 1), at_first=False)
             stage["sample_s_after_step"] = timing.get("sample_and_save_s_after_step")
 
     return run
@@ -175,7 +178,7 @@ def _record(name: str, entry: dict[str, Any]) -> None:
 
 
 def _memory_mib() -> int | None:
-    names = e2e.SUMMARY.get("gpu_names") or []
+    names = state.SUMMARY.get("gpu_names") or []
     try:
         return int(names[0].split(",")[1].strip().split()[0])
     except (IndexError, ValueError):
@@ -210,29 +213,24 @@ def stage_report(stage: dict[str, Any], checks: Any) -> None:
         ratio = auto.get("ratio_to_memo")
         stage["goal_auto_2x"] = bool(ratio and ratio >= 2.0 and auto["within_5pct_headroom"])
         stage["auto_chose"] = auto.get("preset_lines")
-    (e2e.CFG.out / "preset_speed.json").write_text(json.dumps(rows, indent=1))
+    (state.CFG.out / "preset_speed.json").write_text(json.dumps(rows, indent=1))
 
 
 def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
     write_specs()
-    ran = e2e.fplora(stage, "doctor", str(e2e.CFG.spec("speed-memo")))  # 4 steps, no saves
+    ran = proc.fplora(stage, "doctor", str(state.CFG.spec("speed-memo")))  # 4 steps, no saves
     text = "\n".join(line for _, line in ran.lines)
-    (e2e.CFG.out / "doctor.txt").write_text(text + "\n")
+    (state.CFG.out / "doctor.txt").write_text(text + "\n")
     stage["doctor"] = text.splitlines()
-    if not e2e.CFG.local:  # the fake musubi-tuner has no GPU
+    if not state.CFG.local:  # the fake musubi-tuner has no GPU
         seen = any(line.startswith("ok    GPU") for line in stage["doctor"])
         checks.ok(seen, "doctor sees the GPU", text[-400:])
 
 
 def main() -> int:
-    for name in VARIANTS:
-        e2e.STAGES[f"speed-{name}"] = stage_variant(name)
-        e2e.COST[f"speed-{name}"] = COST_S
-    e2e.STAGES["speed-report"] = stage_report
-    e2e.COST["speed-report"] = 0
-    e2e.STAGES["doctor"] = stage_doctor
-    e2e.COST["doctor"] = 60
-    return e2e.main()
+    driver.add({f"speed-{name}": state.Stage(stage_variant(name), COST_S) for name in VARIANTS})
+    driver.add({"speed-report": state.Stage(stage_report, 0), "doctor": state.Stage(stage_doctor, 60)})
+    return driver.main(__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ prompts and seeds, side by side. Reports the speed ratio and, per cell and promp
 difference between the two images (0-255; the goal is bf16 noise, and every cell must differ from
 the other multipliers' so that the LoRA is known to be applied).
 
-Built on benchmarks/gpu_e2e.py (same harness, same random full-size weights, same 600-s command
+Built on benchmarks/harness/ as gpu_e2e.py is (same harness, same random full-size weights, same 600-s command
 rules, same `STAGE?` skipping and --deadline). Stdlib only, like it. Run from the repo root with
-$OUT set, carrying `.whl .musubi .hf .gpu-e2e .whl3` (no video is written, so `.whl2` may stay
-behind: the install stage then puts a PyAV stub in its place). On one `nvidia-h200`, three calls:
+$OUT set, carrying `.whl .whl3 .musubi .hf` (benchmarks/gpu_setup/prepare.sh; no video is written,
+so `.whl2` stays behind: the install stage puts a PyAV stub in its place). On one `nvidia-h200`, three calls:
 
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
     python3 benchmarks/sweep_speed.py --deadline 560 install? weights? data? loras? sweep? separate
@@ -46,16 +46,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_e2e as e2e  # the harness this benchmark extends
+from harness import asserts, driver, proc, specs, state
 
 OUTPUT_NAME = "fpe2e-bench"
 STEPS = (1, 2, 3)
 MULTIPLIERS = ("1.0", "1.2", "1.4")
 RANK, ALPHA = 32, 16
 SEPARATE_CELL_S = 110  # one generate process on an H100: ~96-101 s measured, plus fplora
-e2e.COST.update(
-    loras=40, sweep=300, separate=SEPARATE_CELL_S, again=SEPARATE_CELL_S, swapcell=180, compare=10
-)
 IMAGE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
 
 LORA_SCRIPT = r"""
@@ -90,11 +87,11 @@ print(f"LORA {out} {len(shapes)} modules")
 
 
 def bench() -> Path:
-    return e2e.CFG.root / "bench"
+    return state.CFG.root / "bench"
 
 
 def lora_path(step: int) -> Path:
-    return e2e.CFG.runs / f"{OUTPUT_NAME}-step{step:08d}.safetensors"
+    return state.CFG.runs / f"{OUTPUT_NAME}-step{step:08d}.safetensors"
 
 
 def spec_texts() -> dict[str, str]:
@@ -121,9 +118,9 @@ def spec_texts() -> dict[str, str]:
 
 
 def write_specs() -> None:
-    e2e.write_specs()
+    specs.write_specs()
     for version, text in spec_texts().items():
-        path = e2e.CFG.spec(version)
+        path = state.CFG.spec(version)
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
 
@@ -146,11 +143,11 @@ def images(path: Path) -> dict[int, Path]:
 
 
 def cell_made(mode: str, step: int, multiplier: str) -> bool:
-    return len(images(folder(mode, step, multiplier))) >= e2e.INFER_PROMPTS
+    return len(images(folder(mode, step, multiplier))) >= state.INFER_PROMPTS
 
 
 def _marks_file(path: str) -> Path:
-    return e2e.CFG.marks / f"sweep-speed-{path}.json"
+    return state.CFG.marks / f"sweep-speed-{path}.json"
 
 
 def marks() -> dict[str, Any]:
@@ -170,13 +167,13 @@ def save_separate_s(separate: dict[str, float]) -> None:
     _marks_file("separate").write_text(json.dumps(separate, indent=1))
 
 
-def stage_loras(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_loras(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_specs()
-    e2e.CFG.runs.mkdir(parents=True, exist_ok=True)
+    state.CFG.runs.mkdir(parents=True, exist_ok=True)
     for step in STEPS:
         out = lora_path(step)
-        if e2e.CFG.local:
-            sys.path.insert(0, str(e2e.REPO / "tests"))
+        if state.CFG.local:
+            sys.path.insert(0, str(state.REPO / "tests"))
             from fakes import fake
 
             out.write_bytes(fake.safetensors_bytes(save_precision="bf16", step=step))
@@ -185,33 +182,33 @@ def stage_loras(stage: dict[str, Any], checks: e2e.Checks) -> None:
             sys.executable,
             "-c",
             LORA_SCRIPT,
-            str(e2e.CFG.models),
+            str(state.CFG.models),
             str(out),
             str(RANK),
             str(ALPHA),
             str(step),
         ]
-        checks.rc(e2e.run(stage, argv), what=f"random LoRA step{step}")
+        checks.rc(proc.run(stage, argv), what=f"random LoRA step{step}")
     checks.ok(all(lora_path(s).is_file() for s in STEPS), "three LoRA files")
 
 
 def _args(spec: str, *more: str) -> list[str]:
-    return ["infer", str(e2e.CFG.spec(spec)), *more]
+    return ["infer", str(state.CFG.spec(spec)), *more]
 
 
-def stage_sweep(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_sweep(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_specs()
     args = _args("bench-sweep", "--lora", "step1..step3", "--sweep", "--redo")
     for m in MULTIPLIERS:
         args += ["--multiplier", m]
-    ran = e2e.fplora(stage, *args)
+    ran = proc.fplora(stage, *args)
     checks.rc(ran, what="fplora infer --sweep (3 x 3)")
     save_sweep_s(round(ran.t1 - ran.t0, 1))
     made = [(s, m) for s in STEPS for m in MULTIPLIERS if cell_made("sweep", s, m)]
     checks.ok(len(made) == 9, "the sweep made all nine cells", made)
 
 
-def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_separate(stage: dict[str, Any], checks: asserts.Checks) -> None:
     write_specs()
     separate = marks()["separate_s"]
     for step in STEPS:
@@ -219,10 +216,10 @@ def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
             key = f"step{step}-lm{m}"
             if key in separate and cell_made("separate", step, m):
                 continue
-            if e2e.CFG.left() - e2e.PACK_MARGIN < SEPARATE_CELL_S and not e2e.CFG.local:
+            if state.CFG.left() - state.PACK_MARGIN < SEPARATE_CELL_S and not state.CFG.local:
                 print(f"=== separate: {key} left for the next call (deadline)", flush=True)
                 return
-            ran = e2e.fplora(
+            ran = proc.fplora(
                 stage, *_args("bench-sep", "--lora", f"step{step}", "--multiplier", m, "--no-sweep")
             )
             checks.rc(ran, what=f"fplora infer --no-sweep {key}")
@@ -230,24 +227,24 @@ def stage_separate(stage: dict[str, Any], checks: e2e.Checks) -> None:
             save_separate_s(separate)
 
 
-def stage_again(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_again(stage: dict[str, Any], checks: asserts.Checks) -> None:
     """The noise floor: the first cell made by a second separate process. Two runs of the same
     script on the same GPU need not agree to the bit (kernel choices, bf16 accumulation order), and
     random full-size weights amplify any difference; the sweep is judged against this."""
     write_specs()
     step, m = STEPS[0], MULTIPLIERS[0]
-    ran = e2e.fplora(stage, *_args("bench-again", "--lora", f"step{step}", "--multiplier", m, "--no-sweep"))
+    ran = proc.fplora(stage, *_args("bench-again", "--lora", f"step{step}", "--multiplier", m, "--no-sweep"))
     checks.rc(ran, what=f"fplora infer --no-sweep step{step}-lm{m} again")
     checks.ok(cell_made("again", step, m), "the second separate run made both images")
 
 
-def stage_swapcell(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_swapcell(stage: dict[str, Any], checks: asserts.Checks) -> None:
     """musubi-tuner's --from_file mode makes only the first prompt when DiT blocks are swapped (the
     first GPU run); `fplora infer` sends such a cell through the worker, which reloads the DiT per
     prompt. One cell, both prompts, 20 blocks swapped: both images must be made."""
     write_specs()
     step, m = STEPS[0], MULTIPLIERS[0]
-    ran = e2e.fplora(stage, *_args("bench-swap", "--lora", f"step{step}", "--multiplier", m))
+    ran = proc.fplora(stage, *_args("bench-swap", "--lora", f"step{step}", "--multiplier", m))
     checks.rc(ran, what="fplora infer, one cell, two prompts, 20 blocks swapped")
     checks.ok("in one process" in ran.text, "it ran in the worker", ran.text[-300:])
     checks.ok(cell_made("swap", step, m), "both prompts made with swapped blocks")
@@ -298,7 +295,7 @@ def sweep_events() -> dict[str, Any]:
     return found
 
 
-def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
+def stage_compare(stage: dict[str, Any], checks: asserts.Checks) -> None:
     data = marks()
     separate = data.get("separate_s", {})
     ok = checks.ok(len(separate) == 9 and "sweep_s" in data, "both paths timed", sorted(separate))
@@ -341,46 +338,32 @@ def stage_compare(stage: dict[str, Any], checks: e2e.Checks) -> None:
     } or None
     stage["result"] = result
     print("SWEEP_SPEED " + json.dumps(result), flush=True)
-    (e2e.CFG.out / "sweep-speed.json").write_text(json.dumps(result, indent=1))
+    (state.CFG.out / "sweep-speed.json").write_text(json.dumps(result, indent=1))
     for log in sorted((bench() / "sweep" / "bench-sweep-sweeps").glob("*.log"))[-1:]:
-        shutil.copy(log, e2e.CFG.logs / "sweep-worker.log")  # into logs.tgz
+        shutil.copy(log, state.CFG.logs / "sweep-worker.log")  # into logs.tgz
     sheets = bench() / "sweep" / "bench-sweep-sheet"
     for png in sorted(sheets.glob("prompt*.png")):
-        shutil.copy(png, e2e.CFG.out / f"sheet-{png.name}")
+        shutil.copy(png, state.CFG.out / f"sheet-{png.name}")
 
 
 STAGES = {
-    "loras": stage_loras,
-    "sweep": stage_sweep,
-    "separate": stage_separate,
-    "again": stage_again,
-    "swapcell": stage_swapcell,
-    "compare": stage_compare,
+    "loras": state.Stage(stage_loras, 40, lambda: all(lora_path(s).is_file() for s in STEPS)),
+    "sweep": state.Stage(
+        stage_sweep,
+        300,
+        lambda: all(cell_made("sweep", s, m) for s in STEPS for m in MULTIPLIERS) and "sweep_s" in marks(),
+    ),
+    "separate": state.Stage(stage_separate, SEPARATE_CELL_S, lambda: len(marks()["separate_s"]) == 9),
+    "again": state.Stage(stage_again, SEPARATE_CELL_S, lambda: cell_made("again", STEPS[0], MULTIPLIERS[0])),
+    "swapcell": state.Stage(stage_swapcell, 180, lambda: cell_made("swap", STEPS[0], MULTIPLIERS[0])),
+    "compare": state.Stage(stage_compare, 10),
 }
 
 
-def done_already(name: str) -> bool:
-    if name == "loras":
-        return all(lora_path(s).is_file() for s in STEPS)
-    if name == "sweep":
-        return all(cell_made("sweep", s, m) for s in STEPS for m in MULTIPLIERS) and "sweep_s" in marks()
-    if name == "separate":
-        return len(marks()["separate_s"]) == 9
-    if name == "again":
-        return cell_made("again", STEPS[0], MULTIPLIERS[0])
-    if name == "swapcell":
-        return cell_made("swap", STEPS[0], MULTIPLIERS[0])
-    return ORIGINAL_DONE(name)
-
-
-ORIGINAL_DONE = e2e.done_already
-
-
 def main() -> int:
-    return e2e.run_extension(
+    return driver.run_extension(
         __doc__ or "",
         stages=STAGES,
-        done_already=done_already,
         local_stages=[
             "install",
             "weights",

@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.drivers
 
 
+def _harness() -> SimpleNamespace:
+    """benchmarks/harness (the drivers' package), imported as the drivers import it."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        names = ("driver", "state", "timings")
+        return SimpleNamespace(**{n: importlib.import_module(f"harness.{n}") for n in names})
+    finally:
+        sys.path.pop(0)
+
+
 # preset_speed's default stages are gpu_e2e's: name its own, as its docstring does
 SPEED = [
     "install",
@@ -107,12 +119,10 @@ def test_step_times_come_from_musubi_tuners_bar_with_and_without_accumulation(
     log: str, steps: dict[str, float]
 ) -> None:
     """The `steps` bar lines of two real H200 runs (benchmarks/preset_speed.py, 2026-11-30)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_e2e
-    finally:
-        sys.path.pop(0)
-    timings = gpu_e2e.step_timings(gpu_e2e.read_log(REPO / "tests" / "fixtures" / "bars" / log), 16)
+    harness = _harness()
+    timings = harness.timings.step_timings(
+        harness.timings.read_log(REPO / "tests" / "fixtures" / "bars" / log), 16
+    )
     assert timings["s_per_step_each"] == steps
     assert timings["samples_per_s"] == pytest.approx(16 / (sum(steps.values()) / 2), abs=2e-3)
     assert timings["sample_and_save_s_after_step"] == {"2": 0.0, "3": 0.0}
@@ -121,24 +131,21 @@ def test_step_times_come_from_musubi_tuners_bar_with_and_without_accumulation(
 def test_a_lanes_peak_memory_is_its_own_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """nvidia-smi reports every GPU of the host: beside another lane (gpu_pair.sh) the H200 run of
     2026-11-30 credited the evaluation with the sweep's 60,953 MiB on the other GPU."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_e2e
-    finally:
-        sys.path.pop(0)
+    harness = _harness()
 
     class Samples:
         def peaks(self, t0: float, t1: float) -> dict[str, int]:
             return {"0": 60953, "1": 27805}
 
-    monkeypatch.setattr(gpu_e2e, "GPU", Samples())
+    state = harness.state
+    monkeypatch.setattr(state, "GPU", Samples())
     monkeypatch.setattr(
-        gpu_e2e, "CFG", SimpleNamespace(root=tmp_path, out=tmp_path, elapsed=lambda: 0.0), raising=False
+        state, "CFG", SimpleNamespace(root=tmp_path, out=tmp_path, elapsed=lambda: 0.0), raising=False
     )
-    monkeypatch.setattr(gpu_e2e, "SUMMARY", {"stages": []})
+    monkeypatch.setattr(state, "SUMMARY", {"stages": []})
     for visible, peak in (("1", 27805), ("0", 60953), ("", 60953)):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-        stage = gpu_e2e.new_stage(f"lane {visible or 'all'}")
-        gpu_e2e.finish(stage, 0.0)
+        stage = harness.driver.new_stage(f"lane {visible or 'all'}")
+        harness.driver.finish(stage, 0.0)
         assert stage["peak_MiB"] == peak
         assert stage["peak_MiB_per_gpu"] == {"0": 60953, "1": 27805}

@@ -78,7 +78,7 @@ make_venv() {
 unpack_musubi() {
   local tarball=$carry/.musubi/musubi-tuner-src.tar.gz pinned
   if [ ! -f "$tarball" ]; then
-    echo "no $tarball: make it with bash .gpu-e2e/prepare_here.sh (docs/gpu-e2e.md)"; return 1
+    echo "no $tarball: make it with bash benchmarks/gpu_setup/prepare.sh (docs/gpu-e2e.md)"; return 1
   fi
   mkdir -p "$work/musubi" && tar -xzf "$tarball" -C "$work/musubi" || return 1
   pinned=$("$py" -c 'from fplora.musubi import schema; print(schema.pinned_commit())') || return 1

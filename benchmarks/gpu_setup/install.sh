@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# install.sh - run THERE (the GPU machine), from the repo root, with the carried folders that
+# prepare.sh made: .whl (.whl2 when carried) and .musubi. Idempotent: a warm machine that already has
+# /tmp/site and /tmp/musubi at the carried commit is left as it is. Prints the export a caller must
+# `eval` (the harness's install stage sets it itself).
+#   pip --target /tmp/site : the carried wheels (no index, no deps: the image provides the rest)
+#   /tmp/musubi/src        : musubi-tuner's source from .musubi/musubi-tuner-src.tar.gz, put on PYTHONPATH
+#                            (not pip-installed: `python -m musubi_tuner.<script>` needs only the path)
+set -euo pipefail
+for need in .whl .musubi/musubi-tuner-src.tar.gz .musubi/COMMIT; do
+  [ -e "$need" ] || { echo "install.sh: no $need: carry what benchmarks/gpu_setup/prepare.sh made" >&2; exit 1; }
+done
+if [ ! -f /tmp/site/.e2e-installed ]; then
+  whls=(.whl/*.whl)
+  [ -d .whl2 ] && whls+=(.whl2/*.whl)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "${whls[@]}" >&2
+  touch /tmp/site/.e2e-installed
+fi
+if [ "$(cat /tmp/musubi/COMMIT 2>/dev/null)" != "$(cat .musubi/COMMIT)" ]; then
+  rm -rf /tmp/musubi && mkdir -p /tmp/musubi
+  tar -xzf .musubi/musubi-tuner-src.tar.gz -C /tmp/musubi
+  cp .musubi/COMMIT /tmp/musubi/COMMIT
+fi
+echo "export PYTHONPATH=/tmp/site:/tmp/musubi/src${PYTHONPATH:+:$PYTHONPATH}"

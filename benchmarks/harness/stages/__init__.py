@@ -1,0 +1,1 @@
+"""One module per stage family; each registers its stages in harness.driver.STAGES."""
