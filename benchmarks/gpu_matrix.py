@@ -9,7 +9,7 @@ line, peak GPU memory (per GPU and, where nvidia-smi lists processes, per cell),
 the cells that fail. The GPU side runs fplora with `spec.rules.combinations` switched off (`--fplora`), so
 a cell that check would refuse still reaches musubi-tuner and the matrix keeps measuring it.
 
-On the GPU machine (stdlib only; the harness folders of benchmarks/gpu_e2e.py, but `.whl2` (PyAV)
+On the GPU machine (stdlib only; the folders benchmarks/gpu_setup/prepare.sh makes, `.whl2` (PyAV)
 replaced by a stub: no cell writes video), from the repo root, with fplora's committed snapshot in
 `.matrix/` (see docs/gpu-matrix.md):
 
@@ -26,7 +26,7 @@ command on a warm machine skips what is done). Then, here:
     uv run python benchmarks/gpu_matrix.py --check-verdicts            # fplora check on every cell, here
     uv run python benchmarks/gpu_matrix.py --table                     # the table for docs/gpu-matrix.md
 
-Without a GPU: `--local-fake` runs the whole thing against gpu_e2e.py's fake musubi-tuner (which
+Without a GPU: `--local-fake` runs the whole thing against the harness's fake musubi-tuner (which
 also fails the way musubi-tuner does for the known combinations), in seconds.
 """
 
@@ -649,17 +649,7 @@ def cache_all(stage: dict[str, Any], checks: asserts.Checks) -> None:
         if ran.rc != 0:
             RESULTS.setdefault("cache_errors", {})["c2"] = first_error(ran)
     others = [v for v in VARIANTS if v != "c2" and not cache_done(v)]
-<<<<<<< HEAD
-    gpus = max(1, e2e.CFG.gpus_seen)
-=======
-    for v in others:
-        ran = proc.run(
-            stage,
-            [sys.executable, str(Path(__file__)), "--stamp-te", str(P.spec(f"v-{v}")), str(P.cache("c2"))],
-        )
-        checks.rc(ran, what=f"stamp text-encoder cache of {v}")
     gpus = max(1, state.CFG.gpus_seen)
->>>>>>> 8804469 (GPU harness in the repo: benchmarks/harness (gpu_e2e's stages as a package) and benchmarks/gpu_setup (prepare, install, weights, tokenizers, dataset))
     threads = []
     results: dict[str, int | None] = {}
 
@@ -881,7 +871,7 @@ def table() -> str:
 
 # ------------------------------------------------------------------------------------------ fake musubi
 def fake_python(argv: list[str]) -> int:
-    """gpu_e2e.py's fake musubi-tuner, which also fails as musubi-tuner does where the matrix knows it
+    """The harness's fake musubi-tuner, which also fails as musubi-tuner does where the matrix knows it
     must (so that --local-fake exercises the error-line and failure paths)."""
     import tomllib
 

@@ -294,7 +294,7 @@ def main(doc: str) -> int:
     )
     parser.add_argument("--timing-steps", type=int, default=5, help="steps of the timing run (default 5)")
     parser.add_argument("--train2-steps", type=int, default=4, help="steps of train2 (default 4)")
-    parser.add_argument("--records", type=int, default=None, help="dataset records (default 32; local 4)")
+    parser.add_argument("--records", type=int, default=None, help="dataset records (default 32; local 6)")
     parser.add_argument(
         "--timings-from",
         metavar="LOG",
@@ -314,7 +314,8 @@ def main(doc: str) -> int:
     root = Path(a.root or ("/tmp/fpe2e-local" if mode else "/tmp/fpe2e"))
     if mode and not a.stages:
         a.stages = ["dry"] if mode == "dry" else [
-            "install", "weights", "data", "check", "cache", "train", "resume", "infer", "train2", "timing"
+            "install", "weights", "data", "check", "cache", "train", "resume", "infer", "train2", "timing",
+            "recache",
         ]  # fmt: skip
         if root.exists() and a.root is None:
             shutil.rmtree(root)
@@ -334,7 +335,7 @@ def main(doc: str) -> int:
         e2e_swap=a.e2e_swap,
         timing_steps=a.timing_steps,
         train2_steps=a.train2_steps,
-        records=a.records or (4 if mode else 32),
+        records=a.records or (6 if mode else 32),
         local=mode,
     )
     make_folders()

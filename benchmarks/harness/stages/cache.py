@@ -12,6 +12,7 @@ from typing import Any
 
 from harness import state
 from harness.asserts import Checks, manifest, safetensors_header
+from harness.fake import write_png
 from harness.proc import Ran, fplora
 from harness.specs import write_specs
 from harness.state import HEIGHT, WIDTH, Stage
@@ -29,13 +30,13 @@ def stage_cache(stage: dict[str, Any], checks: Checks) -> None:
     tes = [f"{Path(r['image_path']).stem}_fp_te.safetensors" for r in records]
     checks.ok(not set(latents) - names, f"{len(latents)} latent caches by musubi's names", sorted(names)[:4])
     checks.ok(not set(tes) - names, f"{len(tes)} text-encoder caches by musubi's names", sorted(names)[:4])
-    try:
-        stamp = json.loads((state.CFG.cache / "fplora-cache.json").read_text())
-    except (OSError, ValueError) as exc:
-        stamp = {"error": str(exc)}
-    entry = stamp.get("dataset") or {}  # the dataset.toml entry the cache scripts read
-    checks.ok(entry.get("resolution") == [WIDTH, HEIGHT], "fplora-cache.json stamp (resolution)", stamp)
-    checks.ok(entry.get("fp_1f_clean_indices") == [0, 10], "fplora-cache.json stamp (one-frame settings)")
+    # fplora keeps one content-addressed store per project; a version's cache folder is a view of links
+    store = (state.CFG.root / ".fplora" / "cache-store").resolve()
+    wanted = [state.CFG.cache / n for n in (*latents, *tes)]
+    outside = [p.name for p in wanted if not (p.is_symlink() and p.resolve().is_relative_to(store))]
+    checks.ok(not outside, "every cache file is a link into the project's cache store", outside[:4])
+    dangling = [p.name for p in wanted if p.is_symlink() and not p.exists()]
+    checks.ok(not dangling, "every link resolves to a file in the store", dangling[:4])
     if latents and (state.CFG.cache / latents[0]).is_file():
         try:
             header = safetensors_header(state.CFG.cache / latents[0])
@@ -48,12 +49,12 @@ def stage_cache(stage: dict[str, Any], checks: Checks) -> None:
 
 
 def _cache_digests() -> dict[str, str]:
-    """When each cache file was written, by name: a recomputed file is written anew (a touched image
-    encodes to the same bytes, so content alone cannot show that its latent was recomputed)."""
+    """Which store entry each cache file of the view is, by name: a recomputed file is a new entry in
+    the store, so its link changes (mtimes say nothing: links are remade, the store is content-keyed)."""
     out = {}
     for path in sorted(state.CFG.cache.iterdir()) if state.CFG.cache.is_dir() else []:
-        if path.is_file() and path.name.endswith(".safetensors"):
-            out[path.name] = str(path.stat().st_mtime_ns)
+        if path.name.endswith(".safetensors"):
+            out[path.name] = os.readlink(path) if path.is_symlink() else f"file {path.stat().st_mtime_ns}"
     return out
 
 
@@ -67,8 +68,9 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     """Edit the dataset after caching, as users do mid-project: fplora must refuse to train on the stale
     caches and recompute exactly the changed records with the real cache scripts.
 
-    Changes the e2e dataset for good (a caption edited, a control image touched, the last record
-    removed, then another caption edited), so run it last on a machine."""
+    Changes the e2e dataset for good (a caption edited, a control image redrawn, the last record
+    removed, then another caption edited), so run it last on a machine. The store is keyed by content:
+    an image only touched (same bytes) is not stale, so record 5's control image gets new pixels."""
     write_specs()
     lines = [x for x in state.CFG.jsonl.read_text().splitlines() if x]
     records = [json.loads(x) for x in lines]
@@ -78,12 +80,11 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     latent = {s: f"{s}_{WIDTH:04d}x{HEIGHT:04d}_fp.safetensors" for s in stems}
     text = {s: f"{s}_fp_te.safetensors" for s in stems}
     before = _cache_digests()
-    # a caption edited (record 3), a control image re-saved (record 5), the last record removed
+    # a caption edited (record 3), a control image redrawn (record 5), the last record removed
     records[2]["caption"] += ", edited after caching"
     control = Path(records[4]["control_path_0"])
     control = control if control.is_absolute() else state.CFG.jsonl.parent / control
-    info = control.stat()
-    os.utime(control, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))
+    write_png(control, WIDTH, HEIGHT, (200, 30, 90))
     removed = records.pop()
     state.CFG.jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
     gone = Path(removed["image_path"]).stem
@@ -101,7 +102,8 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     ran = fplora(stage, "cache", str(state.CFG.spec("e2e")))
     checks.rc(ran, what="fplora cache e2e.yaml after the edits")
     checks.ok(
-        "2 records changed since caching: recomputed, 2 files of removed records: deleted" in ran.text,
+        "1 latents and 1 text-encoder outputs to compute, 2 records' files outdated: replaced,"
+        " 2 files of removed records: unlinked" in ran.text,
         "cache says what it recomputes and deletes",
         ran.text[-600:],
     )
@@ -120,8 +122,8 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     checks.ok(
         latent[gone] not in after and text[gone] not in after, "the removed record's cache files are gone"
     )
-    stamp = json.loads((state.CFG.cache / "fplora-cache.json").read_text())
-    checks.ok(len(stamp.get("records", {})) == len(records), f"stamp fingerprints {len(records)} records")
+    views = [n for n in after if n.endswith(".safetensors")]
+    checks.ok(len(views) == 2 * len(records), f"the view links {len(records)} records' 2 files", len(views))
     # a caption-only edit: only the text-encoder script may load
     records[3]["caption"] += ", edited again"
     state.CFG.jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -145,11 +147,12 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
 
 
 def _cached() -> bool:
+    """Every record's latent and text-encoder file in the view, each resolving into the store."""
     cache = state.CFG.cache
-    stamp = (cache / "fplora-cache.json").is_file()
     files = list(cache.glob("*_fp.safetensors")) if cache.is_dir() else []
     tes = list(cache.glob("*_fp_te.safetensors")) if cache.is_dir() else []
-    return stamp and len(files) >= state.CFG.records and len(tes) >= state.CFG.records
+    whole = all(p.exists() for p in (*files, *tes))
+    return whole and len(files) >= state.CFG.records and len(tes) >= state.CFG.records
 
 
 STAGES = {
