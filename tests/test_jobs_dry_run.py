@@ -130,3 +130,11 @@ def test_dry_run_says_nothing_else_on_stdout(workspace: Workspace, no_musubi: Pa
     assert result.exit_code == 0
     assert all(line.startswith(str(no_musubi) + " -m ") for line in result.stdout.splitlines())
     assert "dry run" in result.stderr
+
+
+def test_train_dry_run_counts_steps_per_epoch_without_the_held_out_records(workspace: Workspace) -> None:
+    """4 records, 2 held out for evaluation, batch 1: musubi-tuner trains on 2 a epoch."""
+    workspace.write_spec(data={"batch_size": 1}, eval={"records": [2, 4]})
+    result = workspace.cli("train", str(workspace.spec_path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "estimate: 2 steps per epoch (effective batch 1); max_train_steps 4 is 2 epochs" in result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from fplora.datasets import split
 from fplora.plan import Plan
 from fplora.presets import Choice
 
@@ -24,13 +25,15 @@ SAVE_S = 2.1  # LoRA (1.2 s) + state (0.9 s) save
 def steps_per_epoch(plan: Plan) -> int | None:
     """Optimizer steps per epoch as musubi-tuner counts them: batches of every dataset (records ×
     repeats / batch, rounded up; buckets of other sizes can add one each), split across processes,
-    divided by gradient accumulation. None when a dataset's records cannot be read."""
+    divided by gradient accumulation. Only training records count: those held out for evaluation
+    are not in the dataset musubi-tuner trains on. None when a dataset's records cannot be read."""
     spec = plan.spec
     if plan.records is None:
         return None
+    training = split.training_records(spec, plan.records)
     batches = 0
     for index in range(len(spec.datasets)):
-        records = plan.records(index)
+        records = training(index)
         if records.problems and not records.items:
             return None
         samples = len(records.items) * spec.dataset_value(index, "num_repeats")
