@@ -58,5 +58,10 @@ for verb in VERBS:
     app.command(verb.NAME, short_help=verb.SHORT_HELP)(verb.command)
 
 
+from fplora.cli import export as _export  # noqa: E402
+
+app.command(_export.NAME, short_help=_export.SHORT_HELP)(_export.command)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,68 @@
+"""`fplora export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fplora.cli import common
+
+NAME = "export"
+SHORT_HELP = "A checkpoint in the front ends' layouts, with metadata and a model card."
+
+SpecArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Spec file (configs/v8.yaml). Default: the spec of this project's last command.",
+        show_default=False,
+    ),
+]
+
+
+def command(
+    spec: SpecArg = None,
+    lora: Annotated[
+        str,
+        typer.Option(
+            "--lora",
+            metavar="<checkpoint>",
+            help="Checkpoint: stepN (global step), best (lowest evaluation loss), latest, final or a file.",
+        ),
+    ] = "latest",
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            metavar="<layout>",
+            help="musubi (musubi-tuner's keys, alpha kept: eichi, kijai's ComfyUI wrapper) or diffusers"
+            " (PEFT keys, alpha folded: FramePack-Studio, neph1/FramePack); repeat for both. [default: both]",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Folder to write into (default: <output_dir>/export/<name>/).", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace files an earlier export wrote.")] = False,
+) -> None:
+    """Write one checkpoint as the FramePack front ends load it, its metadata completed with the
+    one-frame settings, resolution, base model, step and the spec's hash, and a model card
+    (README.md) beside it: settings, example prompts, contact sheets, evaluation loss, how to load.
+
+    Example: fplora export configs/v8.yaml --lora best --to diffusers
+    """
+    from fplora.jobs.export import LAYOUTS, export
+
+    with common.user_errors():
+        layouts = list(dict.fromkeys(to or LAYOUTS))
+        for layout in layouts:
+            if layout not in LAYOUTS:
+                common.fail("--to", f"{layout} is not a layout — use musubi or diffusers")
+        loaded = common.load(spec, preset=False)
+        result = export(loaded, lora, layouts, out, force=force)
+        common.echo_problems(result.notes)
+        for path in result.files:
+            typer.echo(common.shown(path))

@@ -1,0 +1,242 @@
+"""`fplora export`: both layouts, the metadata, the card, and what it refuses.
+
+The LoRA files here are written by the test in musubi-tuner's layout (bf16, alpha per module) with
+numpy; that musubi-tuner's own code merges the two layouts to the same weights is
+tests/test_export_musubi.py's job, in the musubi-tuner Python.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fplora.cli import app
+from fplora.lora import tensors
+from fplora.lora.tensors import Tensor, from_float32, to_float32
+from fplora.musubi.framepack import lora_modules, musubi_name
+
+runner = CliRunner()
+
+DIFFUSERS_RENAMES = (
+    # diffusers' `_convert_hunyuan_video_lora_to_diffusers` (FramePack-Studio and neph1/FramePack
+    # run every LoRA through it) renames any key holding one of these substrings: none of the
+    # exported names may hold one, or the front end would load the weights into another module
+    "img_in", "time_in.mlp", "guidance_in.mlp", "vector_in", "double_blocks", "img_attn", "txt_attn",
+    "img_mod.linear", "img_norm", "img_mlp", "txt_mod.linear", "txt_norm", "txt_mlp", "self_attn_proj",
+    "modulation.linear", "pre_norm", "final_layer", "fc1", "fc2", "input_embedder", "txt_in",
+    "single_blocks", "linear1", "linear2", "q_norm", "k_norm",
+)  # fmt: skip
+
+
+def musubi_lora(path: Path, *, rank: int = 4, alpha: float = 2.0, blocks: tuple[int, int] = (20, 40)) -> Path:
+    """A musubi-tuner-layout FramePack LoRA (bf16 weights, bf16 alpha), small widths."""
+    rng = np.random.default_rng(0)
+    weights = {}
+    for module in lora_modules(*blocks):
+        name = musubi_name(module)
+        weights[f"{name}.lora_down.weight"] = Tensor(
+            "BF16", from_float32(rng.standard_normal((rank, 8), np.float32))
+        )
+        weights[f"{name}.lora_up.weight"] = Tensor(
+            "BF16", from_float32(rng.standard_normal((6, rank), np.float32))
+        )
+        weights[f"{name}.alpha"] = Tensor("BF16", from_float32(np.array(alpha, np.float32)))
+    entries, chunks = tensors.data(weights)
+    metadata = {
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(alpha),
+        "modelspec.resolution": "1280x720",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors.write(path, entries, chunks, metadata)
+    return path
+
+
+def read_header(path: Path) -> dict:
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8 : 8 + length])
+
+
+@pytest.fixture
+def run(project: Callable[..., Path]) -> Path:
+    spec = project()
+    musubi_lora(spec.parent.parent / "out" / "demo-v1-step00000002.safetensors")
+    return spec
+
+
+def test_both_layouts_and_the_card_are_written(run: Path) -> None:
+    result = runner.invoke(app, ["export", str(run), "--lora", "step2"])
+    assert result.exit_code == 0, result.output
+    folder = run.parent.parent / "out" / "export" / "demo-v1-step00000002"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "demo-v1-step00000002-diffusers.safetensors",
+        "demo-v1-step00000002.safetensors",
+    ]
+    assert "note: diffusers layout: alpha/rank 0.5 folded into lora_B exactly" in result.output
+
+
+def test_the_musubi_layout_keeps_every_tensor_byte(run: Path) -> None:
+    runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "musubi"])
+    source = run.parent.parent / "out" / "demo-v1-step00000002.safetensors"
+    copy = run.parent.parent / "out" / "export" / "demo-v1-step00000002" / source.name
+    a, b = source.read_bytes(), copy.read_bytes()
+    assert a[8 + struct.unpack("<Q", a[:8])[0] :] == b[8 + struct.unpack("<Q", b[:8])[0] :]
+    meta = read_header(copy)["__metadata__"]
+    assert meta["fplora.layout"] == "musubi" and meta["fplora.alpha_folded"] == "false"
+    assert meta["ss_network_dim"] == "4"  # musubi-tuner's own metadata stays
+
+
+def test_the_diffusers_layout_names_every_module_by_its_path_and_folds_alpha(run: Path) -> None:
+    runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "diffusers"])
+    out = run.parent.parent / "out"
+    source, _ = tensors.read(out / "demo-v1-step00000002.safetensors")
+    exported, meta = tensors.read(
+        out / "export" / "demo-v1-step00000002" / "demo-v1-step00000002-diffusers.safetensors"
+    )
+    modules = lora_modules()
+    assert len(modules) == 440
+    assert set(exported) == {f"transformer.{m}.lora_{ab}.weight" for m in modules for ab in "AB"}
+    assert not [m for m in modules if any(s in m for s in DIFFUSERS_RENAMES)]
+    for module in modules:
+        down = source[f"{musubi_name(module)}.lora_down.weight"]
+        up = source[f"{musubi_name(module)}.lora_up.weight"]
+        a, b = (
+            exported[f"transformer.{module}.lora_A.weight"],
+            exported[f"transformer.{module}.lora_B.weight"],
+        )
+        assert a.dtype == b.dtype == "BF16"
+        assert np.array_equal(a.array, down.array)
+        # alpha 2 at rank 4: B = 0.5 · up, exactly (a power of two only moves the exponent)
+        assert np.array_equal(to_float32(b.array), to_float32(up.array) * np.float32(0.5))
+    assert "sshs_legacy_hash" not in meta
+    assert meta["fplora.layout"] == "diffusers" and meta["fplora.alpha_folded"] == "true"
+
+
+def test_metadata_holds_the_one_frame_settings_and_the_real_resolution(run: Path) -> None:
+    runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "musubi"])
+    path = run.parent.parent / "out" / "export" / "demo-v1-step00000002" / "demo-v1-step00000002.safetensors"
+    meta = read_header(path)["__metadata__"]
+    assert {k: v for k, v in meta.items() if k.startswith("fplora.one_frame.")} == {
+        "fplora.one_frame.clean_indices": "[0, 10]",
+        "fplora.one_frame.target_index": "5",
+        "fplora.one_frame.no_post": "true",
+        "fplora.one_frame.control_count": "2",
+        "fplora.one_frame.no_2x": "false",
+        "fplora.one_frame.no_4x": "false",
+        "fplora.one_frame.latent_window_size": "9",
+        "fplora.one_frame.inference": "target_index=5,control_index=0;10,no_post",
+    }
+    assert meta["modelspec.resolution"] == "64x96"  # not musubi-tuner's 1280x720 placeholder
+    assert meta["fplora.resolution"] == "64x96"
+    assert meta["fplora.global_step"] == "2"
+    assert meta["fplora.base_model"] == "lllyasviel/FramePackI2V_HY"
+    assert meta["fplora.musubi_tuner_version"] == "0.3.4"
+    assert len(meta["fplora.spec_sha256"]) == 64
+    assert meta["fplora.network_dim"] == "4" and meta["fplora.network_alpha"] == "2"
+
+
+def test_the_card_has_the_hub_header_settings_prompts_and_front_ends(run: Path) -> None:
+    runner.invoke(app, ["export", str(run), "--lora", "step2"])
+    text = (run.parent.parent / "out" / "export" / "demo-v1-step00000002" / "README.md").read_text()
+    header = text.split("---\n")[1]
+    assert "base_model: lllyasviel/FramePackI2V_HY\n" in header
+    assert "base_model_relation: adapter\n" in header
+    assert "pipeline_tag: image-to-image\n" in header
+    assert "# license:" in header  # left for the user
+    assert "`--of target_index=5,control_index=0;10,no_post`" in text
+    assert "from 2 control images at clean-latent indices 0, 10" in text
+    assert "1. a character turns, take 1\n" in text  # the sample prompt's record caption
+    for front_end in (
+        "ComfyUI-FramePackWrapper (kijai)",
+        "FramePack-eichi",
+        "FramePack-Studio",
+        "neph1/FramePack",
+    ):
+        assert f"**{front_end}**" in text
+    assert "## Evaluation" not in text  # not scored
+
+
+def test_the_evaluation_loss_goes_into_the_card_and_the_metadata(run: Path) -> None:
+    out = run.parent.parent / "out"
+    lora = out / "demo-v1-step00000002.safetensors"
+    points = [
+        {"label": "untrained", "step": 0, "lora": None, "loss": 0.2, "bands": []},
+        {"label": "step2", "step": 2, "lora": str(lora), "loss": 0.125, "bands": []},
+    ]
+    (out / "demo-v1.eval.json").write_text(json.dumps({"format": 1, "points": points}))
+    runner.invoke(app, ["export", str(run), "--lora", "best", "--to", "musubi"])
+    folder = out / "export" / "demo-v1-step00000002"
+    assert read_header(folder / lora.name)["__metadata__"]["fplora.eval_loss"] == "0.125"
+    assert "**0.12500**; the untrained network scores 0.20000" in (folder / "README.md").read_text()
+
+
+def test_an_earlier_export_is_replaced_only_with_force(run: Path) -> None:
+    assert runner.invoke(app, ["export", str(run), "--lora", "step2"]).exit_code == 0
+    again = runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "diffusers"])
+    assert again.exit_code == 1
+    assert (
+        "out/export/demo-v1-step00000002/demo-v1-step00000002-diffusers.safetensors: exists already — replace it with --force"
+        in again.output
+    )
+    assert runner.invoke(app, ["export", str(run), "--lora", "step2", "--force"]).exit_code == 0
+
+
+def test_the_run_s_own_checkpoint_is_never_overwritten(run: Path) -> None:
+    out = run.parent.parent / "out"
+    result = runner.invoke(
+        app, ["export", str(run), "--lora", "step2", "--to", "musubi", "--out", str(out), "--force"]
+    )
+    assert result.exit_code == 1
+    assert (
+        "out/demo-v1-step00000002.safetensors: --out: is a file of the run itself; an export never replaces it — give another --out folder"
+        in result.output
+    )
+
+
+def test_a_key_of_no_framepack_module_is_refused(project: Callable[..., Path]) -> None:
+    spec = project()
+    out = spec.parent.parent / "out"
+    path = musubi_lora(out / "demo-v1-step00000002.safetensors", blocks=(1, 0))
+    weights, meta = tensors.read(path)
+    weights["lora_unet_transformer_blocks_0_norm1_linear.lora_down.weight"] = weights[
+        "lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight"
+    ]
+    entries, chunks = tensors.data(weights)
+    tensors.write(path, entries, chunks, meta)
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2"])
+    assert result.exit_code == 1
+    assert (
+        "lora_unet_transformer_blocks_0_norm1_linear.lora_down.weight: names no FramePack DiT module — export a FramePack LoRA"
+        in result.output
+    )
+
+
+def test_a_partial_lora_is_exported_with_a_note(project: Callable[..., Path]) -> None:
+    spec = project()
+    musubi_lora(spec.parent.parent / "out" / "demo-v1-step00000002.safetensors", blocks=(1, 2))
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "diffusers"])
+    assert result.exit_code == 0, result.output
+    assert "holds 22 of the DiT's 440 LoRA modules" in result.output
+
+
+def test_an_alpha_that_is_not_a_power_of_two_reports_its_rounding(project: Callable[..., Path]) -> None:
+    spec = project()
+    musubi_lora(spec.parent.parent / "out" / "demo-v1-step00000002.safetensors", alpha=3.0)
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "diffusers"])
+    assert "alpha/rank 0.75 folded into lora_B rounded to the file's dtype, largest change" in result.output
+    change = float(result.output.split("largest change ")[1].split()[0])
+    assert 0 < change <= 2**-8  # half a unit in the last place of bf16 (8 significant bits)
+
+
+def test_bf16_rounding_is_to_nearest_even() -> None:
+    values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -(2**-130), np.inf], np.float32)
+    assert [hex(v) for v in from_float32(values)] == ["0x3f80", "0x3f80", "0x3f82", "0x8008", "0x7f80"]
+    assert np.isnan(to_float32(from_float32(np.array([np.nan], np.float32))))[0]
