@@ -80,7 +80,7 @@ def test_both_layouts_and_the_card_are_written(run: Path) -> None:
         "demo-v1-step00000002-diffusers.safetensors",
         "demo-v1-step00000002.safetensors",
     ]
-    assert "note: diffusers layout: alpha/rank 0.5 folded into lora_B exactly" in result.output
+    assert "note: diffusers layout: alpha/rank 0.5 folded into lora_B exactly, bf16" in result.output
 
 
 def test_the_musubi_layout_keeps_every_tensor_byte(run: Path) -> None:
@@ -227,11 +227,35 @@ def test_a_partial_lora_is_exported_with_a_note(project: Callable[..., Path]) ->
     assert "holds 22 of the DiT's 440 LoRA modules" in result.output
 
 
-def test_an_alpha_that_is_not_a_power_of_two_reports_its_rounding(project: Callable[..., Path]) -> None:
+def test_an_alpha_that_is_not_a_power_of_two_is_folded_exactly_in_float32(
+    project: Callable[..., Path],
+) -> None:
+    spec = project()
+    out = spec.parent.parent / "out"
+    musubi_lora(out / "demo-v1-step00000002.safetensors", alpha=3.0)
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "diffusers"])
+    assert "note: diffusers layout: alpha/rank 0.75 folded into lora_B exactly, float32" in result.output
+    assert (
+        "musubi-tuner's fpack_generate_video cannot merge a float32 LoRA into its bf16 DiT" in result.output
+    )
+    source, _ = tensors.read(out / "demo-v1-step00000002.safetensors")
+    path = out / "export" / "demo-v1-step00000002" / "demo-v1-step00000002-diffusers.safetensors"
+    exported, _ = tensors.read(path)
+    name = "transformer_blocks.3.ff.net.2"
+    b = exported[f"transformer.{name}.lora_B.weight"]
+    assert b.dtype == "F32"
+    assert np.array_equal(
+        b.array, to_float32(source[f"{musubi_name(name)}.lora_up.weight"].array) * np.float32(0.75)
+    )
+
+
+def test_dtype_bf16_keeps_bf16_and_says_how_far_it_rounded(project: Callable[..., Path]) -> None:
     spec = project()
     musubi_lora(spec.parent.parent / "out" / "demo-v1-step00000002.safetensors", alpha=3.0)
-    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "diffusers"])
-    assert "alpha/rank 0.75 folded into lora_B rounded to the file's dtype, largest change" in result.output
+    result = runner.invoke(
+        app, ["export", str(spec), "--lora", "step2", "--to", "diffusers", "--dtype", "bf16"]
+    )
+    assert "alpha/rank 0.75 folded into lora_B rounded to bf16, largest change" in result.output
     change = float(result.output.split("largest change ")[1].split()[0])
     assert 0 < change <= 2**-8  # half a unit in the last place of bf16 (8 significant bits)
 

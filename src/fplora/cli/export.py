@@ -47,6 +47,16 @@ def command(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace files an earlier export wrote.")] = False,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype",
+            metavar="<dtype>",
+            help="The diffusers layout's dtype: bf16, fp16 or float32. Default: the LoRA's own when alpha"
+            " folds into it exactly, else float32.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Write one checkpoint as the FramePack front ends load it, its metadata completed with the
     one-frame settings, resolution, base model, step and the spec's hash, and a model card
@@ -55,14 +65,17 @@ def command(
     Example: fplora export configs/v8.yaml --lora best --to diffusers
     """
     from fplora.jobs.export import LAYOUTS, export
+    from fplora.lora.tensors import DTYPES
 
     with common.user_errors():
         layouts = list(dict.fromkeys(to or LAYOUTS))
         for layout in layouts:
             if layout not in LAYOUTS:
                 common.fail("--to", f"{layout} is not a layout — use musubi or diffusers")
+        if dtype is not None and dtype not in DTYPES:
+            common.fail("--dtype", f"{dtype} is not a dtype — use {', '.join(DTYPES)}")
         loaded = common.load(spec, preset=False)
-        result = export(loaded, lora, layouts, out, force=force)
+        result = export(loaded, lora, layouts, out, force=force, dtype=DTYPES[dtype] if dtype else None)
         common.echo_problems(result.notes)
         for path in result.files:
             typer.echo(common.shown(path))

@@ -20,7 +20,8 @@ from fplora.datasets.records import RecordCache
 from fplora.lora import tensors
 from fplora.lora.card import Exported, Picture, card
 from fplora.lora.facts import Facts, base_model, one_frame_facts, spec_hash
-from fplora.lora.layout import Module, modules_of, to_diffusers
+from fplora.lora.layout import Converted, Module, modules_of, to_diffusers
+from fplora.lora.tensors import DTYPES, FLOAT32
 from fplora.musubi import schema
 from fplora.musubi.framepack import lora_modules
 from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY
@@ -34,6 +35,7 @@ from fplora.spec.models import Spec
 LAYOUTS = ("musubi", "diffusers")
 EXPORT_DIR = "export"
 CARD = "README.md"
+_DTYPE_WORDS = {value: key for key, value in DTYPES.items()}
 _LEGACY_HASH_KEY = "sshs_legacy_hash"  # a hash of the musubi-tuner file's bytes; wrong for another file
 
 
@@ -200,8 +202,33 @@ def _weights_hash(chunks: list[bytes]) -> str:
     return digest.hexdigest()
 
 
-def export(spec: Spec, lora: str, layouts: list[str], out: Path | None, *, force: bool) -> Result:
-    """Resolve `lora`, check it, and write each layout, the card and this checkpoint's sheets."""
+def _fold_notes(converted: Converted, source: str) -> list[Problem]:
+    """How alpha went into the weights, and the one consequence of a float32 file."""
+    scales = ", ".join(f"{s:g}" for s in converted.scales)
+    name = _DTYPE_WORDS.get(converted.dtype, converted.dtype)
+    how = (
+        f"exactly, {name}"
+        if converted.exact
+        else f"rounded to {name}, largest change {converted.largest_change:.2g} relative"
+    )
+    notes = [note(f"diffusers layout: alpha/rank {scales} folded into lora_B {how}")]
+    if converted.dtype == FLOAT32 and source != FLOAT32:
+        notes.append(
+            note(
+                f"diffusers layout written in float32 ({_DTYPE_WORDS.get(source, source)} could not hold"
+                " the folded weights exactly): PEFT front ends load it; musubi-tuner's fpack_generate_video"
+                " cannot merge a float32 LoRA into its bf16 DiT, so give it the musubi layout (or export"
+                " --dtype bf16)"
+            )
+        )
+    return notes
+
+
+def export(
+    spec: Spec, lora: str, layouts: list[str], out: Path | None, *, force: bool, dtype: str | None = None
+) -> Result:
+    """Resolve `lora`, check it, and write each layout, the card and this checkpoint's sheets.
+    `dtype` (a safetensors dtype) for the diffusers layout; None: `to_diffusers`' choice."""
     checkpoint = _checkpoint(spec, lora)
     source = checkpoint.path
     weights, metadata = tensors.read(source)
@@ -233,18 +260,12 @@ def export(spec: Spec, lora: str, layouts: list[str], out: Path | None, *, force
         if layout == "musubi":
             tensors.with_metadata(source, target, completed)
         else:
-            converted = to_diffusers(modules)
+            converted = to_diffusers(modules, dtype)
             completed.pop(_LEGACY_HASH_KEY, None)
             entries, chunks = tensors.data(converted.tensors)
             completed[LORA_WEIGHTS_HASH_KEY] = _weights_hash(chunks)
             tensors.write(target, entries, chunks, completed)
-            scales = ", ".join(f"{s:g}" for s in converted.scales)
-            how = (
-                "exactly"
-                if converted.exact
-                else f"rounded to the file's dtype, largest change {converted.largest_change:.2g} relative"
-            )
-            result.notes.append(note(f"diffusers layout: alpha/rank {scales} folded into lora_B {how}"))
+            result.notes += _fold_notes(converted, modules[0].up.dtype)
         written.append(Exported(target.name, layout))
         result.files.append(target)
     pictures = _sheets(spec, checkpoint, facts, folder)

@@ -7,11 +7,13 @@ alpha and applies `W + m · B @ A`. So each module becomes `A = down` (unchanged
 from the musubi-tuner name.
 
 Precision: the product `(alpha / rank) · up` is taken in float64 from the stored values (exact), then
-rounded once to the file's own dtype, so a bf16 LoRA stays bf16 (the pinned `fpack_generate_video`
-cannot merge a float32 LoRA into its bf16 DiT). When alpha / rank is a power of two (alpha 1 at
-rank 16, alpha 16 at rank 32) the scaled value is representable and the fold is exact, bit for bit;
-otherwise each element of B moves by at most half a unit in the last place of its dtype (bf16:
-2⁻⁸ relative; float32: 2⁻²⁴), which `Converted.largest_change` reports.
+rounded once to the dtype written. When alpha / rank is a power of two (alpha 16 at rank 32, fplora's
+default; alpha 1 at rank 16) the fold is exact in the file's own dtype, bit for bit, and a bf16 LoRA
+stays bf16, which the pinned `fpack_generate_video` needs (it cannot merge a float32 LoRA into its
+bf16 DiT). Otherwise (alpha 3 at rank 4: 0.75) bf16 would move each element of B by up to half a unit
+in its last place, 2⁻⁸ relative, so by default the file is written in float32, where the fold is
+exact for such scales and within 2⁻²⁴ relative for any; `--dtype bf16` keeps bf16 and says how far
+it rounded (`Converted.largest_change`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from fplora.lora.tensors import Tensor, store
+from fplora.lora.tensors import FLOAT32, Tensor, store
 from fplora.musubi.framepack import (
     ALPHA,
     DOWN,
@@ -96,6 +98,7 @@ def modules_of(tensors: dict[str, Tensor], where: str) -> list[Module]:
 class Converted:
     tensors: dict[str, Tensor]
     modules: int
+    dtype: str  # the safetensors dtype written
     scales: list[float] = field(default_factory=list)  # the distinct alpha / rank, sorted
     largest_change: float = 0.0  # largest |rounded − exact| / |exact| over B's elements; 0: exact
 
@@ -104,21 +107,37 @@ class Converted:
         return self.largest_change == 0.0
 
 
-def to_diffusers(modules: list[Module]) -> Converted:
-    """`transformer.<path>.lora_A.weight` / `.lora_B.weight` for every module, alpha folded into B."""
+def _fold(modules: list[Module], dtype: str) -> Converted:
     import numpy as np
 
     tensors: dict[str, Tensor] = {}
     largest = 0.0
     for module in modules:
         exact = module.up.to_float64() * module.scale
-        folded = Tensor(module.up.dtype, store(exact, module.up.dtype))
+        folded = Tensor(dtype, store(exact, dtype))
         nonzero = exact != 0
         if nonzero.any():  # checked even for a power of two: a subnormal result would round
             change = np.abs(folded.to_float64()[nonzero] - exact[nonzero]) / np.abs(exact[nonzero])
             largest = max(largest, float(change.max()))
+        down = (
+            module.down
+            if module.down.dtype == dtype
+            else Tensor(dtype, store(module.down.to_float64(), dtype))
+        )
         name = diffusers_name(module.path)
-        tensors[f"{name}.{PEFT_A}"] = module.down
+        tensors[f"{name}.{PEFT_A}"] = down
         tensors[f"{name}.{PEFT_B}"] = folded
     scales = sorted({module.scale for module in modules})
-    return Converted(tensors, len(modules), scales, largest)
+    return Converted(tensors, len(modules), dtype, scales, largest)
+
+
+def to_diffusers(modules: list[Module], dtype: str | None = None) -> Converted:
+    """`transformer.<path>.lora_A.weight` / `.lora_B.weight` for every module, alpha folded into B,
+    in `dtype` (a safetensors dtype). None: the file's own dtype when the fold is exact in it (alpha
+    / rank a power of two), else float32, where a bf16 value times a short scale such as 0.75 is
+    exact and any other scale rounds by at most 2⁻²⁴ relative."""
+    source = modules[0].up.dtype if modules else FLOAT32
+    converted = _fold(modules, dtype or source)
+    if dtype is None and not converted.exact and source != FLOAT32:
+        converted = _fold(modules, FLOAT32)
+    return converted

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 STORAGE = {"BF16": "<u2", "F16": "<f2", "F32": "<f4", "F64": "<f8"}
 """safetensors dtype → the numpy dtype its bytes are held in (bf16: raw bit patterns)."""
 
+FLOAT32 = "F32"
+DTYPES = {"bf16": "BF16", "fp16": "F16", "float32": FLOAT32}
+"""`--dtype` words → safetensors dtypes."""
 _ALIGN = 8  # the safetensors library pads its header to 8 bytes; readers accept any padding
 
 
