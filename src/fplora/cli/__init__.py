@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from fplora import __version__
-from fplora.cli import cache, check, doctor, evaluate, infer, init, plot, render, runs, sheet, train
+from fplora.cli import cache, check, doctor, evaluate, export, infer, init, plot, render, runs, sheet, train
 
 HELP = "FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."
 EXAMPLE = """\b
@@ -26,7 +26,7 @@ Example:
   fplora infer --lora step5000 --multiplier 1.2 # then compare checkpoints
 """
 
-VERBS = (init, check, render, cache, train, infer, evaluate, doctor, runs, plot, sheet)
+VERBS = (init, check, render, cache, train, infer, evaluate, export, doctor, runs, plot, sheet)
 
 app = typer.Typer(
     name="fplora",
@@ -56,11 +56,6 @@ def _main(
 
 for verb in VERBS:
     app.command(verb.NAME, short_help=verb.SHORT_HELP)(verb.command)
-
-
-from fplora.cli import export as _export  # noqa: E402
-
-app.command(_export.NAME, short_help=_export.SHORT_HELP)(_export.command)
 
 
 def main() -> None:

@@ -8,17 +8,10 @@ from typing import Annotated
 import typer
 
 from fplora.cli import common
+from fplora.cli.options import SpecArg
 
 NAME = "export"
 SHORT_HELP = "A checkpoint in the front ends' layouts, with metadata and a model card."
-
-SpecArg = Annotated[
-    Path | None,
-    typer.Argument(
-        help="Spec file (configs/v8.yaml). Default: the spec of this project's last command.",
-        show_default=False,
-    ),
-]
 
 
 def command(
