@@ -478,6 +478,7 @@ def test_fplora_help_lists_init_first_with_whole_summaries_and_an_example() -> N
         "train",
         "infer",
         "eval",
+        "export",
         "doctor",
         "runs",
         "plot",

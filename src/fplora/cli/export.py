@@ -11,7 +11,7 @@ from fplora.cli import common
 from fplora.cli.options import SpecArg
 
 NAME = "export"
-SHORT_HELP = "A checkpoint in the front ends' layouts, with metadata and a model card."
+SHORT_HELP = "The LoRA in the front ends' layouts, with a model card."
 
 
 def command(
