@@ -579,3 +579,73 @@ def test_a_caption_that_is_not_text_says_what_it_is(project: Make, caption: obje
     code, lines = check(spec, "--skip-models")
     assert code == 1
     assert lines[0].startswith(f"error: {DATASET}:2: {expected}")
+
+
+def test_an_implausible_learning_rate_is_refused_or_warned_with_the_house_range(project: Make) -> None:
+    spec = project("train:\n  optimizer: {learning_rate: 10}\n")
+    assert check(spec, "--skip-models") == (
+        1,
+        [
+            "error: configs/v1.yaml:5: train.optimizer.learning_rate: 10 is far above the range LoRA training"
+            " uses (1e-5 to 0.01) — did you mean 1e-3? (the house rule of thumb at effective batch 2: 1e-3 up"
+            " to batch 4, × sqrt(batch / 4) above)",
+            "configs/v1.yaml: 1 error, 0 warnings",
+        ],
+    )
+    spec = project("train:\n  optimizer: {learning_rate: 1.0e-7}\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0].startswith(
+        "warning: configs/v1.yaml:5: train.optimizer.learning_rate: 1e-7 is far below the range LoRA training"
+        " uses (1e-5 to 0.01) — did you mean 1e-3?"
+    )
+    spec = project("train:\n  optimizer: {type: prodigyopt.Prodigy, learning_rate: 1.0}\n")
+    assert check(spec, "--skip-models")[0] == 0  # an adaptive optimizer takes 1.0 by convention
+
+
+def test_the_same_jsonl_listed_twice_is_blamed_on_the_jsonl(project: Make) -> None:
+    spec = project(
+        "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n"
+    )
+    assert check(spec, "--skip-models")[1][0] == (
+        "error: configs/v1.yaml:4: datasets[1].jsonl: the same JSONL as datasets[0], into the same cache:"
+        " caching would delete the other's files — remove this entry (to weight the records, raise"
+        " datasets[0].num_repeats), or give it its own cache_directory to train them at a second resolution"
+    )
+    spec = project(
+        "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n"
+        "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, cache_directory: ../cache/b, resolution: 128}\n"
+    )
+    assert check(spec, "--skip-models")[0] == 0  # a second resolution, in a cache of its own
+
+
+def test_two_specs_writing_the_same_run_are_told_before_training(project: Make) -> None:
+    """A copied version that kept `output_name`: both would write demo-run's checkpoints."""
+    project("train:\n  output_name: demo-run\n", name="v2.yaml")
+    spec = project("train:\n  output_name: demo-run\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0] == (
+        "error: configs/v1.yaml:5: train.output_name: configs/v2.yaml writes the same run demo-run into out:"
+        " the two would overwrite each other's checkpoints and states — give each spec its own"
+        " train.output_name (or leave it out: <project>-<version> differs per spec file)"
+    )
+
+
+def test_a_run_started_by_a_spec_in_another_folder_is_warned_about(project: Make, tmp_path: Path) -> None:
+    """Two projects that kept the same `project:` and `output_dir`: the manifest names the other."""
+    spec = project()
+    out = tmp_path / "out"
+    out.mkdir()
+    other = tmp_path / "other-project/configs/v1.yaml"
+    (out / "demo-v1.fplora-run.json").write_text(
+        json.dumps({"schema_version": 2, "output_name": "demo-v1", "spec": str(other), "segments": []})
+    )
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        "warning: configs/base.yaml:17: train.output_dir: run demo-v1 in out was started from"
+        " other-project/configs/v1.yaml, not this"
+        " spec: training would write into the other spec's run — give this spec its own train.output_name,"
+        " project: or output_dir (if the project folder moved, this is the same spec: ignore it)"
+    )

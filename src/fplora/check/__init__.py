@@ -22,6 +22,7 @@ from fplora.check.outputs import check_output_folders
 from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
 from fplora.check.records import check_records, record_paths
+from fplora.check.run_names import check_run_names
 from fplora.check.verified import verify_many
 from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, read_records
@@ -70,4 +71,5 @@ def check_spec(
     problems.extend(check_combinations(spec))
     problems.extend(check_pass_through_files(spec))
     problems.extend(check_output_folders(spec))
+    problems.extend(check_run_names(spec))
     return problems

@@ -83,9 +83,54 @@ def number(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def findings(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    """(key path, message, fix) for a `tuned_at_batch` that cannot be followed."""
+MEMO_RATE, MEMO_BATCH = 1e-3, 4
+"""The memo's rule of thumb: 1e-3 is stable up to an effective batch of about 4, scaled by the square
+root of the batch above it (2e-3 at 16)."""
+PLAUSIBLE = (1e-5, 1e-2)
+"""Rates outside this range (a hundredth to ten times the memo's) are warned about: a typo (`1e3`,
+`10`) trains to NaN in minutes, a tiny rate trains nothing, and either costs a day of GPU time."""
+ADAPTIVE = ("prodigy", "dadapt", "dadaptation")
+"""Optimizers that find their own step size and take learning_rate 1.0 by convention."""
+
+
+def memo_rate(batch: int | None) -> float:
+    """The memo's learning rate at `batch` samples per step."""
+    batch = batch or MEMO_BATCH
+    return MEMO_RATE * math.sqrt(max(batch, MEMO_BATCH) / MEMO_BATCH)
+
+
+def implausible(spec: Spec) -> tuple[str, str, str] | None:
+    """(severity, message, fix) for a learning rate far outside what LoRA training uses: an error
+    from 1 up (no optimizer but the adaptive ones trains at that), else a warning outside
+    `PLAUSIBLE`."""
     optimizer = spec.train.optimizer
+    if any(name in optimizer.type.lower() for name in ADAPTIVE):
+        return None
+    derived = derive(spec)
+    rate = derived.value
+    low, high = PLAUSIBLE
+    if low <= rate <= high:
+        return None
+    batch = spec.effective_batch()
+    memo = memo_rate(batch)
+    at = f" at effective batch {batch}" if batch else ""
+    said = number(rate) if not derived.scaled else f"{number(rate)} (scaled from {number(derived.written)})"
+    direction = "far above" if rate > high else "far below"
+    message = f"{said} is {direction} the range LoRA training uses ({number(low)} to {number(high)})"
+    fix = (
+        f"did you mean {number(memo)}? (the house rule of thumb{at}: 1e-3 up to batch 4,"
+        " × sqrt(batch / 4) above)"
+    )
+    return ("error" if rate >= 1 else "warning"), message, fix
+
+
+def findings(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """(key path, message, fix) for a `tuned_at_batch` that cannot be followed, or a learning rate
+    of 1 or more (`learning_rate: 10`: see `implausible`)."""
+    optimizer = spec.train.optimizer
+    found = implausible(spec)
+    if found is not None and found[0] == "error":
+        yield ("train", "optimizer", "learning_rate"), found[1], found[2]
     if optimizer.tuned_at_batch is not None and spec.effective_batch() is None:
         yield (
             ("train", "optimizer", "tuned_at_batch"),

@@ -230,8 +230,22 @@ def _one_frame(spec: Spec) -> Iterator[Problem]:
 
 def _datasets(spec: Spec) -> Iterator[Problem]:
     seen: dict[Any, int] = {}
-    for index in range(len(spec.datasets)):
+    listed: dict[Path, int] = {}
+    for index, dataset in enumerate(spec.datasets):
+        first = listed.setdefault(dataset.jsonl, index)
         cache = spec.cache_directory(index)
+        if first != index and dataset.cache_directory is None and spec.cache_directory(first) == cache:
+            # the cache folder fplora derives from the JSONL: the JSONL is the mistake (the same
+            # JSONL with a cache of its own is a second resolution, and allowed)
+            yield Finding(
+                ("datasets", index, "jsonl"),
+                f"the same JSONL as datasets[{first}], into the same cache: caching would delete the"
+                " other's files",
+                f"remove this entry (to weight the records, raise datasets[{first}].num_repeats), or give it"
+                " its own cache_directory to train them at a second resolution",
+            )
+            seen.setdefault(cache, index)
+            continue
         if cache in seen:
             yield spec.problem(
                 ("datasets", index, "cache_directory"),
@@ -313,9 +327,13 @@ def _path_fields(model: BaseModel, where: KeyPath = ()) -> Iterator[tuple[KeyPat
 
 def spec_warnings(spec: Spec) -> list[Problem]:
     """What the spec allows but should say: keys left empty in a spec that extends another (from
-    loading), and paths written for Windows (`output_dir: C:\\Users\\...` would make a folder
-    named that under the spec's folder on the Linux box)."""
+    loading), a learning rate far from what LoRA training uses, and paths written for Windows
+    (`output_dir: C:\\Users\\...` would make a folder named that under the spec's folder on the
+    Linux box)."""
     warnings = list(spec.load_warnings)
+    rate = learning_rate.implausible(spec)
+    if rate is not None and rate[0] == "warning":
+        warnings.append(spec.problem(("train", "optimizer", "learning_rate"), rate[1], rate[2], "warning"))
     for key_path, path in _path_fields(spec):
         if (shown := windows_path(path)) is not None:
             fix = (

@@ -1,0 +1,88 @@
+"""Where a run writes, against other specs: two specs with one `output_dir` and output name write the
+same `-stepNNNNNNNN` checkpoints, states and manifest, each over the other's.
+
+Two places show it before any GPU time: a spec beside this one (a copied version that kept its
+base's `output_name`, or a base that sets one for every version) resolving to the same run, and a
+run already in `output_dir` whose manifest names another spec file (another project that kept the
+same `project:` and `output_dir`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fplora.problems import Problem, UserError, display_path
+from fplora.runs.manifest import Manifest, UnreadableManifest
+from fplora.spec import load_spec
+from fplora.spec.models import Spec
+
+_NAMING = ("output_name", "version:")
+"""Words a spec must hold to name its run other than `<project>-<its file stem>`."""
+
+
+def _run_key(spec: Spec) -> tuple[Path, str]:
+    return spec.train.output_dir.resolve(), spec.output_name
+
+
+def _where_named(spec: Spec) -> tuple[str, ...]:
+    """The key that gives the run its name: `train.output_name` or `version` when written, else
+    `train.output_dir` (it points the problem at a line the user can change)."""
+    for key in (("train", "output_name"), ("version",)):
+        if spec.written(key):
+            return key
+    return ("train", "output_dir")
+
+
+def _siblings(spec: Spec) -> list[Spec]:
+    """The other specs in the spec's folder that may name their run the way this one does."""
+    named = spec.written(("train", "output_name")) or spec.written(("version",))
+    found = []
+    for other in sorted(spec.path.parent.glob("*.y*ml")):
+        if other.resolve() == spec.path.resolve():
+            continue
+        try:
+            text = other.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not named and not any(word in text for word in _NAMING):
+            continue  # `<project>-<stem>`: a different stem never collides
+        try:
+            found.append(load_spec(other))
+        except UserError:
+            continue  # a broken sibling is its own check's business
+    return found
+
+
+def check_run_names(spec: Spec) -> list[Problem]:
+    """An error for a spec beside this one that writes the same run; a warning for a run in
+    `output_dir` that another spec file started."""
+    problems = []
+    key = _run_key(spec)
+    shown_dir = display_path(spec.train.output_dir)
+    for other in _siblings(spec):
+        if _run_key(other) == key:
+            problems.append(
+                spec.problem(
+                    _where_named(spec),
+                    f"{display_path(other.path)} writes the same run {spec.output_name} into {shown_dir}:"
+                    " the two would overwrite each other's checkpoints and states",
+                    "give each spec its own train.output_name (or leave it out: <project>-<version>"
+                    " differs per spec file)",
+                )
+            )
+    try:
+        manifest = Manifest.load(spec.train.output_dir, spec.output_name)
+    except UnreadableManifest:
+        manifest = None  # the commands that need it say so
+    if manifest is not None and manifest.spec and Path(manifest.spec).resolve() != spec.path.resolve():
+        problems.append(
+            spec.problem(
+                _where_named(spec),
+                f"run {spec.output_name} in {shown_dir} was started from {display_path(manifest.spec)},"
+                " not this spec: training would write into the other spec's run",
+                "give this spec its own train.output_name, project: or output_dir (if the project folder"
+                " moved, this is the same spec: ignore it)",
+                "warning",
+            )
+        )
+    return problems
