@@ -237,7 +237,7 @@ def _datasets(spec: Spec) -> Iterator[Problem]:
         if first != index and dataset.cache_directory is None and spec.cache_directory(first) == cache:
             # the cache folder fplora derives from the JSONL: the JSONL is the mistake (the same
             # JSONL with a cache of its own is a second resolution, and allowed)
-            yield Finding(
+            yield spec.problem(
                 ("datasets", index, "jsonl"),
                 f"the same JSONL as datasets[{first}], into the same cache: caching would delete the"
                 " other's files",
