@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -228,3 +229,66 @@ def test_the_remembered_spec_survives_moving_the_project(project, tmp_path: Path
         assert "using configs/v1.yaml (the spec of the last command)" in result.output, result.output
     finally:
         moved.rename(tmp_path)
+
+
+def test_render_out_naming_a_file_says_so(project, tmp_path: Path) -> None:
+    v1 = project()
+    (tmp_path / "rendered").write_text("a file\n")
+    result = runner.invoke(app, ["render", str(v1), "--out", "rendered"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: command line: --out: rendered is a file, not a folder — name a folder (or move the file away)"
+    )
+
+
+def test_render_where_configs_cannot_be_written_is_one_line(project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only configs/ (as root every folder is writable: the write itself is refused here)."""
+    import errno
+
+    from fplora import plan
+
+    def refused(path: Path, text: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    v1 = project()
+    monkeypatch.setattr(plan, "write_atomic", refused)
+    for args in (["render", str(v1)], ["train", str(v1), "--dry-run"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.splitlines()[-1] == (
+            "error: configs/v1/config.toml: cannot write it: permission denied"
+            " — make configs/v1 writable, or write elsewhere"
+        )
+
+
+def test_a_rendered_folder_that_is_a_file_is_one_line(project, tmp_path: Path) -> None:
+    v1 = project()
+    (tmp_path / "configs/v1").write_text("not a folder\n")
+    result = runner.invoke(app, ["train", str(v1), "--dry-run"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: configs/v1/config.toml: cannot write it: a file is where a folder should be"
+        " — make configs/v1 writable, or write elsewhere"
+    )
+
+
+def test_init_on_a_file_or_an_unwritable_place_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    result = runner.invoke(app, ["init", "notes.txt"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: command line: DIRECTORY: notes.txt is a file, not a folder"
+        " — name a new or empty folder you can write\n"
+    )
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path and real(path, mode))
+    result = runner.invoke(app, ["init", "new-project"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: command line: DIRECTORY: new-project cannot be made: . is not writable"
+        " — name a new or empty folder you can write\n"
+    )

@@ -116,3 +116,28 @@ def test_event_reader_reads_written_scalars_and_stops_at_a_partial_record(tmp_pa
     assert [(s.tag, s.step) for s in found] == [("loss/current", 3), ("lr", 3)]
     assert found[0].value == pytest.approx(0.25) and found[0].wall_time == 10.0
     assert tfevents.read_scalars(path, {"lr"})[0].value == pytest.approx(1e-3)
+
+
+def test_plot_out_without_a_suffix_prints_the_png_it_wrote(workspace: Workspace) -> None:
+    result = workspace.cli("plot", str(workspace.spec_path), "--out", "curves")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "curves.png\n"
+    assert (workspace.root / "curves.png").is_file() and not (workspace.root / "curves").exists()
+
+
+def test_plot_out_naming_a_folder_writes_into_it(workspace: Workspace) -> None:
+    (workspace.root / "plots").mkdir()
+    result = workspace.cli("plot", str(workspace.spec_path), "--out", "plots")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "plots/loss-v1.png\n"
+    assert (workspace.root / "plots" / "loss-v1.png").is_file()
+
+
+def test_plot_out_where_it_cannot_be_written_is_one_line(workspace: Workspace) -> None:
+    (workspace.root / "taken").write_text("a file\n")
+    result = workspace.cli("plot", str(workspace.spec_path), "--out", "taken/loss.png")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: taken/loss.png: cannot write it: a file is where a folder should be"
+        " — name a --out in a folder you can write"
+    )

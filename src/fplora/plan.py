@@ -18,6 +18,7 @@ from fplora.render import files as render_files
 from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.spec.models import Prompt, Spec, width_height
+from fplora.writable import write_problem
 
 
 @dataclass
@@ -151,7 +152,7 @@ def rendered_from(path: Path) -> str | None:
     try:
         with path.open(encoding="utf-8") as handle:
             head = [handle.readline() for _ in range(3)]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, UnicodeDecodeError):
         return ""
@@ -187,5 +188,8 @@ def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX) -> list[Pat
         if problems:
             raise UserError(problems)
     for path, text in plan.files.items():
-        write_atomic(path, text)
+        try:
+            write_atomic(path, text)
+        except OSError as error:  # a read-only configs/, a file where the folder should be
+            raise UserError(write_problem(path, error)) from None
     return list(plan.files)

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from fplora.problems import Problem, UserError, display_path
+from fplora.writable import folder_problem, write_problem
 
 LAYOUT = {
     "configs/base.yaml": "base.yaml",
@@ -56,6 +57,12 @@ def project_name(root: Path) -> str:
 def scaffold(root: Path) -> list[Path]:
     """Write the starter files and fplora's `.gitignore` entries; refuse (before writing anything)
     if a starter file exists. Returns the files written, `.gitignore` last when it changed."""
+    unusable = folder_problem(root)
+    if unusable is not None:
+        message, _ = unusable
+        raise UserError(
+            Problem("command line", None, "DIRECTORY", message, "name a new or empty folder you can write")
+        )
     targets = {root / name: template for name, template in LAYOUT.items()}
     existing = [path for path in targets if path.exists()]
     if existing:
@@ -69,14 +76,18 @@ def scaffold(root: Path) -> list[Path]:
         )
     templates = resources.files("fplora.templates")
     name = project_name(root)
-    for path, template in targets.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = templates.joinpath(template).read_text(encoding="utf-8").replace(PLACEHOLDER, name)
-        path.write_text(text, encoding="utf-8")
-    written = list(targets)
-    ignore = root / ".gitignore"
-    entries = _gitignore(ignore.read_text(encoding="utf-8") if ignore.is_file() else None)
-    if entries is not None:
-        ignore.write_text(entries, encoding="utf-8")
-        written.append(ignore)
+    path = root
+    try:
+        for path, template in targets.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = templates.joinpath(template).read_text(encoding="utf-8").replace(PLACEHOLDER, name)
+            path.write_text(text, encoding="utf-8")
+        written = list(targets)
+        path = root / ".gitignore"
+        entries = _gitignore(path.read_text(encoding="utf-8") if path.is_file() else None)
+        if entries is not None:
+            path.write_text(entries, encoding="utf-8")
+            written.append(path)
+    except OSError as error:  # what the check above cannot see: a read-only disk, a file in the way
+        raise UserError(write_problem(path, error, "init a folder you can write")) from None
     return written

@@ -23,6 +23,7 @@ from fplora.jobs import output
 from fplora.problems import Problem, UserError
 from fplora.runs.curves import Curves, curves_of, ema
 from fplora.spec.models import Spec
+from fplora.writable import write_problem
 
 DEFAULT_SMOOTHING = 0.9
 INSTALL = "install the plot extra: uv pip install 'fplora[plot]' (or pip install matplotlib)"
@@ -122,6 +123,20 @@ def run_plot(specs: list[Spec], out: Path | None, *, smoothing: float = DEFAULT_
     """`fplora plot`: the runs' curves into one PNG (default beside the first spec), its path printed."""
     runs = [curves_of(spec) for spec in specs]
     output.problems([problem for run in runs for problem in run.notes])
-    path = out or default_path([s.path for s in specs], [s.version for s in specs])
-    output.line(output.shown(draw(runs, path, smoothing=smoothing)))
+    path = output_path(out, default_path([s.path for s in specs], [s.version for s in specs]))
+    try:
+        written = draw(runs, path, smoothing=smoothing)
+    except OSError as error:  # an unwritable folder, a file where the folder should be
+        raise UserError(write_problem(path, error, "name a --out in a folder you can write")) from None
+    output.line(output.shown(written))
     return 0
+
+
+def output_path(out: Path | None, default: Path) -> Path:
+    """Where `--out` puts the PNG: into a folder it names (under the default name), else the file
+    it names, with `.png` added when it has no suffix (matplotlib would add it unsaid)."""
+    if out is None:
+        return default
+    if out.is_dir():
+        return out / default.name
+    return out if out.suffix else out.with_name(f"{out.name}.png")
