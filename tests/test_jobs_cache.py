@@ -279,3 +279,53 @@ def test_cache_refuses_while_the_spec_is_training(workspace: Workspace) -> None:
     assert result.exit_code == 1
     assert f"fake-v1 is training (pid {os.getpid()}) from these caches" in result.stderr
     assert workspace.calls() == []
+
+
+def test_status_says_per_version_what_is_present_missing_and_stale(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    second_version(workspace, train={"max_train_steps": 8})
+    second_version(workspace, "v2", one_frame={"no_2x": True})
+    workspace.forget_calls()
+    result = workspace.cli("cache", "status")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert (
+        "configs/v1.yaml: dataset 0: 4 records: 8 present, 0 in the store to link, 0 missing, 0 stale,"
+        " 0 of removed records"
+    ) in lines
+    assert any(
+        line.startswith("configs/v1b.yaml: dataset 0: 4 records: 0 present, 8 in the store") for line in lines
+    )
+    assert any(
+        line.startswith("configs/v2.yaml: dataset 0: 4 records: 0 present, 4 in the store to link, 4 missing")
+        for line in lines
+    )
+    assert lines[-1].startswith("store .fplora/cache-store: 8 files, ")
+    assert workspace.calls() == []
+
+
+def test_prune_removes_only_what_no_spec_uses_after_a_dry_run(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    path = workspace.root / "data" / "dataset-v1" / "metadata-v1.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")  # drop record 0004
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert len(store_files(workspace)) == 8
+    dry = workspace.cli("cache", "prune", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would remove 2 store entries no spec uses" in dry.stdout and "6 kept" in dry.stdout
+    assert len(store_files(workspace)) == 8
+    done = workspace.cli("cache", "prune")
+    assert done.exit_code == 0, done.output
+    assert "removed 2 store entries" in done.stdout
+    assert len(store_files(workspace)) == 6
+    assert workspace.cli("train", str(workspace.spec_path)).exit_code == 0
+
+
+def test_prune_keeps_everything_while_a_spec_does_not_load(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.root / "configs" / "broken.yaml").write_text("extends: nowhere.yaml\n", encoding="utf-8")
+    result = workspace.cli("cache", "prune")
+    assert result.exit_code == 1
+    assert "configs/broken.yaml: does not load" in result.stderr
+    assert len(store_files(workspace)) == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,20 +14,53 @@ NAME = "cache"
 SHORT_HELP = "Cache latents and text-encoder outputs."
 
 
+SUBCOMMANDS = ("status", "prune")
+
+
 def command(
     spec: SpecArg = None,
+    more: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="With `status`: the specs to show (default: every spec under configs/).", show_default=False
+        ),
+    ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Recompute caches even when complete and up to date.")
     ] = False,
     dry_run: DryRun = False,
     gpu: Gpu = None,
 ) -> None:
-    """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec.
+    """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec, into the
+    project's cache store (.fplora/cache-store/), shared by every version; each dataset's cache folder
+    becomes a view of links into it.
+
+    `fplora cache status [SPEC...]`: per spec and dataset, the files present, to link, missing and
+    stale, and the store's size. `fplora cache prune --dry-run`, then `fplora cache prune`: remove the
+    store entries no spec under configs/ uses.
 
     Example: fplora cache configs/v8.yaml
     """
-    from fplora.jobs.cache import run_cache
+    from fplora.jobs.cache import complete, run_cache
+    from fplora.jobs.context import console, open_job
+
+    word = str(spec) if spec is not None else ""
+    if word in SUBCOMMANDS and not Path(word).is_file():
+        _subcommand(word, more or [], dry_run=dry_run)
+    with common.user_errors():
+        if more:
+            common.fail("SPEC", f"one spec only (got {len(more) + 1}); several are for `fplora cache status`")
+        loaded = common.load(spec, gpu=gpu)
+        if not (rebuild or dry_run) and complete(loaded, console()):
+            raise typer.Exit(0)
+        raise typer.Exit(run_cache(open_job(loaded, dry_run=dry_run), rebuild=rebuild))
+
+
+def _subcommand(word: str, specs: list[Path], *, dry_run: bool) -> None:
+    from fplora.jobs import cache_status
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run, gpu=gpu)
-        raise typer.Exit(run_cache(job, rebuild=rebuild))
+        root = common.project_root()
+        if word == "status":
+            raise typer.Exit(cache_status.status(specs or cache_status.project_specs(root), typer.echo))
+        raise typer.Exit(cache_status.prune(root, dry_run=dry_run, say=typer.echo))

@@ -65,22 +65,23 @@ class ContentHashes:
 
     def _lookup(self, path: Path, sample: bool) -> str | None:
         """The digest of `path`, or None when it cannot be read (missing, a folder, no permission)."""
-        name = os.path.abspath(path)
+        name = os.fspath(path)
+        if not os.path.isabs(name):
+            name = os.path.abspath(name)
         try:
             info = os.stat(name)
         except OSError:
             return None
         stamp = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, sample]
-        key = name
-        known = self._known.get(key)
-        if known is not None and known[:-1] == stamp:
-            return str(known[-1])
+        known = self._known.get(name)
+        if known is not None and known[:5] == stamp:
+            return str(known[5])
         try:
             digest = _sample_digest(name, info.st_size) if sample else _file_digest(name)
         except OSError:
             return None
         self.hashed += 1
-        self._known[key] = [*stamp, digest]
+        self._known[name] = [*stamp, digest]
         self._dirty = True
         return digest
 

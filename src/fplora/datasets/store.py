@@ -129,15 +129,20 @@ def settings_of(spec: Spec, hashes: ContentHashes) -> Settings:
 
 def latent_content(record: Record, hashes: ContentHashes) -> str | None:
     """The target and control images' bytes, in order; None when one cannot be read."""
-    images = [record.image, *record.controls] if record.image is not None else []
-    digests = [hashes.digest(path) for path in images]
-    if not digests or any(d is None for d in digests):
+    if record.image is None:
         return None
-    return _digest(digests, 16)
+    digests = []
+    for path in (record.image, *record.controls):
+        digest = hashes.digest(path)
+        if digest is None:
+            return None
+        digests.append(digest)
+    return hashlib.blake2b("\0".join(digests).encode(), digest_size=16).hexdigest()
 
 
 def text_content(record: Record) -> str:
-    return _digest(["caption", record.caption], 16)
+    caption = "\0none" if record.caption is None else "caption\0" + record.caption
+    return hashlib.blake2b(caption.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _cache_stem(name: str) -> str | None:
@@ -169,13 +174,9 @@ class Store:
             self._listed[folder] = found
         return self._listed[folder]
 
-    def latent(self, settings: str, content: str) -> Path | None:
-        name = self._list(self.root / LATENTS / settings).get(content)
-        return self.root / LATENTS / settings / name if name else None
-
-    def text(self, settings: str, content: str) -> Path | None:
-        name = self._list(self.root / TEXT / settings).get(content)
-        return self.root / TEXT / settings / name if name else None
+    def listing(self, kind: str, settings: str) -> dict[str, str]:
+        """content → file name in `kind/settings` (listed once)."""
+        return self._list(self.root / kind / settings)
 
     def adopt(self, staged: Path, kind: str, settings: str, content: str) -> Path:
         """Move a file musubi-tuner wrote into the store in one rename (a reader never sees half of
@@ -210,6 +211,25 @@ class Store:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
+
+    def busy(self) -> bool:
+        """A live `fplora cache` is staging into this store (its entries are not linked yet)."""
+        base = self.root / STAGING
+        if not base.is_dir():
+            return False
+        for folder in base.iterdir():
+            pid = folder.name.split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                return True
+        return False
+
+    def drop_empty_folders(self) -> None:
+        for kind in (LATENTS, TEXT):
+            base = self.root / kind
+            if base.is_dir():
+                for folder in base.iterdir():
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
 
     def clear_staging(self, keep: set[str]) -> None:
         """Remove staging folders of runs that ended (`<pid>-...` of a process that is gone)."""
@@ -314,6 +334,11 @@ def view_of(
     directory = Path(os.path.abspath(spec.cache_directory(index)))
     view = View(index, directory, len(records.items), settings.latents[index], settings.text)
     base = os.fspath(directory)
+    latents = store.listing(LATENTS, view.latent_settings)
+    texts = store.listing(TEXT, view.text_settings)
+    # one relative path per store folder, not one per link (relpath is slow at 20,000 calls)
+    latent_dir = os.path.relpath(store.root / LATENTS / view.latent_settings, base) + os.sep
+    text_dir = os.path.relpath(store.root / TEXT / view.text_settings, base) + os.sep
     by_stem: dict[str, Record] = {}
     for record in records.items:
         if record.image is None:
@@ -323,14 +348,14 @@ def view_of(
         latent = latent_content(record, hashes)
         if latent is None:
             view.unreadable.append(record)
-        elif (found := store.latent(view.latent_settings, latent)) is not None:
-            bucket = found.name[: -len(SUFFIX)].split("_", 1)[1]
-            view.want[f"{stem}_{bucket}{LATENT_VIEW_SUFFIX}"] = os.path.relpath(found, base)
+        elif (name := latents.get(latent)) is not None:
+            bucket = name[len(latent) + 1 : -len(SUFFIX)]
+            view.want[f"{stem}_{bucket}{LATENT_VIEW_SUFFIX}"] = latent_dir + name
         else:
             view.compute_latents.append((latent, record))
         text = text_content(record)
-        if (found := store.text(view.text_settings, text)) is not None:
-            view.want[f"{stem}{TEXT_VIEW_SUFFIX}"] = os.path.relpath(found, base)
+        if (name := texts.get(text)) is not None:
+            view.want[f"{stem}{TEXT_VIEW_SUFFIX}"] = text_dir + name
         else:
             view.compute_text.append((text, record))
     view.have = _listing(directory)
@@ -345,7 +370,7 @@ def view_of(
         is_latent = name.endswith(LATENT_VIEW_SUFFIX) and not name.endswith(TEXT_VIEW_SUFFIX)
         (view.stale_latents if is_latent else view.stale_text).append(by_stem[owner])
         made = view.latent_settings if is_latent else view.text_settings
-        if target is None or Path(target).parent.name != made:
+        if target is None or os.path.basename(os.path.dirname(target)) != made:
             view.other_settings = True
     view.orphans.sort()
     return view

@@ -1,0 +1,117 @@
+"""`fplora cache status` and `fplora cache prune`: every version's view of the project's cache store.
+
+The store (`datasets.store`) keeps entries that no version links any more (a caption edited, a record
+removed, a setting changed), so that going back costs nothing. `status` says, per spec and dataset,
+how many files are present (linked), in the store to link, missing (to compute) and stale (an
+outdated file in the view), and the store's size; `prune` removes the entries no spec of the project
+wants now, after showing them with `--dry-run`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from fplora.datasets import caches, split, store
+from fplora.datasets.records import RecordCache
+from fplora.problems import Problem, UserError, display_path
+from fplora.spec import load_spec
+from fplora.spec.models import Spec
+
+Say = Callable[[str], None]
+
+
+def project_specs(root: Path) -> list[Path]:
+    """Every spec under `<root>/configs/` (bases too: what they cache is kept by prune)."""
+    return sorted(p for p in (root / "configs").glob("*.y*ml") if p.is_file())
+
+
+def _load(paths: list[Path]) -> tuple[list[Spec], list[Problem]]:
+    specs, problems = [], []
+    for path in paths:
+        try:
+            specs.append(load_spec(path))
+        except UserError as error:
+            first = error.problems[0]
+            problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"does not load ({first.message})",
+                    "fix it, or move it out of configs/",
+                )
+            )
+    return specs, problems
+
+
+def _views(spec: Spec) -> list[store.View]:
+    records = split.entry_records(spec, RecordCache(spec))
+    return caches.views(spec, records, spec.cache_entries)
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def status(paths: list[Path], say: Say) -> int:
+    """One line per spec and dataset, then the store's size; exit 1 when a spec does not load."""
+    specs, problems = _load(paths)
+    roots: set[Path] = set()
+    for spec in specs:
+        roots.add(store.store_dir(spec))
+        for view in _views(spec):
+            label = "eval" if view.index == spec.eval_index else f"dataset {view.index}"
+            compute = len(view.compute_latents) + len(view.compute_text) + len(view.unreadable)
+            stale = len(view.stale_latents) + len(view.stale_text)
+            say(
+                f"{display_path(spec.path)}: {label}: {view.records} records: {view.linked} present,"
+                f" {view.to_link} in the store to link, {compute} missing, {stale} stale,"
+                f" {len(view.orphans)} of removed records"
+                + (" — run `fplora cache`" if not view.complete else "")
+            )
+    for root in sorted(roots):
+        files, total = store.size_of(store.Store(root))
+        say(f"store {display_path(root)}: {files} files, {_size(total)}")
+    if problems:
+        raise UserError(problems)
+    return 0
+
+
+def prune(root: Path, *, dry_run: bool, say: Say) -> int:
+    """Remove the store entries no spec under `<root>/configs/` wants now."""
+    specs, problems = _load(project_specs(root))
+    if problems:
+        raise UserError(problems)  # what a broken spec uses cannot be known: keep everything
+    where = store.Store(root / store.STORE)
+    if where.busy():
+        raise UserError(
+            Problem(
+                display_path(where.root),
+                None,
+                "",
+                "an `fplora cache` is running on this store",
+                "prune after it ends",
+            )
+        )
+    wanted: set[str] = set()
+    for spec in specs:
+        for view in _views(spec):
+            wanted |= {os.path.normpath(os.path.join(view.directory, t)) for t in view.want.values()}
+    unused = [p for p in where.entries() if os.path.normpath(os.path.abspath(p)) not in wanted]
+    total = sum(p.stat().st_size for p in unused)
+    verb = "would remove" if dry_run else "removed"
+    for path in unused[:10]:
+        say(f"  {display_path(path)}")
+    if len(unused) > 10:
+        say(f"  ... and {len(unused) - 10} more")
+    if not dry_run:
+        for path in unused:
+            path.unlink(missing_ok=True)
+        where.drop_empty_folders()
+    say(f"{verb} {len(unused)} store entries no spec uses ({_size(total)}); {len(wanted)} kept")
+    return 0
