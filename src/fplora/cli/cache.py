@@ -58,9 +58,12 @@ def command(
 
 def _subcommand(word: str, specs: list[Path], *, dry_run: bool) -> None:
     from fplora.jobs import cache_status
+    from fplora.project import project_root
 
     with common.user_errors():
-        root = common.project_root()
+        root = project_root()
+        if root is None:
+            common.fail(word, "not in an fplora project (no configs/ here or above): cd into the project")
         if word == "status":
             raise typer.Exit(cache_status.status(specs or cache_status.project_specs(root), typer.echo))
         raise typer.Exit(cache_status.prune(root, dry_run=dry_run, say=typer.echo))

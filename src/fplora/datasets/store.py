@@ -47,8 +47,10 @@ from fplora.render import commands
 from fplora.render.files import RenderedPaths, dataset_dict
 from fplora.safetensors import safetensors_problem
 from fplora.spec.models import Spec
+from fplora.state import STATE_DIR, project_state
 
-STORE = Path(".fplora") / "cache-store"
+STORE_NAME = "cache-store"
+STORE = Path(STATE_DIR) / STORE_NAME
 LATENTS, TEXT, STAGING, MEMO = "latents", "text", "staging", "hashes.json"
 SUFFIX = ".safetensors"
 LATENT_VIEW_SUFFIX, TEXT_VIEW_SUFFIX = "_fp.safetensors", "_fp_te.safetensors"
@@ -64,10 +66,8 @@ NOT_CACHE_FLAGS = {"--dataset_config": 1, "--num_cpu_threads_per_process": 1}
 
 
 def store_dir(spec: Spec) -> Path:
-    """`<project>/.fplora/cache-store`: the project is the folder holding `configs/` (the spec's
-    folder when the spec is not in one named configs)."""
-    folder = Path(os.path.abspath(spec.path)).parent
-    return (folder.parent if folder.name == "configs" else folder) / STORE
+    """`<project>/.fplora/cache-store`, beside fplora's other project state (`state.project_state`)."""
+    return project_state(spec.path) / STORE_NAME
 
 
 def cache_argv(argv: list[str]) -> list[str]:
