@@ -35,6 +35,11 @@ CONFIG_DIFFERENCES: dict[str, tuple[Any, str]] = {
         "added: the pinned musubi-tuner saves fp32 LoRAs otherwise, and its own fpack_generate_video then "
         "fails on every prompt ('self and mat2 must have the same dtype') while exiting 0",
     ),
+    "log_tracker_config": (
+        str(RENDER_DIR / "tracker.toml"),
+        "added: the wandb run's name, id, tags and the resolved spec as its config (render/tracker.py);"
+        " it replaces wandb_run_name, which it holds",
+    ),
 }
 DATASET_DIFFERENCES: dict[tuple[str, ...], tuple[Any, str]] = {
     ("datasets", "0", "cache_directory"): (

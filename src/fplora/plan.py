@@ -15,6 +15,7 @@ from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, absolute_jsonl
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
+from fplora.render import tracker
 from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.spec.models import Prompt, Spec, width_height
@@ -136,6 +137,8 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     jsonls, extra = _musubi_jsonl(spec, paths, records)
     plan.files[paths.config] = render_files.config_toml(spec, paths)
     plan.files[paths.resume_config] = render_files.config_toml(spec, paths, resume=True)
+    if spec.train.logging.log_with in ("wandb", "all"):
+        plan.files[paths.tracker] = head + tracker.tracker_toml(spec)
     plan.files[paths.dataset] = render_files.dataset_toml(spec, jsonls)
     if spec.eval_index is not None:
         plan.files[paths.cache_dataset] = render_files.dataset_toml(spec, jsonls, spec.cache_entries)

@@ -25,6 +25,7 @@ from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
+from fplora.jobs.tracking import log_eval, logs_to_wandb
 from fplora.problems import Problem, UserError, display_path, note
 from fplora.render import commands
 from fplora.runs import evaluation
@@ -272,6 +273,8 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
         path = evaluation.save(out, name, merged)
         job.say(f"scores saved: {display_path(path)}")
         print_table(merged, f"{name}: evaluation loss on {len(scored.items)} records")
+        if logs_to_wandb(spec):
+            log_eval(job, run.points, merged.best())
     missing = len(todo) - len(run.points) - len(run.failed)
     if missing:
         why = run.error or f"the worker stopped (exit {result.returncode})"

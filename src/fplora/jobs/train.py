@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fplora import __version__, process
+from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.cache import run_cache
@@ -21,7 +22,8 @@ from fplora.jobs.resume import resume_point
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
-from fplora.render import commands
+from fplora.render import commands, tracker
+from fplora.render import files as render_files
 from fplora.runs.checkpoints import find, run_files
 from fplora.runs.lock import lock_path, locked
 from fplora.runs.manifest import Manifest, Segment, foreign_run_note, now
@@ -50,6 +52,7 @@ class Prepared:
     remaining: int
     resume_path: Path | None
     leftovers: list[Path] = field(default_factory=list)  # a failed start's manifest and logs
+    tracker: tuple[Path, str] | None = None  # a resumed segment's wandb run file, written at its start
 
 
 def _leftovers(out: Path, name: str) -> list[Path]:
@@ -107,6 +110,8 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
             # assumes for it), or its checkpoints would vanish from step resolution after this one
             manifest.segments.append(Segment(output_name=name, num_processes=spec.launch.num_processes))
     segment_name = manifest.segment_name(index)
+    own_run = index > 0 and spec.train.logging.log_with in ("wandb", "all")
+    run_file = paths.segment_tracker(index) if own_run else None
     argv = commands.train(
         spec,
         paths,
@@ -114,8 +119,12 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
         output_name=segment_name if index else None,
         resume=resume_path,
         max_train_steps=remaining if index else None,
+        log_tracker_config=run_file,
     )
-    return Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, leftovers)
+    prepared = Prepared(manifest, index, segment_name, argv, offset, remaining, resume_path, leftovers)
+    if run_file is not None:  # a resumed segment's own wandb run (render/tracker.py says why)
+        prepared.tracker = (run_file, tracker.tracker_toml(spec, index, offset))
+    return prepared
 
 
 def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
@@ -159,6 +168,8 @@ def execute_train(job: Job, prepared: Prepared) -> int:
     with locked(lock_path(out, name)) as lock:
         if prepared.leftovers:
             _set_aside(job, prepared.leftovers)
+        if prepared.tracker is not None:
+            write_atomic(prepared.tracker[0], render_files.header(spec) + prepared.tracker[1])
         segment = _start_segment(job, prepared)
         _announce(job, prepared)
         job.show(prepared.argv)

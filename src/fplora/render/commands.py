@@ -117,14 +117,16 @@ def train(
     output_name: str | None = None,
     resume: Path | None = None,
     max_train_steps: int | None = None,
+    log_tracker_config: Path | None = None,
 ) -> list[str]:
-    """Training reads the rendered config; a resumed segment's own name, state and remaining steps
-    go on the command line, which wins over the TOML."""
+    """Training reads the rendered config; a resumed segment's own name, state, remaining steps and
+    wandb run (`render/tracker.py`) go on the command line, which wins over the TOML."""
     options: dict[str, Any] = {
         "config_file": paths.resume_config if resume else paths.config,
         "output_name": output_name,
         "resume": resume,
         "max_train_steps": max_train_steps,
+        "log_tracker_config": log_tracker_config,
     }
     return _launch(python, spec, training=True, step="train") + flags(options, "train")
 

@@ -36,6 +36,15 @@ class RenderedPaths:
         return self.dir / "config-resume.toml"
 
     @property
+    def tracker(self) -> Path:
+        """musubi-tuner's `log_tracker_config`: the wandb run (`render/tracker.py`)."""
+        return self.dir / "tracker.toml"
+
+    def segment_tracker(self, segment: int) -> Path:
+        """A resumed segment's own `log_tracker_config` (its own wandb run)."""
+        return self.dir / f"tracker-r{segment}.toml"
+
+    @property
     def dataset(self) -> Path:
         return self.dir / "dataset.toml"
 
@@ -126,6 +135,9 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
         config["log_with"] = logging.log_with
         config["log_tracker_name"] = logging.tracker_name or spec.project
         _put(config, "wandb_run_name", logging.run_name)
+        if logging.log_with in ("wandb", "all"):
+            # the run's name, id, tags and the spec as config; replaces wandb_run_name (render/tracker.py)
+            config["log_tracker_config"] = str(paths.tracker)
         _put(config, "log_config", logging.log_config)
     logging_dir = logging.logging_dir
     if logging_dir is None and logging.log_with in ("tensorboard", "all"):

@@ -1,0 +1,83 @@
+"""`fplora eval`'s losses and the run's contact sheets into the training's wandb run.
+
+The run is the one `render/tracker.py` names for the training's first segment (same project and
+id), resumed; the worker (`worker/wandb_log.py`, run by the musubi-tuner Python, which has wandb when
+the spec logs to it) logs each loss at its global step. Logging is a courtesy on top of the scores
+fplora keeps itself: when it fails (no network, no login) the evaluation still succeeds, with a
+warning naming the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from fplora import process
+from fplora.atomic import write_atomic
+from fplora.jobs.context import Job, log_path, log_tail
+from fplora.render import tracker
+from fplora.runs.evaluation import Point
+from fplora.runs.infer_folders import save_root
+from fplora.spec.models import Spec
+
+WANDB_WORKER = Path(__file__).resolve().parents[1] / "worker" / "wandb_log.py"
+"""Package data run as a file by the musubi-tuner Python; no module of fplora imports it."""
+RESULT_PREFIX = "fplora-wandb "
+SHEET_DIR_SUFFIX = "-sheet"  # `sheet/draw.py`'s folder: <save root>/<version>-sheet/
+
+
+def logs_to_wandb(spec: Spec) -> bool:
+    return spec.train.logging.log_with in ("wandb", "all")
+
+
+def sheets(spec: Spec) -> list[Path]:
+    """The version's contact sheets (`fplora infer` / `fplora sheet`), one PNG per prompt."""
+    folder = save_root(spec) / f"{spec.version}{SHEET_DIR_SUFFIX}"
+    return sorted(folder.glob("prompt*.png")) if folder.is_dir() else []
+
+
+def payload(spec: Spec, points: list[Point], best: Point | None) -> dict[str, object]:
+    """The worker's job: the run to resume and what to log into it."""
+    scored = [{"label": p.label, "step": p.step, "loss": p.loss} for p in points if p.step is not None]
+    found = sheets(spec)
+    return {
+        "project": tracker.project(spec),
+        "id": tracker.run_id(spec),
+        "name": tracker.run_name(spec),
+        "group": spec.output_name,
+        "tags": tracker.tags(spec),
+        "points": scored,
+        "best": {"label": best.label, "step": best.step, "loss": best.loss} if best else None,
+        "sheets": [{"path": str(p), "caption": f"{spec.version} {p.stem}"} for p in found],
+        "sheet_step": max((p.step for p in points if p.step is not None), default=0),
+    }
+
+
+def log_eval(job: Job, points: list[Point], best: Point | None, *, env: dict[str, str] | None = None) -> int:
+    """Log the new scores (and the sheets) to the run; returns how many values went in, 0 on a
+    failure, which is said as a warning and never fails the evaluation."""
+    spec = job.plan.spec
+    folder = spec.train.output_dir / "logs"
+    job_file = folder / f"{spec.output_name}.wandb-eval.json"
+    write_atomic(job_file, json.dumps(payload(spec, points, best), indent=1) + "\n")
+    log = log_path(folder, "wandb")
+    argv = [job.python, str(WANDB_WORKER), str(job_file)]
+    job.show(argv)
+    logged: list[int] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(RESULT_PREFIX):
+            logged.append(int(json.loads(line[len(RESULT_PREFIX) :])["logged"]))
+
+    with open(os.devnull, "wb") as quiet:
+        result = process.run(argv, log=log, on_line=on_line, echo=quiet, env=env)
+    if result.returncode != 0 or not logged:
+        job.say(
+            f"warning: evaluation losses not logged to wandb (exit {result.returncode}); log: {log}", "yellow"
+        )
+        for line in log_tail(log, 3):
+            job.say(f"  {line}", "yellow")
+        return 0
+    job.say(f"wandb: {logged[0]} value(s) logged to run {tracker.run_id(spec)} ({tracker.project(spec)})")
+    return logged[0]
