@@ -276,3 +276,14 @@ def test_resume_from_another_runs_state_is_called_a_warm_start(stopped: Workspac
     assert (
         "is not a state of fake-v1; its weights and optimizer start this run (a warm start)" in result.stderr
     )
+
+
+def test_a_resumed_segment_logs_to_a_wandb_run_of_its_own(stopped: Workspace) -> None:
+    """musubi-tuner counts steps from 0 again after resume; in the first segment's wandb run its
+    steps would be dropped as lower than the run's (render/tracker.py)."""
+    stopped.write_spec(train={"logging": {"with": "wandb"}})
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest", "--dry-run")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    given = fake.validate(shlex.split(line)[1:]).given
+    assert given["log_tracker_config"] == str(stopped.render_dir / "tracker-r1.toml")
