@@ -264,3 +264,28 @@ def test_bf16_rounding_is_to_nearest_even() -> None:
     values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -(2**-130), np.inf], np.float32)
     assert [hex(v) for v in from_float32(values)] == ["0x3f80", "0x3f80", "0x3f82", "0x8008", "0x7f80"]
     assert np.isnan(to_float32(from_float32(np.array([np.nan], np.float32))))[0]
+
+
+def test_the_card_shows_this_checkpoint_s_contact_sheet(run: Path) -> None:
+    """`fplora infer` folders of step 2 (two multipliers) and of another step: the card gets step 2's row."""
+    from PIL import Image
+
+    out = run.parent.parent / "out"
+    start = run.parent.parent / "data" / "dataset-v1" / "c" / "1_0.png"
+    line = f"a character turns, take 1 --i {start} --ci {start} --of target_index=5 --w 64 --h 96 --d 42"
+    for step, multiplier, colour in ((2, 1.0, "red"), (2, 1.2, "blue"), (4, 1.0, "green")):
+        folder = out / "sample" / f"v1-step{step:08d}-lm{multiplier}"
+        folder.mkdir(parents=True)
+        name = "20260101-000000-000_42__000.png"
+        Image.new("RGB", (64, 96), colour).save(folder / name)
+        run_record = {"settings": {"options": {}, "prompts": [line]}, "files": [name]}
+        record = {"lora": {"label": f"step{step}"}, "multiplier": multiplier, "runs": [run_record]}
+        (folder / "fplora-infer.json").write_text(json.dumps(record))
+    result = runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "musubi"])
+    assert result.exit_code == 0, result.output
+    folder = out / "export" / "demo-v1-step00000002"
+    sheet = Image.open(folder / "sheet-prompt01.png").convert("RGB")
+    colours = {colour for _, colour in sheet.getcolors(1 << 20) or []}
+    assert (255, 0, 0) in colours and (0, 0, 255) in colours  # step 2 at both multipliers
+    assert (0, 128, 0) not in colours  # not step 4's row
+    assert "![prompt 1](sheet-prompt01.png)" in (folder / "README.md").read_text()
