@@ -18,6 +18,7 @@ tests/fixtures/musubi_export_merge.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def _run(musubi_python, *args: str) -> object:
         [musubi_python.python, str(SCRIPT), *args],
         capture_output=True,
         text=True,
-        env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
+        env={**os.environ, **musubi_python.env},
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
