@@ -619,7 +619,9 @@ def test_blank_prompt_text_and_negative_prompt_with_an_option(project: Path) -> 
     blank = SPEC.replace("record: 1", 'record: 1\n      text: "  "')
     (problem,) = run(blank)
     assert "sample.prompts[0].text: prompt text is empty" in problem
-    negative = SPEC.replace("record: 1", 'record: 1\n      negative_prompt: "blurry --w 1024, bad"')
+    negative = SPEC.replace(
+        "record: 1", 'record: 1\n      cfg_scale: 3\n      negative_prompt: "blurry --w 1024, bad"'
+    )
     (problem,) = run(negative)
     assert "sample.prompts[0].negative_prompt: negative prompt contains ' --'" in problem
 

@@ -351,7 +351,7 @@ def test_other_infer_settings_are_noted_and_recorded_not_refused(trained: Worksp
     assert result.exit_code == 0, result.output
     assert (
         "note: outputs/sample/v1-step00000002-lm1.0 holds files of step2 made with other infer"
-        " settings (--infer_steps (unset) → 7, the prompt lines); the new ones go beside them, and"
+        " settings (--infer_steps 2 → 7, the prompt lines); the new ones go beside them, and"
         " fplora-infer.json lists which run wrote which (set infer.save_dir to keep them apart)"
     ) in result.stderr
     record = folder_record(trained, "v1-step00000002-lm1.0")

@@ -129,7 +129,7 @@ def test_other_settings_are_not_skipped(trained: Workspace) -> None:
     trained.write_spec(infer={"steps": 3})
     result = trained.cli("infer", str(trained.spec_path), *GRID)
     assert result.exit_code == 0, result.output
-    assert "skipped" not in result.stderr and "--infer_steps (unset) → 3" in result.stderr
+    assert "skipped" not in result.stderr and "--infer_steps 2 → 3" in result.stderr
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on(trained: Workspace) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from fplora import plan
 from fplora.musubi import schema
-from fplora.musubi.names import PROMPT_OPTION
+from fplora.musubi.names import GENERATE_PROMPT_OPTION, PROMPT_OPTION, TRAINING_PROMPT_OPTION
 from fplora.render.files import RenderedPaths, config_dict, config_toml, dataset_dict, dataset_toml
 from fplora.render.prompts import one_frame_modes
 from fplora.spec import load_spec
@@ -75,8 +75,10 @@ def test_dataset_toml_fits_the_dataset_schema(spec_name: str, tmp_path: Path) ->
             assert schema.dataset_value_problem(image_keys[key], value) is None, key
 
 
-def test_prompt_lines_use_only_options_both_parsers_share(tmp_path: Path) -> None:
-    """(The memo's own dataset lives on the GPU box, so the example's records stand in.)"""
+def test_prompt_lines_use_only_options_their_parser_reads_alike(tmp_path: Path) -> None:
+    """Letters that mean one thing in both parsers, plus `--g` (distilled guidance) in training lines
+    only and `--fs` in infer lines only (tests/test_sampling.py reads both back).
+    (The memo's own dataset lives on the GPU box, so the example's records stand in.)"""
     spec = load_spec(REPO / "configs/example.yaml")
     files = plan.build(spec, tmp_path).files
     training = schema.prompt_options("training_sample_prompts")
@@ -88,11 +90,13 @@ def test_prompt_lines_use_only_options_both_parsers_share(tmp_path: Path) -> Non
             text, *parts = line.split(" --")
             assert text.strip()
             letters = [part.split(" ", 1)[0] for part in parts]
+            own = TRAINING_PROMPT_OPTION if name == "prompts.txt" else GENERATE_PROMPT_OPTION
             for letter in letters:
+                assert letter in own.values(), letter
                 assert letter in training and letter in generate, letter
-                assert letter not in ("f", "l")  # they mean different things in the two parsers
+                assert letter != "f"  # frames in one parser, seconds in the other
             # FramePack one-frame needs a start image and the one-frame modes on every line
-            assert "i" in letters and "of" in letters and "fs" in letters
+            assert "i" in letters and "of" in letters
             assert letters.count("ci") == len(spec.one_frame.clean_indices)
 
 

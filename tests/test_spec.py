@@ -85,7 +85,7 @@ def test_defaults_follow_the_memo(project) -> None:
     spec = load_spec(project())
     assert spec.train.save_precision == "bf16"  # needed by the pinned generate script
     assert spec.train.optimizer.type == "adamw8bit"  # never the empty default that crashes
-    assert spec.sample.flow_shift == 14.5
+    assert spec.sample.flow_shift is None  # FramePack's dynamic shift, the only one training samples use
     assert spec.launch.num_processes == 1
 
 

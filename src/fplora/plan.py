@@ -55,7 +55,7 @@ def resolve_prompts(
     *,
     seed: int,
     steps: int | None,
-    flow_shift: float,
+    flow_shift: float | None,
 ) -> list[PromptLine]:
     """Fill each prompt of `sample` or `infer` from its dataset record: caption verbatim, first
     control image as the start image. `infer` without prompts of its own takes the sample prompts."""
@@ -84,6 +84,7 @@ def resolve_prompts(
                 steps=prompt.steps or steps,
                 flow_shift=flow_shift,
                 guidance_scale=prompt.guidance_scale,
+                cfg_scale=prompt.cfg_scale,
                 negative_prompt=prompt.negative_prompt,
             )
         )
@@ -122,17 +123,19 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     head = render_files.header(spec)
     sample = spec.sample
     plan = Plan(spec, paths, records=records)
+    # training samples never take a flow shift (musubi/names.py); infer runs with the training
+    # samples' seed and step count (`--infer_steps`, render/commands.py) unless infer sets its own
     plan.sample_prompts = resolve_prompts(
-        spec, "sample", records, seed=sample.seed, steps=sample.steps, flow_shift=sample.flow_shift
+        spec, "sample", records, seed=sample.seed, steps=sample.steps, flow_shift=None
     )
     infer = spec.infer
     plan.infer_prompts = resolve_prompts(
         spec,
         "infer",
         records,
-        seed=infer.seed,
+        seed=infer.seed if infer.seed is not None else sample.seed,
         steps=None,
-        flow_shift=infer.flow_shift if infer.flow_shift is not None else sample.flow_shift,
+        flow_shift=infer.flow_shift,
     )
     jsonls, extra = _musubi_jsonl(spec, paths, records)
     plan.files[paths.config] = render_files.config_toml(spec, paths)
@@ -143,8 +146,8 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     if spec.eval_index is not None:
         plan.files[paths.cache_dataset] = render_files.dataset_toml(spec, jsonls, spec.cache_entries)
         plan.files[paths.eval_dataset] = render_files.dataset_toml(spec, jsonls, [spec.eval_index])
-    plan.files[paths.sample_prompts] = prompts_file(head, spec, plan.sample_prompts)
-    plan.files[paths.infer_prompts] = prompts_file(head, spec, plan.infer_prompts)
+    plan.files[paths.sample_prompts] = prompts_file(head, spec, plan.sample_prompts, "train")
+    plan.files[paths.infer_prompts] = prompts_file(head, spec, plan.infer_prompts, "generate")
     plan.files.update(extra)
     plan.data_copies = set(extra)
     return plan

@@ -104,3 +104,46 @@ def safetensors_problem(path: Path, size: int) -> tuple[str, str] | None:
             _DOWNLOAD_FIX,
         )
     return None
+
+
+_SCALAR_FORMATS = {"F32": "<f", "F64": "<d", "F16": "<e"}
+
+
+def _scalar(raw: bytes, dtype: str) -> float | None:
+    """One stored number: float types only (bf16 is the top half of an f32)."""
+    if dtype == "BF16" and len(raw) == 2:
+        value: float = struct.unpack("<f", b"\0\0" + raw)[0]
+        return value
+    fmt = _SCALAR_FORMATS.get(dtype)
+    if fmt is None or len(raw) != struct.calcsize(fmt):
+        return None
+    value = struct.unpack(fmt, raw)[0]
+    return value
+
+
+def lora_rank_alpha(path: Path) -> tuple[set[int], set[float]] | None:
+    """The ranks (`*.lora_down.weight` rows) and alphas (`*.alpha` values) of a LoRA file written by
+    musubi-tuner's `networks/lora*.py`, reading the header and the alpha scalars only; None when the
+    file is not such a LoRA (another network type, unreadable, not safetensors)."""
+    try:
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > MAX_HEADER:
+                return None
+            header = json.loads(handle.read(length))
+            ranks: set[int] = set()
+            alphas: set[float] = set()
+            for name, info in header.items():
+                if not isinstance(info, dict):
+                    continue
+                if name.endswith(".lora_down.weight") and info.get("shape"):
+                    ranks.add(int(info["shape"][0]))
+                elif name.endswith(".alpha"):
+                    start, end = info["data_offsets"]
+                    handle.seek(8 + length + start)
+                    value = _scalar(handle.read(end - start), str(info.get("dtype")))
+                    if value is not None:
+                        alphas.add(value)
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    return (ranks, alphas) if ranks else None

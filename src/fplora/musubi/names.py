@@ -57,9 +57,21 @@ OTHER_ARCH_NETWORK_MODULES = frozenset(
 """musubi-tuner's network modules for other models: their target block classes (e.g. `networks/lora.py`,
 HunyuanVideo's MMDoubleStreamBlock) do not exist in FramePack's DiT, so they wrap nothing."""
 
-# Prompt-line option letters that mean the same in training sample prompts and in
-# `fpack_generate_video --from_file` lines. `--f` (frames vs seconds) and `--l` (CFG vs guidance)
-# differ between the two parsers, so fplora never writes them.
+# Prompt-line option letters, by spec field. Both parsers split a line on ' --' and read these
+# letters the same way (training: training/sampling_prompts.py:14 `line_to_prompt_dict`; generate:
+# fpack_generate_video.py:313 `parse_prompt_line`), with three exceptions fplora works around:
+# - `--g` is the distilled guidance in training samples (sampling_prompts.py:47 → `guidance_scale`,
+#   fpack_train_network.py:319 `distilled_guidance_scale`) but real CFG in generate
+#   (fpack_generate_video.py:350 `g` or `l` → `guidance_scale`, :1418 `real_guidance_scale`), which takes
+#   the distilled guidance only from its command line (`--embedded_cfg_scale`, :185, used at :1419);
+# - `--l` is real CFG in both (sampling_prompts.py:57 → `cfg_scale`, fpack_train_network.py:318;
+#   generate as above), so the spec's `cfg_scale` is `--l` in both files;
+# - `--fs` is read by both but used only by generate (:353 → `flow_shift`, :1421 `shift`): the training
+#   sampler takes it (trainer_base.py:882) and never passes it on (fpack_train_network.py:321 and :450
+#   leave `shift` commented out), so training samples always use FramePack's dynamic shift
+#   (frame_pack/k_diffusion_hunyuan.py:74, `shift=None`), as generate does without `--fs` (:218, default
+#   None). fplora writes `--fs` only into infer lines, and only when `infer.flow_shift` is set.
+# `--f` (frames vs seconds) is never written.
 PROMPT_OPTION = {
     "image": "i",
     "control_image": "ci",
@@ -68,13 +80,40 @@ PROMPT_OPTION = {
     "height": "h",
     "seed": "d",
     "steps": "s",
-    "flow_shift": "fs",
-    "guidance_scale": "g",
+    "cfg_scale": "l",
     "negative_prompt": "n",
 }
+"""Letters that mean the same in training sample prompts and in `fpack_generate_video --from_file`."""
 
-TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT = 14.5
-"""What musubi-tuner uses for training samples when a prompt line has no `--fs`."""
+TRAINING_PROMPT_OPTION = {**PROMPT_OPTION, "guidance_scale": "g"}
+"""Training sample prompt lines: `--g` is FramePack's distilled guidance there."""
+
+GENERATE_PROMPT_OPTION = {**PROMPT_OPTION, "flow_shift": "fs"}
+"""`--from_file` lines: `--fs` is honoured there (infer only)."""
+
+GENERATE_DISTILLED_GUIDANCE = "embedded_cfg_scale"
+"""generate's dest for the distilled guidance: a command-line option, one value for the whole run."""
+
+DISTILLED_GUIDANCE_DEFAULT = 10.0
+"""Both scripts' default distilled guidance: `default_guidance_scale` (fpack_train_network.py:58) for a
+sample line without `--g`, and `--embedded_cfg_scale` (fpack_generate_video.py:186)."""
+
+TRAINING_SAMPLE_STEPS_DEFAULT = 20
+"""Steps of a training sample line without `--s` (trainer_base.py:877); generate's `--infer_steps` is 25."""
+
+LATENT_WINDOW_SIZE = {
+    "dataset": "fp_latent_window_size",
+    "train": "latent_window_size",
+    "generate": "latent_window_size",
+}
+"""Where each step takes FramePack's latent window size (default 9 in all three): caching places the
+post and 2x/4x clean latents after it (fpack_cache_latents.py:295, :307, :313), and so do training
+samples (fpack_train_network.py:185 from the training args, :382, :412, :421) and generate
+(fpack_generate_video.py:184, :1538, :1577, :1586). A window set for caching alone would sample with
+other indices than the model was trained on."""
+
+MAX_TRAIN_EPOCHS_LINE = "training/trainer_base.py:1640"
+"""Where `max_train_epochs` replaces `max_train_steps`, the command line's included."""
 
 
 def lora_step_file(output_name: str, step: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from fplora.musubi import schema
 from fplora.musubi.names import ACCELERATE_LAUNCH_MODULE, MODULES, SCRIPTS
 from fplora.render.files import RenderedPaths
-from fplora.spec.models import Spec
+from fplora.spec.models import Spec, infer_distilled_guidance
 
 
 def flags(options: Mapping[str, Any], step: str | None) -> list[str]:
@@ -161,7 +161,12 @@ def _generate_options(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
         "vae_chunk_size": models.vae_chunk_size,
         "blocks_to_swap": blocks or None,
         "attn_mode": infer.attention,
-        "infer_steps": infer.steps,
+        # as many steps as training samples take unless infer says otherwise (a prompt's own `steps`
+        # is on its line); seeds, CFG and flow shift are on each line (render/prompts.py), the
+        # distilled guidance and the latent window are whole-run options of generate
+        "infer_steps": infer.steps or spec.sample.steps,
+        "embedded_cfg_scale": infer_distilled_guidance(spec),
+        "latent_window_size": spec.one_frame.latent_window_size,
     }
 
 

@@ -151,6 +151,8 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     _put(config, "vae_chunk_size", models.vae_chunk_size)
     _put(config, "vae_spatial_tile_sample_min_size", models.vae_spatial_tile_sample_min_size)
     config["one_frame"] = True
+    # training samples place the clean latents after the window the caches were made with
+    _put(config, "latent_window_size", spec.one_frame.latent_window_size)
     config.update(spec.musubi.config)
     return config
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from fplora.musubi import schema
-from fplora.musubi.names import MODULES, PASS_THROUGH_SCRIPT, PROMPT_OPTION
+from fplora.musubi.names import GENERATE_PROMPT_OPTION, MODULES, PASS_THROUGH_SCRIPT
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, config_dict
 from fplora.render.prompts import PromptLine, prompt_line
@@ -78,6 +78,9 @@ class _Probe:
         for name, field in model.model_fields.items():
             if not path and name in NOT_RENDERED:
                 continue
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and extra.get("refused"):
+                continue  # a key kept only to explain why it is refused (sample.flow_shift)
             key = field.alias or name
             here_dotted = f"{dotted}.{key}" if dotted else key
             value = self.field(field, (*path, name), here_dotted, key)
@@ -242,11 +245,13 @@ def _prompt_line_options() -> dict[str, str]:
         steps=1,
         flow_shift=1.0,
         guidance_scale=1.0,
+        cfg_scale=1.0,
         negative_prompt="probe",
     )
-    letters = {part.split(" ", 1)[0] for part in prompt_line(line, "probe").split(" --")[1:]}
+    rendered = prompt_line(line, "probe", "generate")
+    letters = {part.split(" ", 1)[0] for part in rendered.split(" --")[1:]}
     options = schema.prompt_options("generate_from_file")
-    letter_field = {letter: name for name, letter in PROMPT_OPTION.items()}
+    letter_field = {letter: name for name, letter in GENERATE_PROMPT_OPTION.items()}
     out: dict[str, str] = {}
     for letter in sorted(letters):
         dest = re.sub(r"\[\d+\]$", "", options[letter]["args_dest"])

@@ -1,18 +1,24 @@
 """Prompt files: training sample prompts and `fpack_generate_video --from_file` lines.
 
-The two parsers differ (`--f` is frames in one and seconds in the other, `--l` CFG vs guidance),
-so fplora writes only the options that mean the same in both, and always writes `--fs` because
-training samples otherwise use musubi-tuner's 14.5 rather than what the spec says.
+One prompt of the spec must sample the same way in both, but the two parsers read some letters
+differently (`musubi/names.py` has the source lines): the distilled guidance is `--g` in a training
+sample line and `--embedded_cfg_scale` on generate's command line (`render/commands.py`), real CFG is
+`--l` in both, and a flow shift is honoured by generate alone, so `--fs` appears only in infer lines
+and only when `infer.flow_shift` asks for one. Without it both sample with FramePack's dynamic shift.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
-from fplora.musubi.names import PROMPT_OPTION
+from fplora.musubi.names import GENERATE_PROMPT_OPTION, TRAINING_PROMPT_OPTION
 from fplora.spec.models import Spec
+
+Script = Literal["train", "generate"]
 
 
 @dataclass(frozen=True)
@@ -26,8 +32,9 @@ class PromptLine:
     height: int
     seed: int
     steps: int | None
-    flow_shift: float
-    guidance_scale: float | None = None
+    flow_shift: float | None = None  # infer lines only
+    guidance_scale: float | None = None  # distilled; training lines only (generate: command line)
+    cfg_scale: float | None = None
     negative_prompt: str | None = None
 
 
@@ -44,13 +51,17 @@ def one_frame_modes(spec: Spec) -> str:
     return ",".join(tokens)
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
+def number(value: float) -> str:
+    """A number as both parsers read it: digits and a dot only (the training parser's `[\\d\\.]+`
+    would read `1e-05` as 1), no trailing zeros."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def prompt_line(line: PromptLine, modes: str) -> str:
-    """One line, `text --i start --ci c0 --ci c1 --of modes --w W --h H --d seed ...`."""
-    opt = PROMPT_OPTION
+def prompt_line(line: PromptLine, modes: str, script: Script) -> str:
+    """One line, `text --i start --ci c0 --ci c1 --of modes --w W --h H --d seed ...`, in the letters
+    of `script`'s parser (training samples or generate's `--from_file`)."""
+    opt = TRAINING_PROMPT_OPTION if script == "train" else GENERATE_PROMPT_OPTION
     parts = [line.text, f"--{opt['image']} {line.image}"]
     parts += [f"--{opt['control_image']} {path}" for path in line.control_images]
     parts += [
@@ -61,15 +72,18 @@ def prompt_line(line: PromptLine, modes: str) -> str:
     ]
     if line.steps is not None:
         parts.append(f"--{opt['steps']} {line.steps}")
-    parts.append(f"--{opt['flow_shift']} {_number(line.flow_shift)}")
-    if line.guidance_scale is not None:
-        parts.append(f"--{opt['guidance_scale']} {_number(line.guidance_scale)}")
+    if script == "generate" and line.flow_shift is not None:
+        parts.append(f"--{opt['flow_shift']} {number(line.flow_shift)}")
+    if script == "train" and line.guidance_scale is not None:
+        parts.append(f"--{opt['guidance_scale']} {number(line.guidance_scale)}")
+    if line.cfg_scale is not None:
+        parts.append(f"--{opt['cfg_scale']} {number(line.cfg_scale)}")
     if line.negative_prompt:
         parts.append(f"--{opt['negative_prompt']} {line.negative_prompt}")
     return " ".join(parts)
 
 
-def prompts_file(header: str, spec: Spec, lines: Sequence[PromptLine]) -> str:
+def prompts_file(header: str, spec: Spec, lines: Sequence[PromptLine], script: Script) -> str:
     """A prompt file: the header (comment lines start in column 1), then one prompt per line."""
     modes = one_frame_modes(spec)
-    return header + "".join(prompt_line(line, modes) + "\n" for line in lines)
+    return header + "".join(prompt_line(line, modes, script) + "\n" for line in lines)

@@ -19,10 +19,11 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
+    field_validator,
     model_validator,
 )
 
-from fplora.musubi.names import LORA_NETWORK_MODULE, TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT
+from fplora.musubi.names import LORA_NETWORK_MODULE
 from fplora.problems import Problem, display_path
 from fplora.spec.load import KeyPath, Loaded, dotted
 
@@ -286,8 +287,19 @@ class Prompt(Section):
     height: PositiveInt | None = None
     seed: int | None = None
     steps: PositiveInt | None = None
-    guidance_scale: float | None = None
-    negative_prompt: str | None = None
+    guidance_scale: float | None = Field(
+        None,
+        ge=0,
+        description="FramePack's distilled guidance (musubi-tuner's default 10): --g in training samples,"
+        " --embedded_cfg_scale for `fplora infer` (one value per run).",
+    )
+    cfg_scale: float | None = Field(
+        None,
+        ge=0,
+        description="Real classifier-free guidance with negative_prompt (default 1 = off; above 1 doubles"
+        " the sampling work): --l in both prompt files.",
+    )
+    negative_prompt: str | None = Field(None, description="Used only with cfg_scale above 1.")
 
     @model_validator(mode="after")
     def _complete(self) -> Prompt:
@@ -303,11 +315,24 @@ class Sample(Section):
     every_n_steps: PositiveInt | None = 100
     seed: int = 42
     steps: PositiveInt = 20
-    flow_shift: float = Field(
-        TRAINING_SAMPLE_DEFAULT_FLOW_SHIFT,
-        description="Written as --fs on every line (musubi-tuner's default).",
+    flow_shift: float | None = Field(
+        None,
+        description="Refused: FramePack's training sampler ignores a flow shift (see infer.flow_shift).",
+        json_schema_extra={"refused": True},
     )
     prompts: list[Prompt] = Field(default_factory=list)
+
+    @field_validator("flow_shift")
+    @classmethod
+    def _no_flow_shift(cls, value: float | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "musubi-tuner's FramePack training sampler ignores a flow shift: it never passes one on"
+                " (fpack_train_network.py:321 and :450), so training samples always use FramePack's"
+                " dynamic shift, as `fplora infer` does by default — remove it (infer.flow_shift sets a"
+                " fixed shift for `fplora infer` alone)"
+            )
+        return None
 
 
 class Infer(Section):
@@ -322,9 +347,14 @@ class Infer(Section):
     attention: Literal["sdpa", "flash", "torch", "sageattn", "xformers"] = "sdpa"
     blocks_to_swap: int | None = Field(None, ge=0, description="Default: train.blocks_to_swap.")
     fp8_scaled: bool = True
-    seed: int = 42
-    steps: PositiveInt | None = Field(None, description="infer_steps; default musubi-tuner's 25.")
-    flow_shift: float | None = Field(None, description="Default: sample.flow_shift.")
+    seed: int | None = Field(None, description="Default: sample.seed, as training samples use.")
+    steps: PositiveInt | None = Field(None, description="Default: sample.steps, as training samples use.")
+    flow_shift: float | None = Field(
+        None,
+        gt=0,
+        description="A fixed flow shift (--fs) for `fplora infer` only; default: FramePack's dynamic shift,"
+        " the one training samples use.",
+    )
 
 
 class Launch(Section):
@@ -527,3 +557,12 @@ class Spec(Section):
         if self.train.gradient_accumulation_steps > 1:
             parts.append(f"{self.train.gradient_accumulation_steps} accumulation steps")
         return f"effective batch {total} ({' × '.join(parts)})"
+
+
+def infer_distilled_guidance(spec: Spec) -> float | None:
+    """The distilled guidance `fplora infer` gives generate (`--embedded_cfg_scale`, one value per
+    run): the infer prompts' `guidance_scale`, which `spec.rules` holds equal; None when no prompt
+    sets one, leaving generate's default, which is also the training samples' (10)."""
+    _, prompts = spec.prompts_of("infer")
+    values = [prompt.guidance_scale for prompt in prompts if prompt.guidance_scale is not None]
+    return values[0] if values else None

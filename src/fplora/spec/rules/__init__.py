@@ -25,6 +25,8 @@ from pydantic import BaseModel
 
 from fplora.musubi import schema
 from fplora.musubi.names import (
+    DISTILLED_GUIDANCE_DEFAULT,
+    MAX_TRAIN_EPOCHS_LINE,
     OPTIMIZER_BUILT_IN,
     OPTIMIZER_CLASS_PATHS,
     PASS_THROUGH_SCRIPT,
@@ -83,9 +85,22 @@ _OWNED_FIX = {
 }
 
 
+# Pass-through options fplora does not render but that would overrule what it does render.
+_OVERRULING = {
+    ("config", "max_train_epochs"): (
+        "replaces train.max_train_steps in musubi-tuner, and the steps a resumed segment is given on"
+        f" the command line too ({MAX_TRAIN_EPOCHS_LINE}), so fplora's step counts and resume maths"
+        " would be wrong",
+        "remove it; set train.max_train_steps (epochs × steps per epoch) instead",
+    ),
+}
+
+
 def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
     """(message, fix) when fplora renders or owns pass-through option `key` of `section`: passing it
     through would replace the spec's value behind fplora's back (resume maths, manifest, stamps)."""
+    if (section, key) in _OVERRULING:
+        return _OVERRULING[section, key]
     owners = rendered_options()[section]
     if key in owners and owners[key] is not None:
         return f"set by {owners[key]}", "set it there"
@@ -228,6 +243,27 @@ def _one_frame(spec: Spec) -> Iterator[Problem]:
         )
 
 
+def _sampling(spec: Spec) -> Iterator[Problem]:
+    """generate takes the distilled guidance once per run (`--embedded_cfg_scale`), training samples
+    per line (`--g`): `fplora infer` can honour one value for all its prompts, not one each."""
+    section, prompts = spec.prompts_of("infer")
+    first: tuple[int, float] | None = None
+    for index, prompt in enumerate(prompts):
+        value = prompt.guidance_scale if prompt.guidance_scale is not None else DISTILLED_GUIDANCE_DEFAULT
+        if first is None:
+            first = (index, value)
+        elif value != first[1]:
+            yield spec.problem(
+                (section, "prompts", index, "guidance_scale"),
+                f"{value:g} differs from {section}.prompts[{first[0]}]'s {first[1]:g}: fpack_generate_video"
+                " takes the distilled guidance once per run (--embedded_cfg_scale,"
+                " fpack_generate_video.py:185), so `fplora infer` cannot give each prompt its own",
+                "use one guidance_scale for every prompt infer uses"
+                + (" (or give infer prompts of its own)" if section == "sample" else ""),
+            )
+            return
+
+
 def _datasets(spec: Spec) -> Iterator[Problem]:
     seen: dict[Any, int] = {}
     listed: dict[Path, int] = {}
@@ -303,7 +339,7 @@ def _launch(spec: Spec) -> Iterator[Problem]:
         yield spec.problem(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
 
 
-RULES = (_pass_through, _train, _optimizer, _one_frame, _datasets, _launch)
+RULES = (_pass_through, _train, _optimizer, _one_frame, _sampling, _datasets, _launch)
 
 
 def check_rules(spec: Spec) -> list[Problem]:
@@ -350,4 +386,20 @@ def spec_warnings(spec: Spec) -> list[Problem]:
                     "warning",
                 )
             )
+    warnings.extend(_unused_negative_prompts(spec))
     return warnings
+
+
+def _unused_negative_prompts(spec: Spec) -> Iterator[Problem]:
+    """A negative prompt works only with real CFG: both scripts replace it with zeros while the CFG
+    scale is 1 (fpack_train_network.py:301 and :432, fpack_generate_video.py:829)."""
+    for section in ("sample", "infer"):
+        for index, prompt in enumerate(getattr(spec, section).prompts or []):
+            if prompt.negative_prompt and (prompt.cfg_scale is None or prompt.cfg_scale == 1):
+                yield spec.problem(
+                    (section, "prompts", index, "negative_prompt"),
+                    "has no effect: musubi-tuner uses a negative prompt only with real CFG (cfg_scale"
+                    " above 1), in training samples and in `fplora infer` alike",
+                    "set cfg_scale (e.g. 3; it doubles the sampling work), or remove it",
+                    "warning",
+                )
