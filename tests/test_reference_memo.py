@@ -120,4 +120,7 @@ def test_inference_command_reproduces_the_memo() -> None:
     # (`--f`/`--l` differ between the two parsers), so only --from_file's path differs
     assert rendered.pop("--from_file") == [str(RENDER_DIR / "infer-prompts.txt")]
     memo.pop("--from_file")
+    # the memo's lines (the training prompts) carried the sample step count; fplora's infer lines
+    # leave it to --infer_steps, which defaults to sample.steps for the same effect
+    assert rendered.pop("--infer_steps") == [str(SPEC.sample.steps)]
     assert rendered == memo
