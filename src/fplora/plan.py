@@ -91,6 +91,14 @@ def resolve_prompts(
     return lines
 
 
+def resolve_infer_prompts(spec: Spec, records: RecordCache) -> list[PromptLine]:
+    """The lines `fplora infer` runs: the training samples' seed unless infer sets its own (steps
+    go on generate's command line, render/commands.py), and a flow shift only when infer sets one."""
+    infer = spec.infer
+    seed = infer.seed if infer.seed is not None else spec.sample.seed
+    return resolve_prompts(spec, "infer", records, seed=seed, steps=None, flow_shift=infer.flow_shift)
+
+
 def _musubi_jsonl(
     spec: Spec, paths: RenderedPaths, records: RecordCache
 ) -> tuple[list[Path], dict[Path, str]]:
@@ -128,15 +136,7 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     plan.sample_prompts = resolve_prompts(
         spec, "sample", records, seed=sample.seed, steps=sample.steps, flow_shift=None
     )
-    infer = spec.infer
-    plan.infer_prompts = resolve_prompts(
-        spec,
-        "infer",
-        records,
-        seed=infer.seed if infer.seed is not None else sample.seed,
-        steps=None,
-        flow_shift=infer.flow_shift,
-    )
+    plan.infer_prompts = resolve_infer_prompts(spec, records)
     jsonls, extra = _musubi_jsonl(spec, paths, records)
     plan.files[paths.config] = render_files.config_toml(spec, paths)
     plan.files[paths.resume_config] = render_files.config_toml(spec, paths, resume=True)

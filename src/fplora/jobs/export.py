@@ -118,14 +118,10 @@ def _eval_facts(spec: Spec, checkpoint: Checkpoint) -> dict[str, Any]:
 def _prompts(spec: Spec) -> tuple[list[dict[str, Any]], list[Problem]]:
     """The infer prompts (captions filled from their records), or, where the records cannot be
     read on this machine, those written out in the spec."""
-    from fplora.plan import resolve_prompts
+    from fplora.plan import resolve_infer_prompts
 
-    infer = spec.infer
-    shift = infer.flow_shift if infer.flow_shift is not None else spec.sample.flow_shift
     try:
-        lines = resolve_prompts(
-            spec, "infer", RecordCache(spec), seed=infer.seed, steps=None, flow_shift=shift
-        )
+        lines = resolve_infer_prompts(spec, RecordCache(spec))
     except UserError as error:
         _, prompts = spec.prompts_of("infer")
         written = [
