@@ -174,3 +174,36 @@ def test_sheet_command_rebuilds_and_refuses_an_empty_folder(
     assert "refs holds no infer folder (<version>-stepNNNNNNNN-lm<m> with fplora-infer.json)" in empty.output
     help_text = runner.invoke(app, ["sheet", "--help"]).output
     assert "Example: fplora sheet" in help_text
+
+
+CJK_CAPTION = "振り向く, 手を振る, 뒤돌아보다"
+
+
+def test_a_cjk_caption_is_drawn_without_missing_glyph_boxes() -> None:
+    """Pillow's own font draws every character of `振り向く` as its .notdef box; each character of a
+    caption must come out as a glyph of the font chosen for it."""
+    from PIL import ImageFont
+
+    from fplora.sheet.text import Face, has_glyph
+
+    plain = ImageFont.load_default(size=15)
+    assert not any(has_glyph(plain, char) for char in "振り向く")  # what the sheets drew before
+    face = Face(15)
+    for char in CJK_CAPTION:
+        if not char.isspace():
+            assert has_glyph(face.font_for(char), char), char
+    assert [run for run, _ in face.runs("v8 · 振り向く x")] == ["v8 · ", "振り向く ", "x"]
+
+
+def test_the_sheet_draws_a_japanese_caption_as_glyphs(tmp_path: Path) -> None:
+    """The caption line of a sheet differs from the same number of missing-glyph boxes."""
+    sample = _grid_folders(tmp_path)
+    (grid,) = collect(sample)
+    prompt = grid.prompts[0]
+
+    def caption_strip(text: str) -> bytes:
+        sheet = draw.draw_sheet(grid, type(prompt)(**{**vars(prompt), "text": text}), 1)
+        title = draw.sheet_layout(grid, prompt).title
+        return sheet.crop((title.x, title.y + 30, title.right, title.y + 52)).tobytes()
+
+    assert caption_strip("振り向く") != caption_strip("\U0010ffff" * 4)

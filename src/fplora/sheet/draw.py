@@ -10,11 +10,12 @@ import html
 import os
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from fplora.atomic import write_atomic
 from fplora.sheet.collect import Grid, Prompt, collect
 from fplora.sheet.layout import Box, Layout, layout, thumb_size
+from fplora.sheet.text import Face
 
 SHEET_DIR_SUFFIX = "-sheet"
 INDEX = "index.html"
@@ -27,27 +28,9 @@ EMPTY = (245, 245, 245)
 FAILED = (253, 226, 226)
 FAILED_INK = (170, 30, 30)
 
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
-
-def _font(size: int) -> Font:
-    try:
-        return ImageFont.load_default(size=size)
-    except (OSError, ValueError, TypeError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _fit(text: str, font: Font, width: int) -> str:
-    """`text`, cut with "..." to fit `width` pixels (Pillow's bundled font has no "…")."""
-    if font.getlength(text) <= width:
-        return text
-    while text and font.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _centred(draw: ImageDraw.ImageDraw, box: Box, text: str, font: Font, fill: tuple[int, int, int]) -> None:
-    draw.text(box.centre, _fit(text, font, box.width - 4), font=font, fill=fill, anchor="mm")
+def _centred(draw: ImageDraw.ImageDraw, box: Box, text: str, face: Face, fill: tuple[int, int, int]) -> None:
+    face.draw_centred(draw, box.centre, face.fit(text, box.width - 4), fill)
 
 
 def _paste(sheet: Image.Image, path: Path, box: Box) -> bool:
@@ -97,16 +80,11 @@ def draw_sheet(grid: Grid, prompt: Prompt, number: int) -> Image.Image:
     place = sheet_layout(grid, prompt)
     sheet = Image.new("RGB", (place.width, place.height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    big, small = _font(20), _font(15)
+    big, small = Face(20), Face(15)
     seed = f" · seed {prompt.seed}" if prompt.seed is not None else ""
     title = place.title
-    draw.text(
-        (title.x, title.y),
-        f"{grid.version} · prompt {number} of {len(grid.prompts)}{seed}",
-        font=big,
-        fill=INK,
-    )
-    draw.text((title.x, title.y + 30), _fit(prompt.text, small, title.width), font=small, fill=MUTED)
+    big.draw(draw, (title.x, title.y), f"{grid.version} · prompt {number} of {len(grid.prompts)}{seed}", INK)
+    small.draw(draw, (title.x, title.y + 30), small.fit(prompt.text, title.width), MUTED)
     for (label, path), slot in zip(references(prompt), place.refs, strict=True):
         if not _paste(sheet, path, slot.image):
             draw.rectangle(_xy(slot.image), fill=EMPTY)
