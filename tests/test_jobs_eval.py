@@ -218,7 +218,9 @@ def test_the_worker_reads_the_run_config_with_musubis_own_reader(
     monkeypatch.setitem(sys.modules, "musubi_tuner.fpack_train_network", package.fpack_train_network)
     monkeypatch.setattr(sys, "argv", [str(path), "--plan", str(tmp_path / "plan.json")])
     plan = worker.Plan(str(config), str(tmp_path / "eval-dataset.toml"), [0.5], 42, [])
-    args = worker.MusubiBackend()._args(plan)
+    backend = worker.MusubiBackend()
+    backend.calls = worker.musubi_calls()  # musubi_calls.py beside the worker, against the stand-in
+    args = backend._args(plan)
     assert (args.network_dim, args.dataset_config, args.timestep_sampling) == (
         32,
         plan.dataset_config,
@@ -245,12 +247,13 @@ def test_the_worker_finds_short_network_module_names_as_training_does(
     (package / "networks" / "__init__.py").write_text("")
     (package / "networks" / "lora_stand_in.py").write_text("FOUND = 'inside musubi_tuner'\n")
     (package / "fpack_train_network.py").write_text("")
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.delitem(sys.modules, "networks", raising=False)
-    module = worker.network_module("networks.lora_stand_in", str(package / "fpack_train_network.py"))
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "src"), *sys.path])
+    for name in ("networks", "musubi_tuner", "musubi_tuner.fpack_train_network"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = worker.musubi_calls().network_module("networks.lora_stand_in")
     assert module.FOUND == "inside musubi_tuner"
-    sys.modules.pop("networks", None)
-    sys.modules.pop("networks.lora_stand_in", None)
+    for name in ("networks", "networks.lora_stand_in", "musubi_tuner", "musubi_tuner.fpack_train_network"):
+        sys.modules.pop(name, None)
 
 
 def test_the_worker_compiles_as_training_does_unless_eval_says(trained: Workspace) -> None:

@@ -169,6 +169,25 @@ def test_a_worker_that_dies_leaves_the_rest_unmade_and_says_why(trained: Workspa
     assert again.exit_code == 0 and "1 of 4 cells already hold" in again.stderr
 
 
+def test_the_worker_launch_checks_musubi_tuners_commit_as_the_doctor_does(trained: Workspace) -> None:
+    """The worker calls musubi-tuner's internals as they are at the pinned commit: another commit is
+    said before the launch (the worker then checks each call's parameters itself), the pinned one is
+    not mentioned."""
+    pinned = trained.cli("infer", str(trained.spec_path), *GRID)
+    assert pinned.exit_code == 0 and "musubi-tuner" not in pinned.stderr.replace("musubi-tuner's", "")
+    other = trained.cli(
+        "infer", str(trained.spec_path), *GRID, "--redo", env={"FAKE_MUSUBI_COMMIT": "0123abcd" * 5}
+    )
+    assert other.exit_code == 0, other.output
+    assert (
+        "warning: musubi-tuner: 0.3.4 at /opt/musubi/src/musubi_tuner, commit 0123abcd; fplora's schema is"
+        " from 30c658c4: the sweep worker calls musubi-tuner's internals as they are at 30c658c4, and"
+        " stops at once if one of them changed — install musubi-tuner at 30c658c4 (README) to run it as"
+        " tested (another commit here)"
+    ) in " ".join(other.stderr.split())
+    assert len(sweeps(trained)) == 2  # launched all the same
+
+
 def test_models_that_cannot_load_fail_every_cell(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), *GRID, env={"FAKE_SWEEP_PREPARE_FAIL": "1"})
     assert result.exit_code == 1

@@ -14,7 +14,6 @@ Each step exits 0 when its check holds and prints why not otherwise.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shutil
@@ -188,7 +187,7 @@ def sweep_args(work: Path) -> None:
     gargs = commands.sweep_generate_args(job.plan.spec, job.plan.paths)
     plan = worker.Plan(gargs, [worker.Cell(**c) for c in _cells(work, "sweep")])
     backend = worker.MusubiBackend()
-    backend.gv, backend.torch = gv, torch
+    backend.calls, backend.torch = worker.musubi_calls(), torch
 
     def parse(argv: list[str]) -> Any:
         saved = sys.argv
@@ -224,34 +223,13 @@ def sweep_args(work: Path) -> None:
             diff = {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
             if diff:
                 problems.append(f"cell {cell.id}: options differ from a separate run: {sorted(diff)}")
-    # the worker's calls: name -> number of positional arguments it passes
-    calls = {
-        "parse_args": 0,
-        "preprocess_prompts_for_batch": 2,
-        "get_generation_settings": 1,
-        "apply_overrides": 2,
-        "load_vae": 5,
-        "load_image_encoders": 1,
-        "prepare_image_inputs": 4,
-        "clean_memory_on_device": 1,
-        "load_text_encoder1": 3,
-        "load_text_encoder2": 1,
-        "prepare_text_inputs": 3,
-        "load_dit_model": 2,
-        "generate": 5,
-        "save_latent": 4,
-        "save_output": 4,
-        "synchronize_device": 1,
-    }
-    for name, count in calls.items():
-        try:
-            inspect.signature(getattr(gv, name)).bind(*range(count))
-        except (AttributeError, TypeError) as error:
-            problems.append(f"fpack_generate_video.{name}: {error}")
+    # every musubi-tuner call the workers make, against the pinned commit's parameters
+    problems += backend.calls.check()
     if problems:
         raise Failed("; ".join(problems))
     cells, prompts = len(plan.cells), len(backend.prompts)
-    print(f"{cells} cells x {prompts} prompts: options as separate runs; {len(calls)} calls fit")
+    calls = len(backend.calls.CALLS)
+    print(f"{cells} cells x {prompts} prompts: options as separate runs; {calls} musubi-tuner calls fit")
 
 
 def _score(work: Path, dataset_config: Path, name: str, compile_dit: bool = False) -> dict[str, float]:

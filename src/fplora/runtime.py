@@ -6,9 +6,12 @@ environment (installed beside fplora) or in another one named by the spec or the
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import sys
+from typing import Any
 
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES
@@ -73,6 +76,105 @@ def ensure_musubi(python: str, modules: list[str] | None = None) -> None:
     else:
         message = f"cannot run {python}: {output.strip().splitlines()[-1] if output.strip() else code}"
     raise UserError(Problem("musubi-tuner", None, "", message, install_hint()))
+
+
+COMMIT_MARK = "FPLORA-MUSUBI-COMMIT "
+
+# Where musubi-tuner is, its version and its commit, read without importing it: a git install's
+# direct_url.json, else a COMMIT file beside its source (the GPU harness and the CPU musubi-tuner
+# Python unpack the pinned tarball with one), else git. Run in the musubi-tuner Python: by
+# `fplora doctor` as part of its probe, and alone before a worker is launched (`worker_commit`).
+MUSUBI_INFO = """
+def musubi_info():
+    import importlib.metadata as metadata
+    import importlib.util
+    import json
+    import subprocess
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("musubi_tuner")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    where = Path(list(spec.submodule_search_locations)[0])
+    version = None
+    for dist in ("musubi-tuner", "musubi_tuner"):
+        try:
+            version = version or metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    commit = None
+    try:
+        direct = metadata.distribution("musubi-tuner").read_text("direct_url.json")
+        if direct:
+            commit = json.loads(direct).get("vcs_info", {}).get("commit_id")
+    except Exception:
+        pass
+    for folder in (where.parent, where.parent.parent):
+        if commit is None and (folder / "COMMIT").is_file():
+            commit = (folder / "COMMIT").read_text().strip()
+        if commit is None and (folder / ".git").exists():
+            try:
+                done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                                      text=True, timeout=10)
+                commit = done.stdout.strip() or None
+            except Exception:
+                pass
+    return {"location": str(where), "version": version, "commit": commit}
+"""
+_COMMIT_PROBE = MUSUBI_INFO + f"import json\nprint({COMMIT_MARK!r} + json.dumps(musubi_info()))\n"
+
+
+def commit_finding(info: dict[str, Any]) -> Problem:
+    """musubi-tuner's commit against the one fplora's schema and workers were written for: ok, or a
+    warning that says what may differ (`fplora doctor` lists it; a worker launch prints the warning)."""
+    pinned, commit = schema.pinned_commit(), info.get("commit")
+    detail = f"{info.get('version') or 'version unknown'} at {info.get('location')}"
+    if commit == pinned:
+        return Problem(
+            "", None, "musubi-tuner", f"{detail}, commit {pinned[:8]} (the bundled schema's)", "", "ok"
+        )
+    if commit:
+        return Problem(
+            "",
+            None,
+            "musubi-tuner",
+            f"{detail}, commit {commit[:8]}; fplora's schema is from {pinned[:8]}",
+            "the option check below says whether that matters; the README's install pins the commit",
+            "warning",
+        )
+    return Problem("", None, "musubi-tuner", f"{detail}, commit unknown (not a git install)", "", "warning")
+
+
+def worker_commit(python: str, worker: str) -> list[Problem]:
+    """Before a worker is launched: the doctor's commit check on `python`'s musubi-tuner. A worker calls
+    musubi-tuner's internals as they are at the pinned commit (worker/musubi_calls.py), so another or
+    an unknown commit gets a warning; the worker itself then checks every call's parameters before it
+    loads a model, and stops with the calls that no longer fit."""
+    _, output = capture([python, "-c", _COMMIT_PROBE], timeout=120)
+    info = None
+    for line in reversed(output.splitlines()):
+        if line.startswith(COMMIT_MARK):
+            with contextlib.suppress(json.JSONDecodeError):
+                info = json.loads(line[len(COMMIT_MARK) :])
+            break
+    if info is None:
+        return []  # not importable: ensure_musubi has said so already
+    found = commit_finding(info)
+    if found.severity == "ok":
+        return []
+    pinned = schema.pinned_commit()[:8]
+    why = "another commit" if info.get("commit") else "an unknown commit"
+    return [
+        Problem(
+            "",
+            None,
+            "musubi-tuner",
+            f"{found.message}: the {worker} worker calls musubi-tuner's internals as they are at {pinned},"
+            " and stops at once if one of them changed",
+            f"install musubi-tuner at {pinned} (README) to run it as tested ({why} here)",
+            "warning",
+        )
+    ]
 
 
 def visible_gpus() -> int | None:

@@ -33,6 +33,7 @@ from fplora.runs.checkpoints import Checkpoint, find
 from fplora.runs.evaluation import UNTRAINED, Band, EvalFile, Point
 from fplora.runs.loras import choose_loras, same_lora
 from fplora.runs.manifest import now
+from fplora.runtime import worker_commit
 from fplora.spec.models import Spec
 
 ALL = "all"
@@ -252,6 +253,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
             for key, (checkpoint, _) in ids.items()
         ],
     }
+    job.report(worker_commit(job.python, "evaluation"))
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
     log = log_path(folder, "eval")
     job.show(argv)

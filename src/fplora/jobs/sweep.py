@@ -32,6 +32,7 @@ from fplora.render import commands
 from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header, save_root, write_record
 from fplora.runs.manifest import now
 from fplora.runs.sweep import SWEEP_DIR_SUFFIX, cell_id, judge, parse_event, plan_json, produced
+from fplora.runtime import worker_commit
 
 
 @dataclass
@@ -197,6 +198,7 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
             f"dry run: the plan {display_path(plan_file)} is not written; it would make {len(todo)} cells"
         )
         return 0
+    job.report(worker_commit(job.python, "sweep"))
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(plan_file, text)
     job.show(argv)

@@ -3,7 +3,8 @@
 fplora itself never imports torch or musubi-tuner (tests/test_architecture.py holds it to that), so
 work that needs the models in memory across several steps is a separate process: fplora writes a
 plan, starts `accelerate launch <this folder>/<worker>.py --plan <file>` with the musubi-tuner
-Python, and reads the worker's JSON-lines events. A worker imports the standard library, torch and
-musubi-tuner only (the musubi-tuner Python need not have fplora installed), and no module of fplora
-imports a worker.
+Python, and reads the worker's JSON-lines events. A worker imports the standard library and torch,
+and reaches musubi-tuner only through `musubi_calls.py` beside it, loaded by path (the musubi-tuner
+Python need not have fplora installed): every musubi-tuner call is named there with its parameters at
+the pinned commit. No module of fplora imports a worker.
 """

@@ -39,7 +39,7 @@ with a stand-in backend where torch is not installed.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import math
 import os
@@ -175,21 +175,24 @@ def run(plan: Plan, backend: Backend) -> int:
     return 1 if failed else 0
 
 
-def network_module(name: str, train_script: str) -> Any:
-    """The run's network module, found as training finds it: short names like
-    `networks.lora_framepack` resolve inside the musubi_tuner package, whose folder training puts on
-    sys.path (training/trainer_base.py:1536, one level below the package). `train_script` is
-    `fpack_train_network.py`, which sits in the package folder itself."""
-    package = os.path.dirname(os.path.abspath(train_script))
-    if package not in sys.path:
-        sys.path.append(package)
-    return importlib.import_module(name)
+def musubi_calls() -> Any:
+    """`musubi_calls.py` beside this file: every musubi-tuner call this worker makes. Loaded by its
+    path, since the musubi-tuner Python that runs this file need not have fplora installed."""
+    name = "fplora_musubi_calls"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("musubi_calls.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # NamedTuples look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 class MusubiBackend:
     """musubi-tuner's `FramePackNetworkTrainer`, driven through the seams its `train` uses."""
 
     def __init__(self) -> None:
+        self.calls: Any = None  # musubi_calls.py
         self.torch: Any = None
         self.trainer: Any = None
         self.args: Any = None
@@ -205,18 +208,7 @@ class MusubiBackend:
         self.compiling = False  # until the first checkpoint's forward passes have compiled the blocks
 
     def _args(self, plan: Plan) -> Any:
-        from musubi_tuner import fpack_train_network as ft
-
-        parser = ft.framepack_setup_parser(ft.setup_parser_common())
-        # read_config_from_file parses sys.argv again (parser_common.py:807): it must hold the
-        # training script's command line, not this worker's --plan (the first GPU run died there)
-        saved_argv = sys.argv
-        sys.argv = ["fpack_train_network", "--config_file", plan.config_file]
-        try:
-            args = parser.parse_args(sys.argv[1:])
-            args = ft.read_config_from_file(args, parser)
-        finally:
-            sys.argv = saved_argv
+        args = self.calls.training_args(plan.config_file)
         # as fpack_train_network.main fixes them
         args.vae_dtype, args.dit_dtype, args.sample_solver = "float16", "bfloat16", "unipc"
         args.dataset_config = plan.dataset_config
@@ -237,19 +229,18 @@ class MusubiBackend:
 
     def prepare(self, plan: Plan, emit: Emit) -> tuple[int, int]:
         import torch
-        from musubi_tuner import fpack_train_network as ft
-        from musubi_tuner.modules.scheduling_flow_match_discrete import FlowMatchDiscreteScheduler
 
-        self.torch, self.timesteps = torch, plan.timesteps
+        calls = musubi_calls()
+        calls.require_pinned_calls()
+        self.calls, self.torch, self.timesteps = calls, torch, plan.timesteps
         args = self._args(plan)
-        trainer = ft.FramePackNetworkTrainer()
-        trainer.handle_model_specific_args(args)
+        trainer = calls.trainer(args)
         self.trainer, self.args = trainer, args
 
         emit("phase", phase="reading the evaluation records' caches")
-        group, collator, _ = trainer._build_dataset(args)
+        dataset = calls.build_dataset(trainer, args)
         loader = torch.utils.data.DataLoader(
-            group, batch_size=1, shuffle=False, collate_fn=collator, num_workers=0
+            dataset.group, batch_size=1, shuffle=False, collate_fn=dataset.collator, num_workers=0
         )
         records = 0
         for batch in loader:
@@ -258,40 +249,37 @@ class MusubiBackend:
             records += int(kept["latents"].shape[0])
 
         emit("phase", phase="loading the DiT")
-        accelerator, _, dit_dtype, dit_weight_dtype, _ = trainer._prepare_accelerator_and_dtypes(args)
-        transformer = trainer._load_dit_and_swap(args, accelerator, dit_weight_dtype)
+        dtypes = calls.accelerator_and_dtypes(trainer, args)
+        accelerator, dit_dtype, dit_weight_dtype = (
+            dtypes.accelerator,
+            dtypes.dit_dtype,
+            dtypes.dit_weight_dtype,
+        )
+        transformer = calls.load_dit_and_swap(trainer, args, accelerator, dit_weight_dtype)
         if dit_weight_dtype != dit_dtype and dit_weight_dtype is not None:
             transformer.to(dit_weight_dtype)  # as training casts it
-        if trainer.blocks_to_swap:
+        if calls.blocks_to_swap(trainer):
             # forwards only, many of them: the way training's own sampling runs a swapping DiT
             # (trainer_base.sample_images), not the training loop's forward-and-backward setup
-            transformer.move_to_device_except_swap_blocks(accelerator.device)
-            transformer.switch_block_swap_for_inference()
+            calls.swap_for_inference(transformer, accelerator.device)
         self.accelerator, self.transformer, self.dit_dtype = accelerator, transformer, dit_dtype
 
         emit("phase", phase="applying the LoRA network")
-        module = network_module(args.network_module, ft.__file__)
-        kwargs = dict(arg.split("=", 1) for arg in args.network_args or [])
-        network = module.create_arch_network(
-            1.0, args.network_dim, args.network_alpha, None, None, transformer, neuron_dropout=None, **kwargs
-        )
-        network.apply_to(None, transformer, apply_text_encoder=False, apply_unet=True)
+        network = calls.create_network(calls.network_module(args.network_module), args, transformer)
         self.network_dtype = torch.float32  # training's network dtype (full_bf16 is off there)
         network.to(accelerator.device, dtype=self.network_dtype)
         network.eval()
         network.requires_grad_(False)
         # the multiplier stays 1 (untrained is a zero up-projection, see _load): a compiled block
         # guards on it, and changing it would compile every block again
-        network.set_multiplier(1.0)
+        calls.set_multiplier(network, 1.0)
         self.network = network
         if args.compile:
             # as training does, after the network is applied, so that the LoRA is in the graphs; the
             # compiling itself happens in the first forward pass (see score)
-            self.transformer = trainer.compile_transformer(args, transformer)
+            self.transformer = calls.compile_transformer(trainer, args, transformer)
             self.compiling = True
-        self.scheduler = FlowMatchDiscreteScheduler(
-            shift=args.discrete_flow_shift, reverse=True, solver="euler"
-        )
+        self.scheduler = calls.flow_match_scheduler(args.discrete_flow_shift)
 
         # the same noise for every checkpoint: drawn once, per record and timestep, from the seed, in
         # the records' order (musubi-tuner's buckets are consecutive slices, so that order is the
@@ -319,9 +307,9 @@ class MusubiBackend:
                     parameter.zero_()
             # a network module without LoRA up-projections is switched off instead (a compiled DiT
             # then compiles again for the next checkpoint, at multiplier 1)
-            network.set_multiplier(1.0 if ups else 0.0)
+            self.calls.set_multiplier(network, 1.0 if ups else 0.0)
             return
-        info = network.load_weights(checkpoint.lora)  # musubi-tuner's loader: load_state_dict, not strict
+        info = self.calls.load_weights(network, checkpoint.lora)
         missing = [k for k in info.missing_keys if "lora_" in k]
         if missing or info.unexpected_keys:
             example = (missing or info.unexpected_keys)[0]
@@ -329,7 +317,7 @@ class MusubiBackend:
                 f"{checkpoint.lora} does not fit the network of this run's config: {len(missing)} missing,"
                 f" {len(info.unexpected_keys)} unexpected weights (e.g. {example})"
             )
-        network.set_multiplier(1.0)
+        self.calls.set_multiplier(network, 1.0)
 
     def score(self, checkpoint: Checkpoint, emit: Emit) -> list[float]:
         torch, device = self.torch, self.accelerator.device
@@ -342,12 +330,13 @@ class MusubiBackend:
         with torch.no_grad():
             for index, stored in enumerate(self.batches):
                 batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in stored.items()}
-                latents = self.trainer.scale_shift_latents(batch["latents"])
+                latents = self.calls.scale_shift_latents(self.trainer, batch["latents"])
                 size = int(latents.shape[0])
                 for band, t in enumerate(self.timesteps):
                     batch["timesteps"] = [t] * size
                     noise = self.noise[index][band].to(device=device, dtype=latents.dtype)
-                    loss, _ = self.trainer.process_batch(
+                    loss = self.calls.batch_loss(
+                        self.trainer,
                         self.args,
                         self.accelerator,
                         self.transformer,
@@ -358,9 +347,7 @@ class MusubiBackend:
                         self.scheduler,
                         self.dit_dtype,
                         self.network_dtype,
-                        None,
-                        0,
-                    )
+                    ).loss
                     totals[band] += float(loss.item()) * size
                 count += size
         return [total / max(count, 1) for total in totals]

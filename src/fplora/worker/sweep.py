@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import importlib.util
 import json
 import os
 import sys
@@ -168,12 +169,25 @@ def run(plan: Plan, backend: Backend) -> int:
     return 1 if failed else 0
 
 
+def musubi_calls() -> Any:
+    """`musubi_calls.py` beside this file: every musubi-tuner call this worker makes. Loaded by its
+    path, since the musubi-tuner Python that runs this file need not have fplora installed."""
+    name = "fplora_musubi_calls"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("musubi_calls.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # NamedTuples look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class MusubiBackend:
     """musubi-tuner's own functions from `fpack_generate_video`, called in the order its batch mode
     calls them, with the text and image work done once instead of once per process."""
 
     def __init__(self) -> None:
-        self.gv: Any = None
+        self.calls: Any = None  # musubi_calls.py
         self.torch: Any = None
         self.args: Any = None
         self.device: Any = None
@@ -185,56 +199,42 @@ class MusubiBackend:
 
     def prepare(self, generate_args: list[str], emit: Emit) -> int:
         import torch
-        from musubi_tuner import fpack_generate_video as gv
 
-        self.gv, self.torch = gv, torch
-        saved_argv = sys.argv
-        sys.argv = ["fpack_generate_video", *generate_args]
-        try:
-            args = gv.parse_args()  # the script's own parser and checks, on the separate run's options
-        finally:
-            sys.argv = saved_argv
+        calls = musubi_calls()
+        calls.require_pinned_calls()
+        self.calls, self.torch = calls, torch
+        args = calls.generate_args(generate_args)  # the script's own parser, on the separate run's options
         if not args.from_file:
             raise ValueError("the plan's generate_args have no --from_file")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         args.device = device
         with open(args.from_file, encoding="utf-8") as handle:
-            self.prompts = gv.preprocess_prompts_for_batch(handle.readlines(), args)
+            self.prompts = calls.prompts_for_batch(handle.readlines(), args)
         if not self.prompts:
             raise ValueError(f"no prompt lines in {args.from_file}")
         self.args, self.device = args, device
-        self.settings = gv.get_generation_settings(args)
-        per_prompt = [gv.apply_overrides(args, prompt) for prompt in self.prompts]
+        self.settings = calls.generation_settings(args)
+        per_prompt = [calls.with_overrides(args, prompt) for prompt in self.prompts]
 
         emit("phase", phase="image encoder and VAE: encoding the start and control images")
-        vae = gv.load_vae(
-            args.vae, args.vae_chunk_size, args.vae_spatial_tile_sample_min_size, args.vae_tiling, "cpu"
-        )
-        feature_extractor, image_encoder = gv.load_image_encoders(args)
+        vae = calls.load_vae(args, "cpu")
+        encoders = calls.load_image_encoders(args)
         vae.to(device)
-        image_encoder.to(device)
-        encoders = {"feature_extractor": feature_extractor, "image_encoder": image_encoder}
-        self.image_data = [gv.prepare_image_inputs(a, device, vae, encoders) for a in per_prompt]
-        del encoders, feature_extractor, image_encoder
+        encoders.image_encoder.to(device)
+        self.image_data = [calls.image_inputs(a, device, vae, encoders) for a in per_prompt]
+        del encoders
         vae.to("cpu")
-        gv.clean_memory_on_device(device)
+        calls.clean_memory(device)
         self.vae = vae
 
         emit("phase", phase="text encoders: encoding the prompts")
-        tokenizer1, text_encoder1 = gv.load_text_encoder1(args, args.fp8_llm, device)
-        tokenizer2, text_encoder2 = gv.load_text_encoder2(args)
-        text_encoder2.to(device)
-        text = {
-            "tokenizer1": tokenizer1,
-            "text_encoder1": text_encoder1,
-            "tokenizer2": tokenizer2,
-            "text_encoder2": text_encoder2,
-            "conds_cache": {},
-        }
-        self.text_data = [gv.prepare_text_inputs(a, device, text) for a in per_prompt]
-        del text, tokenizer1, text_encoder1, tokenizer2, text_encoder2
+        encoder1 = calls.load_text_encoder1(args, args.fp8_llm, device)
+        encoder2 = calls.load_text_encoder2(args)
+        encoder2.model.to(device)
+        self.text_data = [calls.text_inputs(a, device, encoder1, encoder2) for a in per_prompt]
+        del encoder1, encoder2
         gc.collect()
-        gv.clean_memory_on_device(device)
+        calls.clean_memory(device)
         return len(self.prompts)
 
     def _cell_args(self, cell: Cell) -> list[Any]:
@@ -244,20 +244,20 @@ class MusubiBackend:
         base.lora_weight = [cell.lora]
         base.lora_multiplier = [cell.multiplier]
         base.save_path = cell.save_path
-        return [self.gv.apply_overrides(base, prompt) for prompt in self.prompts]
+        return [self.calls.with_overrides(base, prompt) for prompt in self.prompts]
 
     def _release(self, shared: dict[str, Any]) -> None:
         """Free the DiT as the generate script does after its prompts."""
-        gv, device = self.gv, self.device
+        calls, device = self.calls, self.device
         if shared and self.args.blocks_to_swap > 0:
             time.sleep(5)  # as the generate script does: let block swap's transfers finish
         shared.clear()
         gc.collect()
-        gv.clean_memory_on_device(device)
-        gv.synchronize_device(device)
+        calls.clean_memory(device)
+        calls.synchronize(device)
 
     def run_cell(self, cell: Cell, emit: Emit) -> list[str]:
-        gv, torch, device = self.gv, self.torch, self.device
+        calls, torch, device = self.calls, self.torch, self.device
         per_prompt = self._cell_args(cell)
         errors: list[str] = []
         latents: list[tuple[Any, Any]] = []
@@ -274,15 +274,17 @@ class MusubiBackend:
                             "phase",
                             phase=f"{cell.label} x{cell.multiplier}: loading the DiT with the LoRA merged",
                         )
-                        shared["model"] = gv.load_dit_model(args, device)
+                        shared["model"] = calls.load_dit(args, device)
                     # generate() appends to a one-frame prompt's control latents: give it a fresh list
                     image = dict(self.image_data[index])
                     if image.get("control_latents") is not None:
                         image["control_latents"] = list(image["control_latents"])
                     try:
-                        _, latent = gv.generate(args, self.settings, shared, image, self.text_data[index])
+                        latent = calls.generate(
+                            args, self.settings, shared, image, self.text_data[index]
+                        ).latent
                         if args.output_type in ("latent", "both", "latent_images"):
-                            gv.save_latent(latent, args, image["height"], image["width"])
+                            calls.save_latent(latent, args, image["height"], image["width"])
                     except Exception as error:
                         traceback.print_exc()
                         errors.append(f"prompt {index + 1}: {_reason(error)}")
@@ -301,10 +303,10 @@ class MusubiBackend:
                     args.output_type = {"both": "video", "latent_images": "images"}.get(
                         args.output_type, args.output_type
                     )
-                    gv.save_output(args, self.vae, latent[0], device)
+                    calls.save_output(args, self.vae, latent[0], device)
             finally:
                 self.vae.to("cpu")
-                gv.clean_memory_on_device(device)
+                calls.clean_memory(device)
         return errors
 
 

@@ -25,7 +25,7 @@ from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
 from fplora.problems import Problem
 from fplora.process import capture
-from fplora.runtime import install_hint
+from fplora.runtime import MUSUBI_INFO, commit_finding, install_hint
 from fplora.spec.models import Spec, width_height
 
 PROBE_MARK = "FPLORA-DOCTOR-PROBE "
@@ -60,7 +60,8 @@ Probe = dict[str, Any]
 
 def run_probe(python: str) -> tuple[Probe | None, str]:
     """The probe's answer from `python`, or None and why not."""
-    script = resources.files(__package__).joinpath("musubi_probe.py.txt").read_text(encoding="utf-8")
+    probe = resources.files(__package__).joinpath("musubi_probe.py.txt").read_text(encoding="utf-8")
+    script = MUSUBI_INFO + probe  # the commit is found as before a worker's launch
     code, output = capture([python, "-c", script, *SCRIPTS.values()], timeout=300)
     for line in reversed(output.splitlines()):
         if line.startswith(PROBE_MARK):
@@ -91,19 +92,7 @@ def _versions(probe: Probe | None, python: str, why: str) -> Iterator[Problem]:
         error = probe.get("errors", {}).get("musubi_tuner", "")
         yield finding("fail", "musubi-tuner", f"not importable in {python} {error}".strip(), install_hint())
         return
-    pinned, commit = schema.pinned_commit(), musubi.get("commit")
-    detail = f"{musubi.get('version') or 'version unknown'} at {musubi.get('location')}"
-    if commit == pinned:
-        yield finding("ok", "musubi-tuner", f"{detail}, commit {commit[:8]} (the bundled schema's)")
-    elif commit:
-        yield finding(
-            "warn",
-            "musubi-tuner",
-            f"{detail}, commit {commit[:8]}; fplora's schema is from {pinned[:8]}",
-            "the option check below says whether that matters; the README's install pins the commit",
-        )
-    else:
-        yield finding("warn", "musubi-tuner", f"{detail}, commit unknown (not a git install)", "")
+    yield commit_finding(musubi)
 
 
 def _drift(probe: Probe) -> Iterator[Problem]:
