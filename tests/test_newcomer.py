@@ -649,3 +649,80 @@ def test_a_run_started_by_a_spec_in_another_folder_is_warned_about(project: Make
         " spec: training would write into the other spec's run — give this spec its own train.output_name,"
         " project: or output_dir (if the project folder moved, this is the same spec: ignore it)"
     )
+
+
+def test_a_missing_log_tracker_config_is_an_error(project: Make) -> None:
+    spec = project("musubi:\n  config: {log_tracker_config: tracker.toml}\n")
+    assert check(spec, "--skip-models")[1][0] == (
+        "error: configs/v1.yaml:5: musubi.config.log_tracker_config: tracker.toml not found"
+        " — check the path (relative paths start where fplora runs)"
+    )
+
+
+def test_a_caption_the_text_encoder_cuts_says_what_is_cut(project: Make) -> None:
+    spec = project()
+    first, second = records()
+    second["caption"] = "a character turns around slowly. " * 300
+    write([first, second])
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        f"warning: {DATASET}:2: caption: about 2,100 tokens (9,900 characters): the text encoder reads the"
+        " first 256 (CLIP-L the first 77) and cuts the rest, from about character 1,206: 'around slowly. a"
+        " character turns arou...' — shorten it to what matters (under about 256 tokens, ~1,000 characters"
+        " of English)"
+    )
+
+
+def test_a_resolution_turned_against_every_image_is_warned_about(project: Make) -> None:
+    spec = project("data:\n  resolution: [96, 64]\n")  # the fixture's images are 64x96
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert (
+        "warning: configs/v1.yaml:5: data.resolution: [96, 64] is landscape ([width, height]), but all 2"
+        " target images are portrait (e.g. 64x96): samples are made at 96x64, and every image is cropped to"
+        " it (no enable_bucket) — did you mean [64, 96]?"
+    ) in lines
+
+
+def test_an_eval_fraction_far_from_what_the_dataset_can_give_is_warned_about(project: Make) -> None:
+    spec = project("eval: {fraction: 0.01}\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        "warning: configs/v1.yaml:4: eval.fraction: 0.01 of 2 records holds out 1 record (50%), far from the"
+        " 1% asked — name the records to hold out (`records: [3]`), or a fraction this dataset can give"
+        " (at least 0.5)"
+    )
+
+
+def test_check_says_an_infer_prompt_is_one_edit_from_a_caption(project: Make) -> None:
+    """Only `infer` said so before; now `check` does, once (infer's own check prints it, too)."""
+    spec = project(
+        "infer:\n  prompts:\n"
+        "    - {text: 'a character turn, take 1', image: ../data/dataset-v1/t/1.png,"
+        " control_images: [../data/dataset-v1/c/1_0.png, ../data/dataset-v1/c/1_1.png]}\n"
+    )
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0].startswith(
+        "warning: configs/v1.yaml:6: infer.prompts[0].text: is 1 edit from a training caption, and a prompt"
+        " worded unlike its caption can lose the LoRA's effect: a character [-turns,-] {+turn,+} take 1"
+    )
+
+
+def test_one_mistake_on_many_records_is_one_line(project: Make) -> None:
+    spec = project()
+    first, _ = records()
+    many = [{**first, "image_path": f"t/{i}.png"} for i in range(1, 11)]
+    for record in many:
+        record.pop("control_path_1")
+    write(many)
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    errors = [line for line in lines if line.startswith("error:") and "control" in line]
+    assert errors == [
+        f"error: {DATASET}:1: control_path: 2 control images expected (one_frame.clean_indices = [0, 10]),"
+        " found 1 (and 9 more records: lines 2, 3, 4, 5, 6, …) — give every record control_path_0..1, or"
+        " change one_frame.clean_indices"
+    ]

@@ -13,15 +13,18 @@ dataset (30,000 images) only looks at the files' sizes and times.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import chain
 
+from fplora.check.captions import caption_length_problems, caption_problems, prompt_length_problems
 from fplora.check.launch import check_launch
 from fplora.check.models import check_models
 from fplora.check.outputs import check_output_folders
 from fplora.check.passthrough import check_pass_through_files
 from fplora.check.prompts import check_prompts, prompt_paths
-from fplora.check.records import check_records, record_paths
+from fplora.check.records import MAX_SAME_WARNING, check_records, record_paths
 from fplora.check.run_names import check_run_names
 from fplora.check.verified import verify_many
 from fplora.datasets import split
@@ -63,13 +66,56 @@ def check_spec(
     images = verify_many(paths, state, progress=progress)
     for index, found in enumerate(datasets):
         problems.extend(check_records(spec, index, found, images))
+        problems.extend(caption_length_problems(found, MAX_SAME_WARNING))
     if separate is not None and spec.eval_index is not None:
         problems.extend(check_records(spec, spec.eval_index, separate, images))
     problems.extend(split.problems(spec, read))
     problems.extend(check_prompts(spec, datasets, images))
+    problems.extend(prompt_length_problems(spec))
+    problems.extend(caption_problems(spec, read, strict=False))
     problems.extend(check_launch(spec))
     problems.extend(check_combinations(spec))
     problems.extend(check_pass_through_files(spec))
     problems.extend(check_output_folders(spec))
     problems.extend(check_run_names(spec))
-    return problems
+    return grouped(problems)
+
+
+GROUP_FROM = 3
+"""Identical errors on this many records or more are one line: a mistake of the spec (a control image
+too few for clean_indices, a wrong image folder) would otherwise print a line per record."""
+_PATHS = re.compile(r"\S*[/\\]\S*|\S+\.(?:png|jpe?g|webp|bmp|gif|tiff?)\b", re.IGNORECASE)
+
+
+def _lines_text(lines: list[int]) -> str:
+    shown = ", ".join(str(line) for line in lines[:5])
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{', …' if len(lines) > 5 else ''}"
+
+
+def _record_error(problem: Problem) -> bool:
+    return problem.severity == "error" and problem.line is not None and problem.file.endswith(".jsonl")
+
+
+def grouped(problems: list[Problem]) -> list[Problem]:
+    """Errors at record lines that differ only in the line and the file a record names, as one
+    problem: the first, with `(and 9,999 more records: lines 2, 3, 4, 5, 6, …)`. Warnings keep
+    their own caps (`check.records.MAX_SAME_WARNING`)."""
+    groups: dict[tuple[str, str, str, str], list[Problem]] = {}
+    for problem in problems:
+        if _record_error(problem):
+            shape = (problem.file, problem.key, _PATHS.sub("<path>", problem.message), problem.fix)
+            groups.setdefault(shape, []).append(problem)
+    out = []
+    for problem in problems:
+        if not _record_error(problem):
+            out.append(problem)
+            continue
+        shape = (problem.file, problem.key, _PATHS.sub("<path>", problem.message), problem.fix)
+        same = groups[shape]
+        if len(same) < GROUP_FROM:
+            out.append(problem)
+        elif problem is same[0]:
+            rest = sorted(p.line for p in same[1:] if p.line is not None)
+            more = f" (and {len(rest):,} more records: {_lines_text(rest)})"
+            out.append(replace(problem, message=problem.message + more))
+    return out

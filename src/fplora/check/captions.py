@@ -16,11 +16,12 @@ Prompts taken from a record (`record:` without `text:`) are the caption verbatim
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fplora.datasets.records import Records
-from fplora.problems import Problem
+from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
 NEAR_FRACTION = 0.1
@@ -152,3 +153,86 @@ def _problem(
         fix += "; --strict-captions makes this an error"
     severity = "error" if strict else "warning"
     return [spec.problem((section, "prompts", index, "text"), message, fix, severity)]
+
+
+# The text encoders' limits (frame_pack/hunyuan.py `encode_prompt_conds`): the LLaMA encoder gets the
+# caption truncated to 256 tokens after its prompt template (max_length=256 + crop_start), CLIP-L to 77
+# (its pooled output). Without the tokenizer here, tokens are estimated: a run of ASCII letters is one
+# token per 6 letters (at least one), digits one per 3 (LLaMA 3 splits numbers so), other ASCII
+# symbols one each, and any other character (kana, kanji, accents) one each, which is about what
+# LLaMA 3's tokenizer gives for Japanese. A caption is warned about only well past the limit.
+LLAMA_TOKENS = 256
+CLIP_TOKENS = 77
+_PIECE = re.compile(r"[A-Za-z]+|[0-9]+|\s+|.", re.S)
+
+
+def _piece_tokens(piece: str) -> int:
+    if piece[0].isspace():
+        return 0
+    if piece[0].isascii() and piece[0].isalpha():
+        return -(-len(piece) // 6)
+    if piece[0].isascii() and piece[0].isdigit():
+        return -(-len(piece) // 3)
+    return 1
+
+
+def estimated_tokens(text: str) -> tuple[int, int | None]:
+    """(estimated tokens of `text`, the character index where the LLaMA encoder's 256th token ends,
+    or None when it fits)."""
+    total, cut = 0, None
+    for match in _PIECE.finditer(text):
+        piece, before = match.group(0), total
+        total += _piece_tokens(piece)
+        if cut is None and total > LLAMA_TOKENS:
+            per = (
+                6 if piece.isascii() and piece.isalpha() else 3 if piece.isascii() and piece.isdigit() else 1
+            )
+            cut = match.start() + (LLAMA_TOKENS - before) * per
+    return total, cut
+
+
+def too_long(text: str) -> tuple[str, str] | None:
+    """(message, fix) for a caption or prompt the LLaMA text encoder cuts, else None."""
+    tokens, cut = estimated_tokens(text)
+    if cut is None:
+        return None
+    lost = text[cut:].strip()
+    shown = lost if len(lost) <= 40 else lost[:37] + "..."
+    return (
+        f"about {tokens:,} tokens ({len(text):,} characters): the text encoder reads the first"
+        f" {LLAMA_TOKENS} (CLIP-L the first {CLIP_TOKENS}) and cuts the rest, from about character"
+        f" {cut:,}: {shown!r}",
+        f"shorten it to what matters (under about {LLAMA_TOKENS} tokens, ~1,000 characters of English)",
+    )
+
+
+def caption_length_problems(records: Records, limit: int) -> list[Problem]:
+    """A warning per record whose caption the text encoder cuts, the first `limit` listed and the rest
+    counted in one line."""
+    shown = display_path(records.jsonl)
+    found = [(r.line, said) for r in records.items if r.caption and (said := too_long(r.caption))]
+    problems = [
+        Problem(shown, line, "caption", message, fix, "warning") for line, (message, fix) in found[:limit]
+    ]
+    if len(found) > limit:
+        problems.append(
+            Problem(
+                shown,
+                None,
+                "caption",
+                f"{len(found) - limit:,} more captions are longer than the text encoder reads",
+                "only the first few are listed",
+                "warning",
+            )
+        )
+    return problems
+
+
+def prompt_length_problems(spec: Spec) -> list[Problem]:
+    """A warning for each written-out sample or inference prompt the text encoder cuts."""
+    problems = []
+    for section in ("sample", "infer"):
+        for index, prompt in enumerate(getattr(spec, section).prompts or []):
+            if prompt.text and (said := too_long(prompt.text)):
+                problems.append(spec.problem((section, "prompts", index, "text"), *said, severity="warning"))
+    return problems

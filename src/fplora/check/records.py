@@ -117,6 +117,44 @@ _SUMMARY = {
 }
 
 
+def _shape(width: int, height: int) -> str:
+    return "portrait" if height > width else "landscape" if width > height else "square"
+
+
+def _orientation(
+    spec: Spec, index: int, records: Records, images: Mapping[str, ImageInfo], rules: _Sizes
+) -> list[Problem]:
+    """A warning when the resolution is landscape and every target image portrait, or the other way
+    round: `[width, height]` written as `[height, width]`. Samples and inference default to the
+    resolution, so they come out in the other orientation; without enable_bucket every image is
+    also cropped to it."""
+    wanted = _shape(rules.width, rules.height)
+    if wanted == "square":
+        return []
+    sizes = [
+        info.size
+        for record in records.items
+        if record.image is not None and (info := images[str(record.image)]).ok and info.size is not None
+    ]
+    other = "portrait" if wanted == "landscape" else "landscape"
+    if not sizes or any(_shape(*size) != other for size in sizes):
+        return []
+    width, height = sizes[0]
+    own = index < len(spec.datasets) and spec.datasets[index].resolution is not None
+    key: tuple[str | int, ...] = ("datasets", index, "resolution") if own else ("data", "resolution")
+    every = f"all {len(sizes)} target images are" if len(sizes) > 1 else "the target image is"
+    cropped = "" if rules.enable_bucket else ", and every image is cropped to it (no enable_bucket)"
+    return [
+        spec.problem(
+            key,
+            f"[{rules.width}, {rules.height}] is {wanted} ([width, height]), but {every} {other}"
+            f" (e.g. {width}x{height}): samples are made at {rules.width}x{rules.height}{cropped}",
+            f"did you mean [{rules.height}, {rules.width}]?",
+            "warning",
+        )
+    ]
+
+
 def check_records(spec: Spec, index: int, records: Records, images: Mapping[str, ImageInfo]) -> list[Problem]:
     """Problems of `datasets[index]`, in line order: structural ones from reading, then per record.
 
@@ -187,6 +225,7 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                 )
             )
     problems.sort(key=lambda problem: problem.line or 0)
+    problems.extend(_orientation(spec, index, records, images, rules))
     resolution = f"{rules.width}x{rules.height}"
     for kind, count in extra.items():
         problems.append(

@@ -144,6 +144,26 @@ def overlap(training: list[Records], evaluation: Records) -> list[tuple[Record, 
     return found
 
 
+def _share_problem(spec: Spec, fraction: float, held: int, total: int) -> list[Problem]:
+    """A warning when a fraction split holds out a share far from the one asked (under half or over
+    twice it): a small dataset cannot give 1 %, and at least one record is always held out, so
+    `fraction: 0.01` of 4 records takes 1 of 4, a quarter of the training data."""
+    share = held / total
+    if fraction / 2 <= share <= fraction * 2:
+        return []
+    records_word = "record" if held == 1 else "records"
+    return [
+        spec.problem(
+            ("eval", "fraction"),
+            f"{fraction:g} of {total} records holds out {held} {records_word} ({share:.0%}), far from the"
+            f" {fraction:.0%} asked",
+            "name the records to hold out (`records: [3]`), or a fraction this dataset can give"
+            f" (at least {1 / total:.2g})",
+            "warning",
+        )
+    ]
+
+
 def problems(spec: Spec, records: RecordsOf) -> list[Problem]:
     """What is wrong with the split: record numbers that are not records, an empty split, and
     evaluation records that are also trained on (an error unless `allow_training_records`)."""
@@ -169,6 +189,12 @@ def problems(spec: Spec, records: RecordsOf) -> list[Problem]:
         return found
     training = training_records(spec, records)
     kept = [training(i) for i in range(len(spec.datasets))]
+    if evaluation.fraction is not None and evaluation.jsonl is None and scored.items:
+        found.extend(
+            _share_problem(
+                spec, evaluation.fraction, len(scored.items), len(records(evaluation.dataset).items)
+            )
+        )
     if not scored.items:
         found.append(spec.problem(("eval",), "the evaluation split has no records", "hold out at least one"))
     elif evaluation.jsonl is None and len(scored.items) == len(records(evaluation.dataset).items):
