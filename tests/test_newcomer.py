@@ -651,14 +651,6 @@ def test_a_run_started_by_a_spec_in_another_folder_is_warned_about(project: Make
     )
 
 
-def test_a_missing_log_tracker_config_is_an_error(project: Make) -> None:
-    spec = project("musubi:\n  config: {log_tracker_config: tracker.toml}\n")
-    assert check(spec, "--skip-models")[1][0] == (
-        "error: configs/v1.yaml:5: musubi.config.log_tracker_config: tracker.toml not found"
-        " — check the path (relative paths start where fplora runs)"
-    )
-
-
 def test_a_caption_the_text_encoder_cuts_says_what_is_cut(project: Make) -> None:
     spec = project()
     first, second = records()

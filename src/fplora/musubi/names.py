@@ -359,7 +359,7 @@ def text_encoder_cache_stem(name: str) -> str | None:
 
 
 PASS_THROUGH_INPUTS = {
-    "config": ("network_weights", "base_weights", "log_tracker_config"),
+    "config": ("network_weights", "base_weights"),
     "generate": (
         "latent_path",
         "image_path",
