@@ -38,7 +38,7 @@ def shard_names(name: str) -> list[str]:
     return [f"{match['prefix']}{k:05d}-of-{count:05d}{match['suffix']}" for k in range(1, count + 1)]
 
 
-def _file_problem(path: Path) -> tuple[str, str] | None:
+def file_problem(path: Path) -> tuple[str, str] | None:
     """(message, fix) when `path` is not a non-empty readable file, or not a whole safetensors file."""
     shown = display_path(path)
     try:
@@ -100,7 +100,7 @@ def check_models(spec: Spec) -> Iterator[Problem]:
         return
     for key in MODEL_KEYS:
         path: Path = getattr(spec.models, key)
-        found = _file_problem(path)
+        found = file_problem(path)
         if found is not None:
             yield spec.problem(("models", key), *found)
         if found is not None and not path.parent.is_dir():
@@ -109,7 +109,7 @@ def check_models(spec: Spec) -> Iterator[Problem]:
             shard = path.parent / name
             if shard == path:
                 continue
-            shard_found = _file_problem(shard)
+            shard_found = file_problem(shard)
             if shard_found is None:
                 continue
             message, fix = shard_found

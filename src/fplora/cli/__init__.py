@@ -15,7 +15,21 @@ from typing import Annotated
 import typer
 
 from fplora import __version__
-from fplora.cli import cache, check, doctor, evaluate, export, infer, init, plot, render, runs, sheet, train
+from fplora.cli import (
+    cache,
+    check,
+    doctor,
+    evaluate,
+    export,
+    infer,
+    init,
+    models,
+    plot,
+    render,
+    runs,
+    sheet,
+    train,
+)
 
 HELP = "FramePack one-frame LoRA training with musubi-tuner, from one validated YAML spec per experiment."
 EXAMPLE = """\b
@@ -26,7 +40,7 @@ Example:
   fplora infer --lora step5000 --multiplier 1.2 # then compare checkpoints
 """
 
-VERBS = (init, check, render, cache, train, infer, evaluate, export, doctor, runs, plot, sheet)
+VERBS = (init, models, check, render, cache, train, infer, evaluate, export, doctor, runs, plot, sheet)
 
 app = typer.Typer(
     name="fplora",
@@ -55,7 +69,10 @@ def _main(
 
 
 for verb in VERBS:
-    app.command(verb.NAME, short_help=verb.SHORT_HELP)(verb.command)
+    if hasattr(verb, "app"):  # a verb with subcommands (`fplora models fetch`): its own Typer
+        app.add_typer(verb.app, name=verb.NAME, help=verb.SHORT_HELP, short_help=verb.SHORT_HELP)
+    else:
+        app.command(verb.NAME, short_help=verb.SHORT_HELP)(verb.command)
 
 
 def main() -> None:

@@ -1,0 +1,214 @@
+"""`fplora models fetch` and `fplora models check`: the five models and the tokenizers, from the Hub.
+
+Downloads go through huggingface_hub, imported only here and only when a command needs it, so that
+`import fplora` and `fplora --help` stay fast. It brings what a user of the Hub expects: a dropped
+transfer resumed from the bytes received (a `Range` request), Xet-stored files (the FramePack
+repositories) fetched by chunks that its Xet cache keeps across runs, the token from `HF_TOKEN` (or
+`hf auth login`; never from a spec), `HF_ENDPOINT` and `HF_HOME`/`HF_HUB_CACHE` read when the command
+runs. Over plain HTTP, huggingface_hub 2.x starts a file again after the process was killed (it
+removes its temporary file on any error it sees); `check` names what such a kill left. The model files are written into `models.dir` in the layout base.yaml names
+(`hf_hub_download(local_dir=...)` keeps the repository's subfolders), several at a time; the
+tokenizers go into the Hub cache, where musubi-tuner's `from_pretrained` looks for them.
+
+After a fetch, `<dir>/.fplora-models.json` records each file's size on the Hub, so that `check`
+(which reads no network) can tell a partial file from a whole one besides reading its safetensors
+header.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fplora.atomic import write_atomic
+from fplora.check.models import file_problem
+from fplora.musubi.hub import MODELS, TOKENIZERS, HubFile
+from fplora.problems import Problem, UserError, display_path
+
+SIZES = ".fplora-models.json"
+WORKERS = 8
+FIX_NETWORK = "check the network and HF_ENDPOINT; run it again to resume"
+
+Say = Callable[[str], None]
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _where(item: HubFile, folder: Path) -> Path:
+    return folder / item.local
+
+
+def _error(item: HubFile, exc: Exception) -> Problem:
+    """One line for a failed request: what the Hub said, and what to do."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        what, fix = (
+            "gated: access must be granted on the Hub",
+            "accept its terms on the Hub, then set HF_TOKEN",
+        )
+    elif isinstance(exc, RepositoryNotFoundError):
+        what, fix = "repository not found (or private)", "set HF_TOKEN to a token that can read it"
+    elif isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        what = f"HTTP {status}"
+        fix = "set HF_TOKEN" if status in (401, 403) else FIX_NETWORK
+    else:
+        what, fix = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", FIX_NETWORK
+    return Problem(f"{item.repo}/{item.filename}", None, "", f"download failed: {what}", fix)
+
+
+def _endpoint() -> str | None:
+    """`HF_ENDPOINT` as it is now (huggingface_hub reads it once, when imported)."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _cache_dir() -> str | None:
+    """The Hub cache as `HF_HUB_CACHE` / `HF_HOME` say now (None: huggingface_hub's default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def _sizes(items: list[HubFile]) -> tuple[dict[HubFile, int], list[Problem]]:
+    """Each file's size on the Hub (one HEAD request each, in parallel), and a problem per file the
+    Hub did not answer for."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    def one(item: HubFile) -> int | Problem:
+        try:
+            return get_hf_file_metadata(hf_hub_url(item.repo, item.filename, endpoint=_endpoint())).size or 0
+        except OSError as exc:  # huggingface_hub's HTTP and connection errors are OSErrors
+            return _error(item, exc)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        answers = dict(zip(items, pool.map(one, items), strict=True))
+    sizes = {item: size for item, size in answers.items() if isinstance(size, int)}
+    return sizes, [p for p in answers.values() if isinstance(p, Problem)]
+
+
+def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
+    """Download every model file into `folder` and the tokenizers into the Hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    items = [*MODELS, *TOKENIZERS]
+    sizes, problems = _sizes(items)
+    if problems:
+        raise UserError(problems)
+    total = sum(sizes.values())
+    for item in items:
+        target = "Hub cache" if item.in_cache else display_path(_where(item, folder))
+        say(f"{item.repo}/{item.filename} → {target} ({_size(sizes[item])})")
+    say(f"{len(items)} files, {_size(total)}" + (" (dry run: nothing downloaded)" if dry_run else ""))
+    if dry_run:
+        return 0
+
+    def download(item: HubFile) -> Problem | None:
+        try:
+            if item.in_cache:
+                hf_hub_download(item.repo, item.filename, endpoint=_endpoint(), cache_dir=_cache_dir())
+            else:
+                hf_hub_download(
+                    item.repo, item.filename, local_dir=_local_dir(folder, item), endpoint=_endpoint()
+                )
+        except OSError as exc:
+            return _error(item, exc)
+        return None
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        failed = [p for p in pool.map(download, items) if p is not None]
+    if failed:
+        raise UserError(failed)
+    write_atomic(folder / SIZES, json.dumps({i.local: sizes[i] for i in MODELS}, indent=1) + "\n")
+    found = check(folder, say=lambda _: None)
+    if found:
+        raise UserError(found)
+    say(f"models ready in {display_path(folder)}; tokenizers in the Hub cache")
+    return 0
+
+
+def check(folder: Path, *, say: Say) -> list[Problem]:
+    """Each model file present, of the size the Hub gave at fetch, a whole safetensors file; each
+    tokenizer file in the Hub cache. Reads no network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        recorded = json.loads((folder / SIZES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = {}
+    problems = []
+    for item in MODELS:
+        path = _where(item, folder)
+        partial = _partial(folder, item)
+        if not path.exists() and partial is not None:
+            problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    item.key,
+                    f"an interrupted download left {_size(partial)}",
+                    "run `fplora models fetch` again",
+                )
+            )
+            continue
+        found = file_problem(path)
+        if found is None and recorded.get(item.local) not in (None, path.stat().st_size):
+            found = (
+                f"{display_path(path)} is {_size(path.stat().st_size)},"
+                f" the Hub's file is {_size(recorded[item.local])}",
+                "run `fplora models fetch` again",
+            )
+        if found is not None:
+            problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    item.key,
+                    found[0],
+                    found[1] if "not found" not in found[0] else "run `fplora models fetch`",
+                )
+            )
+    for item in TOKENIZERS:
+        if not isinstance(try_to_load_from_cache(item.repo, item.filename, cache_dir=_cache_dir()), str):
+            problems.append(
+                Problem(
+                    f"{item.repo}/{item.filename}",
+                    None,
+                    "tokenizer",
+                    "not in the Hugging Face cache (HF_HOME)",
+                    "run `fplora models fetch`",
+                )
+            )
+    for item in MODELS:
+        if not any(p.file == display_path(_where(item, folder)) for p in problems):
+            say(f"ok {display_path(_where(item, folder))}")
+    return problems
+
+
+def _partial(folder: Path, item: HubFile) -> int | None:
+    """Bytes of an interrupted download of `item`, or None. huggingface_hub keeps it under
+    `<local_dir>/.cache/huggingface/download/<subfolder>/` as `<hash>.<etag>.incomplete`, the hash
+    being of `<name>.metadata`, and resumes from it; read here without creating any folder."""
+    from huggingface_hub._local_folder import LocalDownloadFilePaths
+
+    metadata = _local_dir(folder, item) / ".cache" / "huggingface" / "download" / f"{item.filename}.metadata"
+    paths = LocalDownloadFilePaths(file_path=metadata, lock_path=metadata, metadata_path=metadata)
+    pattern = paths.incomplete_path("ETAG")
+    if not pattern.parent.is_dir():
+        return None
+    sizes = [p.stat().st_size for p in pattern.parent.glob(pattern.name.replace("ETAG", "*"))]
+    return max(sizes) if sizes else None
+
+
+def _local_dir(folder: Path, item: HubFile) -> Path:
+    return folder / item.folder if item.folder else folder

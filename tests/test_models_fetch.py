@@ -1,0 +1,179 @@
+"""`fplora models fetch` and `fplora models check` against a tiny fake Hub on localhost (HF_ENDPOINT).
+
+Never the network: the fake serves every file of the five models and the tokenizers, small and in
+the real repositories' layout, so the download goes through huggingface_hub's real code (HEAD for
+metadata, GET with Range to resume, the token from HF_TOKEN) into the layout the spec names.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.fake_hub import FakeHub
+from typer.testing import CliRunner
+
+from fplora.cli import app
+from fplora.musubi.hub import MODELS, TOKENIZERS
+
+TOKEN = "hf_testtoken_not_a_secret_0123456789"
+
+
+def _safetensors(name: str, padding: int) -> bytes:
+    header = json.dumps(
+        {
+            "__metadata__": {"stand_in": name},
+            "t": {"dtype": "U8", "shape": [padding], "data_offsets": [0, padding]},
+        }
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * padding
+
+
+def hub_files() -> dict[str, dict[str, bytes]]:
+    repos: dict[str, dict[str, bytes]] = {}
+    for number, item in enumerate(MODELS):
+        repos.setdefault(item.repo, {})[item.filename] = _safetensors(item.filename, 1000 + number)
+    for item in TOKENIZERS:
+        repos.setdefault(item.repo, {})[item.filename] = json.dumps({"file": item.filename}).encode()
+    return repos
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    fake = FakeHub(hub_files()).start()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield fake
+    fake.stop()
+
+
+def cli(*args: str) -> object:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_fetch_puts_the_five_models_where_the_spec_names_them(hub: FakeHub, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    result = cli("models", "fetch", "--dir", str(models))
+    assert result.exit_code == 0, result.output
+    for item in MODELS:
+        assert (models / item.local).read_bytes() == hub.repos[item.repo][item.filename]
+    assert (
+        models / "diffusion_models/FramePackI2V_HY/diffusion_pytorch_model-00003-of-00003.safetensors"
+    ).is_file()
+    assert (models / "text_encoder/model-00004-of-00004.safetensors").is_file()
+    assert (models / "text_encoder_2/model.safetensors").is_file() and (
+        models / "image_encoder/model.safetensors"
+    ).is_file()
+    snapshots = tmp_path / "hf-home" / "hub" / "models--hunyuanvideo-community--HunyuanVideo" / "snapshots"
+    assert {
+        p.relative_to(next(snapshots.iterdir())).as_posix() for p in snapshots.rglob("*") if p.is_file()
+    } == {t.filename for t in TOKENIZERS}
+    check = cli("models", "check", "--dir", str(models))
+    assert check.exit_code == 0, check.output
+
+
+def test_dry_run_lists_files_and_total_size_and_downloads_nothing(hub: FakeHub, tmp_path: Path) -> None:
+    result = cli("models", "fetch", "--dir", str(tmp_path / "models"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    total = sum(len(data) for files in hub.repos.values() for data in files.values())
+    assert f"{len(MODELS) + len(TOKENIZERS)} files, " in result.output
+    assert (
+        "lllyasviel/FramePackI2V_HY/diffusion_pytorch_model-00001-of-00003.safetensors → models/diffusion_models/FramePackI2V_HY/"
+        in result.output
+    )
+    assert f"{total / 1e3:.1f} kB" in result.output
+    assert not (tmp_path / "models").exists()
+    assert all(r["method"] == "HEAD" for r in hub.requests if "/resolve/" in r["path"])
+
+
+def test_the_token_comes_from_hf_token_and_is_never_printed(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = cli("models", "fetch", "--dir", str(tmp_path / "models"))
+    assert result.exit_code == 0, result.output
+    assert {r["auth"] for r in hub.requests if "/resolve/" in r["path"]} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in result.output
+    assert not any(TOKEN.encode() in p.read_bytes() for p in (tmp_path / "models").rglob("*") if p.is_file())
+
+
+def test_a_failed_file_is_named_and_check_says_it_is_missing(hub: FakeHub, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    item = next(i for i in MODELS if i.key == "vae")
+    hub.fail[item.filename] = 404
+    failed = cli("models", "fetch", "--dir", str(models))
+    assert failed.exit_code == 1
+    (line,) = [x for x in failed.output.splitlines() if x.startswith("error:")]
+    assert f"{item.repo}/{item.filename}: download failed:" in line
+    assert not models.exists()  # nothing is fetched until every file is known
+    del hub.fail[item.filename]
+    hub.fail["image_encoder/model.safetensors"] = 500
+    hub.fail_get_only = True
+    partly = cli("models", "fetch", "--dir", str(models))
+    assert partly.exit_code == 1 and "image_encoder/model.safetensors: download failed" in partly.output
+    check = cli("models", "check", "--dir", str(models))
+    assert check.exit_code == 1
+    (missing,) = [x for x in check.output.splitlines() if x.startswith("error:")]
+    assert "models/image_encoder/model.safetensors" in missing and "not found" in missing
+    assert "run `fplora models fetch`" in missing
+
+
+def test_a_dropped_transfer_is_resumed_where_it_stopped(hub: FakeHub, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    item = next(i for i in MODELS if i.key == "vae")
+    # larger than huggingface_hub's 10 MB read: bytes it received are kept, then asked for the rest
+    hub.repos[item.repo][item.filename] = _safetensors("vae", 12_000_000)
+    hub.cut[item.filename] = 10_485_760
+    result = cli("models", "fetch", "--dir", str(models))
+    assert result.exit_code == 0, result.output
+    assert (models / item.local).read_bytes() == hub.repos[item.repo][item.filename]
+    gets = [r for r in hub.requests if r["method"] == "GET" and r["path"].endswith(item.filename)]
+    assert [r["range"] for r in gets] == [None, "bytes=10485760-"]
+
+
+def test_check_names_what_a_killed_download_left(hub: FakeHub, tmp_path: Path) -> None:
+    """huggingface_hub downloads into `<hash>.<etag>.<id>.incomplete` and removes it on any error it
+    sees; a killed process leaves it."""
+    models = tmp_path / "models"
+    assert cli("models", "fetch", "--dir", str(models)).exit_code == 0
+    item = next(i for i in MODELS if i.key == "text_encoder2")
+    (models / item.local).unlink()
+    from huggingface_hub._local_folder import get_local_download_paths
+
+    left = get_local_download_paths(models, item.filename).incomplete_path("etag")
+    left = left.with_name(f"{left.stem}.0123abcd.incomplete")
+    left.write_bytes(b"\0" * 500)
+    check = cli("models", "check", "--dir", str(models))
+    assert check.exit_code == 1
+    assert "text_encoder2: an interrupted download left 500 bytes" in check.output
+
+
+def test_check_names_a_truncated_model(hub: FakeHub, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    assert cli("models", "fetch", "--dir", str(models)).exit_code == 0
+    path = models / "text_encoder_2" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    check = cli("models", "check", "--dir", str(models))
+    assert check.exit_code == 1
+    (line,) = [x for x in check.output.splitlines() if "text_encoder_2" in x]
+    assert "models/text_encoder_2/model.safetensors" in line and "text_encoder2" in line
+
+
+def test_import_and_help_do_not_load_huggingface_hub() -> None:
+    code = (
+        "import sys, fplora, fplora.cli\n"
+        "from typer.testing import CliRunner\n"
+        "CliRunner().invoke(fplora.cli.app, ['--help'])\n"
+        "CliRunner().invoke(fplora.cli.app, ['models', '--help'])\n"
+        "assert 'huggingface_hub' not in sys.modules, 'imported at start-up'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
