@@ -6,7 +6,9 @@ transfer resumed from the bytes received (a `Range` request), Xet-stored files (
 repositories) fetched by chunks that its Xet cache keeps across runs, the token from `HF_TOKEN` (or
 `hf auth login`; never from a spec), `HF_ENDPOINT` and `HF_HOME`/`HF_HUB_CACHE` read when the command
 runs. Over plain HTTP, huggingface_hub 2.x starts a file again after the process was killed (it
-removes its temporary file on any error it sees); `check` names what such a kill left. The model files are written into `models.dir` in the layout base.yaml names
+removes its temporary file on any error it sees); `check` names what such a kill left.
+
+The model files are written into `models.dir` in the layout base.yaml names
 (`hf_hub_download(local_dir=...)` keeps the repository's subfolders), several at a time; the
 tokenizers go into the Hub cache, where musubi-tuner's `from_pretrained` looks for them.
 
