@@ -7,56 +7,25 @@ metadata, GET with Range to resume, the token from HF_TOKEN) into the layout the
 
 from __future__ import annotations
 
-import json
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from fakes.fake_hub import FakeHub
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from fplora.cli import app
 from fplora.musubi.hub import MODELS, TOKENIZERS
 
+if TYPE_CHECKING:
+    from fakes.fake_hub import FakeHub
+
 TOKEN = "hf_testtoken_not_a_secret_0123456789"
+pytest_plugins = ["fakes.fake_hub"]
 
 
-def _safetensors(name: str, padding: int) -> bytes:
-    header = json.dumps(
-        {
-            "__metadata__": {"stand_in": name},
-            "t": {"dtype": "U8", "shape": [padding], "data_offsets": [0, padding]},
-        }
-    ).encode()
-    return struct.pack("<Q", len(header)) + header + b"\0" * padding
-
-
-def hub_files() -> dict[str, dict[str, bytes]]:
-    repos: dict[str, dict[str, bytes]] = {}
-    for number, item in enumerate(MODELS):
-        repos.setdefault(item.repo, {})[item.filename] = _safetensors(item.filename, 1000 + number)
-    for item in TOKENIZERS:
-        repos.setdefault(item.repo, {})[item.filename] = json.dumps({"file": item.filename}).encode()
-    return repos
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    fake = FakeHub(hub_files()).start()
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield fake
-    fake.stop()
-
-
-def cli(*args: str) -> object:
+def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
@@ -130,8 +99,10 @@ def test_a_failed_file_is_named_and_check_says_it_is_missing(hub: FakeHub, tmp_p
 def test_a_dropped_transfer_is_resumed_where_it_stopped(hub: FakeHub, tmp_path: Path) -> None:
     models = tmp_path / "models"
     item = next(i for i in MODELS if i.key == "vae")
+    from fakes.fake_hub import safetensors_file
+
     # larger than huggingface_hub's 10 MB read: bytes it received are kept, then asked for the rest
-    hub.repos[item.repo][item.filename] = _safetensors("vae", 12_000_000)
+    hub.repos[item.repo][item.filename] = safetensors_file("vae", 12_000_000)
     hub.cut[item.filename] = 10_485_760
     result = cli("models", "fetch", "--dir", str(models))
     assert result.exit_code == 0, result.output
@@ -171,7 +142,7 @@ def test_check_names_a_truncated_model(hub: FakeHub, tmp_path: Path) -> None:
 def test_import_and_help_do_not_load_huggingface_hub() -> None:
     code = (
         "import sys, fplora, fplora.cli\n"
-        "from typer.testing import CliRunner\n"
+        "from typer.testing import CliRunner, Result\n"
         "CliRunner().invoke(fplora.cli.app, ['--help'])\n"
         "CliRunner().invoke(fplora.cli.app, ['models', '--help'])\n"
         "assert 'huggingface_hub' not in sys.modules, 'imported at start-up'\n"

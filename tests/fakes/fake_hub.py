@@ -9,11 +9,17 @@ a transfer dropped part-way and resumed), from a dict of repositories `{repo: {p
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 COMMIT = "0" * 39 + "1"
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
@@ -100,3 +106,41 @@ class FakeHub:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+def safetensors_file(name: str, padding: int) -> bytes:
+    """A whole safetensors file: one uint8 tensor of `padding` bytes, named in its metadata."""
+    header = json.dumps(
+        {
+            "__metadata__": {"stand_in": name},
+            "t": {"dtype": "U8", "shape": [padding], "data_offsets": [0, padding]},
+        }
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * padding
+
+
+def hub_files() -> dict[str, dict[str, bytes]]:
+    """The five models' files and the tokenizers, tiny, in the real repositories' layout."""
+    from fplora.musubi.hub import MODELS, TOKENIZERS
+
+    repos: dict[str, dict[str, bytes]] = {}
+    for number, item in enumerate(MODELS):
+        repos.setdefault(item.repo, {})[item.filename] = safetensors_file(item.filename, 1000 + number)
+    for item in TOKENIZERS:
+        repos.setdefault(item.repo, {})[item.filename] = json.dumps({"file": item.filename}).encode()
+    return repos
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """The fake Hub on localhost, `HF_ENDPOINT` pointing at it, the Hub cache under tmp_path."""
+    fake = FakeHub(hub_files()).start()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield fake
+    fake.stop()

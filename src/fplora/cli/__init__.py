@@ -18,6 +18,7 @@ from fplora import __version__
 from fplora.cli import (
     cache,
     check,
+    dataset,
     doctor,
     evaluate,
     export,
@@ -40,7 +41,22 @@ Example:
   fplora infer --lora step5000 --multiplier 1.2 # then compare checkpoints
 """
 
-VERBS = (init, models, check, render, cache, train, infer, evaluate, export, doctor, runs, plot, sheet)
+VERBS = (
+    init,
+    models,
+    dataset,
+    check,
+    render,
+    cache,
+    train,
+    infer,
+    evaluate,
+    export,
+    doctor,
+    runs,
+    plot,
+    sheet,
+)
 
 app = typer.Typer(
     name="fplora",

@@ -1,0 +1,333 @@
+"""`fplora dataset init DIR`: the dataset JSONL from a folder of pictures, pairs checked, layout said.
+
+The most asked question about one-frame training is which image goes where. A record is a target
+(the frame to learn) and its control images (the clean frames the model sees); musubi-tuner puts
+`control_path_k` at latent index `one_frame.clean_indices[k]` and the target at `target_index`.
+This reads one of three folder layouts, by file stem:
+
+- `targets/<stem>.<ext>` and `control_0/<stem>.<ext>`, `control_1/<stem>.<ext>`, ...
+- `targets/<stem>.<ext>` and `controls/<stem>_<k>.<ext>` (the bundled example's layout)
+- one folder: `<stem>.<ext>` and `<stem>_<k>.<ext>` beside it
+
+Captions come from `<stem>.txt` beside each target, or from a CSV (`--captions`, columns `image`
+and `caption`). Paths in the JSONL are relative to it, so the folder can be moved or rsynced.
+Anything that cannot be paired one way is refused, naming the files: a target without its k-th
+control, a control without a target, two images with one stem, a missing or empty caption.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fplora.atomic import write_atomic
+from fplora.problems import Problem, UserError, display_path
+from fplora.project import project_root
+from fplora.spec.models import Spec
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+JSONL = "metadata.jsonl"
+SNIPPET = "fplora-dataset.yaml"
+_CONTROL_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
+_CONTROL_FOLDER = re.compile(r"^control_(?P<k>\d+)$")
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Found:
+    layout: str
+    targets: dict[str, Path] = field(default_factory=dict)
+    controls: dict[str, dict[int, Path]] = field(default_factory=dict)  # stem → k → path
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _by_stem(paths: list[Path], found: Found, into: dict[str, Path], stem_of: Callable[[Path], str]) -> None:
+    for path in paths:
+        stem = stem_of(path)
+        if stem in into:
+            found.problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"two images for one record: {into[stem].name} and {path.name}",
+                    "keep one of them",
+                )
+            )
+            continue
+        into[stem] = path
+
+
+def scan(folder: Path) -> Found:
+    """Targets and controls by stem, in whichever layout the folder has."""
+    targets = folder / "targets"
+    subfolders = {
+        int(m["k"]): p for p in folder.iterdir() if p.is_dir() and (m := _CONTROL_FOLDER.match(p.name))
+    }
+    if targets.is_dir() and subfolders:
+        found = Found("targets/ + control_<k>/")
+        _by_stem(_images(targets), found, found.targets, lambda p: p.stem)
+        for k, sub in sorted(subfolders.items()):
+            per: dict[str, Path] = {}
+            _by_stem(_images(sub), found, per, lambda p: p.stem)
+            for stem, path in per.items():
+                found.controls.setdefault(stem, {})[k] = path
+        return found
+    if targets.is_dir() and (folder / "controls").is_dir():
+        found = Found("targets/ + controls/<stem>_<k>")
+        _by_stem(_images(targets), found, found.targets, lambda p: p.stem)
+        _controls_by_name(_images(folder / "controls"), found, set())
+        return found
+    found = Found("one folder: <stem> + <stem>_<k>")
+    images = _images(folder)
+    stems = {p.stem for p in images}
+    controls = [p for p in images if (m := _CONTROL_NAME.match(p.stem)) and m["stem"] in stems]
+    _by_stem([p for p in images if p not in controls], found, found.targets, lambda p: p.stem)
+    _controls_by_name(controls, found, set())
+    return found
+
+
+def _controls_by_name(paths: list[Path], found: Found, _: set[str]) -> None:
+    for path in paths:
+        match = _CONTROL_NAME.match(path.stem)
+        if match is None:
+            found.problems.append(
+                Problem(
+                    display_path(path), None, "", "not named <target stem>_<k>", "rename it, e.g. 0001_0.png"
+                )
+            )
+            continue
+        per = found.controls.setdefault(match["stem"], {})
+        k = int(match["k"])
+        if k in per:
+            found.problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"two control {k} images: {per[k].name} and {path.name}",
+                    "keep one",
+                )
+            )
+            continue
+        per[k] = path
+
+
+def _captions_csv(path: Path) -> dict[str, str]:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise UserError(
+            Problem(display_path(path), None, "", f"cannot be read: {exc.strerror or exc}", "fix the path")
+        ) from None
+    if rows and not {"image", "caption"} <= set(rows[0]):
+        raise UserError(
+            Problem(
+                display_path(path),
+                1,
+                "",
+                f"columns {', '.join(rows[0])}; need image and caption",
+                "name the columns image,caption",
+            )
+        )
+    return {Path(row["image"]).stem: row["caption"] for row in rows}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one-frame training puts each image: `clean_indices[k]` for control k, `target_index`."""
+
+    clean_indices: tuple[int, ...]
+    target_index: int
+    source: str  # where the settings came from
+
+    def lines(self, found: Found) -> list[str]:
+        control = "control_{k}/" if "control_<k>" in found.layout else "<stem>_{k}"
+        out = [f"one-frame layout ({self.source}):"]
+        slots = [
+            (self.target_index, "the target (targets/<stem> or <stem>): the frame the LoRA learns to make")
+        ]
+        slots += [
+            (
+                index,
+                f"control {k} ({control.format(k=k)}, control_path_{k}): a clean frame the model is shown",
+            )
+            for k, index in enumerate(self.clean_indices)
+        ]
+        out += [f"  latent index {index:>2}: {what}" for index, what in sorted(slots)]
+        return out
+
+
+def records(
+    folder: Path, found: Found, layout: Layout, captions: dict[str, str] | None
+) -> list[dict[str, str]]:
+    """The JSONL records, paths relative to `folder`; every problem of the folder in `found.problems`."""
+    wanted = len(layout.clean_indices)
+    out = []
+    for stem, control_set in sorted(found.controls.items()):
+        if stem not in found.targets:
+            path = next(iter(control_set.values()))
+            found.problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"control image without a target {stem}.*",
+                    "add the target or remove the control",
+                )
+            )
+    for stem, target in sorted(found.targets.items()):
+        controls = found.controls.get(stem, {})
+        missing = [k for k in range(wanted) if k not in controls]
+        extra = sorted(k for k in controls if k >= wanted)
+        if missing:
+            found.problems.append(
+                Problem(
+                    display_path(target),
+                    None,
+                    "",
+                    f"no control {', '.join(map(str, missing))} image (one-frame needs {wanted} controls:"
+                    f" clean_indices {list(layout.clean_indices)})",
+                    "add it with the same stem, or remove the target",
+                )
+            )
+            continue
+        if extra:
+            found.problems.append(
+                Problem(
+                    display_path(controls[extra[0]]),
+                    None,
+                    "",
+                    f"control {extra[0]} but clean_indices has {wanted} entries",
+                    "remove it, or add an index to one_frame.clean_indices",
+                )
+            )
+            continue
+        caption = _caption(target, captions, found)
+        if caption is None:
+            continue
+        item = {"image_path": target.relative_to(folder).as_posix()}
+        for k in range(wanted):
+            item[f"control_path_{k}"] = controls[k].relative_to(folder).as_posix()
+        item["caption"] = caption
+        out.append(item)
+    return out
+
+
+def _caption(target: Path, captions: dict[str, str] | None, found: Found) -> str | None:
+    if captions is not None:
+        text = captions.get(target.stem)
+        where = "the captions CSV"
+        missing = f"the captions CSV has no row for {target.name}"
+    else:
+        txt = target.with_suffix(".txt")
+        text = txt.read_text(encoding="utf-8").strip() if txt.is_file() else None
+        where = display_path(txt)
+        missing = f"{where} not found"
+    if text is None:
+        found.problems.append(
+            Problem(
+                display_path(target),
+                None,
+                "",
+                f"no caption: {missing}",
+                "write it, or give --captions FILE.csv",
+            )
+        )
+        return None
+    if not text.strip():
+        found.problems.append(
+            Problem(display_path(target), None, "", f"empty caption in {where}", "write the caption")
+        )
+        return None
+    return text.strip()
+
+
+def _as_named_by_a_spec(jsonl: Path) -> str:
+    """The JSONL's path as a spec under the project's `configs/` names it (relative, so the project
+    can move), or absolute outside a project."""
+    absolute = jsonl.resolve()
+    root = project_root(absolute.parent)
+    if root is None:
+        return str(absolute)
+    return os.path.relpath(absolute, root / "configs")
+
+
+def snippet(jsonl: str, layout: Layout) -> str:
+    return (
+        "# written by `fplora dataset init`: paste into your spec (configs/<version>.yaml)\n"
+        "datasets:\n"
+        f"  - jsonl: {jsonl}\n"
+        "one_frame:\n"
+        f"  clean_indices: {list(layout.clean_indices)}\n"
+        f"  target_index: {layout.target_index}\n"
+    )
+
+
+def init(
+    folder: Path, *, layout: Layout, captions_csv: Path | None, dry_run: bool, force: bool, say: Say, out: Say
+) -> int:
+    if not folder.is_dir():
+        raise UserError(
+            Problem(display_path(folder), None, "", "not a folder", "give the folder of pictures")
+        )
+    found = scan(folder)
+    captions = _captions_csv(captions_csv) if captions_csv is not None else None
+    items = records(folder, found, layout, captions)
+    if found.problems:
+        raise UserError(found.problems)
+    if not items:
+        raise UserError(
+            Problem(
+                display_path(folder),
+                None,
+                "",
+                "no target images found",
+                "put the targets in targets/ (see `fplora dataset init --help`)",
+            )
+        )
+    say(f"layout: {found.layout}; {len(items)} records")
+    for line in layout.lines(found):
+        say(line)
+    jsonl = folder / JSONL
+    if dry_run:
+        for item in items:
+            out(json.dumps(item, ensure_ascii=False))
+        return 0
+    if jsonl.exists() and not force:
+        raise UserError(
+            Problem(
+                display_path(jsonl), None, "", "exists; not overwriting it", "pass --force, or move it away"
+            )
+        )
+    write_atomic(jsonl, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    write_atomic(folder / SNIPPET, snippet(_as_named_by_a_spec(jsonl), layout))
+    say(f"wrote {display_path(jsonl)} and {display_path(folder / SNIPPET)} (the spec snippet)")
+    return 0
+
+
+HOUSE = Layout((0, 10), 5, "the house settings: one_frame clean_indices [0, 10], target_index 5")
+
+
+def house_layout() -> Layout:
+    return HOUSE
+
+
+def layout_of(spec: Spec) -> Layout:
+    one_frame = spec.one_frame
+    source = (
+        f"{display_path(spec.path)}: clean_indices {list(one_frame.clean_indices)},"
+        f" target_index {one_frame.target_index}"
+    )
+    return Layout(tuple(one_frame.clean_indices), one_frame.target_index, source)

@@ -1,0 +1,158 @@
+"""`fplora dataset init`: the JSONL from a folder of pictures, pairs checked, the layout said.
+
+Each test builds a small folder of real PNGs in one of the three layouts and runs the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner, Result
+
+from fplora.cli import app
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 96)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def pictures(root: Path, count: int = 3, *, layout: str = "subfolders", captions: bool = True) -> Path:
+    """`count` records: a target and two controls each, with `<stem>.txt` captions."""
+    for number in range(1, count + 1):
+        stem = f"{number:04d}"
+        colour = (40 * number, 100, 200 - 30 * number)
+        if layout == "subfolders":
+            png(root / "targets" / f"{stem}.png", colour)
+            png(root / "control_0" / f"{stem}.png", (colour[0], 0, 0))
+            png(root / "control_1" / f"{stem}.jpg", (0, colour[0], 0))
+            caption = root / "targets" / f"{stem}.txt"
+        elif layout == "controls":
+            png(root / "targets" / f"{stem}.png", colour)
+            png(root / "controls" / f"{stem}_0.png", (colour[0], 0, 0))
+            png(root / "controls" / f"{stem}_1.png", (0, colour[0], 0))
+            caption = root / "targets" / f"{stem}.txt"
+        else:
+            png(root / f"{stem}.png", colour)
+            png(root / f"{stem}_0.png", (colour[0], 0, 0))
+            png(root / f"{stem}_1.png", (0, colour[0], 0))
+            caption = root / f"{stem}.txt"
+        if captions:
+            caption.write_text(f"character {number} turns to face the camera\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def test_subfolders_become_records_with_relative_paths_and_the_layout_is_said(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 0, result.output
+    lines = (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0]) == {
+        "image_path": "targets/0001.png",
+        "control_path_0": "control_0/0001.png",
+        "control_path_1": "control_1/0001.jpg",
+        "caption": "character 1 turns to face the camera",
+    }
+    assert len(lines) == 3
+    said = result.stderr
+    assert "layout: targets/ + control_<k>/; 3 records" in said
+    assert "latent index  0: control 0 (control_0/, control_path_0)" in said
+    assert "latent index  5: the target" in said
+    assert "latent index 10: control 1 (control_1/, control_path_1)" in said
+    assert said.index("index  0") < said.index("index  5") < said.index("index 10")
+    snippet = (folder / "fplora-dataset.yaml").read_text(encoding="utf-8")
+    assert f"- jsonl: {(folder / 'metadata.jsonl').resolve()}" in snippet
+    assert "clean_indices: [0, 10]" in snippet and "target_index: 5" in snippet
+
+
+@pytest.mark.parametrize("layout", ["controls", "flat"])
+def test_the_other_layouts_pair_by_stem(tmp_path: Path, layout: str) -> None:
+    folder = pictures(tmp_path / "pics", layout=layout)
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 0, result.output
+    first = json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    prefix = "controls/" if layout == "controls" else ""
+    assert first["control_path_1"] == f"{prefix}0001_1.png"
+    assert first["image_path"] == ("targets/0001.png" if layout == "controls" else "0001.png")
+
+
+def test_dry_run_prints_the_records_and_writes_nothing(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics", 2)
+    result = cli("dataset", "init", folder, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["image_path"] for line in result.stdout.splitlines()] == [
+        "targets/0001.png",
+        "targets/0002.png",
+    ]
+    assert not (folder / "metadata.jsonl").exists() and not (folder / "fplora-dataset.yaml").exists()
+
+
+def test_missing_and_ambiguous_pairs_are_refused_naming_the_files(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics", 4)
+    (folder / "control_1" / "0002.jpg").unlink()
+    png(folder / "control_0" / "0009.png", (1, 2, 3))
+    png(folder / "targets" / "0003.jpg", (1, 2, 3))
+    (folder / "targets" / "0004.txt").unlink()
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4
+    assert any("pics/targets/0002.png: no control 1 image (one-frame needs 2 controls" in e for e in errors)
+    assert any("pics/targets/0003.png: two images for one record: 0003.jpg and 0003.png" in e for e in errors)
+    assert any("pics/control_0/0009.png: control image without a target 0009.*" in e for e in errors)
+    assert any("pics/targets/0004.png: no caption: pics/targets/0004.txt not found" in e for e in errors)
+    assert "Traceback" not in result.output
+    assert not (folder / "metadata.jsonl").exists()
+
+
+def test_captions_from_a_csv(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics", 2, captions=False)
+    table = tmp_path / "captions.csv"
+    table.write_text('image,caption\n0001.png,"a red one, turning"\n0002.png,a blue one\n', encoding="utf-8")
+    result = cli("dataset", "init", folder, "--captions", table)
+    assert result.exit_code == 0, result.output
+    captions = [json.loads(x)["caption"] for x in (folder / "metadata.jsonl").read_text().splitlines()]
+    assert captions == ["a red one, turning", "a blue one"]
+
+
+def test_the_layout_comes_from_a_spec_when_given(tmp_path: Path) -> None:
+    folder = tmp_path / "pics"
+    for stem in ("a", "b"):
+        png(folder / "targets" / f"{stem}.png", (9, 9, 9))
+        png(folder / "control_0" / f"{stem}.png", (9, 0, 9))
+        (folder / "targets" / f"{stem}.txt").write_text("x", encoding="utf-8")
+    spec = tmp_path / "one.yaml"
+    spec.write_text(
+        "project: p\n"
+        "models: {dit: d, vae: v, text_encoder1: t1, text_encoder2: t2, image_encoder: i}\n"
+        "datasets: [{jsonl: pics/metadata.jsonl}]\n"
+        "one_frame: {clean_indices: [0], target_index: 9}\n"
+        "train: {output_dir: out, optimizer: {type: adamw8bit}}\n"
+        "sample: {at_first: false, every_n_steps: null}\n",
+        encoding="utf-8",
+    )
+    result = cli("dataset", "init", folder, "--spec", spec)
+    assert result.exit_code == 0, result.output
+    assert "latent index  9: the target" in result.stderr
+    assert "control_path_1" not in (folder / "metadata.jsonl").read_text()
+
+
+def test_an_existing_jsonl_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics", 1)
+    (folder / "metadata.jsonl").write_text("mine\n", encoding="utf-8")
+    refused = cli("dataset", "init", folder)
+    assert refused.exit_code == 1 and "exists; not overwriting it — pass --force" in refused.stderr
+    assert (folder / "metadata.jsonl").read_text() == "mine\n"
+    assert cli("dataset", "init", folder, "--force").exit_code == 0

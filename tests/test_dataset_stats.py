@@ -1,0 +1,58 @@
+"""`fplora dataset stats`: records, sizes against the buckets, captions, near duplicates, steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from fakes.fixtures import Workspace
+from PIL import Image
+
+pytest_plugins = ["fakes.fixtures"]
+
+
+def test_stats_describe_the_example_dataset(workspace: Workspace) -> None:
+    result = workspace.cli("dataset", "stats", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "dataset 0: data/dataset-v1/metadata-v1.jsonl: 4 records × 1 repeats = 4 samples per epoch"
+    )
+    assert "  target sizes: 64x96 ×4" in lines
+    assert "  aspect ratios (w/h): 0.67 ×4; bucket 64x96 is 0.67" in lines
+    assert any(line.startswith("  captions: ") and "words" in line for line in lines)
+    assert "  no near-duplicate targets" in lines
+    assert lines[-1] == "one epoch: 2 optimizer steps (effective batch 2)"
+
+
+def test_near_duplicates_duplicate_captions_and_orientation_are_reported(workspace: Workspace) -> None:
+    data = workspace.root / "data" / "dataset-v1"
+    jsonl = data / "metadata-v1.jsonl"
+    records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    with Image.open(data / "targets" / "0001.png") as image:
+        copy = image.convert("RGB")
+    copy.putpixel((0, 0), (0, 0, 0))  # a re-export: one pixel differs
+    copy.save(data / "targets" / "0005.png")
+    with Image.open(data / "targets" / "0002.png") as image:
+        image.transpose(Image.Transpose.ROTATE_90).save(data / "targets" / "0006.png")
+    for name in ("0005", "0006"):
+        shutil.copy(data / "controls" / "0001_0.png", data / "controls" / f"{name}_0.png")
+        shutil.copy(data / "controls" / "0001_1.png", data / "controls" / f"{name}_1.png")
+        records.append({**records[0], "image_path": f"targets/{name}.png"})
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = workspace.cli("dataset", "stats", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "1 pairs of near-duplicate targets (dHash within 4 of 64 bits):" in out
+    assert "data/dataset-v1/targets/0001.png ~ data/dataset-v1/targets/0005.png" in out
+    assert "3 records share 1 captions" in out
+    assert "1 targets are landscape while the bucket is not" in out
+
+
+def test_plot_writes_a_png_of_the_sizes(workspace: Workspace) -> None:
+    out = workspace.root / "sizes.png"
+    result = workspace.cli("dataset", "stats", str(workspace.spec_path), "--plot", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out) as image:
+        assert image.size == (1100, 400)
