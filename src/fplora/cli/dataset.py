@@ -11,7 +11,7 @@ from fplora.cli import common
 from fplora.cli.options import Gpu, SpecArg
 
 NAME = "dataset"
-SHORT_HELP = "Build a dataset JSONL from a folder of pictures; describe a spec's datasets."
+SHORT_HELP = "Dataset JSONL from a folder of pictures; what datasets hold."
 
 app = typer.Typer(
     name=NAME, help=SHORT_HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None

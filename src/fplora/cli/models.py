@@ -11,7 +11,7 @@ import typer
 from fplora.cli import common
 
 NAME = "models"
-SHORT_HELP = "Download the five models (and tokenizers) from the Hub; check them."
+SHORT_HELP = "Download the five models and tokenizers from the Hub; check them."
 DEFAULT_DIR = "/workspace/models"  # base.yaml's `${FPLORA_MODELS_DIR:-/workspace/models}`
 
 app = typer.Typer(
