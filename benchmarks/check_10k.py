@@ -17,6 +17,8 @@ and median of K runs each:
 - the first check (`check_spec(skip_models=True)` with no verdicts stored), and its image step alone
   (`verify_many`, decoding over worker processes);
 - a repeated check, and its image step alone (only `stat`s and the stored verdicts);
+  these six are timed in rounds, each kind once per round, so that a ratio compares figures taken
+  side by side on a machine whose load changes;
 - the whole command from a fresh interpreter, repeated: `uv run fplora check SPEC --skip-models`;
 and the goal ratios. `--json` writes the figures with the date, machine and versions.
 Files are in the page cache (just written): a cold disk adds I/O time this does not show.
@@ -140,18 +142,6 @@ def pillow_decode(paths: list[Path]) -> int:
     return decoded
 
 
-def best_fresh(repeat: int, state: Path, work: Callable[[], object]) -> tuple[float, float, object]:
-    """(best, median, last result) of `repeat` timed calls, each with the store removed first."""
-    times = []
-    result: object = None
-    for _ in range(repeat):
-        shutil.rmtree(state, ignore_errors=True)
-        start = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times), result
-
-
 def versions() -> dict[str, str]:
     import PIL
 
@@ -212,51 +202,65 @@ def main() -> None:
         spec = load_spec(spec_path)
         jsonl = spec.datasets[0].jsonl
         report("read_records", "read_records:", *best_of(args.repeat, lambda: read_records(jsonl))[:2])
-
         images = sorted((root / "data").glob("*/*.png"))
         paths = [str(path) for path in images]
-        report(
-            "pillow_headers",
-            f"Pillow header loop ({len(images)} images):",
-            *best_of(args.repeat, lambda: pillow_headers(images))[:2],
-        )
-        report(
-            "pillow_decode",
-            "Pillow decode loop, one process:",
-            *best_of(args.repeat, lambda: pillow_decode(images))[:2],
-        )
-
         check = lambda: check_spec(spec, skip_models=True, progress=False)  # noqa: E731
-        best, median, problems = best_fresh(args.repeat, state, check)
-        report("first_check", "first check_spec (every image decoded):", best, median)
-        best, median, _ = best_fresh(args.repeat, state, lambda: verify_many(paths, state, progress=False))
-        report("first_images", "  its image step (verify_many, fresh):", best, median)
-        check()  # the store is in place from here on
-        best, median, problems = best_of(args.repeat, check)
-        report("repeated_check", "repeated check_spec (verdicts stored):", best, median)
-        report(
-            "repeated_images",
-            "  its image step (verify_many, stored):",
-            *best_of(args.repeat, lambda: verify_many(paths, state, progress=False))[:2],
-        )
+        work: dict[str, tuple[str, Callable[[], object], bool]] = {
+            "pillow_headers": (
+                f"Pillow header loop ({len(images)} images):",
+                lambda: pillow_headers(images),
+                False,
+            ),
+            "pillow_decode": ("Pillow decode loop, one process:", lambda: pillow_decode(images), False),
+            "first_check": ("first check_spec (every image decoded):", check, True),
+            "first_images": (
+                "  its image step (verify_many, fresh):",
+                lambda: verify_many(paths, state, progress=False),
+                True,
+            ),
+            "repeated_check": ("repeated check_spec (verdicts stored):", check, False),
+            "repeated_images": (
+                "  its image step (verify_many, stored):",
+                lambda: verify_many(paths, state, progress=False),
+                False,
+            ),
+        }
+        # rounds, each timing every kind once in turn: on a shared machine the load changes by the
+        # second, and a ratio is only fair between figures taken side by side
+        times: dict[str, list[float]] = {name: [] for name in work}
+        problems: object = None
+        for _ in range(args.repeat):
+            for name, (_, job, fresh) in work.items():
+                if fresh:
+                    shutil.rmtree(state, ignore_errors=True)
+                else:
+                    verify_many(paths, state, progress=False)  # the store in place (a no-op once it is)
+                start = time.perf_counter()
+                result = job()
+                times[name].append(time.perf_counter() - start)
+                if name == "repeated_check":
+                    problems = result
+        for name, (label, _, _) in work.items():
+            report(name, label, min(times[name]), statistics.median(times[name]))
         assert isinstance(problems, list)
         print(f"problems found: {len(problems)} (expected 0)")
         for problem in problems[:5]:
             print(f"  {problem}")
         figures["problems"] = len(problems)
+        figures["load_avg_1m_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
         command = ["uv", "run", "--project", str(REPO), "fplora", "check", str(spec_path), "--skip-models"]
-        times = []
+        runs = []
         for _ in range(args.repeat):
             took, done = run_command(command, root)
-            times.append(took)
+            runs.append(took)
         if done.returncode != 0:
             print(done.stdout[-2000:], done.stderr[-2000:], sep="\n")
         report(
             "repeated_command",
             "uv run fplora check --skip-models, repeated:",
-            min(times),
-            statistics.median(times),
+            min(runs),
+            statistics.median(runs),
         )
 
     def ratio(name: str, base: str) -> float:

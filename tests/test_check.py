@@ -280,7 +280,8 @@ def test_parallel_decode_matches_serial(project: Path, monkeypatch: pytest.Monke
     Path("data/img/a.png").write_text("not a picture", encoding="utf-8")
     paths = [str(path) for path in sorted(Path("data/img").iterdir())] + ["data/img/gone.png"]
     serial = verify_many(paths)
-    monkeypatch.setattr(verified, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(verified, "SERIAL_FIRST", 0)
+    monkeypatch.setattr(verified, "MIN_PARALLEL_REST", 1)
     monkeypatch.setattr(verified, "_workers", lambda: 2)
     assert verify_many(paths) == serial
     assert serial["data/img/b.png"] == check_images.ImageInfo(size=(32, 48))
@@ -313,8 +314,8 @@ def test_verdicts_are_remembered_until_the_file_changes(
         p.name for p in Path("data/img").iterdir()
     )
     decoded: list[str] = []
-    real = verified.decode
-    monkeypatch.setattr(verified, "decode", lambda path: decoded.append(path) or real(path))
+    real = verified.decode_stat
+    monkeypatch.setattr(verified, "decode_stat", lambda path: decoded.append(path) or real(path))
     assert run(skip_models=True) == []
     assert decoded == []  # nothing decoded again: size and time unchanged
 
@@ -330,8 +331,8 @@ def test_store_of_another_pillow_is_ignored(project: Path, monkeypatch: pytest.M
     run(skip_models=True)
     monkeypatch.setattr(verified.PIL, "__version__", "0.0.1")
     decoded: list[str] = []
-    real = verified.decode
-    monkeypatch.setattr(verified, "decode", lambda path: decoded.append(path) or real(path))
+    real = verified.decode_stat
+    monkeypatch.setattr(verified, "decode_stat", lambda path: decoded.append(path) or real(path))
     assert run(skip_models=True) == []
     assert len(decoded) == 6
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -63,21 +64,34 @@ def _decoded(image: Image.Image) -> ImageInfo:
 
 def decode(path: str) -> ImageInfo:
     """Open and decode one image. Never raises: every failure becomes an `ImageInfo` with an error."""
+    return decode_stat(path)[2]
+
+
+def decode_stat(path: str) -> tuple[int, int, ImageInfo]:
+    """(size in bytes, modification time in ns, verdict) of one image, the first two read from the
+    file that was decoded (-1 when it could not be opened). Never raises."""
     try:
-        with Image.open(path, formats=FAST_FORMATS) as image:
-            return _decoded(image)
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; Pillow reads from it)
     except FileNotFoundError:
-        return NOT_FOUND
+        return -1, -1, NOT_FOUND
+    except Exception as exc:
+        return -1, -1, _failure(path, exc)
+    with handle:
+        found = os.fstat(handle.fileno())
+        return found.st_size, found.st_mtime_ns, _decode_file(path, handle)
+
+
+def _decode_file(path: str, handle: BinaryIO) -> ImageInfo:
+    try:
+        with Image.open(handle, formats=FAST_FORMATS) as image:
+            return _decoded(image)
     except UnidentifiedImageError:
-        return _decode_any_format(path)
+        pass
     except Exception as exc:  # one image must never stop the whole check
         return _failure(path, exc)
-
-
-def _decode_any_format(path: str) -> ImageInfo:
-    """Second try with every format Pillow has, for files the fast formats did not identify."""
-    try:
-        with Image.open(path) as image:
+    try:  # second try with every format Pillow has, for files the fast formats did not identify
+        handle.seek(0)
+        with Image.open(handle) as image:
             return _decoded(image)
     except Exception as exc:
         return _failure(path, exc)

@@ -32,14 +32,18 @@ import PIL
 from filelock import FileLock, Timeout
 
 from fplora.atomic import write_atomic
-from fplora.check.images import NOT_FOUND, ImageInfo, decode
+from fplora.check.images import NOT_FOUND, ImageInfo, decode_stat
 
 STORE_NAME = "images.json"
 STORE_FORMAT = 1
 
-PARALLEL_MIN = 48
-"""Images to decode from which the work is split over worker processes. Starting them costs ~50 ms;
-decoding even a tiny PNG fully costs ~0.1 ms, a 1024-pixel photo ~15 ms."""
+SERIAL_FIRST = 0.25
+"""Seconds of decoding in this process before the rest goes to worker processes. Starting them costs
+tens of milliseconds; a tiny PNG decodes in ~0.07 ms, a 1024-pixel photo in ~15 ms, so the time taken
+so far, not the count, says whether they pay."""
+
+MIN_PARALLEL_REST = 8
+"""Images left below which going parallel is not worth it."""
 
 CHUNKS_PER_WORKER = 16
 """Tasks per worker process: results travel in bulk, and the bar still moves often."""
@@ -59,29 +63,34 @@ def verify_many(
     paths: Iterable[str], state_dir: Path | None = None, *, progress: bool = True
 ) -> dict[str, ImageInfo]:
     """Each distinct path's verdict: remembered under `state_dir` when its file is unchanged,
-    else decoded now (and remembered, when `state_dir` is given)."""
+    else decoded now (and remembered, when `state_dir` is given).
+
+    Only paths with a stored verdict are `stat`ed here; the others are decoded straight away, and the
+    worker that decodes a file reads its size and time from the open file."""
     unique = list(dict.fromkeys(paths))
     store = _Store(state_dir) if state_dir is not None else None
     known = store.load() if store is not None else {}
     sizes: dict[tuple[int, int], ImageInfo] = {}  # one shared ImageInfo per distinct size
     results: dict[str, ImageInfo] = {}
-    todo: list[tuple[str, str, int, int]] = []  # path, key, bytes, mtime_ns
+    todo: list[tuple[str, str]] = []  # path, key
     gone: list[str] = []
     isabs, abspath, stat = os.path.isabs, os.path.abspath, os.stat
     for path in unique:
         key = path if isabs(path) else abspath(path)
+        entry = known.get(key)
+        if entry is None:
+            todo.append((path, key))
+            continue
         try:
             found = stat(path)
         except FileNotFoundError:
             results[path] = NOT_FOUND
-            if key in known:
-                gone.append(key)
+            gone.append(key)
             continue
         except OSError:  # decoding will say why (not a folder on the way, permission)
-            todo.append((path, key, -1, -1))
+            todo.append((path, key))
             continue
-        entry = known.get(key)
-        if entry is not None and entry[0] == found.st_size and entry[1] == found.st_mtime_ns:
+        if entry[0] == found.st_size and entry[1] == found.st_mtime_ns:
             width, height = entry[2], entry[3]
             if type(width) is int:  # a good image: one shared ImageInfo per size
                 info = sizes.get((width, height))
@@ -89,14 +98,16 @@ def verify_many(
             else:
                 results[path] = ImageInfo(error=width, fix=height)
         else:
-            todo.append((path, key, found.st_size, found.st_mtime_ns))
-    decoded = _decode_all([item[0] for item in todo], progress=progress)
+            todo.append((path, key))
+    decoded = _decode_all([path for path, _ in todo], progress=progress)
     new: dict[str, Entry] = {}
-    for (path, key, size, mtime), result in zip(todo, decoded, strict=True):
+    for (path, key), (size, mtime, result) in zip(todo, decoded, strict=True):
         info = _info(result, sizes)
         results[path] = info
         if info.lasting and size >= 0:
             new[key] = _entry(size, mtime, info)
+        elif info is NOT_FOUND and key in known:
+            gone.append(key)
     if store is not None and (new or gone):
         store.save(new, gone)
     return results
@@ -158,12 +169,16 @@ def _workers() -> int:
         return os.cpu_count() or 1
 
 
-def _decode_chunk(paths: list[str]) -> list[tuple[int, int] | ImageInfo]:
-    """Worker-process entry point: a good image comes back as its bare size (cheaper to send)."""
-    out: list[tuple[int, int] | ImageInfo] = []
+Decoded = tuple[int, int, tuple[int, int] | ImageInfo]
+"""(bytes, mtime_ns, size or verdict) of one file; a good image's verdict travels as its bare size."""
+
+
+def _decode_chunk(paths: list[str]) -> list[Decoded]:
+    """Worker-process entry point: one task decodes a whole chunk, so results travel in bulk."""
+    out: list[Decoded] = []
     for path in paths:
-        info = decode(path)
-        out.append(info.size if info.ok and info.size is not None else info)
+        size, mtime, info = decode_stat(path)
+        out.append((size, mtime, info.size if info.ok and info.size is not None else info))
     return out
 
 
@@ -172,28 +187,35 @@ def _ignore_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode_all(paths: list[str], *, progress: bool) -> list[tuple[int, int] | ImageInfo]:
+def _decode_all(paths: list[str], *, progress: bool) -> list[Decoded]:
+    """Decode here until `SERIAL_FIRST` seconds have passed, then the rest over worker processes:
+    a few images (or tiny ones) never pay for starting processes, many large ones soon get them."""
     workers = min(_workers(), 8)
+    out: list[Decoded] = []
     with _bar(len(paths), enabled=progress) as advance:
-        if len(paths) >= PARALLEL_MIN and workers > 1:
-            size = max(1, min(MAX_CHUNK, -(-len(paths) // (workers * CHUNKS_PER_WORKER))))
-            chunks = [paths[start : start + size] for start in range(0, len(paths), size)]
-            try:
-                return _in_processes(chunks, workers, advance)
-            except (OSError, RuntimeError):  # no processes to be had (sandbox, limits): do it here
-                pass
-        out = []
-        for path in paths:
-            out.append(_decode_chunk([path])[0])
+        start = time.monotonic()
+        parallel = workers > 1
+        for index, path in enumerate(paths):
+            out.extend(_decode_chunk([path]))
             advance(1)
-        return out
+            rest = len(paths) - index - 1
+            if parallel and rest >= MIN_PARALLEL_REST and time.monotonic() - start >= SERIAL_FIRST:
+                remaining = paths[index + 1 :]
+                size = max(1, min(MAX_CHUNK, -(-rest // (workers * CHUNKS_PER_WORKER))))
+                chunks = [remaining[at : at + size] for at in range(0, rest, size)]
+                try:
+                    out.extend(_in_processes(chunks, workers, advance))
+                    return out
+                except (OSError, RuntimeError):  # no processes to be had (sandbox, limits): go on here
+                    parallel = False
+    return out
 
 
-def _in_processes(chunks: list[list[str]], workers: int, advance: _Bar) -> list[tuple[int, int] | ImageInfo]:
-    results: list[list[tuple[int, int] | ImageInfo]] = [[] for _ in chunks]
+def _in_processes(chunks: list[list[str]], workers: int, advance: _Bar) -> list[Decoded]:
+    results: list[list[Decoded]] = [[] for _ in chunks]
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_ignore_interrupt)
     try:
-        index: dict[Future[list[tuple[int, int] | ImageInfo]], int] = {
+        index: dict[Future[list[Decoded]], int] = {
             pool.submit(_decode_chunk, chunk): number for number, chunk in enumerate(chunks)
         }
         pending = set(index)
