@@ -399,3 +399,21 @@ def test_a_preset_choice_that_makes_a_failing_combination_is_caught(
     assert applied.spec.train.blocks_to_swap == 38
     refused = [p for p in check_spec(applied.spec, skip_models=True) if p.severity == "error"]
     assert [p.key for p in refused] == ["train.blocks_to_swap"]
+
+
+def test_check_says_what_the_preset_chose_and_which_line_pinned_what_it_kept(project) -> None:
+    from typer.testing import CliRunner
+
+    from fplora.cli import app
+
+    _pinning_base()
+    spec = project(MEMO + "train:\n  gradient_checkpointing: null\n")
+    result = CliRunner().invoke(app, ["check", str(spec), "--skip-models", "--gpu", "h100-80g"])
+    notes = [line for line in result.output.splitlines() if line.startswith("note: gpu")]
+    assert notes[1:] == [
+        "note: gpu h100-80g: train.blocks_to_swap 20 kept as written at configs/base.yaml:17"
+        " (`blocks_to_swap: null` under train: in configs/v1.yaml lets the preset choose)",
+        "note: gpu h100-80g: train.gradient_checkpointing: true (configs/base.yaml:18), null at"
+        " configs/v1.yaml:6: chosen by the preset",
+    ]
+    assert notes[0].startswith("note: gpu h100-80g: batch 8 × 2 accumulation steps, blocks_to_swap 20")
