@@ -148,6 +148,22 @@ def test_no_module_imports_a_worker_and_workers_import_no_fplora() -> None:
     assert leaks == set()
 
 
+def test_only_the_workers_reach_the_musubi_tuner_adapter() -> None:
+    """worker/musubi_calls.py names every musubi-tuner call the workers make; it is a worker module
+    (so no module of fplora imports it: the test above), and the workers import no musubi_tuner
+    module themselves: they go through it."""
+    _, modules = _graph()
+    assert "fplora.worker.musubi_calls" in modules
+    direct = {
+        f"{name} imports {m}"
+        for name, imported in modules.items()
+        if name in ("fplora.worker.sweep", "fplora.worker.eval")
+        for m in imported
+        if m.split(".")[0] == "musubi_tuner"
+    }
+    assert direct == set()
+
+
 def test_the_walker_sees_lazy_imports_and_finds_a_cycle() -> None:
     """The checks above would pass vacuously if the walk missed imports inside functions."""
     _, modules = _graph()
