@@ -99,7 +99,7 @@ def spec_texts() -> dict[str, str]:
     for version, save in (("bench-sweep", "sweep"), ("bench-sep", "separate"), ("bench-again", "again")):
         texts[version] = (
             f"# benchmarks/sweep_speed.py: the 3 x 3 grid, made by the {save} path.\n"
-            "extends: base.yaml\n"
+            "extends: ../../base.yaml\n"
             f"train:\n  output_name: {OUTPUT_NAME}\n"
             f"infer:\n  save_dir: {bench() / save}\n"
             # base.yaml swaps 20 blocks (the memo's training setting, inherited by infer); the H200
@@ -110,17 +110,24 @@ def spec_texts() -> dict[str, str]:
     texts["bench-swap"] = (
         "# benchmarks/sweep_speed.py: one cell, two prompts, 20 swapped blocks (inherited from base.yaml):\n"
         "# fplora infer must route it through the worker, which loads the DiT again for each prompt.\n"
-        "extends: base.yaml\n"
+        "extends: ../../base.yaml\n"
         f"train:\n  output_name: {OUTPUT_NAME}\n"
         f"infer:\n  save_dir: {bench() / 'swap'}\n"
     )
     return texts
 
 
+def spec_path(version: str) -> Path:
+    """configs/bench/<version>/<version>.yaml: the four specs share one run (the LoRA files of
+    `loras`) on purpose, and fplora refuses two specs in one folder that name the same run."""
+    return state.CFG.configs / "bench" / version / f"{version}.yaml"
+
+
 def write_specs() -> None:
     specs.write_specs()
     for version, text in spec_texts().items():
-        path = state.CFG.spec(version)
+        path = spec_path(version)
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
 
@@ -193,7 +200,7 @@ def stage_loras(stage: dict[str, Any], checks: asserts.Checks) -> None:
 
 
 def _args(spec: str, *more: str) -> list[str]:
-    return ["infer", str(state.CFG.spec(spec)), *more]
+    return ["infer", str(spec_path(spec)), *more]
 
 
 def stage_sweep(stage: dict[str, Any], checks: asserts.Checks) -> None:

@@ -48,7 +48,14 @@ SPEED = [
 
 @pytest.mark.parametrize(
     ("driver", "stages"),
-    [("gpu_e2e", []), ("sweep_speed", []), ("eval_check", []), ("preset_speed", [*SPEED, "speed-report"])],
+    [
+        ("gpu_e2e", []),
+        ("sweep_speed", []),
+        ("eval_check", []),
+        ("preset_speed", [*SPEED, "speed-report"]),
+        # issue 21's other shapes: one control image, landscape, each shape in its own --root
+        ("preset_speed", ["--shape", "768x512", "--controls", "1", *SPEED, "speed-report"]),
+    ],
 )
 def test_the_gpu_driver_passes_against_its_fake(driver: str, stages: list[str], tmp_path: Path) -> None:
     done = subprocess.run(

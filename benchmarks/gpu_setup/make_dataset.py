@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Make a tiny synthetic one-frame (1f) dataset: N records of smooth random RGB PNGs, each with a
-target image, two control images and a caption, listed in a JSONL metadata file with the keys
-image_path, control_path_0, control_path_1, caption (absolute paths).
+target image, control images and a caption, listed in a JSONL metadata file with the keys
+image_path, control_path_0 (, control_path_1, ...), caption (absolute paths).
 
-  python3 make_dataset.py [--root /tmp/e2e/data] [--n 32] [--width 512] [--height 768]
+  python3 make_dataset.py [--root /tmp/e2e/data] [--n 32] [--width 512] [--height 768] [--controls 2]
 
 Images are bicubic up-samplings of 12x8-ish random grids (smooth, so VAE/SigLIP see plausible
 statistics). Needs numpy and pillow only. Prints the JSONL path.
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--height", type=int, default=768)
+    ap.add_argument("--controls", type=int, default=2, help="control images per record")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -40,7 +41,7 @@ def main():
         for i in range(args.n):
             rec = {"image_path": os.path.join(img_dir, f"img{i:03d}.png")}
             smooth(rng, args.width, args.height).save(rec["image_path"], compress_level=1)
-            for c in range(2):
+            for c in range(args.controls):
                 p = os.path.join(ctl_dir, f"img{i:03d}_{c}.png")
                 smooth(rng, args.width, args.height).save(p, compress_level=1)
                 rec[f"control_path_{c}"] = p

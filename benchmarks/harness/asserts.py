@@ -13,7 +13,7 @@ from typing import Any
 
 from harness import state
 from harness.proc import PROGRESS, Ran
-from harness.state import HEIGHT, NETWORK_DIM, WIDTH
+from harness.state import NETWORK_DIM
 
 
 class Checks:
@@ -118,7 +118,8 @@ def check_samples(checks: Checks, name: str, steps: range, at_first: bool) -> li
         checks.ok(hits, f"training sample {name}_{tag}_*.png", found[:8])
         for hit in hits[:1]:
             size = png_size(sample / hit)
-            checks.ok(size == (WIDTH, HEIGHT), f"{hit} is a {WIDTH}x{HEIGHT} PNG", size)
+            shape = (state.CFG.width, state.CFG.height)
+            checks.ok(size == shape, f"{hit} is a {shape[0]}x{shape[1]} PNG", size)
     return found
 
 

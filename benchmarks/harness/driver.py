@@ -22,7 +22,7 @@ from harness.asserts import Checks
 from harness.fake import write_fake_python
 from harness.proc import gpu_count, gpu_monitor, gpu_processes
 from harness.stages import cache, dry, infer, setup, train
-from harness.state import PACK_MARGIN, Config, Stage
+from harness.state import HEIGHT, PACK_MARGIN, WIDTH, Config, Stage
 from harness.timings import read_log, step_timings
 
 
@@ -296,6 +296,15 @@ def main(doc: str) -> int:
     parser.add_argument("--train2-steps", type=int, default=4, help="steps of train2 (default 4)")
     parser.add_argument("--records", type=int, default=None, help="dataset records (default 32; local 6)")
     parser.add_argument(
+        "--shape",
+        default=f"{WIDTH}x{HEIGHT}",
+        help="WIDTHxHEIGHT of the dataset and the specs' resolution (default 512x768, the memo's);"
+        " give another shape its own --root: the data, caches and runs there are made at it",
+    )
+    parser.add_argument(
+        "--controls", type=int, choices=(1, 2), default=2, help="control images per record (default 2)"
+    )
+    parser.add_argument(
         "--timings-from",
         metavar="LOG",
         help="print the step timings of a stage log or training log (batch --e2e-batch, processes"
@@ -323,6 +332,10 @@ def main(doc: str) -> int:
         a.stages = ["install", "weights?", "data?", *a.stages]
     if not a.stages:
         parser.error("name at least one stage (or --local-dry / --local-fake)")
+    try:
+        width, height = (int(x) for x in a.shape.lower().split("x"))
+    except ValueError:
+        parser.error(f"--shape {a.shape}: give WIDTHxHEIGHT, e.g. 768x512")
     seen = gpu_count()
     state.CFG = Config(
         root=root,
@@ -337,6 +350,9 @@ def main(doc: str) -> int:
         train2_steps=a.train2_steps,
         records=a.records or (6 if mode else 32),
         local=mode,
+        width=width,
+        height=height,
+        controls=a.controls,
     )
     make_folders()
     if mode:
@@ -364,6 +380,8 @@ def main(doc: str) -> int:
             "train2_steps": state.CFG.train2_steps,
             "timing_steps": state.CFG.timing_steps,
             "records": state.CFG.records,
+            "shape": f"{state.CFG.width}x{state.CFG.height}",
+            "controls": state.CFG.controls,
         },
     )
     return run_stages(a.stages)

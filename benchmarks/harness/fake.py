@@ -54,13 +54,14 @@ def local_models() -> None:
 
 def local_dataset() -> None:
     images = state.CFG.data / "images"
+    width, height = state.CFG.width, state.CFG.height
     lines = []
     for i in range(state.CFG.records):
         record = {"image_path": str(images / f"img{i:03d}.png")}
-        write_png(Path(record["image_path"]), WIDTH, HEIGHT, (40 * i % 256, 90, 160))
-        for c in range(2):
+        write_png(Path(record["image_path"]), width, height, (40 * i % 256, 90, 160))
+        for c in range(state.CFG.controls):
             control = state.CFG.data / "control" / f"img{i:03d}_{c}.png"
-            write_png(control, WIDTH, HEIGHT, (90, 40 * i % 256, 60 * c))
+            write_png(control, width, height, (90, 40 * i % 256, 60 * c))
             record[f"control_path_{c}"] = str(control)
         record["caption"] = (
             f"a synthetic test card number {i}, the character changes clothes, plain background"
@@ -168,10 +169,16 @@ def fake_python(argv: list[str]) -> int:
         prompts = config.get("sample_prompts")
         seed = 42
 
+        size = (WIDTH, HEIGHT)
+        if prompts and Path(prompts).is_file():  # the first prompt line's --w/--h, as the sampler reads them
+            line = next((x for x in Path(prompts).read_text().splitlines() if x and x[0] != "#"), "")
+            found = _options(line.split(" "))
+            size = (int(found.get("w", [WIDTH])[0]), int(found.get("h", [HEIGHT])[0]))
+
         def sample(tag: str) -> None:
             time.sleep(FAKE_SAMPLE_S)  # so that a s/step which counted sampling would show it
             stamp = time.strftime("%Y%m%d%H%M%S")
-            write_png(sample_dir / f"{name}_{tag}_00_{stamp}_{seed}_000.png", WIDTH, HEIGHT, (1, 2, 3))
+            write_png(sample_dir / f"{name}_{tag}_00_{stamp}_{seed}_000.png", *size, (1, 2, 3))
 
         def state(folder: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)

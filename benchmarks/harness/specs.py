@@ -4,11 +4,17 @@ the versions that extend it (e2e, g<N>, timing)."""
 from __future__ import annotations
 
 from harness import state
-from harness.state import HEIGHT, NETWORK_DIM, PROJECT, WIDTH
+from harness.state import NETWORK_DIM, PROJECT
 
 
 def spec_texts() -> dict[str, str]:
     c = state.CFG
+    # the memo's kisekaeichi (2 controls), or one control image with the target at the window's end
+    one_frame = (
+        "  clean_indices: [0, 10]\n  target_index: 5"
+        if c.controls == 2
+        else "  clean_indices: [0]\n  target_index: 9"
+    )
     base = f"""\
 # Written by benchmarks/gpu_e2e.py: the memo's house settings (configs/base.yaml) on this machine.
 project: {PROJECT}
@@ -25,7 +31,7 @@ models:
   vae_spatial_tile_sample_min_size: 128
 
 data:
-  resolution: [{WIDTH}, {HEIGHT}]
+  resolution: [{c.width}, {c.height}]
   caption_extension: .txt
   batch_size: 16
   enable_bucket: true
@@ -37,8 +43,7 @@ datasets:
     num_repeats: 10
 
 one_frame:
-  clean_indices: [0, 10]
-  target_index: 5
+{one_frame}
   no_post: true
 
 train:

@@ -54,6 +54,9 @@ class Config:
     records: int
     local: str | None  # None (GPU), "dry" or "fake"
     t0: float = field(default_factory=time.time)
+    width: int = WIDTH  # the dataset's images and the specs' resolution (--shape)
+    height: int = HEIGHT
+    controls: int = 2  # control images per record (--controls): clean_indices [0, 10] or [0]
 
     @property
     def data(self) -> Path:

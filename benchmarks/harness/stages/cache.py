@@ -15,7 +15,7 @@ from harness.asserts import Checks, manifest, safetensors_header
 from harness.fake import write_png
 from harness.proc import Ran, fplora
 from harness.specs import write_specs
-from harness.state import HEIGHT, WIDTH, Stage
+from harness.state import Stage
 from harness.timings import cache_timings, guarded
 
 
@@ -26,7 +26,8 @@ def stage_cache(stage: dict[str, Any], checks: Checks) -> None:
     stage["timings"] = guarded(checks, cache_timings, ran, state.CFG.records)
     records = [json.loads(x) for x in state.CFG.jsonl.read_text().splitlines() if x]
     names = {p.name for p in state.CFG.cache.iterdir()} if state.CFG.cache.is_dir() else set()
-    latents = [f"{Path(r['image_path']).stem}_{WIDTH:04d}x{HEIGHT:04d}_fp.safetensors" for r in records]
+    size = f"{state.CFG.width:04d}x{state.CFG.height:04d}"
+    latents = [f"{Path(r['image_path']).stem}_{size}_fp.safetensors" for r in records]
     tes = [f"{Path(r['image_path']).stem}_fp_te.safetensors" for r in records]
     checks.ok(not set(latents) - names, f"{len(latents)} latent caches by musubi's names", sorted(names)[:4])
     checks.ok(not set(tes) - names, f"{len(tes)} text-encoder caches by musubi's names", sorted(names)[:4])
@@ -77,14 +78,14 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     if not checks.ok(len(records) >= 6, "recache: at least 6 records", len(records)):
         return
     stems = [Path(r["image_path"]).stem for r in records]
-    latent = {s: f"{s}_{WIDTH:04d}x{HEIGHT:04d}_fp.safetensors" for s in stems}
+    latent = {s: f"{s}_{state.CFG.width:04d}x{state.CFG.height:04d}_fp.safetensors" for s in stems}
     text = {s: f"{s}_fp_te.safetensors" for s in stems}
     before = _cache_digests()
     # a caption edited (record 3), a control image redrawn (record 5), the last record removed
     records[2]["caption"] += ", edited after caching"
     control = Path(records[4]["control_path_0"])
     control = control if control.is_absolute() else state.CFG.jsonl.parent / control
-    write_png(control, WIDTH, HEIGHT, (200, 30, 90))
+    write_png(control, state.CFG.width, state.CFG.height, (200, 30, 90))
     removed = records.pop()
     state.CFG.jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
     gone = Path(removed["image_path"]).stem

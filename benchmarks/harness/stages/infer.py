@@ -10,7 +10,7 @@ from harness import state
 from harness.asserts import Checks, manifest, png_size
 from harness.proc import fplora
 from harness.specs import write_specs
-from harness.state import HEIGHT, INFER_PROMPTS, WIDTH, Stage
+from harness.state import INFER_PROMPTS, Stage
 from harness.timings import guarded, infer_timings
 
 
@@ -57,7 +57,8 @@ def stage_infer(stage: dict[str, Any], checks: Checks) -> None:
         )
         checks.ok(seeds == [42, 43], f"{name}: one image per prompt (seeds 42, 43)", seeds)
         for png in pngs[:1]:
-            checks.ok(png_size(png) == (WIDTH, HEIGHT), f"{png.name} is {WIDTH}x{HEIGHT}", png_size(png))
+            shape = (state.CFG.width, state.CFG.height)
+            checks.ok(png_size(png) == shape, f"{png.name} is {shape[0]}x{shape[1]}", png_size(png))
         log = sample / name / "generate.log"
         text = log.read_text(errors="replace") if log.is_file() else ""
         checks.ok(log.is_file(), f"{name}/generate.log")

@@ -14,7 +14,7 @@ from harness.asserts import Checks
 from harness.fake import local_dataset, local_models
 from harness.proc import fplora, run
 from harness.specs import write_specs
-from harness.state import HEIGHT, MODEL_FILES, WIDTH, Stage
+from harness.state import MODEL_FILES, Stage
 
 
 def av_stub() -> None:
@@ -99,14 +99,23 @@ def stage_data(stage: dict[str, Any], checks: Checks) -> None:
     else:
         argv = [sys.executable, str(state.SETUP / "make_dataset.py"), "--root", str(state.CFG.data)]
         ran = run(
-            stage, [*argv, "--n", str(state.CFG.records), "--width", str(WIDTH), "--height", str(HEIGHT)]
+            stage,
+            [
+                *argv,
+                *("--n", str(state.CFG.records), "--width", str(state.CFG.width)),
+                *("--height", str(state.CFG.height), "--controls", str(state.CFG.controls)),
+            ],
         )
         checks.rc(ran, what="make_dataset.py")
     lines = state.CFG.jsonl.read_text().splitlines() if state.CFG.jsonl.is_file() else []
     checks.ok(len(lines) == state.CFG.records, f"{state.CFG.records} records", len(lines))
     if lines:
         first = json.loads(lines[0])
-        checks.ok({"control_path_0", "control_path_1", "caption"} <= set(first), "records have 2 controls")
+        want = {*(f"control_path_{c}" for c in range(state.CFG.controls)), "caption"}
+        extra = {k for k in first if k.startswith("control_path_")} - want
+        checks.ok(
+            want <= set(first) and not extra, f"records have {state.CFG.controls} control image(s)", first
+        )
 
 
 def stage_check(stage: dict[str, Any], checks: Checks) -> None:
