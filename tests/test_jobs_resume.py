@@ -230,7 +230,21 @@ def test_dry_run_fails_like_the_real_command_once_states_exist(stopped: Workspac
 def test_a_bare_number_is_answered_with_the_step_word(stopped: Workspace) -> None:
     result = stopped.cli("infer", str(stopped.spec_path), "--lora", "2")
     assert result.exit_code == 1
-    assert "2: no such file, and not latest, final or stepN — write step2" in result.stderr
+    assert "2: no such file, and not latest, final, best or stepN — write step2" in result.stderr
+
+
+def test_a_misspelt_word_is_answered_with_the_word_this_command_takes(stopped: Workspace) -> None:
+    """`--resume lastest`: did you mean latest; resume takes no `final`, so it is not offered."""
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "lastest")
+    assert result.exit_code == 1
+    assert "error: lastest: no such file, and not latest or stepN — did you mean 'latest'?" in result.stderr
+    assert "final" not in result.stderr
+    lora = stopped.cli("infer", str(stopped.spec_path), "--lora", "fianl")
+    assert lora.exit_code == 1
+    assert (
+        "error: fianl: no such file, and not latest, final, best or stepN — did you mean 'final'?"
+        in lora.stderr
+    )
 
 
 def test_resume_refuses_a_network_the_state_cannot_load(stopped: Workspace) -> None:

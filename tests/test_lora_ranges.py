@@ -41,9 +41,9 @@ def test_selections(word: str, chosen: list[int]) -> None:
         ),
         (
             "every:0",
-            "--lora: every:0: every:0: the stride must be a whole number above 0 — write e.g. every:3",
+            "--lora: every:0: the stride must be a whole number above 0 — write e.g. every:3",
         ),
-        ("last:x", "--lora: last:x: last:x: the count must be a whole number above 0 — write e.g. last:3"),
+        ("last:x", "--lora: last:x: the count must be a whole number above 0 — write e.g. last:3"),
         (
             "step7000..",
             "--lora: step7000..: selects no checkpoint — step checkpoints: 9 from step500 to step6000",
@@ -95,3 +95,21 @@ def test_expand_before_training_says_train_first() -> None:
     with pytest.raises(UserError) as error:
         expand(["last:3"], [], "fake-v1")
     assert "last:3: no step LoRA of fake-v1 found to select from — train first" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        ("every:0", "every:0: the stride must be a whole number above 0 — write e.g. every:3"),
+        ("last:-1", "last:-1: the count must be a whole number above 0 — write e.g. last:3"),
+        (
+            "step5000..step3000",
+            "step5000..step3000: the range is empty: step5000 comes after step3000 — write step3000..step5000",
+        ),
+    ],
+)
+def test_a_malformed_selection_before_training_is_refused_as_such(word: str, message: str) -> None:
+    """Not "train first": training would not make `every:0` mean anything."""
+    with pytest.raises(UserError) as error:
+        expand([word], [], "fake-v1")
+    assert str(error.value) == f"command line: --lora: {message}"

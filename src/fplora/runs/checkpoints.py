@@ -15,6 +15,7 @@ from fplora.musubi.names import lora_final_file, lora_step_file, parse_output, s
 from fplora.problems import Problem, UserError, display_path
 from fplora.runs import evaluation
 from fplora.runs.manifest import Manifest, Segment
+from fplora.suggest import closest
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,7 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
                 if found.kind == kind and found.path.resolve() == resolved:
                     return found
             return Checkpoint(resolved, kind, None, -1, False)
-        fix = f"write step{which}" if which.isdigit() else "give a step like step5000"
-        raise UserError(Problem(which, None, "", "no such file, and not latest, final or stepN", fix))
+        raise UserError(_unknown_word(which, kind))
     candidates = [c for c in find(output_dir, output_name) if c.kind == kind]
     what = "LoRA" if kind == "lora" else "state"
     if not candidates:
@@ -188,6 +188,20 @@ def resolve(output_dir: Path, output_name: str, which: str, kind: str) -> Checkp
             )
         )
     return max(matching, key=lambda c: (c.segment, not c.final))
+
+
+def _unknown_word(which: str, kind: str) -> Problem:
+    """A name that is neither a file nor a word: the words this kind takes, the likely one first
+    (`lastest`). States take no `final` or `best`: a resume from them is refused anyway."""
+    words = ["latest", "final", BEST] if kind == "lora" else ["latest"]
+    named = f"{', '.join(words)} or stepN"
+    if which.isdigit():
+        fix = f"write step{which}"
+    elif (close := closest(which.lower(), words)) is not None:
+        fix = f"did you mean '{close}'?"
+    else:
+        fix = "give a step like step5000"
+    return Problem(which, None, "", f"no such file, and not {named}", fix)
 
 
 def available(steps: list[int], wanted: int) -> str:

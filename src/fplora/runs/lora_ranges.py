@@ -44,8 +44,9 @@ def _error(word: str, message: str, fix: str = "") -> UserError:
 
 def _count(word: str, part: str, value: str, what: str) -> int:
     if not value.isdigit() or int(value) == 0:
+        where = f"{part}: " if part != word else ""  # which filter, when the word has several
         raise _error(
-            word, f"{part}: {what} must be a whole number above 0", f"write e.g. {part.split(':')[0]}:3"
+            word, f"{where}{what} must be a whole number above 0", f"write e.g. {part.split(':')[0]}:3"
         )
     return int(value)
 
@@ -83,6 +84,13 @@ def _listed(steps: list[int]) -> str:
     return f"{len(steps)} from step{steps[0]} to step{steps[-1]}"
 
 
+def check_form(word: str) -> None:
+    """Refuse (UserError) a malformed selection (`every:0`, `last:-1`, `step5000..step3000`) as such,
+    whether or not the run has checkpoints yet: "train first" would not be the fix."""
+    for part in word.split(","):
+        _apply(word, part.strip(), [], [])
+
+
 def select_steps(word: str, steps: Sequence[int]) -> tuple[list[int], list[Problem]]:
     """The global steps `word` selects from `steps` (ascending), and notes.
 
@@ -110,6 +118,7 @@ def expand(
         if not is_selection(word):
             out.append(word)
             continue
+        check_form(word)
         if not steps:
             raise _error(
                 word,
