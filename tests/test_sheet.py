@@ -207,3 +207,15 @@ def test_the_sheet_draws_a_japanese_caption_as_glyphs(tmp_path: Path) -> None:
         return sheet.crop((title.x, title.y + 30, title.right, title.y + 52)).tobytes()
 
     assert caption_strip("振り向く") != caption_strip("\U0010ffff" * 4)
+
+
+def test_sheet_without_a_folder_uses_the_spec_s_sample_folder(
+    project, tmp_path: Path, runner: CliRunner
+) -> None:
+    """Its help gives a default, so leaving DIRECTORY out must not be "Missing argument"."""
+    project()
+    _grid_folders(tmp_path / "out")  # the project's output_dir: ../out
+    result = runner.invoke(app, ["sheet"])
+    assert result.exit_code == 0, result.output
+    assert "using out/sample (where configs/v1.yaml infers into)" in result.output
+    assert result.output.splitlines()[-1] == "out/sample/v8-sheet/index.html"

@@ -15,8 +15,12 @@ SHORT_HELP = None  # the docstring's first line
 
 def command(
     directory: Annotated[
-        Path, typer.Argument(help="The folder holding the infer folders (default: outputs' sample/ folder).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="The folder holding the infer folders (default: the last spec's, outputs' sample/ folder).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         str | None,
         typer.Option("--version", help="Only this version's folders (v8). Default: every version."),
@@ -32,4 +36,5 @@ def command(
     from fplora.jobs.sheet import run_sheet
 
     with common.user_errors():
-        raise typer.Exit(run_sheet(directory, version))
+        spec = common.load(None, preset=False) if directory is None else None
+        raise typer.Exit(run_sheet(directory, version, spec))

@@ -6,10 +6,19 @@ from pathlib import Path
 
 from fplora.jobs import output
 from fplora.problems import Problem, UserError
+from fplora.runs.infer_folders import save_root
 from fplora.sheet.draw import build
+from fplora.spec.models import Spec
 
 
-def run_sheet(directory: Path, version: str | None) -> int:
+def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = None) -> int:
+    """Sheets of `directory`'s infer folders; without one, of the folder `spec`'s infers write to."""
+    if directory is None:
+        assert spec is not None, "a spec names the default folder"
+        directory = save_root(spec)
+        output.line(
+            f"using {output.shown(directory)} (where {output.shown(spec.path)} infers into)", err=True
+        )
     if not directory.is_dir():
         raise UserError(
             Problem("command line", None, "DIRECTORY", f"{output.shown(directory)} is not a folder")
