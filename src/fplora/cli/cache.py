@@ -41,8 +41,7 @@ def command(
 
     Example: fplora cache configs/v8.yaml
     """
-    from fplora.jobs.cache import complete, run_cache
-    from fplora.jobs.context import console, open_job
+    from fplora.jobs.cache_status import complete
 
     word = str(spec) if spec is not None else ""
     if word in SUBCOMMANDS and not Path(word).is_file():
@@ -51,8 +50,11 @@ def command(
         if more:
             common.fail("SPEC", f"one spec only (got {len(more) + 1}); several are for `fplora cache status`")
         loaded = common.load(spec, gpu=gpu)
-        if not (rebuild or dry_run) and complete(loaded, console()):
+        if not (rebuild or dry_run) and complete(loaded, lambda text: typer.echo(text, err=True)):
             raise typer.Exit(0)
+        from fplora.jobs.cache import run_cache  # what a caching run needs, imported only for one
+        from fplora.jobs.context import open_job
+
         raise typer.Exit(run_cache(open_job(loaded, dry_run=dry_run), rebuild=rebuild))
 
 

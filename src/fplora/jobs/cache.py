@@ -34,11 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import tomli_w
-from rich.console import Console
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.datasets import caches, split, store
+from fplora.datasets import split, store
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, RecordCache, Records, absolute_jsonl
 from fplora.jobs.context import Job, log_path
@@ -129,25 +128,6 @@ def _adopt(
                 continue
             where.adopt(found[0], kind, settings(index), key)
     return failed
-
-
-def complete(spec: Spec, out: Console) -> bool:
-    """Every cache folder already links every record's files from the store, and every JSONL reads
-    cleanly: then `fplora cache` needs no check, render or musubi-tuner, and says so. A no-op runs
-    before each training (`fplora train --cache`) and must cost well under a second at 10,000
-    records: this reads the records, one stat per image (content hashes are remembered) and one
-    listing per folder."""
-    records = RecordCache(spec)
-    if any(records(index).problems for index in range(len(spec.datasets))):
-        return False
-    views = caches.views(spec, split.entry_records(spec, records), spec.cache_entries)
-    if not all(view.complete for view in views):
-        return False
-    for view in views:
-        out.print(f"{display_path(view.directory)}: {view.linked} files linked", highlight=False)
-    where = display_path(store.store_dir(spec))
-    out.print(f"caches are complete and match the spec: nothing to do (store {where})", highlight=False)
-    return True
 
 
 def run_cache(job: Job, *, rebuild: bool = False) -> int:
