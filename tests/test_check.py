@@ -633,3 +633,38 @@ def test_a_16_bit_image_is_refused(project: Path) -> None:
     Image.new("I;16", (32, 48), 40_000).save("data/img/b_c1.png")
     (problem,) = run()
     assert "b_c1.png is a 16-bit or float image" in problem and "save it as an 8-bit RGB image" in problem
+
+
+def test_the_progress_bar_waits_and_shows_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `PROGRESS_AFTER` seconds of decoding a bar appears on a terminal; a short check, or
+    output to a file or pipe, prints nothing."""
+    import io
+
+    import rich.console
+
+    shown = io.StringIO()
+    base = rich.console.Console
+
+    def console(terminal: bool) -> type[rich.console.Console]:
+        class Console(base):  # type: ignore[valid-type,misc]
+            def __init__(self, **_: object) -> None:
+                super().__init__(file=shown, force_terminal=terminal, width=100)
+
+        return Console
+
+    monkeypatch.setattr(rich.console, "Console", console(False))
+    monkeypatch.setattr(verified, "PROGRESS_AFTER", 0.0)
+    with verified._bar(10, enabled=True) as advance:
+        advance(5)
+        assert advance.progress is None
+    monkeypatch.setattr(rich.console, "Console", console(True))
+    monkeypatch.setattr(verified, "PROGRESS_AFTER", 3600.0)
+    with verified._bar(10, enabled=True) as advance:
+        advance(5)
+        assert advance.progress is None  # not yet: a short check shows nothing
+    monkeypatch.setattr(verified, "PROGRESS_AFTER", 0.0)
+    with verified._bar(10, enabled=True) as advance:
+        advance(5)
+        assert advance.progress is not None
+        advance(5)
+    assert "decoding images once" in shown.getvalue()
