@@ -507,7 +507,7 @@ def test_a_variable_without_braces_is_warned_about(project: Make) -> None:
     assert code == 0
     assert lines[0] == (
         "warning: configs/v1.yaml:5: train.output_dir: $HOME is not expanded: fplora expands only ${HOME},"
-        " so it stays literal text — write ${HOME}"
+        " so it stays literal text — write '${HOME}/models'"
     )
 
 

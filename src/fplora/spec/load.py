@@ -180,20 +180,23 @@ def _bare_variables(value: Any, path: KeyPath, sources: dict[KeyPath, Source], f
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _bare_variables(item, (*path, index), sources, found)
-    elif isinstance(value, str):
-        for match in _BARE_VAR.finditer(value):
-            name = match.group(1)
-            source = sources.get(path) or Source(Path(), None)
-            found.append(
-                Problem(
-                    display_path(source.file),
-                    source.line,
-                    dotted(path),
-                    f"${name} is not expanded: fplora expands only ${{{name}}}, so it stays literal text",
-                    f"write ${{{name}}}",
-                    "warning",
-                )
+    elif isinstance(value, str) and (names := _BARE_VAR.findall(value)):
+        source = sources.get(path) or Source(Path(), None)
+        said = ", ".join(f"${name}" for name in dict.fromkeys(names))
+        braced = ", ".join(f"${{{name}}}" for name in dict.fromkeys(names))
+        found.append(
+            Problem(
+                display_path(source.file),
+                source.line,
+                dotted(path),
+                f"{said} {'is' if len(set(names)) == 1 else 'are'} not expanded: fplora expands only"
+                f" {braced}, so it stays literal text",
+                f"write {_BARE_VAR.sub(lambda m: '${' + m.group(1) + '}', value)!r}"
+                if len(value) <= 80
+                else f"write {braced}",
+                "warning",
             )
+        )
 
 
 def _unquoted_variable_fix(text: str, lines: list[int]) -> str:
@@ -341,11 +344,11 @@ def _read_one(
         raise UserError(Problem(shown, 1, "", "a spec must be a mapping of sections", "see `fplora init`"))
     problems: list[Problem] = []
     notes: Notes = {}
+    bare: list[Problem] = []
+    _bare_variables(data, (), sources, bare)  # on the text as written, before `${VAR}`s expand
     data = _expand(data, (), sources, problems, notes)
     if problems:
         raise UserError(problems)
-    bare: list[Problem] = []
-    _bare_variables(data, (), sources, bare)
     return data, sources, notes, _empty_keys(data, sources, text.splitlines()), bare
 
 
