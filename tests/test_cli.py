@@ -292,3 +292,51 @@ def test_init_on_a_file_or_an_unwritable_place_is_one_line(
         "error: command line: DIRECTORY: new-project cannot be made: . is not writable"
         " — name a new or empty folder you can write\n"
     )
+
+
+def test_a_hand_edited_rendered_file_is_not_overwritten_unsaid(project, tmp_path: Path) -> None:
+    v1 = project()
+    assert runner.invoke(app, ["render", str(v1)]).exit_code == 0
+    config = tmp_path / "configs/v1/config.toml"
+    edited = config.read_text() + "max_grad_norm = 0.5\n"
+    config.write_text(edited)
+    result = runner.invoke(app, ["render", str(v1)])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "error: configs/v1/config.toml: was edited since fplora rendered it; not overwriting it"
+        " — put the change in the spec (musubi: passes options through), then render; --force replaces the file"
+    )
+    assert config.read_text() == edited
+    assert runner.invoke(app, ["render", str(v1), "--force"]).exit_code == 0
+    assert "max_grad_norm" not in config.read_text()
+
+
+def test_a_changed_spec_renders_again_without_force(project, tmp_path: Path) -> None:
+    v1 = project()
+    assert runner.invoke(app, ["render", str(v1)]).exit_code == 0
+    v1.write_text(v1.read_text() + "train:\n  max_train_steps: 7\n")
+    result = runner.invoke(app, ["render", str(v1)])
+    assert result.exit_code == 0, result.output
+    assert "max_train_steps = 7" in (tmp_path / "configs/v1/config.toml").read_text()
+
+
+def test_a_moved_project_keeps_its_rendered_files(project, tmp_path: Path, monkeypatch) -> None:
+    """rsync to a pod moves the folder: its rendered files still know their spec."""
+    v1 = project()
+    assert runner.invoke(app, ["render", str(v1)]).exit_code == 0
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    try:
+        monkeypatch.chdir(moved)
+        for args in (["render", "configs/v1.yaml"], ["train", "configs/v1.yaml", "--dry-run"]):
+            result = runner.invoke(app, args)
+            assert result.exit_code == 0, result.output
+        other = moved / "configs/v2.yaml"
+        other.write_text((moved / "configs/v1.yaml").read_text())
+        refused = runner.invoke(app, ["render", str(other), "--out", "configs/v1"])
+        assert refused.exit_code == 1
+        assert (
+            "configs/v1/config.toml: was rendered from configs/v1.yaml; not overwriting it" in refused.output
+        )
+    finally:
+        moved.rename(tmp_path)

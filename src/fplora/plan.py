@@ -18,6 +18,7 @@ from fplora.render import files as render_files
 from fplora.render import tracker
 from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
+from fplora.render.stamp import read_stamp, stamped
 from fplora.spec.models import Prompt, Spec, width_height
 from fplora.writable import write_problem
 
@@ -169,33 +170,57 @@ def rendered_from(path: Path) -> str | None:
 
 
 RENDER_FIX = "render into another folder with --out, or pass --force"
+EDIT_FIX = (
+    "put the change in the spec (musubi: passes options through), then render; --force replaces the file"
+)
+
+
+def _ownership_problem(plan: Plan, path: Path, fix: str) -> Problem | None:
+    """Why `path` must not be replaced by the plan's file: another spec's, written by hand, or
+    fplora's but edited since (a change the user would lose unsaid); None when it may be."""
+    stamp = read_stamp(path)
+    if stamp is not None:  # by the spec's path relative to the file: a moved project still owns it
+        if stamp.spec != plan.spec.path.resolve():
+            return Problem(
+                display_path(path),
+                None,
+                "",
+                f"was rendered from {display_path(stamp.spec)}; not overwriting it",
+                fix,
+            )
+        if stamp.edited and stamp.unstamped != plan.files[path]:
+            edit_fix = EDIT_FIX if fix == RENDER_FIX else fix
+            return Problem(
+                display_path(path),
+                None,
+                "",
+                "was edited since fplora rendered it; not overwriting it",
+                edit_fix,
+            )
+        return None
+    owner = rendered_from(path)  # a file of an fplora from before stamps, or none of fplora's
+    if owner is None or owner == str(plan.spec.path):
+        return None
+    what = f"was rendered from {owner}" if owner else "was not written by fplora"
+    return Problem(display_path(path), None, "", f"{what}; not overwriting it", fix)
 
 
 def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX) -> list[Path]:
-    """Write the plan's files; refuse (all or nothing) if one belongs to another spec.
+    """Write the plan's files, each stamped (`render.stamp`); refuse (all or nothing) if one belongs
+    to another spec or was edited by hand since it was rendered.
 
     `fix` is what the refusing command's user can do (`cache`, `train` and `infer` have no --force)."""
     if not force:
-        problems = []
-        for path in set(plan.files) - plan.data_copies:
-            owner = rendered_from(path)
-            if owner is None or owner == str(plan.spec.path):
-                continue
-            what = f"was rendered from {owner}" if owner else "was not written by fplora"
-            problems.append(
-                Problem(
-                    display_path(path),
-                    None,
-                    "",
-                    f"{what}; not overwriting it",
-                    fix,
-                )
-            )
+        problems = [
+            problem
+            for path in sorted(set(plan.files) - plan.data_copies)
+            if (problem := _ownership_problem(plan, path, fix)) is not None
+        ]
         if problems:
             raise UserError(problems)
     for path, text in plan.files.items():
         try:
-            write_atomic(path, text)
+            write_atomic(path, stamped(path, text, plan.spec.path))
         except OSError as error:  # a read-only configs/, a file where the folder should be
             raise UserError(write_problem(path, error)) from None
     return list(plan.files)
