@@ -1,0 +1,836 @@
+"""`fplora rehearse`: the spec's rendered commands and files, run by musubi-tuner's own code on tiny
+stand-in models, in seconds, before any GPU time.
+
+Why: `fplora check` knows the mistakes someone wrote a rule for; musubi-tuner's four scripts have
+hundreds of options, and a setting check accepts can still kill a run minutes in, after the models
+loaded. A rehearsal runs the real code path instead: the Plan that `train`, `cache` and `infer` would
+run, changed only in the model paths (stand-ins fplora makes: `worker/rehearse_standins.py`), the
+records (a few real ones of every dataset and of the evaluation split, with their images and
+captions), the step counts and the output folders. Stages: caching, 2 training steps with sampling
+at first, a 1-step resume from the state, generate with each distinct prompt setting once, one
+sweep-worker cell and the evaluation worker on one checkpoint. They run in one worker process
+(`worker/rehearse.py`) that imports musubi-tuner once; each stage has a time limit.
+
+A failure names the stage, the command, musubi-tuner's own last error line and the spec lines that
+rendered the options involved. A pass is remembered (`.fplora/rehearsed/`) with a fingerprint of what
+was rehearsed (rendered files and commands, records, fplora version, musubi-tuner commit), so that
+`train`, `cache`, `infer` and `eval` rehearse again only when that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fplora import __version__, process
+from fplora import plan as plans
+from fplora.atomic import write_atomic
+from fplora.musubi import schema
+from fplora.musubi.names import GENERATE_OUTPUTS, MODULES
+from fplora.plan import Plan
+from fplora.problems import Problem, UserError, display_path
+from fplora.render import commands
+from fplora.render.files import RenderedPaths, header
+from fplora.render.prompts import PromptLine, prompts_file
+from fplora.runs import evaluation
+from fplora.runs import sweep as sweep_protocol
+from fplora.runs.events import parse_event
+from fplora.spec.load import dotted
+from fplora.spec.models import Spec
+from fplora.spec.rules import rendered_options
+
+WORKER = Path(__file__).resolve().parents[1] / "worker" / "rehearse.py"
+STANDINS = WORKER.with_name("rehearse_standins.py")
+EVENT_PREFIX = "fplora-rehearse-event "
+PROTOCOL = 1
+RECORDS = 2
+"""Records of each dataset (and of the evaluation split) a rehearsal uses: a batch of two."""
+TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
+STAGE_LIMIT = 300.0
+"""Seconds a stage may take before it counts as hung (the slowest, training, takes ~15 s on a 2-core
+CPU; a data loader or a cache script waiting forever must not hold the rehearsal)."""
+MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
+ATTENTION_KERNELS = {"flash_attn": "flash_attn", "flash3": "flash_attn", "sage_attn": "sageattention"}
+ATTENTION_KERNELS["xformers"] = "xformers"
+
+DATASET_KEYS = {
+    "resolution": "data.resolution",
+    "batch_size": "data.batch_size",
+    "num_repeats": "data.num_repeats",
+    "enable_bucket": "data.enable_bucket",
+    "bucket_no_upscale": "data.bucket_no_upscale",
+    "caption_extension": "data.caption_extension",
+    "fp_1f_clean_indices": "one_frame.clean_indices",
+    "fp_1f_target_index": "one_frame.target_index",
+    "fp_1f_no_post": "one_frame.no_post",
+    "fp_latent_window_size": "one_frame.latent_window_size",
+}
+"""dataset.toml keys and the spec fields that render them."""
+
+
+@dataclass
+class Stage:
+    name: str
+    what: str
+    argv: list[str]
+    section: str  # which rendered-options table names its options: config, generate, cache_latents...
+    options: dict[str, Any]  # the options it was given, by dest (flags and config keys)
+    outputs: list[str] = field(default_factory=list)  # globs: at least one must match afterwards
+    needs: list[str] = field(default_factory=list)
+    check: Callable[[str], str | None] | None = None  # reads the stage's log: why it failed, or None
+
+
+@dataclass
+class Rehearsal:
+    spec: Spec
+    root: Path
+    stages: list[Stage]
+    skipped: list[tuple[str, str]]
+    notes: list[str]
+    files: dict[Path, str]
+    dit_shards: list[Path]
+    fingerprint: str
+
+
+@dataclass
+class Outcome:
+    stage: Stage
+    code: int | None = None
+    error: str | None = None
+    where: str | None = None
+    seconds: float = 0.0
+    problem: str | None = None  # why the stage failed, None when it passed
+    log: list[str] = field(default_factory=list)
+
+
+# --- building the rehearsal from the Plan ------------------------------------------------------
+
+
+def _walk_replace(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, list):
+        return [_walk_replace(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _walk_replace(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _argv(argv: list[str], mapping: dict[str, str]) -> list[str]:
+    return [mapping.get(a, a) for a in argv]
+
+
+def _records_subset(text: str) -> str:
+    """The first `RECORDS` records of a JSONL text (their lines as they are)."""
+    kept = [line for line in text.splitlines() if line.strip()][:RECORDS]
+    return "\n".join(kept) + "\n"
+
+
+def _step_counts(config: dict[str, Any], steps: int, *, sample: bool) -> dict[str, Any]:
+    """A training config changed only in its step counts: `steps` optimizer steps, a checkpoint and
+    a state (as the spec asks) at the first step and at the end, and sampling once, at first."""
+    config = dict(config)
+    config["max_train_steps"] = steps
+    config.pop("max_train_epochs", None)  # it would override the steps
+    for key in ("save_every_n_steps", "save_every_n_epochs"):
+        if key in config:
+            config[key] = 1 if steps > 1 else steps
+    for key in ("sample_every_n_steps", "sample_every_n_epochs"):
+        config.pop(key, None)
+    if sample and config.get("sample_prompts"):
+        config["sample_at_first"] = True
+    return config
+
+
+_STEPS_OPTION = re.compile(r"(?<=\s--s )\d+")
+
+
+def _fewer_steps(text: str) -> str:
+    """A prompt file with every `--s N` at most `SAMPLE_STEPS` (a step count, nothing else)."""
+    return _STEPS_OPTION.sub(lambda m: str(min(int(m.group(0)), SAMPLE_STEPS)), text)
+
+
+def _distinct(lines: list[PromptLine]) -> list[PromptLine]:
+    """One prompt line per distinct size and option set (the text, seed and images aside)."""
+    seen, kept = set(), []
+    for line in lines:
+        key = (
+            line.width,
+            line.height,
+            line.steps,
+            line.flow_shift,
+            line.guidance_scale,
+            bool(line.negative_prompt),
+            len(line.control_images),
+        )
+        if key not in seen:
+            seen.add(key)
+            kept.append(line)
+    return kept
+
+
+def _infer_steps(argv: list[str]) -> list[str]:
+    """generate's argv with its denoising steps at most `SAMPLE_STEPS` (musubi-tuner's default, 25,
+    when the spec renders none)."""
+    argv = list(argv)
+    if "--infer_steps" in argv:
+        index = argv.index("--infer_steps") + 1
+        argv[index] = str(min(int(argv[index]), SAMPLE_STEPS))
+    else:
+        argv += ["--infer_steps", str(SAMPLE_STEPS)]
+    return argv
+
+
+def _config_options(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def _flag_options(argv: list[str]) -> dict[str, Any]:
+    """`--dest value...` pairs of a command line, by dest (values as text)."""
+    options: dict[str, Any] = {}
+    dest = None
+    for item in argv:
+        if item.startswith("--"):
+            dest = item[2:]
+            options[dest] = True
+        elif dest is not None:
+            options[dest] = item if options[dest] is True else f"{options[dest]} {item}"
+    return options
+
+
+def state_dir(spec: Spec) -> Path:
+    """`.fplora/` of the spec's project (the folder holding `configs/`)."""
+    folder = spec.path.resolve().parent
+    root = folder.parent if folder.name == "configs" else folder
+    return root / ".fplora"
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode())
+        try:
+            stat = path.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()
+
+
+def _record_files(jsonl_text: str) -> list[Path]:
+    found = []
+    for line in jsonl_text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            found += [Path(v) for k, v in sorted(record.items()) if k != "caption" and isinstance(v, str)]
+    return found
+
+
+def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
+    """The rehearsal of `spec`: its Plan's files and commands with stand-in models, a few records,
+    few steps and a folder of their own. Pure apart from reading the records; writes nothing."""
+    real = real or plans.build(spec)
+    paths = real.paths
+    root = paths.dir / "rehearsal"
+    out, models = root / "out", root / "models"
+    mine = RenderedPaths(root / "rendered")
+    notes: list[str] = []
+    mapping: dict[str, str] = {}
+    for key in MODEL_KEYS:
+        original = Path(getattr(spec.models, key))
+        mapping[str(original)] = str(models / key / original.name)
+    dit = Path(spec.models.dit)
+    match = re.search(r"-(\d{5})-of-(\d{5})", dit.name)
+    shards = [models / "dit" / dit.name]
+    if match:
+        count = int(match.group(2))
+        shards = [
+            models / "dit" / dit.name.replace(match.group(0), f"-{i:05d}-of-{count:05d}")
+            for i in range(1, count + 1)
+        ]
+    for name in ("config", "resume_config", "dataset", "cache_dataset", "eval_dataset"):
+        mapping[str(getattr(paths, name))] = str(getattr(mine, name))
+    mapping[str(paths.sample_prompts)] = str(mine.sample_prompts)
+    mapping[str(paths.infer_prompts)] = str(mine.infer_prompts)
+    mapping[str(spec.train.output_dir)] = str(out / "train")
+
+    files: dict[Path, str] = {}
+    record_files: list[Path] = []
+    # datasets: each JSONL cut to a few records, each cache folder the rehearsal's own
+    for source in (paths.dataset, paths.cache_dataset, paths.eval_dataset):
+        if source not in real.files:
+            continue
+        data = tomllib.loads(real.files[source])
+        for entry in data.get("datasets", []):
+            jsonl = entry.get("image_jsonl_file")
+            if jsonl and jsonl not in mapping:
+                text = real.files.get(Path(jsonl))
+                if text is None:
+                    try:
+                        text = Path(jsonl).read_text(encoding="utf-8")
+                    except OSError:
+                        text = ""
+                subset = root / "data" / f"{len(files)}-{Path(jsonl).name}"
+                files[subset] = _records_subset(text)
+                record_files += _record_files(files[subset])
+                mapping[jsonl] = str(subset)
+            cache = entry.get("cache_directory")
+            if cache and cache not in mapping:
+                mapping[cache] = str(root / "cache" / f"{len(mapping)}-{Path(cache).name}")
+        files[Path(mapping[str(source)])] = header(spec) + tomli_w.dumps(_walk_replace(data, mapping))
+    sampling = bool(spec.sample.prompts)
+    train_config = _config_options(real.files[paths.config])
+    train_config = _step_counts(_walk_replace(train_config, mapping), TRAIN_STEPS, sample=sampling)
+    if "logging_dir" in train_config:
+        train_config["logging_dir"] = str(out / "logs")
+    log_with = train_config.get("log_with")
+    if log_with in ("wandb", "all"):
+        notes.append("train.logging.with: wandb runs offline in a rehearsal (nothing is sent)")
+    files[mine.config] = header(spec) + tomli_w.dumps(train_config)
+    resume_config = _config_options(real.files[paths.resume_config])
+    resume_config = _step_counts(_walk_replace(resume_config, mapping), TRAIN_STEPS, sample=False)
+    if "logging_dir" in resume_config:
+        resume_config["logging_dir"] = str(out / "logs")
+    files[mine.resume_config] = header(spec) + tomli_w.dumps(resume_config)
+    files[mine.sample_prompts] = _fewer_steps(real.files[paths.sample_prompts])
+    distinct = _distinct(real.infer_prompts)
+    files[mine.infer_prompts] = _fewer_steps(prompts_file(header(spec), spec, distinct))
+
+    py = python
+    stages: list[Stage] = []
+    skipped: list[tuple[str, str]] = []
+    cache_latents = _argv(commands.cache_latents(spec, paths, py), mapping)
+    cache_text = _argv(commands.cache_text_encoder(spec, paths, py), mapping)
+    stages.append(
+        Stage("cache-latents", "latent caches", cache_latents, "cache_latents", _flag_options(cache_latents))
+    )
+    stages.append(
+        Stage("cache-text", "text-encoder caches", cache_text, "cache_text_encoder", _flag_options(cache_text))
+    )
+    name = str(train_config.get("output_name", spec.output_name))
+    train_out = Path(str(train_config.get("output_dir", out / "train")))
+    train_argv = _argv(commands.train(spec, paths, py), mapping)
+    what = f"{TRAIN_STEPS} training steps" + (", sampling at first" if sampling else "")
+    stages.append(
+        Stage(
+            "train",
+            what,
+            train_argv,
+            "config",
+            train_config,
+            outputs=[str(train_out / f"{name}*.safetensors")],
+            needs=["cache-latents", "cache-text"],
+            check=_samples_check(train_out, len(real.sample_prompts)) if sampling else None,
+        )
+    )
+    lora = train_out / f"{name}.safetensors"
+    saves_state = bool(train_config.get("save_state") or train_config.get("save_state_on_train_end"))
+    if saves_state:
+        state = train_out / f"{name}-state"
+        resumed = f"{name}-r1"
+        resume_argv = _argv(
+            commands.train(
+                spec, paths, py, output_name=resumed, resume=state, max_train_steps=RESUME_STEPS
+            ),
+            mapping,
+        )
+        stages.append(
+            Stage(
+                "resume",
+                f"resume {RESUME_STEPS} step from the state",
+                resume_argv,
+                "config",
+                resume_config,
+                outputs=[str(train_out / f"{resumed}*.safetensors")],
+                needs=["train"],
+            )
+        )
+    else:
+        skipped.append(("resume", "the spec saves no training state (train.save_state)"))
+    generate_out = out / "generate"
+    multiplier = spec.infer.multipliers[0] if spec.infer.multipliers else 1.0
+    generate_argv = _infer_steps(
+        _argv(
+            commands.generate(spec, paths, py, lora=lora, multiplier=multiplier, save_path=generate_out),
+            mapping,
+        )
+    )
+    kinds = GENERATE_OUTPUTS[spec.infer.output_type]
+    stages.append(
+        Stage(
+            "generate",
+            f"generate, {len(distinct)} of {len(real.infer_prompts)} infer prompts (one per setting)",
+            generate_argv,
+            "generate",
+            _flag_options(generate_argv),
+            needs=["train"],
+            check=_outputs_check(generate_out, kinds, len(distinct)),
+        )
+    )
+    sweep_out = out / "sweep" / "c0"
+    sweep_plan = root / "rendered" / "sweep-plan.json"
+    sweep_args = _infer_steps(_argv(commands.sweep_generate_args(spec, paths), mapping))
+    cell = {"id": "c0", "lora": str(lora), "multiplier": multiplier, "save_path": str(sweep_out)}
+    files[sweep_plan] = json.dumps(
+        {
+            "protocol": sweep_protocol.PROTOCOL,
+            "generate_args": sweep_args,
+            "cells": [{**cell, "label": name}],
+        },
+        indent=1,
+    )
+    stages.append(
+        Stage(
+            "sweep",
+            "one sweep-worker cell",
+            commands.sweep(spec, py, sweep_plan),
+            "generate",
+            _flag_options(sweep_args),
+            needs=["train"],
+            check=_outputs_check(sweep_out, kinds, len(distinct)),
+        )
+    )
+    if spec.eval is not None:
+        eval_plan = root / "rendered" / "eval-plan.json"
+        files[eval_plan] = json.dumps(
+            {
+                "protocol": evaluation.PROTOCOL,
+                "config_file": str(mine.config),
+                "dataset_config": str(mine.eval_dataset),
+                "timesteps": list(spec.eval.timesteps),
+                "noise_seed": spec.eval.noise_seed,
+                "compile": False,
+                "checkpoints": [
+                    {"id": "k0", "label": evaluation.UNTRAINED, "lora": None},
+                    {"id": "k1", "label": name, "lora": str(lora)},
+                ],
+            },
+            indent=1,
+        )
+        stages.append(
+            Stage(
+                "eval",
+                "the evaluation worker on one checkpoint",
+                commands.eval_worker(spec, py, eval_plan),
+                "config",
+                train_config,
+                needs=["train"],
+                check=_eval_check,
+            )
+        )
+    else:
+        skipped.append(("eval", "the spec has no eval: section"))
+
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path).encode() + b"\0" + files[path].encode() + b"\0")
+    for stage in stages:
+        digest.update(json.dumps(stage.argv).encode())
+    for path in sorted(real.files):
+        digest.update(str(path).encode() + b"\0" + real.files[path].encode() + b"\0")
+    digest.update(_hash_files(sorted(set(record_files))).encode())
+    digest.update(f"{__version__} {schema.pinned_commit()} {python}".encode())
+    for code in (WORKER, STANDINS):
+        digest.update(code.read_bytes())
+    return Rehearsal(spec, root, stages, skipped, notes, files, shards, digest.hexdigest())
+
+
+def _samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
+    def check(_log: str) -> str | None:
+        found = list((folder / "sample").glob("*.png")) if (folder / "sample").is_dir() else []
+        if len(found) < prompts:
+            return f"sampling at first wrote {len(found)} of {prompts} sample images"
+        return None
+
+    return check
+
+
+def _outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callable[[str], str | None]:
+    """generate exits 0 even when every prompt failed: count the files it wrote instead."""
+
+    def check(_log: str) -> str | None:
+        for kind in kinds:
+            found = list(folder.glob(kind.glob)) if folder.is_dir() else []
+            if len(found) < prompts:
+                return f"wrote {len(found)} of {prompts} {kind.noun} (exit code 0 notwithstanding)"
+        return None
+
+    return check
+
+
+def _eval_check(log: str) -> str | None:
+    events = [e for e in map(evaluation.parse_event, log.splitlines()) if e is not None]
+    failed = [e.get("error") for e in events if e["event"] in ("checkpoint_failed", "error")]
+    done = [e for e in events if e["event"] == "checkpoint_done"]
+    if failed:
+        return str(failed[0])
+    if len(done) < 2:
+        return f"scored {len(done)} of 2 checkpoints"
+    return None
+
+
+# --- running it ---------------------------------------------------------------------------------
+
+
+_ERROR_LINE = re.compile(r"(Error|Exception|error:|ERROR|Traceback|failed|Failed)")
+
+
+def _last_error_line(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        text = line.strip()
+        if text and _ERROR_LINE.search(text) and not text.startswith(EVENT_PREFIX):
+            return text
+    return None
+
+
+class _Watch:
+    """Reads the worker's events as they stream, splits its log by stage, and stops the worker
+    when a stage runs past its time limit."""
+
+    def __init__(self, rehearsal: Rehearsal, limit: float, say: Callable[[str], None]) -> None:
+        self.by_name = {s.name: Outcome(s) for s in rehearsal.stages}
+        self.current: Outcome | None = None
+        self.limit, self.say = limit, say
+        self.missing_kernels: list[str] = []
+        self.notes: list[str] = []
+        self.pid: int | None = None
+        self.timer: threading.Timer | None = None
+        self.hung: Outcome | None = None
+        self.preamble: list[str] = []
+        self.cuda = False
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+
+    def _stop(self, outcome: Outcome) -> None:
+        self.hung = outcome
+        if self.pid is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __call__(self, line: str) -> None:
+        event = parse_event(line, EVENT_PREFIX)
+        if event is None:
+            (self.current.log if self.current else self.preamble).append(line)
+            return
+        kind = event["event"]
+        if kind == "kernels":
+            self.missing_kernels = list(event.get("missing", []))
+            self.cuda = bool(event.get("cuda"))
+        elif kind == "note":
+            self.notes.append(str(event.get("text")))
+        elif kind == "stage_started":
+            outcome = self.by_name.get(event["stage"])
+            self.current = outcome
+            if outcome is not None:
+                self.say(f"  {outcome.stage.name}: {outcome.stage.what} …")
+                self.timer = threading.Timer(self.limit, self._stop, args=(outcome,))
+                self.timer.daemon = True
+                self.timer.start()
+        elif kind == "stage_done":
+            if self.timer:
+                self.timer.cancel()
+            outcome = self.by_name.get(event["stage"])
+            if outcome is not None:
+                outcome.code = int(event.get("code", 1))
+                outcome.error, outcome.where = event.get("error"), event.get("where")
+                outcome.seconds = float(event.get("seconds", 0.0))
+            self.current = None
+
+
+def _pass_through_key(section: str, dest: str) -> tuple[str | int, ...] | None:
+    sections = {
+        "config": ("musubi", "config"),
+        "generate": ("musubi", "generate"),
+        "cache_latents": ("musubi", "cache_latents"),
+        "cache_text_encoder": ("musubi", "cache_text_encoder"),
+        "launch": ("launch", "extra"),
+    }
+    prefix = sections.get(section)
+    return (*prefix, dest) if prefix else None
+
+
+def _key_path(dotted_key: str) -> tuple[str | int, ...]:
+    """`train.optimizer.type` → ('train', 'optimizer', 'type'); `infer.prompts[].width (…)` →
+    ('infer', 'prompts')."""
+    key = dotted_key.split(" ")[0].split("[")[0]
+    return tuple(key.split("."))
+
+
+def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
+    """The spec lines that rendered the options `text` (an error and where it was raised) names:
+    an option's name, or a value of it that the message quotes."""
+    owners = rendered_options()
+    found: dict[str, Problem] = {}
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.\-]*", text))
+    candidates: list[tuple[str, str, Any]] = [(stage.section, k, v) for k, v in stage.options.items()]
+    candidates += [("launch", k, v) for k, v in spec.launch.extra.items()]
+    for section, dest, value in candidates:
+        named = dest in words
+        shown = str(value)
+        quoted = (
+            isinstance(value, str)
+            and len(shown) >= 3
+            and "/" not in shown
+            and (shown in words or f"'{shown}'" in text)
+        )
+        if not (named or quoted):
+            continue
+        table = owners.get(section, {})
+        owner = table.get(dest)
+        key: tuple[str | int, ...] | None
+        if owner:
+            key = _key_path(owner)
+        elif spec.written(_pass_through_key(section, dest) or ()):
+            key = _pass_through_key(section, dest)
+        elif dest in DATASET_KEYS:
+            key = _key_path(DATASET_KEYS[dest])
+        else:
+            key = None
+        if key is None or dotted(key) in found:
+            continue
+        problem = spec.problem(key, f"renders {dest} = {shown}")
+        found[dotted(key)] = problem
+    for dest, owner in DATASET_KEYS.items():
+        if dest in words and owner not in found:
+            found[owner] = spec.problem(_key_path(owner), f"renders dataset key {dest}")
+    return list(found.values())
+
+
+def _kernel_problem(rehearsal: Rehearsal, outcome: Outcome, missing: list[str]) -> str | None:
+    """A missing attention kernel is the machine's, not the spec's."""
+    text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
+    for option, module in ATTENTION_KERNELS.items():
+        if module in missing and outcome.stage.options.get(option) and module in text:
+            return (
+                f"the attention kernel {module} is not installed in this musubi-tuner Python: the stage"
+                " could not run here (not a mistake in the spec; the GPU box needs it)"
+            )
+    return None
+
+
+def _attn_mode_kernel(stage: Stage, missing: list[str]) -> str | None:
+    mode = stage.options.get("attn_mode")
+    module = {"flash": "flash_attn", "flash3": "flash_attn", "sageattn": "sageattention"}.get(str(mode))
+    module = module or ("xformers" if mode == "xformers" else None)
+    return module if module and module in missing else None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class Result:
+    passed: bool
+    outcomes: list[Outcome]
+    log: Path
+    seconds: float
+    notes: list[str]
+    kernel_only: bool = False  # failed only for missing attention kernels
+
+
+def run(
+    rehearsal: Rehearsal,
+    python: str,
+    *,
+    say: Callable[[str], None],
+    limit: float = STAGE_LIMIT,
+) -> Result:
+    """Write the rehearsal's files, run the worker, judge each stage."""
+    root = rehearsal.root
+    for folder in ("out", "cache", "data", "rendered"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    for path, text in rehearsal.files.items():
+        write_atomic(path, text)
+    for key in MODEL_KEYS[1:]:
+        standin = root / "models" / key
+        standin.mkdir(parents=True, exist_ok=True)
+        target = standin / Path(getattr(rehearsal.spec.models, key)).name
+        if not target.exists():
+            target.write_bytes(b"")  # the stand-in loaders do not read it
+    plan_file = root / "rendered" / "rehearsal-plan.json"
+    stages = [
+        {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs} for s in rehearsal.stages
+    ]
+    plan = {"protocol": PROTOCOL, "dit_shards": [str(p) for p in rehearsal.dit_shards], "stages": stages}
+    write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
+    log = root / "rehearsal.log"
+    log.unlink(missing_ok=True)
+    watch = _Watch(rehearsal, limit, say)
+    env = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.monotonic()
+    with open(os.devnull, "wb") as quiet:
+        result = process.run(
+            [python, str(WORKER), "--plan", str(plan_file)],
+            env=env,
+            log=log,
+            on_line=watch,
+            echo=quiet,
+            on_start=watch.started,
+            cwd=root,
+        )
+    if watch.timer:
+        watch.timer.cancel()
+    seconds = time.monotonic() - started
+    swapped = sorted({s.name for s in rehearsal.stages if _int(s.options.get("blocks_to_swap")) > 0})
+    if swapped and not watch.cuda:
+        watch.notes.append(
+            f"block swap ({', '.join(swapped)}): no CUDA here, so the block count was checked by"
+            " musubi-tuner's own code and the swap ran its CPU-to-CPU path; the GPU's streams and the"
+            " memory it saves are not exercised"
+        )
+    outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
+    failed_names: set[str] = set()
+    kernel_failures = 0
+    for outcome in outcomes:
+        stage = outcome.stage
+        blocked = [n for n in stage.needs if n in failed_names]
+        if watch.hung is outcome:
+            outcome.problem = f"no result after {limit:.0f} s: it hangs (stopped)"
+        elif outcome.code is None:
+            outcome.problem = (
+                f"not run: {', '.join(blocked)} failed"
+                if blocked
+                else "not run (the rehearsal stopped before it)"
+            )
+        elif outcome.code != 0:
+            outcome.problem = f"exit {outcome.code}"
+        elif stage.check is not None:
+            outcome.problem = stage.check("\n".join(outcome.log))
+        if outcome.problem is None:
+            continue
+        failed_names.add(stage.name)
+        missing_kernel = _attn_mode_kernel(stage, watch.missing_kernels)
+        kernel = _kernel_problem(rehearsal, outcome, watch.missing_kernels)
+        if kernel or missing_kernel:
+            outcome.problem = kernel or (
+                f"the attention kernel {missing_kernel} is not installed in this musubi-tuner Python:"
+                " the stage could not run here (not a mistake in the spec)"
+            )
+            kernel_failures += 1
+    if result.interrupted and watch.hung is None:
+        raise KeyboardInterrupt
+    failures = [o for o in outcomes if o.problem is not None]
+    real_failures = [o for o in failures if not o.problem or "not run:" not in o.problem]
+    return Result(
+        passed=not failures,
+        outcomes=outcomes,
+        log=log,
+        seconds=seconds,
+        notes=rehearsal.notes + watch.notes,
+        kernel_only=bool(failures) and kernel_failures == len(real_failures),
+    )
+
+
+def describe_failure(rehearsal: Rehearsal, outcome: Outcome) -> list[str]:
+    """What a failed stage prints: the stage, its command, musubi-tuner's last error line, where it
+    was raised, and the spec lines that rendered the options involved."""
+    stage = outcome.stage
+    lines = [f"rehearsal failed at stage {stage.name} ({stage.what}): {outcome.problem}"]
+    lines.append("  command: " + " ".join(_shown(a) for a in stage.argv))
+    error = outcome.error or _last_error_line(outcome.log)
+    if error:
+        lines.append(f"  musubi-tuner: {error}")
+    if outcome.where:
+        lines.append(f"  raised at: {outcome.where}")
+    text = " ".join([error or "", outcome.where or ""])
+    for problem in spec_lines(rehearsal.spec, stage, text):
+        lines.append(f"  spec: {problem}")
+    return lines
+
+
+def _shown(arg: str) -> str:
+    return display_path(arg) if os.sep in arg and Path(arg).is_absolute() else arg
+
+
+# --- remembering a pass -------------------------------------------------------------------------
+
+
+def stamp_path(spec: Spec) -> Path:
+    key = hashlib.sha256(str(spec.path.resolve()).encode()).hexdigest()[:12]
+    return state_dir(spec) / "rehearsed" / f"{spec.path.stem}-{key}.json"
+
+
+def passed_before(rehearsal: Rehearsal) -> str | None:
+    """When this exact rehearsal last passed, or None."""
+    try:
+        data = json.loads(stamp_path(rehearsal.spec).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and data.get("fingerprint") == rehearsal.fingerprint:
+        return str(data.get("passed", "?"))
+    return None
+
+
+def remember_pass(rehearsal: Rehearsal, seconds: float) -> None:
+    data = {
+        "spec": str(rehearsal.spec.path),
+        "fingerprint": rehearsal.fingerprint,
+        "passed": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(seconds, 1),
+        "fplora": __version__,
+        "musubi_tuner": schema.pinned_commit(),
+    }
+    write_atomic(stamp_path(rehearsal.spec), json.dumps(data, indent=1) + "\n")
+
+
+def rehearse(
+    spec: Spec,
+    python: str,
+    *,
+    say: Callable[[str], None],
+    force: bool = False,
+    limit: float = STAGE_LIMIT,
+    real: Plan | None = None,
+) -> int:
+    """`fplora rehearse`: build, skip when this exact rehearsal passed before (unless `force`), run,
+    print the verdict. 0 when it passed, 1 when a stage failed."""
+    rehearsal = build(spec, python, real)
+    when = None if force else passed_before(rehearsal)
+    if when is not None:
+        say(f"rehearsal: unchanged since it passed at {when}: not run again (--force runs it)")
+        return 0
+    say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {display_path(rehearsal.root)}/rehearsal.log)")
+    for name, why in rehearsal.skipped:
+        say(f"  {name}: skipped: {why}")
+    result = run(rehearsal, python, say=say, limit=limit)
+    for text in result.notes:
+        say(f"note: {text}")
+    for outcome in result.outcomes:
+        if outcome.problem is None:
+            say(f"  ok   {outcome.stage.name} ({outcome.seconds:.1f} s)")
+    failed = [o for o in result.outcomes if o.problem is not None]
+    for outcome in failed:
+        if outcome.problem and outcome.problem.startswith("not run:"):
+            say(f"  --   {outcome.stage.name}: {outcome.problem}")
+            continue
+        for line in describe_failure(rehearsal, outcome):
+            say(line)
+    if failed:
+        say(f"rehearsal FAILED in {result.seconds:.0f} s; log: {display_path(result.log)}")
+        return 1
+    remember_pass(rehearsal, result.seconds)
+    say(f"rehearsal passed in {result.seconds:.0f} s")
+    return 0

@@ -1,0 +1,183 @@
+"""fplora's rehearsal worker: musubi-tuner's own entry points, run one after another in one process,
+each on the exact argument list fplora renders, with tiny stand-in models (`rehearse_standins.py`).
+
+Runs inside the musubi-tuner Python, started by `fplora rehearse` as `<python> <this file> --plan
+<plan.json>`. Why one process: importing musubi-tuner's scripts costs ~11 s on a 2-core CPU, and a
+rehearsal runs up to seven of them; here they are imported once. Each stage's argument list is
+fplora's rendered `<python> -m accelerate.commands.launch <launch options> -m <script> <options>`
+(or `<worker file> --plan ...`): accelerate's own launch parser and its launch-option validation read
+the launch options, accelerate's own function sets the environment a launched script would get, and
+the script (or fplora's sweep or evaluation worker file) then runs as `__main__` with its argv, as the
+launched process would run it. What differs from a real launch: no new process per stage (accelerate's
+state is reset between stages), one process even where the spec asks for several (said in the
+output), and the models are the stand-ins.
+
+Protocol (fplora's side: `fplora/jobs/rehearse.py`):
+- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "stages": [{"name", "argv"}, ...]}`;
+- out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
+  `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
+  innermost musubi-tuner frame, when it raised), `note`, `finished`;
+- the stages run in order; a stage whose `needs` failed (non-zero exit, or none of its `outputs`
+  globs written) is skipped (`stage_skipped`); fplora judges the rest and stops the process when a
+  stage runs past its time limit.
+
+Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import glob
+import importlib.util
+import json
+import os
+import runpy
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+EVENT_PREFIX = "fplora-rehearse-event "
+ACCELERATE_LAUNCH = ["-m", "accelerate.commands.launch"]
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One event line on stdout in a single write, so that it does not interleave with log lines."""
+    data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while data:
+        written = os.write(sys.stdout.fileno(), data)
+        data = data[written:]
+
+
+def _where(error: BaseException) -> str | None:
+    """The innermost frame of musubi-tuner (or of fplora's workers) the exception passed through, as
+    `file:line: source line`."""
+    found = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        name = frame.filename.replace(os.sep, "/")
+        for part in ("musubi_tuner/", "fplora/worker/"):
+            if f"/{part}" in name:
+                found = f"{name[name.find(part) :]}:{frame.lineno}: {(frame.line or '').strip()}"
+    return found
+
+
+def _reset_accelerate() -> None:
+    """Forget the Accelerator state a previous stage made: a launched script starts with none."""
+    with contextlib.suppress(Exception):
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
+        GradientState._reset_state()
+
+
+def _launch_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
+    """accelerate's own reading of the launch options: its parser, its validation (which also reads
+    a user's default config file, as a real launch would) and the environment its simple launcher
+    gives the launched script."""
+    from accelerate.commands.launch import (
+        _validate_launch_command,
+        launch_command_parser,
+        prepare_simple_launcher_cmd_env,
+    )
+
+    args = launch_command_parser().parse_args(argv)
+    args, _defaults, _mixed = _validate_launch_command(args)
+    processes = int(args.num_processes or 1)
+    if processes > 1 or args.multi_gpu:
+        emit("note", text=f"{processes} processes asked for: rehearsed in one process")
+        args.multi_gpu, args.num_processes = False, 1
+    _cmd, env = prepare_simple_launcher_cmd_env(args)
+    return args, env
+
+
+def run_stage(argv: list[str]) -> tuple[int, str | None, str | None]:
+    """Run one rendered command in this process: (exit code, error line, where it was raised)."""
+    if argv[1:3] != ACCELERATE_LAUNCH:
+        return 2, f"not an accelerate launch: {argv[:3]}", None
+    saved_env, saved_argv = dict(os.environ), list(sys.argv)
+    try:
+        args, env = _launch_args(argv[3:])
+        os.environ.update({k: v for k, v in env.items() if isinstance(v, str)})
+        sys.argv = [args.training_script, *args.training_script_args]
+        if args.module:
+            runpy.run_module(args.training_script, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(args.training_script, run_name="__main__")
+        return 0, None, None
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        message = None if isinstance(stop.code, int) or stop.code is None else str(stop.code)
+        return code, message, None
+    except Exception as error:  # the script's failure is the stage's result, not the worker's
+        traceback.print_exc()
+        line = traceback.format_exception_only(type(error), error)[-1].strip()
+        return 1, line, _where(error)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        _reset_accelerate()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
+    parser.add_argument("--plan", type=Path, required=True)
+    options = parser.parse_args()
+    plan = json.loads(options.plan.read_text(encoding="utf-8"))
+    if plan.get("protocol") != PROTOCOL:
+        emit("error", error=f"plan protocol {plan.get('protocol')}, this worker speaks {PROTOCOL}")
+        return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import rehearse_standins
+
+    rehearse_standins.install()
+    emit("started", pid=os.getpid())
+    missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
+    import torch
+
+    emit("kernels", missing=missing, cuda=torch.cuda.is_available())
+    shards = [Path(p) for p in plan.get("dit_shards", [])]
+    if shards and not all(p.is_file() for p in shards):
+        for shard in shards:
+            shard.parent.mkdir(parents=True, exist_ok=True)
+        rehearse_standins.write_dit([str(p) for p in shards])
+    failed: set[str] = set()
+    for stage in plan["stages"]:
+        blocked = [name for name in stage.get("needs", []) if name in failed]
+        if blocked:
+            failed.add(stage["name"])
+            emit("stage_skipped", stage=stage["name"], blocked=blocked)
+            continue
+        emit("stage_started", stage=stage["name"])
+        # musubi-tuner calls gc.collect() many times per script; with torch and its compiler imported
+        # each call walks millions of long-lived objects (~0.8 s on a 2-core CPU). Frozen, they are
+        # skipped: the same collections, without rescanning what can never be garbage yet
+        gc.freeze()
+        started = time.monotonic()
+        code, error, where = run_stage(stage["argv"])
+        outputs = stage.get("outputs", [])
+        if code != 0 or (outputs and not any(glob.glob(pattern) for pattern in outputs)):
+            failed.add(stage["name"])
+        emit(
+            "stage_done",
+            stage=stage["name"],
+            code=code,
+            error=error,
+            where=where,
+            seconds=round(time.monotonic() - started, 2),
+        )
+    emit("finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Tiny stand-ins for FramePack's five models, for `fplora rehearse` (runs in the musubi-tuner Python).
+
+Why: a rehearsal runs musubi-tuner's own scripts on the commands fplora renders, on a laptop or a CPU
+CI machine, before GPU time is paid for. Everything musubi-tuner computes *with* the models stays its
+own code; only what needs the real weights (tens of GB) or downloads (tokenizers) is replaced, at the
+narrowest seam:
+
+- DiT: the real class and its real loader (safetensors shards, LoRA merged while the weights stream
+  in, fp8 optimisation) on a real weights file that `write_dit` makes. The architecture keeps its
+  block counts and module names (20 double-stream, 40 single-stream and 2 refiner blocks), so that
+  `blocks_to_swap`, network arguments that pick modules by name, and LoRA key names behave as on the
+  real model; only the widths shrink (one attention head of the real 128 channels, MLP ratio 1), by
+  wrapping the class's `__init__`.
+- VAE: `load_vae` returns a VAE whose `encode` gives musubi-tuner's own `DiagonalGaussianDistribution`
+  (8x spatial compression to 16 channels, as HunyuanVideo's) and whose `decode` is a fixed projection.
+- SigLIP image encoder and both text encoders: the loaders return placeholders (their tokenizers
+  would be downloaded), and the encode functions return seeded tensors of the real widths and dtypes,
+  seeded by the input's bytes, so every process gets the same output for the same input. The image
+  encoder gives 16 tokens instead of 729: the DiT's image projection takes any count.
+- Without CUDA, musubi-tuner's fixed 5 s waits for block swaps to finish are skipped (its CPU swap
+  path copies synchronously, there is nothing to wait for).
+- Without CUDA, `torch.cuda.current_device` answers 0 and `torch.cuda.set_device` does nothing:
+  musubi-tuner's `wan/modules/t5.py` calls the first in a default argument while being imported
+  (every training script does), and the block-swap offloader calls the second before each move; the
+  moves themselves take musubi-tuner's own path for devices without CUDA streams.
+
+`PATCHES` maps a module name to (before, after) hooks that run around the module's first import.
+"""
+
+from __future__ import annotations
+
+import types
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+DIT_SHRINK = {"num_attention_heads": 1, "mlp_ratio": 1.0}
+"""What the stand-in DiT changes of the real one's size: widths only, never the block counts."""
+
+IMAGE_TOKENS = 16
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _generator(*parts: bytes) -> Any:
+    seed = 0
+    for part in parts:
+        seed = zlib.crc32(part, seed)
+    return _torch().Generator().manual_seed(seed)
+
+
+def _projection(rows: int, cols: int, seed: int) -> Any:
+    torch = _torch()
+    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) / cols**0.5
+
+
+class _Placeholder:
+    """Stands for a loaded model object that only has to be moved around."""
+
+    def __init__(self, dtype_name: str) -> None:
+        torch = _torch()
+        self.device, self.dtype = torch.device("cpu"), getattr(torch, dtype_name)
+
+    def to(self, *args: Any, **kwargs: Any) -> _Placeholder:
+        return self
+
+    def eval(self) -> _Placeholder:
+        return self
+
+    def requires_grad_(self, *args: Any) -> _Placeholder:
+        return self
+
+
+class TinyVAE(_Placeholder):
+    """8x spatial compression to 16 channels, like HunyuanVideo's VAE, one frame per latent frame."""
+
+    config = types.SimpleNamespace(scaling_factor=0.476986)
+    LOGVAR = -8.0
+
+    def __init__(self) -> None:
+        # fp16 as the real VAE, except on a CPU: there torch's autocast cannot mix fp16 latents into
+        # bf16 regions (`torch.cat` of fp16 and fp32 under CPU autocast raises), which CUDA can
+        super().__init__("float16" if _torch().cuda.is_available() else "bfloat16")
+
+    def encode(self, image: Any) -> Any:
+        from musubi_tuner.hunyuan_model.vae import DiagonalGaussianDistribution
+
+        torch = _torch()
+        x = torch.nn.functional.avg_pool3d(image.float(), (1, 8, 8))
+        mean = torch.einsum("oc,bcthw->bothw", _projection(16, 3, 1), x)
+        moments = torch.cat([mean, torch.full_like(mean, self.LOGVAR)], dim=1).to(self.dtype)
+        return types.SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
+
+    def decode(self, latents: Any) -> Any:
+        torch = _torch()
+        x = torch.einsum("oc,bcthw->bothw", _projection(3, 16, 2), latents.float())
+        x = torch.nn.functional.interpolate(x, scale_factor=(1, 8, 8), mode="nearest")
+        # fp16 as the real VAE decodes; on a CPU fp32: CPU autocast refuses fp16 in `torch.cat`
+        # (training samples) and numpy has no bf16 (generate's saving)
+        dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+        return types.SimpleNamespace(sample=torch.tanh(x).to(dtype))
+
+    # what musubi-tuner's loader and callers set on the real VAE
+    def set_chunk_size_for_causal_conv_3d(self, size: int) -> None:
+        pass
+
+    def enable_spatial_tiling(self, value: bool = True) -> None:
+        pass
+
+
+def load_vae(*args: Any, **kwargs: Any) -> TinyVAE:
+    return TinyVAE()
+
+
+def load_image_encoders(args: Any) -> tuple[Any, Any]:
+    return None, _Placeholder("float16")
+
+
+def load_text_encoder1(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    return _Placeholder("float16"), _Placeholder("float16")
+
+
+def load_text_encoder2(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    return _Placeholder("float16"), _Placeholder("float16")
+
+
+def hf_clip_vision_encode(image: Any, feature_extractor: Any, image_encoder: Any) -> Any:
+    """SigLIP so400m's width (1152), fp16, fewer tokens."""
+    import numpy as np
+
+    torch = _torch()
+    g = _generator(np.ascontiguousarray(image).tobytes())
+    state = torch.randn(1, IMAGE_TOKENS, 1152, generator=g).to(torch.float16)
+    return types.SimpleNamespace(last_hidden_state=state)
+
+
+def encode_prompt_conds(prompt: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """Llama hidden states (n tokens of 4096) and the CLIP-L pooler (768), fp16."""
+    torch = _torch()
+    system = kwargs.get("custom_system_prompt") or ""
+    g = _generator(prompt.encode(), system.encode())
+    tokens = 5 + len(prompt) % 5
+    llama = torch.randn(1, tokens, 4096, generator=g).to(torch.float16)
+    pooler = torch.randn(1, 768, generator=g).to(torch.float16)
+    return llama, pooler
+
+
+def shrink_dit(module: types.ModuleType) -> None:
+    cls = module.HunyuanVideoTransformer3DModelPacked
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, **DIT_SHRINK})
+
+    cls.__init__ = __init__
+
+
+def tiny_dit(seed: int = 0) -> Any:
+    """The stand-in DiT with seeded weights, non-zero everywhere: the real model's zero-initialised
+    output layers would make every LoRA invisible."""
+    from musubi_tuner.frame_pack.hunyuan_video_packed import HunyuanVideoTransformer3DModelPacked
+
+    torch = _torch()
+    torch.manual_seed(seed)
+    model = HunyuanVideoTransformer3DModelPacked(
+        attention_head_dim=128,
+        guidance_embeds=True,
+        has_clean_x_embedder=True,
+        has_image_proj=True,
+        image_proj_dim=1152,
+        in_channels=16,
+        out_channels=16,
+        patch_size=2,
+        patch_size_t=1,
+        pooled_projection_dim=768,
+        qk_norm="rms_norm",
+        rope_axes_dim=(16, 56, 56),
+        rope_theta=256.0,
+        text_embed_dim=4096,
+        num_layers=20,
+        num_single_layers=40,
+        num_refiner_layers=2,
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 or name.endswith("bias"):
+                p.copy_(torch.randn(p.shape) * (0.02 if p.dim() < 2 else p.shape[-1] ** -0.5))
+    return model.to(torch.bfloat16)
+
+
+def write_dit(shards: list[str]) -> None:
+    """The stand-in DiT's bf16 weights over `shards`, round robin, as a sharded checkpoint."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in tiny_dit().state_dict().items()}
+    for index, path in enumerate(shards):
+        part = {k: v for i, (k, v) in enumerate(sorted(state.items())) if i % len(shards) == index}
+        save_file(part, path)
+
+
+def _cuda_current_device(module: types.ModuleType) -> None:
+    """Without CUDA: device 0 is "current", and choosing it does nothing. Besides t5.py's import, the
+    block-swap offloader selects the device before each move; its moves themselves have a path
+    without CUDA streams (CPU to CPU here), so the swap code runs, only without its memory effect."""
+    torch = _torch()
+    if not torch.cuda.is_available():
+        torch.cuda.current_device = lambda: 0
+        torch.cuda.set_device = lambda device: None
+
+
+def _skip_block_swap_waits() -> None:
+    """Without CUDA, musubi-tuner's fixed 5 s waits "until block swap is done" (four in generate, one
+    in training samples) wait for nothing: its CPU swap path copies synchronously. They are skipped
+    when called from musubi-tuner's code; every other sleep is left alone."""
+    import sys
+    import time
+
+    if _torch().cuda.is_available():
+        return
+    sleep = time.sleep
+
+    def short_sleep(seconds: float) -> None:
+        caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
+        if seconds == 5 and "/musubi_tuner/" in caller:
+            return
+        sleep(seconds)
+
+    time.sleep = short_sleep
+
+
+def _patch(module: types.ModuleType, **names: Any) -> None:
+    for name, value in names.items():
+        setattr(module, name, value)
+
+
+Hook = Callable[[types.ModuleType], None]
+_LOADERS = {
+    "load_vae": load_vae,
+    "load_image_encoders": load_image_encoders,
+    "load_text_encoder1": load_text_encoder1,
+    "load_text_encoder2": load_text_encoder2,
+}
+PATCHES: dict[str, tuple[Hook | None, Hook | None]] = {
+    "musubi_tuner.wan.modules.t5": (_cuda_current_device, None),
+    "musubi_tuner.frame_pack.hunyuan_video_packed": (None, shrink_dit),
+    "musubi_tuner.frame_pack.framepack_utils": (None, lambda m: _patch(m, **_LOADERS)),
+    "musubi_tuner.frame_pack.clip_vision": (
+        None,
+        lambda m: _patch(m, hf_clip_vision_encode=hf_clip_vision_encode),
+    ),
+    "musubi_tuner.frame_pack.hunyuan": (None, lambda m: _patch(m, encode_prompt_conds=encode_prompt_conds)),
+}
+
+
+def install() -> None:
+    """Run `PATCHES` around the named modules' first import, in this process (and in the processes it
+    forks, such as data loader workers). Nothing is imported up front: a script binds the stand-ins
+    when it does `from ... import load_vae`, exactly where it would bind the real ones."""
+    import importlib.abc
+    import importlib.machinery
+    import sys
+
+    class _PatchingFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+            if name not in PATCHES:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return None
+            before, after = PATCHES[name]
+            exec_module = spec.loader.exec_module
+
+            def exec_and_patch(module: Any) -> None:
+                if before:
+                    before(module)
+                exec_module(module)
+                if after:
+                    after(module)
+
+            spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+            return spec
+
+    sys.meta_path.insert(0, _PatchingFinder())
+    _skip_block_swap_waits()
