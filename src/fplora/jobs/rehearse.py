@@ -19,6 +19,7 @@ was rehearsed (rendered files and commands, records, fplora version, musubi-tune
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from rich.markup import escape
 
 from fplora import __version__, process
 from fplora import plan as plans
 from fplora.atomic import write_atomic
+from fplora.check import check_spec
+from fplora.datasets.records import RecordCache
 from fplora.musubi import schema
-from fplora.musubi.names import GENERATE_OUTPUTS, MODULES
+from fplora.musubi.names import GENERATE_OUTPUTS
 from fplora.plan import Plan
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
@@ -48,6 +52,7 @@ from fplora.render.prompts import PromptLine, prompts_file
 from fplora.runs import evaluation
 from fplora.runs import sweep as sweep_protocol
 from fplora.runs.events import parse_event
+from fplora.runtime import ensure_musubi, python_for
 from fplora.spec.load import dotted
 from fplora.spec.models import Spec
 from fplora.spec.rules import rendered_options
@@ -321,7 +326,9 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
         Stage("cache-latents", "latent caches", cache_latents, "cache_latents", _flag_options(cache_latents))
     )
     stages.append(
-        Stage("cache-text", "text-encoder caches", cache_text, "cache_text_encoder", _flag_options(cache_text))
+        Stage(
+            "cache-text", "text-encoder caches", cache_text, "cache_text_encoder", _flag_options(cache_text)
+        )
     )
     name = str(train_config.get("output_name", spec.output_name))
     train_out = Path(str(train_config.get("output_dir", out / "train")))
@@ -345,9 +352,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
         state = train_out / f"{name}-state"
         resumed = f"{name}-r1"
         resume_argv = _argv(
-            commands.train(
-                spec, paths, py, output_name=resumed, resume=state, max_train_steps=RESUME_STEPS
-            ),
+            commands.train(spec, paths, py, output_name=resumed, resume=state, max_train_steps=RESUME_STEPS),
             mapping,
         )
         stages.append(
@@ -521,10 +526,8 @@ class _Watch:
     def _stop(self, outcome: Outcome) -> None:
         self.hung = outcome
         if self.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def __call__(self, line: str) -> None:
         event = parse_event(line, EVENT_PREFIX)
@@ -812,7 +815,8 @@ def rehearse(
     if when is not None:
         say(f"rehearsal: unchanged since it passed at {when}: not run again (--force runs it)")
         return 0
-    say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {display_path(rehearsal.root)}/rehearsal.log)")
+    log = display_path(rehearsal.root / "rehearsal.log")
+    say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {log})")
     for name, why in rehearsal.skipped:
         say(f"  {name}: skipped: {why}")
     result = run(rehearsal, python, say=say, limit=limit)
@@ -834,3 +838,24 @@ def rehearse(
     remember_pass(rehearsal, result.seconds)
     say(f"rehearsal passed in {result.seconds:.0f} s")
     return 0
+
+
+def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT) -> int:
+    """`fplora rehearse SPEC`: the spec checked (model files aside: the rehearsal brings its own),
+    the musubi-tuner Python found, then the rehearsal."""
+    from fplora.jobs.context import console, report
+
+    out = console()
+    records = RecordCache(spec)
+    problems = check_spec(spec, skip_models=True, records=records)
+    if any(p.severity == "error" for p in problems):
+        raise UserError(problems)
+    report(out, problems)
+    python = python_for(spec)
+    ensure_musubi(python, ["musubi_tuner", "accelerate"])
+    real = plans.build(spec, records=records)
+
+    def say(text: str) -> None:
+        out.print(escape(text), highlight=False)
+
+    return rehearse(spec, python, say=say, force=force, limit=limit, real=real)

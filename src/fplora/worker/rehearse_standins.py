@@ -223,7 +223,7 @@ def _skip_block_swap_waits() -> None:
         return
     sleep = time.sleep
 
-    def short_sleep(seconds: float) -> None:
+    def short_sleep(seconds: Any) -> None:
         caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
         if seconds == 5 and "/musubi_tuner/" in caller:
             return

@@ -1,0 +1,81 @@
+"""`fplora rehearse`: the spec's rendered commands and files, run by musubi-tuner's real code on
+stand-in models. Tests marked `musubi` run it for real in the CPU musubi-tuner Python; the others
+check what the rehearsal is built from."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fplora.cli import app
+from fplora.jobs import rehearse
+from fplora.plan import build as build_plan
+from fplora.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The repo's example project (configs/example.yaml, datasets/example) copied into tmp_path."""
+    (tmp_path / "configs").mkdir()
+    for name in ("base.yaml", "example.yaml"):
+        shutil.copy(REPO / "configs" / name, tmp_path / "configs" / name)
+    shutil.copytree(REPO / "datasets" / "example", tmp_path / "datasets" / "example")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FPLORA_MODELS_DIR", str(tmp_path / "no-models-here"))
+    return tmp_path / "configs" / "example.yaml"
+
+
+def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Path) -> None:
+    spec = load_spec(example)
+    real = build_plan(spec)
+    built = rehearse.build(spec, "python", real)
+    ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
+    theirs = tomllib.loads(real.files[real.paths.config])
+    changed = {k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k)}
+    assert changed == {
+        "dit",
+        "vae",
+        "text_encoder1",
+        "text_encoder2",
+        "image_encoder",
+        "dataset_config",
+        "output_dir",
+        "sample_prompts",
+        "max_train_steps",
+        "save_every_n_steps",
+        "sample_every_n_steps",
+    }
+    assert ours["max_train_steps"] == 2 and "sample_every_n_steps" not in ours
+    assert ours["sample_at_first"] is True
+    assert Path(ours["dit"]).name == Path(theirs["dit"]).name
+    data = tomllib.loads(built.files[Path(ours["dataset_config"])])
+    (entry,) = data["datasets"]
+    assert len(built.files[Path(entry["image_jsonl_file"])].splitlines()) == 2
+    names = [s.name for s in built.stages]
+    assert names == ["cache-latents", "cache-text", "train", "resume", "generate", "sweep"]
+    assert built.skipped == [("eval", "the spec has no eval: section")]
+    train = next(s for s in built.stages if s.name == "train")
+    assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
+
+
+@pytest.mark.musubi
+def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_python, monkeypatch) -> None:
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    first = runner.invoke(app, ["rehearse", str(example)])
+    assert first.exit_code == 0, first.output
+    assert "rehearsal passed" in first.output
+    for stage in ("cache-latents", "cache-text", "train", "resume", "generate", "sweep"):
+        assert f"ok   {stage}" in first.output
+    out = example.parent / "example" / "rehearsal" / "out"
+    assert list((out / "train" / "sample").glob("*.png"))
+    assert list((out / "generate").glob("*.png")) and list((out / "sweep" / "c0").glob("*.png"))
+    again = runner.invoke(app, ["rehearse", str(example)])
+    assert again.exit_code == 0 and "not run again" in again.output
