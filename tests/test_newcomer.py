@@ -473,6 +473,7 @@ def test_fplora_help_lists_init_first_with_whole_summaries_and_an_example() -> N
     assert [line.split()[0] for line in commands] == [
         "init",
         "check",
+        "rehearse",
         "render",
         "cache",
         "train",

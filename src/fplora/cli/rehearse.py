@@ -10,7 +10,7 @@ from fplora.cli import common
 from fplora.cli.options import Gpu, SpecArg
 
 NAME = "rehearse"
-SHORT_HELP = "Run the spec's commands with musubi-tuner's real code on tiny stand-in models."
+SHORT_HELP = "Run the spec's commands on tiny stand-in models, before GPU time."
 
 
 def command(
