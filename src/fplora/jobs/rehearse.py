@@ -315,7 +315,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     files[mine.resume_config] = header(spec) + tomli_w.dumps(resume_config)
     files[mine.sample_prompts] = _fewer_steps(real.files[paths.sample_prompts])
     distinct = _distinct(real.infer_prompts)
-    files[mine.infer_prompts] = _fewer_steps(prompts_file(header(spec), spec, distinct))
+    files[mine.infer_prompts] = _fewer_steps(prompts_file(header(spec), spec, distinct, "generate"))
 
     py = python
     stages: list[Stage] = []
