@@ -118,6 +118,7 @@ class Outcome:
     where: str | None = None
     seconds: float = 0.0
     problem: str | None = None  # why the stage failed, None when it passed
+    frames: list[str] = field(default_factory=list)  # musubi-tuner functions the error passed through
     log: list[str] = field(default_factory=list)
 
 
@@ -555,6 +556,7 @@ class _Watch:
             if outcome is not None:
                 outcome.code = int(event.get("code", 1))
                 outcome.error, outcome.where = event.get("error"), event.get("where")
+                outcome.frames = [str(f) for f in event.get("frames") or []]
                 outcome.seconds = float(event.get("seconds", 0.0))
             self.current = None
 
@@ -616,6 +618,53 @@ def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
         if dest in words and owner not in found:
             found[owner] = spec.problem(_key_path(owner), f"renders dataset key {dest}")
     return list(found.values())
+
+
+AREAS: tuple[tuple[re.Pattern[str], tuple[tuple[str | int, ...], ...]], ...] = (
+    (
+        re.compile(r"networks/|:(create_arch_network|create_network|apply_to|prepare_optimizer_params)"),
+        (("train", "network"), ("musubi", "config", "network_weights"), ("musubi", "config", "network_args")),
+    ),
+    (re.compile(r":get_optimizer|:get_scheduler|:get_lr_scheduler"), (("train", "optimizer"),)),
+    (
+        re.compile(r":(sample_images|sample_image_inference|do_inference|process_sample_prompts)"),
+        (("sample",),),
+    ),
+    (re.compile(r"dataset/"), (("data",), ("datasets",), ("one_frame",))),
+    (re.compile(r"fpack_generate_video.py:(generate|main|process_batch_prompts)"), (("infer",),)),
+)
+"""Where in musubi-tuner an error was raised → the spec sections that configure that part: an error
+that quotes no option name (a network module that matched nothing, an optimizer argument of the
+wrong kind, a prompt the sampler cannot run) still points at the lines the user wrote there."""
+
+
+def _written_under(spec: Spec, prefix: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    """The deepest keys the spec (or a file it extends) wrote under `prefix`, lists as a whole."""
+    found = []
+    for key in spec.written_keys():
+        if key[: len(prefix)] == prefix and not any(isinstance(part, int) for part in key):
+            found.append(key)
+    leaves = [k for k in found if not any(o != k and o[: len(k)] == k for o in found)]
+    return sorted(leaves, key=str)
+
+
+def area_lines(spec: Spec, stage: Stage, frames: list[str]) -> list[Problem]:
+    """The spec lines of the part of musubi-tuner the error came from, and the pass-through options
+    of the failing script (settings fplora passes on unchecked)."""
+    keys: list[tuple[str | int, ...]] = []
+    if not frames and stage.section == "generate":
+        frames = ["fpack_generate_video.py:generate"]  # a prompt failed inside generate's own loop
+    for pattern, prefixes in AREAS:
+        if any(pattern.search(frame) for frame in frames):
+            for prefix in prefixes:
+                keys += _written_under(spec, prefix)
+    through = _pass_through_key(stage.section, "")
+    if through is not None:
+        keys += _written_under(spec, through[:-1])
+    shown: list[Problem] = []
+    for key in dict.fromkeys(keys):
+        shown.append(spec.problem(key, "set here"))
+    return shown
 
 
 def _kernel_problem(rehearsal: Rehearsal, outcome: Outcome, missing: list[str]) -> str | None:
@@ -759,7 +808,8 @@ def describe_failure(rehearsal: Rehearsal, outcome: Outcome) -> list[str]:
     if outcome.where:
         lines.append(f"  raised at: {outcome.where}")
     text = " ".join([error or "", outcome.where or ""])
-    for problem in spec_lines(rehearsal.spec, stage, text):
+    named = spec_lines(rehearsal.spec, stage, text)
+    for problem in named or area_lines(rehearsal.spec, stage, outcome.frames):
         lines.append(f"  spec: {problem}")
     return lines
 

@@ -542,6 +542,10 @@ class Spec(Section):
             found[key_path] = at
         return found
 
+    def written_keys(self) -> list[KeyPath]:
+        """Every key path the spec (or a file it extends) wrote, in no particular order."""
+        return list(self._sources.sources) if self._sources is not None else []
+
     def effective_batch_text(self) -> str:
         """Samples per optimizer step, as `fplora check` states it: the batch is per process and per
         dataset, so two GPUs double it and a dataset's own batch_size gives it its own figure. The

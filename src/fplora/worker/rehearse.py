@@ -67,6 +67,17 @@ def _where(error: BaseException) -> str | None:
     return found
 
 
+def _frames(error: BaseException) -> list[str]:
+    """The musubi-tuner functions the exception passed through, outermost first (`file:function`),
+    for fplora to tell which part of the spec was at work."""
+    found = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        name = frame.filename.replace(os.sep, "/")
+        if "/musubi_tuner/" in name:
+            found.append(f"{name[name.find('musubi_tuner/') :]}:{frame.name}")
+    return found
+
+
 def _reset_accelerate() -> None:
     """Forget the Accelerator state a previous stage made: a launched script starts with none."""
     with contextlib.suppress(Exception):
@@ -97,10 +108,10 @@ def _launch_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
     return args, env
 
 
-def run_stage(argv: list[str]) -> tuple[int, str | None, str | None]:
+def run_stage(argv: list[str]) -> tuple[int, str | None, str | None, list[str]]:
     """Run one rendered command in this process: (exit code, error line, where it was raised)."""
     if argv[1:3] != ACCELERATE_LAUNCH:
-        return 2, f"not an accelerate launch: {argv[:3]}", None
+        return 2, f"not an accelerate launch: {argv[:3]}", None, []
     saved_env, saved_argv = dict(os.environ), list(sys.argv)
     try:
         args, env = _launch_args(argv[3:])
@@ -110,15 +121,15 @@ def run_stage(argv: list[str]) -> tuple[int, str | None, str | None]:
             runpy.run_module(args.training_script, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(args.training_script, run_name="__main__")
-        return 0, None, None
+        return 0, None, None, []
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         message = None if isinstance(stop.code, int) or stop.code is None else str(stop.code)
-        return code, message, None
+        return code, message, None, []
     except Exception as error:  # the script's failure is the stage's result, not the worker's
         traceback.print_exc()
         line = traceback.format_exception_only(type(error), error)[-1].strip()
-        return 1, line, _where(error)
+        return 1, line, _where(error), _frames(error)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -163,7 +174,7 @@ def main() -> int:
         # skipped: the same collections, without rescanning what can never be garbage yet
         gc.freeze()
         started = time.monotonic()
-        code, error, where = run_stage(stage["argv"])
+        code, error, where, frames = run_stage(stage["argv"])
         outputs = stage.get("outputs", [])
         if code != 0 or (outputs and not any(glob.glob(pattern) for pattern in outputs)):
             failed.add(stage["name"])
@@ -173,6 +184,7 @@ def main() -> int:
             code=code,
             error=error,
             where=where,
+            frames=frames,
             seconds=round(time.monotonic() - started, 2),
         )
     emit("finished")
