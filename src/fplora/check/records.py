@@ -179,6 +179,7 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
     stems: dict[str, int] = {}
     warned: dict[str, int] = {}
     extra: dict[str, int] = {}
+    aspect: list[Problem] = []  # per-image aspect warnings, dropped when the resolution is turned
     for record in records.items:
         line = record.line
         if record.image is not None:
@@ -189,7 +190,10 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                 for kind, message, fix in _size_warnings(shown_path(record.image), info.size, rules):
                     warned[kind] = warned.get(kind, 0) + 1
                     if warned[kind] <= MAX_SAME_WARNING:
-                        problems.append(Problem(shown, line, "image_path", message, fix, "warning"))
+                        warning = Problem(shown, line, "image_path", message, fix, "warning")
+                        problems.append(warning)
+                        if kind == "aspect":
+                            aspect.append(warning)
                     else:
                         extra[kind] = extra.get(kind, 0) + 1
             stem = record.image.stem
@@ -225,7 +229,10 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                 )
             )
     problems.sort(key=lambda problem: problem.line or 0)
-    problems.extend(_orientation(spec, index, records, images, rules))
+    turned = _orientation(spec, index, records, images, rules)
+    if turned:  # every image is off the resolution's aspect for the one reason it names
+        problems = [p for p in problems if not any(p is a for a in aspect)] + turned
+        extra.pop("aspect", None)
     resolution = f"{rules.width}x{rules.height}"
     for kind, count in extra.items():
         problems.append(
