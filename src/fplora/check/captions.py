@@ -192,7 +192,11 @@ def estimated_tokens(text: str) -> tuple[int, int | None]:
 
 
 def too_long(text: str) -> tuple[str, str] | None:
-    """(message, fix) for a caption or prompt the LLaMA text encoder cuts, else None."""
+    """(message, fix) for a caption or prompt the LLaMA text encoder cuts, else None.
+
+    Every character counts as one token at most, so text no longer than the limit fits unparsed."""
+    if len(text) <= LLAMA_TOKENS:
+        return None
     tokens, cut = estimated_tokens(text)
     if cut is None:
         return None

@@ -199,7 +199,7 @@ def windows_path_problems(records: Records) -> list[Problem]:
     found = [
         (record.line, key, shown)
         for record in records.items
-        for key, path in (("image_path", record.image), *_control_keys_of(record.controls))
+        for key, path in (("image_path", record.image_path), *_control_keys_of(record.control_paths))
         if path is not None and (shown := windows_path(path)) is not None
     ]
     if not found:
@@ -224,7 +224,7 @@ def windows_path_problems(records: Records) -> list[Problem]:
     ]
 
 
-def _control_keys_of(controls: list[Path]) -> list[tuple[str, Path]]:
+def _control_keys_of(controls: list[str]) -> list[tuple[str, str]]:
     return [(f"control_path_{index}", path) for index, path in enumerate(controls)]
 
 
@@ -298,7 +298,7 @@ def control_key_problems(records: Records, lines: list[str] | None) -> list[Prob
         if record.line > len(lines):
             continue
         line = lines[record.line - 1]
-        count = len(record.controls)
+        count = len(record.control_paths)
         if line.count('"control_path') == count and all(n in line for n in _needles(count, cache)):
             continue
         try:

@@ -64,24 +64,32 @@ def _sizes(spec: Spec, index: int) -> _Sizes:
 def record_paths(records: Records) -> Iterator[str]:
     """Every image path the records name, targets and controls, as probe keys."""
     for record in records.items:
-        if record.image is not None:
-            yield str(record.image)
-        for control in record.controls:
-            yield str(control)
+        if record.image_path is not None:
+            yield record.image_path
+        yield from record.control_paths
 
 
 class _Shown:
     """`display_path` memoized per folder: a dataset's images share a few folders, and resolving each
-    path on its own (symlinks and all) costs more than probing the image."""
+    path on its own (symlinks and all) costs more than probing the image. Paths come as the text
+    `Record.image_path` holds (what `str(Path)` gives), so splitting them is string work."""
 
     def __init__(self) -> None:
-        self._folders: dict[Path, str] = {}
+        self._folders: dict[str, str] = {}
 
-    def __call__(self, path: Path) -> str:
-        folder = self._folders.get(path.parent)
+    def __call__(self, path: str) -> str:
+        parent, name = os.path.split(path)
+        folder = self._folders.get(parent)
         if folder is None:
-            folder = self._folders[path.parent] = display_path(path.parent)
-        return path.name if folder == "." else os.path.join(folder, path.name)
+            folder = self._folders[parent] = display_path(Path(path).parent)
+        return name if folder == "." else os.path.join(folder, name)
+
+
+def _stem(path: str) -> str:
+    """`Path(path).stem` of a normalised path's text, without building the `Path`."""
+    name = path[path.rfind("/") + 1 :]
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def _image_problem(shown: str, line: int, key: str, path: str, info: ImageInfo) -> Problem:
@@ -134,7 +142,7 @@ def _orientation(
     sizes = [
         info.size
         for record in records.items
-        if record.image is not None and (info := images[str(record.image)]).ok and info.size is not None
+        if record.image_path is not None and (info := images[record.image_path]).ok and info.size is not None
     ]
     other = "portrait" if wanted == "landscape" else "landscape"
     if not sizes or any(_shape(*size) != other for size in sizes):
@@ -180,14 +188,19 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
     warned: dict[str, int] = {}
     extra: dict[str, int] = {}
     aspect: list[Problem] = []  # per-image aspect warnings, dropped when the resolution is turned
+    quiet: set[tuple[int, int]] = set()  # sizes without a size warning: most, asked once each
     for record in records.items:
         line = record.line
-        if record.image is not None:
-            info = images[str(record.image)]
+        image = record.image_path
+        if image is not None:
+            info = images[image]
             if not info.ok:
-                problems.append(_image_problem(shown, line, "image_path", shown_path(record.image), info))
-            elif info.size is not None:
-                for kind, message, fix in _size_warnings(shown_path(record.image), info.size, rules):
+                problems.append(_image_problem(shown, line, "image_path", shown_path(image), info))
+            elif info.size is not None and info.size not in quiet:
+                sized = list(_size_warnings(shown_path(image), info.size, rules))
+                if not sized:
+                    quiet.add(info.size)
+                for kind, message, fix in sized:
                     warned[kind] = warned.get(kind, 0) + 1
                     if warned[kind] <= MAX_SAME_WARNING:
                         warning = Problem(shown, line, "image_path", message, fix, "warning")
@@ -196,7 +209,7 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                             aspect.append(warning)
                     else:
                         extra[kind] = extra.get(kind, 0) + 1
-            stem = record.image.stem
+            stem = _stem(image)
             first = stems.setdefault(stem, line)
             if first != line:
                 problems.append(
@@ -209,20 +222,20 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                         "rename one of the two images",
                     )
                 )
-        for number, control in enumerate(record.controls):
-            info = images[str(control)]
+        for number, control in enumerate(record.control_paths):
+            info = images[control]
             if not info.ok:
                 problems.append(
                     _image_problem(shown, line, f"control_path_{number}", shown_path(control), info)
                 )
-        if len(record.controls) != expected and line not in bad_controls:
+        if len(record.control_paths) != expected and line not in bad_controls:
             problems.append(
                 Problem(
                     shown,
                     line,
                     "control_path",
                     f"{expected} control image{'s' if expected != 1 else ''} expected"
-                    f" (one_frame.clean_indices = {clean_indices}), found {len(record.controls)}",
+                    f" (one_frame.clean_indices = {clean_indices}), found {len(record.control_paths)}",
                     f"give every record control_path_0..{expected - 1}, or change one_frame.clean_indices"
                     if expected > 1
                     else "give every record control_path_0, or change one_frame.clean_indices",

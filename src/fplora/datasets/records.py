@@ -12,7 +12,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,13 +27,55 @@ BOM = "\ufeff"
 """A UTF-8 byte-order mark, as text: Windows editors put one before the first record."""
 
 
-@dataclass
 class Record:
-    line: int
-    image: Path | None
-    caption: str | None
-    controls: list[Path] = field(default_factory=list)
-    relative: bool = False  # any path in the record was relative
+    """One parsed record. Its paths are kept as text (`image_path`, `control_paths`), and `image` and
+    `controls` are `Path` views made on first use: a 10,000-record dataset names 30,000 paths, and
+    building a `Path` for each costs more than the rest of reading the file, while `check` needs only
+    the text."""
+
+    __slots__ = ("_controls", "_image", "caption", "control_paths", "image_path", "line", "relative")
+
+    def __init__(
+        self,
+        line: int,
+        image: Path | str | None,
+        caption: str | None,
+        controls: list[Path] | list[str] | None = None,
+        relative: bool = False,  # any path in the record was relative
+    ) -> None:
+        self.line = line
+        self.image_path = None if image is None else os.fspath(image)
+        self.caption = caption
+        self.control_paths = [os.fspath(control) for control in controls or ()]
+        self.relative = relative
+        self._image: Path | None = None
+        self._controls: list[Path] | None = None
+
+    @property
+    def image(self) -> Path | None:
+        if self._image is None and self.image_path is not None:
+            self._image = Path(self.image_path)
+        return self._image
+
+    @property
+    def controls(self) -> list[Path]:
+        if self._controls is None or len(self._controls) != len(self.control_paths):
+            self._controls = [Path(control) for control in self.control_paths]
+        return self._controls
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.line, self.image_path, self.caption, self.control_paths, self.relative)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(line={self.line!r}, image={self.image_path!r}, caption={self.caption!r},"
+            f" controls={self.control_paths!r}, relative={self.relative!r})"
+        )
 
 
 @dataclass
@@ -48,12 +90,21 @@ class Records:
         return any(r.relative for r in self.items)
 
 
-def _path(value: object, base: str) -> tuple[Path | None, bool]:
+def _path(value: object, base: str) -> tuple[str | None, bool]:
+    """A record's path value as the text `str(Path(...))` gives, and whether it was relative.
+
+    Relative values join the JSONL's folder and are normalised (`os.path.normpath` already gives what
+    `Path` would). An absolute value is kept as `Path` spells it: the text as written unless it holds
+    what `Path` drops (`//`, `/./`, a trailing `/` or `/.`), which only then costs a `Path`."""
     if not isinstance(value, str) or not value:
         return None, False
+    if value.startswith("/"):
+        if "//" in value or "/./" in value or value.endswith(("/", "/.")):
+            return str(Path(value)), False
+        return value, False
     if os.path.isabs(value):
-        return Path(value), False
-    return Path(os.path.normpath(os.path.join(base, value))), True
+        return str(Path(value)), False
+    return os.path.normpath(os.path.join(base, value)), True
 
 
 def jsonl_lines(text: str) -> list[str]:
@@ -167,7 +218,7 @@ def read_records(jsonl: Path) -> Records:
                     Problem(shown, number, key, "not a file path", "write the control image's path")
                 )
                 continue
-            record.controls.append(path)
+            record.control_paths.append(path)
             record.relative = record.relative or rel
         items.append(record)
     if not items and not problems:

@@ -64,6 +64,8 @@ def windows_path(path: Path | str) -> str | None:
     value was joined onto a folder by fplora; what is shown starts where the user's text did (the
     drive, else the path component holding the first backslash)."""
     text = str(path)
+    if ":" not in text and "\\" not in text:  # most paths: no regex search needed
+        return None
     if (drive := _DRIVE.search(text)) is not None:
         return drive.group(1)
     if "\\" not in text:
