@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 FAST_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 """Formats tried first: what image datasets are made of, and what musubi-tuner lists as image files."""
@@ -57,7 +60,7 @@ HIGH_BIT = ImageInfo(
 )
 
 
-def _decoded(image: Image.Image) -> ImageInfo:
+def _decoded(image: PILImage) -> ImageInfo:
     image.load()  # every pixel: a cut or corrupt file fails here, as it would in caching
     return HIGH_BIT if image.mode in HIGH_BIT_MODES else ImageInfo(size=image.size)
 
@@ -82,6 +85,8 @@ def decode_stat(path: str) -> tuple[int, int, ImageInfo]:
 
 
 def _decode_file(path: str, handle: BinaryIO) -> ImageInfo:
+    from PIL import Image  # here: a repeated check decodes nothing, and `check` should start fast
+
     try:
         with Image.open(handle, formats=FAST_FORMATS) as image:
             return _decoded(image)

@@ -23,16 +23,17 @@ import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import PIL
-from filelock import FileLock, Timeout
 
 from fplora.atomic import write_atomic
 from fplora.check.images import NOT_FOUND, ImageInfo, decode_stat
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 STORE_NAME = "images.json"
 STORE_FORMAT = 1
@@ -149,6 +150,8 @@ class _Store:
 
     def save(self, new: dict[str, Entry], gone: list[str]) -> None:
         """Merge into what is on disk now (another command may have saved since this one read)."""
+        from filelock import FileLock, Timeout  # here: a repeated check saves nothing
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(self.lock), timeout=LOCK_WAIT):
@@ -212,6 +215,9 @@ def _decode_all(paths: list[str], *, progress: bool) -> list[Decoded]:
 
 
 def _in_processes(chunks: list[list[str]], workers: int, advance: _Bar) -> list[Decoded]:
+    # imported here: a repeated check decodes nothing, and the command should start fast
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     results: list[list[Decoded]] = [[] for _ in chunks]
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_ignore_interrupt)
     try:
