@@ -336,3 +336,22 @@ def test_the_worker_gives_the_generate_parser_every_required_option(
     assert (
         events[-1]["event"] == "error" and "parser refused the plan's options (exit 2)" in events[-1]["error"]
     )
+
+
+def test_sweep_dry_run_lists_its_cells_and_what_latest_is(trained: Workspace) -> None:
+    """No plan file is written by a dry run, so it must not be the only thing named: the cells are."""
+    dry = trained.cli(
+        "infer", str(trained.spec_path), "--lora", "latest", "--lora", "step2",
+        "--multiplier", "1.0", "--multiplier", "1.2", "--dry-run",
+    )  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stderr.splitlines()
+    assert "note: --lora latest is outputs/fake-v1-step00000004.safetensors (step4)" in lines
+    start = lines.index("dry run: one worker process would make 4 cells (its plan file is not written):")
+    assert lines[start + 1 : start + 5] == [
+        "  outputs/fake-v1-step00000004.safetensors (step4) ×1 → outputs/sample/v1-step00000004-lm1.0",
+        "  outputs/fake-v1-step00000004.safetensors (step4) ×1.2 → outputs/sample/v1-step00000004-lm1.2",
+        "  outputs/fake-v1-step00000002.safetensors (step2) ×1 → outputs/sample/v1-step00000002-lm1.0",
+        "  outputs/fake-v1-step00000002.safetensors (step2) ×1.2 → outputs/sample/v1-step00000002-lm1.2",
+    ]
+    assert not (trained.output_dir / "sample" / "v1-sweeps").exists()

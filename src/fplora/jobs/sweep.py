@@ -30,6 +30,7 @@ from fplora.musubi.names import GENERATE_OUTPUTS, GenerateOutput
 from fplora.problems import display_path, note
 from fplora.render import commands
 from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header, save_root, write_record
+from fplora.runs.loras import describe
 from fplora.runs.manifest import now
 from fplora.runs.sweep import SWEEP_DIR_SUFFIX, cell_id, judge, parse_event, plan_json, produced
 from fplora.runtime import worker_commit
@@ -194,9 +195,9 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
     text = plan_json(commands.sweep_generate_args(spec, job.plan.paths), todo)
     if job.dry_run:
         job.show(argv)
-        job.say(
-            f"dry run: the plan {display_path(plan_file)} is not written; it would make {len(todo)} cells"
-        )
+        job.say(f"dry run: one worker process would make {len(todo)} cells (its plan file is not written):")
+        for pair in todo:
+            job.say(f"  {describe(pair.checkpoint)} ×{pair.multiplier:g} → {display_path(pair.save_path)}")
         return 0
     job.report(worker_commit(job.python, "sweep"))
     folder.mkdir(parents=True, exist_ok=True)

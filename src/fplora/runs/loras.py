@@ -167,6 +167,8 @@ def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choi
     for lora in words:
         checkpoint, said = _checkpoint(spec, lora, dry_run=dry_run)
         notes += said
+        if dry_run and lora in ("best", "latest", "final"):  # what a dry run's reader cannot see
+            notes.append(note(f"--lora {lora} is {describe(checkpoint)}"))
         found.setdefault(checkpoint.path, checkpoint)
     chosen = list(found.values())
     out, name = spec.train.output_dir, spec.output_name
