@@ -417,3 +417,19 @@ def test_check_says_what_the_preset_chose_and_which_line_pinned_what_it_kept(pro
         " configs/v1.yaml:6: chosen by the preset",
     ]
     assert notes[0].startswith("note: gpu h100-80g: batch 8 × 2 accumulation steps, blocks_to_swap 20")
+
+
+def test_preset_notes_are_said_once_and_again_when_they_change(cached: Workspace) -> None:
+    """`check` and `train` always say what the preset chose; an infer after them does not repeat it."""
+    cached.write_spec(data={"resolution": [512, 768], "batch_size": 16})
+    said = "note: gpu h100-80g: batch 8 × 2 accumulation steps"
+    check = cached.cli("check", str(cached.spec_path), "--skip-models", "--gpu", "h100-80g")
+    assert said in check.stderr
+    again = cached.cli("check", str(cached.spec_path), "--skip-models", "--gpu", "h100-80g")
+    assert said in again.stderr
+    infer = cached.cli("infer", str(cached.spec_path), "--lora", "step2", "--dry-run", "--gpu", "h100-80g")
+    assert infer.exit_code == 0, infer.output
+    assert "note: gpu" not in infer.stderr
+    cached.write_spec(data={"batch_size": 8})
+    changed = cached.cli("infer", str(cached.spec_path), "--lora", "step2", "--dry-run", "--gpu", "h100-80g")
+    assert "note: gpu h100-80g:" in changed.stderr

@@ -28,4 +28,4 @@ def command(
     from fplora.jobs.check import run_check
 
     with common.user_errors(summary=True):
-        raise typer.Exit(run_check(common.load(spec, gpu=gpu), skip_models=skip_models))
+        raise typer.Exit(run_check(common.load(spec, gpu=gpu, all_notes=True), skip_models=skip_models))

@@ -88,14 +88,18 @@ def pick_spec(given: Path | None) -> Path:
     return default.path
 
 
-def load(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Spec:
+def load(given: Path | None, *, gpu: str | None = None, preset: bool = True, all_notes: bool = False) -> Spec:
     """The spec named (or remembered), with its GPU preset applied (`--gpu` wins over `gpu:`); what
-    the preset chose is printed on stderr."""
-    return load_applied(given, gpu=gpu, preset=preset).spec
+    the preset chose is printed on stderr: by every command when `all_notes`, else when it differs
+    from what the last command said (`presets.said`)."""
+    return load_applied(given, gpu=gpu, preset=preset, all_notes=all_notes).spec
 
 
-def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = True) -> Applied:
+def load_applied(
+    given: Path | None, *, gpu: str | None = None, preset: bool = True, all_notes: bool = False
+) -> Applied:
     from fplora.presets import Applied, apply
+    from fplora.presets.said import unsaid
     from fplora.project import remember
     from fplora.runtime import python_for
     from fplora.spec import load_spec
@@ -107,7 +111,7 @@ def load_applied(given: Path | None, *, gpu: str | None = None, preset: bool = T
     if not preset:
         return Applied(spec)
     applied = apply(spec, gpu, python_for(spec))
-    echo_problems(applied.notes)
+    echo_problems(unsaid(path, applied.notes, always=all_notes))
     return applied
 
 

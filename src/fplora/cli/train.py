@@ -56,7 +56,7 @@ def command(
         if stop_pod not in (None, *WHEN):
             common.fail("--stop-pod", "must be success, always or never")
     with stopping_pod(stop_pod, dry_run=dry_run, console=console()) as pod, common.user_errors():
-        applied = common.load_applied(spec, gpu=gpu)
+        applied = common.load_applied(spec, gpu=gpu, all_notes=True)
         pod.follow(applied.spec)
         job = open_job(applied.spec, dry_run=dry_run, out=pod.console)
         if dry_run:
