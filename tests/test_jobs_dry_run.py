@@ -113,8 +113,8 @@ def test_infer_dry_run_of_several_cells_prints_the_sweep_worker(
     assert script == fake.SWEEP_WORKER and accel["num_processes"] == 1
     assert args[0] == "--plan" and Path(args[1]).parent.name == "v1-sweeps"
     assert not (workspace.output_dir / "sample").exists()
-    assert "dry run: the plan outputs/sample/v1-sweeps/" in result.stderr
-    assert "is not written; it would make 2 cells" in result.stderr
+    assert "dry run: one worker process would make 2 cells (its plan file is not written):" in result.stderr
+    assert "  some-lora.safetensors ×1.2 → outputs/sample/v1-some-lora-lm1.2" in result.stderr
 
 
 def test_dry_run_quotes_paths_with_spaces(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
