@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 
+from fplora.check.captions import estimated_tokens
 from fplora.datasets import split
 from fplora.plan import Plan
-from fplora.presets import Choice
+from fplora.presets import Choice, flops
+from fplora.spec.models import width_height
 
 START_S = 120.0  # process start → first step, with sample prompts (74-117 s measured)
 SAMPLE_S = 12.0  # per sample image during training (11.5 s measured, 5 s of it a fixed sleep)
@@ -104,6 +106,8 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
             lines.append(
                 f"estimate: saves at {shown}, then every {first} steps (~{duration(first * step_s)})"
             )
+    if (utilisation := _mfu(plan, choice)) is not None:
+        lines.append(utilisation)
     extra = choice.first_step_extra_s
     compiling = f", ~{extra:.0f} s of compiling ({choice.gpu.upper()})" if choice.compile and extra else ""
     lines.append(
@@ -111,3 +115,46 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
         " save, as measured on an H100 (docs/gpu-e2e.md)"
     )
     return lines
+
+
+def _caption_tokens(plan: Plan) -> int:
+    """The training captions' mean LLaMA tokens (estimated, capped at the encoder's 256), else 20
+    (the GPU harness's captions, which the measured rows used)."""
+    if plan.records is None:
+        return 20
+    training = split.training_records(plan.spec, plan.records)
+    counts = [
+        min(estimated_tokens(record.caption)[0], 256)
+        for index in range(len(plan.spec.datasets))
+        for record in training(index).items
+        if record.caption
+    ]
+    return round(sum(counts) / len(counts)) if counts else 20
+
+
+def _mfu(plan: Plan, choice: Choice) -> str | None:
+    """Model FLOPs utilisation of the estimated s/step against the card's dense bf16 peak
+    (presets/flops.py: the 3x convention, recomputation not counted)."""
+    if choice.s_per_step is None or choice.gpu not in flops.PEAK_BF16:
+        return None
+    spec = plan.spec
+    width, height = width_height(spec.data.resolution)
+    of = spec.one_frame
+    tok = flops.tokens(
+        width,
+        height,
+        len(of.clean_indices),
+        no_post=of.no_post,
+        no_2x=of.no_2x,
+        no_4x=of.no_4x,
+        text_tokens=_caption_tokens(plan),
+    )
+    per_sample = flops.per_sample(tok, lora_dim=spec.train.network.dim).convention
+    rate = choice.batch / choice.s_per_step
+    used = flops.mfu(rate, per_sample, choice.gpu) or 0.0
+    return (
+        f"estimate: model FLOPs utilisation ~{used:.0%} of the {choice.gpu.upper()}'s"
+        f" {flops.PEAK_BF16[choice.gpu] / 1e12:.0f} TFLOP/s dense bf16 ({per_sample / 1e12:.0f} TFLOP"
+        f" per sample at {width}x{height}, {tok.total:,} tokens; forward + backward as 3x the forward,"
+        " recomputation not counted)"
+    )

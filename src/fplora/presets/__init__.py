@@ -93,6 +93,7 @@ def _pinned(spec: Spec) -> tuple[Pinned, bool]:
             else None,
             fp8=(train.fp8_base and train.fp8_scaled) if fp8_written else None,
             compile=train.compile if spec.written(("train", "compile")) else None,
+            split_attn=train.split_attn,
         ),
         split,
     )
@@ -111,6 +112,15 @@ def _describe(choice: Choice) -> str:
 
 def _basis(choice: Choice) -> str:
     peak = f"peak ~{choice.peak_mib:,.0f} of {choice.memory_mib:,} MiB ({choice.headroom:.0%} free)"
+    if choice.expected_peak_mib is not None:  # compiled: its own peak, and the bound that must fit
+        expected = choice.expected_peak_mib
+        free = 1 - expected / choice.memory_mib
+        peak = (
+            f"peak ~{expected:,.0f} of {choice.memory_mib:,} MiB ({free:.0%} free;"
+            f" ~{choice.peak_mib:,.0f} without compile's saving, which must fit at a shape not measured)"
+        )
+    if choice.limit:
+        peak += f"; {choice.limit}"
     if choice.basis == "measured" and choice.row is not None:
         source = table().sources[choice.row.source]
         speed = f", {choice.s_per_step:g} s per micro-step" if choice.s_per_step else ""
@@ -157,6 +167,7 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
             train.fp8_base and train.fp8_scaled,
             shape,
             processes,
+            train.compile,
         )
         notes.append(
             Problem(

@@ -24,6 +24,10 @@ class Pinned:
     gradient_checkpointing: bool | None = None
     fp8: bool | None = None
     compile: bool | None = None
+    # the spec's own split_attn (a preset never sets it): a row run without it serves only specs
+    # without it (batch 1 then crops the caption's padding: less memory and time); a row run with
+    # it serves both, conservatively
+    split_attn: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,15 @@ class Choice:
     row: Row | None = None
     shape: float = 1.0  # per-sample memory and compute against the measured shape
     compile: bool = False  # only where it was measured: the memory model knows nothing of it
+    # the peak to expect: the measured row's own (moved by the model), where `peak_mib` is the bound
+    # that must fit (a compiled row must fit without compile's saving); None: `peak_mib`
+    expected_peak_mib: float | None = None
+    # where the memory model was found off by more than 2 % for these settings (data: model.limits)
+    limit: str | None = None
+
+    @property
+    def expected_peak(self) -> float:
+        return self.peak_mib if self.expected_peak_mib is None else self.expected_peak_mib
 
     @property
     def first_step_extra_s(self) -> float:
@@ -71,19 +84,23 @@ def shape_factor(width: int, height: int, controls: int) -> float:
     return (width * height) / (ref_w * ref_h) * (1 + controls) / (1 + ref_c)
 
 
-def _row_peak(row: Row, batch: int, shape: float, processes: int) -> float:
-    """A measured row's peak, moved to another shape, micro-batch and process count by the model.
+def _row_peak(row: Row, batch: int, shape: float, processes: int) -> tuple[float, float]:
+    """A measured row's peak moved to another shape, micro-batch and process count by the model,
+    and the bound that must fit.
 
-    A compiled row is credited no less than the model's uncompiled peak: compile's saving (11 GB at
-    batch 1 on the H200) was measured at one shape and batch only."""
+    A compiled row moved to another batch or shape is bound by no less than the model's uncompiled
+    peak: compile's saving (11 GB at batch 1 without checkpointing) was measured at one shape and
+    batch only. At its own batch and shape its measured peak is the bound."""
     model = table().model
     assert row.peak_mib is not None
-    peak = row.peak_mib + model.per_sample[row.gradient_checkpointing] * (batch * shape - row.batch)
+    moved = batch * shape - row.batch * row.shape(table().reference)
+    peak = row.peak_mib + model.per_sample[row.gradient_checkpointing] * moved
     if processes > 1 and row.processes == 1:
         peak += model.ddp
     if processes == 1 and row.processes > 1:
         peak -= model.ddp
-    if row.compile:
+    bound = peak
+    if row.compile and (batch, shape) != (row.batch, row.shape(table().reference)):
         uncompiled = model.peak(
             checkpointing=row.gradient_checkpointing,
             batch=batch,
@@ -92,8 +109,8 @@ def _row_peak(row: Row, batch: int, shape: float, processes: int) -> float:
             fp8=row.fp8,
             processes=processes,
         )
-        peak = max(peak, uncompiled)
-    return peak
+        bound = max(peak, uncompiled)
+    return peak, bound
 
 
 def _matches(row: Row, pinned: Pinned) -> bool:
@@ -105,8 +122,10 @@ def _matches(row: Row, pinned: Pinned) -> bool:
         )
         and (pinned.fp8 is None or row.fp8 == pinned.fp8)
         and (pinned.compile is None or row.compile == pinned.compile)
+        and (pinned.split_attn is None or row.split_attn or not pinned.split_attn)
         and not row.options
         and row.superseded is None
+        and not row.unreproduced
     )
 
 
@@ -115,19 +134,30 @@ def _from_rows(
 ) -> Choice | None:
     """The fastest measured configuration that fits: rows are ranked by samples per second."""
     limit = memory * (1 - table().model.headroom)
-    best: Choice | None = None
+    found: list[tuple[float, bool, Choice]] = []  # (rate, measured at this batch and shape, choice)
     for row in table().rows:
-        if row.gpu != gpu or row.peak_mib is None or row.s_per_step is None or not _matches(row, pinned):
+        if (
+            row.gpu != gpu
+            or row.peak_mib is None
+            or row.usable_s_per_step is None
+            or not _matches(row, pinned)
+        ):
             continue
         if row.compile and processes != row.processes:
             continue  # torch.compile under DDP (or alone, from a DDP row) was never run
         fitting = [d for d in divisors(effective) if d <= row.batch]
         batch = pinned.batch if pinned.batch is not None else (fitting[0] if fitting else 1)
-        peak = _row_peak(row, batch, shape, processes)
+        expected, peak = _row_peak(row, batch, shape, processes)
         if peak > limit:
             continue
         # compute grows with the tokens; far from the measured shape, fixed costs dominate: no time
-        s_per_step = row.s_per_step / row.batch * batch * shape if 0.5 <= shape <= 2 else None
+        row_shape = row.shape(table().reference)
+        s_per_step = (
+            row.usable_s_per_step / (row.batch * row_shape) * batch * shape
+            if 0.5 <= shape / row_shape <= 2
+            else None
+        )
+        moved = batch != row.batch or shape != row_shape
         choice = Choice(
             gpu,
             label,
@@ -143,11 +173,32 @@ def _from_rows(
             row,
             shape,
             row.compile,
+            expected if expected != peak else None,
+            _limit(row.gradient_checkpointing, row.split_attn) if moved else None,
         )
-        rate = (row.samples_per_s or 0.0) * (1 if batch == row.batch else 0.999)
-        if best is None or best.row is None or rate > (best.row.samples_per_s or 0.0):
-            best = choice
-    return best
+        found.append(((row.samples_per_s or 0.0) * (0.999 if moved else 1), not moved, choice))
+    # a row measured at the batch chosen beats the same settings scaled from another batch: time is
+    # not linear in the batch where a part of it is per step (block swap: the H100's 8 with swap 20
+    # ran 15.16 s/step, the 16's 23.98 halved says 11.99)
+    exact = {_settings(choice) for _, at, choice in found if at}
+    kept = [(rate, choice) for rate, at, choice in found if at or _settings(choice) not in exact]
+    return max(kept, key=lambda item: item[0])[1] if kept else None
+
+
+def _settings(choice: Choice) -> tuple[object, ...]:
+    return (
+        choice.batch,
+        choice.blocks_to_swap,
+        choice.gradient_checkpointing,
+        choice.fp8,
+        choice.compile,
+        choice.shape,
+    )
+
+
+def _limit(checkpointing: bool, split_attn: bool) -> str | None:
+    found = table().model.limit(checkpointing, split_attn)
+    return None if found is None else f"the memory model is off by {found.error:+.1%} here: {found.why}"
 
 
 def _from_model(
@@ -159,9 +210,15 @@ def _from_model(
     was measured on one GPU only, and its memory is not in the model."""
     model = table().model
     limit = memory * (1 - model.headroom)
+    split = pinned.split_attn is not False
+
+    def margin(checkpointing: bool) -> float:
+        """Where the model was measured to under-predict, the peak it must fit grows by that much."""
+        found = model.limit(checkpointing, split)
+        return 1 + max(found.error, 0.0) if found else 1.0
 
     def swap_for(checkpointing: bool, batch: int, fp8: bool) -> int | None:
-        peak = model.peak(
+        peak = margin(checkpointing) * model.peak(
             checkpointing=checkpointing, batch=batch, swap=0, shape=shape, fp8=fp8, processes=processes
         )
         if pinned.blocks_to_swap is not None:
@@ -171,7 +228,7 @@ def _from_model(
         return swap if peak - swap * model.per_block <= limit and swap <= model.max_blocks_to_swap else None
 
     def make(checkpointing: bool, batch: int, swap: int, fp8: bool) -> Choice:
-        peak = model.peak(
+        peak = margin(checkpointing) * model.peak(
             checkpointing=checkpointing, batch=batch, swap=swap, shape=shape, fp8=fp8, processes=processes
         )
         return Choice(
@@ -188,6 +245,7 @@ def _from_model(
             None,
             None,
             shape,
+            limit=_limit(checkpointing, split),
         )
 
     batches = [pinned.batch] if pinned.batch is not None else divisors(effective)
@@ -230,10 +288,19 @@ def choose(
 
 
 def predicted_peak(
-    checkpointing: bool, batch: int, swap: int, fp8: bool, shape: float, processes: int
+    checkpointing: bool,
+    batch: int,
+    swap: int,
+    fp8: bool,
+    shape: float,
+    processes: int,
+    compile: bool = False,
 ) -> float:
-    """The model's peak for settings as they stand (to warn when a spec's own settings will not fit)."""
+    """The model's peak for settings as they stand (to warn when a spec's own settings will not fit),
+    less compile's measured saving where the spec compiles without checkpointing (shown, never used
+    to decide what fits)."""
     model: Model = table().model
-    return model.peak(
+    peak = model.peak(
         checkpointing=checkpointing, batch=batch, swap=swap, shape=shape, fp8=fp8, processes=processes
     )
+    return peak - (model.compile_saving if compile and not checkpointing else 0.0)

@@ -45,15 +45,53 @@ class Row:
     superseded: str | None = None
     first_step_extra_s: float = 0.0  # step 1 beyond a later step (compiling, H200: 61.6 - 16.1 s, ~45)
     note: str = ""
+    # the shape, where it is not the reference's (the GPU matrix's one- and three-control cells)
+    width: int | None = None
+    height: int | None = None
+    controls: int | None = None
+    split_attn: bool = True  # the presets' rows all ran with it; batch 1 runs without it too
+    # why this row's s/step is not used for estimates or ranking (its peak still is)
+    time_unreliable: str | None = None
+    # reported by an issue, not reproduced by a run whose results are in this repo: shown, never
+    # chosen (issue 12's 17.1 s/step for the memo's settings was 22.4 when run again side by side)
+    unreproduced: bool = False
 
     @property
     def samples_per_s(self) -> float | None:
         return self.batch / self.s_per_step if self.s_per_step else None
 
     @property
+    def usable_s_per_step(self) -> float | None:
+        """The s/step estimates may rely on: None for a time that is not trusted."""
+        return None if self.time_unreliable or self.unreproduced else self.s_per_step
+
+    @property
     def covered_by_model(self) -> bool:
         """Whether the memory model covers this row: compile and other options change the peak."""
         return not self.compile and not self.options
+
+    def shape(self, reference: tuple[int, int, int]) -> float:
+        """Per-sample memory and compute against the reference shape (see choose.shape_factor)."""
+        ref_w, ref_h, ref_c = reference
+        width, height = self.width or ref_w, self.height or ref_h
+        controls = ref_c if self.controls is None else self.controls
+        return (width * height) / (ref_w * ref_h) * (1 + controls) / (1 + ref_c)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Settings where the memory model was checked against a run and missed by more than 2 %:
+    `error` is (measured − modelled) / modelled (negative: the model over-predicts, which is safe)."""
+
+    gradient_checkpointing: bool | None
+    split_attn: bool | None
+    error: float
+    why: str
+
+    def matches(self, checkpointing: bool, split_attn: bool) -> bool:
+        return (self.gradient_checkpointing is None or self.gradient_checkpointing == checkpointing) and (
+            self.split_attn is None or self.split_attn == split_attn
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +106,14 @@ class Model:
     max_blocks_to_swap: int
     measured_swap_up_to: int
     headroom: float
+    limits: tuple[Limit, ...] = ()
+    # what torch.compile saved without checkpointing at batch 1 (H200: 85,757 -> 74,397 MiB); shown
+    # in estimates, never used to decide what fits a card
+    compile_saving: float = 0.0
+
+    def limit(self, checkpointing: bool, split_attn: bool) -> Limit | None:
+        """Where these settings lie past what the model was checked to within 2 %, and by how much."""
+        return next((lim for lim in self.limits if lim.matches(checkpointing, split_attn)), None)
 
     def peak(
         self, *, checkpointing: bool, batch: int, swap: int, shape: float, fp8: bool, processes: int
@@ -117,6 +163,12 @@ def table() -> Table:
             superseded=r.get("superseded"),
             first_step_extra_s=float(r.get("first_step_extra_s", 0.0)),
             note=r.get("note", ""),
+            width=r.get("width"),
+            height=r.get("height"),
+            controls=r.get("controls"),
+            split_attn=bool(r.get("split_attn", True)),
+            time_unreliable=r.get("time_unreliable"),
+            unreproduced=bool(r.get("unreproduced", False)),
         )
         for r in raw["rows"]
     )
@@ -130,6 +182,11 @@ def table() -> Table:
         max_blocks_to_swap=int(m["max_blocks_to_swap"]),
         measured_swap_up_to=int(m["measured_swap_up_to"]),
         headroom=float(m["headroom"]),
+        compile_saving=float(m.get("compile_saving", 0.0)),
+        limits=tuple(
+            Limit(lim.get("gradient_checkpointing"), lim.get("split_attn"), float(lim["error"]), lim["why"])
+            for lim in m.get("limits", ())
+        ),
     )
     ref = raw["reference"]
     return Table(gpus, rows, model, raw["sources"], (ref["width"], ref["height"], ref["control_images"]))
