@@ -46,17 +46,26 @@ in seconds.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import asserts, driver, proc, specs, state, timings
+from harness import asserts, driver, fake, proc, specs, state, timings
 from harness.stages import train
 
 EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
 STEPS = 3  # step 1 (warm-up) is never timed: two steady steps of 16 samples each
 
+# the h200 preset's setting written out, for neighbours that pin one more setting (a preset given a
+# pin it has no row for falls back to its model, which never compiles)
+_COMPILED_B1 = (
+    "data: {batch_size: 1}\ntrain:\n  gradient_accumulation_steps: 16\n  gradient_checkpointing: false\n"
+    "  blocks_to_swap: 0\n  compile: true\n"
+)
 # name -> (what it tries, the lines of `train:` / top-level YAML the variant adds to speedbase.yaml)
 VARIANTS: dict[str, tuple[str, str]] = {
     "memo": (
@@ -101,6 +110,68 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "the h200 preset with flash attention (if flash_attn is installed)",
         "gpu: h200\ntrain:\n  attention: flash_attn\n",
     ),
+    # issue 21's neighbours of the compiled no-recomputation setting (`--matrix`)
+    "nosplit": (
+        "the h200 preset without split_attn: batch 1 then crops the caption's padding (GPU matrix:"
+        " 0.852 against 0.953 s, 80,776 against 85,757 MiB uncompiled on an H200)",
+        "gpu: h200\ntrain:\n  split_attn: false\n",
+    ),
+    "fp8": (
+        "the h200 preset with fp8 base weights (fp8_base + fp8_scaled)",
+        _COMPILED_B1 + "  fp8_base: true\n  fp8_scaled: true\n",
+    ),
+    "b2-swap12c": (
+        "batch 2 x 8, no recomputation, 12 swapped blocks, torch.compile (the H200's neighbour)",
+        _COMPILED_B1.replace("batch_size: 1", "batch_size: 2")
+        .replace("steps: 16", "steps: 8")
+        .replace("blocks_to_swap: 0", "blocks_to_swap: 12"),
+    ),
+    "b1-swap6c": (
+        "batch 1 x 16, no recomputation, 6 swapped blocks, torch.compile (the H100's neighbour: batch 2"
+        " without recomputation is ~141 GB uncompiled, past any swap an H100 allows)",
+        _COMPILED_B1.replace("blocks_to_swap: 0", "blocks_to_swap: 6"),
+    ),
+}
+# musubi.config options a variant sets, which a preset does not: folded rows carry them (never chosen)
+OPTIONS = {
+    "b2-swap12": ["use_pinned_memory_for_block_swap"],
+    "offload": ["gradient_checkpointing_cpu_offload"],
+    "tf32": ["cuda_allow_tf32"],
+    "flash": ["attention flash_attn"],
+}
+# other shapes (issue 21): width, height, control images; each its own data and cache
+SHAPES = {"768x512c1": (768, 512, 1), "640x640c2": (640, 640, 2)}
+SHAPE_VARIANTS = ("memo", "preset", "auto")
+# `--matrix CARD --part N`: every command's stages, each part within a 600 s call on a warm machine
+# (part 1 also sets the machine up: ~260 s on a fresh one). Results accumulate in <root>/speed.json;
+# every part ends with speed-report, so each $OUT/preset_speed.json holds all parts so far.
+_SETUP = ["install?", "weights?", "data?", "cache?"]
+MATRIX = {
+    "h100": [
+        [*_SETUP, "speed-memo", "speed-preset", "speed-report"],
+        ["speed-auto", "speed-nosplit", "speed-fp8", "speed-report"],
+        [
+            "shapes-data?",
+            "shapes-cache?",
+            "speed-preset@768x512c1",
+            "speed-preset@640x640c2",
+            "speed-tf32",
+            "speed-b1-swap6c",
+            "speed-report",
+        ],
+    ],
+    "h200": [
+        [*_SETUP, "speed-memo", "speed-auto", "speed-report"],
+        ["speed-b2-swap12c", "speed-nosplit", "speed-fp8", "speed-report"],
+        [
+            "shapes-data?",
+            "shapes-cache?",
+            "speed-auto@768x512c1",
+            "speed-auto@640x640c2",
+            "speed-tf32",
+            "speed-report",
+        ],
+    ],
 }
 COST_S = 100 + 20 * STEPS  # start-up to step 1 (83 s for the memo's settings on an H200) + ~17 s per step
 
@@ -133,12 +204,102 @@ def write_specs() -> None:
             else body + "train:\n" + steps
         )
         state.CFG.spec(f"speed-{name}").write_text(body)
+        if name in SHAPE_VARIANTS:
+            for shape in SHAPES:
+                state.CFG.spec(f"speed-{name}-{shape}").write_text(_shaped(body, shape))
+
+
+def _shape_data(shape: str) -> Path:
+    return state.CFG.root / f"data-{shape}"
+
+
+def _shaped(body: str, shape: str) -> str:
+    """A variant's spec moved to another shape: its own data, cache and one-frame settings."""
+    width, height, controls = SHAPES[shape]
+    assert "\ndata:" not in body and "\ndatasets:" not in body and "\none_frame:" not in body, body
+    indices = [0, 10][:controls] if controls <= 2 else [0, 2, 10]
+    return body + (
+        f"data:\n  resolution: [{width}, {height}]\n"
+        f"datasets:\n  - jsonl: {_shape_data(shape) / 'metadata-v1.jsonl'}\n"
+        f"    cache_directory: {state.CFG.root / 'cache' / shape}\n    num_repeats: 10\n"
+        f"one_frame:\n  clean_indices: {indices}\n  target_index: 5\n  no_post: true\n"
+    )
+
+
+def stage_shapes_data(stage: dict[str, Any], checks: Any) -> None:
+    """Synthetic records at each other shape (gpu_setup/make_dataset.py, as `data` makes the house's),
+    with control images dropped down to the shape's count."""
+    for shape, (width, height, controls) in SHAPES.items():
+        root = _shape_data(shape)
+        jsonl = root / "metadata-v1.jsonl"
+        if state.CFG.local:
+            lines = []
+            for i in range(state.CFG.records):
+                record = {"image_path": str(root / "images" / f"img{i:03d}.png")}
+                fake.write_png(Path(record["image_path"]), width, height, (40 * i % 256, 90, 160))
+                for c in range(2):
+                    control = root / "control" / f"img{i:03d}_{c}.png"
+                    fake.write_png(control, width, height, (90, 40 * i % 256, 60 * c))
+                    record[f"control_path_{c}"] = str(control)
+                record["caption"] = f"a synthetic test card number {i}, the character changes clothes"
+                lines.append(json.dumps(record))
+            root.mkdir(parents=True, exist_ok=True)
+            jsonl.write_text("\n".join(lines) + "\n")
+        else:
+            argv = [sys.executable, str(state.SETUP / "make_dataset.py"), "--root", str(root)]
+            argv += ["--n", str(state.CFG.records), "--width", str(width), "--height", str(height)]
+            checks.rc(proc.run(stage, argv), what=f"make_dataset.py {shape}")
+        records = [json.loads(x) for x in jsonl.read_text().splitlines() if x] if jsonl.is_file() else []
+        for record in records:
+            for c in range(controls, 2):
+                record.pop(f"control_path_{c}", None)
+        jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+        checks.ok(len(records) == state.CFG.records, f"{shape}: {state.CFG.records} records", len(records))
+    (state.CFG.marks / "shapes-data.ok").write_text("ok\n")
+
+
+def stage_shapes_cache(stage: dict[str, Any], checks: Any) -> None:
+    write_specs()
+    for shape in SHAPES:
+        ran = proc.fplora(stage, "cache", str(state.CFG.spec(f"speed-memo-{shape}")))
+        checks.rc(ran, what=f"fplora cache speed-memo-{shape}.yaml")
+    if not checks.failed:
+        (state.CFG.marks / "shapes-cache.ok").write_text("ok\n")
+
+
+def _settings(version: str, name: str) -> dict[str, Any] | None:
+    """The settings the run used, from the files fplora rendered for it (a preset's choice included)."""
+    folder = state.CFG.configs / version
+    try:
+        config = tomllib.loads((folder / "config.toml").read_text())
+        dataset = tomllib.loads((folder / "dataset.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    general = dataset.get("general", {})
+    first = (dataset.get("datasets") or [{}])[0]
+    width, height = first.get("resolution", general.get("resolution", [0, 0]))
+    indices = first.get("fp_1f_clean_indices", general.get("fp_1f_clean_indices", []))
+    return {
+        "batch": int(first.get("batch_size", general.get("batch_size", 1))),
+        "accumulation": int(config.get("gradient_accumulation_steps", 1)),
+        "blocks_to_swap": int(config.get("blocks_to_swap", 0)),
+        "gradient_checkpointing": bool(config.get("gradient_checkpointing", False)),
+        "fp8": bool(config.get("fp8_base", False) and config.get("fp8_scaled", False)),
+        "compile": bool(config.get("compile", False)),
+        "split_attn": bool(config.get("split_attn", False)),
+        "width": int(width),
+        "height": int(height),
+        "controls": len(indices),
+        "options": OPTIONS.get(name.split("@")[0], []),
+    }
 
 
 def stage_variant(name: str) -> Any:
+    variant, _, shape = name.partition("@")
+
     def run(stage: dict[str, Any], checks: Any) -> None:
         write_specs()
-        version = f"speed-{name}"
+        version = f"speed-{variant}" + (f"-{shape}" if shape else "")
         if name == "flash" and not state.CFG.local:
             probe = proc.run(stage, [sys.executable, "-c", "import flash_attn"])
             if probe.rc != 0:
@@ -146,6 +307,8 @@ def stage_variant(name: str) -> Any:
                 _record(name, {"skipped": stage["skipped"]})
                 return
         train._fresh_run(stage, version)
+        for rendered in ("config.toml", "dataset.toml"):  # the settings are read back from this run's
+            (state.CFG.configs / version / rendered).unlink(missing_ok=True)
         for png in (state.CFG.runs / "sample").glob(f"{state.CFG.output_name(version)}_*.png"):
             png.unlink()  # samples of an earlier run of this stage: judge this run's own
         dry = proc.fplora(stage, "train", str(state.CFG.spec(version)), "--dry-run")
@@ -153,9 +316,18 @@ def stage_variant(name: str) -> Any:
         ran = proc.fplora(stage, "train", str(state.CFG.spec(version)))
         timing = timings.guarded(checks, timings.step_timings, ran, EFFECTIVE)
         stage["timings"] = timing
+        s_step = timing.get("s_per_step")
+        settings = _settings(version, name)
+        each = timing.get("bar_elapsed_s") or {}
         entry = {
-            "what": VARIANTS[name][0],
-            "shape": f"{state.CFG.width}x{state.CFG.height}, {state.CFG.controls} control image(s)",
+            "what": VARIANTS[variant][0] + (f", at {shape}" if shape else ""),
+            "shape": f"{settings['width']}x{settings['height']}, {settings['controls']} control image(s)"
+            if settings
+            else f"{state.CFG.width}x{state.CFG.height}, {state.CFG.controls} control image(s)",
+            "settings": settings,
+            "s_per_micro_batch": round(s_step / settings["accumulation"], 4) if s_step and settings else None,
+            "start_to_step1_s": timing.get("start_to_step1_s"),
+            "bar_elapsed_s": each,
             "rc": ran.rc,
             "s_per_step": timing.get("s_per_step"),
             "samples_per_s": timing.get("samples_per_s"),
@@ -168,7 +340,7 @@ def stage_variant(name: str) -> Any:
             "oom": any("out of memory" in text.lower() for _, text in ran.lines),
         }
         _record(name, entry)
-        if name in ("memo", "preset", "sampled"):
+        if name in ("memo", "preset", "auto", "sampled"):
             checks.rc(ran, what=f"fplora train {version}.yaml")
             checks.ok(entry["samples_per_s"], f"{version}: samples/s measured", timing.get("bar_elapsed_s"))
         if name == "sampled":  # the compiled DiT also samples, under no_grad and at another shape
@@ -221,7 +393,40 @@ def stage_report(stage: dict[str, Any], checks: Any) -> None:
         ratio = auto.get("ratio_to_memo")
         stage["goal_auto_2x"] = bool(ratio and ratio >= 2.0 and auto["within_5pct_headroom"])
         stage["auto_chose"] = auto.get("preset_lines")
-    (state.CFG.out / "preset_speed.json").write_text(json.dumps(rows, indent=1))
+    names = state.SUMMARY.get("gpu_names") or ["no GPU (local fake)"]
+    result = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "card": names[0],
+        "versions": _versions(),
+        "command": " ".join(["benchmarks/preset_speed.py", *sys.argv[1:]]),
+        "goals": {k: stage.get(k) for k in ("goal_1_3x", "goal_auto_2x", "auto_chose")},
+        "variants": rows,
+    }
+    (state.CFG.out / "preset_speed.json").write_text(json.dumps(result, indent=1))
+
+
+def _versions() -> dict[str, str]:
+    """torch, accelerate, transformers, bitsandbytes and triton in the Python that trains, the
+    musubi-tuner commit fplora pins, and fplora's own commit; kept in the root for later commands."""
+    kept = state.CFG.root / "versions.json"
+    if kept.is_file():
+        return dict(json.loads(kept.read_text()))
+    names = ["torch", "accelerate", "transformers", "bitsandbytes", "triton"]
+    probe = (
+        "import importlib.metadata as m, json\n"
+        "def v(n):\n    try:\n        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n        return None\n"
+        f"print(json.dumps({{n: v(n) for n in {names!r}}}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    found = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else {}
+    versions = {k: v for k, v in found.items() if v}
+    versions["musubi-tuner"] = "30c658c4"
+    commit = Path(__file__).resolve().parents[1] / "COMMIT"
+    if commit.is_file():
+        versions["fplora"] = commit.read_text().strip()[:12]
+    kept.write_text(json.dumps(versions))
+    return versions
 
 
 def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
@@ -235,9 +440,46 @@ def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
         checks.ok(seen, "doctor sees the GPU", text[-400:])
 
 
+def _matrix(argv: list[str]) -> list[str]:
+    """`--matrix CARD --part N` replaced by that part's stages (`--matrix CARD` alone: all parts)."""
+    if "--matrix" not in argv:
+        return argv
+    at = argv.index("--matrix")
+    card = argv[at + 1]
+    rest = argv[:at] + argv[at + 2 :]
+    if card not in MATRIX:
+        raise SystemExit(f"--matrix {card}: one of {', '.join(MATRIX)}")
+    parts = MATRIX[card]
+    if "--part" in rest:
+        p = rest.index("--part")
+        chosen = [parts[int(rest[p + 1]) - 1]]
+        rest = rest[:p] + rest[p + 2 :]
+    else:
+        chosen = parts
+    return rest + [stage for part in chosen for stage in part]
+
+
+def _done(mark: str) -> Any:
+    return lambda: (state.CFG.marks / mark).is_file()
+
+
 def main() -> int:
     driver.add({f"speed-{name}": state.Stage(stage_variant(name), COST_S) for name in VARIANTS})
-    driver.add({"speed-report": state.Stage(stage_report, 0), "doctor": state.Stage(stage_doctor, 60)})
+    shaped = {
+        f"speed-{v}@{shape}": state.Stage(stage_variant(f"{v}@{shape}"), COST_S)
+        for v in SHAPE_VARIANTS
+        for shape in SHAPES
+    }
+    driver.add(shaped)
+    driver.add(
+        {
+            "speed-report": state.Stage(stage_report, 0),
+            "doctor": state.Stage(stage_doctor, 60),
+            "shapes-data": state.Stage(stage_shapes_data, 30, _done("shapes-data.ok")),
+            "shapes-cache": state.Stage(stage_shapes_cache, 150, _done("shapes-cache.ok")),
+        }
+    )
+    sys.argv[1:] = _matrix(sys.argv[1:])
     return driver.main(__doc__ or "")
 
 
