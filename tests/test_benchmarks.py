@@ -156,3 +156,49 @@ def test_a_lanes_peak_memory_is_its_own_gpus(monkeypatch: pytest.MonkeyPatch, tm
         harness.driver.finish(stage, 0.0)
         assert stage["peak_MiB"] == peak
         assert stage["peak_MiB_per_gpu"] == {"0": 60953, "1": 27805}
+
+
+def test_the_preset_matrix_runs_every_part_and_folds_into_the_measurements(tmp_path: Path) -> None:
+    """`preset_speed.py --matrix h100` (all three parts, against the fake): every variant records the
+    settings fplora resolved for it, and fold_speed.py turns the results into measurements.json rows
+    that the presets' table reads back."""
+    import json
+
+    root = tmp_path / "r"
+    argv = [sys.executable, str(REPO / "benchmarks" / "preset_speed.py"), "--local-fake", "--root", str(root)]
+    done = subprocess.run(
+        [*argv, "install", "weights", "data", "cache", "--matrix", "h100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    result = json.loads((root / "out" / "preset_speed.json").read_text())
+    assert {"date", "card", "versions", "command", "variants"} <= set(result)
+    variants = result["variants"]
+    assert set(variants) >= {"memo", "preset", "auto", "nosplit", "fp8", "tf32", "b1-swap6c"}
+    assert set(variants) >= {"preset@768x512c1", "preset@640x640c2"}
+    shaped = variants["preset@768x512c1"]["settings"]
+    assert (shaped["width"], shaped["height"], shaped["controls"]) == (768, 512, 1)
+    assert (shaped["batch"], shaped["accumulation"], shaped["compile"]) == (1, 16, True)
+    assert variants["nosplit"]["settings"]["split_attn"] is False
+    assert variants["fp8"]["settings"]["fp8"] and variants["fp8"]["settings"]["compile"]
+    assert variants["tf32"]["settings"]["options"] == ["cuda_allow_tf32"]
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import fold_speed
+    finally:
+        sys.path.pop(0)
+    result["card"] = "NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04"
+    data = json.loads(fold_speed.MEASUREMENTS.read_text(encoding="utf-8"))
+    folded, left = fold_speed.fold(data, result)
+    new = [row for row in folded["rows"] if row["source"] == fold_speed.source_name(result)]
+    assert len(new) == len(variants) and not left
+    assert all(row["gpu"] == "h100-80g" and row["s_per_step"] for row in new)
+    assert {(row.get("width"), row.get("controls")) for row in new} >= {(768, 1), (640, None)}
+    assert json.loads(fold_speed.dumps(folded)) == folded  # one row per line, same data
+    again, _ = fold_speed.fold(folded, result)
+    assert len(again["rows"]) == len(folded["rows"])  # folding twice replaces, never duplicates
