@@ -23,6 +23,16 @@ caches and runs are made at that shape; the weights in /tmp/models are shared:
     python3 benchmarks/preset_speed.py --root /tmp/fpe2e-768x512 --shape 768x512 --controls 1 \\
         --deadline 560 install? weights? data? cache? speed-memo speed-auto speed-report
 
+Issue 21's measurement on one card, in three commands on a warm machine (docs/presets.md, "What is
+left for a GPU session"): the house settings, `gpu: auto`, the compiled no-recomputation setting and
+its neighbours, and two other shapes (768x512 with one control, 640x640), each part within 600 s:
+
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 --matrix h100 --part 1 2>&1 | tee $OUT/console.log
+
+(then `--part 2` and `--part 3`; `--matrix h200` for the H200). `$OUT/preset_speed.json` then holds the
+date, card, versions and every variant's resolved settings; `benchmarks/fold_speed.py` folds it into
+`src/fplora/presets/measurements.json`.
+
 It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo

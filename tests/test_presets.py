@@ -532,3 +532,17 @@ def test_an_issue_report_is_shown_but_never_chosen() -> None:
     choice = choose("h100-80g", info.label, info.memory_mib, effective=16, shape=1.0)
     assert choice is not None and not choice.compile and choice.row is not None
     assert choice.row.source == "gpu-e2e-2026-11-25"
+
+
+def test_evaluation_and_sweeps_take_the_cards_compile_and_swap(project) -> None:
+    """`eval` and `infer` load the spec through the preset as `train` does: on an H200 evaluation
+    compiles (7.6 s per checkpoint against 11.7 eager, docs/eval.md) and generate swaps no block (one
+    process for a whole sweep); on an H100, with no compiled row measured, evaluation stays eager."""
+    from fplora.jobs.eval import compiles
+    from fplora.render.commands import infer_blocks_to_swap
+
+    for gpu, compiled in (("h200", True), ("h100-80g", False)):
+        text = MEMO + "eval: {records: [1]}\n"
+        spec = apply(_spec(project, text), gpu).spec
+        assert compiles(spec) is compiled, gpu
+        assert infer_blocks_to_swap(spec) == 0, gpu
