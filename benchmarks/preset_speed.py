@@ -27,7 +27,8 @@ Issue 21's measurement on one card, in three commands on a warm machine (docs/pr
 left for a GPU session"): the house settings, `gpu: auto`, the compiled no-recomputation setting and
 its neighbours, and two other shapes (768x512 with one control, 640x640), each part within 600 s:
 
-    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 --matrix h100 --part 1 2>&1 | tee $OUT/console.log
+    set -o pipefail; python3 benchmarks/preset_speed.py --deadline 560 --matrix h100 --part 1 \\
+        2>&1 | tee $OUT/console.log
 
 (then `--part 2` and `--part 3`; `--matrix h200` for the H200). `$OUT/preset_speed.json` then holds the
 date, card, versions and every variant's resolved settings; `benchmarks/fold_speed.py` folds it into
