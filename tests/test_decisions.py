@@ -13,6 +13,7 @@ import pytest
 from fplora.jobs.resume import resume_point
 from fplora.musubi import names
 from fplora.problems import UserError
+from fplora.runs.catalogue import Catalogue
 from fplora.runs.loras import choose_loras
 from fplora.runs.manifest import Manifest, Segment
 from fplora.spec import load_spec
@@ -65,12 +66,18 @@ def _manifest(spec: Spec, *offsets: int) -> Manifest:
     return manifest
 
 
+def _catalogue(spec: Spec, *offsets: int) -> Catalogue:
+    """The run as a command reads it, after its manifest is written with these segments."""
+    _manifest(spec, *offsets)
+    return Catalogue.of(spec)
+
+
 def test_latest_state_of_a_resumed_run_is_at_its_global_step(project) -> None:
     spec = _spec(project)
     _save(spec, spec.output_name, 2)
     _save(spec, f"{spec.output_name}-r1", 1)
-    manifest = _manifest(spec, 0, 2)
-    point = resume_point(spec, manifest, "latest")
+    _manifest(spec, 0, 2)
+    point = resume_point(spec, Catalogue.of(spec), "latest")
     assert point.path.name == names.state_step_dir(f"{spec.output_name}-r1", 1)
     assert (point.step, point.notes) == (3, [])
 
@@ -79,7 +86,7 @@ def test_resuming_an_older_state_notes_the_branch(project) -> None:
     spec = _spec(project)
     _save(spec, spec.output_name, 2)
     _save(spec, spec.output_name, 4)
-    point = resume_point(spec, _manifest(spec, 0), "step2")
+    point = resume_point(spec, _catalogue(spec, 0), "step2")
     assert point.step == 2
     assert [n.severity for n in point.notes] == ["note"]
     assert "trains steps 3–4 again in a new segment" in point.notes[0].message
@@ -88,33 +95,33 @@ def test_resuming_an_older_state_notes_the_branch(project) -> None:
 def test_a_changed_network_dim_is_refused_other_changes_noted(project) -> None:
     spec = _spec(project)
     _save(spec, spec.output_name, 2)
-    manifest = _manifest(spec, 0)
+    _manifest(spec, 0)
     changed = _spec(project, "train:\n  network: {dim: 64}\n")
     with pytest.raises(UserError) as refused:
-        resume_point(changed, manifest, "latest")
+        resume_point(changed, Catalogue.of(changed), "latest")
     assert [p.key for p in refused.value.problems] == ["train.network.dim"]
     lr = _spec(project, "train:\n  optimizer: {learning_rate: 0.5}\n")
-    point = resume_point(lr, manifest, "latest")
+    point = resume_point(lr, Catalogue.of(lr), "latest")
     assert "train.optimizer.learning_rate" in point.notes[0].message
 
 
 def test_another_process_count_is_refused(project) -> None:
     spec = _spec(project)
     _save(spec, spec.output_name, 2)
-    manifest = _manifest(spec, 0)
+    _manifest(spec, 0)
     two = _spec(project, "launch: {num_processes: 2}\n")
     with pytest.raises(UserError) as refused:
-        resume_point(two, manifest, "latest")
+        resume_point(two, Catalogue.of(two), "latest")
     assert refused.value.problems[-1].key == "launch.num_processes"
 
 
 def test_a_dry_run_names_the_future_state_in_a_note(project) -> None:
     spec = _spec(project)
-    point = resume_point(spec, None, "step2", dry_run=True)
+    point = resume_point(spec, Catalogue.of(spec), "step2", dry_run=True)
     assert point.path.name == names.state_step_dir(spec.output_name, 2)
     assert point.notes[0].message.startswith("dry run: ")
     with pytest.raises(UserError):
-        resume_point(spec, None, "step2")
+        resume_point(spec, Catalogue.of(spec), "step2")
 
 
 def test_loras_resolve_each_once_with_a_note_for_twins(project) -> None:

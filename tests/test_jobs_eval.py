@@ -15,6 +15,7 @@ import pytest
 from fakes import fake
 from fakes.fixtures import Workspace
 
+from fplora.protocol import eval as protocol
 from fplora.runs import evaluation
 
 pytest_plugins = ["fakes.fixtures"]
@@ -160,7 +161,7 @@ def test_the_protocol_constants_match_the_worker() -> None:
 
     sys.modules[spec.name] = worker
     spec.loader.exec_module(worker)
-    assert worker.PROTOCOL == evaluation.PROTOCOL and worker.EVENT_PREFIX == evaluation.EVENT_PREFIX
+    assert worker.PROTOCOL == protocol.PROTOCOL and worker.EVENT_PREFIX == protocol.EVENT_PREFIX
 
 
 def test_a_dry_run_prints_the_worker_command_and_writes_no_plan(workspace: Workspace) -> None:

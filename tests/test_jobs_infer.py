@@ -593,3 +593,29 @@ def test_several_prompts_on_a_swapping_dit_go_through_the_worker(trained: Worksp
     assert result.exit_code == 0, result.output
     assert len(trained.calls("fpack_generate_video")) == 2  # the --no-sweep run above, and this one
     assert "loses every prompt" not in result.stderr
+
+
+def test_one_infer_reads_the_run_folder_once(trained: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several words (a selection, latest, a step), the lock, the foreign-run note and the folders'
+    checks are all answered by one catalogue: the folder is listed and the manifest read once."""
+    from fplora.runs import catalogue
+    from fplora.runs.manifest import Manifest
+
+    reads: list[str] = []
+    scan, load, holder = catalogue.scan, Manifest.load.__func__, catalogue.holder  # type: ignore[attr-defined]
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            reads.append(name)
+            return real(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(catalogue, "scan", counted("scan", scan))
+    monkeypatch.setattr(catalogue, "holder", counted("lock", holder))
+    monkeypatch.setattr(Manifest, "load", classmethod(counted("manifest", load)))
+    words = ("--lora", "step1..step2", "--lora", "latest", "--lora", "step3")
+    result = trained.cli("infer", str(trained.spec_path), *words, "--no-sweep")
+    assert result.exit_code == 0, result.output
+    assert len(trained.calls("fpack_generate_video")) == 4
+    assert sorted(reads) == ["lock", "manifest", "scan"]

@@ -21,7 +21,7 @@ import pytest
 from fakes import fake
 from fakes.fixtures import Workspace
 
-from fplora.runs import sweep as protocol
+from fplora.protocol import sweep as protocol
 
 pytest_plugins = ["fakes.fixtures"]
 

@@ -14,6 +14,7 @@ from fakes.fixtures import Workspace
 from fplora import plan
 from fplora.jobs.resume import resume_point
 from fplora.problems import UserError
+from fplora.runs.catalogue import Catalogue
 from fplora.runs.manifest import Manifest, Segment
 from fplora.spec import load_spec
 from fplora.spec.learning_rate import derive, number
@@ -94,8 +95,8 @@ def test_check_render_and_dry_run_print_the_derivation(workspace: Workspace) -> 
     assert config["learning_rate"] == pytest.approx(2e-3)
 
 
-def _manifest_with_rate(spec_text_spec, rate: float) -> Manifest:
-    spec = spec_text_spec
+def _run_with_rate(spec, rate: float) -> Catalogue:
+    """The run as a command reads it, its manifest saying the first segment trained at `rate`."""
     manifest = Manifest(output_name=spec.output_name, spec=str(spec.path), fplora_version="test")
     manifest.segments.append(
         Segment(
@@ -104,7 +105,8 @@ def _manifest_with_rate(spec_text_spec, rate: float) -> Manifest:
             rendered={"configs/v1/config.toml": f"learning_rate = {rate}\n"},
         )
     )
-    return manifest
+    manifest.save(spec.train.output_dir)
+    return Catalogue.of(spec)
 
 
 def _state(spec) -> None:
@@ -117,11 +119,11 @@ def test_resume_refuses_a_rate_that_moved_with_the_batch(project) -> None:
     because the batch did would be written to config.toml and wandb but never applied."""
     before = load_spec(project("data: {batch_size: 4}\ntrain:\n  optimizer: {tuned_at_batch: 4}\n"))
     _state(before)
-    manifest = _manifest_with_rate(before, derive(before).value)
-    assert resume_point(before, manifest, "latest").step == 2
+    run = _run_with_rate(before, derive(before).value)
+    assert resume_point(before, run, "latest").step == 2
     bigger = load_spec(project("data: {batch_size: 16}\ntrain:\n  optimizer: {tuned_at_batch: 4}\n"))
     with pytest.raises(UserError) as refused:
-        resume_point(bigger, manifest, "latest")
+        resume_point(bigger, run, "latest")
     problem = refused.value.problems[-1]
     assert problem.key == "train.optimizer.tuned_at_batch"
     assert (
@@ -134,20 +136,20 @@ def test_resume_keeps_the_rate_when_the_split_changes_but_not_the_effective_batc
     """A GPU preset (or the user) may trade batch for accumulation: same effective batch, same rate."""
     before = load_spec(project("data: {batch_size: 16}\ntrain:\n  optimizer: {tuned_at_batch: 4}\n"))
     _state(before)
-    manifest = _manifest_with_rate(before, derive(before).value)
+    run = _run_with_rate(before, derive(before).value)
     split = load_spec(
         project(
             "data: {batch_size: 4}\ntrain:\n  gradient_accumulation_steps: 4\n  optimizer: {tuned_at_batch: 4}\n"
         )
     )
-    point = resume_point(split, manifest, "latest")
+    point = resume_point(split, run, "latest")
     assert "train.optimizer" not in " ".join(n.message for n in point.notes)
 
 
 def test_resume_with_a_rewritten_rate_is_the_users_decision(project) -> None:
     before = load_spec(project("data: {batch_size: 4}\ntrain:\n  optimizer: {tuned_at_batch: 4}\n"))
     _state(before)
-    manifest = _manifest_with_rate(before, derive(before).value)
+    run = _run_with_rate(before, derive(before).value)
     rewritten = load_spec(project("data: {batch_size: 4}\ntrain:\n  optimizer: {learning_rate: 5.0e-4}\n"))
-    point = resume_point(rewritten, manifest, "latest")
+    point = resume_point(rewritten, run, "latest")
     assert "train.optimizer.learning_rate" in point.notes[0].message

@@ -13,8 +13,8 @@ import pytest
 from fakes.fixtures import Workspace
 from PIL import Image
 
-from fplora.runs import tfevents
-from fplora.runs.curves import AVERAGE, RAW, curves_of, ema
+from fplora.curves import tfevents
+from fplora.curves.loss import AVERAGE, RAW, curves_of, ema
 from fplora.runs.manifest import Manifest
 from fplora.spec import load_spec
 

@@ -235,6 +235,7 @@ def sweep_args(work: Path) -> None:
 def _score(work: Path, dataset_config: Path, name: str, compile_dit: bool = False) -> dict[str, float]:
     """The evaluation worker through `accelerate launch`, with fplora's argv and plan (untrained and
     the two LoRAs, every noise level) on `dataset_config`: each checkpoint's loss, by label."""
+    from fplora.protocol import eval as eval_protocol
     from fplora.render import commands
     from fplora.runs import evaluation
 
@@ -244,7 +245,7 @@ def _score(work: Path, dataset_config: Path, name: str, compile_dit: bool = Fals
         {"id": f"k{i}", "label": lora.stem, "lora": str(lora)} for i, lora in enumerate(_loras(work), 1)
     ]
     plan = {
-        "protocol": evaluation.PROTOCOL,
+        "protocol": eval_protocol.PROTOCOL,
         "config_file": str(paths.config),
         "dataset_config": str(dataset_config),
         "timesteps": list(spec.eval.timesteps),
@@ -257,7 +258,7 @@ def _score(work: Path, dataset_config: Path, name: str, compile_dit: bool = Fals
     log = work / "logs" / f"{name}.log"
     log.unlink(missing_ok=True)
     code = _run(commands.eval_worker(spec, sys.executable, plan_file), log)
-    events = _events(log, evaluation.parse_event)
+    events = _events(log, eval_protocol.parse_event)
     done = {e["id"]: e["loss"] for e in events if e["event"] == "checkpoint_done"}
     failed = [e["error"] for e in events if e["event"] in ("checkpoint_failed", "error")]
     if code != 0 or failed or len(done) != len(checkpoints):
@@ -345,8 +346,8 @@ def _seeds(work: Path) -> list[int]:
 def sweep(work: Path) -> None:
     """The sweep worker through `accelerate launch`, with fplora's argv and plan: 2 LoRAs x 2
     multipliers x 2 prompts, every cell writes each prompt's latent and image."""
+    from fplora.protocol import sweep as protocol
     from fplora.render import commands
-    from fplora.runs import sweep as protocol
 
     job = _job(work)
     cells = _cells(work, "sweep")

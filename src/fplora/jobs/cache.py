@@ -45,7 +45,6 @@ from fplora.musubi.names import latent_cache_stem
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, dataset_dict, header
-from fplora.runs.lock import holder, lock_path
 from fplora.spec.models import Spec
 
 DRY_RUN = "dry-run"
@@ -137,7 +136,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     costs GPU minutes); `rebuild` computes every record's entries again and replaces them.
     """
     spec = job.plan.spec
-    running = holder(lock_path(spec.train.output_dir, spec.output_name))
+    running = job.run.training_pid
     if running is not None and not job.dry_run:
         raise UserError(
             Problem(

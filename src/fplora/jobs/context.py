@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +33,7 @@ from fplora.check import check_spec
 from fplora.datasets.records import RecordCache
 from fplora.plan import Plan
 from fplora.problems import Problem, UserError, display_path
+from fplora.runs.catalogue import Catalogue
 from fplora.runtime import ensure_musubi, needed_modules, python_for
 from fplora.spec.models import Spec
 
@@ -44,6 +46,11 @@ class Job:
     python: str
     console: Console  # stderr: progress and messages; stdout stays for dry-run commands
     dry_run: bool = False
+
+    @cached_property
+    def run(self) -> Catalogue:
+        """The spec's run folder, read once for this command (segments, checkpoints, scores, lock)."""
+        return Catalogue.of(self.plan.spec)
 
     def show(self, argv: Sequence[str]) -> None:
         """Print a command: on stdout alone for --dry-run, as a note on stderr otherwise."""

@@ -27,9 +27,10 @@ from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
 from fplora.jobs.tracking import log_eval, logs_to_wandb
 from fplora.problems import Problem, UserError, display_path, note
+from fplora.protocol import eval as protocol
 from fplora.render import commands
 from fplora.runs import evaluation
-from fplora.runs.checkpoints import Checkpoint, find
+from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.evaluation import UNTRAINED, Band, EvalFile, Point
 from fplora.runs.loras import choose_loras, same_lora
 from fplora.runs.manifest import now
@@ -107,7 +108,7 @@ class _Eval:
     ready_s: float | None = None
 
     def on_line(self, line: str) -> None:
-        event = evaluation.parse_event(line)
+        event = protocol.parse_event(line)
         if event is None:
             return
         kind = event.get("event")
@@ -199,11 +200,11 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
                     ),
                 ]
             )
-    words = words_for(loras, find(out, name))
-    choice = choose_loras(spec, words, dry_run=job.dry_run) if words else None
+    words = words_for(loras, job.run.checkpoints)
+    choice = choose_loras(spec, words, dry_run=job.dry_run, run=job.run) if words else None
     job.report(choice.notes if choice else [])
     setup = setup_of(spec, caches.fingerprints(scored))
-    old = evaluation.load(out, name)
+    old = job.run.scores
     todo: list[tuple[Checkpoint | None, dict[str, Any] | None]] = []
     if untrained:
         todo.append((None, None))
@@ -238,7 +239,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
         return 0
     ids = {f"k{i}": item for i, item in enumerate(todo)}
     plan = {
-        "protocol": evaluation.PROTOCOL,
+        "protocol": protocol.PROTOCOL,
         "config_file": str(job.plan.paths.config),
         "dataset_config": str(job.plan.paths.eval_dataset),
         "timesteps": list(spec.eval.timesteps),

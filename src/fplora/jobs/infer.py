@@ -33,7 +33,7 @@ from fplora.runs.infer_folders import (
     write_record,
 )
 from fplora.runs.loras import Choice, choose_loras
-from fplora.runs.manifest import foreign_run_note, now
+from fplora.runs.manifest import now
 
 
 def command_line(spec: Path, loras: list[str], multipliers: list[float]) -> str:
@@ -166,9 +166,9 @@ def run_infer(
     cells already made (`redo` makes them again): separate runs are the comparison, and run as asked."""
     spec = job.plan.spec
     check_captions(job, strict=strict_captions)
-    foreign = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
+    foreign = job.run.foreign_note(spec.path)
     job.report([foreign] if foreign else [])
-    choice = choose_loras(spec, loras, dry_run=job.dry_run)
+    choice = choose_loras(spec, loras, dry_run=job.dry_run, run=job.run)
     job.report(choice.notes)
     pairs = _pairs(job, choice, multipliers)
     job.report(_check_folders(pairs))

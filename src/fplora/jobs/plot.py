@@ -19,9 +19,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fplora.curves.loss import Curves, curves_of, ema
 from fplora.jobs import output
 from fplora.problems import Problem, UserError
-from fplora.runs.curves import Curves, curves_of, ema
 from fplora.spec.models import Spec
 from fplora.writable import write_problem
 

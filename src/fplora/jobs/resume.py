@@ -14,7 +14,8 @@ from typing import Any
 
 from fplora.musubi.names import STATE_STEP_SUFFIX
 from fplora.problems import Problem, UserError, display_path, note
-from fplora.runs.checkpoints import Checkpoint, expected, find, resolve
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.manifest import Manifest
 from fplora.spec.learning_rate import derive, number
 from fplora.spec.models import Spec
@@ -29,15 +30,11 @@ class ResumePoint:
     notes: list[Problem] = field(default_factory=list)
 
 
-def _branch_note(spec: Spec, state: Checkpoint) -> Problem | None:
+def _branch_note(run: Catalogue, state: Checkpoint) -> Problem | None:
     """A resume that starts a second line of training over steps the run already has."""
     if state.step is None:
         return None
-    later = [
-        found.step
-        for found in find(spec.train.output_dir, spec.output_name)
-        if found.step is not None and found.step > state.step
-    ]
+    later = [found.step for found in run.checkpoints if found.step is not None and found.step > state.step]
     if not later:
         return None
     return note(
@@ -136,14 +133,14 @@ def _learning_rate_problem(spec: Spec, manifest: Manifest, index: int) -> Proble
     )
 
 
-def resume_point(spec: Spec, manifest: Manifest | None, which: str, *, dry_run: bool = False) -> ResumePoint:
+def resume_point(spec: Spec, run: Catalogue, which: str, *, dry_run: bool = False) -> ResumePoint:
     """The state to resume from, the global step it holds, and notes; refuses (UserError) what
     musubi-tuner could not load. A dry run before training names the state that step will have."""
-    out, name = spec.train.output_dir, spec.output_name
+    manifest = run.manifest
     try:
-        state = resolve(out, name, which, "state")
+        state = run.resolve(which, "state")
     except UserError:
-        future = expected(out, name, which, "state") if dry_run else None
+        future = run.expected(which, "state") if dry_run else None
         if future is None or future.step is None:
             raise
         return ResumePoint(
@@ -167,7 +164,7 @@ def resume_point(spec: Spec, manifest: Manifest | None, which: str, *, dry_run: 
                 " optimizer start this run (a warm start)"
             )
         )
-    notes += [found] if (found := _branch_note(spec, state)) else []
+    notes += [found] if (found := _branch_note(run, state)) else []
     step = state.step
     if step is None:
         match = STATE_STEP_SUFFIX.search(state.path.name)

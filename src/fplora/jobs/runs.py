@@ -6,8 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fplora.jobs import output
-from fplora.runs import evaluation
-from fplora.runs.manifest import foreign_run_note
+from fplora.runs.catalogue import Catalogue
 from fplora.runs.summary import steps_text, summarise
 from fplora.spec.models import Spec
 
@@ -17,9 +16,10 @@ COLUMNS = ("segment", "global steps", "status", "last loss", "LoRAs at step", "s
 def run_runs(spec: Spec) -> int:
     """Print the run's table (stdout) and what kept it from being whole (stderr); 1 when a file of
     the run could not be read."""
-    note = foreign_run_note(spec.train.output_dir, spec.output_name, spec.path)
+    run = Catalogue.of(spec)
+    note = run.foreign_note(spec.path)
     output.problems([note] if note else [])
-    rows, unreadable = summarise(spec)
+    rows, unreadable = summarise(run)
     output.problems(unreadable)  # then the table: what the run's files still show
     where = output.shown(spec.train.output_dir)
     if not any(row.loras or row.states or row.segment.started for row in rows):
@@ -43,15 +43,15 @@ def run_runs(spec: Spec) -> int:
     if not console.is_terminal:
         console.width = 160  # piped or captured: don't squeeze the table into 80 columns
     console.print(table)
-    best = best_line(spec)
+    best = best_line(run)
     if best:
         console.print(best, highlight=False, soft_wrap=True)
     return 1 if unreadable else 0
 
 
-def best_line(spec: Spec) -> str:
+def best_line(run: Catalogue) -> str:
     """Under the table: the best evaluation step, what `--lora best` takes ("" when none)."""
-    scores = evaluation.load(spec.train.output_dir, spec.output_name)
+    scores = run.scores
     best = scores.best() if scores else None
     if scores is None or best is None:
         return ""

@@ -28,11 +28,12 @@ from fplora.atomic import write_atomic
 from fplora.jobs.context import Job, log_tail, timestamp, worker_progress
 from fplora.musubi.names import GENERATE_OUTPUTS, GenerateOutput
 from fplora.problems import display_path, note
+from fplora.protocol.sweep import cell_id, parse_event, plan_json
 from fplora.render import commands
 from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header, save_root, write_record
 from fplora.runs.loras import describe
 from fplora.runs.manifest import now
-from fplora.runs.sweep import SWEEP_DIR_SUFFIX, cell_id, judge, parse_event, plan_json, produced
+from fplora.runs.sweep import SWEEP_DIR_SUFFIX, judge, produced
 from fplora.runtime import worker_commit
 
 

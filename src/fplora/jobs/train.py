@@ -24,9 +24,10 @@ from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import commands, tracker
 from fplora.render import files as render_files
-from fplora.runs.checkpoints import find, run_files
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.checkpoints import run_files
 from fplora.runs.lock import lock_path, locked
-from fplora.runs.manifest import Manifest, Segment, foreign_run_note, now
+from fplora.runs.manifest import Manifest, Segment, now
 from fplora.runtime import gpu_problem
 
 
@@ -55,10 +56,10 @@ class Prepared:
     tracker: tuple[Path, str] | None = None  # a resumed segment's wandb run file, written at its start
 
 
-def _leftovers(out: Path, name: str) -> list[Path]:
+def _leftovers(run: Catalogue) -> list[Path]:
     """Files of a run that never saved a checkpoint or state (it failed early): safe to set aside."""
-    existing = run_files(out, name)
-    if existing and not find(out, name):
+    existing = run_files(run.output_dir, run.output_name)
+    if existing and not run.checkpoints:
         return existing
     return []
 
@@ -67,10 +68,11 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
     """Everything that can refuse a training, before any GPU work (`--cache` runs after this)."""
     spec, paths = job.plan.spec, job.plan.paths
     out, name = spec.train.output_dir, spec.output_name
-    manifest = Manifest.load(out, name)
+    run = job.run
+    manifest = run.manifest
     leftovers: list[Path] = []
     if resume is None:
-        leftovers = _leftovers(out, name)
+        leftovers = _leftovers(run)
         existing = run_files(out, name)
         if existing and not leftovers:
             raise UserError(
@@ -86,9 +88,9 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
             manifest = None  # the failed start is set aside, not continued
         resume_path, offset, index = None, 0, 0
     else:
-        foreign = foreign_run_note(out, name, spec.path)
+        foreign = run.foreign_note(spec.path)
         job.report([foreign] if foreign else [])
-        point = resume_point(spec, manifest, resume, dry_run=job.dry_run)
+        point = resume_point(spec, run, resume, dry_run=job.dry_run)
         job.report(point.notes)
         resume_path, offset = point.path, point.step
         index = len(manifest.segments) if manifest else 1
@@ -106,7 +108,7 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
     if manifest is None:
         manifest = _new_manifest(job)
         if index:
-            # resuming a run trained without fplora: record it as segment 0 (what `segments_of`
+            # resuming a run trained without fplora: record it as segment 0 (what `Catalogue.segments`
             # assumes for it), or its checkpoints would vanish from step resolution after this one
             manifest.segments.append(Segment(output_name=name, num_processes=spec.launch.num_processes))
     segment_name = manifest.segment_name(index)

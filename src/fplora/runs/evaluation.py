@@ -6,8 +6,7 @@ they were computed the same way: the same records (by cache fingerprint), noise 
 and base model. That is the file's `setup`; scores made under another setup are dropped when new
 ones are added (with a note), never mixed into one table.
 
-The worker's side of the protocol is `fplora/worker/eval.py` (package data no module imports); the
-constants are written twice and a test holds them equal.
+What the evaluation worker (`fplora/worker/eval.py`) reads and prints is `protocol/eval.py`.
 """
 
 from __future__ import annotations
@@ -21,10 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fplora.atomic import write_atomic
 from fplora.problems import Problem, UserError, display_path, note
-from fplora.runs import events
 
-PROTOCOL = 1
-EVENT_PREFIX = "fplora-eval-event "
 FORMAT = 1
 UNTRAINED = "untrained"
 """The checkpoint word for the network before training (the DiT alone): the baseline every
@@ -143,19 +139,6 @@ def no_evaluation(output_dir: Path, output_name: str, why: str) -> UserError:
     )
 
 
-def best_lora(output_dir: Path, output_name: str) -> Point:
-    """The best-scored checkpoint of the run, from its evaluation file."""
-    data = load(output_dir, output_name)
-    if data is None:
-        raise no_evaluation(output_dir, output_name, f"no evaluation of {output_name} yet (no eval.json)")
-    best = data.best()
-    if best is None:
-        raise no_evaluation(
-            output_dir, output_name, f"the evaluation of {output_name} scores no trained checkpoint"
-        )
-    return best
-
-
 def table_rows(data: EvalFile, best: Point | None = None) -> list[list[str]]:
     """[step, label, loss, loss per band..., seconds] per point, for the printed table."""
     rows = []
@@ -166,8 +149,3 @@ def table_rows(data: EvalFile, best: Point | None = None) -> list[list[str]]:
         took = f"{point.seconds:.1f}" if point.seconds is not None else ""
         rows.append([step, point.label, f"{point.loss:.5f}{mark}", *bands, took])
     return rows
-
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """The evaluation worker's event on a line of its output, or None for any other line."""
-    return events.parse_event(line, EVENT_PREFIX)

@@ -15,8 +15,8 @@ from typing import Any
 
 from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY, lora_of_state
 from fplora.problems import Problem, UserError, display_path, note
-from fplora.runs.checkpoints import Checkpoint, expected, find, parse_step, resolve, same_step
-from fplora.runs.lock import holder, lock_path
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.checkpoints import Checkpoint, parse_step
 from fplora.runs.lora_ranges import expand
 from fplora.safetensors import MAX_HEADER, safetensors_problem
 from fplora.spec.models import Spec
@@ -36,17 +36,15 @@ class Training:
     lock: Path
 
 
-def running_training(output_dir: Path, output_name: str) -> Training | None:
-    lock = lock_path(output_dir, output_name)
-    pid = holder(lock)
-    return Training(pid, lock) if pid is not None else None
+def running_training(run: Catalogue) -> Training | None:
+    pid = run.training_pid
+    return Training(pid, run.lock) if pid is not None else None
 
 
 def lora_problem(
     checkpoint: Checkpoint,
     training: Training | None,
-    output_dir: Path,
-    output_name: str,
+    run: Catalogue,
     *,
     content: bool = True,
 ) -> Problem | None:
@@ -60,7 +58,7 @@ def lora_problem(
         if lora_name is not None:
             lora = path.with_name(lora_name)
             resolved = path.resolve()
-            state = next((c for c in find(output_dir, output_name) if c.path.resolve() == resolved), None)
+            state = next((c for c in run.checkpoints if c.path.resolve() == resolved), None)
             use = "use a LoRA .safetensors file"
             if lora.is_file():
                 word = f"--lora {state.label}, " if state and state.step is not None else ""
@@ -93,7 +91,7 @@ def _refit(checkpoint: Checkpoint, training: Training | None, fix: str) -> str:
     return "pick another checkpoint (fplora runs lists them)"
 
 
-def never_saved(spec: Spec, lora: str) -> tuple[str, str] | None:
+def never_saved(spec: Spec, lora: str, run: Catalogue | None = None) -> tuple[str, str] | None:
     """(why, fix) when `--lora stepN` names a step no training of this spec saves a LoRA at.
 
     Step LoRAs are saved every `save_every_n_steps` steps of a segment, so at global steps
@@ -105,7 +103,7 @@ def never_saved(spec: Spec, lora: str) -> tuple[str, str] | None:
     every = spec.train.save_every_n_steps
     if step is None or not every or step == spec.train.max_train_steps:
         return None
-    saved = [c.step for c in find(spec.train.output_dir, spec.output_name) if c.step is not None]
+    saved = [c.step for c in (run or Catalogue.of(spec)).checkpoints if c.step is not None]
     if any((step - at) % every == 0 for at in [0, *saved]):
         return None
     below, above = step - step % every, step - step % every + every
@@ -113,13 +111,13 @@ def never_saved(spec: Spec, lora: str) -> tuple[str, str] | None:
     return f"LoRAs are saved every {every} steps (train.save_every_n_steps)", f"use {nearest}"
 
 
-def _checkpoint(spec: Spec, lora: str, *, dry_run: bool) -> tuple[Checkpoint, list[Problem]]:
+def _checkpoint(spec: Spec, run: Catalogue, lora: str, *, dry_run: bool) -> tuple[Checkpoint, list[Problem]]:
     """The LoRA to use; a dry run before training shows the name the checkpoint will have."""
     try:
-        chosen = resolve(spec.train.output_dir, spec.output_name, lora, "lora")
+        chosen = run.resolve(lora, "lora")
     except UserError as error:
-        never = never_saved(spec, lora)
-        future = expected(spec.train.output_dir, spec.output_name, lora, "lora") if dry_run else None
+        never = never_saved(spec, lora, run)
+        future = run.expected(lora, "lora") if dry_run else None
         if future is None:
             if never is None:
                 raise
@@ -135,7 +133,7 @@ def _checkpoint(spec: Spec, lora: str, *, dry_run: bool) -> tuple[Checkpoint, li
         return future, [note(f"dry run: {display_path(future.path)} does not exist yet")]
     notes = []
     if parse_step(lora) is not None:
-        for other in same_step(spec.train.output_dir, spec.output_name, chosen):
+        for other in run.same_step(chosen):
             notes.append(
                 note(
                     f"{chosen.label} also exists in an older segment: {display_path(other.path)};"
@@ -154,26 +152,30 @@ class Choice:
     notes: list[Problem]
 
 
-def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choice:
+def choose_loras(
+    spec: Spec, loras: list[str], *, dry_run: bool = False, run: Catalogue | None = None
+) -> Choice:
     """Every LoRA asked for, resolved and checked before any process starts: a typo in the third is
     not found an hour into the first. Two words for the same file (`latest` and `step5000`), or two
     files with the same weights (`latest` and `final` at the last step), run once.
 
     Selections (`step3000..step5000`, `every:1000`, `last:3`: `runs/lora_ranges.py`) expand into
     the steps they select first. Refuses (UserError) a word that names nothing and a file generate
-    could not load; a dry run checks only the kind of each file (it reads no model file)."""
+    could not load; a dry run checks only the kind of each file (it reads no model file). `run` is
+    the command's catalogue of the spec's run (read here when not given)."""
+    run = run or Catalogue.of(spec)
     found: dict[Path, Checkpoint] = {}
-    words, notes = expand(loras, find(spec.train.output_dir, spec.output_name), spec.output_name)
+    words, notes = expand(loras, run.checkpoints, spec.output_name)
     for lora in words:
-        checkpoint, said = _checkpoint(spec, lora, dry_run=dry_run)
+        checkpoint, said = _checkpoint(spec, run, lora, dry_run=dry_run)
         notes += said
         if dry_run and lora in ("best", "latest", "final"):  # what a dry run's reader cannot see
             notes.append(note(f"--lora {lora} is {describe(checkpoint)}"))
         found.setdefault(checkpoint.path, checkpoint)
     chosen = list(found.values())
-    out, name = spec.train.output_dir, spec.output_name
-    training = running_training(out, name)
-    newest = _newest(out, name) if training else None
+    name = spec.output_name
+    training = running_training(run)
+    newest = run.newest_lora() if training else None
     if training and newest is not None and newest.path in found:
         notes.append(
             note(
@@ -185,7 +187,7 @@ def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choi
         problem
         for checkpoint in chosen
         if checkpoint.path.exists()
-        for problem in [lora_problem(checkpoint, training, out, name, content=not dry_run)]
+        for problem in [lora_problem(checkpoint, training, run, content=not dry_run)]
         if problem
     ]
     if problems:
@@ -205,13 +207,6 @@ def choose_loras(spec: Spec, loras: list[str], *, dry_run: bool = False) -> Choi
                 note(f"{describe(checkpoint)} holds the same weights as {describe(twin)}: running it once")
             )
     return Choice(unique, identities, notes)
-
-
-def _newest(output_dir: Path, output_name: str) -> Checkpoint | None:
-    try:
-        return resolve(output_dir, output_name, "latest", "lora")
-    except UserError:
-        return None
 
 
 def lora_identity(path: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fplora.atomic import write_atomic
-from fplora.problems import Problem, UserError, display_path, note
+from fplora.problems import Problem, UserError, display_path
 
 MANIFEST_SUFFIX = ".fplora-run.json"
 SCHEMA_VERSION = 2
@@ -164,24 +164,4 @@ def _unreadable(path: Path, reason: str) -> Problem:
         f"unreadable run manifest: {reason}",
         "fix it by hand, or move it aside (the run's files are then read without their resumed"
         " segments' step offsets)",
-    )
-
-
-def foreign_run_note(output_dir: Path, output_name: str, spec_path: Path) -> Problem | None:
-    """A warning when the run under this output name was trained from another spec file.
-
-    Two projects with the same `project:`, version and `output_dir` share one run; the second
-    would infer from, list or resume the first one's checkpoints as its own. An unreadable
-    manifest gives no note: the command that needs it says so."""
-    try:
-        manifest = Manifest.load(output_dir, output_name)
-    except UnreadableManifest:
-        return None
-    if manifest is None or not manifest.spec:
-        return None
-    if Path(manifest.spec).resolve() == spec_path.resolve():
-        return None
-    return note(
-        f"run {output_name} was trained from {manifest.spec}, not from this spec — if that is"
-        " another project, give this one its own project: or train.output_dir"
     )

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fplora.problems import Problem
-from fplora.runs.checkpoints import Checkpoint, find, segments_of, segments_on_disk
-from fplora.runs.lock import holder, lock_path
-from fplora.runs.manifest import Segment, UnreadableManifest
-from fplora.spec.models import Spec
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.checkpoints import Checkpoint
+from fplora.runs.manifest import Segment
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,11 @@ class SegmentRow:
         return f"{max(saved)}+" if saved else "?"
 
 
-def summarise(spec: Spec) -> tuple[list[SegmentRow], list[Problem]]:
+def summarise(run: Catalogue) -> tuple[list[SegmentRow], list[Problem]]:
     """One row per segment, and what kept the summary from being whole: with an unreadable
     manifest the segments come from the file names, steps counted per segment."""
-    out, name = spec.train.output_dir, spec.output_name
-    problems: list[Problem] = []
-    try:
-        segments = segments_of(out, name)
-    except UnreadableManifest as error:
-        problems = error.problems
-        segments = segments_on_disk(out, name)
-    found = find(out, name, segments)
-    live = holder(lock_path(out, name)) is not None
+    segments, found, problems = run.listing()
+    live = run.training_pid is not None
     rows = []
     for index, segment in enumerate(segments):
         mine = sorted((c for c in found if c.segment == index), key=lambda c: (c.final, c.step or 0))

@@ -1,8 +1,5 @@
-"""fplora's side of the sweep worker's protocol, and which cells a sweep still has to make.
-
-The worker (`fplora/worker/sweep.py`, run in the musubi-tuner Python) is package data that no module
-of fplora imports, so the protocol is written down twice: here and in the worker. A test holds the
-two to the same constants and runs the real worker file against fplora's reader.
+"""Which cells a sweep still has to make, and where its plans and logs go. (What the sweep worker
+reads and prints is `protocol/sweep.py`.)
 
 A cell is one (checkpoint, multiplier) pair with its memo-named folder. A cell is already produced
 when its folder's `fplora-infer.json` holds a run of the same LoRA with the same settings (generate's
@@ -12,45 +9,14 @@ seed; a sweep skips such cells unless told to redo them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fplora.musubi.names import GenerateOutput
-from fplora.runs import events
 from fplora.runs.infer_folders import Pair
-
-PROTOCOL = 1
-EVENT_PREFIX = "fplora-sweep-event "
 
 SWEEP_DIR_SUFFIX = "-sweeps"
 """`<save root>/<version>-sweeps/`: each sweep's plan and whole log, named by its start time."""
-
-
-def cell_id(index: int) -> str:
-    return f"c{index}"
-
-
-def plan_json(generate_args: list[str], pairs: list[Pair]) -> str:
-    """The plan the worker reads: generate's shared options and one entry per cell to make."""
-    cells = [
-        {
-            "id": cell_id(index),
-            "lora": str(pair.checkpoint.path),
-            "multiplier": pair.multiplier,
-            "save_path": str(pair.save_path),
-            "label": pair.checkpoint.label,
-        }
-        for index, pair in enumerate(pairs)
-    ]
-    plan = {"protocol": PROTOCOL, "generate_args": generate_args, "cells": cells}
-    return json.dumps(plan, indent=1, ensure_ascii=False) + "\n"
-
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """The sweep worker's event on a line of its output, or None for any other line."""
-    return events.parse_event(line, EVENT_PREFIX)
 
 
 @dataclass(frozen=True)

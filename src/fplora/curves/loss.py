@@ -2,7 +2,7 @@
 
 Training loss, from the best source there is:
 1. musubi-tuner's TensorBoard logs (`loss/current`, the raw loss of each step), read with
-   `runs.tfevents` (no tensorboard dependency). Each event file belongs to the segment whose start
+   `curves.tfevents` (no tensorboard dependency). Each event file belongs to the segment whose start
    and end (from the manifest) hold its first event, which gives the global step (musubi-tuner
    counts each resumed segment from 0) and keeps other versions' runs in the same log folder out;
 2. else the console log fplora keeps of each segment: musubi-tuner's progress bar shows only its
@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from fplora.curves.tfevents import EVENT_GLOB, read_scalars
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, note
-from fplora.runs import evaluation
-from fplora.runs.checkpoints import segments_of
+from fplora.runs.catalogue import Catalogue
 from fplora.runs.manifest import Segment, UnreadableManifest
-from fplora.runs.tfevents import EVENT_GLOB, read_scalars
 from fplora.spec.models import Spec
 
 TB_TAG = "loss/current"
@@ -135,10 +134,10 @@ def _series(points: dict[int, float]) -> Series:
 
 def curves_of(spec: Spec) -> Curves:
     """The run's training and evaluation curves (empty series where there is nothing yet)."""
-    out, name = spec.train.output_dir, spec.output_name
+    run = Catalogue.of(spec)
     notes: list[Problem] = []
     try:
-        segments = segments_of(out, name)
+        segments = run.segments
     except UnreadableManifest as error:
         notes += error.problems
         segments = []
@@ -148,7 +147,7 @@ def curves_of(spec: Spec) -> Curves:
     if not train:
         source = ""
         notes.append(note(f"{spec.version}: no training loss found (no manifest, log or TensorBoard events)"))
-    scores = evaluation.load(out, name)
+    scores = run.scores
     evals = Series()
     untrained = None
     best = None
