@@ -26,10 +26,9 @@ from fplora.musubi import schema
 from fplora.musubi.framepack import lora_modules
 from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY
 from fplora.problems import Problem, UserError, display_path, note
-from fplora.runs import evaluation
-from fplora.runs.checkpoints import Checkpoint, resolve, run_files
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.checkpoints import Checkpoint, run_files
 from fplora.runs.loras import lora_problem, running_training
-from fplora.runs.manifest import Manifest
 from fplora.spec.models import Spec
 
 LAYOUTS = ("musubi", "diffusers")
@@ -59,10 +58,9 @@ def file_names(stem: str) -> dict[str, str]:
     return {"musubi": f"{stem}.safetensors", "diffusers": f"{stem}-diffusers.safetensors"}
 
 
-def _checkpoint(spec: Spec, lora: str) -> Checkpoint:
-    out, name = spec.train.output_dir, spec.output_name
-    checkpoint = resolve(out, name, lora, "lora")
-    problem = lora_problem(checkpoint, running_training(out, name), out, name)
+def _checkpoint(run: Catalogue, lora: str) -> Checkpoint:
+    checkpoint = run.resolve(lora, "lora")
+    problem = lora_problem(checkpoint, running_training(run), run)
     if problem is not None:
         raise UserError(problem)
     return checkpoint
@@ -90,8 +88,8 @@ def _refuse_overwrite(spec: Spec, targets: list[Path], *, force: bool) -> None:
         raise UserError(problems)
 
 
-def _eval_facts(spec: Spec, checkpoint: Checkpoint) -> dict[str, Any]:
-    scores = evaluation.load(spec.train.output_dir, spec.output_name)
+def _eval_facts(run: Catalogue, checkpoint: Checkpoint) -> dict[str, Any]:
+    scores = run.scores
     if scores is None:
         return {}
     mine = checkpoint.path.resolve()
@@ -169,8 +167,8 @@ def _sheets(spec: Spec, checkpoint: Checkpoint, facts: Facts, folder: Path) -> l
     return pictures
 
 
-def gather(spec: Spec, checkpoint: Checkpoint, modules: list[Module], name: str) -> Facts:
-    manifest = Manifest.load(spec.train.output_dir, spec.output_name)
+def gather(spec: Spec, run: Catalogue, checkpoint: Checkpoint, modules: list[Module], name: str) -> Facts:
+    manifest = run.manifest
     musubi = dict(manifest.musubi_tuner) if manifest and manifest.musubi_tuner else {}
     musubi = musubi or {"version": schema.pinned_version(), "commit": schema.pinned_commit()}
     first = modules[0]
@@ -186,7 +184,7 @@ def gather(spec: Spec, checkpoint: Checkpoint, modules: list[Module], name: str)
         alpha=first.alpha if first.alpha is not None else float(first.rank),
         musubi_tuner=musubi,
         **one_frame_facts(spec),
-        **_eval_facts(spec, checkpoint),
+        **_eval_facts(run, checkpoint),
     )
 
 
@@ -225,7 +223,8 @@ def export(
 ) -> Result:
     """Resolve `lora`, check it, and write each layout, the card and this checkpoint's sheets.
     `dtype` (a safetensors dtype) for the diffusers layout; None: `to_diffusers`' choice."""
-    checkpoint = _checkpoint(spec, lora)
+    run = Catalogue.of(spec)  # the run's folder, read once for this export
+    checkpoint = _checkpoint(run, lora)
     source = checkpoint.path
     weights, metadata = tensors.read(source)
     modules = modules_of(weights, display_path(source))
@@ -245,7 +244,7 @@ def export(
                 f"{display_path(source)} holds {len(modules)} of the DiT's {len(lora_modules())} LoRA modules"
             )
         )
-    facts = gather(spec, checkpoint, modules, name)
+    facts = gather(spec, run, checkpoint, modules, name)
     prompts, said = _prompts(spec)
     facts.prompts = prompts
     result.notes += said
