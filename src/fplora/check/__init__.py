@@ -30,6 +30,7 @@ from fplora.check.verified import verify_many
 from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, read_records
 from fplora.problems import Problem
+from fplora.runs.catalogue import Catalogue
 from fplora.spec.models import Spec
 from fplora.spec.rules import spec_warnings
 from fplora.spec.rules.combinations import check_combinations
@@ -44,11 +45,13 @@ def check_spec(
     skip_models: bool = False,
     records: Callable[[int], Records] | None = None,
     progress: bool = True,
+    run: Catalogue | None = None,
 ) -> list[Problem]:
     """Every problem with the files `spec` names; warnings have `severity="warning"`.
 
     `records` is a command's record reader, shared with rendering.
     `skip_models` leaves out the model files, for checking data on a machine without the models.
+    `run` is a command's catalogue of the spec's run, shared with the job.
     `progress`: a bar on a terminal while images are decoded for the first time, past a few seconds.
     Order: the spec's own warnings, models, then each dataset in line order, then prompts.
     """
@@ -77,7 +80,7 @@ def check_spec(
     problems.extend(check_combinations(spec))
     problems.extend(check_pass_through_files(spec))
     problems.extend(check_output_folders(spec))
-    problems.extend(check_run_names(spec))
+    problems.extend(check_run_names(spec, run))
     return grouped(problems)
 
 

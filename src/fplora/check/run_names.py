@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fplora.problems import Problem, UserError, display_path
-from fplora.runs.manifest import Manifest, UnreadableManifest
+from fplora.runs.catalogue import Catalogue
+from fplora.runs.manifest import UnreadableManifest
 from fplora.spec import load_spec
 from fplora.spec.models import Spec
 
@@ -53,9 +54,9 @@ def _siblings(spec: Spec) -> list[Spec]:
     return found
 
 
-def check_run_names(spec: Spec) -> list[Problem]:
+def check_run_names(spec: Spec, run: Catalogue | None = None) -> list[Problem]:
     """An error for a spec beside this one that writes the same run; a warning for a run in
-    `output_dir` that another spec file started."""
+    `output_dir` that another spec file started (`run`: the command's catalogue of it)."""
     problems = []
     key = _run_key(spec)
     shown_dir = display_path(spec.train.output_dir)
@@ -71,7 +72,7 @@ def check_run_names(spec: Spec) -> list[Problem]:
                 )
             )
     try:
-        manifest = Manifest.load(spec.train.output_dir, spec.output_name)
+        manifest = (run or Catalogue.of(spec)).manifest
     except UnreadableManifest:
         manifest = None  # the commands that need it say so
     if manifest is not None and manifest.spec and Path(manifest.spec).resolve() != spec.path.resolve():

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 
 from rich.console import Console
@@ -46,11 +45,14 @@ class Job:
     python: str
     console: Console  # stderr: progress and messages; stdout stays for dry-run commands
     dry_run: bool = False
+    catalogue: Catalogue | None = None  # read when first needed; `open_job` passes check's
 
-    @cached_property
+    @property
     def run(self) -> Catalogue:
         """The spec's run folder, read once for this command (segments, checkpoints, scores, lock)."""
-        return Catalogue.of(self.plan.spec)
+        if self.catalogue is None:
+            self.catalogue = Catalogue.of(self.plan.spec)
+        return self.catalogue
 
     def show(self, argv: Sequence[str]) -> None:
         """Print a command: on stdout alone for --dry-run, as a note on stderr otherwise."""
@@ -88,11 +90,12 @@ def open_job(spec: Spec, *, dry_run: bool, out: Console | None = None) -> Job:
     dry-run): everything that can refuse a job before it starts. Warnings are printed here."""
     shown = out or console()
     records = RecordCache(spec)
-    problems = check_spec(spec, skip_models=dry_run, records=records)
+    run = Catalogue.of(spec)  # the run's folder, read once: by check, then by the job's decisions
+    problems = check_spec(spec, skip_models=dry_run, records=records, run=run)
     if any(p.severity == "error" for p in problems):
         raise UserError(problems)
     report(shown, problems)  # warnings
-    job = Job(plan.build(spec, records=records), python_for(spec), shown, dry_run=dry_run)
+    job = Job(plan.build(spec, records=records), python_for(spec), shown, dry_run=dry_run, catalogue=run)
     fix = (
         f"move them away, or overwrite them with this spec's: fplora render {display_path(spec.path)} --force"
     )
