@@ -41,12 +41,12 @@ def command(
 
     Example: fplora cache configs/v8.yaml
     """
-    from fplora.jobs.cache_status import complete
+    from fplora.jobs.cache_status import complete, run_subcommand
 
     word = str(spec) if spec is not None else ""
-    if word in SUBCOMMANDS and not Path(word).is_file():
-        _subcommand(word, more or [], dry_run=dry_run)
     with common.user_errors():
+        if word in SUBCOMMANDS and not Path(word).is_file():
+            raise typer.Exit(run_subcommand(word, more or [], dry_run=dry_run, say=typer.echo))
         if more:
             common.fail("SPEC", f"one spec only (got {len(more) + 1}); several are for `fplora cache status`")
         loaded = common.load(spec, gpu=gpu)
@@ -56,16 +56,3 @@ def command(
         from fplora.jobs.context import open_job
 
         raise typer.Exit(run_cache(open_job(loaded, dry_run=dry_run), rebuild=rebuild))
-
-
-def _subcommand(word: str, specs: list[Path], *, dry_run: bool) -> None:
-    from fplora.jobs import cache_status
-    from fplora.project import project_root
-
-    with common.user_errors():
-        root = project_root()
-        if root is None:
-            common.fail(word, "not in an fplora project (no configs/ here or above): cd into the project")
-        if word == "status":
-            raise typer.Exit(cache_status.status(specs or cache_status.project_specs(root), typer.echo))
-        raise typer.Exit(cache_status.prune(root, dry_run=dry_run, say=typer.echo))

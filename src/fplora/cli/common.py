@@ -12,9 +12,8 @@ import typer
 
 if TYPE_CHECKING:
     from fplora.jobs.context import Job
-    from fplora.presets import Applied
+    from fplora.jobs.load import Applied, Spec
     from fplora.problems import Problem
-    from fplora.spec.models import Spec
 
 _loading: list[Path] = []  # the spec this command loads, for the summary line after its errors
 
@@ -77,42 +76,20 @@ def fail(key: str, message: str) -> NoReturn:
     raise UserError(Problem("command line", None, key, message))
 
 
-def pick_spec(given: Path | None) -> Path:
-    """The given spec, else the project's default (`fplora.project`), said on stderr."""
-    from fplora.project import default_spec
-
-    if given is not None:
-        return given
-    default = default_spec()
-    typer.echo(f"using {shown(default.path)} ({default.why})", err=True)
-    return default.path
-
-
 def load(given: Path | None, *, gpu: str | None = None, preset: bool = True, all_notes: bool = False) -> Spec:
-    """The spec named (or remembered), with its GPU preset applied (`--gpu` wins over `gpu:`); what
-    the preset chose is printed on stderr: by every command when `all_notes`, else when it differs
-    from what the last command said (`presets.said`)."""
+    """The spec named (or the project's default), with its GPU preset applied (`jobs.load`); what the
+    preset chose is said by every command when `all_notes`, else when it changed (`presets.said`)."""
     return load_applied(given, gpu=gpu, preset=preset, all_notes=all_notes).spec
 
 
 def load_applied(
     given: Path | None, *, gpu: str | None = None, preset: bool = True, all_notes: bool = False
 ) -> Applied:
-    from fplora.presets import Applied, apply
-    from fplora.presets.said import unsaid
-    from fplora.project import remember
-    from fplora.runtime import python_for
-    from fplora.spec import load_spec
+    from fplora.jobs import load
 
-    path = pick_spec(given)
-    _loading.append(path)
-    spec = load_spec(path)
-    remember(path)
-    if not preset:
-        return Applied(spec)
-    applied = apply(spec, gpu, python_for(spec))
-    echo_problems(unsaid(path, applied.notes, always=all_notes))
-    return applied
+    path = load.pick(given)
+    _loading.append(path)  # for the count line, should loading it fail
+    return load.applied(path, gpu=gpu, preset=preset, all_notes=all_notes)
 
 
 def job(given: Path | None, *, dry_run: bool, gpu: str | None = None) -> Job:

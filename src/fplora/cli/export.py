@@ -57,8 +57,7 @@ def command(
 
     Example: fplora export configs/v8.yaml --lora best --to diffusers
     """
-    from fplora.jobs.export import LAYOUTS, export
-    from fplora.lora.tensors import DTYPES
+    from fplora.jobs.export import DTYPES, LAYOUTS, export
 
     with common.user_errors():
         layouts = list(dict.fromkeys(to or LAYOUTS))

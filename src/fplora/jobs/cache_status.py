@@ -16,6 +16,7 @@ from pathlib import Path
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
 from fplora.problems import Problem, UserError, display_path
+from fplora.project import project_root
 from fplora.spec import load_spec
 from fplora.spec.models import Spec
 
@@ -135,3 +136,20 @@ def prune(root: Path, *, dry_run: bool, say: Say) -> int:
         where.drop_empty_folders()
     say(f"{verb} {len(unused)} store entries no spec uses ({_size(total)}); {len(wanted)} kept")
     return 0
+
+
+def run_subcommand(word: str, specs: list[Path], *, dry_run: bool, say: Say) -> int:
+    """`fplora cache status [SPEC...]` or `fplora cache prune [--dry-run]`, in the project this runs in."""
+    root = project_root()
+    if root is None:
+        raise UserError(
+            Problem(
+                "command line",
+                None,
+                word,
+                "not in an fplora project (no configs/ here or above): cd into the project",
+            )
+        )
+    if word == "status":
+        return status(specs or project_specs(root), say)
+    return prune(root, dry_run=dry_run, say=say)
