@@ -46,12 +46,13 @@ from fplora.musubi import schema
 from fplora.musubi.names import GENERATE_OUTPUTS
 from fplora.plan import Plan
 from fplora.problems import Problem, UserError, display_path
+from fplora.protocol import eval as eval_protocol
+from fplora.protocol import sweep as sweep_protocol
+from fplora.protocol.events import parse_event
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, header
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.runs import evaluation
-from fplora.runs import sweep as sweep_protocol
-from fplora.runs.events import parse_event
 from fplora.runtime import ensure_musubi, python_for
 from fplora.spec.load import dotted
 from fplora.spec.models import Spec
@@ -416,7 +417,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
         eval_plan = root / "rendered" / "eval-plan.json"
         files[eval_plan] = json.dumps(
             {
-                "protocol": evaluation.PROTOCOL,
+                "protocol": eval_protocol.PROTOCOL,
                 "config_file": str(mine.config),
                 "dataset_config": str(mine.eval_dataset),
                 "timesteps": list(spec.eval.timesteps),
@@ -481,7 +482,7 @@ def _outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callab
 
 
 def _eval_check(log: str) -> str | None:
-    events = [e for e in map(evaluation.parse_event, log.splitlines()) if e is not None]
+    events = [e for e in map(eval_protocol.parse_event, log.splitlines()) if e is not None]
     failed = [e.get("error") for e in events if e["event"] in ("checkpoint_failed", "error")]
     done = [e for e in events if e["event"] == "checkpoint_done"]
     if failed:
