@@ -96,8 +96,12 @@ def test_an_fp32_lora_fails_like_the_real_trap(cached: Workspace, monkeypatch: p
     as a LoRA trained elsewhere would."""
     monkeypatch.setattr("fplora.check.check_combinations", lambda spec: [])
     cached.write_spec(train={"save_precision": "fp32"})
-    assert cached.cli("train", str(cached.spec_path)).exit_code == 0
-    result = cached.cli("infer", str(cached.spec_path), "--lora", "latest")
+    # the rehearsal trains and generates first, so it meets the trap before any GPU time
+    rehearsed = cached.cli("train", str(cached.spec_path))
+    assert rehearsed.exit_code == 1
+    assert "rehearsal failed at stage generate" in rehearsed.stderr
+    assert cached.cli("train", str(cached.spec_path), "--no-rehearse").exit_code == 0
+    result = cached.cli("infer", str(cached.spec_path), "--lora", "latest", "--no-rehearse")
     assert result.exit_code == 1
     assert "Error generating latent for prompt" in result.stderr
 

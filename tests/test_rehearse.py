@@ -79,3 +79,97 @@ def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_
     assert list((out / "generate").glob("*.png")) and list((out / "sweep" / "c0").glob("*.png"))
     again = runner.invoke(app, ["rehearse", str(example)])
     assert again.exit_code == 0 and "not run again" in again.output
+
+
+CONTROLS = {
+    # network creation: a pattern that leaves the real DiT's module names nothing to adapt
+    "network": (
+        "train: {network: {args: [\"exclude_patterns=['.*']\"]}}",
+        "train",
+        "RuntimeError: No LoRA modules found",
+        "configs/probe.yaml:2: train.network.args",
+    ),
+    # optimizer creation: bitsandbytes' AdamW8bit takes betas as a pair
+    "optimizer": (
+        'train: {optimizer: {type: adamw8bit, args: ["betas=0.9"]}}',
+        "train",
+        "TypeError: object of type 'float' has no len()",
+        "configs/probe.yaml:2: train.optimizer.args",
+    ),
+    # the training sampler: a width the packed DiT's rotary embedding cannot take
+    "sampler": (
+        "sample: {prompts: [{record: 1, width: 72}]}",
+        "train",
+        "RuntimeError: The size of tensor a",
+        "configs/probe.yaml:2: sample.prompts",
+    ),
+    # caching's argument handling: its thread pool needs at least one worker
+    "cache": (
+        "musubi: {cache_latents: {num_workers: 0}}",
+        "cache-latents",
+        "ValueError: max_workers must be greater than 0",
+        "configs/probe.yaml:2: musubi.cache_latents.num_workers",
+    ),
+    # generate: every prompt fails inside its loop and the script still exits 0
+    "generate": (
+        "infer: {prompts: [{record: 1, width: 72}]}",
+        "generate",
+        "wrote 0 of 1 latents (exit code 0 notwithstanding)",
+        "configs/probe.yaml:2: infer.prompts",
+    ),
+}
+
+
+def _probe(example: Path, line: str) -> Path:
+    probe = example.with_name("probe.yaml")
+    probe.write_text(f"extends: example.yaml\n{line}\n", encoding="utf-8")
+    return probe
+
+
+@pytest.mark.musubi
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_a_setting_check_accepts_but_musubi_tuner_rejects_fails_the_rehearsal(
+    name: str, example: Path, musubi_python, monkeypatch
+) -> None:
+    line, stage, error, spec_line = CONTROLS[name]
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    probe = _probe(example, line)
+    assert runner.invoke(app, ["check", str(probe), "--skip-models"]).exit_code == 0
+    result = runner.invoke(app, ["rehearse", str(probe)])
+    assert result.exit_code == 1, result.output
+    assert f"rehearsal failed at stage {stage} " in result.output
+    assert error in result.output
+    assert f"spec: {spec_line}" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.musubi
+def test_a_stage_past_its_time_limit_is_stopped_as_a_hang(example: Path, musubi_python, monkeypatch) -> None:
+    """The limit is the same mechanism whatever hangs: here one second, which caching outlasts."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    result = runner.invoke(app, ["rehearse", str(example), "--time-limit", "1"])
+    assert result.exit_code == 1, result.output
+    assert (
+        "rehearsal failed at stage cache-latents (latent caches): no result after 1 s: it hangs"
+        in result.output
+    )
+    assert "--   train: not run: cache-latents" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.musubi
+def test_valid_variants_of_the_same_settings_pass(example: Path, musubi_python, monkeypatch) -> None:
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    probe = _probe(
+        example,
+        "train: {network: {args: [\"exclude_patterns=['.*single_transformer_blocks.*']\"]},"
+        ' optimizer: {type: adamw8bit, args: ["betas=(0.9, 0.99)"]}}\n'
+        "sample: {prompts: [{record: 1, width: 80}]}\n"
+        "infer: {prompts: [{record: 1, width: 80}, {record: 2, width: 64}]}",
+    )
+    result = runner.invoke(app, ["rehearse", str(probe)])
+    assert result.exit_code == 0, result.output
+    assert "generate, 2 of 2 infer prompts" in result.output

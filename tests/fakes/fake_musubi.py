@@ -1123,3 +1123,49 @@ def run(args: Sequence[str], cwd: Path) -> int:
     except Failure as exc:
         say(f"ERROR: {exc}")
         return exc.code
+
+
+REHEARSAL_PREFIX = "fplora-rehearse-event "
+REHEARSAL_KNOBS = ("FAKE_RECORD", "FAKE_SCHEMA_DIR")
+
+
+def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
+    """fplora's rehearsal worker, answered as the real one would on stand-in models: every stage's
+    rendered command is checked and emulated like a real launch (a bad option fails its stage), in
+    order, a stage whose needs failed skipped. The knobs that emulate what goes wrong on a GPU
+    (FAKE_EXIT, FAKE_TRAIN_*, FAKE_GENERATE_*, ...) do not apply: a rehearsal does not reproduce them.
+    FAKE_REHEARSAL_FAIL=<stage>:<error line> makes that stage fail as musubi-tuner would."""
+    import glob as globbing
+
+    plan = json.loads(Path(args[list(args).index("--plan") + 1]).read_text(encoding="utf-8"))
+    fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
+    for name in [k for k in os.environ if k.startswith("FAKE_") and k not in REHEARSAL_KNOBS]:
+        del os.environ[name]
+
+    def emit(event: str, **fields: Any) -> None:
+        sys.stdout.write(REHEARSAL_PREFIX + json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+    emit("started", pid=os.getpid())
+    emit("kernels", missing=["flash_attn", "sageattention", "xformers"], cuda=False)
+    failed: set[str] = set()
+    for stage in plan["stages"]:
+        name = stage["name"]
+        blocked = [n for n in stage.get("needs", []) if n in failed]
+        if blocked:
+            failed.add(name)
+            emit("stage_skipped", stage=name, blocked=blocked)
+            continue
+        emit("stage_started", stage=name)
+        error = None
+        if fail.partition(":")[0] == name:
+            code, error = 1, fail.partition(":")[2]
+            say(f"Traceback (most recent call last):\n{error}")
+        else:
+            code = run(stage["argv"][1:], cwd)
+        outputs = stage.get("outputs", [])
+        if code != 0 or (outputs and not any(globbing.glob(p) for p in outputs)):
+            failed.add(name)
+        emit("stage_done", stage=name, code=code, error=error, where=None, seconds=0.0)
+    emit("finished")
+    return 0

@@ -227,6 +227,7 @@ def cached(workspace: Workspace) -> Workspace:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cache_job.process, "run", run)
-        result = workspace.cli("cache", str(workspace.spec_path))
+        # the caches only: the rehearsal runs its own worker, which this in-process stand-in is not
+        result = workspace.cli("cache", str(workspace.spec_path), "--no-rehearse")
     assert result.exit_code == 0, result.output
     return workspace

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fplora.cli import common
-from fplora.cli.options import DryRun, Gpu, SpecArg
+from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "cache"
 SHORT_HELP = "Cache latents and text-encoder outputs."
@@ -29,6 +29,7 @@ def command(
         bool, typer.Option("--rebuild", help="Recompute caches even when complete and up to date.")
     ] = False,
     dry_run: DryRun = False,
+    no_rehearse: NoRehearse = False,
     gpu: Gpu = None,
 ) -> None:
     """Cache latents (one-frame) and text-encoder outputs for every dataset of the spec, into the
@@ -54,5 +55,7 @@ def command(
             raise typer.Exit(0)
         from fplora.jobs.cache import run_cache  # what a caching run needs, imported only for one
         from fplora.jobs.context import open_job
+        from fplora.jobs.rehearse import gate
 
-        raise typer.Exit(run_cache(open_job(loaded, dry_run=dry_run), rebuild=rebuild))
+        job = open_job(loaded, dry_run=dry_run)
+        raise typer.Exit(gate(job, skip=no_rehearse) or run_cache(job, rebuild=rebuild))

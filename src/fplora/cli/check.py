@@ -19,6 +19,12 @@ def command(
         bool,
         typer.Option("--skip-models", help="Check everything but the model files (prepare data anywhere)."),
     ] = False,
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            "--rehearse", help="Also rehearse the spec's commands on stand-in models (fplora rehearse)."
+        ),
+    ] = False,
     gpu: Gpu = None,
 ) -> None:
     """Validate a spec and everything it points to, before any GPU time is spent.
@@ -28,4 +34,10 @@ def command(
     from fplora.jobs.check import run_check
 
     with common.user_errors(summary=True):
-        raise typer.Exit(run_check(common.load(spec, gpu=gpu, all_notes=True), skip_models=skip_models))
+        loaded = common.load(spec, gpu=gpu, all_notes=True)
+        code = run_check(loaded, skip_models=skip_models)
+        if code == 0 and rehearse:
+            from fplora.jobs.rehearse import run_rehearse
+
+            code = run_rehearse(loaded)
+        raise typer.Exit(code)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from fplora.cli import common
-from fplora.cli.options import DryRun, Gpu, SpecArg
+from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "eval"
 SHORT_HELP = "Evaluation loss of each checkpoint on held-out records."
@@ -32,6 +32,7 @@ def command(
         bool, typer.Option("--redo", help="Score again checkpoints already scored with this setup.")
     ] = False,
     dry_run: DryRun = False,
+    no_rehearse: NoRehearse = False,
     gpu: Gpu = None,
 ) -> None:
     """Score checkpoints by the training loss on the spec's evaluation split (`eval:` in the spec).
@@ -44,7 +45,10 @@ def command(
     Example: fplora eval configs/v8.yaml --lora step1000..step5000
     """
     from fplora.jobs.eval import ALL, run_eval
+    from fplora.jobs.rehearse import gate
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run, gpu=gpu)
+        if gate(job, skip=no_rehearse):
+            raise typer.Exit(1)
         raise typer.Exit(run_eval(job, loras=lora or [ALL], untrained=untrained, redo=redo))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from fplora.cli import common
-from fplora.cli.options import DryRun, Gpu, SpecArg
+from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "infer"
 SHORT_HELP = "Batch one-frame inference with trained LoRAs."
@@ -51,6 +51,7 @@ def command(
         typer.Option("--strict-captions", help="A written-out prompt near a training caption is an error."),
     ] = False,
     dry_run: DryRun = False,
+    no_rehearse: NoRehearse = False,
     gpu: Gpu = None,
 ) -> None:
     """Batch one-frame inference with a trained LoRA; outputs go to sample/<version>-stepNNNNNNNN-lm<mult>.
@@ -65,9 +66,12 @@ def command(
     (selections: stepA..stepB, every:N, last:K, combined with commas)
     """
     from fplora.jobs.infer import command_line, multipliers_to_run, run_infer
+    from fplora.jobs.rehearse import gate
 
     with common.user_errors():
         job = common.job(spec, dry_run=dry_run, gpu=gpu)
+        if gate(job, skip=no_rehearse):
+            raise typer.Exit(1)
         key = "--multiplier" if multiplier else "infer.multipliers"
         code = run_infer(
             job,

@@ -27,3 +27,11 @@ Gpu = Annotated[
 DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Render files and print the commands, one per line; run nothing.")
 ]
+NoRehearse = Annotated[
+    bool,
+    typer.Option(
+        "--no-rehearse",
+        help="Do not rehearse first (by default the spec's commands are rehearsed on stand-in models"
+        " when what they render changed since the last passed rehearsal; see `fplora rehearse`).",
+    ),
+]

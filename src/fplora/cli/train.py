@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from fplora.cli import common
-from fplora.cli.options import DryRun, Gpu, SpecArg
+from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "train"
 SHORT_HELP = "Train the LoRA (accelerate launch fpack_train_network)."
@@ -29,6 +29,7 @@ def command(
         typer.Option("--stop-pod", help="Stop this RunPod pod when training ends: success, always or never."),
     ] = None,
     dry_run: DryRun = False,
+    no_rehearse: NoRehearse = False,
     gpu: Gpu = None,
     price_per_hour: Annotated[
         float | None,
@@ -49,6 +50,7 @@ def command(
     from fplora.jobs import output
     from fplora.jobs.context import console, open_job
     from fplora.jobs.estimate import estimate
+    from fplora.jobs.rehearse import gate
     from fplora.jobs.runpod import WHEN, stopping_pod
     from fplora.jobs.train import run_train
 
@@ -63,5 +65,5 @@ def command(
             output.learning_rate(applied.spec)
             for line in estimate(job.plan, applied.choice, price_per_hour=price_per_hour):
                 job.say(line)
-        pod.code = run_train(job, resume=resume, with_cache=with_cache)
+        pod.code = gate(job, skip=no_rehearse) or run_train(job, resume=resume, with_cache=with_cache)
         raise typer.Exit(pod.code)

@@ -42,6 +42,7 @@ from fplora import plan as plans
 from fplora.atomic import write_atomic
 from fplora.check import check_spec
 from fplora.datasets.records import RecordCache
+from fplora.jobs.context import Job
 from fplora.musubi import schema
 from fplora.musubi.names import GENERATE_OUTPUTS
 from fplora.plan import Plan
@@ -910,3 +911,12 @@ def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT)
         out.print(escape(text), highlight=False)
 
     return rehearse(spec, python, say=say, force=force, limit=limit, real=real)
+
+
+def gate(job: Job, *, skip: bool) -> int:
+    """Before `train`, `cache`, `infer` or `eval` spend GPU time: rehearse what they render, unless
+    `--no-rehearse`, a dry run, or nothing changed since the last passed rehearsal (then it costs a
+    fingerprint: well under a second). 0 to go on, 1 when the rehearsal failed (it said why)."""
+    if skip or job.dry_run:
+        return 0
+    return rehearse(job.plan.spec, job.python, say=job.say, real=job.plan)
