@@ -894,7 +894,8 @@ def rehearse(
 
 def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT) -> int:
     """`fplora rehearse SPEC`: the spec checked (model files aside: the rehearsal brings its own),
-    the musubi-tuner Python found, then the rehearsal."""
+    then the rehearsal, unless this exact one passed before; the musubi-tuner Python is probed only
+    when the rehearsal runs, so that an unchanged spec costs no process start."""
     from fplora.jobs.context import console, report
 
     out = console()
@@ -904,12 +905,13 @@ def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT)
         raise UserError(problems)
     report(out, problems)
     python = python_for(spec)
-    ensure_musubi(python, ["musubi_tuner", "accelerate"])
     real = plans.build(spec, records=records)
 
     def say(text: str) -> None:
         out.print(escape(text), highlight=False)
 
+    if force or passed_before(build(spec, python, real)) is None:
+        ensure_musubi(python, ["musubi_tuner", "accelerate"])
     return rehearse(spec, python, say=say, force=force, limit=limit, real=real)
 
 
