@@ -42,6 +42,8 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
         TORCH_SYMM_MEM_DISABLE_MULTICAST="1",
         NVSHMEM_DISABLE_NVLS="1",
         FPLORA_MUSUBI_PYTHON=str(state.CFG.root / "bin" / "fake-python") if state.CFG.local else "python3",
+        # its local fake answers musubi-tuner's launches only, not fplora's rehearsal worker
+        FPLORA_REHEARSE="0" if state.CFG.local else "1",
     )
     e.update(extra or {})
     return e

@@ -69,6 +69,9 @@ TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
 STAGE_LIMIT = 300.0
 """Seconds a stage may take before it counts as hung (the slowest, training, takes ~15 s on a 2-core
 CPU; a data loader or a cache script waiting forever must not hold the rehearsal)."""
+SKIP_ENV = "FPLORA_REHEARSE"
+"""`FPLORA_REHEARSE=0`: no rehearsal before `train`/`cache`/`infer`/`eval`, as `--no-rehearse` on every
+command (a scripted pipeline that drives its own stand-in musubi-tuner, like the GPU harness's local mode)."""
 MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
 ATTENTION_KERNELS = {"flash_attn": "flash_attn", "flash3": "flash_attn", "sage_attn": "sageattention"}
 ATTENTION_KERNELS["xformers"] = "xformers"
@@ -919,6 +922,6 @@ def gate(job: Job, *, skip: bool) -> int:
     """Before `train`, `cache`, `infer` or `eval` spend GPU time: rehearse what they render, unless
     `--no-rehearse`, a dry run, or nothing changed since the last passed rehearsal (then it costs a
     fingerprint: well under a second). 0 to go on, 1 when the rehearsal failed (it said why)."""
-    if skip or job.dry_run:
+    if skip or job.dry_run or os.environ.get(SKIP_ENV) == "0":
         return 0
     return rehearse(job.plan.spec, job.python, say=job.say, real=job.plan)
