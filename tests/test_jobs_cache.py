@@ -329,3 +329,19 @@ def test_prune_keeps_everything_while_a_spec_does_not_load(workspace: Workspace)
     assert result.exit_code == 1
     assert "configs/broken.yaml: does not load" in result.stderr
     assert len(store_files(workspace)) == 8
+
+
+def test_a_view_changed_after_caching_is_read_again_not_taken_from_its_seal(workspace: Workspace) -> None:
+    """A no-op trusts the store's seal of a view folder only while the folder is unchanged."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0  # seals the complete view
+    assert list((store(workspace) / "views").glob("*.json"))
+    link = workspace.cache_dir / "0001_fp_te.safetensors"
+    other = os.readlink(workspace.cache_dir / "0002_fp_te.safetensors")
+    tmp = workspace.cache_dir / ".swap"
+    os.symlink(other, tmp)
+    os.replace(tmp, link)  # 0001's caption output now points at 0002's
+    refused = workspace.cli("train", str(workspace.spec_path))
+    assert refused.exit_code == 1 and "1 of 4 records changed" in refused.stderr
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert os.readlink(link) != other

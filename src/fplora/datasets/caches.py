@@ -83,6 +83,8 @@ def views(
         store.view_of(spec, index, records(index), where, settings, hashes)
         for index in (range(len(spec.datasets)) if entries is None else entries)
     ]
+    for view in found:
+        store.seal(where, view)
     hashes.save()
     return found
 

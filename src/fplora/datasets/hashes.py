@@ -72,10 +72,17 @@ class ContentHashes:
             info = os.stat(name)
         except OSError:
             return None
-        stamp = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, sample]
         known = self._known.get(name)
-        if known is not None and known[:5] == stamp:
+        if (
+            known is not None
+            and known[0] == info.st_size
+            and known[1] == info.st_mtime_ns
+            and known[2] == info.st_ino
+            and known[3] == info.st_ctime_ns
+            and known[4] == sample
+        ):
             return str(known[5])
+        stamp = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, sample]
         try:
             digest = _sample_digest(name, info.st_size) if sample else _file_digest(name)
         except OSError:

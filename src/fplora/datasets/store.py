@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fplora.atomic import write_atomic
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_stem
@@ -51,7 +52,7 @@ from fplora.state import STATE_DIR, project_state
 
 STORE_NAME = "cache-store"
 STORE = Path(STATE_DIR) / STORE_NAME
-LATENTS, TEXT, STAGING, MEMO = "latents", "text", "staging", "hashes.json"
+LATENTS, TEXT, STAGING, MEMO, SEALS = "latents", "text", "staging", "hashes.json", "views"
 SUFFIX = ".safetensors"
 LATENT_VIEW_SUFFIX, TEXT_VIEW_SUFFIX = "_fp.safetensors", "_fp_te.safetensors"
 OLD_STAMP = "fplora-cache.json"  # what fplora wrote into cache folders before the store
@@ -146,8 +147,13 @@ def text_content(record: Record) -> str:
 
 
 def _cache_stem(name: str) -> str | None:
-    latent = latent_cache_stem(name)
-    return latent if latent is not None else text_encoder_cache_stem(name)
+    """The record (image stem) a view file belongs to; None for other files. The suffix is tested
+    first: this runs for every file of every view."""
+    if name.endswith(TEXT_VIEW_SUFFIX):
+        return text_encoder_cache_stem(name)
+    if name.endswith(LATENT_VIEW_SUFFIX):
+        return latent_cache_stem(name)
+    return None
 
 
 class Store:
@@ -211,6 +217,11 @@ class Store:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
+
+    def seal_path(self, directory: Path) -> Path:
+        """Where the store remembers a view folder as `link` left it (`view_of` reads it)."""
+        digest = hashlib.blake2b(os.fspath(directory).encode("utf-8", "surrogatepass"), digest_size=12)
+        return self.root / SEALS / f"{digest.hexdigest()}.json"
 
     def busy(self) -> bool:
         """A live `fplora cache` is staging into this store (its entries are not linked yet)."""
@@ -282,6 +293,7 @@ class View:
     other_settings: bool = False  # ... made under settings other than the spec's
     orphans: list[str] = field(default_factory=list)  # cache files of no record
     linked: int = 0  # wanted links already in place
+    sealed: bool = False  # `have` came from the store's seal of the folder, not a listing
 
     @property
     def to_link(self) -> int:
@@ -326,6 +338,37 @@ def _listing(directory: Path) -> dict[str, str | None]:
     return found
 
 
+def _sealed(store: Store, directory: Path) -> dict[str, str | None] | None:
+    """The view folder's cache files and their link targets from the seal written when it was last
+    found complete, if the folder has not changed since (adding, removing or replacing a link
+    changes its mtime); None to read the folder (one readlink per file: a third of a no-op)."""
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+        seal = json.loads(store.seal_path(directory).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(seal, dict) and seal.get("mtime_ns") == mtime and isinstance(seal.get("links"), dict):
+        return dict(seal["links"])
+    return None
+
+
+def seal(store: Store, view: View) -> None:
+    """Remember a complete view folder as it is now, so that the next command need not list it."""
+    if view.complete and not view.sealed:
+        _seal(store, view.directory, view.want)
+        view.sealed = True
+
+
+def _seal(store: Store, directory: Path, links: dict[str, str]) -> None:
+    try:
+        mtime = os.stat(directory).st_mtime_ns
+        path = store.seal_path(directory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({"directory": os.fspath(directory), "mtime_ns": mtime, "links": links}))
+    except OSError:
+        return  # without a seal the next command reads the folder
+
+
 def view_of(
     spec: Spec, index: int, records: Records, store: Store, settings: Settings, hashes: ContentHashes
 ) -> View:
@@ -358,7 +401,9 @@ def view_of(
             view.want[f"{stem}{TEXT_VIEW_SUFFIX}"] = text_dir + name
         else:
             view.compute_text.append((text, record))
-    view.have = _listing(directory)
+    sealed = _sealed(store, directory)
+    view.sealed = sealed is not None
+    view.have = sealed if sealed is not None else _listing(directory)
     for name, target in view.have.items():
         owner = _cache_stem(name)
         if owner is None or owner not in by_stem:
@@ -376,7 +421,7 @@ def view_of(
     return view
 
 
-def link(view: View) -> None:
+def link(view: View, store: Store) -> None:
     """Make the view folder hold exactly the wanted links: outdated files and files of removed
     records go, each missing link is made in one step (a link beside it, renamed over)."""
     view.directory.mkdir(parents=True, exist_ok=True)
@@ -393,6 +438,8 @@ def link(view: View) -> None:
         os.symlink(target, tmp)
         os.replace(tmp, path)
     (view.directory / OLD_STAMP).unlink(missing_ok=True)
+    _seal(store, view.directory, view.want)
+    view.sealed = True
     view.have = dict(view.want)
     view.linked = len(view.want)
     view.orphans, view.stale_latents, view.stale_text = [], [], []

@@ -184,7 +184,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
         job.say("nothing to compute; the cache folders would be linked to the store")
         return 0
     for view in views:
-        store.link(view)
+        store.link(view, where)
     missing = [v for v in views if not v.complete]
     if missing:
         job.say(f"some records have no cache: {_summary(missing[0])}", "red")
