@@ -862,13 +862,17 @@ def rehearse(
     force: bool = False,
     limit: float = STAGE_LIMIT,
     real: Plan | None = None,
+    quiet_unchanged: bool = False,
 ) -> int:
     """`fplora rehearse`: build, skip when this exact rehearsal passed before (unless `force`), run,
-    print the verdict. 0 when it passed, 1 when a stage failed."""
+    print the verdict. 0 when it passed, 1 when a stage failed. `quiet_unchanged`: the gate before
+    another verb says nothing when it skips an unchanged rehearsal, so that verb's own output (and
+    its one-line errors) stay as they were; `fplora rehearse` says it."""
     rehearsal = build(spec, python, real)
     when = None if force else passed_before(rehearsal)
     if when is not None:
-        say(f"rehearsal: unchanged since it passed at {when}: not run again (--force runs it)")
+        if not quiet_unchanged:
+            say(f"rehearsal: unchanged since it passed at {when}: not run again (--force runs it)")
         return 0
     log = display_path(rehearsal.root / "rehearsal.log")
     say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {log})")
@@ -924,4 +928,4 @@ def gate(job: Job, *, skip: bool) -> int:
     fingerprint: well under a second). 0 to go on, 1 when the rehearsal failed (it said why)."""
     if skip or job.dry_run or os.environ.get(SKIP_ENV) == "0":
         return 0
-    return rehearse(job.plan.spec, job.python, say=job.say, real=job.plan)
+    return rehearse(job.plan.spec, job.python, say=job.say, real=job.plan, quiet_unchanged=True)
