@@ -4,6 +4,7 @@ a real launch. Rehearsed again only when what they render changed; `--no-rehears
 
 from __future__ import annotations
 
+import pytest
 from fakes.fixtures import Workspace
 
 pytest_plugins = ["fakes.fixtures"]
@@ -46,3 +47,15 @@ def test_no_rehearse_skips_it_and_check_rehearse_adds_it(workspace: Workspace) -
 def test_a_dry_run_does_not_rehearse(cached: Workspace) -> None:
     result = cached.cli("train", str(cached.spec_path), "--dry-run")
     assert result.exit_code == 0 and "rehearsal" not in result.stderr
+
+
+@pytest.mark.parametrize("verb", ["infer", "eval"])
+def test_infer_and_eval_rehearse_first_unless_told_not_to(workspace: Workspace, verb: str) -> None:
+    """Both open their job through the CLI's one `common.job`, which runs the gate."""
+    failing = {"FAKE_REHEARSAL_FAIL": "train:RuntimeError: No LoRA modules found"}
+    stopped = workspace.cli(verb, str(workspace.spec_path), env=failing)
+    assert stopped.exit_code == 1
+    assert "rehearsal failed at stage train" in stopped.stderr
+    assert workspace.calls() == []  # nothing of the verb's own ran
+    skipped = workspace.cli(verb, str(workspace.spec_path), "--no-rehearse", env=failing)
+    assert "rehearsal" not in skipped.stderr

@@ -92,8 +92,14 @@ def load_applied(
     return load.applied(path, gpu=gpu, preset=preset, all_notes=all_notes)
 
 
-def job(given: Path | None, *, dry_run: bool, gpu: str | None = None) -> Job:
-    """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`)."""
+def job(given: Path | None, *, dry_run: bool, gpu: str | None = None, no_rehearse: bool) -> Job:
+    """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`), and
+    rehearsed first unless `--no-rehearse` (`jobs.rehearse.gate`): a failed rehearsal, which said
+    why, exits 1 before the job spends GPU time."""
     from fplora.jobs.context import open_job
+    from fplora.jobs.rehearse import gate
 
-    return open_job(load(given, gpu=gpu), dry_run=dry_run)
+    opened = open_job(load(given, gpu=gpu), dry_run=dry_run)
+    if gate(opened, skip=no_rehearse):
+        raise typer.Exit(1)
+    return opened

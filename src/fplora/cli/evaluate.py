@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "eval"
@@ -17,20 +17,16 @@ def command(
     spec: SpecArg = None,
     lora: Annotated[
         list[str] | None,
-        typer.Option(
-            "--lora",
-            metavar="<checkpoint>",
-            help="Checkpoints to score: all, stepN, latest, final, a path, or stepA..stepB, every:N, last:K;"
-            " repeat for several. [default: all]",
+        options.lora(
+            "Checkpoints to score: all, stepN, latest, final, a path, or stepA..stepB, every:N, last:K;"
+            " repeat for several. [default: all]"
         ),
     ] = None,
     untrained: Annotated[
         bool,
         typer.Option("--untrained/--no-untrained", help="Also score the untrained network (the baseline)."),
     ] = True,
-    redo: Annotated[
-        bool, typer.Option("--redo", help="Score again checkpoints already scored with this setup.")
-    ] = False,
+    redo: Annotated[bool, options.redo("Score again checkpoints already scored with this setup.")] = False,
     dry_run: DryRun = False,
     no_rehearse: NoRehearse = False,
     gpu: Gpu = None,
@@ -45,10 +41,7 @@ def command(
     Example: fplora eval configs/v8.yaml --lora step1000..step5000
     """
     from fplora.jobs.eval import ALL, run_eval
-    from fplora.jobs.rehearse import gate
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run, gpu=gpu)
-        if gate(job, skip=no_rehearse):
-            raise typer.Exit(1)
+        job = common.job(spec, dry_run=dry_run, gpu=gpu, no_rehearse=no_rehearse)
         raise typer.Exit(run_eval(job, loras=lora or [ALL], untrained=untrained, redo=redo))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import SpecArg
 
 NAME = "export"
@@ -18,10 +18,8 @@ def command(
     spec: SpecArg = None,
     lora: Annotated[
         str,
-        typer.Option(
-            "--lora",
-            metavar="<checkpoint>",
-            help="Checkpoint: stepN (global step), best (lowest evaluation loss), latest, final or a file.",
+        options.lora(
+            "Checkpoint: stepN (global step), best (lowest evaluation loss), latest, final or a file."
         ),
     ] = "latest",
     to: Annotated[

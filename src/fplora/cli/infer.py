@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "infer"
@@ -17,12 +17,10 @@ def command(
     spec: SpecArg = None,
     lora: Annotated[
         list[str] | None,
-        typer.Option(
-            "--lora",
-            metavar="<checkpoint>",
-            help="Checkpoint: stepN (global step), latest, final or a file path, or a selection of step"
+        options.lora(
+            "Checkpoint: stepN (global step), latest, final or a file path, or a selection of step"
             " checkpoints: stepA..stepB, every:N, last:K (combine with commas); repeat to compare several."
-            " [default: latest]",
+            " [default: latest]"
         ),
     ] = None,
     multiplier: Annotated[
@@ -43,8 +41,7 @@ def command(
         ),
     ] = None,
     redo: Annotated[
-        bool,
-        typer.Option("--redo", help="Sweep: make cells again that are already made with these settings."),
+        bool, options.redo("Sweep: make cells again that are already made with these settings.")
     ] = False,
     strict_captions: Annotated[
         bool,
@@ -66,12 +63,9 @@ def command(
     (selections: stepA..stepB, every:N, last:K, combined with commas)
     """
     from fplora.jobs.infer import command_line, multipliers_to_run, run_infer
-    from fplora.jobs.rehearse import gate
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run, gpu=gpu)
-        if gate(job, skip=no_rehearse):
-            raise typer.Exit(1)
+        job = common.job(spec, dry_run=dry_run, gpu=gpu, no_rehearse=no_rehearse)
         key = "--multiplier" if multiplier else "infer.multipliers"
         code = run_infer(
             job,

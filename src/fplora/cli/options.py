@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,3 +35,14 @@ NoRehearse = Annotated[
         " when what they render changed since the last passed rehearsal; see `fplora rehearse`).",
     ),
 ]
+
+
+def lora(help: str) -> Any:
+    """`--lora <checkpoint>`, as `infer`, `eval` and `export` take it: one flag, one metavar. The help
+    is the verb's own, since what each accepts and defaults to differs."""
+    return typer.Option("--lora", metavar="<checkpoint>", help=help)
+
+
+def redo(help: str) -> Any:
+    """`--redo`: make again what is already made with these settings; the help says what that is."""
+    return typer.Option("--redo", help=help)
