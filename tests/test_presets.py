@@ -3,6 +3,7 @@ spec's own settings win, `auto` through a fake nvidia-smi, and the estimates of 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
@@ -546,3 +547,42 @@ def test_evaluation_and_sweeps_take_the_cards_compile_and_swap(project) -> None:
         spec = apply(_spec(project, text), gpu).spec
         assert compiles(spec) is compiled, gpu
         assert infer_blocks_to_swap(spec) == 0, gpu
+
+
+def _torch_probes(record: Path) -> int:
+    if not record.exists():
+        return 0
+    calls = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
+    return sum(1 for c in calls if c.get("args", [""])[:1] == ["-c"] and "torch.cuda" in c["args"][1])
+
+
+def test_auto_remembers_torchs_answer(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without nvidia-smi, `gpu: auto` asks torch in the musubi-tuner Python (seconds: importing
+    torch) once; later commands read the answer from `.fplora/` until what it depends on changes."""
+    monkeypatch.setenv("PATH", str(workspace.bin))  # no nvidia-smi
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA H100 80GB HBM3:81559")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    workspace.write_spec(gpu="auto")
+    said = f"note: gpu auto: NVIDIA H100 80GB HBM3, 81,559 MiB (torch in {workspace.python}): preset h100-80g"
+
+    def check() -> str:
+        result = workspace.cli("check", workspace.spec_path, "--skip-models")
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    assert said in check()
+    assert _torch_probes(workspace.record) == 1
+    assert (workspace.root / ".fplora" / "gpu-probe.json").is_file()
+    assert said in check()
+    assert _torch_probes(workspace.record) == 1  # answered from .fplora/, no probe
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # another view of the cards: asked again
+    monkeypatch.setenv("FAKE_GPUS", "")
+    assert "no GPU found here" in check()
+    assert _torch_probes(workspace.record) == 2
+    assert "no GPU found here" in check()  # "no GPU" is remembered too
+    assert _torch_probes(workspace.record) == 2
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    os.utime(workspace.python, ns=(1, 1))  # the Python changed (reinstalled): asked again
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA H100 80GB HBM3:81559")
+    assert said in check()
+    assert _torch_probes(workspace.record) == 3

@@ -10,8 +10,8 @@ How the batch is read: with a preset, `batch_size × gradient_accumulation_steps
 the effective batch asked for, and the preset splits it into micro-batch × accumulation for the GPU.
 Writing `gradient_accumulation_steps` (or a dataset's own `batch_size`) pins the split as written.
 
-`auto` asks nvidia-smi (or, without it, the musubi-tuner Python) for the GPU's name and memory; fplora
-never imports torch.
+`auto` asks nvidia-smi (or, without it, the musubi-tuner Python, whose answer the project's `.fplora/`
+remembers) for the GPU's name and memory; fplora never imports torch.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fplora.presets.table import Gpu, table
 from fplora.problems import Problem, UserError, note
 from fplora.spec import revalidate
 from fplora.spec.models import Spec, width_height
+from fplora.state import project_state
 from fplora.suggest import did_you_mean
 
 __all__ = ["Applied", "Choice", "Detected", "apply", "detect", "preset_names"]
@@ -60,7 +61,7 @@ def _gpu(spec: Spec, name: str, key: str, python: str | None) -> tuple[Gpu | Non
         raise UserError(spec.problem(("gpu",), f"no preset {name!r}", hint))
     if name != AUTO:
         return known[name], []
-    found = detect(python)
+    found = detect(python, project_state(spec.path))
     if found is None:
         return None, [
             note(

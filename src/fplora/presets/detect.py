@@ -1,10 +1,22 @@
 """Which GPU this machine has, for `gpu: auto`: nvidia-smi's name and memory, else the musubi-tuner
-Python's torch in a child process (fplora itself never imports torch), matched to a preset's GPU."""
+Python's torch in a child process (fplora itself never imports torch), matched to a preset's GPU.
+
+Asking torch costs seconds (importing it), which every command of a `gpu: auto` spec would pay on a
+machine without nvidia-smi: a repeated rehearsal of an unchanged spec would take 2-4 s instead of
+well under one. So torch's answer is remembered in the project's `.fplora/`, keyed by what can
+change it: the Python (its path, and the modification times of it and of its site-packages, which
+an install of another torch touches), CUDA_VISIBLE_DEVICES and the machine's boot (a card added or
+a driver installed takes a reboot).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from fplora.presets.table import Gpu, table
 from fplora.process import capture
@@ -39,9 +51,10 @@ def _parse(output: str, how: str) -> Detected | None:
     return Detected(smallest[0], smallest[1], len(gpus), how)
 
 
-def detect(python: str | None = None) -> Detected | None:
+def detect(python: str | None = None, remember: Path | None = None) -> Detected | None:
     """This machine's GPU (the smallest, when several), via nvidia-smi, else the musubi-tuner
-    Python's torch in a child process; None without either."""
+    Python's torch in a child process; None without either. With `remember` (a project's
+    `.fplora/`), torch's answer is kept there and reused while its key holds."""
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         code, output = capture(
@@ -49,11 +62,84 @@ def detect(python: str | None = None) -> Detected | None:
         )
         if code == 0 and (found := _parse(output, "nvidia-smi")):
             return found
-    if python is not None:
+    if python is None:
+        return None
+    store = remember / PROBE_FILE if remember is not None else None
+    key = _probe_key(python)
+    known = _recalled(store) if store is not None else {}
+    if key in known:
+        answer = known[key]
+    else:
         code, output = capture([python, "-c", _TORCH_PROBE], timeout=120)
-        if code == 0 and (found := _parse(output.strip().splitlines()[-1] if output.strip() else "", python)):
-            return Detected(found.name, found.memory_mib, 1, f"torch in {python}")
-    return None
+        last = output.strip().splitlines()[-1] if output.strip() else ""
+        found = _parse(last, python) if code == 0 else None
+        answer = (found.name, found.memory_mib) if found else None
+        if store is not None and (found is not None or code == 3):  # an answer, not a broken Python
+            _keep(store, {**known, key: answer})
+    return Detected(answer[0], answer[1], 1, f"torch in {python}") if answer else None
+
+
+PROBE_FILE = "gpu-probe.json"
+_KEPT = 8  # keys remembered: a few Pythons or CUDA_VISIBLE_DEVICES values in turn, not every boot's
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _probe_key(python: str) -> str:
+    """What torch's answer depends on, as a digest (see the module's docstring)."""
+    where = Path(shutil.which(python) or python).absolute()
+    venv = where.parent.parent  # a venv's bin/python links to the base Python: its lib is its own
+    base = where.resolve().parent.parent
+    site = sorted({*venv.glob("lib/python*/site-packages"), *base.glob("lib/python*/site-packages")})
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="utf-8").strip()
+    except OSError:
+        boot = None
+    parts = {
+        "python": str(where),
+        "mtime": _mtime(where),
+        "site": {str(p): _mtime(p) for p in site},
+        "pythonpath": os.environ.get("PYTHONPATH"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "boot": boot,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _recalled(store: Path) -> dict[str, tuple[str, int] | None]:
+    """The answers remembered in `store` by key (None: torch saw no GPU); what does not read as
+    one is left out, and asked again."""
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    answers: dict[str, tuple[str, int] | None] = {}
+    for key, gpu in known.items() if isinstance(known, dict) else ():
+        if gpu is None:
+            answers[key] = None
+        elif isinstance(gpu, list) and len(gpu) == 2 and isinstance(gpu[0], str) and isinstance(gpu[1], int):
+            answers[key] = (gpu[0], gpu[1])
+    return answers
+
+
+def _keep(store: Path, answers: dict[str, tuple[str, int] | None]) -> None:
+    """Write the latest `_KEPT` answers (written whole, then renamed: a reader never sees half)."""
+    latest = dict(list(answers.items())[-_KEPT:])
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        partial = store.with_name(f".{store.name}.{os.getpid()}")
+        partial.write_text(
+            json.dumps({k: list(v) if v else None for k, v in latest.items()}, indent=1) + "\n",
+            encoding="utf-8",
+        )
+        partial.replace(store)
+    except OSError:
+        pass  # a read-only project asks torch every time
 
 
 def match(detected: Detected) -> Gpu:
