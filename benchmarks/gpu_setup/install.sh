@@ -3,7 +3,8 @@
 # prepare.sh made: .whl (.whl2 when carried) and .musubi. Idempotent: a warm machine that already has
 # /tmp/site and /tmp/musubi at the carried commit is left as it is. Prints the export a caller must
 # `eval` (the harness's install stage sets it itself).
-#   pip --target /tmp/site : the carried wheels (no index, no deps: the image provides the rest)
+#   pip --target /tmp/site : the carried wheels (no index, no deps: the image provides the rest), .whl3's
+#                            too when carried (fplora's own dependencies, for running fplora from src/)
 #   /tmp/musubi/src        : musubi-tuner's source from .musubi/musubi-tuner-src.tar.gz, put on PYTHONPATH
 #                            (not pip-installed: `python -m musubi_tuner.<script>` needs only the path)
 set -euo pipefail
@@ -13,6 +14,7 @@ done
 if [ ! -f /tmp/site/.e2e-installed ]; then
   whls=(.whl/*.whl)
   [ -d .whl2 ] && whls+=(.whl2/*.whl)
+  [ -d .whl3 ] && whls+=(.whl3/*.whl)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "${whls[@]}" >&2
   touch /tmp/site/.e2e-installed
