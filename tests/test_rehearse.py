@@ -65,6 +65,23 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
 
 
+def test_infer_prompts_are_rehearsed_once_per_option_set_whatever_option_differs(example: Path) -> None:
+    """Lines that differ only in text, seed or images run once; any option (here the real CFG
+    scale, which takes generate's other code path) makes a line of its own."""
+    probe = example.with_name("probe.yaml")
+    probe.write_text(
+        "extends: example.yaml\n"
+        "infer: {prompts: [{record: 1}, {record: 2, seed: 3}, {record: 3, cfg_scale: 2.0}]}\n",
+        encoding="utf-8",
+    )
+    built = rehearse.build(load_spec(probe), "python")
+    generate = next(s for s in built.stages if s.name == "generate")
+    assert generate.what == "generate, 2 of 3 infer prompts (one per setting)"
+    lines = built.files[built.root / "rendered" / "infer-prompts.txt"].splitlines()
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    assert len(prompts) == 2 and "--l 2" in prompts[1]
+
+
 @pytest.mark.musubi
 def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_python, monkeypatch) -> None:
     for key, value in musubi_python.env.items():

@@ -59,3 +59,30 @@ def test_infer_and_eval_rehearse_first_unless_told_not_to(workspace: Workspace, 
     assert workspace.calls() == []  # nothing of the verb's own ran
     skipped = workspace.cli(verb, str(workspace.spec_path), "--no-rehearse", env=failing)
     assert "rehearsal" not in skipped.stderr
+
+
+def test_a_code_path_that_needs_cuda_is_not_rehearsed_on_a_cpu_machine_and_not_failed(
+    workspace: Workspace,
+) -> None:
+    """`device: cuda`, pinned memory, a GPU-only kernel: valid on the GPU box, impossible here. The
+    stage (and those that need it) are said not rehearsed, and the rest of the spec still passes."""
+    error = "RuntimeError: Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU"
+    result = workspace.cli(
+        "rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_FAIL": f"train:{error}"}
+    )
+    said = result.stdout + result.stderr
+    assert result.exit_code == 0, said
+    assert "--   train: not rehearsed: its code path needs CUDA, which this machine lacks" in said
+    assert "--   generate: not rehearsed: it needs train, which could not run here" in said
+    assert "ok   cache-latents" in said
+    assert "not rehearsed on this machine: train, resume, generate, sweep" in said
+
+
+def test_a_cache_script_that_writes_no_caches_fails_its_own_stage(workspace: Workspace) -> None:
+    """caching that exits 0 without a cache (a debug mode, a batch size that loops over nothing) is
+    caught at caching, not later as a training without data."""
+    result = workspace.cli("rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_NOOP": "cache-latents"})
+    said = result.stdout + result.stderr
+    assert result.exit_code == 1
+    assert "rehearsal failed at stage cache-latents (latent caches): wrote 0 of 2 latent caches in" in said
+    assert "(exit code 0 notwithstanding): training would find no data" in said

@@ -1134,11 +1134,13 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     rendered command is checked and emulated like a real launch (a bad option fails its stage), in
     order, a stage whose needs failed skipped. The knobs that emulate what goes wrong on a GPU
     (FAKE_EXIT, FAKE_TRAIN_*, FAKE_GENERATE_*, ...) do not apply: a rehearsal does not reproduce them.
-    FAKE_REHEARSAL_FAIL=<stage>:<error line> makes that stage fail as musubi-tuner would."""
+    FAKE_REHEARSAL_FAIL=<stage>:<error line> makes that stage fail as musubi-tuner would;
+    FAKE_REHEARSAL_NOOP=<stage> makes it exit 0 having done nothing (a debug mode, an empty loop)."""
     import glob as globbing
 
     plan = json.loads(Path(args[list(args).index("--plan") + 1]).read_text(encoding="utf-8"))
     fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
+    noop = os.environ.get("FAKE_REHEARSAL_NOOP", "")
     for name in [k for k in os.environ if k.startswith("FAKE_") and k not in REHEARSAL_KNOBS]:
         del os.environ[name]
 
@@ -1161,6 +1163,8 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
         if fail.partition(":")[0] == name:
             code, error = 1, fail.partition(":")[2]
             say(f"Traceback (most recent call last):\n{error}")
+        elif noop == name:
+            code = 0
         else:
             code = run(stage["argv"][1:], cwd)
         outputs = stage.get("outputs", [])

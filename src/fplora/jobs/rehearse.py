@@ -20,6 +20,7 @@ was rehearsed (rendered files and commands, records, fplora version, musubi-tune
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ from fplora.check import check_spec
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job
 from fplora.musubi import schema
-from fplora.musubi.names import GENERATE_OUTPUTS
+from fplora.musubi.names import GENERATE_OUTPUTS, latent_cache_stem, text_encoder_cache_file
 from fplora.plan import Plan
 from fplora.problems import Problem, UserError, display_path
 from fplora.protocol import eval as eval_protocol
@@ -123,6 +124,7 @@ class Outcome:
     where: str | None = None
     seconds: float = 0.0
     problem: str | None = None  # why the stage failed, None when it passed
+    not_rehearsed: str | None = None  # why this machine cannot run the stage's code path at all
     frames: list[str] = field(default_factory=list)  # musubi-tuner functions the error passed through
     log: list[str] = field(default_factory=list)
 
@@ -174,23 +176,35 @@ def _fewer_steps(text: str) -> str:
     return _STEPS_OPTION.sub(lambda m: str(min(int(m.group(0)), SAMPLE_STEPS)), text)
 
 
+def _has_alpha(path: Path) -> bool | None:
+    """Whether an image carries an alpha channel (musubi-tuner turns it into a mask: another code
+    path); None when it cannot be read (the rehearsal then shows musubi-tuner's own error)."""
+    from PIL import Image  # here: only a rehearsal that runs reads image headers
+
+    try:
+        with Image.open(path) as image:
+            return "A" in image.getbands() or "transparency" in image.info
+    except Exception:  # an unreadable image is musubi-tuner's to report, in the stage that reads it
+        return None
+
+
 def _distinct(lines: list[PromptLine]) -> list[PromptLine]:
-    """One prompt line per distinct size and option set (the text, seed and images aside)."""
+    """One prompt line per distinct option set: every field of the line but its text, seed and
+    image paths (the number of control images, and which images carry an alpha mask, count)."""
     seen, kept = set(), []
     for line in lines:
-        key = (
-            line.width,
-            line.height,
-            line.steps,
-            line.flow_shift,
-            line.guidance_scale,
-            bool(line.negative_prompt),
-            len(line.control_images),
-        )
+        options = {k: v for k, v in dataclasses.asdict(line).items() if k not in _NOT_OPTIONS}
+        images = (line.image, *line.control_images)
+        key = (tuple(sorted(options.items())), len(line.control_images), tuple(map(_has_alpha, images)))
         if key not in seen:
             seen.add(key)
             kept.append(line)
     return kept
+
+
+_NOT_OPTIONS = {"text", "seed", "image", "control_images"}
+"""PromptLine fields that choose what is generated, not how: lines differing only in these are
+rehearsed once."""
 
 
 def _infer_steps(argv: list[str]) -> list[str]:
@@ -328,12 +342,25 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     skipped: list[tuple[str, str]] = []
     cache_latents = _argv(commands.cache_latents(spec, paths, py), mapping)
     cache_text = _argv(commands.cache_text_encoder(spec, paths, py), mapping)
+    expected = _expected_caches(files, Path(_flag_options(cache_latents)["dataset_config"]))
     stages.append(
-        Stage("cache-latents", "latent caches", cache_latents, "cache_latents", _flag_options(cache_latents))
+        Stage(
+            "cache-latents",
+            "latent caches",
+            cache_latents,
+            "cache_latents",
+            _flag_options(cache_latents),
+            check=_caches_check(expected, latents=True),
+        )
     )
     stages.append(
         Stage(
-            "cache-text", "text-encoder caches", cache_text, "cache_text_encoder", _flag_options(cache_text)
+            "cache-text",
+            "text-encoder caches",
+            cache_text,
+            "cache_text_encoder",
+            _flag_options(cache_text),
+            check=_caches_check(expected, latents=False),
         )
     )
     name = str(train_config.get("output_name", spec.output_name))
@@ -460,6 +487,47 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     for code in (WORKER, STANDINS):
         digest.update(code.read_bytes())
     return Rehearsal(spec, root, stages, skipped, notes, files, shards, digest.hexdigest())
+
+
+def _expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
+    """(cache folder, the image stems it must hold caches of) of each dataset the cache scripts
+    read: musubi-tuner names a cache by its image's stem."""
+    text = files.get(dataset_config)
+    if text is None:
+        return []
+    expected = []
+    for entry in tomllib.loads(text).get("datasets", []):
+        jsonl, folder = entry.get("image_jsonl_file"), entry.get("cache_directory")
+        if not jsonl or not folder or Path(jsonl) not in files:
+            continue
+        stems = set()
+        for line in files[Path(jsonl)].splitlines():
+            with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
+                stems.add(Path(json.loads(line).get("image_path")).stem)
+        expected.append((Path(folder), stems))
+    return expected
+
+
+def _caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Callable[[str], str | None]:
+    """A cache script that exits 0 without writing its caches (a debug mode that only shows the
+    data, a batch size that makes an empty loop) fails here, not later in training."""
+    noun = "latent caches" if latents else "text-encoder caches"
+
+    def check(_log: str) -> str | None:
+        for folder, stems in expected:
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+            if latents:
+                found = {latent_cache_stem(name) for name in names} & stems
+            else:
+                found = {s for s in stems if text_encoder_cache_file(Path(s)) in names}
+            if len(found) < len(stems):
+                return (
+                    f"wrote {len(found)} of {len(stems)} {noun} in {display_path(folder)} (exit code 0"
+                    " notwithstanding): training would find no data"
+                )
+        return None
+
+    return check
 
 
 def _samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
@@ -673,15 +741,12 @@ def area_lines(spec: Spec, stage: Stage, frames: list[str]) -> list[Problem]:
 
 
 def _kernel_problem(rehearsal: Rehearsal, outcome: Outcome, missing: list[str]) -> str | None:
-    """A missing attention kernel is the machine's, not the spec's."""
+    """The attention kernel a failed stage asked for and this musubi-tuner Python lacks, or None."""
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
     for option, module in ATTENTION_KERNELS.items():
         if module in missing and outcome.stage.options.get(option) and module in text:
-            return (
-                f"the attention kernel {module} is not installed in this musubi-tuner Python: the stage"
-                " could not run here (not a mistake in the spec; the GPU box needs it)"
-            )
-    return None
+            return module
+    return _attn_mode_kernel(outcome.stage, missing)
 
 
 def _attn_mode_kernel(stage: Stage, missing: list[str]) -> str | None:
@@ -689,6 +754,25 @@ def _attn_mode_kernel(stage: Stage, missing: list[str]) -> str | None:
     module = {"flash": "flash_attn", "flash3": "flash_attn", "sageattn": "sageattention"}.get(str(mode))
     module = module or ("xformers" if mode == "xformers" else None)
     return module if module and module in missing else None
+
+
+_NO_CUDA = re.compile(
+    r"Torch not compiled with CUDA|Found no NVIDIA driver|No CUDA GPUs are available|CUDA driver version is"
+    r" insufficient|CUDA driver initialization failed|torch\.cuda\.is_available\(\) is False"
+)
+"""torch's errors when code asks for CUDA on a machine without it."""
+
+
+def _machine_reason(rehearsal: Rehearsal, outcome: Outcome, watch: _Watch) -> str | None:
+    """Why this machine, not the spec, stopped a failed stage: an attention kernel that is not
+    installed, or (without CUDA) a code path that only runs on CUDA. None when it was the spec."""
+    kernel = _kernel_problem(rehearsal, outcome, watch.missing_kernels)
+    if kernel is not None:
+        return f"the attention kernel {kernel} is not installed in this musubi-tuner Python"
+    text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
+    if not watch.cuda and (found := _NO_CUDA.search(text)):
+        return f"its code path needs CUDA, which this machine lacks ({found.group(0)})"
+    return None
 
 
 def _int(value: Any) -> int:
@@ -705,7 +789,6 @@ class Result:
     log: Path
     seconds: float
     notes: list[str]
-    kernel_only: bool = False  # failed only for missing attention kernels
 
 
 def run(
@@ -760,13 +843,18 @@ def run(
         )
     outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
     failed_names: set[str] = set()
-    kernel_failures = 0
+    unrehearsed: set[str] = set()
     for outcome in outcomes:
         stage = outcome.stage
         blocked = [n for n in stage.needs if n in failed_names]
         if watch.hung is outcome:
             outcome.problem = f"no result after {limit:.0f} s: it hangs (stopped)"
         elif outcome.code is None:
+            waiting = [n for n in stage.needs if n in unrehearsed]
+            if waiting and not blocked:
+                outcome.not_rehearsed = f"it needs {', '.join(waiting)}, which could not run here"
+                unrehearsed.add(stage.name)
+                continue
             outcome.problem = (
                 f"not run: {', '.join(blocked)} failed"
                 if blocked
@@ -778,26 +866,25 @@ def run(
             outcome.problem = stage.check("\n".join(outcome.log))
         if outcome.problem is None:
             continue
+        machine = _machine_reason(rehearsal, outcome, watch) if outcome.code is not None else None
+        if machine is not None and not watch.cuda:
+            # without a GPU this code path cannot run at all: said, not failed (the GPU box's own
+            # rehearsal, with CUDA and its kernels, runs it)
+            outcome.problem, outcome.not_rehearsed = None, machine
+            unrehearsed.add(stage.name)
+            continue
+        if machine is not None:
+            outcome.problem = f"{machine}: install it here (the real run would fail the same way)"
         failed_names.add(stage.name)
-        missing_kernel = _attn_mode_kernel(stage, watch.missing_kernels)
-        kernel = _kernel_problem(rehearsal, outcome, watch.missing_kernels)
-        if kernel or missing_kernel:
-            outcome.problem = kernel or (
-                f"the attention kernel {missing_kernel} is not installed in this musubi-tuner Python:"
-                " the stage could not run here (not a mistake in the spec)"
-            )
-            kernel_failures += 1
     if result.interrupted and watch.hung is None:
         raise KeyboardInterrupt
     failures = [o for o in outcomes if o.problem is not None]
-    real_failures = [o for o in failures if not o.problem or "not run:" not in o.problem]
     return Result(
         passed=not failures,
         outcomes=outcomes,
         log=log,
         seconds=seconds,
         notes=rehearsal.notes + watch.notes,
-        kernel_only=bool(failures) and kernel_failures == len(real_failures),
     )
 
 
@@ -882,7 +969,9 @@ def rehearse(
     for text in result.notes:
         say(f"note: {text}")
     for outcome in result.outcomes:
-        if outcome.problem is None:
+        if outcome.not_rehearsed is not None:
+            say(f"  --   {outcome.stage.name}: not rehearsed: {outcome.not_rehearsed}")
+        elif outcome.problem is None:
             say(f"  ok   {outcome.stage.name} ({outcome.seconds:.1f} s)")
     failed = [o for o in result.outcomes if o.problem is not None]
     for outcome in failed:
@@ -895,6 +984,13 @@ def rehearse(
         say(f"rehearsal FAILED in {result.seconds:.0f} s; log: {display_path(result.log)}")
         return 1
     remember_pass(rehearsal, result.seconds)
+    unrehearsed = [o.stage.name for o in result.outcomes if o.not_rehearsed is not None]
+    if unrehearsed:
+        say(
+            f"rehearsal passed in {result.seconds:.0f} s; not rehearsed on this machine:"
+            f" {', '.join(unrehearsed)} (their code paths need what it lacks; see above)"
+        )
+        return 0
     say(f"rehearsal passed in {result.seconds:.0f} s")
     return 0
 

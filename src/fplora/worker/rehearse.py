@@ -45,6 +45,30 @@ EVENT_PREFIX = "fplora-rehearse-event "
 ACCELERATE_LAUNCH = ["-m", "accelerate.commands.launch"]
 
 
+WAITS_FOR_INPUT = "it waits for keyboard input: an unattended run would wait there forever"
+
+
+def _no_keyboard() -> None:
+    """Stages read end-of-file from stdin: a script that asks for a key (a debug mode's `input()`)
+    fails at once, instead of holding the rehearsal until its time limit."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 (the worker's stdin until it exits)
+
+
+def _missing_package(error: BaseException) -> str | None:
+    """The top-level package an import failed for, when no such package is installed at all (a
+    missing submodule of an installed package, such as a misspelt network module, is the spec's)."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return None
+    top = error.name.split(".")[0]
+    try:
+        return top if importlib.util.find_spec(top) is None else None
+    except (ImportError, ValueError):
+        return None
+
+
 def emit(event: str, **fields: Any) -> None:
     """One event line on stdout in a single write, so that it does not interleave with log lines."""
     data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
@@ -129,6 +153,13 @@ def run_stage(argv: list[str]) -> tuple[int, str | None, str | None, list[str]]:
     except Exception as error:  # the script's failure is the stage's result, not the worker's
         traceback.print_exc()
         line = traceback.format_exception_only(type(error), error)[-1].strip()
+        if isinstance(error, EOFError):
+            line += f" ({WAITS_FOR_INPUT})"
+        elif (package := _missing_package(error)) is not None:
+            line += (
+                f" (the package {package} is not installed in this musubi-tuner Python: not a mistake in"
+                " the spec if the GPU box has it; install it here to rehearse this code path)"
+            )
         return 1, line, _where(error), _frames(error)
     finally:
         sys.stdout.flush()
@@ -151,6 +182,7 @@ def main() -> int:
     import rehearse_standins
 
     rehearse_standins.install()
+    _no_keyboard()
     emit("started", pid=os.getpid())
     missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
     import torch
