@@ -107,12 +107,8 @@ def write_spec() -> None:
     specs.write_specs()
     lines = [line for line in state.CFG.jsonl.read_text().splitlines() if line.strip()][:RECORDS]
     for path in (small(), split()):
-        text = "\n".join(lines) + "\n"
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
-    path = state.CFG.spec(VERSION)
-    if not path.is_file() or path.read_text() != spec_text():
-        path.write_text(spec_text())
+        specs.write_if_changed(path, "\n".join(lines) + "\n")
+    specs.write_if_changed(state.CFG.spec(VERSION), spec_text())
 
 
 def name() -> str:

@@ -49,7 +49,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import asserts, driver, fake, proc, state, timings  # noqa: E402  (the harness)
+from harness import asserts, driver, fake, proc, specs, state, timings  # noqa: E402  (the harness)
 from harness.stages import setup as setup_stages  # noqa: E402
 
 MATRIX_JSON = HERE / "gpu_matrix.json"
@@ -281,17 +281,7 @@ def base_spec() -> str:
     return f"""\
 # Written by benchmarks/gpu_matrix.py: every cell extends a variant of this.
 project: {PROJECT}
-models:
-  dir: {P.models}
-  dit: diffusion_models/FramePackI2V_HY/diffusion_pytorch_model-00001-of-00003.safetensors
-  vae: vae/diffusion_pytorch_model.safetensors
-  text_encoder1: text_encoder/model-00001-of-00004.safetensors
-  text_encoder2: text_encoder_2/model.safetensors
-  image_encoder: image_encoder/model.safetensors
-  fp8_llm: true
-  vae_chunk_size: 32
-  vae_spatial_tile_sample_min_size: 128
-data:
+{specs.models_section(P.models)}data:
   resolution: [{WIDTH}, {HEIGHT}]
   caption_extension: .txt
   batch_size: 1
@@ -316,17 +306,7 @@ train:
   timestep_sampling: shift
   discrete_flow_shift: 6.0
   logging: {{with: null}}
-sample:
-  at_first: false
-  every_n_steps: null
-  steps: 4
-  prompts:
-    - record: 1
-launch:
-  num_processes: 1
-  mixed_precision: bf16
-  dynamo_backend: "no"
-infer:
+{specs.SAMPLE}{specs.LAUNCH}infer:
   fp8_scaled: true
   attention: sdpa
   output_type: latent_images
@@ -367,13 +347,10 @@ def cell_spec(cell: Cell) -> str:
 
 
 def write_specs() -> None:
-    P.configs.mkdir(parents=True, exist_ok=True)
     texts = {"base": base_spec(), **{f"v-{v}": variant_spec(v) for v in VARIANTS}}
     texts.update({c.name: cell_spec(c) for c in CELLS})
     for name, text in texts.items():
-        path = P.spec(name)
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        specs.write_if_changed(P.spec(name), text)
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -126,10 +126,7 @@ def spec_path(version: str) -> Path:
 def write_specs() -> None:
     specs.write_specs()
     for version, text in spec_texts().items():
-        path = spec_path(version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        specs.write_if_changed(spec_path(version), text)
 
 
 def folder(mode: str, step: int, multiplier: str) -> Path:

@@ -3,8 +3,51 @@ the versions that extend it (e2e, g<N>, timing)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from harness import state
 from harness.state import NETWORK_DIM, PROJECT
+
+# The sections every GPU driver's base spec shares (gpu_e2e's here, gpu_matrix.py's own base): the
+# models benchmarks/gpu_setup fetches, one sample at most and one process; each base adds the rest.
+SAMPLE = """\
+sample:
+  at_first: false
+  every_n_steps: null
+  steps: 4
+  prompts:
+    - record: 1
+"""
+LAUNCH = """\
+launch:
+  num_processes: 1
+  mixed_precision: bf16
+  dynamo_backend: "no"
+"""
+
+
+def models_section(models: Path) -> str:
+    """The models: section, for the weights benchmarks/gpu_setup puts under `models`."""
+    return f"""\
+models:
+  dir: {models}
+  dit: diffusion_models/FramePackI2V_HY/diffusion_pytorch_model-00001-of-00003.safetensors
+  vae: vae/diffusion_pytorch_model.safetensors
+  text_encoder1: text_encoder/model-00001-of-00004.safetensors
+  text_encoder2: text_encoder_2/model.safetensors
+  image_encoder: image_encoder/model.safetensors
+  fp8_llm: true
+  vae_chunk_size: 32
+  vae_spatial_tile_sample_min_size: 128
+"""
+
+
+def write_if_changed(path: Path, text: str) -> None:
+    """Write a spec (or data file) only when its text differs: a warm machine's files keep their
+    mtimes, and fplora sees no change where there is none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
 
 
 def spec_texts() -> dict[str, str]:
@@ -19,17 +62,7 @@ def spec_texts() -> dict[str, str]:
 # Written by benchmarks/gpu_e2e.py: the memo's house settings (configs/base.yaml) on this machine.
 project: {PROJECT}
 
-models:
-  dir: {c.models}
-  dit: diffusion_models/FramePackI2V_HY/diffusion_pytorch_model-00001-of-00003.safetensors
-  vae: vae/diffusion_pytorch_model.safetensors
-  text_encoder1: text_encoder/model-00001-of-00004.safetensors
-  text_encoder2: text_encoder_2/model.safetensors
-  image_encoder: image_encoder/model.safetensors
-  fp8_llm: true
-  vae_chunk_size: 32
-  vae_spatial_tile_sample_min_size: 128
-
+{models_section(c.models)}
 data:
   resolution: [{c.width}, {c.height}]
   caption_extension: .txt
@@ -65,18 +98,8 @@ train:
   save_state_on_train_end: true
   logging: {{with: null}}
 
-sample:
-  at_first: false
-  every_n_steps: null
-  steps: 4
-  prompts:
-    - record: 1
-
-launch:
-  num_processes: 1
-  mixed_precision: bf16
-  dynamo_backend: "no"
-
+{SAMPLE}
+{LAUNCH}
 infer:
   fp8_scaled: true
   attention: sdpa
@@ -136,8 +159,5 @@ train:
 
 
 def write_specs() -> None:
-    state.CFG.configs.mkdir(parents=True, exist_ok=True)
     for version, text in spec_texts().items():
-        path = state.CFG.spec(version)
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        write_if_changed(state.CFG.spec(version), text)
