@@ -6,6 +6,8 @@ import os
 
 from fakes.fixtures import Workspace
 
+from fplora.problems import display_path
+
 pytest_plugins = ["fakes.fixtures"]
 
 
@@ -36,20 +38,24 @@ def test_a_long_list_of_steps_is_offered_as_a_range_and_the_nearest() -> None:
     assert available(steps[:3], 150) == "step100, step200, step300"
 
 
-def test_a_run_trained_from_another_spec_file_is_pointed_out(cached: Workspace) -> None:
-    """Two projects sharing project name, version and output_dir share one run: say so."""
+def test_a_run_trained_from_another_spec_file_is_pointed_out_once(cached: Workspace) -> None:
+    """Two projects sharing project name, version and output_dir share one run: say so, once, in
+    check's words (`check/run_names.py`), whichever command reads the run."""
     import shutil
 
     assert cached.cli("train", str(cached.spec_path)).exit_code == 0
     twin = cached.root / "configs2"
     shutil.copytree(cached.spec_path.parent, twin, ignore=shutil.ignore_patterns("v1"))
-    expected = f"note: run fake-v1 was trained from {cached.spec_path}, not from this spec"
-    for command in (["runs"], ["infer", "--lora", "step1"]):
+    said = f"run fake-v1 in {display_path(cached.output_dir)} was started from"
+    # the resume stops at the run's end (max_train_steps reached): after the warning, as any refusal would
+    runs, infer, resume = ["runs"], ["infer", "--lora", "step1"], ["train", "--resume", "latest", "--dry-run"]
+    for command, code in ((runs, 0), (infer, 0), (resume, 1)):
         result = cached.cli(command[0], str(twin / "v1.yaml"), *command[1:])
-        assert result.exit_code == 0, result.output
-        assert expected in result.stderr, command
+        assert result.exit_code == code, result.output
+        told = [line for line in result.stderr.splitlines() if "run fake-v1" in line]
+        assert len(told) == 1 and told[0].startswith("warning: ") and said in told[0], (command, told)
     same = cached.cli("runs", str(cached.spec_path))
-    assert "was trained from" not in same.stderr
+    assert "was started from" not in same.stderr
 
 
 def test_a_segment_whose_fplora_was_killed_is_not_shown_running(cached: Workspace) -> None:

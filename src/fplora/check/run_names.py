@@ -71,19 +71,28 @@ def check_run_names(spec: Spec, run: Catalogue | None = None) -> list[Problem]:
                     " differs per spec file)",
                 )
             )
+    return problems + foreign_run(spec, run)
+
+
+def foreign_run(spec: Spec, run: Catalogue | None = None) -> list[Problem]:
+    """A warning when the run under the spec's output name was started from another spec file: two
+    projects with the same `project:`, version and `output_dir` share one run, and the second would
+    train into, resume, list or infer from the first one's as its own. Every command that opens a job
+    says it through `check_spec`; `fplora runs`, which opens none, asks here. An unreadable manifest
+    gives no warning: the command that needs it says so."""
     try:
         manifest = (run or Catalogue.of(spec)).manifest
     except UnreadableManifest:
-        manifest = None  # the commands that need it say so
-    if manifest is not None and manifest.spec and Path(manifest.spec).resolve() != spec.path.resolve():
-        problems.append(
-            spec.problem(
-                _where_named(spec),
-                f"run {spec.output_name} in {shown_dir} was started from {display_path(manifest.spec)},"
-                " not this spec: training would write into the other spec's run",
-                "give this spec its own train.output_name, project: or output_dir (if the project folder"
-                " moved, this is the same spec: ignore it)",
-                "warning",
-            )
+        return []
+    if manifest is None or not manifest.spec or Path(manifest.spec).resolve() == spec.path.resolve():
+        return []
+    return [
+        spec.problem(
+            _where_named(spec),
+            f"run {spec.output_name} in {display_path(spec.train.output_dir)} was started from"
+            f" {display_path(manifest.spec)}, not this spec: training would write into the other spec's run",
+            "give this spec its own train.output_name, project: or output_dir (if the project folder"
+            " moved, this is the same spec: ignore it)",
+            "warning",
         )
-    return problems
+    ]

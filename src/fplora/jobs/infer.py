@@ -166,8 +166,6 @@ def run_infer(
     cells already made (`redo` makes them again): separate runs are the comparison, and run as asked."""
     spec = job.plan.spec
     check_captions(job, strict=strict_captions)
-    foreign = job.run.foreign_note(spec.path)
-    job.report([foreign] if foreign else [])
     choice = choose_loras(spec, loras, dry_run=job.dry_run, run=job.run)
     job.report(choice.notes)
     pairs = _pairs(job, choice, multipliers)

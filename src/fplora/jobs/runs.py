@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from fplora.check.run_names import foreign_run
 from fplora.jobs import output
 from fplora.runs.catalogue import Catalogue
 from fplora.runs.summary import steps_text, summarise
@@ -17,8 +18,7 @@ def run_runs(spec: Spec) -> int:
     """Print the run's table (stdout) and what kept it from being whole (stderr); 1 when a file of
     the run could not be read."""
     run = Catalogue.of(spec)
-    note = run.foreign_note(spec.path)
-    output.problems([note] if note else [])
+    output.problems(foreign_run(spec, run))  # the warning check gives every command that opens a job
     rows, unreadable = summarise(run)
     output.problems(unreadable)  # then the table: what the run's files still show
     where = output.shown(spec.train.output_dir)

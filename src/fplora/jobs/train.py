@@ -88,8 +88,6 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
             manifest = None  # the failed start is set aside, not continued
         resume_path, offset, index = None, 0, 0
     else:
-        foreign = run.foreign_note(spec.path)
-        job.report([foreign] if foreign else [])
         point = resume_point(spec, run, resume, dry_run=job.dry_run)
         job.report(point.notes)
         resume_path, offset = point.path, point.step

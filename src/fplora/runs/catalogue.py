@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fplora.musubi.names import lora_final_file, lora_step_file, state_step_dir
-from fplora.problems import Problem, UserError, display_path, note
+from fplora.problems import Problem, UserError, display_path
 from fplora.runs import evaluation
 from fplora.runs.checkpoints import (
     BEST,
@@ -111,25 +111,6 @@ class Catalogue:
         found = self._once("scores", lambda: evaluation.load(self.output_dir, self.output_name))
         assert found is None or isinstance(found, EvalFile)
         return found
-
-    def foreign_note(self, spec_path: Path) -> Problem | None:
-        """A warning when the run under this output name was trained from another spec file.
-
-        Two projects with the same `project:`, version and `output_dir` share one run; the second
-        would infer from, list or resume the first one's checkpoints as its own. An unreadable
-        manifest gives no note: the command that needs it says so."""
-        try:
-            manifest = self.manifest
-        except UnreadableManifest:
-            return None
-        if manifest is None or not manifest.spec:
-            return None
-        if Path(manifest.spec).resolve() == spec_path.resolve():
-            return None
-        return note(
-            f"run {self.output_name} was trained from {manifest.spec}, not from this spec — if that is"
-            " another project, give this one its own project: or train.output_dir"
-        )
 
     # -- which checkpoint a word names (`stepN`, `latest`, `final`, `best`, a path) -----------------
 
