@@ -1,4 +1,4 @@
-"""The one place fplora starts subprocesses.
+"""The one place fplora starts subprocesses, and asks whether a process still runs.
 
 Children run from argument lists (never through a shell), in their own process group so that
 Ctrl-C reaches fplora first; fplora forwards it to the whole group (accelerate's workers too),
@@ -176,3 +176,15 @@ def capture(
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 127, str(exc)
     return done.returncode, (done.stdout + done.stderr)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a run's lock holder, a cache run's staging folder): signal 0
+    asks without sending anything. Another user's process is alive, and not ours to judge stale."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -44,6 +44,7 @@ from fplora.atomic import write_atomic
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import latent_cache_stem, text_encoder_cache_stem
+from fplora.process import alive
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, dataset_dict
 from fplora.safetensors import safetensors_problem
@@ -230,7 +231,7 @@ class Store:
             return False
         for folder in base.iterdir():
             pid = folder.name.split("-", 1)[0]
-            if pid.isdigit() and _alive(int(pid)):
+            if pid.isdigit() and alive(int(pid)):
                 return True
         return False
 
@@ -249,19 +250,9 @@ class Store:
             return
         for folder in base.iterdir():
             pid = folder.name.split("-", 1)[0]
-            if folder.name in keep or (pid.isdigit() and _alive(int(pid))):
+            if folder.name in keep or (pid.isdigit() and alive(int(pid))):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def staged_problem(path: Path) -> str | None:

@@ -21,20 +21,11 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from fplora.problems import Problem, UserError, display_path
+from fplora.process import alive
 
 # Taking or releasing the lock is a few file operations; a guard held longer than this belongs to a
 # process stopped mid-way (a debugger, SIGSTOP), which the user should look at.
 _GUARD_TIMEOUT_S = 10.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: alive, and not ours to judge stale
-    return True
 
 
 class Lock:
@@ -71,7 +62,7 @@ def holder(path: Path) -> int | None:
     """The pid of a live process holding the lock at `path` (a training of this run), else None."""
     if not path.exists():
         return None
-    return next((pid for pid in _owners(path) if _alive(pid)), None)
+    return next((pid for pid in _owners(path) if alive(pid)), None)
 
 
 @contextmanager
