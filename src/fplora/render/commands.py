@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi import schema
-from fplora.musubi.names import ACCELERATE_LAUNCH_MODULE, MODULES, SCRIPTS
+from fplora.musubi.names import (
+    ACCELERATE_LAUNCH_MODULE,
+    GENERATE_DISTILLED_GUIDANCE,
+    LATENT_WINDOW_SIZE,
+    MODULES,
+    SCRIPTS,
+)
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec, infer_distilled_guidance
 
@@ -165,8 +171,8 @@ def _generate_options(spec: Spec, paths: RenderedPaths) -> dict[str, Any]:
         # is on its line); seeds, CFG and flow shift are on each line (render/prompts.py), the
         # distilled guidance and the latent window are whole-run options of generate
         "infer_steps": infer.steps or spec.sample.steps,
-        "embedded_cfg_scale": infer_distilled_guidance(spec),
-        "latent_window_size": spec.one_frame.latent_window_size,
+        GENERATE_DISTILLED_GUIDANCE: infer_distilled_guidance(spec),
+        LATENT_WINDOW_SIZE["generate"]: spec.one_frame.latent_window_size,
     }
 
 

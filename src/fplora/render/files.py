@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from fplora import __version__
+from fplora.musubi.names import LATENT_WINDOW_SIZE
 from fplora.spec.learning_rate import derive
 from fplora.spec.models import Spec
 
@@ -152,7 +153,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     _put(config, "vae_spatial_tile_sample_min_size", models.vae_spatial_tile_sample_min_size)
     config["one_frame"] = True
     # training samples place the clean latents after the window the caches were made with
-    _put(config, "latent_window_size", spec.one_frame.latent_window_size)
+    _put(config, LATENT_WINDOW_SIZE["train"], spec.one_frame.latent_window_size)
     config.update(spec.musubi.config)
     return config
 
@@ -193,7 +194,7 @@ def dataset_dict(
         entry["fp_1f_clean_indices"] = list(one_frame.clean_indices)
         entry["fp_1f_target_index"] = one_frame.target_index
         entry["fp_1f_no_post"] = one_frame.no_post
-        _put(entry, "fp_latent_window_size", one_frame.latent_window_size)
+        _put(entry, LATENT_WINDOW_SIZE["dataset"], one_frame.latent_window_size)
         datasets.append(entry)
     return {"general": general, "datasets": datasets}
 
