@@ -211,7 +211,6 @@ CELLS: list[Cell] = [
     Cell("compile", "compile", "compile (musubi.config), swap 0", {"musubi": {"config": {"compile": True}}},
          cost=240),
 ]  # fmt: skip
-BY_NAME = {c.name: c for c in CELLS}
 
 # dataset variants: (jsonl, one_frame, data, datasets extras)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -776,9 +775,7 @@ def merge(path: Path) -> None:
         "date": run.get("started"),
         "musubi_tuner": run.get("musubi_commit"),
         "fplora": run.get("fplora_commit"),
-        "versions": {
-            k: versions.get(k) for k in ("torch", "accelerate", "transformers", "bitsandbytes", "python")
-        },
+        "versions": {k: versions.get(k) for k in VERSION_KEYS},
     }
     matrix.setdefault("runs", []).append({**meta, "cells": sorted(run.get("cells", {}))})
     for name, result in run.get("cells", {}).items():

@@ -51,7 +51,6 @@ class ContentHashes:
         self.memo = memo
         self._known: dict[str, list[object]] = {}
         self._dirty = False
-        self.hashed = 0  # files read this time (for tests and the benchmark)
         try:
             data = json.loads(memo.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -87,7 +86,6 @@ class ContentHashes:
             digest = _sample_digest(name, info.st_size) if sample else _file_digest(name)
         except OSError:
             return None
-        self.hashed += 1
         self._known[name] = [*stamp, digest]
         self._dirty = True
         return digest

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 HIDDEN = 3072  # 24 heads x 128
 DOUBLE_BLOCKS = 20
 SINGLE_BLOCKS = 40
-MLP = 4 * HIDDEN
 LATENT_CHANNELS = 16
 IMAGE_TOKENS = 729  # SigLIP so400m at 384 px: 27 x 27 patch tokens
 IMAGE_EMBED = 1152
@@ -53,12 +52,9 @@ _LORA_DOUBLE = 3 * 2 + 2 + 5 + 5
 _LORA_SINGLE = 3 * 2 + 5 + 6
 
 # dense bf16 tensor-core peak, FLOP/s (NVIDIA's datasheets quote 1,979 TFLOPS "with sparsity" for
-# the H100 SXM and the H200; dense is half). The H100 PCIe is 756 dense.
+# the H100 SXM and the H200, the same GH100 chip at the same clocks; dense is half). The H100 PCIe is
+# 756 dense.
 PEAK_BF16 = {"h100-80g": 989.4e12, "h200": 989.4e12}
-PEAK_SOURCE = (
-    "NVIDIA H100 and H200 datasheets: 1,979 TFLOPS bf16 with sparsity, 989.4 dense (H100 SXM5;"
-    " the H200 is the same GH100 chip at the same clocks)"
-)
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,6 @@ from fplora.spec.models import Spec, width_height
 PROBE_MARK = "FPLORA-DOCTOR-PROBE "
 LORA_MB_DIM32_FP32 = 551  # measured on an H100 (docs/gpu-e2e.md): LoRA dim 32, fp32
 STATE_MB_DIM32 = 832  # a -state folder at dim 32 (weights + adamw8bit state), same source
-LAUNCH_SET_BY_FPLORA = {
-    "num_processes",
-    "num_machines",
-    "mixed_precision",
-    "dynamo_config",
-    "num_cpu_threads_per_process",
-    "machine_rank",
-    "main_process_ip",
-    "main_process_port",
-}
 _TRAIN_EXTRA = "install fplora's train extra beside musubi-tuner (README: Install on the GPU box)"
 
 
