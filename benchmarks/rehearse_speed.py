@@ -97,6 +97,9 @@ def main() -> int:
                 print(f"run {run + 1}: the rehearsal failed (exit {code})")
                 return 1
             firsts.append(seconds)
+            if options.out:  # what each stage took, for reading where the time goes
+                options.out.mkdir(parents=True, exist_ok=True)
+                (options.out / f"rehearse-run{run + 1}.log").write_text(output, encoding="utf-8")
             print(f"first rehearsal, run {run + 1}: {seconds:.1f} s")
             again, code, output = _rehearse(spec, env)
             if code != 0 or "not run again" not in output:

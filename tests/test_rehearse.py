@@ -4,7 +4,9 @@ check what the rehearsal is built from."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import struct
 import tomllib
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from fplora.cli import app
 from fplora.jobs import rehearse
+from fplora.musubi.framepack import DOWN, UP, musubi_name
 from fplora.plan import build as build_plan
 from fplora.spec import load_spec
 
@@ -190,3 +193,95 @@ def test_valid_variants_of_the_same_settings_pass(example: Path, musubi_python, 
     result = runner.invoke(app, ["rehearse", str(probe)])
     assert result.exit_code == 0, result.output
     assert "generate, 2 of 2 infer prompts" in result.output
+
+
+REAL_SHAPES = {  # (out, in) of two Linears of the real FramePack DiT (hidden 3072, MLP 4 x 3072)
+    "transformer_blocks.0.attn.to_q": (3072, 3072),
+    "single_transformer_blocks.39.proj_out": (3072, 3072 + 4 * 3072),
+}
+
+
+def real_lora(path: Path, rank: int, alpha: float) -> Path:
+    """A LoRA as musubi-tuner saves one for the real DiT (two of its 440 modules, zero weights:
+    only the names, shapes, dtypes and alphas matter to loading)."""
+    header: dict[str, object] = {"__metadata__": {"ss_network_dim": str(rank)}}
+    data = b""
+    for module, (out, inner) in REAL_SHAPES.items():
+        for suffix, shape, dtype, raw in (
+            (DOWN, [rank, inner], "BF16", bytes(2 * rank * inner)),
+            (UP, [out, rank], "BF16", bytes(2 * rank * out)),
+            ("alpha", [], "F32", struct.pack("<f", alpha)),
+        ):
+            header[f"{musubi_name(module)}.{suffix}"] = {
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": [len(data), len(data) + len(raw)],
+            }
+            data += raw
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def test_the_specs_lora_files_are_handed_over_as_stand_ins(example: Path) -> None:
+    """network_weights and base_weights name LoRAs of the real DiT, which the stand-in DiT cannot
+    load: the rehearsed configs (training and resume) name stand-ins, which the worker makes from
+    the files; a file that is not there is left as written, for musubi-tuner to name."""
+    start = real_lora(example.parents[1] / "start.safetensors", 4, 2)
+    probe = _probe(
+        example,
+        "musubi: {config: {network_weights: start.safetensors,"
+        " base_weights: [start.safetensors, gone.safetensors]}}",
+    )
+    spec = load_spec(probe)
+    built = rehearse.build(spec, "python")
+    (standin,) = built.loras.values()
+    assert built.loras == {start.absolute(): standin}
+    assert standin.parent == built.root / "models" / "loras"
+    for name in ("config.toml", "config-resume.toml"):
+        config = tomllib.loads(built.files[built.root / "rendered" / name])
+        assert config["network_weights"] == str(standin)
+        assert config["base_weights"] == [str(standin), "gone.safetensors"]
+    real_lora(start, 8, 4)  # another file: another rehearsal
+    assert rehearse.build(spec, "python").fingerprint != built.fingerprint
+
+
+@pytest.mark.musubi
+def test_a_lora_made_for_the_real_dit_is_loaded_through_its_stand_in(
+    example: Path, musubi_python, monkeypatch
+) -> None:
+    """musubi-tuner's own loading of the spec's LoRA files runs: merged into the DiT first
+    (base_weights), then loaded into the new network (network_weights), with the file's ranks and
+    alphas; the stand-in keeps its names, ranks, alphas and dtypes, shaped for the stand-in DiT."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    real_lora(example.parents[1] / "start.safetensors", 4, 2)
+    probe = _probe(
+        example,
+        "train: {network: {dim: 4, alpha: 2}}\n"
+        "musubi: {config: {network_weights: start.safetensors, base_weights: [start.safetensors]}}",
+    )
+    result = runner.invoke(app, ["rehearse", str(probe)])
+    assert result.exit_code == 0, result.output
+    (standin,) = (example.parent / "probe" / "rehearsal" / "models" / "loras").glob("*.safetensors")
+    (length,) = struct.unpack("<Q", standin.read_bytes()[:8])
+    header = json.loads(standin.read_bytes()[8 : 8 + length])
+    assert header.pop("__metadata__") == {"ss_network_dim": "4"}
+    q, out = (
+        musubi_name("transformer_blocks.0.attn.to_q"),
+        musubi_name("single_transformer_blocks.39.proj_out"),
+    )
+    shapes = {name: (info["dtype"], info["shape"]) for name, info in header.items()}
+    assert shapes == {
+        f"{q}.{DOWN}": ("BF16", [4, 128]),
+        f"{q}.{UP}": ("BF16", [128, 4]),
+        f"{q}.alpha": ("F32", []),
+        f"{out}.{DOWN}": ("BF16", [4, 256]),
+        f"{out}.{UP}": ("BF16", [128, 4]),
+        f"{out}.alpha": ("F32", []),
+    }
+    log = (example.parent / "probe" / "rehearsal" / "rehearsal.log").read_text(encoding="utf-8")
+    assert f"merging module: {standin}" in log
+    loaded = [line for line in log.splitlines() if line.startswith(f"load network weights from {standin}")]
+    assert len(loaded) == 2  # training, then the resume
+    assert all(line.endswith("unexpected_keys=[])") for line in loaded)  # each key found its module

@@ -114,6 +114,7 @@ class Rehearsal:
     files: dict[Path, str]
     dit_shards: list[Path]
     fingerprint: str
+    loras: dict[Path, Path] = field(default_factory=dict)  # the spec's LoRA files → their stand-ins
 
 
 @dataclass
@@ -130,6 +131,26 @@ class Outcome:
 
 
 # --- building the rehearsal from the Plan ------------------------------------------------------
+
+
+LORA_INPUTS = ("network_weights", "base_weights")
+"""Training options that name LoRA files made for the real DiT, which the stand-in DiT cannot load:
+the rehearsal hands musubi-tuner a stand-in of each (`rehearse_standins.write_lora`)."""
+
+
+def _standin_loras(config: dict[str, Any], models: Path) -> dict[str, tuple[Path, Path]]:
+    """Each LoRA file the training config names, as rendered → (the file, its stand-in). A file that
+    is not there is left as written: musubi-tuner's own error then names it."""
+    found: dict[str, tuple[Path, Path]] = {}
+    for key in LORA_INPUTS:
+        value = config.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or not item or item in found:
+                continue
+            source = Path(item).expanduser().absolute()
+            if source.is_file():
+                found[item] = (source, models / "loras" / f"{len(found)}-{source.name}")
+    return found
 
 
 def _walk_replace(value: Any, mapping: dict[str, str]) -> Any:
@@ -294,6 +315,8 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     mapping[str(paths.sample_prompts)] = str(mine.sample_prompts)
     mapping[str(paths.infer_prompts)] = str(mine.infer_prompts)
     mapping[str(spec.train.output_dir)] = str(out / "train")
+    loras = _standin_loras(_config_options(real.files[paths.config]), models)
+    mapping.update({rendered: str(standin) for rendered, (_, standin) in loras.items()})
 
     files: dict[Path, str] = {}
     record_files: list[Path] = []
@@ -483,10 +506,13 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     for path in sorted(real.files):
         digest.update(str(path).encode() + b"\0" + real.files[path].encode() + b"\0")
     digest.update(_hash_files(sorted(set(record_files))).encode())
+    digest.update(_hash_files(sorted(source for source, _ in loras.values())).encode())
     digest.update(f"{__version__} {schema.pinned_commit()} {python}".encode())
     for code in (WORKER, STANDINS):
         digest.update(code.read_bytes())
-    return Rehearsal(spec, root, stages, skipped, notes, files, shards, digest.hexdigest())
+    return Rehearsal(
+        spec, root, stages, skipped, notes, files, shards, digest.hexdigest(), dict(loras.values())
+    )
 
 
 def _expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
@@ -814,7 +840,12 @@ def run(
     stages = [
         {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs} for s in rehearsal.stages
     ]
-    plan = {"protocol": PROTOCOL, "dit_shards": [str(p) for p in rehearsal.dit_shards], "stages": stages}
+    plan = {
+        "protocol": PROTOCOL,
+        "dit_shards": [str(p) for p in rehearsal.dit_shards],
+        "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
+        "stages": stages,
+    }
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
     log = root / "rehearsal.log"
     log.unlink(missing_ok=True)

@@ -13,7 +13,8 @@ state is reset between stages), one process even where the spec asks for several
 output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/jobs/rehearse.py`):
-- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "stages": [{"name", "argv"}, ...]}`;
+- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_loras": [{"source", "target"}, ...],
+  "stages": [{"name", "argv"}, ...]}`;
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -193,6 +194,8 @@ def main() -> int:
         for shard in shards:
             shard.parent.mkdir(parents=True, exist_ok=True)
         rehearse_standins.write_dit([str(p) for p in shards])
+    for lora in plan.get("standin_loras", []):  # the spec's LoRA files, for the stand-in DiT
+        rehearse_standins.write_lora(lora["source"], lora["target"], [str(p) for p in shards])
     failed: set[str] = set()
     for stage in plan["stages"]:
         blocked = [name for name in stage.get("needs", []) if name in failed]

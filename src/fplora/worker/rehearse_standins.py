@@ -17,6 +17,10 @@ narrowest seam:
   would be downloaded), and the encode functions return seeded tensors of the real widths and dtypes,
   seeded by the input's bytes, so every process gets the same output for the same input. The image
   encoder gives 16 tokens instead of 729: the DiT's image projection takes any count.
+- LoRA files the spec names (`network_weights`, `base_weights`) were made for the real DiT: a
+  stand-in of each (`write_lora`) keeps its keys, ranks, alphas, dtypes and metadata, shaped for the
+  stand-in DiT, so that musubi-tuner's own loading of them (names matched to modules, ranks read
+  off the weights, alphas, size checks) runs as on the GPU.
 - Without CUDA, musubi-tuner's fixed 5 s waits for block swaps to finish are skipped (its CPU swap
   path copies synchronously, there is nothing to wait for).
 - Without CUDA, `torch.cuda.current_device` answers 0 and `torch.cuda.set_device` does nothing:
@@ -29,6 +33,8 @@ narrowest seam:
 
 from __future__ import annotations
 
+import json
+import struct
 import types
 import zlib
 from collections.abc import Callable
@@ -200,6 +206,85 @@ def write_dit(shards: list[str]) -> None:
     for index, path in enumerate(shards):
         part = {k: v for i, (k, v) in enumerate(sorted(state.items())) if i % len(shards) == index}
         save_file(part, path)
+
+
+def _header(path: str) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header: dict[str, Any] = json.loads(handle.read(length))
+    return header
+
+
+LORA_DOWN = (".lora_down.weight", ".lora_A.weight")  # musubi-tuner's names, diffusers/PEFT's
+LORA_UP = (".lora_up.weight", ".lora_B.weight")
+_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+_KEPT_AS_IS = 4096  # elements: alphas and other small tensors are copied from the file as they are
+
+
+def _linear_shapes(shards: list[str]) -> dict[str, tuple[int, int]]:
+    """The stand-in DiT's Linear weight shapes (out, in), by each name a LoRA gives the module:
+    musubi-tuner's `lora_unet_<path, "." as "_">`, diffusers' `transformer.<path>` and the bare path."""
+    shapes: dict[str, tuple[int, int]] = {}
+    for shard in shards:
+        for name, info in _header(shard).items():
+            if not (name.endswith(".weight") and isinstance(info, dict) and len(info["shape"]) == 2):
+                continue
+            path, shape = name[: -len(".weight")], (info["shape"][0], info["shape"][1])
+            for alias in ("lora_unet_" + path.replace(".", "_"), "transformer." + path, path):
+                shapes[alias] = shape
+    return shapes
+
+
+def _standin_shape(name: str, shape: list[int], shapes: dict[str, tuple[int, int]]) -> list[int] | None:
+    """The shape a LoRA tensor gets for the stand-in DiT (rank kept), or None to copy it as it is."""
+    for suffixes, rank_axis in ((LORA_DOWN, 0), (LORA_UP, 1)):
+        suffix = next((s for s in suffixes if name.endswith(s)), None)
+        if suffix is None or len(shape) != 2:
+            continue
+        module = shapes.get(name[: -len(suffix)])
+        if module is None:  # no such module: musubi-tuner's loaders pass it by; kept small
+            return [shape[0], min(shape[1], 8)] if rank_axis == 0 else [min(shape[0], 8), shape[1]]
+        return [shape[0], module[1]] if rank_axis == 0 else [module[0], shape[1]]
+    count = 1
+    for size in shape:
+        count *= size
+    return None if count <= _KEPT_AS_IS else [min(size, 8) for size in shape]
+
+
+def write_lora(source: str, target: str, shards: list[str]) -> None:
+    """A stand-in of the LoRA file `source` (made for the real DiT) at `target`: the same tensor
+    names, ranks, dtypes and metadata, the alphas (and other small tensors) copied, and each
+    down/up matrix shaped for the stand-in DiT's module of that name, with small seeded values.
+    A rank or an alpha that disagrees with the spec, a key that names no module, a dtype: all reach
+    musubi-tuner as the real file would bring them; only the DiT widths differ."""
+    import os
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    torch = _torch()
+    header = _header(source)
+    metadata = header.pop("__metadata__", None)
+    shapes = _linear_shapes(shards)
+    tensors = {}
+    with safe_open(source, framework="pt") as real:
+        for name, info in sorted(header.items()):
+            shape = _standin_shape(name, list(info["shape"]), shapes)
+            if shape is None:
+                tensors[name] = real.get_tensor(name)
+                continue
+            dtype = getattr(torch, _DTYPES.get(info["dtype"], "float32"))
+            values = torch.randn(shape, generator=_generator(name.encode())) * 0.01
+            tensors[name] = values.to(dtype)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    save_file(tensors, target, metadata=metadata)
 
 
 def _cuda_current_device(module: types.ModuleType) -> None:
