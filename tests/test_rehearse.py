@@ -68,6 +68,20 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
 
 
+def test_a_spec_that_never_samples_in_training_is_not_expected_to(example: Path) -> None:
+    """Prompts with `at_first: false` and no `every_n_steps` render no `sample_prompts`: training
+    never samples, so the train stage must not wait for sample images (it failed every such spec on
+    the GPU machine, 2026-12-06, with "sampling at first wrote 0 of 1 sample images")."""
+    never = example.with_name("never.yaml")
+    never.write_text("extends: example.yaml\nsample:\n  at_first: false\n  every_n_steps: null\n")
+    spec = load_spec(never)
+    built = rehearse.build(spec, "python", build_plan(spec))
+    ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
+    assert "sample_prompts" not in ours and "sample_at_first" not in ours
+    train = next(s for s in built.stages if s.name == "train")
+    assert train.check is None and "sampling" not in train.what
+
+
 def test_infer_prompts_are_rehearsed_once_per_option_set_whatever_option_differs(example: Path) -> None:
     """Lines that differ only in text, seed or images run once; any option (here the real CFG
     scale, which takes generate's other code path) makes a line of its own."""

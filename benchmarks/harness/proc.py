@@ -42,8 +42,9 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
         TORCH_SYMM_MEM_DISABLE_MULTICAST="1",
         NVSHMEM_DISABLE_NVLS="1",
         FPLORA_MUSUBI_PYTHON=str(state.CFG.root / "bin" / "fake-python") if state.CFG.local else "python3",
-        # its local fake answers musubi-tuner's launches only, not fplora's rehearsal worker
-        FPLORA_REHEARSE="0" if state.CFG.local else "1",
+        # its local fake answers musubi-tuner's launches only, not fplora's rehearsal worker; a caller's
+        # FPLORA_REHEARSE=0 keeps the rehearsal out of a speed run's device time
+        FPLORA_REHEARSE="0" if state.CFG.local else os.environ.get("FPLORA_REHEARSE", "1"),
     )
     e.update(extra or {})
     return e

@@ -342,8 +342,10 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             if cache and cache not in mapping:
                 mapping[cache] = str(root / "cache" / f"{len(mapping)}-{Path(cache).name}")
         files[Path(mapping[str(source)])] = header(spec) + tomli_w.dumps(_walk_replace(data, mapping))
-    sampling = bool(spec.sample.prompts)
     train_config = _config_options(real.files[paths.config])
+    # what training samples is what the rendered config asks for: prompts with neither `at_first`
+    # nor `every_n_steps` render no `sample_prompts`, and musubi-tuner then never samples
+    sampling = bool(spec.sample.prompts) and "sample_prompts" in train_config
     train_config = _step_counts(_walk_replace(train_config, mapping), TRAIN_STEPS, sample=sampling)
     if "logging_dir" in train_config:
         train_config["logging_dir"] = str(out / "logs")
