@@ -459,37 +459,20 @@ def save_results() -> None:
 
 
 # ---------------------------------------------------------------------------------------- per-process memory
-class ProcMon:
+class ProcMon(proc.SmiPoll):
     """nvidia-smi's compute processes every 500 ms: pid -> peak MiB, so that a cell that shares its GPU
     with another still gets its own peak (the sum over its processes)."""
 
     def __init__(self) -> None:
         self.peak: dict[int, int] = {}
-        self.proc: subprocess.Popen[str] | None = None
-        if shutil.which("nvidia-smi") is None:
-            return
-        query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
-        self.proc = subprocess.Popen(
-            [*query, "-lms", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__("--query-compute-apps=pid,used_memory", 500)
 
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                pid, mem = (int(x) for x in line.split(",")[:2])
-            except ValueError:
-                continue
-            self.peak[pid] = max(self.peak.get(pid, 0), mem)
+    def take(self, key: int, mib: int) -> None:
+        self.peak[key] = max(self.peak.get(key, 0), mib)
 
     def of(self, pids: set[int]) -> int | None:
         found = [self.peak[p] for p in pids if p in self.peak]
         return sum(found) if found else None
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
 
 
 PROCS: ProcMon | None = None

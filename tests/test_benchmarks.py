@@ -8,8 +8,11 @@ for real. The GPU option matrix (`gpu_matrix.py --local-fake`, ~40 s) is left to
 
 from __future__ import annotations
 
+import importlib
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,6 +136,43 @@ def test_step_times_come_from_musubi_tuners_bar_with_and_without_accumulation(
     assert timings["s_per_step_each"] == steps
     assert timings["samples_per_s"] == pytest.approx(16 / (sum(steps.values()) / 2), abs=2e-3)
     assert timings["sample_and_save_s_after_step"] == {"2": 0.0, "3": 0.0}
+
+
+def test_both_nvidia_smi_monitors_read_their_query_through_one_poller(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The per-GPU monitor (harness/proc.py) and gpu_matrix.py's per-process one share SmiPoll: each
+    asks its own query and keeps its own numbers; a line that is not two numbers is passed over."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text(
+        "#!/bin/sh\n"
+        'echo "$@" >> "$(dirname "$0")/argv"\n'
+        'case "$1" in\n'
+        "  --query-gpu=*) printf '0, 1200\\n1, 300\\nNo devices were found\\n0, 1500\\n' ;;\n"
+        "  *) printf '4242, 700\\n4243, 100\\n4242, 900\\n' ;;\n"
+        "esac\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+    saved = list(sys.path)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        proc, matrix = importlib.import_module("harness.proc"), importlib.import_module("gpu_matrix")
+    finally:
+        sys.path[:] = saved  # gpu_matrix.py puts its folder first too
+    gpus = proc.GpuMon(tmp_path / "smi.csv")
+    procs = matrix.ProcMon()
+    for monitor in (gpus, procs):
+        monitor.reader.join(10)
+        monitor.stop()
+    assert gpus.peaks(0, time.time() + 1) == {"0": 1500, "1": 300}
+    assert len((tmp_path / "smi.csv").read_text().splitlines()) == 3
+    assert (procs.of({4242, 4243}), procs.of({1})) == (1000, None)
+    assert sorted((smi.parent / "argv").read_text().splitlines()) == [
+        "--query-compute-apps=pid,used_memory --format=csv,noheader,nounits -lms 500",
+        "--query-gpu=index,memory.used --format=csv,noheader,nounits -lms 250",
+    ]
 
 
 def test_a_lanes_peak_memory_is_its_own_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -50,35 +50,58 @@ def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return e
 
 
-class GpuMon:
-    """nvidia-smi every 250 ms in the background: (time, gpu index, MiB used)."""
+class SmiPoll:
+    """nvidia-smi repeating one query every `every_ms` in the background, each line's two numbers
+    (a GPU index or a pid, then MiB) handed to `take`; nothing at all without nvidia-smi. What the
+    GPU monitor here and gpu_matrix.py's per-process one share."""
 
-    def __init__(self, path: Path):
-        self.samples: list[tuple[float, int, int]] = []
+    def __init__(self, query: str, every_ms: int) -> None:
         self.proc: subprocess.Popen[str] | None = None
         if shutil.which("nvidia-smi") is None:
             return
-        self.file = path.open("a")
-        query = "--query-gpu=index,memory.used"
         self.proc = subprocess.Popen(
-            ["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", "250"],
+            ["nvidia-smi", query, "--format=csv,noheader,nounits", "-lms", str(every_ms)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             try:
-                index, mem = (int(x) for x in line.split(",")[:2])
+                key, mib = (int(x) for x in line.split(",")[:2])
             except ValueError:
                 continue
-            t = time.time()
-            self.samples.append((t, index, mem))
-            self.file.write(f"{t:.2f},{index},{mem}\n")
-            self.file.flush()
+            self.take(key, mib)
+
+    def take(self, key: int, mib: int) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+class GpuMon(SmiPoll):
+    """nvidia-smi every 250 ms in the background: (time, gpu index, MiB used), also into `path`."""
+
+    def __init__(self, path: Path):
+        self.samples: list[tuple[float, int, int]] = []
+        self.path = path
+        self.file: Any = None
+        super().__init__("--query-gpu=index,memory.used", 250)
+
+    def take(self, key: int, mib: int) -> None:
+        if self.file is None:
+            self.file = self.path.open("a")
+        t = time.time()
+        self.samples.append((t, key, mib))
+        self.file.write(f"{t:.2f},{key},{mib}\n")
+        self.file.flush()
 
     def peaks(self, t0: float, t1: float) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -86,11 +109,6 @@ class GpuMon:
             if t0 <= t <= t1:
                 out[str(index)] = max(out.get(str(index), 0), mem)
         return out
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait()
 
 
 def gpu_count() -> int:
