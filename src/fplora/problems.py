@@ -51,3 +51,12 @@ def display_path(path: Path | str) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def byte_size(count: int) -> str:
+    """A size as messages say it: `1.2 GB`, `3.4 MB`, `5.6 kB`, `12 bytes` (decimal units, as the
+    Hub's pages show them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"

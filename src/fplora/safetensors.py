@@ -13,22 +13,17 @@ import json
 import struct
 from pathlib import Path
 
+from fplora.problems import byte_size
+
 MAX_HEADER = 100_000_000
 """The safetensors library's limit on the JSON header (`MAX_HEADER_SIZE`); a larger length is garbage."""
 
 _DOWNLOAD_FIX = "download it again"
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
-
-
 def _sizes(expected: int, actual: int) -> tuple[str, str]:
     """Both sizes in the same words, exact bytes where rounding would make them look equal."""
-    shown = _size(expected), _size(actual)
+    shown = byte_size(expected), byte_size(actual)
     return shown if shown[0] != shown[1] else (f"{expected:,} bytes", f"{actual:,} bytes")
 
 
@@ -70,7 +65,7 @@ def safetensors_problem(path: Path, size: int) -> tuple[str, str] | None:
             return _not_safetensors(head)
         if 8 + length > size:
             return (
-                f"is truncated: {_size(size)}, shorter than its own header ({_size(8 + length)})",
+                f"is truncated: {byte_size(size)}, shorter than its own header ({byte_size(8 + length)})",
                 _DOWNLOAD_FIX,
             )
         handle.seek(8)
@@ -99,7 +94,7 @@ def safetensors_problem(path: Path, size: int) -> tuple[str, str] | None:
         return f"is truncated: the header says {says}, the file has {has}", _DOWNLOAD_FIX
     if size > expected:
         return (
-            f"is {size - expected:,} bytes longer than its header says ({_size(expected)}):"
+            f"is {size - expected:,} bytes longer than its header says ({byte_size(expected)}):"
             " the safetensors library refuses it",
             _DOWNLOAD_FIX,
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, byte_size, display_path
 from fplora.project import project_root
 from fplora.spec import load_spec
 from fplora.spec.models import Spec
@@ -72,13 +72,6 @@ def complete(spec: Spec, say: Say) -> bool:
     return True
 
 
-def _size(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
-
-
 def status(paths: list[Path], say: Say) -> int:
     """One line per spec and dataset, then the store's size; exit 1 when a spec does not load."""
     specs, problems = _load(paths)
@@ -97,7 +90,7 @@ def status(paths: list[Path], say: Say) -> int:
             )
     for root in sorted(roots):
         files, total = store.size_of(store.Store(root))
-        say(f"store {display_path(root)}: {files} files, {_size(total)}")
+        say(f"store {display_path(root)}: {files} files, {byte_size(total)}")
     if problems:
         raise UserError(problems)
     return 0
@@ -134,7 +127,7 @@ def prune(root: Path, *, dry_run: bool, say: Say) -> int:
         for path in unused:
             path.unlink(missing_ok=True)
         where.drop_empty_folders()
-    say(f"{verb} {len(unused)} store entries no spec uses ({_size(total)}); {len(wanted)} kept")
+    say(f"{verb} {len(unused)} store entries no spec uses ({byte_size(total)}); {len(wanted)} kept")
     return 0
 
 

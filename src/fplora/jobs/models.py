@@ -28,20 +28,13 @@ from pathlib import Path
 from fplora.atomic import write_atomic
 from fplora.check.models import file_problem
 from fplora.musubi.hub import MODELS, TOKENIZERS, HubFile
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, byte_size, display_path
 
 SIZES = ".fplora-models.json"
 WORKERS = 8
 FIX_NETWORK = "check the network and HF_ENDPOINT; run it again to resume"
 
 Say = Callable[[str], None]
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
 
 
 def _where(item: HubFile, folder: Path) -> Path:
@@ -110,8 +103,8 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     total = sum(sizes.values())
     for item in items:
         target = "Hub cache" if item.in_cache else display_path(_where(item, folder))
-        say(f"{item.repo}/{item.filename} → {target} ({_size(sizes[item])})")
-    say(f"{len(items)} files, {_size(total)}" + (" (dry run: nothing downloaded)" if dry_run else ""))
+        say(f"{item.repo}/{item.filename} → {target} ({byte_size(sizes[item])})")
+    say(f"{len(items)} files, {byte_size(total)}" + (" (dry run: nothing downloaded)" if dry_run else ""))
     if dry_run:
         return 0
 
@@ -158,7 +151,7 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
                     display_path(path),
                     None,
                     item.key,
-                    f"an interrupted download left {_size(partial)}",
+                    f"an interrupted download left {byte_size(partial)}",
                     "run `fplora models fetch` again",
                 )
             )
@@ -166,8 +159,8 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
         found = file_problem(path)
         if found is None and recorded.get(item.local) not in (None, path.stat().st_size):
             found = (
-                f"{display_path(path)} is {_size(path.stat().st_size)},"
-                f" the Hub's file is {_size(recorded[item.local])}",
+                f"{display_path(path)} is {byte_size(path.stat().st_size)},"
+                f" the Hub's file is {byte_size(recorded[item.local])}",
                 "run `fplora models fetch` again",
             )
         if found is not None:
