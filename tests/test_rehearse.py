@@ -51,11 +51,11 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
         "dataset_config",
         "output_dir",
         "sample_prompts",
-        "max_train_steps",
         "save_every_n_steps",
         "sample_every_n_steps",
     }
-    assert ours["max_train_steps"] == 2 and "sample_every_n_steps" not in ours
+    # the run's length stays, so that the scheduler is built for it; the worker stops after 2 steps
+    assert ours["max_train_steps"] == theirs["max_train_steps"] == 20 and "sample_every_n_steps" not in ours
     assert ours["sample_at_first"] is True
     assert Path(ours["dit"]).name == Path(theirs["dit"]).name
     data = tomllib.loads(built.files[Path(ours["dataset_config"])])
@@ -65,6 +65,9 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert names == ["cache-latents", "cache-text", "train", "resume", "generate", "sweep"]
     assert built.skipped == [("eval", "the spec has no eval: section")]
     train = next(s for s in built.stages if s.name == "train")
+    resume = next(s for s in built.stages if s.name == "resume")
+    assert (train.steps, resume.steps) == (2, 1)
+    assert resume.argv[resume.argv.index("--max_train_steps") + 1] == "18"  # the steps left, as a resume
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
 
 
@@ -299,3 +302,74 @@ def test_a_lora_made_for_the_real_dit_is_loaded_through_its_stand_in(
     loaded = [line for line in log.splitlines() if line.startswith(f"load network weights from {standin}")]
     assert len(loaded) == 2  # training, then the resume
     assert all(line.endswith("unexpected_keys=[])") for line in loaded)  # each key found its module
+
+
+def _outcome(error: str, **options: object) -> rehearse.Outcome:
+    stage = rehearse.Stage("train", "2 training steps", ["python"], "config", dict(options))
+    return rehearse.Outcome(stage, code=1, error=error)
+
+
+def test_a_package_this_python_lacks_is_the_machines_not_the_specs() -> None:
+    watch = rehearse._Watch(rehearse.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
+    note = "(the package prodigyopt is not installed in this musubi-tuner Python: ...)"
+    missing = rehearse._machine_reason("/venv/bin/python", _outcome(f"ModuleNotFoundError: {note}"), watch)
+    assert missing is not None and missing.startswith("the package prodigyopt is not installed")
+    wandb = _outcome("ImportError: No wandb / wandb がインストールされていないようです")
+    assert "the package wandb is not installed" in (rehearse._machine_reason("/p", wandb, watch) or "")
+    # a part missing from a package that exists is the spec's (the worker adds no note for it)
+    typo = _outcome("ModuleNotFoundError: No module named 'networks.lora_framepak'")
+    assert rehearse._machine_reason("/p", typo, watch) is None
+    # an attention kernel the options select, missing where no stand-in replaces it (a CUDA machine)
+    watch.missing_kernels = ["xformers"]
+    kernel = rehearse._machine_reason("/p", _outcome("TypeError: 'NoneType'", xformers=True), watch)
+    assert kernel == "the attention kernel xformers is not installed in this musubi-tuner Python"
+    assert rehearse._machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
+
+
+def test_a_warmup_share_of_the_steps_renders_as_musubi_tuner_reads_it(example: Path) -> None:
+    probe = _probe(example, "train: {optimizer: {lr_scheduler: polynomial, lr_warmup_steps: 0.05}}")
+    assert runner.invoke(app, ["check", str(probe), "--skip-models"]).exit_code == 0
+    real = build_plan(load_spec(probe))
+    assert tomllib.loads(real.files[real.paths.config])["lr_warmup_steps"] == 0.05
+    refused = _probe(example, "train: {optimizer: {lr_scheduler: polynomial, lr_warmup_steps: 1.5}}")
+    result = runner.invoke(app, ["check", str(refused), "--skip-models"])
+    assert result.exit_code == 1 and "train.optimizer.lr_warmup_steps: should be less than 1" in result.output
+
+
+@pytest.mark.musubi
+def test_the_scheduler_is_built_for_the_real_run_and_missing_kernels_are_stood_in_for(
+    example: Path, musubi_python, monkeypatch
+) -> None:
+    """RexLR refuses a warmup longer than the steps it is built for: 5 of the run's 20 is fine (it
+    failed while the rehearsal built it for its own 2 steps). xformers, CUDA-only, is stood in for
+    on a CPU and said so; training and generate still run the options that chose it."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    probe = _probe(
+        example,
+        "train: {attention: xformers, optimizer: {lr_scheduler: rex, lr_warmup_steps: 5}}\n"
+        "infer: {attention: xformers}",
+    )
+    result = runner.invoke(app, ["rehearse", str(probe)])
+    assert result.exit_code == 0, result.output
+    assert "rehearsal passed" in result.output
+    assert "note: attention kernel xformers (train, resume, generate, sweep): not installed here" in (
+        result.output
+    )
+
+
+@pytest.mark.musubi
+def test_an_optimizer_package_missing_here_is_not_rehearsed_rather_than_failed(
+    example: Path, musubi_python, monkeypatch
+) -> None:
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    probe = _probe(example, "train: {optimizer: {type: fplora_no_such_package.Prodigy}}")
+    result = runner.invoke(app, ["rehearse", str(probe)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "--   train: not rehearsed: the package fplora_no_such_package is not installed in this"
+        " musubi-tuner Python" in " ".join(result.output.split())
+    )
+    assert "--   generate: not rehearsed: it needs train, which could not run here" in result.output
+    assert "not rehearsed on this machine: train, resume, generate, sweep" in result.output

@@ -42,7 +42,7 @@ def check_launch(spec: Spec) -> list[Problem]:
                 )
             )
     warmup = spec.train.optimizer.lr_warmup_steps
-    if warmup:
+    if isinstance(warmup, int) and warmup:  # a float is a share of the steps, not divided
         problems.append(
             spec.problem(
                 ("train", "optimizer", "lr_warmup_steps"),

@@ -74,8 +74,15 @@ SKIP_ENV = "FPLORA_REHEARSE"
 """`FPLORA_REHEARSE=0`: no rehearsal before `train`/`cache`/`infer`/`eval`, as `--no-rehearse` on every
 command (a scripted pipeline that drives its own stand-in musubi-tuner, like the GPU harness's local mode)."""
 MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
-ATTENTION_KERNELS = {"flash_attn": "flash_attn", "flash3": "flash_attn", "sage_attn": "sageattention"}
-ATTENTION_KERNELS["xformers"] = "xformers"
+ATTENTION_KERNELS = {"flash_attn": "flash_attn", "xformers": "xformers"}
+"""Training's attention options → the kernel package FramePack imports for each (flash3 has no FramePack
+kernel at all, and training refuses sage_attn whatever is installed: both are the spec's failures)."""
+GENERATE_KERNELS = {"flash": "flash_attn", "sageattn": "sageattention", "xformers": "xformers"}
+"""generate's `--attn_mode` values → their kernel package."""
+MISSING_MODULE = re.compile(r"\(the package (\w+) is not installed|ImportError: No (\w+) /")
+"""A package the code imports that this Python lacks: the worker's note on a top-level module that
+is not installed at all (a missing part of an installed package is the spec's mistake), or
+musubi-tuner's own `ImportError: No wandb / ...`."""
 
 DATASET_KEYS = {
     "resolution": "data.resolution",
@@ -102,6 +109,7 @@ class Stage:
     outputs: list[str] = field(default_factory=list)  # globs: at least one must match afterwards
     needs: list[str] = field(default_factory=list)
     check: Callable[[str], str | None] | None = None  # reads the stage's log: why it failed, or None
+    steps: int | None = None  # a training stage stops after this many optimizer steps
 
 
 @dataclass
@@ -174,11 +182,11 @@ def _records_subset(text: str) -> str:
 
 
 def _step_counts(config: dict[str, Any], steps: int, *, sample: bool) -> dict[str, Any]:
-    """A training config changed only in its step counts: `steps` optimizer steps, a checkpoint and
-    a state (as the spec asks) at the first step and at the end, and sampling once, at first."""
+    """A training config changed only in how often it saves and samples: a checkpoint and a state (as
+    the spec asks) at the first step and at the end, and sampling once, at first. Its length
+    (`max_train_steps`, `max_train_epochs`) stays the run's: the scheduler is built for it, and the
+    worker stops the stage after `steps` (the stage's `steps`)."""
     config = dict(config)
-    config["max_train_steps"] = steps
-    config.pop("max_train_epochs", None)  # it would override the steps
     for key in ("save_every_n_steps", "save_every_n_epochs"):
         if key in config:
             config[key] = 1 if steps > 1 else steps
@@ -402,6 +410,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             outputs=[str(train_out / f"{name}*.safetensors")],
             needs=["cache-latents", "cache-text"],
             check=_samples_check(train_out, len(real.sample_prompts)) if sampling else None,
+            steps=TRAIN_STEPS,
         )
     )
     lora = train_out / f"{name}.safetensors"
@@ -409,8 +418,10 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     if saves_state:
         state = train_out / f"{name}-state"
         resumed = f"{name}-r1"
+        remaining = max(spec.train.max_train_steps - TRAIN_STEPS, RESUME_STEPS)
         resume_argv = _argv(
-            commands.train(spec, paths, py, output_name=resumed, resume=state, max_train_steps=RESUME_STEPS),
+            # as `fplora train --resume` passes the steps left (here: after a state at TRAIN_STEPS)
+            commands.train(spec, paths, py, output_name=resumed, resume=state, max_train_steps=remaining),
             mapping,
         )
         stages.append(
@@ -422,6 +433,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
                 resume_config,
                 outputs=[str(train_out / f"{resumed}*.safetensors")],
                 needs=["train"],
+                steps=RESUME_STEPS,
             )
         )
     else:
@@ -768,20 +780,18 @@ def area_lines(spec: Spec, stage: Stage, frames: list[str]) -> list[Problem]:
     return shown
 
 
-def _kernel_problem(rehearsal: Rehearsal, outcome: Outcome, missing: list[str]) -> str | None:
-    """The attention kernel a failed stage asked for and this musubi-tuner Python lacks, or None."""
-    text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
-    for option, module in ATTENTION_KERNELS.items():
-        if module in missing and outcome.stage.options.get(option) and module in text:
-            return module
-    return _attn_mode_kernel(outcome.stage, missing)
+def _stage_kernels(stage: Stage) -> list[str]:
+    """The attention kernel packages a stage's options select."""
+    found = [module for option, module in ATTENTION_KERNELS.items() if stage.options.get(option) is True]
+    mode = GENERATE_KERNELS.get(str(stage.options.get("attn_mode")))
+    return found + ([mode] if mode else [])
 
 
-def _attn_mode_kernel(stage: Stage, missing: list[str]) -> str | None:
-    mode = stage.options.get("attn_mode")
-    module = {"flash": "flash_attn", "flash3": "flash_attn", "sageattn": "sageattention"}.get(str(mode))
-    module = module or ("xformers" if mode == "xformers" else None)
-    return module if module and module in missing else None
+def _missing_package(text: str) -> str | None:
+    """The package a failed stage's code imported and this Python lacks, from the worker's note on a
+    missing top-level module or musubi-tuner's own `ImportError: No <package> / ...`."""
+    found = MISSING_MODULE.search(text)
+    return (found.group(1) or found.group(2)) if found else None
 
 
 _NO_CUDA = re.compile(
@@ -791,15 +801,21 @@ _NO_CUDA = re.compile(
 """torch's errors when code asks for CUDA on a machine without it."""
 
 
-def _machine_reason(rehearsal: Rehearsal, outcome: Outcome, watch: _Watch) -> str | None:
+def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     """Why this machine, not the spec, stopped a failed stage: an attention kernel that is not
-    installed, or (without CUDA) a code path that only runs on CUDA. None when it was the spec."""
-    kernel = _kernel_problem(rehearsal, outcome, watch.missing_kernels)
-    if kernel is not None:
-        return f"the attention kernel {kernel} is not installed in this musubi-tuner Python"
+    installed, (without CUDA) a code path that only runs on CUDA, or a package the code imports (an
+    optimizer's, a logger's) that this Python lacks. None when it was the spec."""
+    kernels = [m for m in _stage_kernels(outcome.stage) if m in watch.missing_kernels]
+    if kernels:
+        return f"the attention kernel {kernels[0]} is not installed in this musubi-tuner Python"
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
     if not watch.cuda and (found := _NO_CUDA.search(text)):
         return f"its code path needs CUDA, which this machine lacks ({found.group(0)})"
+    if package := _missing_package(outcome.error or ""):
+        return (
+            f"the package {package} is not installed in this musubi-tuner Python ({display_path(python)});"
+            " not a mistake in the spec if the machine that trains has it"
+        )
     return None
 
 
@@ -840,7 +856,8 @@ def run(
             target.write_bytes(b"")  # the stand-in loaders do not read it
     plan_file = root / "rendered" / "rehearsal-plan.json"
     stages = [
-        {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs} for s in rehearsal.stages
+        {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs, "steps": s.steps}
+        for s in rehearsal.stages
     ]
     plan = {
         "protocol": PROTOCOL,
@@ -875,6 +892,15 @@ def run(
             " memory it saves are not exercised"
         )
     outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
+    selected = {k for s in rehearsal.stages for k in _stage_kernels(s)}
+    for kernel in sorted(selected & set(watch.missing_kernels)):
+        if not watch.cuda:
+            users = ", ".join(s.name for s in rehearsal.stages if kernel in _stage_kernels(s))
+            watch.notes.append(
+                f"attention kernel {kernel} ({users}): not installed here (it needs CUDA); PyTorch's"
+                " attention on the same tensors stood in for it, so everything around the kernel was"
+                " rehearsed, the kernel itself runs only on the GPU box (install it there)"
+            )
     failed_names: set[str] = set()
     unrehearsed: set[str] = set()
     for outcome in outcomes:
@@ -899,7 +925,7 @@ def run(
             outcome.problem = stage.check("\n".join(outcome.log))
         if outcome.problem is None:
             continue
-        machine = _machine_reason(rehearsal, outcome, watch) if outcome.code is not None else None
+        machine = _machine_reason(python, outcome, watch) if outcome.code is not None else None
         if machine is not None and not watch.cuda:
             # without a GPU this code path cannot run at all: said, not failed (the GPU box's own
             # rehearsal, with CUDA and its kernels, runs it)

@@ -202,7 +202,11 @@ class Optimizer(Section):
         "sqrt", description="How the learning rate follows the batch: sqrt (the memo's), linear or none."
     )
     lr_scheduler: str | None = None
-    lr_warmup_steps: int | None = None
+    lr_warmup_steps: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        description="Warmup steps, or a share of the run's steps below 1 (0.05: the first 5%), as"
+        " musubi-tuner reads a float.",
+    )
     max_grad_norm: float | None = None
 
 

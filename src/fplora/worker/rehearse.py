@@ -14,7 +14,8 @@ output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/jobs/rehearse.py`):
 - in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_loras": [{"source", "target"}, ...],
-  "stages": [{"name", "argv"}, ...]}`;
+  "stages": [{"name", "argv", "steps"}, ...]}` (`steps`: where a training stage stops; its config
+  keeps the run's real length);
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -44,6 +45,7 @@ from typing import Any
 PROTOCOL = 1
 EVENT_PREFIX = "fplora-rehearse-event "
 ACCELERATE_LAUNCH = ["-m", "accelerate.commands.launch"]
+STEPS_ENV = "FPLORA_REHEARSE_STEPS"  # read by rehearse_standins' training-length seam
 
 
 WAITS_FOR_INPUT = "it waits for keyboard input: an unattended run would wait there forever"
@@ -133,14 +135,17 @@ def _launch_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
     return args, env
 
 
-def run_stage(argv: list[str]) -> tuple[int, str | None, str | None, list[str]]:
-    """Run one rendered command in this process: (exit code, error line, where it was raised)."""
+def run_stage(argv: list[str], steps: int | None = None) -> tuple[int, str | None, str | None, list[str]]:
+    """Run one rendered command in this process: (exit code, error line, where it was raised).
+    `steps`: the optimizer steps a training stage stops after (`rehearse_standins.STEPS_ENV`)."""
     if argv[1:3] != ACCELERATE_LAUNCH:
         return 2, f"not an accelerate launch: {argv[:3]}", None, []
     saved_env, saved_argv = dict(os.environ), list(sys.argv)
     try:
         args, env = _launch_args(argv[3:])
         os.environ.update({k: v for k, v in env.items() if isinstance(v, str)})
+        if steps is not None:
+            os.environ[STEPS_ENV] = str(steps)
         sys.argv = [args.training_script, *args.training_script_args]
         if args.module:
             runpy.run_module(args.training_script, run_name="__main__", alter_sys=True)
@@ -209,7 +214,7 @@ def main() -> int:
         # skipped: the same collections, without rescanning what can never be garbage yet
         gc.freeze()
         started = time.monotonic()
-        code, error, where, frames = run_stage(stage["argv"])
+        code, error, where, frames = run_stage(stage["argv"], stage.get("steps"))
         outputs = stage.get("outputs", [])
         if code != 0 or (outputs and not any(glob.glob(pattern) for pattern in outputs)):
             failed.add(stage["name"])

@@ -21,12 +21,21 @@ narrowest seam:
   stand-in of each (`write_lora`) keeps its keys, ranks, alphas, dtypes and metadata, shaped for the
   stand-in DiT, so that musubi-tuner's own loading of them (names matched to modules, ranks read
   off the weights, alphas, size checks) runs as on the GPU.
+- Without CUDA, FramePack's attention kernels (flash_attn, xformers, sageattention: CUDA-only
+  packages) are PyTorch attention on the same tensors (`stand_in_attention_kernels`), so that the
+  options that pick one are rehearsed everywhere else.
 - Without CUDA, musubi-tuner's fixed 5 s waits for block swaps to finish are skipped (its CPU swap
   path copies synchronously, there is nothing to wait for).
 - Without CUDA, `torch.cuda.current_device` answers 0 and `torch.cuda.set_device` does nothing:
   musubi-tuner's `wan/modules/t5.py` calls the first in a default argument while being imported
   (every training script does), and the block-swap offloader calls the second before each move; the
   moves themselves take musubi-tuner's own path for devices without CUDA streams.
+
+- Training length: the config keeps the run's real `max_train_steps` (or `max_train_epochs`), so that
+  the learning-rate scheduler is built for the real run (a warmup, decay or cycle count that fits 10,000
+  steps but not 2 is no error); once it is built, the trainer is told to stop after the rehearsal's
+  few steps (`STEPS_ENV`, set by the worker per stage). Saving, sampling and states then run as at
+  the end of a real run.
 
 `PATCHES` maps a module name to (before, after) hooks that run around the module's first import.
 """
@@ -44,6 +53,7 @@ DIT_SHRINK = {"num_attention_heads": 1, "mlp_ratio": 1.0}
 """What the stand-in DiT changes of the real one's size: widths only, never the block counts."""
 
 IMAGE_TOKENS = 16
+STEPS_ENV = "FPLORA_REHEARSE_STEPS"
 
 
 def _torch() -> Any:
@@ -163,6 +173,54 @@ def shrink_dit(module: types.ModuleType) -> None:
         original(self, *args, **{**kwargs, **DIT_SHRINK})
 
     cls.__init__ = __init__
+
+
+def _sdpa(q: Any, k: Any, v: Any) -> Any:
+    """Attention on [batch, tokens, heads, dim] tensors (the kernels' layout) with PyTorch's sdpa."""
+    torch = _torch()
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+
+
+def _dense_attention(q: Any, k: Any, v: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stands for flash_attn_func, xformers' memory_efficient_attention and sageattn (NHD)."""
+    return _sdpa(q, k, v)
+
+
+def _varlen_attention(q: Any, k: Any, v: Any, cu_q: Any, cu_k: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stands for flash_attn_varlen_func and sageattn_varlen: [tokens, heads, dim] with the sequences'
+    boundaries in `cu_q`/`cu_k`, each sequence attending to itself."""
+    torch = _torch()
+    out = torch.zeros_like(q)
+    bounds = zip(cu_q.tolist()[:-1], cu_q.tolist()[1:], cu_k.tolist()[:-1], cu_k.tolist()[1:], strict=True)
+    for q0, q1, k0, k1 in bounds:
+        if q1 > q0:
+            out[q0:q1] = _sdpa(q[None, q0:q1], k[None, k0:k1], v[None, k0:k1])[0]
+    return out
+
+
+ATTENTION_STANDINS = {
+    "xformers_attn_func": _dense_attention,
+    "flash_attn_func": _dense_attention,
+    "flash_attn_varlen_func": _varlen_attention,
+    "sageattn": _dense_attention,
+    "sageattn_varlen": _varlen_attention,
+}
+"""FramePack's attention kernels (module names in `frame_pack/hunyuan_video_packed.py`) and what
+stands for each on a machine without CUDA, where none of them can be installed."""
+
+
+def stand_in_attention_kernels(module: types.ModuleType) -> None:
+    """Without CUDA, the kernels FramePack found missing (it sets their names to None when their import
+    fails) become PyTorch attention on the same tensors, in the kernel's layout: the code around the
+    kernel (the attention mode the options choose, split_attn's per-sample loop, the var-len path and
+    its refusals) runs as on the GPU box; only the kernel itself does not. fplora says so per stage.
+    FramePack always passes its attention mode, so a stand-in never replaces the mode a spec chose."""
+    if _torch().cuda.is_available():
+        return
+    for name, standin in ATTENTION_STANDINS.items():
+        if getattr(module, name, standin) is None:
+            setattr(module, name, standin)
 
 
 def tiny_dit(seed: int = 0) -> Any:
@@ -317,6 +375,30 @@ def _skip_block_swap_waits() -> None:
     time.sleep = short_sleep
 
 
+def _stop_after_rehearsal_steps(module: types.ModuleType) -> None:
+    """The scheduler is built for the run's real length, then the loop stops after `STEPS_ENV` steps:
+    `get_lr_scheduler` is the last place before the loop that reads `max_train_steps` for the run's
+    length (the data group's copy and the epoch override come before it, as in a real run)."""
+    import os
+
+    trainer = module.NetworkTrainer
+    original = trainer.get_lr_scheduler
+
+    def get_lr_scheduler(self: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
+        scheduler = original(self, args, *rest, **kwargs)
+        steps = os.environ.get(STEPS_ENV)
+        if steps:
+            args.max_train_steps = min(int(args.max_train_steps), int(steps))
+        return scheduler
+
+    trainer.get_lr_scheduler = get_lr_scheduler
+
+
+def _packed_dit(module: types.ModuleType) -> None:
+    shrink_dit(module)
+    stand_in_attention_kernels(module)
+
+
 def _patch(module: types.ModuleType, **names: Any) -> None:
     for name, value in names.items():
         setattr(module, name, value)
@@ -331,7 +413,8 @@ _LOADERS = {
 }
 PATCHES: dict[str, tuple[Hook | None, Hook | None]] = {
     "musubi_tuner.wan.modules.t5": (_cuda_current_device, None),
-    "musubi_tuner.frame_pack.hunyuan_video_packed": (None, shrink_dit),
+    "musubi_tuner.training.trainer_base": (None, _stop_after_rehearsal_steps),
+    "musubi_tuner.frame_pack.hunyuan_video_packed": (None, _packed_dit),
     "musubi_tuner.frame_pack.framepack_utils": (None, lambda m: _patch(m, **_LOADERS)),
     "musubi_tuner.frame_pack.clip_vision": (
         None,

@@ -1,0 +1,383 @@
+"""Training-side settings through `fplora check` and `fplora rehearse`: does the rehearsal's verdict
+match what musubi-tuner would do on a GPU?
+
+Each row is a one-line change of the repo's example project (configs/example.yaml, datasets/example),
+written as a child spec (`extends: example.yaml`), with the verdict expected from reading musubi-tuner
+30c658c4's source: `pass` (the run starts and keeps running on a GPU), `fail` (it dies there: the
+rehearsal must fail), `machine` (valid on a GPU, but this machine cannot run that code path: the
+rehearsal must say so as the machine's, never as a spec mistake). `check` refusing a `fail` row is a
+match too (caught even earlier).
+
+Rows run one after another (each rehearsal is ~40-60 s of a 2-core CPU) and their results are kept
+in `--state` (default /tmp/fplora-rehearse-matrix/state.json), with a digest of fplora's rehearsal
+code they ran with: a row runs again when its spec text changed, or with `--rerun` (after a fix, the
+rows it concerns). Prints a table; `--write` records
+the matrix in benchmarks/results/rehearse-matrix-<date>.json.
+
+    uv run python benchmarks/rehearse_matrix.py [--only ID[,ID]] [--rerun] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CODE = [
+    REPO / "src" / "fplora" / "jobs" / "rehearse.py",
+    REPO / "src" / "fplora" / "worker" / "rehearse.py",
+    REPO / "src" / "fplora" / "worker" / "rehearse_standins.py",
+    REPO / "src" / "fplora" / "spec" / "rules" / "combinations.py",
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    spec: str  # YAML lines added to `extends: example.yaml`
+    expected: str  # pass | fail | machine
+    why: str  # what musubi-tuner's source says (file:line of the pinned commit)
+
+
+ROWS = [
+    # --- optimizers (training/trainer_base.py get_optimizer) -----------------------------------
+    Row("opt-adamw", "train: {optimizer: {type: AdamW, args: [weight_decay=0.01]}}", "pass", "torch AdamW"),
+    Row(
+        "opt-adafactor-relative",
+        'train: {optimizer: {type: adafactor, args: ["relative_step=True", "scale_parameter=True",'
+        ' "warmup_init=False"]}}',
+        "pass",
+        "relative_step: the scheduler becomes adafactor:<lr>",
+    ),
+    Row(
+        "opt-adafactor-fixed",
+        'train: {optimizer: {type: adafactor, args: ["relative_step=False", "scale_parameter=False",'
+        ' "warmup_init=False"], lr_scheduler: constant_with_warmup, lr_warmup_steps: 5}}',
+        "pass",
+        "transformers Adafactor with a fixed lr",
+    ),
+    Row(
+        "opt-paged8bit",
+        "train: {optimizer: {type: bitsandbytes.optim.PagedAdamW8bit}}",
+        "pass",
+        "ends with 8bit but is not AdamW8bit: the any-class branch imports bitsandbytes.optim",
+    ),
+    Row("opt-lion8bit", "train: {optimizer: {type: bitsandbytes.optim.Lion8bit}}", "pass", "any class"),
+    Row("opt-sgd", "train: {optimizer: {type: SGD, args: [momentum=0.9]}}", "pass", "torch.optim.SGD"),
+    Row(
+        "opt-prodigy",
+        "train: {optimizer: {type: prodigyopt.Prodigy, learning_rate: 1.0}}",
+        "machine",
+        "prodigyopt is not among musubi-tuner's dependencies: a package to install, not a spec error",
+    ),
+    Row(
+        "opt-schedulefree",
+        "train: {optimizer: {type: schedulefree.AdamWScheduleFree}}",
+        "machine",
+        "schedulefree: a package to install; its dummy scheduler path",
+    ),
+    Row("opt-typo", "train: {optimizer: {type: AdamWW}}", "fail", "getattr(torch.optim, 'AdamWW')"),
+    # --- schedulers (get_lr_scheduler) ---------------------------------------------------------
+    Row(
+        "sched-restarts",
+        "train: {optimizer: {lr_scheduler: cosine_with_restarts, lr_warmup_steps: 2}}\n"
+        "musubi: {config: {lr_scheduler_num_cycles: 3}}",
+        "pass",
+        "transformers cosine_with_restarts",
+    ),
+    Row(
+        "sched-polynomial-ratio",
+        "train: {optimizer: {lr_scheduler: polynomial}}\n"
+        "musubi: {config: {lr_warmup_steps: 0.1, lr_scheduler_power: 2.0}}",
+        "pass",
+        "a float lr_warmup_steps is a ratio of the steps",
+    ),
+    Row(
+        "sched-wsd",
+        "train: {optimizer: {lr_scheduler: warmup_stable_decay, lr_warmup_steps: 5}}\n"
+        "musubi: {config: {lr_decay_steps: 5}}",
+        "pass",
+        "20 steps: 5 warmup, 10 stable, 5 decay (the rehearsal's 2 steps must not make it negative)",
+    ),
+    Row(
+        "sched-torch-class",
+        'musubi: {config: {lr_scheduler_type: CosineAnnealingLR, lr_scheduler_args: ["T_max=20"]}}',
+        "pass",
+        "torch.optim.lr_scheduler class",
+    ),
+    Row("sched-rex", "train: {optimizer: {lr_scheduler: rex, lr_warmup_steps: 2}}", "pass", "musubi's RexLR"),
+    # --- network (networks/lora_framepack.py, networks/lora.py) -------------------------------
+    Row(
+        "net-loraplus-dropouts",
+        'train: {network: {alpha: 0.5, args: ["loraplus_lr_ratio=4", "rank_dropout=0.1",'
+        ' "module_dropout=0.1", "verbose=True"]}}\nmusubi: {config: {network_dropout: 0.1}}',
+        "pass",
+        "lora.create_arch_network kwargs",
+    ),
+    Row(
+        "net-include-exclude",
+        "train: {network: {args: [\"exclude_patterns=['.*']\","
+        " \"include_patterns=['single_transformer_blocks.*proj_mlp']\"]}}",
+        "pass",
+        "include wins over exclude (lora.py create_modules; FramePack's single blocks have proj_mlp)",
+    ),
+    Row(
+        "net-include-flux-name",
+        "train: {network: {args: [\"exclude_patterns=['.*']\", \"include_patterns=['.*linear1.*']\"]}}",
+        "fail",
+        "linear1 is Flux's name: no module left, RuntimeError 'No LoRA modules found'",
+    ),
+    Row("net-loha", "train: {network: {module: networks.loha}}", "pass", "LoHa has create_arch_network"),
+    Row("net-lokr", "train: {network: {module: networks.lokr, args: [factor=4]}}", "pass", "LoKr"),
+    Row(
+        "net-dim-from-weights",
+        "musubi: {config: {dim_from_weights: true}}",
+        "fail",
+        "load_file(True): dim_from_weights is a flag, but the trainer passes it to load_file",
+    ),
+    Row("net-scale-norms", "musubi: {config: {scale_weight_norms: 1.0}}", "pass", "max-norm regularisation"),
+    # --- timesteps and loss (training/timesteps.py, trainer_base) -----------------------------
+    Row(
+        "ts-sigmoid",
+        "train: {timestep_sampling: sigmoid}\nmusubi: {config: {sigmoid_scale: 2.0}}",
+        "pass",
+        "",
+    ),
+    Row("ts-logsnr", "train: {timestep_sampling: logsnr}", "pass", "logsnr with logit_mean/std"),
+    Row("ts-qinglong", "train: {timestep_sampling: qinglong_flux}", "pass", ""),
+    Row("ts-flux-shift", "train: {timestep_sampling: flux_shift}", "pass", ""),
+    Row(
+        "ts-range-buckets",
+        "musubi: {config: {min_timestep: 100, max_timestep: 900, preserve_distribution_shape: true,"
+        " num_timestep_buckets: 4, weighting_scheme: logit_normal, guidance_scale: 10.0}}",
+        "pass",
+        "",
+    ),
+    # --- precision and memory --------------------------------------------------------------------
+    Row("prec-fp8-base", "train: {fp8_base: true}", "pass", "fp8 e4m3 weights, upcast in the linear"),
+    Row("prec-fp8-scaled", "train: {fp8_base: true, fp8_scaled: true}", "pass", "fp8 scaled weights"),
+    Row(
+        "prec-fp16",
+        "train: {mixed_precision: fp16}\nlaunch: {mixed_precision: fp16}",
+        "pass",
+        "fp16 autocast and a grad scaler on CUDA",
+    ),
+    Row("prec-no", "train: {mixed_precision: 'no'}\nlaunch: {mixed_precision: 'no'}", "pass", "fp32 network"),
+    Row(
+        "mem-gc-offload",
+        "train: {gradient_checkpointing: true}\nmusubi: {config: {gradient_checkpointing_cpu_offload: true}}",
+        "pass",
+        "activations to CPU",
+    ),
+    Row(
+        "mem-swap-pinned",
+        "train: {blocks_to_swap: 10}\nmusubi: {config: {use_pinned_memory_for_block_swap: true}}",
+        "pass",
+        "pinned host memory for swapped blocks",
+    ),
+    Row("mem-compile", "train: {compile: true}", "pass", "torch.compile of the DiT's blocks"),
+    Row(
+        "att-xformers",
+        "train: {attention: xformers, split_attn: true}\ninfer: {attention: xformers}",
+        "pass",
+        "xformers: CUDA-only, stood in for on a CPU (said in a note)",
+    ),
+    Row(
+        "att-flash",
+        "train: {attention: flash_attn, split_attn: false}\ninfer: {attention: flash}",
+        "pass",
+        "flash_attn's var-len kernel takes batch 2 without split_attn",
+    ),
+    Row(
+        "att-xformers-batch",
+        "train: {attention: xformers, split_attn: false}",
+        "fail",
+        "hunyuan_video_packed attn_varlen_func: only sage/flash have a var-len path (NotImplementedError)",
+    ),
+    Row(
+        "att-sage",
+        "train: {attention: sage_attn}",
+        "fail",
+        "trainer_base: SageAttention refused for training",
+    ),
+    # --- data loader, steps, saving ----------------------------------------------------------------
+    Row(
+        "dl-no-workers-persistent",
+        "train: {max_data_loader_n_workers: 0, persistent_data_loader_workers: true}",
+        "fail",
+        "torch DataLoader: persistent_workers needs num_workers > 0",
+    ),
+    Row("dl-accum", "train: {gradient_accumulation_steps: 2, max_data_loader_n_workers: 2}", "pass", ""),
+    Row(
+        "save-epochs-last",
+        "musubi: {config: {max_train_epochs: 4, save_every_n_epochs: 1, save_last_n_epochs: 2,"
+        " save_last_n_epochs_state: 1, save_last_n_steps: 20, sample_every_n_epochs: 1}}",
+        "pass",
+        "epoch-based saving and pruning",
+    ),
+    Row("log-tensorboard", "train: {logging: {with: tensorboard}}", "machine", "tensorboard package"),
+    Row("log-wandb", "train: {logging: {with: wandb}}", "machine", "wandb package"),
+    Row("launch-two", "launch: {num_processes: 2}", "pass", "rehearsed in one process"),
+    Row("launch-dynamo", "launch: {dynamo_backend: inductor}", "pass", "accelerate's dynamo plugin"),
+]
+
+
+def _project(root: Path) -> Path:
+    if not (root / "configs" / "example.yaml").exists():
+        (root / "configs").mkdir(parents=True, exist_ok=True)
+        for name in ("base.yaml", "example.yaml"):
+            shutil.copy(REPO / "configs" / name, root / "configs" / name)
+        shutil.copytree(REPO / "datasets" / "example", root / "datasets" / "example")
+    return root / "configs"
+
+
+def _fplora(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "fplora", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def _verdict(code: int, output: str) -> str:
+    if "not a mistake in the spec" in output or "not rehearsed" in output:
+        return "machine"
+    if (code == 0 and "rehearsal passed" in output) or "not run again" in output:
+        return "pass"
+    return "fail"
+
+
+def _first_error(output: str) -> str:
+    for pattern in (r"musubi-tuner: (.*)", r"rehearsal failed at (.*)", r"^(.*(?:error|Error).*)$"):
+        found = re.search(pattern, output, re.MULTILINE)
+        if found:
+            return found.group(1).strip()[:160]
+    return ""
+
+
+def _code_key() -> str:
+    digest = hashlib.sha256()
+    for path in CODE:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--python", default=os.environ.get("FPLORA_MUSUBI_PYTHON", "/tmp/fplora-musubi-venv/bin/python")
+    )
+    parser.add_argument("--state", type=Path, default=Path("/tmp/fplora-rehearse-matrix/state.json"))
+    parser.add_argument("--only", default="", help="comma-separated row ids")
+    parser.add_argument("--rerun", action="store_true", help="run the chosen rows even when recorded")
+    parser.add_argument("--src", type=Path, help="run fplora from this src/ (e.g. an older commit's)")
+    parser.add_argument("--write", action="store_true", help="record the matrix in benchmarks/results/")
+    options = parser.parse_args()
+    only = {s for s in options.only.split(",") if s}
+    rows = [r for r in ROWS if not only or r.id in only]
+    state: dict[str, dict[str, object]] = {}
+    if options.state.exists():
+        state = json.loads(options.state.read_text(encoding="utf-8"))
+    root = options.state.parent / "project"
+    configs = _project(root)
+    env = {**os.environ, "FPLORA_MUSUBI_PYTHON": options.python, "HF_HUB_OFFLINE": "1"}
+    env["FPLORA_MODELS_DIR"] = str(root / "no-models")
+    if options.src:
+        env["PYTHONPATH"] = str(options.src.resolve())
+    code = _code_key()
+    for row in rows:
+        text = f"extends: example.yaml\n{row.spec}\n"
+        key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        if not options.rerun and state.get(row.id, {}).get("key") == key:
+            continue
+        spec = configs / f"{row.id}.yaml"
+        spec.write_text(text, encoding="utf-8")
+        check_code, check_out, _ = _fplora(["check", str(spec), "--skip-models"], root, env)
+        result: dict[str, object] = {"key": key, "code": code, "spec": row.spec, "expected": row.expected}
+        result["check"] = "ok" if check_code == 0 else "refused"
+        if check_code != 0:
+            result.update(rehearsal="-", error=_first_error(check_out), seconds=0.0)
+        else:
+            rcode, rout, seconds = _fplora(["rehearse", str(spec), "--force"], root, env)
+            result.update(
+                rehearsal=_verdict(rcode, rout), error=_first_error(rout), seconds=round(seconds, 1)
+            )
+            (options.state.parent / f"{row.id}.log").write_text(rout, encoding="utf-8")
+        state[row.id] = result
+        options.state.parent.mkdir(parents=True, exist_ok=True)
+        options.state.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        print(f"{row.id}: check {result['check']}, rehearsal {result['rehearsal']} ({result['seconds']} s)")
+    print()
+    print(f"{'setting':28} {'check':8} {'rehearsal':10} {'expected':9} match  first error line")
+    mismatches = 0
+    for row in ROWS:
+        got = state.get(row.id)
+        if got is None:
+            continue
+        verdict = str(got["rehearsal"]) if got["check"] == "ok" else "refused"
+        match = verdict == row.expected or (verdict == "refused" and row.expected == "fail")
+        mismatches += not match
+        print(
+            f"{row.id:28} {got['check']!s:8} {got['rehearsal']!s:10} {row.expected:9}"
+            f" {'yes' if match else 'NO':5}  {got.get('error', '')}"
+        )
+    print(f"\n{mismatches} mismatch(es) of {sum(r.id in state for r in ROWS)} rows")
+    if options.write:
+        _write(options, state)
+    return 0
+
+
+def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> None:
+    versions = subprocess.run(
+        [options.python, "-c", "import torch, accelerate; print(torch.__version__, accelerate.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    sys.path.insert(0, str(REPO / "src"))
+    from fplora import __version__
+    from fplora.musubi import schema
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    rows = []
+    for row in ROWS:
+        got = state.get(row.id)
+        if got is not None:
+            rows.append({"id": row.id, "why": row.why, **{k: v for k, v in got.items() if k != "key"}})
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "gpu": None},
+        "versions": {
+            "fplora": __version__,
+            "musubi_tuner": schema.pinned_commit(),
+            "torch": versions[0] if versions else None,
+            "accelerate": versions[1] if len(versions) > 1 else None,
+            "python": platform.python_version(),
+        },
+        "rows": rows,
+    }
+    out = REPO / "benchmarks" / "results" / f"rehearse-matrix-{datetime.now(UTC):%Y%m%d}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"written {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
