@@ -368,7 +368,7 @@ def test_an_optimizer_package_missing_here_is_not_rehearsed_rather_than_failed(
     result = runner.invoke(app, ["rehearse", str(probe)])
     assert result.exit_code == 0, result.output
     assert (
-        "--   train: not rehearsed: the package fplora_no_such_package is not installed in this"
+        "-- train: not rehearsed: the package fplora_no_such_package is not installed in this"
         " musubi-tuner Python" in " ".join(result.output.split())
     )
     assert "--   generate: not rehearsed: it needs train, which could not run here" in result.output
