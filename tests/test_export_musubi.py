@@ -1,6 +1,6 @@
 """The exported LoRA is right, not only well named: checked with musubi-tuner's real code.
 
-On a tiny FramePack DiT (2 double and 2 single blocks, as benchmarks/cpu_smoke shrinks it),
+On a tiny FramePack DiT (2 double and 2 single blocks),
 musubi-tuner's own network saves a LoRA; `fplora export` writes the diffusers layout; then, for every
 wrapped module, the weights a diffusers/PEFT loader makes of the exported file (W + B·A, PEFT's
 scaling 1 without alpha, as FramePack-Studio's `load_lora_adapter(..., network_alphas=None)` has

@@ -4,7 +4,7 @@ Why: fplora's workers (`fplora/worker/sweep.py`, `fplora/worker/eval.py`) call m
 internals, which no CPU test of fplora imports. A mismatch (a renamed function, an argument
 order, a sys.argv assumption) otherwise shows only minutes into a paid GPU call. Here the workers
 and musubi-tuner's own scripts run for real, started with the argv that fplora renders, against
-the pinned musubi-tuner, with tiny stand-in models (`site/fplora_cpu_standins.py`).
+the pinned musubi-tuner, with `fplora rehearse`'s stand-in models (`site/sitecustomize.py`).
 
     python smoke.py STEP --work DIR      STEP: setup, cache, sweep-args, eval, sweep, separate, compare
 
@@ -104,7 +104,7 @@ def setup(work: Path) -> None:
     stand-in files for the other models (fplora only checks that they exist) and two LoRAs of the
     run's network module on the tiny DiT with non-zero up-projections (a fresh LoRA changes nothing)."""
     import torch
-    from fplora_cpu_standins import tiny_dit, write_tiny_dit
+    from rehearse_standins import tiny_dit, write_dit
 
     proj = work / "proj"
     shutil.rmtree(proj, ignore_errors=True)
@@ -120,7 +120,7 @@ def setup(work: Path) -> None:
     dit = Path(spec.models.dit)
     dit.parent.mkdir(parents=True)
     shards = [str(dit).replace("00001-of-", f"{i:05d}-of-") for i in (1, 2, 3)]
-    write_tiny_dit(shards)
+    write_dit(shards)
     for other in (
         spec.models.vae,
         spec.models.text_encoder1,

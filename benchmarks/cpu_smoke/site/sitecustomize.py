@@ -1,45 +1,57 @@
-"""Installs the CPU smoke test's stand-ins in every Python that run.sh starts, including the ones
-`accelerate launch` starts in turn: those are started exactly as fplora starts them, so the only
-way in is the environment (this folder on PYTHONPATH, FPLORA_CPU_SMOKE=1).
+"""Installs the stand-in models of `fplora rehearse` (`src/fplora/worker/rehearse_standins.py`) in
+every Python that run.sh starts, including the ones `accelerate launch` starts in turn: those are
+started exactly as fplora starts them, so the only way in is the environment (this folder on
+PYTHONPATH, FPLORA_CPU_SMOKE=1).
 
-Nothing is imported up front: an import hook runs `fplora_cpu_standins.PATCHES` just before or
-just after the named musubi-tuner modules execute, so a script binds the stand-ins when it does
-`from ... import load_vae`, exactly where it would bind the real ones.
+The stand-ins are the product's own, loaded from this checkout by file, with two changes for the
+smoke's checks:
+- fewer blocks (1 double, 2 single, 1 refiner instead of the real 20 + 40 + 2): the smoke checks the
+  workers' calls and arithmetic, not module names, and its torch.compile check compiles every block;
+- `FPLORA_CPU_SMOKE_VAE_SEED`: the fidelity check's controlled run. musubi-tuner samples the VAE
+  posterior from torch's global generator, which torch seeds at random in every process; seeding it
+  once when the VAE is loaded, before any image is encoded, gives the sweep worker and a separate
+  run the same draws when (and only when) they encode in the same order.
+
+Nothing else is imported up front: the stand-ins' import hook patches the musubi-tuner modules as
+they are first imported, so a script binds the stand-ins where it would bind the real models.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
+SMALL_DIT = {"num_layers": 1, "num_single_layers": 2, "num_refiner_layers": 1}
 
-class _PatchingFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        from fplora_cpu_standins import PATCHES  # imported below, before this finder is installed
 
-        if name not in PATCHES:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return None
-        before, after = PATCHES[name]
-        exec_module = spec.loader.exec_module
+def _standins() -> Any:
+    path = Path(__file__).resolve().parents[3] / "src" / "fplora" / "worker" / "rehearse_standins.py"
+    spec = importlib.util.spec_from_file_location("rehearse_standins", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rehearse_standins"] = module  # `import rehearse_standins` finds this one
+    spec.loader.exec_module(module)
+    return module
 
-        def exec_and_patch(module: Any) -> None:
-            if before:
-                before(module)
-            exec_module(module)
-            if after:
-                after(module)
 
-        spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]
-        return spec
+def _seeded_vae(standins: Any, seed: int) -> None:
+    original = standins.TinyVAE.__init__
+
+    def __init__(self: Any) -> None:
+        original(self)
+        import torch
+
+        torch.manual_seed(seed)
+
+    standins.TinyVAE.__init__ = __init__
 
 
 if os.environ.get("FPLORA_CPU_SMOKE") == "1":
-    import fplora_cpu_standins  # noqa: F401  (standard library only at module level)
-
-    sys.meta_path.insert(0, _PatchingFinder())
+    _module = _standins()
+    _module.DIT_SHRINK.update(SMALL_DIT)
+    if os.environ.get("FPLORA_CPU_SMOKE_VAE_SEED") is not None:
+        _seeded_vae(_module, int(os.environ["FPLORA_CPU_SMOKE_VAE_SEED"]))
+    _module.install()
