@@ -24,8 +24,10 @@ narrowest seam:
 - Without CUDA, FramePack's attention kernels (flash_attn, xformers, sageattention: CUDA-only
   packages) are PyTorch attention on the same tensors (`stand_in_attention_kernels`), so that the
   options that pick one are rehearsed everywhere else.
-- Without CUDA, musubi-tuner's fixed 5 s waits for block swaps to finish are skipped (its CPU swap
-  path copies synchronously, there is nothing to wait for).
+- musubi-tuner's fixed 5 s waits for block swaps to finish (and the sweep worker's copy of them) are
+  skipped without CUDA (its CPU swap path copies synchronously, there is nothing to wait for) and
+  shortened with CUDA to a device synchronize and a brief pause: the stand-in's blocks are ~0.5 MB,
+  their transfers take milliseconds, and the waits cost a rehearsal ~15 s on a GPU.
 - Without CUDA, `torch.cuda.current_device` answers 0 and `torch.cuda.set_device` does nothing:
   musubi-tuner's `wan/modules/t5.py` calls the first in a default argument while being imported
   (every training script does), and the block-swap offloader calls the second before each move; the
@@ -355,22 +357,33 @@ def _cuda_current_device(module: types.ModuleType) -> None:
         torch.cuda.set_device = lambda device: None
 
 
-def _skip_block_swap_waits() -> None:
-    """Without CUDA, musubi-tuner's fixed 5 s waits "until block swap is done" (four in generate, one
-    in training samples) wait for nothing: its CPU swap path copies synchronously. They are skipped
-    when called from musubi-tuner's code; every other sleep is left alone."""
+SWAP_WAIT = 5
+"""Seconds of musubi-tuner's fixed "wait until block swap is done" sleeps."""
+SWAP_WAIT_CUDA = 0.2
+"""What a swap wait becomes with CUDA, after a device synchronize: the stand-in's blocks are small."""
+_WAITERS = ("/musubi_tuner/", "/fplora/worker/")
+
+
+def _shorten_block_swap_waits() -> None:
+    """musubi-tuner's fixed 5 s waits "until block swap is done" (four in generate, one per training
+    sample, always) and the sweep worker's copy of them: skipped without CUDA, where its swap path
+    copies synchronously; with CUDA a synchronize of the device and a 0.2 s pause, which the stand-in
+    DiT's tiny blocks need (their copies take milliseconds). Only 5 s sleeps called from
+    musubi-tuner's or fplora's worker code change; every other sleep is left alone."""
     import sys
     import time
 
-    if _torch().cuda.is_available():
-        return
+    torch = _torch()
+    cuda = torch.cuda.is_available()
     sleep = time.sleep
 
     def short_sleep(seconds: Any) -> None:
         caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
-        if seconds == 5 and "/musubi_tuner/" in caller:
-            return
-        sleep(seconds)
+        if seconds != SWAP_WAIT or not any(part in caller for part in _WAITERS):
+            sleep(seconds)
+        elif cuda:
+            torch.cuda.synchronize()
+            sleep(SWAP_WAIT_CUDA)
 
     time.sleep = short_sleep
 
@@ -453,4 +466,4 @@ def install() -> None:
             return spec
 
     sys.meta_path.insert(0, _PatchingFinder())
-    _skip_block_swap_waits()
+    _shorten_block_swap_waits()
