@@ -4,7 +4,8 @@
 # /tmp/site and /tmp/musubi at the carried commit is left as it is. Prints the export a caller must
 # `eval` (the harness's install stage sets it itself).
 #   pip --target /tmp/site : the carried wheels (no index, no deps: the image provides the rest), .whl3's
-#                            too when carried (fplora's own dependencies, for running fplora from src/)
+#                            too when carried (fplora's own dependencies, for running fplora from src/);
+#                            without .whl2 a PyAV stub (/tmp/site/av) that fails only when video is written
 #   /tmp/musubi/src        : musubi-tuner's source from .musubi/musubi-tuner-src.tar.gz, put on PYTHONPATH
 #                            (not pip-installed: `python -m musubi_tuner.<script>` needs only the path)
 set -euo pipefail
@@ -18,6 +19,19 @@ if [ ! -f /tmp/site/.e2e-installed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "${whls[@]}" >&2
   touch /tmp/site/.e2e-installed
+fi
+if [ ! -d .whl2 ] && [ ! -e /tmp/site/av ]; then
+  # musubi-tuner imports PyAV at import time (dataset/media_utils.py) but uses it only for video; without
+  # the 34 MB .whl2 (little room in a call's 64 MiB) a stub stands in that fails only when used
+  mkdir -p /tmp/site/av
+  cat >/tmp/site/av/__init__.py <<'STUB'
+def _missing(*a, **k):
+    raise RuntimeError('PyAV stub (benchmarks): video needs the av wheel')
+open = _missing
+class VideoFrame:
+    from_ndarray = from_image = staticmethod(_missing)
+__version__ = '0.0.0+stub'
+STUB
 fi
 if [ "$(cat /tmp/musubi/COMMIT 2>/dev/null)" != "$(cat .musubi/COMMIT)" ]; then
   rm -rf /tmp/musubi && mkdir -p /tmp/musubi
