@@ -373,3 +373,20 @@ def test_an_optimizer_package_missing_here_is_not_rehearsed_rather_than_failed(
     )
     assert "--   generate: not rehearsed: it needs train, which could not run here" in result.output
     assert "not rehearsed on this machine: train, resume, generate, sweep" in result.output
+
+
+def test_the_worker_and_fplora_agree_on_the_protocol() -> None:
+    """The rehearsal worker is package data that imports nothing of fplora: its version and event
+    prefix are written again there, and must stay those of `fplora/protocol/rehearse.py`."""
+    import importlib.util
+
+    from fplora.protocol import rehearse as protocol
+
+    spec = importlib.util.spec_from_file_location("rehearse_worker_under_test", rehearse.WORKER)
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    assert (worker.PROTOCOL, worker.EVENT_PREFIX) == (protocol.PROTOCOL, protocol.EVENT_PREFIX)
+    line = "INFO musubi " + protocol.EVENT_PREFIX + json.dumps({"event": "stage_done", "stage": "train"})
+    assert protocol.parse_event(line) == {"event": "stage_done", "stage": "train"}
+    assert protocol.parse_event("a progress bar 3/10") is None

@@ -49,8 +49,8 @@ from fplora.musubi.names import GENERATE_OUTPUTS, latent_cache_stem, text_encode
 from fplora.plan import Plan
 from fplora.problems import Problem, UserError, display_path
 from fplora.protocol import eval as eval_protocol
+from fplora.protocol import rehearse as rehearse_protocol
 from fplora.protocol import sweep as sweep_protocol
-from fplora.protocol.events import parse_event
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, header
 from fplora.render.prompts import PromptLine, prompts_file
@@ -62,8 +62,6 @@ from fplora.spec.rules import rendered_options
 
 WORKER = Path(__file__).resolve().parents[1] / "worker" / "rehearse.py"
 STANDINS = WORKER.with_name("rehearse_standins.py")
-EVENT_PREFIX = "fplora-rehearse-event "
-PROTOCOL = 1
 RECORDS = 2
 """Records of each dataset (and of the evaluation split) a rehearsal uses: a batch of two."""
 TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
@@ -613,7 +611,7 @@ _ERROR_LINE = re.compile(r"(Error|Exception|error:|ERROR|Traceback|failed|Failed
 def _last_error_line(lines: list[str]) -> str | None:
     for line in reversed(lines):
         text = line.strip()
-        if text and _ERROR_LINE.search(text) and not text.startswith(EVENT_PREFIX):
+        if text and _ERROR_LINE.search(text) and not text.startswith(rehearse_protocol.EVENT_PREFIX):
             return text
     return None
 
@@ -644,7 +642,7 @@ class _Watch:
                 os.killpg(self.pid, signal.SIGKILL)
 
     def __call__(self, line: str) -> None:
-        event = parse_event(line, EVENT_PREFIX)
+        event = rehearse_protocol.parse_event(line)
         if event is None:
             (self.current.log if self.current else self.preamble).append(line)
             return
@@ -874,7 +872,7 @@ def run(
         for s in rehearsal.stages
     ]
     plan = {
-        "protocol": PROTOCOL,
+        "protocol": rehearse_protocol.PROTOCOL,
         "dit_shards": [str(p) for p in rehearsal.dit_shards],
         "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
         "stages": stages,
