@@ -133,7 +133,13 @@ ROWS = [
         "pass",
         "spatial tiling with 16-pixel tiles: tile_latent_min_size 2",
     ),
-    Row("cl-chunk-1", "models: {vae_chunk_size: 1}", "pass", "CausalConv3d in chunks of 1"),
+    Row(
+        "cl-chunk-1",
+        "models: {vae_chunk_size: 1}",
+        "fail:cache-latents",
+        "CausalConv3d: a chunk of 1 minus 1 % stride 2 is 0, and its chunking loop never advances: a hang",
+    ),
+    Row("cl-chunk-tile-32", "models: {vae_chunk_size: 16, vae_spatial_tile_sample_min_size: 32}", "pass", ""),
     Row(
         "te-batch-zero",
         "musubi: {cache_text_encoder: {batch_size: 0}}",
@@ -201,9 +207,15 @@ ROWS = [
     Row(
         "gen-misc",
         "musubi: {generate: {one_frame_auto_resize: true, vae_tiling: true, bulk_decode: true,"
-        " no_metadata: true, include_patterns: ['.*single.*']}}",
+        " no_metadata: true}}",
         "pass",
         "",
+    ),
+    Row(
+        "gen-include",
+        "musubi: {generate: {include_patterns: ['.*single.*']}}",
+        "fail:generate",
+        "filter_lora_state_dict compiles the nargs='*' list as one pattern: TypeError (lycoris path aside)",
     ),
     Row(
         "gen-lycoris",
@@ -288,6 +300,9 @@ def main() -> int:
         default=REPO / "src",
         help="the fplora source to run (e.g. an unpacked older commit, for the verdicts before a fix)",
     )
+    parser.add_argument(
+        "--time-limit", type=int, default=150, help="seconds a stage may take (a hang costs this much)"
+    )
     parser.add_argument("--before", action="store_true", help="record the verdicts as those before the fixes")
     options = parser.parse_args()
     only = {s for s in options.only.split(",") if s}
@@ -315,7 +330,8 @@ def main() -> int:
         if check_code != 0:
             verdict = "refused"
         else:
-            rcode, output, seconds = _fplora(["rehearse", str(spec), "--force"], root, env)
+            limit = ["--time-limit", str(options.time_limit)]
+            rcode, output, seconds = _fplora(["rehearse", str(spec), "--force", *limit], root, env)
             verdict = _verdict(rcode, output)
         (options.state.parent / f"{row.id}-{field}.log").write_text(output, encoding="utf-8")
         recorded.update(

@@ -197,6 +197,24 @@ def test_a_stage_past_its_time_limit_is_stopped_as_a_hang(example: Path, musubi_
 
 
 @pytest.mark.musubi
+def test_a_vae_chunk_size_whose_loop_never_ends_is_a_hang_at_caching(
+    example: Path, musubi_python, monkeypatch
+) -> None:
+    """The stand-in VAE is HunyuanVideo's own class: with chunks of 1 its stride-2 convolutions get
+    chunks of 0 and musubi-tuner's chunking loop never advances, as on a GPU."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    probe = _probe(example, "models: {vae_chunk_size: 1}")
+    assert runner.invoke(app, ["check", str(probe), "--skip-models"]).exit_code == 0
+    result = runner.invoke(app, ["rehearse", str(probe), "--time-limit", "45"])
+    assert result.exit_code == 1, result.output
+    assert "rehearsal failed at stage cache-latents (latent caches): no result after 45 s: it hangs" in (
+        result.output
+    )
+    assert "spec: configs/probe.yaml:2: models.vae_chunk_size: set here" in result.output
+
+
+@pytest.mark.musubi
 def test_valid_variants_of_the_same_settings_pass(example: Path, musubi_python, monkeypatch) -> None:
     for key, value in musubi_python.env.items():
         monkeypatch.setenv(key, value)
@@ -205,7 +223,8 @@ def test_valid_variants_of_the_same_settings_pass(example: Path, musubi_python, 
         "train: {network: {args: [\"exclude_patterns=['.*single_transformer_blocks.*']\"]},"
         ' optimizer: {type: adamw8bit, args: ["betas=(0.9, 0.99)"]}}\n'
         "sample: {prompts: [{record: 1, width: 80}]}\n"
-        "infer: {prompts: [{record: 1, width: 80}, {record: 2, width: 64}]}",
+        "infer: {prompts: [{record: 1, width: 80}, {record: 2, width: 64}]}\n"
+        "models: {vae_chunk_size: 16, vae_spatial_tile_sample_min_size: 32}",
     )
     result = runner.invoke(app, ["rehearse", str(probe)])
     assert result.exit_code == 0, result.output

@@ -100,11 +100,12 @@ def _cells(work: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def setup(work: Path) -> None:
-    """The project (the repo's example spec and dataset), the tiny DiT's weight shards, empty
-    stand-in files for the other models (fplora only checks that they exist) and two LoRAs of the
-    run's network module on the tiny DiT with non-zero up-projections (a fresh LoRA changes nothing)."""
+    """The project (the repo's example spec and dataset), the tiny DiT's weight shards and VAE
+    weights, empty stand-in files for the other models (fplora only checks that they exist) and two
+    LoRAs of the run's network module on the tiny DiT with non-zero up-projections (a fresh LoRA
+    changes nothing)."""
     import torch
-    from rehearse_standins import tiny_dit, write_dit
+    from rehearse_standins import tiny_dit, write_dit, write_vae
 
     proj = work / "proj"
     shutil.rmtree(proj, ignore_errors=True)
@@ -121,8 +122,9 @@ def setup(work: Path) -> None:
     dit.parent.mkdir(parents=True)
     shards = [str(dit).replace("00001-of-", f"{i:05d}-of-") for i in (1, 2, 3)]
     write_dit(shards)
+    Path(spec.models.vae).parent.mkdir(parents=True, exist_ok=True)
+    write_vae(str(spec.models.vae))
     for other in (
-        spec.models.vae,
         spec.models.text_encoder1,
         spec.models.text_encoder2,
         spec.models.image_encoder,

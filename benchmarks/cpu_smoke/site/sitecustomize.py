@@ -38,15 +38,25 @@ def _standins() -> Any:
 
 
 def _seeded_vae(standins: Any, seed: int) -> None:
-    original = standins.TinyVAE.__init__
+    """torch's global generator seeded right after each load of the (stand-in) VAE."""
+    name = "musubi_tuner.hunyuan_model.vae"
+    before, after = standins.PATCHES[name]
 
-    def __init__(self: Any) -> None:
-        original(self)
-        import torch
+    def seeded(module: Any) -> None:
+        if after is not None:
+            after(module)
+        load = module.load_vae
 
-        torch.manual_seed(seed)
+        def load_vae(*args: Any, **kwargs: Any) -> Any:
+            loaded = load(*args, **kwargs)
+            import torch
 
-    standins.TinyVAE.__init__ = __init__
+            torch.manual_seed(seed)
+            return loaded
+
+        module.load_vae = load_vae
+
+    standins.PATCHES[name] = (before, seeded)
 
 
 if os.environ.get("FPLORA_CPU_SMOKE") == "1":

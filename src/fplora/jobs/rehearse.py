@@ -865,16 +865,18 @@ def run(
         standin.mkdir(parents=True, exist_ok=True)
         target = standin / Path(getattr(rehearsal.spec.models, key)).name
         if not target.exists():
-            target.write_bytes(b"")  # the stand-in loaders do not read it
+            target.write_bytes(b"")  # the stand-in loaders do not read it (the VAE's: the worker writes it)
     plan_file = root / "rendered" / "rehearsal-plan.json"
     stages = [
         {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs, "steps": s.steps}
         for s in rehearsal.stages
     ]
+    vae = root / "models" / "vae" / Path(rehearsal.spec.models.vae).name
     plan = {
         "protocol": rehearse_protocol.PROTOCOL,
         "dit_shards": [str(p) for p in rehearsal.dit_shards],
         "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
+        "vae": str(vae),
         "stages": stages,
     }
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
@@ -977,9 +979,27 @@ def describe_failure(rehearsal: Rehearsal, outcome: Outcome) -> list[str]:
         lines.append(f"  raised at: {outcome.where}")
     text = " ".join([error or "", outcome.where or ""])
     named = spec_lines(rehearsal.spec, stage, text)
+    if not named and not error and not outcome.frames:
+        named = given_lines(rehearsal.spec, stage)  # a hang, or nothing written: no error to read
     for problem in named or area_lines(rehearsal.spec, stage, outcome.frames):
         lines.append(f"  spec: {problem}")
     return lines
+
+
+def given_lines(spec: Spec, stage: Stage) -> list[Problem]:
+    """The spec lines the user wrote that rendered the stage's options (model paths aside: the
+    rehearsal replaces them) and, for caching, its dataset keys: where to look when a stage hangs
+    or writes nothing, and so names no option in an error."""
+    table = rendered_options().get(stage.section, {})
+    keys: list[tuple[str | int, ...]] = []
+    for dest in stage.options:
+        owner = table.get(dest)
+        key = _key_path(owner) if owner else _pass_through_key(stage.section, dest)
+        if key and key[-1] not in MODEL_KEYS and spec.written(key):
+            keys.append(key)
+    if stage.section.startswith("cache"):
+        keys += [_key_path(owner) for owner in DATASET_KEYS.values() if spec.written(_key_path(owner))]
+    return [spec.problem(key, "set here") for key in dict.fromkeys(keys)]
 
 
 def _shown(arg: str) -> str:

@@ -14,8 +14,9 @@ output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse.py`):
 - in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_loras": [{"source", "target"}, ...],
-  "stages": [{"name", "argv", "steps"}, ...]}` (`steps`: where a training stage stops; its config
-  keeps the run's real length);
+  "vae": path, "stages": [{"name", "argv", "steps"}, ...]}` (`steps`: where a training stage stops;
+  its config keeps the run's real length; the stand-in DiT's and VAE's weights are written where
+  missing);
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -201,6 +202,10 @@ def main() -> int:
         rehearse_standins.write_dit([str(p) for p in shards])
     for lora in plan.get("standin_loras", []):  # the spec's LoRA files, for the stand-in DiT
         rehearse_standins.write_lora(lora["source"], lora["target"], [str(p) for p in shards])
+    vae = Path(plan["vae"]) if plan.get("vae") else None
+    if vae is not None and (not vae.is_file() or vae.stat().st_size == 0):
+        vae.parent.mkdir(parents=True, exist_ok=True)
+        rehearse_standins.write_vae(str(vae))
     failed: set[str] = set()
     for stage in plan["stages"]:
         blocked = [name for name in stage.get("needs", []) if name in failed]

@@ -11,8 +11,11 @@ narrowest seam:
   `blocks_to_swap`, network arguments that pick modules by name, and LoRA key names behave as on the
   real model; only the widths shrink (one attention head of the real 128 channels, MLP ratio 1), by
   wrapping the class's `__init__`.
-- VAE: `load_vae` returns a VAE whose `encode` gives musubi-tuner's own `DiagonalGaussianDistribution`
-  (8x spatial compression to 16 channels, as HunyuanVideo's) and whose `decode` is a fixed projection.
+- VAE: HunyuanVideo's real class and its real loaders (framepack's, then hunyuan's from a weights
+  file that `write_vae` makes), at 32 channels instead of 128-512: chunked causal convolutions
+  (`vae_chunk_size`) and spatial tiling (`vae_spatial_tile_sample_min_size`, `vae_tiling`) run their
+  own code, so a setting that makes them loop forever or give the wrong size shows here. In bf16
+  without CUDA (CPU autocast cannot mix fp16 into bf16 regions); fp16 as the real one on a GPU.
 - SigLIP image encoder and both text encoders: the loaders return placeholders (their tokenizers
   would be downloaded), and the encode functions return seeded tensors of the real widths and dtypes,
   seeded by the input's bytes, so every process gets the same output for the same input. The image
@@ -44,6 +47,7 @@ narrowest seam:
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import types
@@ -93,45 +97,66 @@ class _Placeholder:
         return self
 
 
-class TinyVAE(_Placeholder):
-    """8x spatial compression to 16 channels, like HunyuanVideo's VAE, one frame per latent frame."""
-
-    config = types.SimpleNamespace(scaling_factor=0.476986)
-    LOGVAR = -8.0
-
-    def __init__(self) -> None:
-        # fp16 as the real VAE, except on a CPU: there torch's autocast cannot mix fp16 latents into
-        # bf16 regions (`torch.cat` of fp16 and fp32 under CPU autocast raises), which CUDA can
-        super().__init__("float16" if _torch().cuda.is_available() else "bfloat16")
-
-    def encode(self, image: Any) -> Any:
-        from musubi_tuner.hunyuan_model.vae import DiagonalGaussianDistribution
-
-        torch = _torch()
-        x = torch.nn.functional.avg_pool3d(image.float(), (1, 8, 8))
-        mean = torch.einsum("oc,bcthw->bothw", _projection(16, 3, 1), x)
-        moments = torch.cat([mean, torch.full_like(mean, self.LOGVAR)], dim=1).to(self.dtype)
-        return types.SimpleNamespace(latent_dist=DiagonalGaussianDistribution(moments))
-
-    def decode(self, latents: Any) -> Any:
-        torch = _torch()
-        x = torch.einsum("oc,bcthw->bothw", _projection(3, 16, 2), latents.float())
-        x = torch.nn.functional.interpolate(x, scale_factor=(1, 8, 8), mode="nearest")
-        # fp16 as the real VAE decodes; on a CPU fp32: CPU autocast refuses fp16 in `torch.cat`
-        # (training samples) and numpy has no bf16 (generate's saving)
-        dtype = torch.float16 if torch.cuda.is_available() else torch.float32
-        return types.SimpleNamespace(sample=torch.tanh(x).to(dtype))
-
-    # what musubi-tuner's loader and callers set on the real VAE
-    def set_chunk_size_for_causal_conv_3d(self, size: int) -> None:
-        pass
-
-    def enable_spatial_tiling(self, value: bool = True) -> None:
-        pass
+VAE_SHRINK = {"block_out_channels": (32, 32, 32, 32)}
+"""What the stand-in VAE changes of HunyuanVideo's: its widths only (the real 128-512 channels);
+blocks, layers, group norms, causal convolutions, 8x spatial compression to 16 channels kept."""
 
 
-def load_vae(*args: Any, **kwargs: Any) -> TinyVAE:
-    return TinyVAE()
+def shrink_vae(module: types.ModuleType) -> None:
+    """HunyuanVideo's VAE class at the stand-in's widths, made by its own loader from the weights
+    file `write_vae` writes: chunked convolutions and spatial tiling then run their real code."""
+    cls = module.AutoencoderKLCausal3D
+    original = cls.__init__
+
+    @functools.wraps(original)  # diffusers' from_config reads the parameters off the signature
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **{**kwargs, **VAE_SHRINK})
+
+    cls.__init__ = __init__
+
+
+def _vae_dtype_for_cpu(module: types.ModuleType) -> None:
+    """Without CUDA the VAE loads in bf16 instead of fp16, and decodes to fp32: torch's CPU autocast
+    cannot mix fp16 tensors into bf16 regions (`torch.cat` raises in the training sampler), and
+    numpy, which saves generate's images, has no bf16; on CUDA both work in fp16."""
+    torch = _torch()
+    if torch.cuda.is_available():
+        return
+    load = module.load_vae
+
+    def load_vae(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("vae_dtype") in (torch.float16, "float16", "fp16"):
+            kwargs["vae_dtype"] = torch.bfloat16
+        loaded = load(*args, **kwargs)
+        decode = loaded[0].decode
+
+        def decode_fp32(*args: Any, **kwargs: Any) -> Any:
+            out = decode(*args, **kwargs)
+            if isinstance(out, tuple):
+                return tuple(x.float() for x in out)
+            out.sample = out.sample.float()
+            return out
+
+        loaded[0].decode = decode_fp32
+        return loaded
+
+    _patch(module, load_vae=load_vae)
+
+
+def write_vae(path: str) -> None:
+    """The stand-in VAE's fp16 weights, seeded, as a safetensors file the real loader reads."""
+    import re
+
+    from musubi_tuner.hunyuan_model import vae as vae_module
+    from musubi_tuner.hunyuan_model.autoencoder_kl_causal_3d import AutoencoderKLCausal3D
+    from safetensors.torch import save_file
+
+    torch = _torch()
+    source = open(vae_module.__file__, encoding="utf-8").read()  # noqa: SIM115
+    config = json.loads(re.search(r'CONFIG_JSON = """(.*?)"""', source, re.S).group(1))  # type: ignore[union-attr]
+    torch.manual_seed(0)
+    model = AutoencoderKLCausal3D.from_config(config)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}, path)
 
 
 def load_image_encoders(args: Any) -> tuple[Any, Any]:
@@ -419,7 +444,6 @@ def _patch(module: types.ModuleType, **names: Any) -> None:
 
 Hook = Callable[[types.ModuleType], None]
 _LOADERS = {
-    "load_vae": load_vae,
     "load_image_encoders": load_image_encoders,
     "load_text_encoder1": load_text_encoder1,
     "load_text_encoder2": load_text_encoder2,
@@ -428,6 +452,8 @@ PATCHES: dict[str, tuple[Hook | None, Hook | None]] = {
     "musubi_tuner.wan.modules.t5": (_cuda_current_device, None),
     "musubi_tuner.training.trainer_base": (None, _stop_after_rehearsal_steps),
     "musubi_tuner.frame_pack.hunyuan_video_packed": (None, _packed_dit),
+    "musubi_tuner.hunyuan_model.autoencoder_kl_causal_3d": (None, shrink_vae),
+    "musubi_tuner.hunyuan_model.vae": (None, _vae_dtype_for_cpu),
     "musubi_tuner.frame_pack.framepack_utils": (None, lambda m: _patch(m, **_LOADERS)),
     "musubi_tuner.frame_pack.clip_vision": (
         None,
