@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -339,39 +338,16 @@ def main() -> int:
 
 
 def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> None:
-    versions = subprocess.run(
-        [options.python, "-c", "import torch, accelerate; print(torch.__version__, accelerate.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
     sys.path.insert(0, str(REPO / "src"))
-    from fplora import __version__
-    from fplora.musubi import schema
+    from harness.provenance import measured_on
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     rows = []
     for row in ROWS:
         got = state.get(row.id)
         if got is not None:
             rows.append({"id": row.id, "why": row.why, **{k: v for k, v in got.items() if k != "key"}})
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "gpu": None},
-        "versions": {
-            "fplora": __version__,
-            "musubi_tuner": schema.pinned_commit(),
-            "torch": versions[0] if versions else None,
-            "accelerate": versions[1] if len(versions) > 1 else None,
-            "python": platform.python_version(),
-        },
+        **measured_on(options.python),
         "rows": rows,
     }
     out = REPO / "benchmarks" / "results" / f"rehearse-matrix-{datetime.now(UTC):%Y%m%d}.json"

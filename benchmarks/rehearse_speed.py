@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -114,33 +113,10 @@ def main() -> int:
         f" (goal <= {'20 s on a GPU machine' if gpu else '60 s on a 2-core CPU'}),"
         f" repeat {repeat:.2f} s (goal < 1 s)"
     )
-    versions = subprocess.run(
-        [options.python, "-c", "import torch, accelerate; print(torch.__version__, accelerate.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    from fplora import __version__
-    from fplora.musubi import schema
+    from harness.provenance import measured_on
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu},
-        "versions": {
-            "fplora": __version__,
-            "musubi_tuner": schema.pinned_commit(),
-            "torch": versions[0] if versions else None,
-            "accelerate": versions[1] if len(versions) > 1 else None,
-            "python": platform.python_version(),
-        },
+        **measured_on(options.python, gpu),
         "runs": options.runs,
         "first_seconds": [round(s, 2) for s in firsts],
         "repeat_seconds": [round(s, 3) for s in repeats],
