@@ -120,7 +120,7 @@ class MusubiPython:
 
 
 @pytest.fixture(scope="session")
-def musubi_python() -> MusubiPython:
+def musubi_python(tmp_path_factory: pytest.TempPathFactory) -> MusubiPython:
     """Tests marked `musubi` run musubi-tuner's real code: they skip where the Python is not built
     (a laptop), but under CI=true a missing one is a failure, so CI never passes by skipping them."""
     python = os.environ.get(MUSUBI_PYTHON_ENV, MUSUBI_PYTHON_DEFAULT)
@@ -130,4 +130,6 @@ def musubi_python() -> MusubiPython:
             pytest.fail(why)
         pytest.skip(why)
     env = {"FPLORA_MUSUBI_PYTHON": python, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    # what a rehearsal keeps per machine (the stand-in DiT, compile caches): the session's, not the user's
+    env["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     return MusubiPython(python, env)

@@ -116,6 +116,12 @@ def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_
     assert list((out / "generate").glob("*.png")) and list((out / "sweep" / "c0").glob("*.png"))
     again = runner.invoke(app, ["rehearse", str(example)])
     assert again.exit_code == 0 and "not run again" in again.output
+    # the stand-in DiT is kept per machine: the next spec's rehearsal copies it instead of making it
+    shards = sorted((example.parent / "example" / "rehearsal" / "models" / "dit").iterdir())
+    (kept,) = (Path(musubi_python.env["XDG_CACHE_HOME"]) / "fplora" / "rehearsal-standins").iterdir()
+    assert [(p.name, p.read_bytes()) for p in shards] == [
+        (p.name, p.read_bytes()) for p in sorted(kept.iterdir())
+    ]
 
 
 CONTROLS = {
@@ -409,3 +415,31 @@ def test_the_worker_and_fplora_agree_on_the_protocol() -> None:
     line = "INFO musubi " + protocol.EVENT_PREFIX + json.dumps({"event": "stage_done", "stage": "train"})
     assert protocol.parse_event(line) == {"event": "stage_done", "stage": "train"}
     assert protocol.parse_event("a progress bar 3/10") is None
+
+
+def test_the_stand_in_dit_is_made_once_per_machine_and_copied_for_the_next_spec(tmp_path: Path) -> None:
+    from fplora.worker import rehearse as worker
+
+    made: list[list[str]] = []
+
+    def write_dit(paths: list[str]) -> None:
+        made.append(paths)
+        for index, path in enumerate(paths):
+            Path(path).write_bytes(b"shard %d" % index)
+
+    standins = type(
+        "Standins", (), {"__file__": str(rehearse.STANDINS), "write_dit": staticmethod(write_dit)}
+    )
+    names = [f"dit-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    first = [tmp_path / "one" / "models" / "dit" / name for name in names]
+    second = [tmp_path / "two" / "models" / "dit" / name for name in names]
+    worker._stand_in_dit(standins, first, tmp_path / "cache")
+    worker._stand_in_dit(standins, second, tmp_path / "cache")
+    assert made == [[str(p) for p in first]]  # made once, for the first spec
+    assert [p.read_bytes() for p in second] == [b"shard 0", b"shard 1"]
+    (kept,) = (tmp_path / "cache").iterdir()  # no .part folder left
+    assert kept.name.startswith("dit-") and sorted(p.name for p in kept.iterdir()) == names
+    # without a usable cache folder it is made each time, and the rehearsal goes on
+    (tmp_path / "file").write_text("")
+    worker._stand_in_dit(standins, [tmp_path / "three" / n for n in names], tmp_path / "file" / "cache")
+    assert len(made) == 2 and (tmp_path / "three" / names[1]).read_bytes() == b"shard 1"

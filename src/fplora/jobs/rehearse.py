@@ -833,12 +833,18 @@ class Result:
     notes: list[str]
 
 
+def user_cache() -> Path:
+    """fplora's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache): what a rehearsal makes
+    once per machine rather than once per spec (the stand-in DiT, torch.compile's caches)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fplora"
+
+
 def compile_cache() -> dict[str, str]:
     """torch.compile's caches for the worker, kept in the user's cache folder (inductor's default is
     under /tmp): a spec that compiles pays inductor's code generation for the stand-in DiT (~45 s on
     an H100) once per machine, and later rehearsals load the compiled graphs and kernels (what is
     left is tracing, ~10 s). Settings the user made are left as they are."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fplora"
+    cache = user_cache()
     wanted = {
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor-rehearsal"),
         "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
@@ -875,6 +881,7 @@ def run(
     plan = {
         "protocol": rehearse_protocol.PROTOCOL,
         "dit_shards": [str(p) for p in rehearsal.dit_shards],
+        "standin_cache": str(user_cache() / "rehearsal-standins"),
         "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
         "vae": str(vae),
         "stages": stages,

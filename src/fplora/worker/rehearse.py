@@ -13,10 +13,11 @@ state is reset between stages), one process even where the spec asks for several
 output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse.py`):
-- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_loras": [{"source", "target"}, ...],
-  "vae": path, "stages": [{"name", "argv", "steps"}, ...]}` (`steps`: where a training stage stops;
-  its config keeps the run's real length; the stand-in DiT's and VAE's weights are written where
-  missing);
+- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_cache": <folder>, "standin_loras":
+  [{"source", "target"}, ...], "vae": path, "stages": [{"name", "argv", "steps"}, ...]}` (`steps`:
+  where a training stage stops; its config keeps the run's real length; the stand-in DiT's and VAE's
+  weights are written where missing; `standin_cache`, optional: where the machine keeps the
+  stand-in DiT's files between rehearsals);
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -33,10 +34,13 @@ import argparse
 import contextlib
 import gc
 import glob
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import runpy
+import shutil
 import sys
 import time
 import traceback
@@ -177,6 +181,46 @@ def run_stage(argv: list[str], steps: int | None = None) -> tuple[int, str | Non
         _reset_accelerate()
 
 
+def _dit_key(standins: Any, shards: list[Path]) -> str:
+    """What the stand-in DiT's files depend on: fplora's stand-in code, musubi-tuner's DiT class, the
+    torch version (its serialisation and random numbers) and the shard names."""
+    digest = hashlib.sha256()
+    try:
+        model = importlib.util.find_spec("musubi_tuner.frame_pack.hunyuan_video_packed")
+    except ImportError:  # no musubi-tuner: the stand-in cannot run either; made, not reused
+        model = None
+    for source in (standins.__file__, model.origin if model else None):
+        digest.update(Path(source).read_bytes() if source else b"-")
+    try:
+        torch = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch = "-"
+    digest.update(json.dumps([torch, [p.name for p in shards]]).encode())
+    return digest.hexdigest()[:20]
+
+
+def _stand_in_dit(standins: Any, shards: list[Path], cache: Path | None) -> None:
+    """The stand-in DiT's shards at `shards`: copied from the machine's cache (`cache`, per user) when
+    one was made before for the same stand-in, else made (~1 s) and kept there for the next spec."""
+    for shard in shards:
+        shard.parent.mkdir(parents=True, exist_ok=True)
+    made = cache / f"dit-{_dit_key(standins, shards)}" if cache else None
+    if made is None or not all((made / p.name).is_file() for p in shards):
+        standins.write_dit([str(p) for p in shards])
+        if made is not None:
+            part = made.with_name(f"{made.name}.{os.getpid()}.part")
+            try:  # whole or not at all, also with two rehearsals at once
+                part.mkdir(parents=True)
+                for shard in shards:
+                    shutil.copyfile(shard, part / shard.name)
+                os.replace(part, made)
+            except OSError:  # no cache (a read-only home), or another rehearsal made it first
+                shutil.rmtree(part, ignore_errors=True)
+        return
+    for shard in shards:
+        shutil.copyfile(made / shard.name, shard)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
     parser.add_argument("--plan", type=Path, required=True)
@@ -197,9 +241,8 @@ def main() -> int:
     emit("kernels", missing=missing, cuda=torch.cuda.is_available())
     shards = [Path(p) for p in plan.get("dit_shards", [])]
     if shards and not all(p.is_file() for p in shards):
-        for shard in shards:
-            shard.parent.mkdir(parents=True, exist_ok=True)
-        rehearse_standins.write_dit([str(p) for p in shards])
+        cache = plan.get("standin_cache")
+        _stand_in_dit(rehearse_standins, shards, Path(cache) if cache else None)
     for lora in plan.get("standin_loras", []):  # the spec's LoRA files, for the stand-in DiT
         rehearse_standins.write_lora(lora["source"], lora["target"], [str(p) for p in shards])
     vae = Path(plan["vae"]) if plan.get("vae") else None
