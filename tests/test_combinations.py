@@ -134,6 +134,12 @@ REFUSED = [
         "infer:\n  fp8_scaled: true\nmusubi:\n  generate: {fp8: true}\n",
     ),
     (
+        "generate's LoRA include patterns (gen-include in rehearse_matrix_data)",
+        "musubi:\n  generate: {include_patterns: ['.*single.*']}\n",
+        "configs/v1.yaml:5: musubi.generate.include_patterns: fpack_generate_video hands the whole list",
+        "musubi:\n  generate: {include_patterns: ['.*single.*'], lycoris: true}\n",
+    ),
+    (
         "reduce_lr_on_plateau (source: trainer_base.py's generic call)",
         "train:\n  optimizer: {lr_scheduler: reduce_lr_on_plateau}\n",
         "configs/v1.yaml:5: train.optimizer.lr_scheduler: musubi-tuner calls reduce_lr_on_plateau with step counts",

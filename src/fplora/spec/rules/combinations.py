@@ -378,7 +378,18 @@ def _precision(spec: Spec) -> Iterator[Problem]:
 
 
 def _generate(spec: Spec) -> Iterator[Problem]:
-    fp8 = spec.musubi.generate.get("fp8")
+    generate = spec.musubi.generate
+    for key in ("include_patterns", "exclude_patterns"):
+        if generate.get(key) and not generate.get("lycoris"):
+            # matrix row gen-include (benchmarks/rehearse_matrix_data.py): the nargs="*" list goes to
+            # re.compile as one pattern, before any prompt runs
+            yield spec.problem(
+                ("musubi", "generate", key),
+                "fpack_generate_video hands the whole list to re.compile (utils/lora_utils.py:45, from"
+                " fpack_generate_video.py:467), which fails with `TypeError: unhashable type: 'list'`",
+                "remove it (train a LoRA on the modules you want with train.network.args instead)",
+            )
+    fp8 = generate.get("fp8")
     if fp8 and not spec.infer.fp8_scaled:
         # cell inf-fp8-noscaled; fpack_generate_video.py:532-533 reads torch.float8e4m3fn
         yield spec.problem(
