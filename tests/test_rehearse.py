@@ -351,6 +351,24 @@ def test_a_package_this_python_lacks_is_the_machines_not_the_specs() -> None:
     assert rehearse._machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
 
 
+def test_a_dtype_error_of_a_path_that_relies_on_cudas_autocast_is_the_cpus() -> None:
+    """fp16 mixed precision and fp8_base without fp8_scaled run under CUDA's autocast, which casts
+    for them; a CPU has none for fp16 and casts no fp8 weight. Without CUDA their dtype errors are
+    the machine's; the same error with bf16 (or on a CUDA machine) stays the spec's."""
+    watch = rehearse._Watch(rehearse.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
+    error = "RuntimeError: Input type (float) and bias type (c10::BFloat16) should be the same"
+    fp16 = rehearse._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch)
+    assert fp16 is not None and fp16.startswith("mixed_precision fp16 runs under autocast")
+    mixed = "RuntimeError: mixed dtype (CPU): expect parameter to have scalar type of Float"
+    fp8 = rehearse._machine_reason("/p", _outcome(mixed, mixed_precision="bf16", fp8_base=True), watch)
+    assert fp8 is not None and fp8.startswith("fp8_base without fp8_scaled")
+    scaled = _outcome(mixed, mixed_precision="bf16", fp8_base=True, fp8_scaled=True)
+    assert rehearse._machine_reason("/p", scaled, watch) is None
+    assert rehearse._machine_reason("/p", _outcome(error, mixed_precision="no"), watch) is None
+    watch.cuda = True
+    assert rehearse._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch) is None
+
+
 def test_a_warmup_share_of_the_steps_renders_as_musubi_tuner_reads_it(example: Path) -> None:
     probe = _probe(example, "train: {optimizer: {lr_scheduler: polynomial, lr_warmup_steps: 0.05}}")
     assert runner.invoke(app, ["check", str(probe), "--skip-models"]).exit_code == 0

@@ -785,6 +785,13 @@ def _stage_kernels(stage: Stage) -> list[str]:
     return found + ([mode] if mode else [])
 
 
+def _compiles(stage: Stage) -> bool:
+    """Whether a stage asks for torch.compile: musubi-tuner's `compile`, or accelerate's dynamo."""
+    launch = _flag_options(stage.argv[: stage.argv.index("-m", 3)] if "-m" in stage.argv[3:] else [])
+    dynamo = str(launch.get("dynamo_backend", "no")).lower()
+    return stage.options.get("compile") is True or dynamo not in ("no", "true")
+
+
 def _missing_package(text: str) -> str | None:
     """The package a failed stage's code imported and this Python lacks, from the worker's note on a
     missing top-level module or musubi-tuner's own `ImportError: No <package> / ...`."""
@@ -798,6 +805,23 @@ _NO_CUDA = re.compile(
 )
 """torch's errors when code asks for CUDA on a machine without it."""
 
+_DTYPE_MIX = re.compile(r"mixed dtype|should be the same|expected scalar type|Float8|same dtype")
+"""torch's errors for tensors of two dtypes meeting in one operation."""
+_CUDA_AUTOCAST = (
+    (
+        lambda o: o.get("mixed_precision") == "fp16",
+        "mixed_precision fp16 runs under autocast, which accelerate gives fp16 only on a GPU (on a CPU it"
+        " runs without, and the bf16 DiT meets fp32 inputs)",
+    ),
+    (
+        lambda o: bool(o.get("fp8_base")) and not o.get("fp8_scaled"),
+        "fp8_base without fp8_scaled keeps fp8 weights that CUDA's autocast casts for each operation;"
+        " a CPU's autocast does not",
+    ),
+)
+"""Training options whose code path relies on CUDA's autocast: without CUDA, a dtype error there is
+the machine's (the rehearsal on the GPU box runs it)."""
+
 
 def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     """Why this machine, not the spec, stopped a failed stage: an attention kernel that is not
@@ -809,6 +833,10 @@ def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
     if not watch.cuda and (found := _NO_CUDA.search(text)):
         return f"its code path needs CUDA, which this machine lacks ({found.group(0)})"
+    if not watch.cuda and _DTYPE_MIX.search(outcome.error or ""):
+        for needs_cuda, why in _CUDA_AUTOCAST:
+            if needs_cuda(outcome.stage.options):
+                return why
     if package := _missing_package(outcome.error or ""):
         return (
             f"the package {package} is not installed in this musubi-tuner Python ({display_path(python)});"
@@ -916,6 +944,13 @@ def run(
             f"block swap ({', '.join(swapped)}): no CUDA here, so the block count was checked by"
             " musubi-tuner's own code and the swap ran its CPU-to-CPU path; the GPU's streams and the"
             " memory it saves are not exercised"
+        )
+    compiled = sorted({s.name for s in rehearsal.stages if _compiles(s)})
+    if compiled and not watch.cuda:
+        watch.notes.append(
+            f"torch.compile ({', '.join(compiled)}): not rehearsed here (on a CPU it would build C++"
+            " kernels for minutes, not the GPU's); musubi-tuner's compile options and code ran with the"
+            " compile itself left out"
         )
     outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
     selected = {k for s in rehearsal.stages for k in _stage_kernels(s)}

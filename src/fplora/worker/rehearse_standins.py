@@ -27,6 +27,7 @@ narrowest seam:
 - Without CUDA, FramePack's attention kernels (flash_attn, xformers, sageattention: CUDA-only
   packages) are PyTorch attention on the same tensors (`stand_in_attention_kernels`), so that the
   options that pick one are rehearsed everywhere else.
+- Without CUDA, `torch.compile` returns the model as it is (`_no_compile_without_cuda`).
 - musubi-tuner's fixed 5 s waits for block swaps to finish (and the sweep worker's copy of them) are
   skipped without CUDA (its CPU swap path copies synchronously, there is nothing to wait for) and
   shortened with CUDA to a device synchronize and a brief pause: the stand-in's blocks are ~0.5 MB,
@@ -437,6 +438,21 @@ def _packed_dit(module: types.ModuleType) -> None:
     stand_in_attention_kernels(module)
 
 
+def _no_compile_without_cuda() -> None:
+    """Without CUDA, `torch.compile` hands back what it is given: on a CPU, inductor would generate and
+    build C++ kernels for every block (minutes on a laptop, and not the GPU's Triton kernels either).
+    musubi-tuner's own compile code (its options, the blocks it picks, what it excludes for block
+    swap) and accelerate's dynamo plugin still run; fplora says the compile itself was not rehearsed."""
+    torch = _torch()
+    if torch.cuda.is_available():
+        return
+
+    def compile(model: Any = None, **options: Any) -> Any:
+        return model if model is not None else (lambda function: function)
+
+    torch.compile = compile
+
+
 def _patch(module: types.ModuleType, **names: Any) -> None:
     for name, value in names.items():
         setattr(module, name, value)
@@ -493,3 +509,4 @@ def install() -> None:
 
     sys.meta_path.insert(0, _PatchingFinder())
     _shorten_block_swap_waits()
+    _no_compile_without_cuda()
