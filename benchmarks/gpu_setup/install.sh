@@ -38,4 +38,11 @@ if [ "$(cat /tmp/musubi/COMMIT 2>/dev/null)" != "$(cat .musubi/COMMIT)" ]; then
   tar -xzf .musubi/musubi-tuner-src.tar.gz -C /tmp/musubi
   cp .musubi/COMMIT /tmp/musubi/COMMIT
 fi
+if [ ! -f /tmp/site/.e2e-compiled ] || [ /tmp/musubi/COMMIT -nt /tmp/site/.e2e-compiled ]; then
+  # bytecode, as a user's `pip install` leaves it: the wheels went in --no-compile and the source is
+  # unpacked, so under PYTHONDONTWRITEBYTECODE every process (each rehearsal, each musubi-tuner
+  # script) would compile transformers, diffusers and musubi-tuner from source again (seconds each)
+  python3 -m compileall -q -j 0 /tmp/site /tmp/musubi/src >/dev/null 2>&1 || true
+  touch /tmp/site/.e2e-compiled
+fi
 echo "export PYTHONPATH=/tmp/site:/tmp/musubi/src${PYTHONPATH:+:$PYTHONPATH}"

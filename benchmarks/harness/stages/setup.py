@@ -44,7 +44,8 @@ def stage_install(stage: dict[str, Any], checks: Checks) -> None:
         print("=== install: .whl2 (PyAV) not carried: a stub stands in; no stage may write video", flush=True)
     wheels = sorted(str(p) for p in state.WHL3.glob("*.whl"))
     checks.ok(wheels, ".whl3 holds wheels (run benchmarks/gpu_prepare.sh here first)")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile"]
+    # with bytecode, as a user's install has it (fplora's own start; install.sh compiles the rest)
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
     argv = [*pip, "--no-cache-dir", "--upgrade", "--target", "/tmp/site", *wheels]
     ran = run(stage, argv, extra_env={"PYTHONPATH": ""})  # pip itself from the image alone
     checks.rc(ran, what="pip install .whl3 into /tmp/site")
