@@ -134,6 +134,13 @@ REFUSED = [
         "infer:\n  fp8_scaled: true\nmusubi:\n  generate: {fp8: true}\n",
     ),
     (
+        "a caching debug mode (cl-debug-* in rehearse_matrix_data)",
+        "musubi:\n  cache_latents: {debug_mode: video}\n",
+        "configs/v1.yaml:5: musubi.cache_latents.debug_mode: debug_mode video only shows the dataset (as"
+        " preview files) and writes no latent cache",
+        "musubi:\n  cache_latents: {batch_size: 1}\n",
+    ),
+    (
         "generate's LoRA include patterns (gen-include in rehearse_matrix_data)",
         "musubi:\n  generate: {include_patterns: ['.*single.*']}\n",
         "configs/v1.yaml:5: musubi.generate.include_patterns: fpack_generate_video hands the whole list",

@@ -377,6 +377,23 @@ def _precision(spec: Spec) -> Iterator[Problem]:
         )
 
 
+_SHOWN = {"video": "as preview files", "image": "waiting for a key per picture"}
+_SHOWN["console"] = _SHOWN["image"]
+
+
+def _caching(spec: Spec) -> Iterator[Problem]:
+    mode = spec.musubi.cache_latents.get("debug_mode")
+    if mode is not None:
+        # matrix rows cl-debug-*: fpack_cache_latents.py:404-408 shows the dataset and returns before
+        # the VAE loads (console and image wait for a key per picture), exit 0 and no cache at all
+        yield spec.problem(
+            ("musubi", "cache_latents", "debug_mode"),
+            f"debug_mode {mode} only shows the dataset ({_SHOWN.get(str(mode), 'a preview')}) and writes no"
+            " latent cache, so training would find no data",
+            "remove it (`fplora dataset stats` and `--plot` show the data)",
+        )
+
+
 def _generate(spec: Spec) -> Iterator[Problem]:
     generate = spec.musubi.generate
     for key in ("include_patterns", "exclude_patterns"):
@@ -476,6 +493,7 @@ RULES = (
     _memory,
     _precision,
     _generate,
+    _caching,
     _sizes,
     _compile,
 )
