@@ -86,6 +86,7 @@ def main() -> int:
     firsts: list[float] = []
     repeats: list[float] = []
     gpu = _gpu()
+    load_before = os.getloadavg()[0]  # a shared machine: the figures mean little without it
     with tempfile.TemporaryDirectory(prefix="fplora-rehearse-speed-") as tmp:
         for run in range(options.runs):
             spec = _project(Path(tmp) / f"p{run}")
@@ -126,6 +127,10 @@ def main() -> int:
         " musubi-tuner Python for a GPU (presets/detect.py) once and remembers its answer in .fplora/;"
         " the first rehearsal pays that probe, the repeat reads it",
         "goals": {"first_cpu_seconds": 60, "first_gpu_seconds": 20, "repeat_seconds": 1},
+    }
+    result["machine"] |= {
+        "load_avg_1m": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
     folder = options.out or REPO / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ def _cpu() -> str:
     return next(found, platform.processor())
 
 
-def measured_on(python: str, gpu: str | None = None) -> dict[str, Any]:
+def measured_on(python: str, gpu: Any = None) -> dict[str, Any]:
     """`date`, `machine` (cpu, cores, gpu) and `versions` (fplora, the pinned musubi-tuner, torch and
     accelerate as the musubi-tuner Python `python` has them, this Python). fplora must be importable
     here: the caller runs from the checkout, or puts its src/ on sys.path first."""
