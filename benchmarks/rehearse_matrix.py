@@ -301,6 +301,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated row ids")
     parser.add_argument("--rerun", action="store_true", help="run the chosen rows even when recorded")
     parser.add_argument("--src", type=Path, help="run fplora from this src/ (e.g. an older commit's)")
+    parser.add_argument("--before", type=Path, help="another run's state.json: its verdicts, recorded beside")
     parser.add_argument("--write", action="store_true", help="record the matrix in benchmarks/results/")
     options = parser.parse_args()
     only = {s for s in options.only.split(",") if s}
@@ -361,14 +362,22 @@ def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> 
     sys.path.insert(0, str(REPO / "src"))
     from harness.provenance import measured_on
 
+    before: dict[str, dict[str, object]] = {}
+    if options.before and options.before.exists():
+        before = json.loads(options.before.read_text(encoding="utf-8"))
     rows = []
     for row in ROWS:
         got = state.get(row.id)
         if got is not None:
             rows.append({"id": row.id, "why": row.why, **{k: v for k, v in got.items() if k != "key"}})
+            rows[-1]["expected"] = row.expected
+            earlier = before.get(row.id)
+            if earlier is not None and earlier.get("spec") == row.spec:
+                rows[-1]["before"] = {k: earlier.get(k) for k in ("check", "rehearsal", "error")}
     result = {
         **measured_on(options.python),
         "rows": rows,
+        "before": "verdicts of the same rows at fplora 605e672 (before this matrix's fixes), where run",
     }
     out = REPO / "benchmarks" / "results" / f"rehearse-matrix-{datetime.now(UTC):%Y%m%d}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
