@@ -461,3 +461,20 @@ def test_the_stand_in_dit_is_made_once_per_machine_and_copied_for_the_next_spec(
     (tmp_path / "file").write_text("")
     worker._stand_in_dit(standins, [tmp_path / "three" / n for n in names], tmp_path / "file" / "cache")
     assert len(made) == 2 and (tmp_path / "three" / names[1]).read_bytes() == b"shard 1"
+
+
+def test_a_partial_pass_holds_only_on_the_machine_that_made_it(
+    example: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages a laptop could not run (no CUDA, a package missing) must run on the GPU box even when
+    the project and the Python path are the same there; a complete pass holds everywhere."""
+    spec = load_spec(example)
+    built = rehearse.build(spec, "python", build_plan(spec))
+    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "laptop")
+    rehearse.remember_pass(built, 1.0, ["train", "resume"])
+    assert rehearse.passed_before(built) is not None
+    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "gpu-box")
+    assert rehearse.passed_before(built) is None
+    rehearse.remember_pass(built, 1.0, [])
+    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "laptop")
+    assert rehearse.passed_before(built) is not None

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 import tomllib
@@ -1062,15 +1063,21 @@ def passed_before(rehearsal: Rehearsal) -> str | None:
         data = json.loads(stamp_path(rehearsal.spec).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if isinstance(data, dict) and data.get("fingerprint") == rehearsal.fingerprint:
-        return str(data.get("passed", "?"))
-    return None
+    if not isinstance(data, dict) or data.get("fingerprint") != rehearsal.fingerprint:
+        return None
+    if data.get("not_rehearsed") and data.get("host") != socket.gethostname():
+        return None  # a pass with stages this machine could not run: another machine may run them
+    return str(data.get("passed", "?"))
 
 
-def remember_pass(rehearsal: Rehearsal, seconds: float) -> None:
+def remember_pass(rehearsal: Rehearsal, seconds: float, not_rehearsed: list[str]) -> None:
+    """A pass, with the stages this machine could not run (`not_rehearsed`): such a partial pass
+    holds only on the host that made it, so the same project on the GPU box rehearses again there."""
     data = {
         "spec": str(rehearsal.spec.path),
         "fingerprint": rehearsal.fingerprint,
+        "host": socket.gethostname(),
+        "not_rehearsed": not_rehearsed,
         "passed": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(seconds, 1),
         "fplora": __version__,
@@ -1121,8 +1128,8 @@ def rehearse(
     if failed:
         say(f"rehearsal FAILED in {result.seconds:.0f} s; log: {display_path(result.log)}")
         return 1
-    remember_pass(rehearsal, result.seconds)
     unrehearsed = [o.stage.name for o in result.outcomes if o.not_rehearsed is not None]
+    remember_pass(rehearsal, result.seconds, unrehearsed)
     if unrehearsed:
         say(
             f"rehearsal passed in {result.seconds:.0f} s; not rehearsed on this machine:"
