@@ -80,12 +80,13 @@ with open(sys.argv[1], "rb") as handle:
 for dep in deps:
     print(dep.replace("opencv-python==", "opencv-python-headless=="))
 PY
-# torch and torchvision from PyPI as a pair (PyPI's torchvision links against PyPI's torch); the
+# torch and torchvision from PyPI as a pair (PyPI's torchvision links against PyPI's torch), and wandb
+# (fplora's base.yaml logs to it; the rehearsal runs it offline); the
 # constraints pin what musubi-tuner leaves open (torch, bitsandbytes) and the transitive versions
-uv pip install -q --python "$venv/bin/python" -c "$constraints" -r "$requirements" torch torchvision
+uv pip install -q --python "$venv/bin/python" -c "$constraints" -r "$requirements" torch torchvision wandb
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$venv/musubi-tuner/src" >"$site/musubi_tuner_src.pth"
-"$venv/bin/python" -c 'import torch, torchvision, accelerate, musubi_tuner' >/dev/null
+"$venv/bin/python" -c 'import torch, torchvision, accelerate, wandb, musubi_tuner' >/dev/null
 echo "$stamp_want" >"$stamp"
 say "built $venv in $((SECONDS - started)) s (musubi-tuner ${commit:0:8}, torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'))"
 echo "$venv/bin/python"

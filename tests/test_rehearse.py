@@ -478,3 +478,18 @@ def test_a_partial_pass_holds_only_on_the_machine_that_made_it(
     rehearse.remember_pass(built, 1.0, [])
     monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "laptop")
     assert rehearse.passed_before(built) is not None
+
+
+def test_a_wandb_run_file_is_part_of_the_rehearsal(example: Path) -> None:
+    """`fplora train` writes the wandb run file when the run starts; the rehearsal writes its own, or
+    musubi-tuner's toml.load of it fails before the first step (base.yaml logs to wandb)."""
+    logged = example.with_name("logged.yaml")
+    logged.write_text("extends: example.yaml\ntrain:\n  logging: {with: wandb, log_config: true}\n")
+    spec = load_spec(logged)
+    built = rehearse.build(spec, "python", build_plan(spec))
+    for name in ("config.toml", "config-resume.toml"):
+        rendered = built.root / "rendered" / name
+        ours = tomllib.loads(built.files[rendered])
+        run_file = Path(ours["log_tracker_config"])
+        assert run_file.is_relative_to(built.root)
+        assert "wandb" in tomllib.loads(built.files[run_file])

@@ -52,7 +52,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.protocol import eval as eval_protocol
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.protocol import sweep as sweep_protocol
-from fplora.render import commands
+from fplora.render import commands, tracker
 from fplora.render.files import RenderedPaths, header
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.runs import evaluation
@@ -359,11 +359,19 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     log_with = train_config.get("log_with")
     if log_with in ("wandb", "all"):
         notes.append("train.logging.with: wandb runs offline in a rehearsal (nothing is sent)")
-    files[mine.config] = header(spec) + tomli_w.dumps(train_config)
     resume_config = _config_options(real.files[paths.resume_config])
     resume_config = _step_counts(_walk_replace(resume_config, mapping), TRAIN_STEPS, sample=False)
     if "logging_dir" in resume_config:
         resume_config["logging_dir"] = str(out / "logs")
+    for config in (train_config, resume_config):
+        # the wandb run file: `fplora train` writes it when the run starts, so the real one need not
+        # exist yet; musubi-tuner reads it (toml.load) before the first step
+        if "log_tracker_config" in config:
+            real_file = Path(str(config["log_tracker_config"]))
+            text = real.files.get(real_file) or header(spec) + tracker.tracker_toml(spec)
+            files[mine.tracker] = text
+            config["log_tracker_config"] = str(mine.tracker)
+    files[mine.config] = header(spec) + tomli_w.dumps(train_config)
     files[mine.resume_config] = header(spec) + tomli_w.dumps(resume_config)
     files[mine.sample_prompts] = _fewer_steps(real.files[paths.sample_prompts])
     distinct = _distinct(real.infer_prompts)
