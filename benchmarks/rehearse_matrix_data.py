@@ -368,7 +368,7 @@ def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> 
         if got is not None:
             fields = {k: v for k, v in got.items() if not k.endswith("_key")}
             match = _matches(str(got.get("verdict")), row.expected)
-            rows.append({"id": row.id, "why": row.why, **fields, "match": match})
+            rows.append({"id": row.id, "why": row.why, **fields, "expected": row.expected, "match": match})
     result = {
         **measured_on(options.python),
         "rows": rows,
