@@ -60,7 +60,8 @@ def install_hint() -> str:
     return (
         "install it beside fplora as the README's 'Install on the GPU box' says: uv pip install"
         f' "musubi-tuner[cu128] @ git+https://github.com/kohya-ss/musubi-tuner@{commit}";'
-        f" or point {PYTHON_ENV} (or musubi.python in the spec) at a Python that has it"
+        f" or point {PYTHON_ENV} (or musubi.python in the spec) at a Python that has it (a laptop's"
+        " rehearsal: the CPU one that fplora's scripts/musubi-python.sh builds, as the README says)"
     )
 
 
