@@ -57,7 +57,6 @@ in seconds.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import tomllib
@@ -65,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import asserts, driver, fake, proc, specs, state, timings
+from harness import asserts, driver, fake, proc, provenance, specs, state, timings
 from harness.stages import train
 
 EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
@@ -408,36 +407,12 @@ def stage_report(stage: dict[str, Any], checks: Any) -> None:
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "card": names[0],
-        "versions": _versions(),
+        "versions": provenance.gpu_versions(),
         "command": " ".join(["benchmarks/preset_speed.py", *sys.argv[1:]]),
         "goals": {k: stage.get(k) for k in ("goal_1_3x", "goal_auto_2x", "auto_chose")},
         "variants": rows,
     }
     (state.CFG.out / "preset_speed.json").write_text(json.dumps(result, indent=1))
-
-
-def _versions() -> dict[str, str]:
-    """torch, accelerate, transformers, bitsandbytes and triton in the Python that trains, the
-    musubi-tuner commit fplora pins, and fplora's own commit; kept in the root for later commands."""
-    kept = state.CFG.root / "versions.json"
-    if kept.is_file():
-        return dict(json.loads(kept.read_text()))
-    names = ["torch", "accelerate", "transformers", "bitsandbytes", "triton"]
-    probe = (
-        "import importlib.metadata as m, json\n"
-        "def v(n):\n    try:\n        return m.version(n)\n"
-        "    except m.PackageNotFoundError:\n        return None\n"
-        f"print(json.dumps({{n: v(n) for n in {names!r}}}))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
-    found = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else {}
-    versions = {k: v for k, v in found.items() if v}
-    versions["musubi-tuner"] = "30c658c4"
-    commit = Path(__file__).resolve().parents[1] / "COMMIT"
-    if commit.is_file():
-        versions["fplora"] = commit.read_text().strip()[:12]
-    kept.write_text(json.dumps(versions))
-    return versions
 
 
 def stage_doctor(stage: dict[str, Any], checks: Any) -> None:

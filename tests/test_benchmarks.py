@@ -55,6 +55,7 @@ SPEED = [
         ("gpu_e2e", []),
         ("sweep_speed", []),
         ("eval_check", []),
+        ("export_check", []),  # issue 23: both layouts generate the same images
         ("preset_speed", [*SPEED, "speed-report"]),
         # issue 21's other shapes: one control image, landscape, each shape in its own --root
         ("preset_speed", ["--shape", "768x512", "--controls", "1", *SPEED, "speed-report"]),

@@ -222,10 +222,12 @@ def run_extension(
     local_stages: list[str],
     local_root: str,
     local_records: int,
+    harness_fake: bool = False,
 ) -> int:
     """The main of a driver that extends this harness with stages of its own (sweep_speed.py,
     eval_check.py): the same options, Config and stage loop; `--local-fake` runs `local_stages`
-    against the tests' fake musubi Python (tests/fakes/fake_python), which runs the real worker files."""
+    against the tests' fake musubi Python (tests/fakes/fake_python), which runs the real worker files,
+    or with `harness_fake` against gpu_e2e's (harness/fake.py), whose LoRAs and images are real files."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
@@ -259,7 +261,9 @@ def run_extension(
         local=mode,
     )
     make_folders()
-    if mode:
+    if mode and harness_fake:
+        write_fake_python()
+    elif mode:
         shim = state.CFG.root / "bin" / "fake-python"
         shim.parent.mkdir(parents=True, exist_ok=True)
         fake = state.REPO / "tests" / "fakes" / "fake_python"

@@ -1,15 +1,20 @@
 """Where a benchmark's figures were measured, recorded beside them in benchmarks/results/: the date,
 the machine and the versions (the rehearsal benchmarks: rehearse_speed.py, rehearse_matrix.py,
-rehearse_matrix_data.py)."""
+rehearse_matrix_data.py) through `measured_on`, the GPU drivers (preset_speed.py, export_check.py)
+through `gpu_versions`."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from harness import state
 
 
 def _cpu() -> str:
@@ -43,3 +48,27 @@ def measured_on(python: str, gpu: Any = None) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def gpu_versions() -> dict[str, str]:
+    """torch, accelerate, transformers, bitsandbytes and triton in the Python that trains, the
+    musubi-tuner commit fplora pins, and fplora's own commit; kept in the root for later commands."""
+    kept = state.CFG.root / "versions.json"
+    if kept.is_file():
+        return dict(json.loads(kept.read_text()))
+    names = ["torch", "accelerate", "transformers", "bitsandbytes", "triton"]
+    probe = (
+        "import importlib.metadata as m, json\n"
+        "def v(n):\n    try:\n        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n        return None\n"
+        f"print(json.dumps({{n: v(n) for n in {names!r}}}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    found = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else {}
+    versions = {k: v for k, v in found.items() if v}
+    versions["musubi-tuner"] = "30c658c4"
+    commit = state.REPO / "COMMIT"
+    if commit.is_file():
+        versions["fplora"] = commit.read_text().strip()[:12]
+    kept.write_text(json.dumps(versions))
+    return versions
