@@ -166,7 +166,6 @@ MATRIX = {
             "speed-preset@768x512c1",
             "speed-preset@640x640c2",
             "speed-tf32",
-            "speed-b1-swap6c",
             "speed-report",
         ],
     ],

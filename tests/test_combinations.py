@@ -317,3 +317,25 @@ def test_an_unquoted_tuple_in_a_yaml_flow_list_is_caught(project) -> None:
     found = errors(problems(project, "train:\n  optimizer: {args: [weight_decay=0.01, betas=(0.9,0.99)]}\n"))
     assert any("'betas=(0.9' is not a Python literal" in line for line in found), found
     assert all("quote items that hold commas" in line for line in found)
+
+
+def test_compile_with_block_swap_or_fp8_warns_with_the_h100_run(project) -> None:
+    """benchmarks/results/2026-12-06-h100-preset-matrix.json: compiled with split_attn, 6 swapped
+    blocks and fp8_base each failed in the first step; compiled without them it trained. A warning:
+    one run each, on one torch version."""
+    found = problems(project, "train:\n  compile: true\n  blocks_to_swap: 6\n  fp8_base: true\n")
+    assert errors(found) == []
+    swap, fp8 = warnings(found)
+    assert swap.startswith(
+        "configs/v1.yaml:6: train.blocks_to_swap: torch.compile with split_attn and blocks_to_swap 6 failed"
+        " in the first training step on an H100"
+    )
+    assert fp8.startswith("configs/v1.yaml:7: train.fp8_base: torch.compile with split_attn and fp8_base")
+    assert swap.endswith(
+        "— set compile: false, or drop the swap / fp8 (fplora's presets compile only without them)"
+    )
+    assert warnings(problems(project, "train:\n  compile: true\n")) == []
+    assert (
+        warnings(problems(project, "train:\n  compile: true\n  blocks_to_swap: 6\n  split_attn: false\n"))
+        == []
+    )

@@ -106,7 +106,11 @@ def _describe(choice: Choice) -> str:
     fp8 = ", fp8_base + fp8_scaled" if choice.fp8 else ""
     accumulation = f" × {choice.accumulation} accumulation steps" if choice.accumulation > 1 else ""
     compiled = (
-        f", torch.compile (first step ~{choice.first_step_extra_s:.0f} s longer)" if choice.compile else ""
+        f", torch.compile (first step ~{choice.first_step_extra_s:.0f} s longer)"
+        if choice.compile and choice.first_step_extra_s
+        else ", torch.compile"
+        if choice.compile
+        else ""
     )
     return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}{compiled}"
 

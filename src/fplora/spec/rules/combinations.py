@@ -428,6 +428,30 @@ def _compile(spec: Spec) -> Iterator[Problem]:
             " time in a Python loop, which a full graph cannot hold (musubi-tuner's torch.compile notes)",
             "remove musubi.config.compile_fullgraph (train.compile alone compiles each block)",
         )
+    if train.compile and train.split_attn:
+        # benchmarks/results/2026-12-06-h100-preset-matrix.json (H100, torch 2.11.0), variants fp8 and
+        # b1-swap6c: batch 1 x 16, no recomputation, compiled, each failed in the first step with
+        # "RuntimeError: shape '[139997969932968, 2049723325592109125, 3072]' is invalid" from the compiled
+        # graph's view replay inside split attention's per-sample loop (attn_varlen_func); the same
+        # setting without swap and fp8 trained at 1.364 samples/s. A warning: one run each, on one torch.
+        pairs = [
+            (
+                ("train", "blocks_to_swap"),
+                f"blocks_to_swap {train.blocks_to_swap}",
+                bool(train.blocks_to_swap),
+            ),
+            (("train", "fp8_base"), "fp8_base", train.fp8_base),
+        ]
+        for key, what, present in pairs:
+            if present:
+                yield spec.problem(
+                    key,
+                    f"torch.compile with split_attn and {what} failed in the first training step on an H100"
+                    " (torch 2.11.0: an invalid shape out of a compiled graph in split attention's loop);"
+                    " compiled without swap and fp8 it trained",
+                    "set compile: false, or drop the swap / fp8 (fplora's presets compile only without them)",
+                    severity="warning",
+                )
 
 
 # FramePack's latents are the image / 8 (the VAE) cut into 2x2 patches by the DiT, so training sizes
