@@ -34,6 +34,14 @@ def visible_gpus() -> set[str]:
     return {part.strip() for part in named.split(",") if part.strip().isdigit()}
 
 
+def gpu_names() -> list[str]:
+    """nvidia-smi's `name, memory, driver` per GPU, for the results files' `card`; [] without a GPU."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+    return subprocess.run(query, capture_output=True, text=True, check=False).stdout.splitlines()
+
+
 def new_stage(name: str) -> dict[str, Any]:
     stage: dict[str, Any] = {
         "stage": name,
@@ -272,7 +280,10 @@ def run_extension(
     state.GPU = None if mode else gpu_monitor()
     add(stages)
     state.SUMMARY.update(
-        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), argv=sys.argv[1:], mode=mode or "gpu"
+        started=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        argv=sys.argv[1:],
+        mode=mode or "gpu",
+        gpu_names=gpu_names(),
     )
     return run_stages(a.stages)
 
@@ -369,14 +380,7 @@ def main(doc: str) -> int:
         deadline_s=state.CFG.deadline,
         root=str(state.CFG.root),
         gpus_seen=seen,
-        gpu_names=subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.splitlines()
-        if shutil.which("nvidia-smi")
-        else [],
+        gpu_names=gpu_names(),
         settings={
             "e2e_batch": state.CFG.e2e_batch,
             "e2e_blocks_to_swap": state.CFG.e2e_swap,
