@@ -14,9 +14,10 @@ broken.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from PIL import UnidentifiedImageError
 
@@ -65,38 +66,52 @@ def _decoded(image: PILImage) -> ImageInfo:
     return HIGH_BIT if image.mode in HIGH_BIT_MODES else ImageInfo(size=image.size)
 
 
-def decode(path: str) -> ImageInfo:
-    """Open and decode one image. Never raises: every failure becomes an `ImageInfo` with an error."""
-    return decode_stat(path)[2]
-
-
 def decode_stat(path: str) -> tuple[int, int, ImageInfo]:
     """(size in bytes, modification time in ns, verdict) of one image, the first two read from the
-    file that was decoded (-1 when it could not be opened). Never raises."""
+    file that was decoded (-1 when it could not be opened). Never raises.
+
+    The file is read whole in one system call and decoded from memory: Pillow reading a file object
+    makes several small reads and seeks, which for a small image cost ~15 % of the decode."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below; Pillow reads from it)
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         return -1, -1, NOT_FOUND
     except Exception as exc:
         return -1, -1, _failure(path, exc)
-    with handle:
-        found = os.fstat(handle.fileno())
-        return found.st_size, found.st_mtime_ns, _decode_file(path, handle)
+    try:
+        found = os.fstat(handle)
+        data = _read_all(handle, found.st_size)
+    except Exception as exc:  # a folder (read fails), an I/O error
+        return -1, -1, _failure(path, exc)
+    finally:
+        os.close(handle)
+    return found.st_size, found.st_mtime_ns, _decode_bytes(path, data)
 
 
-def _decode_file(path: str, handle: BinaryIO) -> ImageInfo:
+def _read_all(handle: int, size: int) -> bytes:
+    """Every byte of the open file: one read when it has the size `fstat` gave, more if it grew or
+    a read came back short."""
+    data = os.read(handle, size + 1)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while parts[-1]:
+        parts.append(os.read(handle, max(size, 1 << 16)))
+    return b"".join(parts)
+
+
+def _decode_bytes(path: str, data: bytes) -> ImageInfo:
     from PIL import Image  # here: a repeated check decodes nothing, and `check` should start fast
 
     try:
-        with Image.open(handle, formats=FAST_FORMATS) as image:
+        with Image.open(io.BytesIO(data), formats=FAST_FORMATS) as image:
             return _decoded(image)
     except UnidentifiedImageError:
         pass
     except Exception as exc:  # one image must never stop the whole check
         return _failure(path, exc)
     try:  # second try with every format Pillow has, for files the fast formats did not identify
-        handle.seek(0)
-        with Image.open(handle) as image:
+        with Image.open(io.BytesIO(data)) as image:
             return _decoded(image)
     except Exception as exc:
         return _failure(path, exc)
