@@ -276,16 +276,71 @@ def test_aspect_warning_only_without_buckets(project: Path) -> None:
     assert run(SPEC.replace("  resolution: [32, 48]", "  resolution: [32, 48]\n  enable_bucket: true")) == []
 
 
-def test_parallel_decode_matches_serial(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    Path("data/img/a.png").write_text("not a picture", encoding="utf-8")
-    paths = [str(path) for path in sorted(Path("data/img").iterdir())] + ["data/img/gone.png"]
-    serial = verify_many(paths)
-    monkeypatch.setattr(verified, "SERIAL_FIRST", 0)
-    monkeypatch.setattr(verified, "MIN_PARALLEL_REST", 1)
+def sized_images(count: int) -> dict[str, check_images.ImageInfo]:
+    """`count` PNGs of distinct widths under data/many, a text file and a missing path among them:
+    each path's expected verdict, so that a verdict given to the wrong path shows."""
+    expected = {}
+    for number in range(count):
+        path = image(Path("data/many") / f"{number:03d}.png", (8 + number, 8))
+        expected[str(path)] = check_images.ImageInfo(size=(8 + number, 8))
+    Path("data/many/003.png").write_text("not a picture", encoding="utf-8")
+    expected["data/many/003.png"] = verify_many(["data/many/003.png"])["data/many/003.png"]
+    expected["data/many/gone.png"] = check_images.NOT_FOUND
+    return expected
+
+
+def decoders(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+    """Each decode appends the decoding process's id and the path to `log` (forked helpers inherit
+    the patch)."""
+    real = verified.decode_stat
+
+    def logged(path: str) -> tuple[int, int, check_images.ImageInfo]:
+        with log.open("a", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {path}\n")
+        return real(path)
+
+    monkeypatch.setattr(verified, "decode_stat", logged)
+
+
+def test_decoding_is_shared_with_a_helper_process(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the rest would take long enough, this process and a helper decode it between them; each
+    path keeps its own verdict."""
+    expected = sized_images(40)
+    monkeypatch.setattr(verified, "ESTIMATE_AFTER", 0)
+    monkeypatch.setattr(verified, "PARALLEL_FROM", 0)
     monkeypatch.setattr(verified, "_workers", lambda: 2)
-    assert verify_many(paths) == serial
-    assert serial["data/img/b.png"] == check_images.ImageInfo(size=(32, 48))
-    assert serial["data/img/gone.png"] == check_images.NOT_FOUND
+    decoders(monkeypatch, log := project / "decoders.log")
+    assert verify_many(list(expected)) == expected
+    decoded = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    assert sorted(path for _, path in decoded) == sorted(expected)  # every path decoded once
+    by_this = [path for pid, path in decoded if pid == str(os.getpid())]
+    assert len(by_this) > 1  # this process decoded more than the first image it timed
+    assert len(by_this) < len(expected)  # a helper decoded the others
+
+
+def test_short_decoding_stays_in_this_process(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = sized_images(12)
+    monkeypatch.setattr(verified, "_workers", lambda: 2)
+    decoders(monkeypatch, log := project / "decoders.log")
+    assert verify_many(list(expected)) == expected  # a few small images: far below PARALLEL_FROM
+    assert {line.split()[0] for line in log.read_text(encoding="utf-8").splitlines()} == {str(os.getpid())}
+
+
+def test_decoding_goes_on_here_when_no_process_can_start(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import concurrent.futures
+
+    class NoProcesses:
+        def __init__(self, **_: object) -> None:
+            raise OSError("no processes in this sandbox")
+
+    expected = sized_images(20)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", NoProcesses)
+    monkeypatch.setattr(verified, "ESTIMATE_AFTER", 0)
+    monkeypatch.setattr(verified, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(verified, "_workers", lambda: 2)
+    assert verify_many(list(expected)) == expected
 
 
 def cut(path: Path, keep: int = 500) -> None:

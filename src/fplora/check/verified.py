@@ -11,9 +11,9 @@ Several fplora commands may check at once (a `train` beside a `check`): the stor
 rename, so a reader sees the old or the new file, and writers merge under a file lock. The store is
 tied to the Pillow version (a newer one may read what an older could not) and to its own format.
 
-Decoding runs over worker processes once there are enough images (threads would not do: small images
-spend their time in Python, which holds the GIL), with a progress bar on a terminal once it has taken
-a few seconds, so that a short check prints nothing extra.
+Decoding is shared with helper processes once the rest would take long enough for them to pay
+(threads would not do: small images spend their time in Python, which holds the GIL), with a progress
+bar on a terminal once it has taken a few seconds, so that a short check prints nothing extra.
 """
 
 from __future__ import annotations
@@ -38,18 +38,17 @@ if TYPE_CHECKING:
 STORE_NAME = "images.json"
 STORE_FORMAT = 1
 
-SERIAL_FIRST = 0.25
-"""Seconds of decoding in this process before the rest goes to worker processes. Starting them costs
-tens of milliseconds; a tiny PNG decodes in ~0.07 ms, a 1024-pixel photo in ~15 ms, so the time taken
-so far, not the count, says whether they pay."""
+ESTIMATE_AFTER = 0.02
+"""Seconds of decoding in this process before the time of the rest is estimated from it."""
 
-MIN_PARALLEL_REST = 8
-"""Images left below which going parallel is not worth it."""
+PARALLEL_FROM = 0.15
+"""Estimated seconds of decoding left from which helper processes pay: starting one costs tens of
+milliseconds; a tiny PNG decodes in ~0.07 ms, a 1024-pixel photo in ~15 ms, so the time taken so far,
+not the count, says whether they do."""
 
-CHUNKS_PER_WORKER = 16
-"""Tasks per worker process: results travel in bulk, and the bar still moves often."""
-
-MAX_CHUNK = 256
+CHUNK_SECONDS = 0.1
+"""Decoding time of one task: each task's paths and results cost ~1 ms to pass between processes (a
+task of 256 small PNGs lost ~5 % of the decoding time to that), and the bar still moves often."""
 
 PROGRESS_AFTER = 2.0
 """Seconds of decoding before the progress bar appears."""
@@ -191,49 +190,67 @@ def _ignore_interrupt() -> None:
 
 
 def _decode_all(paths: list[str], *, progress: bool) -> list[Decoded]:
-    """Decode here until `SERIAL_FIRST` seconds have passed, then the rest over worker processes:
-    a few images (or tiny ones) never pay for starting processes, many large ones soon get them."""
-    workers = min(_workers(), 8)
+    """Decode here for `ESTIMATE_AFTER` seconds; if the rest would take `PARALLEL_FROM` seconds or
+    more, share it with helper processes (one fewer than the CPUs: this process decodes too, rather
+    than wait), else go on here alone."""
+    helpers = min(_workers(), 8) - 1
     out: list[Decoded] = []
     with _bar(len(paths), enabled=progress) as advance:
         start = time.monotonic()
-        parallel = workers > 1
         for index, path in enumerate(paths):
             out.extend(_decode_chunk([path]))
             advance(1)
-            rest = len(paths) - index - 1
-            if parallel and rest >= MIN_PARALLEL_REST and time.monotonic() - start >= SERIAL_FIRST:
-                remaining = paths[index + 1 :]
-                size = max(1, min(MAX_CHUNK, -(-rest // (workers * CHUNKS_PER_WORKER))))
-                chunks = [remaining[at : at + size] for at in range(0, rest, size)]
+            taken, done = time.monotonic() - start, index + 1
+            if helpers and taken >= ESTIMATE_AFTER and taken / done * (len(paths) - done) >= PARALLEL_FROM:
                 try:
-                    out.extend(_in_processes(chunks, workers, advance))
+                    out.extend(_shared(paths[done:], taken / done, helpers, advance))
                     return out
                 except (OSError, RuntimeError):  # no processes to be had (sandbox, limits): go on here
-                    parallel = False
+                    helpers = 0
     return out
 
 
-def _in_processes(chunks: list[list[str]], workers: int, advance: _Bar) -> list[Decoded]:
+def _shared(paths: list[str], each: float, helpers: int, advance: _Bar) -> list[Decoded]:
+    """Decode `paths` here and in `helpers` processes, in tasks of ~`CHUNK_SECONDS` (`each` is the
+    time one image has taken) that shrink towards the end, so that all finish at about the same time.
+    Each helper has one task queued behind the one it decodes, so it never waits for this process."""
     # imported here: a repeated check decodes nothing, and the command should start fast
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    results: list[list[Decoded]] = [[] for _ in chunks]
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_ignore_interrupt)
+    target = max(1, int(CHUNK_SECONDS / each))
+    results: dict[int, list[Decoded]] = {}  # by the task's first index
+    pending: dict[Future[list[Decoded]], tuple[int, int]] = {}
+    at = 0
+
+    def take() -> tuple[int, int]:
+        nonlocal at
+        size = max(1, min(target, (len(paths) - at) // (2 * (helpers + 1))))
+        at += size
+        return at - size, at
+
+    def collect(done: Iterable[Future[list[Decoded]]]) -> None:
+        for future in done:
+            first, end = pending.pop(future)
+            results[first] = future.result()
+            advance(end - first)
+
+    pool = ProcessPoolExecutor(max_workers=helpers, initializer=_ignore_interrupt)
     try:
-        index: dict[Future[list[Decoded]], int] = {
-            pool.submit(_decode_chunk, chunk): number for number, chunk in enumerate(chunks)
-        }
-        pending = set(index)
+        while at < len(paths):
+            while at < len(paths) and len(pending) < 2 * helpers:
+                first, end = take()
+                pending[pool.submit(_decode_chunk, paths[first:end])] = first, end
+            if at < len(paths):
+                first, end = take()
+                results[first] = _decode_chunk(paths[first:end])
+                advance(end - first)
+            collect([future for future in pending if future.done()])
         while pending:
-            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            for future in done:
-                results[index[future]] = future.result()
-                advance(len(chunks[index[future]]))
+            collect(wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)[0])
             advance(0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return [result for chunk in results for result in chunk]
+    return [result for first in sorted(results) for result in results[first]]
 
 
 class _Bar:
