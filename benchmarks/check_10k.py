@@ -14,11 +14,12 @@ Run: `uv run python benchmarks/check_10k.py [--records N] [--repeat K] [--json F
 and median of K runs each:
 - `read_records` alone (not part of the goals);
 - the plain loops: Pillow headers, and Pillow full decode in one process;
-- the first check (`check_spec(skip_models=True)` with no verdicts stored), and its image step alone
-  (`verify_many`, decoding over worker processes);
+- the first check (`check_spec(skip_models=True)` with no verdicts stored), its image step alone
+  (`verify_many`, decoding here and in helper processes), and that step kept in this process (no
+  helpers: whether they pay on this machine at this load);
 - a repeated check, and its image step alone (only `stat`s and the stored verdicts);
-  these six are timed in rounds, each kind once per round, so that a ratio compares figures taken
-  side by side on a machine whose load changes;
+  these seven are timed in rounds, each kind once per round, so that a ratio compares figures taken
+  side by side on a machine whose load changes (the 1-minute load average is recorded per round);
 - the whole command from a fresh interpreter, repeated: `uv run fplora check SPEC --skip-models`,
   as this environment runs it, and again with Python's bytecode cache allowed (in a temporary
   `PYTHONPYCACHEPREFIX`): where `PYTHONDONTWRITEBYTECODE` is set, as on the team's machine, every run
@@ -40,12 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
 
-from fplora.check import check_spec
+from fplora.check import check_spec, verified
 from fplora.check.verified import verify_many
 from fplora.datasets.records import read_records
 from fplora.spec import load_spec
@@ -147,12 +149,36 @@ def pillow_decode(paths: list[Path]) -> int:
     return decoded
 
 
+@contextmanager
+def no_helpers() -> Iterator[None]:
+    """`verify_many` as on a machine of one CPU: every image decoded in this process."""
+    real = verified._workers
+    verified._workers = lambda: 1
+    try:
+        yield
+    finally:
+        verified._workers = real
+
+
+def here_only(paths: list[str], state: Path) -> object:
+    with no_helpers():
+        return verify_many(paths, state, progress=False)
+
+
 def versions() -> dict[str, str]:
     import PIL
 
     from fplora import __version__
 
-    return {"python": sys.version.split()[0], "pillow": PIL.__version__, "fplora": __version__}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "python": sys.version.split()[0],
+        "pillow": PIL.__version__,
+        "fplora": __version__,
+        "commit": commit,
+    }
 
 
 def machine() -> dict[str, object]:
@@ -223,6 +249,11 @@ def main() -> None:
                 lambda: verify_many(paths, state, progress=False),
                 True,
             ),
+            "first_images_here": (
+                "  the same in this process alone:",
+                lambda: here_only(paths, state),
+                True,
+            ),
             "repeated_check": ("repeated check_spec (verdicts stored):", check, False),
             "repeated_images": (
                 "  its image step (verify_many, stored):",
@@ -234,7 +265,9 @@ def main() -> None:
         # second, and a ratio is only fair between figures taken side by side
         times: dict[str, list[float]] = {name: [] for name in work}
         problems: object = None
+        loads = []
         for _ in range(args.repeat):
+            loads.append(round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None)
             for name, (_, job, fresh) in work.items():
                 if fresh:
                     shutil.rmtree(state, ignore_errors=True)
@@ -252,6 +285,8 @@ def main() -> None:
         for problem in problems[:5]:
             print(f"  {problem}")
         figures["problems"] = len(problems)
+        figures["load_avg_1m_per_round"] = loads
+        print(f"1-minute load average at each round's start: {loads}")
         figures["load_avg_1m_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
         command = ["uv", "run", "--project", str(REPO), "fplora", "check", str(spec_path), "--skip-models"]
@@ -286,6 +321,7 @@ def main() -> None:
         "repeated_images_vs_headers": ratio("repeated_images", "pillow_headers"),
         "first_check_vs_decode_loop": ratio("first_check", "pillow_decode"),
         "first_images_vs_decode_loop": ratio("first_images", "pillow_decode"),
+        "first_images_here_vs_decode_loop": ratio("first_images_here", "pillow_decode"),
     }
     print("goal ratios (medians): repeated ≤ 0.5 × header loop, first ≤ 1.0 × decode loop")
     for name, value in goals.items():
