@@ -360,6 +360,22 @@ def test_cut_image_is_refused_at_its_record(project: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("cut_off", [0, 2, 2000])
+def test_a_jpeg_is_decoded_whole_at_its_smallest_scale(project: Path, cut_off: int) -> None:
+    """JPEGs decode at libjpeg's 1/8 scale: the verdict keeps the full size, and a JPEG cut short,
+    even by its 2-byte end marker alone, is refused as at full size."""
+    noise = Image.effect_noise((203, 120), 60).convert("RGB")
+    noise.save("data/img/photo.jpg", quality=95)
+    data = Path("data/img/photo.jpg").read_bytes()
+    Path("data/img/photo.jpg").write_bytes(data[: len(data) - cut_off])
+    (info,) = verify_many(["data/img/photo.jpg"]).values()
+    if cut_off == 0:
+        assert info == check_images.ImageInfo(size=(203, 120))
+    else:
+        assert info.size is None and info.error is not None
+        assert info.error.startswith("cannot be decoded (image file is truncated")
+
+
 def test_verdicts_are_remembered_until_the_file_changes(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,12 @@ HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 """Pillow modes of 16-bit and float images: `convert("RGB")`, as musubi-tuner loads images, clips
 them to 8 bits instead of scaling, so most pixels come out white."""
 
+DRAFT_FORMATS = ("JPEG", "MPO")
+"""Formats decoded at libjpeg's smallest scale: it still reads and entropy-decodes every byte of the
+file, so a cut JPEG fails as at full size (even with only its 2-byte end marker missing) and one with
+damaged data passes as it would in caching, in ~1/3 of the time for a 1024-pixel baseline JPEG (3.2 to
+1.2 ms; progressive 6.6 to 5.0 ms); it leaves out the inverse transform and colour work at full size."""
+
 HIGH_BIT = ImageInfo(
     error="is a 16-bit or float image, which musubi-tuner's RGB conversion clips to nearly white",
     fix="save it as an 8-bit RGB image",
@@ -62,8 +68,11 @@ HIGH_BIT = ImageInfo(
 
 
 def _decoded(image: PILImage) -> ImageInfo:
+    size = image.size
+    if image.format in DRAFT_FORMATS:
+        image.draft(None, (1, 1))  # libjpeg's 1/8 scale: every byte still read, less pixel work
     image.load()  # every pixel: a cut or corrupt file fails here, as it would in caching
-    return HIGH_BIT if image.mode in HIGH_BIT_MODES else ImageInfo(size=image.size)
+    return HIGH_BIT if image.mode in HIGH_BIT_MODES else ImageInfo(size=size)
 
 
 def decode_stat(path: str) -> tuple[int, int, ImageInfo]:
