@@ -87,8 +87,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
         "gpu: h200\n",
     ),
     "auto": (
-        "what `gpu: auto` chooses on this card (issue 21: twice the house settings on an H100 and an H200)",
-        "gpu: auto\n",
+        "what `gpu: auto` chooses on this card for a fresh `fplora init` project, split_attn included"
+        " (issue 21: twice the house settings on an H100 and an H200)",
+        "gpu: auto\nwithout_preset: {split_attn: true}\ntrain:\n  split_attn: null\n",
     ),
     "sampled": (
         "the h200 preset (compiled) with training's own sampling after every step: compile's check",

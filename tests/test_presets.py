@@ -15,7 +15,7 @@ from fakes.fixtures import Workspace
 
 from fplora import plan
 from fplora.presets import apply, detect
-from fplora.presets.choose import Pinned, choose, shape_factor
+from fplora.presets.choose import choose, shape_factor
 from fplora.presets.table import table
 from fplora.problems import UserError
 from fplora.spec import load_spec
@@ -294,11 +294,8 @@ def test_the_documented_choices_are_what_the_presets_choose() -> None:
     assert set(documented) == {"h200", "h100-80g", "a6000-48g", "4090-24g"}
     for gpu, (basis, split, swap, checkpointing, peak, *_) in documented.items():
         info = table().gpus[gpu]
-        # as a fresh project asks: its base.yaml writes the house's split_attn: true
-        house = Pinned(split_attn=True)
-        choice = choose(
-            gpu, info.label, info.memory_mib, effective=16, shape=1.0, measured=info.measured, pinned=house
-        )
+        # as a fresh project asks: its base.yaml pins none of the settings a preset chooses
+        choice = choose(gpu, info.label, info.memory_mib, effective=16, shape=1.0, measured=info.measured)
         assert choice is not None, gpu
         compiled = ", torch.compile" if choice.compile else ""
         assert basis.strip("*") == choice.basis, gpu
@@ -463,7 +460,7 @@ def test_preset_notes_are_said_once_and_again_when_they_change(cached: Workspace
 def _estimate(row) -> tuple[float | None, float]:
     """What `train --dry-run` says for a row's own settings on its card: s per micro-batch (None:
     no time) and the peak it expects (the model's, when nothing fits the headroom)."""
-    from fplora.presets.choose import predicted_peak
+    from fplora.presets.choose import Pinned, predicted_peak
 
     info = table().gpus[row.gpu]
     shape = row.shape(table().reference)
@@ -596,3 +593,52 @@ def test_auto_remembers_torchs_answer(workspace: Workspace, monkeypatch: pytest.
     monkeypatch.setenv("FAKE_GPUS", "NVIDIA H100 80GB HBM3:81559")
     assert said in check()
     assert _torch_probes(workspace.record) == 3
+
+
+def test_the_h100_preset_turns_split_attn_off_at_batch_1_unless_the_spec_pins_it(
+    project, tmp_path: Path
+) -> None:
+    """benchmarks/results/2026-12-06-h100-preset-matrix.json: compiled at batch 1 × 16, without
+    split_attn 1.594 samples/s (2.46× the memo's 0.649, 70,391 MiB), with it 1.364 (2.10×). Batch 1
+    without split_attn crops the caption's padding: the same attention over the real tokens. The fixture's
+    base pins split_attn: true (as projects from before presets chose it); `null` gives it back."""
+    unpinned = apply(_spec(project, MEMO + "gpu: h100-80g\ntrain:\n  split_attn: null\n"))
+    config, dataset = _rendered(unpinned.spec, tmp_path / "free")
+    assert (config.get("split_attn"), config["compile"], dataset["general"]["batch_size"]) == (None, True, 1)
+    assert "split_attn off (batch 1 crops the caption's padding)" in unpinned.lines()[0]
+    assert unpinned.choice is not None and unpinned.choice.s_per_step == pytest.approx(0.627)
+
+    pinned = apply(_spec(project, MEMO + "gpu: h100-80g\n"))
+    config, _ = _rendered(pinned.spec, tmp_path / "pinned")
+    assert config["split_attn"] is True and pinned.choice is not None
+    assert pinned.choice.s_per_step == pytest.approx(0.733)
+    kept = [line for line in pinned.lines() if "split_attn" in line]
+    assert kept == [
+        "gpu h100-80g: train.split_attn true kept as written at configs/base.yaml:21"
+        " (`split_attn: null` under train: in configs/v1.yaml lets the preset choose)"
+    ]
+
+    # where the preset would keep it on anyway (the H200 has no compiled row without it), nothing to say
+    h200 = apply(_spec(project, MEMO + "gpu: h200\n"))
+    assert not [line for line in h200.lines() if "split_attn" in line]
+    for gpu in ("h200", "4090-24g"):  # batch > 1 with sdpa needs it; the H200's fastest row has it
+        config, _ = _rendered(
+            apply(_spec(project, MEMO + f"gpu: {gpu}\ntrain:\n  split_attn: null\n")).spec, tmp_path / gpu
+        )
+        assert config["split_attn"] is True, gpu
+
+
+def test_a_fresh_project_gets_split_attn_from_its_preset_or_without_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fplora init`'s base.yaml writes split_attn under without_preset:, not train:."""
+    from typer.testing import CliRunner
+
+    from fplora.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["init", "."]).exit_code == 0
+    base = (tmp_path / "configs" / "base.yaml").read_text(encoding="utf-8")
+    train = base.split("\ntrain:\n", 1)[1].split("\n\n", 1)[0]
+    assert "split_attn" not in train
+    assert "  split_attn: true" in base.split("without_preset:\n", 1)[1].split("\n\n", 1)[0]

@@ -1,8 +1,8 @@
 """GPU presets: `gpu: auto | h200 | h100-80g | a6000-48g | 4090-24g` in the spec, or `--gpu`.
 
 A preset picks the micro-batch and gradient accumulation (keeping the effective batch the spec asks
-for), `blocks_to_swap`, fp8 base weights, gradient checkpointing and (where measured) torch.compile for
-the spec's resolution and number of control images, from measurements (`measurements.json`,
+for), `blocks_to_swap`, fp8 base weights, gradient checkpointing, `split_attn` and (where measured)
+torch.compile for the spec's resolution and number of control images, from measurements (`measurements.json`,
 docs/presets.md) or, for GPUs not measured, from a memory model fitted to them. Whatever the spec writes
 itself wins; what the preset chose, kept or could not fit is returned as notes for the command to print.
 
@@ -94,7 +94,7 @@ def _pinned(spec: Spec) -> tuple[Pinned, bool]:
             else None,
             fp8=(train.fp8_base and train.fp8_scaled) if fp8_written else None,
             compile=train.compile if spec.written(("train", "compile")) else None,
-            split_attn=train.split_attn,
+            split_attn=train.split_attn if spec.written(("train", "split_attn")) else None,
         ),
         split,
     )
@@ -112,7 +112,8 @@ def _describe(choice: Choice) -> str:
         if choice.compile
         else ""
     )
-    return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}{compiled}"
+    split = "" if choice.split_attn else ", split_attn off (batch 1 crops the caption's padding)"
+    return f"batch {choice.batch}{accumulation}, {swap}, {ckpt}{fp8}{compiled}{split}"
 
 
 def _basis(choice: Choice) -> str:
@@ -189,7 +190,20 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
         return Applied(spec, None, notes)
     updated = _revalidated(_updated(spec, choice, split), label)
     notes.append(note(f"gpu {label}: {_describe(choice)} — {_basis(choice)}"))
-    notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split))
+    mattered = False
+    if pinned.split_attn is not None:
+        free = choose(
+            gpu.key,
+            gpu.label,
+            gpu.memory_mib,
+            effective=per_process,
+            shape=shape,
+            processes=processes,
+            measured=gpu.measured,
+            pinned=replace(pinned, split_attn=None),
+        )
+        mattered = free is not None and free.split_attn != pinned.split_attn
+    notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split, mattered))
     return Applied(updated, choice, notes)
 
 
@@ -199,10 +213,11 @@ def _shown(spec: Spec) -> str:
     return display_path(spec.path)
 
 
-def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
+def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool, split_attn_mattered: bool) -> list[str]:
     """What the spec pinned, each with the line that pinned it and how to give it back to the
     preset; and what a `null` gave back (`train.blocks_to_swap: 20 (configs/base.yaml:40), null at
-    configs/v1.yaml:5: chosen by the preset`)."""
+    configs/v1.yaml:5: chosen by the preset`). A pinned split_attn is said only where the preset
+    would have chosen otherwise (projects from before it chose split_attn all pin it)."""
     kept = []
     if split:
         kept.append(
@@ -216,6 +231,7 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool) -> list[str]:
         ("fp8_base", spec.train.fp8_base if spec.written(("train", "fp8_base")) else None),
         ("fp8_scaled", spec.train.fp8_scaled if spec.written(("train", "fp8_scaled")) else None),
         ("compile", pinned.compile),
+        ("split_attn", pinned.split_attn if split_attn_mattered else None),
     ):
         if value is not None:
             shown = str(value).lower() if isinstance(value, bool) else value
@@ -257,5 +273,7 @@ def _updated(spec: Spec, choice: Choice, split: bool) -> Spec:
         train_update["fp8_scaled"] = choice.fp8
     if not spec.written(("train", "compile")):
         train_update["compile"] = choice.compile
+    if not spec.written(("train", "split_attn")):
+        train_update["split_attn"] = choice.split_attn
     data = spec.data if split else spec.data.model_copy(update={"batch_size": choice.batch})
     return spec.model_copy(update={"train": spec.train.model_copy(update=train_update), "data": data})

@@ -262,6 +262,7 @@ PRESET_CHOSEN = (
     "fp8_base",
     "fp8_scaled",
     "compile",
+    "split_attn",
 )
 """`train` keys a GPU preset chooses unless the spec writes them; `null` in a spec that extends
 another gives one back to the preset ("let fplora choose"), whatever its base wrote."""
@@ -277,6 +278,7 @@ class WithoutPreset(Section):
     fp8_base: bool | None = None
     fp8_scaled: bool | None = None
     compile: bool | None = None
+    split_attn: bool | None = None
 
 
 class Prompt(Section):
