@@ -1,53 +1,20 @@
 """Training-side settings through `fplora check` and `fplora rehearse`: does the rehearsal's verdict
 match what musubi-tuner would do on a GPU?
 
-Each row is a one-line change of the repo's example project (configs/example.yaml, datasets/example),
-written as a child spec (`extends: example.yaml`), with the verdict expected from reading musubi-tuner
-30c658c4's source: `pass` (the run starts and keeps running on a GPU), `fail` (it dies there: the
-rehearsal must fail), `machine` (valid on a GPU, but this machine cannot run that code path: the
-rehearsal must say so as the machine's, never as a spec mistake). `check` refusing a `fail` row is a
-match too (caught even earlier).
+Each row is a one-line change of the repo's example project (optimizers and their arguments,
+schedulers, network modules and arguments, timestep sampling, precision, memory options, attention,
+data loader, saving, logging, launch options) with the verdict expected from reading musubi-tuner
+30c658c4's source: `pass`, `fail` (at any stage) or `machine`. rehearse_rows.py runs them (it says how)
+and `--write` records the matrix in benchmarks/results/rehearse-matrix-<date>.json.
 
-Rows run one after another (each rehearsal is ~40-60 s of a 2-core CPU) and their results are kept
-in `--state` (default /tmp/fplora-rehearse-matrix/state.json), with a digest of fplora's rehearsal
-code they ran with: a row runs again when its spec text changed, or with `--rerun` (after a fix, the
-rows it concerns). Prints a table; `--write` records
-the matrix in benchmarks/results/rehearse-matrix-<date>.json.
-
-    uv run python benchmarks/rehearse_matrix.py [--only ID[,ID]] [--rerun] [--write]
+    uv run python benchmarks/rehearse_matrix.py [--only ID[,ID]] [--rerun] [--src DIR --before] [--write]
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
-import re
-import shutil
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = [
-    REPO / "src" / "fplora" / "jobs" / "rehearse.py",
-    REPO / "src" / "fplora" / "worker" / "rehearse.py",
-    REPO / "src" / "fplora" / "worker" / "rehearse_standins.py",
-    REPO / "src" / "fplora" / "spec" / "rules" / "combinations.py",
-]
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    spec: str  # YAML lines added to `extends: example.yaml`
-    expected: str  # pass | fail | machine
-    why: str  # what musubi-tuner's source says (file:line of the pinned commit)
-
+from rehearse_rows import Row, main
 
 ROWS = [
     # --- optimizers (training/trainer_base.py get_optimizer) -----------------------------------
@@ -251,138 +218,5 @@ ROWS = [
     Row("launch-dynamo", "launch: {dynamo_backend: inductor}", "pass", "accelerate's dynamo plugin"),
 ]
 
-
-def _project(root: Path) -> Path:
-    if not (root / "configs" / "example.yaml").exists():
-        (root / "configs").mkdir(parents=True, exist_ok=True)
-        for name in ("base.yaml", "example.yaml"):
-            shutil.copy(REPO / "configs" / name, root / "configs" / name)
-        shutil.copytree(REPO / "datasets" / "example", root / "datasets" / "example")
-    return root / "configs"
-
-
-def _fplora(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, float]:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "fplora", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
-
-
-def _verdict(code: int, output: str) -> str:
-    if "not a mistake in the spec" in output or re.search(r"^\s+--\s+\S+: not rehearsed", output, re.M):
-        return "machine"
-    if (code == 0 and "rehearsal passed" in output) or "not run again" in output:
-        return "pass"
-    return "fail"
-
-
-def _first_error(output: str) -> str:
-    for pattern in (r"musubi-tuner: (.*)", r"rehearsal failed at (.*)", r"^(.*(?:error|Error).*)$"):
-        found = re.search(pattern, output, re.MULTILINE)
-        if found:
-            return found.group(1).strip()[:160]
-    return ""
-
-
-def _code_key() -> str:
-    digest = hashlib.sha256()
-    for path in CODE:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--python", default=os.environ.get("FPLORA_MUSUBI_PYTHON", "/tmp/fplora-musubi-venv/bin/python")
-    )
-    parser.add_argument("--state", type=Path, default=Path("/tmp/fplora-rehearse-matrix/state.json"))
-    parser.add_argument("--only", default="", help="comma-separated row ids")
-    parser.add_argument("--rerun", action="store_true", help="run the chosen rows even when recorded")
-    parser.add_argument("--src", type=Path, help="run fplora from this src/ (e.g. an older commit's)")
-    parser.add_argument("--before", type=Path, help="another run's state.json: its verdicts, recorded beside")
-    parser.add_argument("--write", action="store_true", help="record the matrix in benchmarks/results/")
-    options = parser.parse_args()
-    only = {s for s in options.only.split(",") if s}
-    rows = [r for r in ROWS if not only or r.id in only]
-    state: dict[str, dict[str, object]] = {}
-    if options.state.exists():
-        state = json.loads(options.state.read_text(encoding="utf-8"))
-    root = options.state.parent / "project"
-    configs = _project(root)
-    env = {**os.environ, "FPLORA_MUSUBI_PYTHON": options.python, "HF_HUB_OFFLINE": "1"}
-    env["FPLORA_MODELS_DIR"] = str(root / "no-models")
-    if options.src:
-        env["PYTHONPATH"] = str(options.src.resolve())
-    code = _code_key()
-    for row in rows:
-        text = f"extends: example.yaml\n{row.spec}\n"
-        key = hashlib.sha256(text.encode()).hexdigest()[:16]
-        if not options.rerun and state.get(row.id, {}).get("key") == key:
-            continue
-        spec = configs / f"{row.id}.yaml"
-        spec.write_text(text, encoding="utf-8")
-        check_code, check_out, _ = _fplora(["check", str(spec), "--skip-models"], root, env)
-        result: dict[str, object] = {"key": key, "code": code, "spec": row.spec, "expected": row.expected}
-        result["check"] = "ok" if check_code == 0 else "refused"
-        if check_code != 0:
-            result.update(rehearsal="-", error=_first_error(check_out), seconds=0.0)
-        else:
-            rcode, rout, seconds = _fplora(["rehearse", str(spec), "--force"], root, env)
-            result.update(
-                rehearsal=_verdict(rcode, rout), error=_first_error(rout), seconds=round(seconds, 1)
-            )
-            (options.state.parent / f"{row.id}.log").write_text(rout, encoding="utf-8")
-        state[row.id] = result
-        options.state.parent.mkdir(parents=True, exist_ok=True)
-        options.state.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        print(f"{row.id}: check {result['check']}, rehearsal {result['rehearsal']} ({result['seconds']} s)")
-    print()
-    print(f"{'setting':28} {'check':8} {'rehearsal':10} {'expected':9} match  first error line")
-    mismatches = 0
-    for row in ROWS:
-        got = state.get(row.id)
-        if got is None:
-            continue
-        verdict = str(got["rehearsal"]) if got["check"] == "ok" else "refused"
-        match = verdict == row.expected or (verdict == "refused" and row.expected == "fail")
-        mismatches += not match
-        print(
-            f"{row.id:28} {got['check']!s:8} {got['rehearsal']!s:10} {row.expected:9}"
-            f" {'yes' if match else 'NO':5}  {got.get('error', '')}"
-        )
-    print(f"\n{mismatches} mismatch(es) of {sum(r.id in state for r in ROWS)} rows")
-    if options.write:
-        _write(options, state)
-    return 0
-
-
-def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> None:
-    sys.path.insert(0, str(REPO / "src"))
-    from harness.provenance import measured_on
-
-    before: dict[str, dict[str, object]] = {}
-    if options.before and options.before.exists():
-        before = json.loads(options.before.read_text(encoding="utf-8"))
-    rows = []
-    for row in ROWS:
-        got = state.get(row.id)
-        if got is not None:
-            rows.append({"id": row.id, "why": row.why, **{k: v for k, v in got.items() if k != "key"}})
-            rows[-1]["expected"] = row.expected
-            earlier = before.get(row.id)
-            if earlier is not None and earlier.get("spec") == row.spec:
-                rows[-1]["before"] = {k: earlier.get(k) for k in ("check", "rehearsal", "error")}
-    result = {
-        **measured_on(options.python),
-        "rows": rows,
-        "before": "verdicts of the same rows at fplora 605e672 (before this matrix's fixes), where run",
-    }
-    out = REPO / "benchmarks" / "results" / f"rehearse-matrix-{datetime.now(UTC):%Y%m%d}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"written {out.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("rehearse-matrix", __doc__, ROWS))

@@ -1,56 +1,22 @@
 """Data- and inference-side settings through `fplora check` and `fplora rehearse`: does the
 rehearsal's verdict match what musubi-tuner would do on a GPU?
 
-Each row is a one-line change of the repo's example project (configs/example.yaml, datasets/example)
-as a child spec (`extends: example.yaml`): dataset.toml keys, the caching scripts' options, sample and
-infer prompts, generate's options and the evaluation split. The expected verdict comes from reading
-musubi-tuner 30c658c4's source: `pass` (it runs and writes what it should on a GPU), `fail:<stage>`
-(it dies there, or writes nothing while exiting 0: the rehearsal must fail at that stage; `check`
-refusing it is a match too), `machine` (valid on a GPU, but this machine cannot run that code path:
-the rehearsal must say so as the machine's, never as a spec mistake).
+Each row is a one-line change of the repo's example project: dataset.toml keys, the caching scripts'
+options, sample and infer prompts, generate's options and the evaluation split, with the verdict
+expected from reading musubi-tuner 30c658c4's source: `pass`, `fail:<stage>` (the rehearsal must fail
+at that stage) or `machine`. rehearse_rows.py runs them (it says how) and `--write` records the matrix
+in benchmarks/results/rehearse-matrix-data-<date>.json.
 
-Rows run one after another (each rehearsal is ~35-60 s of a 2-core CPU); results are kept in
-`--state` (default /tmp/fplora-rehearse-matrix-data/state.json) and a row runs again only when its
-spec text or fplora's rehearsal code changed, or with `--rerun`. Prints a table; `--write` records
-the matrix in benchmarks/results/rehearse-matrix-data-<date>.json.
-
-    uv run python benchmarks/rehearse_matrix_data.py [--only ID[,ID]] [--rerun] [--write]
+    uv run python benchmarks/rehearse_matrix_data.py [--only ID[,ID]] [--rerun] [--src DIR --before] [--write]
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
-import re
 import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-from rehearse_matrix import _fplora, _project  # the training side's runner: same project, same calls
+from rehearse_rows import Row, main
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = [
-    "jobs/rehearse.py",
-    "worker/rehearse.py",
-    "worker/rehearse_standins.py",
-    "spec/rules/__init__.py",
-    "render/prompts.py",
-    "render/commands.py",
-]
-"""fplora's files (under src/fplora) whose change makes a recorded row stale."""
 JSONL = "../datasets/example/dataset-v1/metadata-v1.jsonl"
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    spec: str  # YAML lines added to `extends: example.yaml`
-    expected: str  # pass | fail:<stage> | machine
-    why: str  # what musubi-tuner's source says (pinned commit)
-
 
 ROWS = [
     # --- dataset.toml ([general] and [[datasets]]; dataset/config_utils.py, image_video_dataset.py)
@@ -246,137 +212,5 @@ ROWS = [
     Row("eval-fraction", "eval: {fraction: 0.5, batch_size: 2}", "pass", ""),
 ]
 
-
-def _verdict(code: int, output: str) -> str:
-    if code == 0 and ("rehearsal passed" in output or "not run again" in output):
-        return "machine" if "not rehearsed" in output else "pass"
-    if "not a mistake in the spec" in output or "not rehearsed" in output:
-        return "machine"
-    stage = re.search(r"rehearsal failed at stage (\S+)", output)
-    return f"fail:{stage.group(1)}" if stage else "fail"
-
-
-def _first_error(output: str) -> str:
-    for pattern in (
-        r"rehearsal failed at stage \S+ \([^)]*\): (.*)",
-        r"musubi-tuner: (.*)",
-        r"not rehearsed: (.*)",
-        r"^(.*(?:error|Error).*)$",
-    ):
-        found = re.search(pattern, output, re.MULTILINE)
-        if found:
-            return found.group(1).strip()[:160]
-    return ""
-
-
-def _code_key(src: Path) -> str:
-    digest = hashlib.sha256()
-    for name in CODE:
-        digest.update((src / "fplora" / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _matches(verdict: str, expected: str) -> bool:
-    return verdict == expected or (verdict == "refused" and expected.startswith("fail"))
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--python", default=os.environ.get("FPLORA_MUSUBI_PYTHON", "/tmp/fplora-musubi-venv/bin/python")
-    )
-    parser.add_argument("--state", type=Path, default=Path("/tmp/fplora-rehearse-matrix-data/state.json"))
-    parser.add_argument("--only", default="", help="comma-separated row ids")
-    parser.add_argument("--rerun", action="store_true", help="run the chosen rows even when recorded")
-    parser.add_argument("--write", action="store_true", help="record the matrix in benchmarks/results/")
-    parser.add_argument(
-        "--src",
-        type=Path,
-        default=REPO / "src",
-        help="the fplora source to run (e.g. an unpacked older commit, for the verdicts before a fix)",
-    )
-    parser.add_argument(
-        "--time-limit", type=int, default=150, help="seconds a stage may take (a hang costs this much)"
-    )
-    parser.add_argument("--before", action="store_true", help="record the verdicts as those before the fixes")
-    options = parser.parse_args()
-    only = {s for s in options.only.split(",") if s}
-    rows = [r for r in ROWS if not only or r.id in only]
-    state: dict[str, dict[str, object]] = {}
-    if options.state.exists():
-        state = json.loads(options.state.read_text(encoding="utf-8"))
-    root = options.state.parent / "project"
-    configs = _project(root)
-    env = {**os.environ, "FPLORA_MUSUBI_PYTHON": options.python, "HF_HUB_OFFLINE": "1"}
-    env["FPLORA_MODELS_DIR"] = str(root / "no-models")
-    env["PYTHONPATH"] = str(options.src.resolve())
-    code = _code_key(options.src)
-    field = "before" if options.before else "verdict"
-    for row in rows:
-        text = f"extends: example.yaml\n{row.spec}\n"
-        key = hashlib.sha256(f"{text}{code}".encode()).hexdigest()[:16]
-        recorded = state.setdefault(row.id, {})
-        if not options.rerun and recorded.get(f"{field}_key") == key:
-            continue
-        spec = configs / f"{row.id}.yaml"
-        spec.write_text(text, encoding="utf-8")
-        check_code, output, _ = _fplora(["check", str(spec), "--skip-models"], root, env)
-        seconds = 0.0
-        if check_code != 0:
-            verdict = "refused"
-        else:
-            limit = ["--time-limit", str(options.time_limit)]
-            rcode, output, seconds = _fplora(["rehearse", str(spec), "--force", *limit], root, env)
-            verdict = _verdict(rcode, output)
-        (options.state.parent / f"{row.id}-{field}.log").write_text(output, encoding="utf-8")
-        recorded.update(
-            {"spec": row.spec, "expected": row.expected, "check": "ok" if check_code == 0 else "refused"}
-        )
-        recorded.update({field: verdict, f"{field}_key": key, f"{field}_error": _first_error(output)})
-        recorded[f"{field}_seconds"] = round(seconds, 1)
-        options.state.parent.mkdir(parents=True, exist_ok=True)
-        options.state.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        print(f"{row.id}: check {recorded['check']}, {verdict} ({seconds:.0f} s)", flush=True)
-    print()
-    print(f"{'setting':20} {'check':8} {'before':18} {'now':18} {'expected':18} match  first error line")
-    mismatches = 0
-    for row in ROWS:
-        got = state.get(row.id, {})
-        if "verdict" not in got and "before" not in got:
-            continue
-        verdict = str(got.get("verdict", "-"))
-        match = _matches(verdict, row.expected)
-        mismatches += "verdict" in got and not match
-        error = got.get("verdict_error" if "verdict" in got else "before_error") or ""
-        print(
-            f"{row.id:20} {got['check']!s:8} {got.get('before', '-')!s:18} {verdict:18} {row.expected:18}"
-            f" {'yes' if match else 'NO':5}  {error}"
-        )
-    print(f"\n{mismatches} mismatch(es) of {sum('verdict' in state.get(r.id, {}) for r in ROWS)} rows")
-    if options.write:
-        _write(options, state)
-    return 0
-
-
-def _write(options: argparse.Namespace, state: dict[str, dict[str, object]]) -> None:
-    sys.path.insert(0, str(REPO / "src"))
-    from harness.provenance import measured_on
-
-    rows = []
-    for row in ROWS:
-        got = state.get(row.id)
-        if got is not None:
-            fields = {k: v for k, v in got.items() if not k.endswith("_key")}
-            match = _matches(str(got.get("verdict")), row.expected)
-            rows.append({"id": row.id, "why": row.why, **fields, "expected": row.expected, "match": match})
-    result = {
-        **measured_on(options.python),
-        "rows": rows,
-    }
-    out = REPO / "benchmarks" / "results" / f"rehearse-matrix-data-{datetime.now(UTC):%Y%m%d}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"written {out.relative_to(REPO)}")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("rehearse-matrix-data", __doc__, ROWS))
