@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "fplora"
@@ -138,7 +139,7 @@ def test_no_module_imports_a_worker_and_workers_import_no_fplora() -> None:
     }
     assert importers == set()
     workers = {name: imported for name, imported in modules.items() if _is_worker(name)}
-    assert "fplora.worker.sweep" in workers
+    assert {"fplora.worker.sweep", "fplora.worker.eval", "fplora.worker.common"} <= set(workers)
     assert "torch" in workers["fplora.worker.sweep"]  # the walk sees its lazy imports
     leaks = {
         f"{name} imports {m}"
@@ -158,11 +159,23 @@ def test_only_the_workers_reach_the_musubi_tuner_adapter() -> None:
     direct = {
         f"{name} imports {m}"
         for name, imported in modules.items()
-        if name in ("fplora.worker.sweep", "fplora.worker.eval")
+        if name in ("fplora.worker.sweep", "fplora.worker.eval", "fplora.worker.common")
         for m in imported
         if m.split(".")[0] == "musubi_tuner"
     }
     assert direct == set()
+
+
+def test_the_workers_share_common_py_by_its_path_and_it_imports_only_the_standard_library() -> None:
+    """`worker/common.py` is loaded by path from the worker files beside it (a launched file, or one a
+    test or the rehearsal worker loads by path, has no package to import it from), and runs before any
+    of musubi-tuner or torch is imported: the standard library only, at any depth."""
+    _, modules = _graph()
+    outside = {m for m in modules["fplora.worker.common"] if m.split(".")[0] not in sys.stdlib_module_names}
+    assert outside == set()
+    for worker in ("sweep", "eval"):
+        source = (PACKAGE / "worker" / f"{worker}.py").read_text(encoding="utf-8")
+        assert 'with_name("common.py")' in source, f"{worker}.py loads common.py beside it"
 
 
 def test_the_walker_sees_lazy_imports_and_finds_a_cycle() -> None:

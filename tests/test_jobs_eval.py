@@ -220,7 +220,7 @@ def test_the_worker_reads_the_run_config_with_musubis_own_reader(
     monkeypatch.setattr(sys, "argv", [str(path), "--plan", str(tmp_path / "plan.json")])
     plan = worker.Plan(str(config), str(tmp_path / "eval-dataset.toml"), [0.5], 42, [])
     backend = worker.MusubiBackend()
-    backend.calls = worker.musubi_calls()  # musubi_calls.py beside the worker, against the stand-in
+    backend.calls = worker.common.musubi_calls()  # musubi_calls.py beside the worker, against the stand-in
     args = backend._args(plan)
     assert (args.network_dim, args.dataset_config, args.timestep_sampling) == (
         32,
@@ -251,7 +251,7 @@ def test_the_worker_finds_short_network_module_names_as_training_does(
     monkeypatch.setattr(sys, "path", [str(tmp_path / "src"), *sys.path])
     for name in ("networks", "musubi_tuner", "musubi_tuner.fpack_train_network"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    module = worker.musubi_calls().network_module("networks.lora_stand_in")
+    module = worker.common.musubi_calls().network_module("networks.lora_stand_in")
     assert module.FOUND == "inside musubi_tuner"
     for name in ("networks", "networks.lora_stand_in", "musubi_tuner", "musubi_tuner.fpack_train_network"):
         sys.modules.pop(name, None)

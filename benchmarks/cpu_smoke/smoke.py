@@ -189,7 +189,7 @@ def sweep_args(work: Path) -> None:
     gargs = commands.sweep_generate_args(job.plan.spec, job.plan.paths)
     plan = worker.Plan(gargs, [worker.Cell(**c) for c in _cells(work, "sweep")])
     backend = worker.MusubiBackend()
-    backend.calls, backend.torch = worker.musubi_calls(), torch
+    backend.calls, backend.torch = worker.common.musubi_calls(), torch
 
     def parse(argv: list[str]) -> Any:
         saved = sys.argv

@@ -38,9 +38,7 @@ with a stand-in backend where torch is not installed.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -58,14 +56,21 @@ EVENT_PREFIX = "fplora-eval-event "
 Emit = Callable[..., None]
 
 
-def emit(event: str, **fields: Any) -> None:
-    """One event line on stdout, written with single `os.write` calls so that it does not
-    interleave with the log lines other code writes to the same pipe."""
-    data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
-    sys.stdout.flush()
-    while data:
-        written = os.write(sys.stdout.fileno(), data)
-        data = data[written:]
+def _load_common() -> Any:
+    """`common.py` beside this file (what the workers share), loaded by its path: the musubi-tuner
+    Python that runs this file need not have fplora installed."""
+    name = "fplora_worker_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("common.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+common = _load_common()
+emit: Emit = common.emitter(EVENT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -85,18 +90,8 @@ class Plan:
     compile: bool = False  # torch.compile the DiT's blocks, as training does with --compile
 
 
-class PlanError(ValueError):
-    """The plan file is not one this worker understands."""
-
-
 def read_plan(path: Path) -> Plan:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PlanError(f"cannot read the plan {path}: {error}") from None
-    if not isinstance(raw, dict) or raw.get("protocol") != PROTOCOL:
-        found = raw.get("protocol") if isinstance(raw, dict) else None
-        raise PlanError(f"plan protocol {found!r}, this worker speaks {PROTOCOL}: fplora and worker differ")
+    raw = common.read_plan_json(path, PROTOCOL)
     try:
         checkpoints = [
             Checkpoint(str(c["id"]), str(c["label"]), None if c["lora"] is None else str(c["lora"]))
@@ -112,9 +107,9 @@ def read_plan(path: Path) -> Plan:
             bool(raw.get("compile", False)),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise PlanError(f"malformed plan {path}: {error!r}") from None
+        raise common.PlanError(f"malformed plan {path}: {error!r}") from None
     if not timesteps or not all(0.0 < t < 1.0 for t in timesteps):
-        raise PlanError(f"malformed plan {path}: timesteps must be in (0, 1), got {timesteps}")
+        raise common.PlanError(f"malformed plan {path}: timesteps must be in (0, 1), got {timesteps}")
     return plan
 
 
@@ -130,10 +125,6 @@ class Backend(Protocol):
         ...
 
 
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
 def run(plan: Plan, backend: Backend) -> int:
     """Prepare once, then score every checkpoint; a failing checkpoint is reported, the next runs."""
     started = time.monotonic()
@@ -145,7 +136,7 @@ def run(plan: Plan, backend: Backend) -> int:
         return 2
     except Exception as error:
         traceback.print_exc()
-        emit("error", error=_reason(error))
+        emit("error", error=common.reason(error))
         return 2
     emit("ready", records=records, batches=batches, seconds=round(time.monotonic() - started, 3))
     failed = 0
@@ -160,7 +151,7 @@ def run(plan: Plan, backend: Backend) -> int:
             traceback.print_exc()
             failed += 1
             seconds = round(time.monotonic() - begin, 3)
-            emit("checkpoint_failed", id=checkpoint.id, error=_reason(error), seconds=seconds)
+            emit("checkpoint_failed", id=checkpoint.id, error=common.reason(error), seconds=seconds)
             continue
         seconds = round(time.monotonic() - begin, 3)
         bands_out = [{"t": t, "loss": b} for t, b in zip(plan.timesteps, bands, strict=True)]
@@ -173,19 +164,6 @@ def run(plan: Plan, backend: Backend) -> int:
         seconds=round(time.monotonic() - started, 3),
     )
     return 1 if failed else 0
-
-
-def musubi_calls() -> Any:
-    """`musubi_calls.py` beside this file: every musubi-tuner call this worker makes. Loaded by its
-    path, since the musubi-tuner Python that runs this file need not have fplora installed."""
-    name = "fplora_musubi_calls"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("musubi_calls.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # NamedTuples look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 class MusubiBackend:
@@ -230,7 +208,7 @@ class MusubiBackend:
     def prepare(self, plan: Plan, emit: Emit) -> tuple[int, int]:
         import torch
 
-        calls = musubi_calls()
+        calls = common.musubi_calls()
         calls.require_pinned_calls()
         self.calls, self.torch, self.timesteps = calls, torch, plan.timesteps
         args = self._args(plan)
@@ -354,15 +332,15 @@ class MusubiBackend:
 
 
 def main(argv: Sequence[str] | None = None, backend: Backend | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fplora's evaluation worker (started by fplora eval)")
-    parser.add_argument("--plan", required=True, type=Path, help="the plan fplora wrote")
-    options = parser.parse_args(argv)
-    try:
-        plan = read_plan(options.plan)
-    except PlanError as error:
-        emit("error", error=str(error))
-        return 2
-    return run(plan, backend if backend is not None else MusubiBackend())
+    return int(
+        common.main(
+            argv,
+            "fplora's evaluation worker (started by fplora eval)",
+            read_plan,
+            lambda plan: run(plan, backend if backend is not None else MusubiBackend()),
+            emit,
+        )
+    )
 
 
 if __name__ == "__main__":

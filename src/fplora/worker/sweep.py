@@ -29,11 +29,9 @@ with a stand-in backend where torch is not installed.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -50,14 +48,21 @@ EVENT_PREFIX = "fplora-sweep-event "
 Emit = Callable[..., None]
 
 
-def emit(event: str, **fields: Any) -> None:
-    """One event line on stdout, written with a single `os.write` per chunk so that it does not
-    interleave with the log lines other code writes to the same pipe."""
-    data = (EVENT_PREFIX + json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode()
-    sys.stdout.flush()
-    while data:
-        written = os.write(sys.stdout.fileno(), data)
-        data = data[written:]
+def _load_common() -> Any:
+    """`common.py` beside this file (what the workers share), loaded by its path: the musubi-tuner
+    Python that runs this file need not have fplora installed."""
+    name = "fplora_worker_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("common.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+common = _load_common()
+emit: Emit = common.emitter(EVENT_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -75,18 +80,8 @@ class Plan:
     cells: list[Cell]
 
 
-class PlanError(ValueError):
-    """The plan file is not one this worker understands."""
-
-
 def read_plan(path: Path) -> Plan:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PlanError(f"cannot read the plan {path}: {error}") from None
-    if not isinstance(raw, dict) or raw.get("protocol") != PROTOCOL:
-        found = raw.get("protocol") if isinstance(raw, dict) else None
-        raise PlanError(f"plan protocol {found!r}, this worker speaks {PROTOCOL}: fplora and worker differ")
+    raw = common.read_plan_json(path, PROTOCOL)
     try:
         cells = [
             Cell(str(c["id"]), str(c["lora"]), float(c["multiplier"]), str(c["save_path"]), str(c["label"]))
@@ -94,7 +89,7 @@ def read_plan(path: Path) -> Plan:
         ]
         args = [str(a) for a in raw["generate_args"]]
     except (KeyError, TypeError, ValueError) as error:
-        raise PlanError(f"malformed plan {path}: {error!r}") from None
+        raise common.PlanError(f"malformed plan {path}: {error!r}") from None
     return Plan(args, cells)
 
 
@@ -115,10 +110,6 @@ def _files(folder: str) -> set[str]:
         return set(os.listdir(folder))
     except OSError:
         return set()
-
-
-def _reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 def prepare_args(plan: Plan) -> list[str]:
@@ -144,7 +135,7 @@ def run(plan: Plan, backend: Backend) -> int:
         return 2
     except Exception as error:
         traceback.print_exc()
-        emit("error", error=_reason(error))
+        emit("error", error=common.reason(error))
         return 2
     emit("ready", prompts=prompts, seconds=round(time.monotonic() - started, 3))
     failed = 0
@@ -156,7 +147,7 @@ def run(plan: Plan, backend: Backend) -> int:
             errors = backend.run_cell(cell, emit)
         except Exception as error:  # a broken LoRA, out of memory: this cell only
             traceback.print_exc()
-            errors = [_reason(error)]
+            errors = [common.reason(error)]
         files = sorted(_files(cell.save_path) - before)
         seconds = round(time.monotonic() - cell_start, 3)
         if errors:
@@ -167,19 +158,6 @@ def run(plan: Plan, backend: Backend) -> int:
     total = round(time.monotonic() - started, 3)
     emit("finished", done=len(plan.cells) - failed, failed=failed, seconds=total)
     return 1 if failed else 0
-
-
-def musubi_calls() -> Any:
-    """`musubi_calls.py` beside this file: every musubi-tuner call this worker makes. Loaded by its
-    path, since the musubi-tuner Python that runs this file need not have fplora installed."""
-    name = "fplora_musubi_calls"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("musubi_calls.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # NamedTuples look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 class MusubiBackend:
@@ -200,7 +178,7 @@ class MusubiBackend:
     def prepare(self, generate_args: list[str], emit: Emit) -> int:
         import torch
 
-        calls = musubi_calls()
+        calls = common.musubi_calls()
         calls.require_pinned_calls()
         self.calls, self.torch = calls, torch
         args = calls.generate_args(generate_args)  # the script's own parser, on the separate run's options
@@ -287,7 +265,7 @@ class MusubiBackend:
                             calls.save_latent(latent, args, image["height"], image["width"])
                     except Exception as error:
                         traceback.print_exc()
-                        errors.append(f"prompt {index + 1}: {_reason(error)}")
+                        errors.append(f"prompt {index + 1}: {common.reason(error)}")
                         continue
                     finally:
                         if reload_per_prompt and index < len(per_prompt) - 1:
@@ -311,15 +289,15 @@ class MusubiBackend:
 
 
 def main(argv: Sequence[str] | None = None, backend: Backend | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fplora's sweep worker (started by fplora infer)")
-    parser.add_argument("--plan", required=True, type=Path, help="the plan fplora wrote")
-    options = parser.parse_args(argv)
-    try:
-        plan = read_plan(options.plan)
-    except PlanError as error:
-        emit("error", error=str(error))
-        return 2
-    return run(plan, backend if backend is not None else MusubiBackend())
+    return int(
+        common.main(
+            argv,
+            "fplora's sweep worker (started by fplora infer)",
+            read_plan,
+            lambda plan: run(plan, backend if backend is not None else MusubiBackend()),
+            emit,
+        )
+    )
 
 
 if __name__ == "__main__":
