@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import asserts, driver, fake, proc, provenance, specs, state, timings
+from harness import asserts, driver, fake, proc, profile_table, provenance, specs, state, timings
 from harness.stages import train
 
 EFFECTIVE = 16  # the memo's batch, and the effective batch every variant keeps
@@ -184,6 +184,17 @@ MATRIX = {
     ],
 }
 COST_S = 100 + 20 * STEPS  # start-up to step 1 (83 s for the memo's settings on an H200) + ~17 s per step
+# `profile-<variant>` (`profile`: nosplit, the fastest measured setting): torch.profiler around one
+# steady optimizer step, injected by benchmarks/profile_hook/sitecustomize.py (musubi-tuner untouched).
+# Step 3 of 4 is profiled: step 1 compiles, step 2 is the unprofiled reference, step 3's bar time also
+# holds the profiler's export (made right after its optimizer step), step 4 is a second reference.
+PROFILE_DEFAULT = "nosplit"
+PROFILE_STEPS, PROFILE_AT = 4, 3
+PROFILE_TRACE_MB = (
+    10  # the gzipped chrome trace comes back only under this (the device returns <= 16 MiB a file)
+)
+PROFILE_HOOK = Path(__file__).resolve().parent / "profile_hook"
+PROFILE_COST_S = 100 + 20 * PROFILE_STEPS + 90  # + the export of ~10^5 events and the trace
 
 
 def speed_file() -> Path:
@@ -360,6 +371,78 @@ def stage_variant(name: str) -> Any:
     return run
 
 
+def stage_profile(variant: str) -> Any:
+    """Train `variant` for PROFILE_STEPS steps with the profiler hook on PYTHONPATH, then write the
+    table of step PROFILE_AT into $OUT: profile-<variant>.json (the table, the raw export it came from,
+    the step times and settings), profile-<variant>.txt, and profile-<variant>-trace.json.gz when the
+    gzipped chrome trace is under PROFILE_TRACE_MB."""
+
+    def run(stage: dict[str, Any], checks: Any) -> None:
+        write_specs()
+        version = f"profile-{variant}"
+        body = state.CFG.spec(f"speed-{variant}").read_text()
+        steps = f"  max_train_steps: {STEPS}\n"
+        assert steps in body, body
+        body = body.replace(steps, f"  max_train_steps: {PROFILE_STEPS}\n")
+        state.CFG.spec(version).write_text(f"# profiled: benchmarks/preset_speed.py {version}\n{body}")
+        train._fresh_run(stage, version)
+        for rendered in ("config.toml", "dataset.toml"):  # the settings are read back from this run's
+            (state.CFG.configs / version / rendered).unlink(missing_ok=True)
+        folder = state.CFG.root / version
+        for old in folder.glob("*") if folder.is_dir() else []:
+            old.unlink()
+        base = proc.env()["PYTHONPATH"]
+        extra = {
+            "PYTHONPATH": f"{PROFILE_HOOK}:{base}",
+            "FPLORA_PROFILE_OUT": str(folder),
+            "FPLORA_PROFILE_STEP": str(PROFILE_AT),
+            "FPLORA_PROFILE_TRACE": str(PROFILE_TRACE_MB),
+        }
+        ran = proc.fplora(stage, "train", str(state.CFG.spec(version)), extra_env=extra)
+        checks.rc(ran, what=f"fplora train {version}.yaml with the profiler hook")
+        timing = timings.guarded(checks, timings.step_timings, ran, EFFECTIVE)
+        stage["timings"] = timing
+        raw_path = folder / "profile-raw.json"
+        checks.ok(raw_path.is_file(), f"{version}: the profiler hook wrote its export", ran.text[-600:])
+        if not raw_path.is_file():
+            return
+        raw = json.loads(raw_path.read_text())
+        table = profile_table.summarise(raw)
+        each = timing.get("s_per_step_each") or {}
+        clean = [v for k, v in each.items() if k != str(PROFILE_AT)]
+        result = {
+            "variant": variant,
+            "what": VARIANTS[variant][0],
+            "settings": _settings(version, variant),
+            "profiled_step": PROFILE_AT,
+            # the profiled step's own wall time against the unprofiled steps' (the profiler's overhead)
+            "window_s": raw["window_s"],
+            "unprofiled_s_per_step": round(sum(clean) / len(clean), 3) if clean else None,
+            "s_per_step_each": each,
+            "table": table,
+            "raw": raw,
+        }
+        out = state.CFG.out
+        (out / f"{version}.json").write_text(json.dumps(result, indent=1))
+        text = profile_table.render(table)
+        (out / f"{version}.txt").write_text(text)
+        trace = folder / "trace.json.gz"
+        if trace.is_file():
+            trace.replace(out / f"{version}-trace.json.gz")
+        print(text, flush=True)
+        stage["profile"] = {
+            "window_s": raw["window_s"],
+            "unprofiled_s_per_step": result["unprofiled_s_per_step"],
+            "groups_s": {name: g["s"] for name, g in table["groups"].items()},
+            "gpu_busy_share": (table.get("gpu") or {}).get("busy_share"),
+        }
+        checks.ok(sum(g["count"] for g in table["groups"].values()) > 0, f"{version}: work in the table", raw)
+        if not state.CFG.local:  # a GPU run profiles the kernels, not the CPU's ops
+            checks.ok(table["basis"] == "device" and "gpu" in table, f"{version}: CUDA kernels profiled", raw)
+
+    return run
+
+
 def _record(name: str, entry: dict[str, Any]) -> None:
     found = results()
     found[name] = entry
@@ -457,6 +540,8 @@ def main() -> int:
         for shape in SHAPES
     }
     driver.add(shaped)
+    driver.add({f"profile-{name}": state.Stage(stage_profile(name), PROFILE_COST_S) for name in VARIANTS})
+    driver.add({"profile": state.Stage(stage_profile(PROFILE_DEFAULT), PROFILE_COST_S)})
     driver.add(
         {
             "speed-report": state.Stage(stage_report, 0),

@@ -9,6 +9,7 @@ for real. The GPU option matrix (`gpu_matrix.py --local-fake`, ~40 s) is left to
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -243,3 +244,199 @@ def test_the_preset_matrix_runs_every_part_and_folds_into_the_measurements(tmp_p
     assert json.loads(fold_speed.dumps(folded)) == folded  # one row per line, same data
     again, _ = fold_speed.fold(folded, result)
     assert len(again["rows"]) == len(folded["rows"])  # folding twice replaces, never duplicates
+
+
+def test_the_profile_stage_trains_nosplit_with_the_hook_and_writes_its_table(tmp_path: Path) -> None:
+    """`preset_speed.py profile` (issue 21's profiler run, against the fake): the compiled setting
+    without split_attn trains 4 steps with benchmarks/profile_hook first on PYTHONPATH and the
+    profiler's environment, which reach the training process through fplora; the export the hook
+    writes there becomes $OUT's table, text and JSON."""
+    import json
+
+    root = tmp_path / "r"
+    argv = [sys.executable, str(REPO / "benchmarks" / "preset_speed.py"), "--local-fake", "--root", str(root)]
+    done = subprocess.run(
+        [*argv, "install", "weights", "data", "cache", "profile"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    out = root / "out"
+    result = json.loads((out / "profile-nosplit.json").read_text())
+    assert result["raw"]["fake"] == {"hook_installed": True}
+    assert result["raw"]["step"] == result["profiled_step"] == 3
+    settings = result["settings"]
+    assert settings["split_attn"] is False and settings["compile"] and settings["batch"] == 1
+    assert set(result["s_per_step_each"]) == {"2", "3", "4"}  # steps 2 and 4 unprofiled
+    table = result["table"]
+    assert set(table["groups"]) == {
+        "attention",
+        "gemm",
+        "optimizer",
+        "elementwise_norm",
+        "memcpy",
+        "data",
+        "other",
+    }
+    assert len(table["top"]) == 30
+    text = (out / "profile-nosplit.txt").read_text()
+    assert text.startswith("optimizer step 3 on cpu") and "gemm" in text and "lever" in text
+    config = (root / "configs" / "profile-nosplit" / "config.toml").read_text()
+    assert "max_train_steps = 4" in config
+
+
+def _profile_table() -> object:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module("harness.profile_table")
+    finally:
+        sys.path.pop(0)
+
+
+def test_the_profile_table_of_the_cpu_proof_attributes_the_optimizer_step_and_the_matmuls() -> None:
+    """The export the hook wrote around step 2 of a real CPU rehearsal (musubi-tuner's loop, the
+    stand-in DiT, adamw8bit): every op lands in one group, the optimizer's ops are the ones under
+    `Optimizer.step#`, and the matmuls top the list."""
+    table_mod = _profile_table()
+    raw = json.loads((REPO / "benchmarks" / "results" / "2026-12-06-cpu-profile-raw.json").read_text())
+    table = table_mod.summarise(raw)  # type: ignore[attr-defined]
+    assert table["basis"] == "cpu" and "gpu" not in table
+    groups = table["groups"]
+    assert abs(sum(g["s"] for g in groups.values()) - table["work_s"]) < 1e-3
+    (step,) = table["host"]["optimizer_step"]
+    assert step["name"] == "Optimizer.step#AdamW8bit.step"
+    assert abs(groups["optimizer"]["s"] - step["cpu_s"]) / step["cpu_s"] < 0.05  # its ops, all of them
+    assert table["top"][0] == {**table["top"][0], "name": "aten::mm", "group": "gemm"}
+    assert groups["attention"]["s"] > 0 and groups["data"]["count"] > 0
+    assert set(table["phases"]) == {"forward", "backward", "optimizer", "data"}
+
+
+def test_the_profile_table_groups_gpu_kernels_and_reports_the_gpus_idle_time() -> None:
+    """A GPU-shaped export (kernel names as H100 runs show them): each kernel lands in the group of
+    the lever it points to, the optimizer by its scope, and the idle share is the window's rest."""
+    table_mod = _profile_table()
+    work = [
+        (
+            "flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>>",
+            "aten::_flash_attention_forward",
+            "",
+            4e6,
+        ),
+        ("flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel", "aten::_flash_attention_backward", "backward", 6e6),
+        ("nvjet_tst_256x128_64x4_1x2_h_bz_coopA_TNN", "aten::mm", "", 9e6),
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "aten::addmm", "backward", 5e6),
+        ("triton_poi_fused_add_mul_native_layer_norm_0", "## Call CompiledFxGraph f1 ##", "", 2e6),
+        (
+            "void kOptimizerStatic8bit2StateBlockwise<__nv_bfloat16, 2048, 8>",
+            "bitsandbytes::optimizer_update_8bit_blockwise",
+            "optimizer",
+            0.5e6,
+        ),
+        ("void at::native::vectorized_elementwise_kernel<4>", "aten::add_", "optimizer", 0.1e6),
+        ("Memcpy HtoD (Pageable -> Device)", "aten::copy_", "", 0.2e6),
+    ]
+    raw = {
+        "step": 3,
+        "window_s": 30.0,
+        "basis": "device",
+        "device": "NVIDIA H100 80GB HBM3",
+        "torch": "2.11.0",
+        "work": [{"name": n, "launcher": by, "scope": s, "count": 10, "us": us} for n, by, s, us in work],
+        "rows": [
+            {
+                "name": "cudaStreamSynchronize",
+                "device_type": "CPU",
+                "count": 17,
+                "self_cpu_us": 1e5,
+                "cpu_total_us": 1e5,
+                "self_device_us": 0,
+                "device_total_us": 0,
+            },
+            {
+                "name": "Optimizer.step#AdamW8bit.step",
+                "device_type": "CPU",
+                "count": 1,
+                "self_cpu_us": 1e3,
+                "cpu_total_us": 4e5,
+                "self_device_us": 0,
+                "device_total_us": 6e5,
+            },
+        ],
+        "gpu": {
+            "window_us": 30e6,
+            "busy_us": 26.8e6,
+            "kernels": 80,
+            "gaps": {">=1ms": {"count": 16, "us": 3.2e6}},
+            "longest_gaps": [
+                {
+                    "at_us": 1e6,
+                    "us": 2e5,
+                    "after_kernel": "a",
+                    "before_kernel": "b",
+                    "host_op": "cudaStreamSynchronize",
+                    "host_stack": [],
+                }
+            ],
+        },
+    }
+    table = table_mod.summarise(raw)  # type: ignore[attr-defined]
+    seconds = {name: g["s"] for name, g in table["groups"].items()}
+    assert seconds == {
+        "attention": 10.0,
+        "gemm": 14.0,
+        "optimizer": 0.6,
+        "elementwise_norm": 2.0,
+        "memcpy": 0.2,
+        "data": 0.0,
+        "other": 0.0,
+    }
+    assert table["gpu"]["busy_share"] == round(26.8 / 30, 4) and table["gpu"]["idle_s"] == 3.2
+    assert table["host"]["syncs"] == {"cudaStreamSynchronize": {"count": 17, "cpu_s": 0.1}}
+    assert table["host"]["optimizer_step"][0]["device_s"] == 0.6
+    assert table["phases"]["backward"]["s"] == 11.0
+    text = table_mod.render(table)  # type: ignore[attr-defined]
+    assert "GPU busy 26.800 s (89.3% of the window), idle 3.200 s" in text
+    assert "host in cudaStreamSynchronize" in text and "cudaStreamSynchronize x17 0.100 s" in text
+
+
+def test_the_profile_hook_finds_the_gpus_busy_time_and_what_the_host_did_in_its_gaps() -> None:
+    """The hook's timeline (in the training process, over torch's events): kernels on two streams
+    overlap, so busy time is their union; the gaps are the window's rest, the longest named by the
+    innermost host op running at its middle."""
+    sys.path.insert(0, str(REPO / "benchmarks" / "profile_hook"))
+    try:
+        hook = importlib.import_module("fplora_profile")
+    finally:
+        sys.path.pop(0)
+
+    def host(name: str, start: float, end: float) -> SimpleNamespace:
+        return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end))
+
+    device = [
+        (100.0, 400.0, "gemm"),
+        (300.0, 500.0, "copy"),
+        (2500.0, 2600.0, "flash"),
+        (2600.0, 2900.0, "gemm"),
+    ]
+    events = [
+        host(hook.WINDOW, 0.0, 3000.0),
+        host("aten::item", 900.0, 2400.0),
+        host("cudaStreamSynchronize", 950.0, 2390.0),
+    ]
+    gpu = hook._timeline(0.0, 3000.0, device, events)
+    assert gpu["busy_us"] == 400 + 400 and gpu["window_us"] == 3000 and gpu["kernels"] == 4
+    assert gpu["gaps"][">=1ms"] == {"count": 1, "us": 2000.0}
+    longest = gpu["longest_gaps"][0]
+    assert (longest["at_us"], longest["us"], longest["after_kernel"], longest["before_kernel"]) == (
+        500,
+        2000,
+        "copy",
+        "flash",
+    )
+    assert longest["host_op"] == "cudaStreamSynchronize" and longest["host_stack"] == [
+        "aten::item",
+        "cudaStreamSynchronize",
+    ]

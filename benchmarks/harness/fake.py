@@ -92,6 +92,23 @@ def _options(args: list[str]) -> dict[str, list[str]]:
     return out
 
 
+PROFILE_PROOF = Path(__file__).resolve().parents[1] / "results" / "2026-12-06-cpu-profile-raw.json"
+
+
+def _fake_profile(steps: int) -> None:
+    """What benchmarks/profile_hook/sitecustomize.py writes when its environment asks for a profile
+    (preset_speed.py's `profile-*` stages): the CPU proof's real export, as the profiled step's."""
+    folder, step = os.environ.get("FPLORA_PROFILE_OUT"), int(os.environ.get("FPLORA_PROFILE_STEP") or 3)
+    if not folder or steps < step:
+        return
+    raw = json.loads(PROFILE_PROOF.read_text())
+    raw.update(step=step, trace={"written": False, "why": "--local-fake"})
+    # the hook's sitecustomize ran in this process: the environment reached it through fplora
+    raw["fake"] = {"hook_installed": "fplora_profile" in sys.modules}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "profile-raw.json").write_text(json.dumps(raw))
+
+
 def fake_python(argv: list[str]) -> int:
     """A stand-in for the musubi-tuner Python: `-c` (fplora's import probe) and
     `-m accelerate.commands.launch [opts] -m musubi_tuner.<script> [args]`, writing outputs named
@@ -228,6 +245,7 @@ def fake_python(argv: list[str]) -> int:
                 sample(f"{step:06d}")
             draw(step, f", avr_loss={loss:.4g}")
         write_safetensors(out / f"{name}.safetensors", lora, meta)
+        _fake_profile(steps)
         if config.get("save_state") or config.get("save_state_on_train_end"):
             state(out / f"{name}-state")
         draw(steps, f", avr_loss={loss:.4g}")
