@@ -34,6 +34,15 @@ its neighbours, and two other shapes (768x512 with one control, 640x640), each p
 date, card, versions and every variant's resolved settings; `benchmarks/fold_speed.py` folds it into
 `src/fplora/presets/measurements.json`.
 
+Where a compiled step's time goes (issue 21's levers): `profile` trains the fastest measured setting
+(`nosplit`: compiled, batch 1 x 16, no recomputation, no split_attn) for 4 steps with torch.profiler
+around step 3, injected by benchmarks/profile_hook/ (musubi-tuner untouched), and writes
+$OUT/profile-nosplit.json, $OUT/profile.txt and, under 10 MB, the gzipped chrome trace
+(`profile-<variant>` profiles another variant; docs/presets.md says what each group points to):
+
+    set -o pipefail; FPLORA_REHEARSE=0 python3 benchmarks/preset_speed.py --deadline 560 \
+        install? weights? data? cache? profile 2>&1 | tee $OUT/console.log
+
 It is `benchmarks/gpu_e2e.py` with extra stages: the same install/weights/data/check/cache stages,
 `STAGE?` skipping, `--deadline`, `$OUT/summary.json` and `logs.tgz`, nvidia-smi sampling, and the same
 step-timing parser (musubi-tuner's own progress bar, steady steps, step 1 excluded). Run from the repo
@@ -194,7 +203,7 @@ PROFILE_TRACE_MB = (
     10  # the gzipped chrome trace comes back only under this (the device returns <= 16 MiB a file)
 )
 PROFILE_HOOK = Path(__file__).resolve().parent / "profile_hook"
-PROFILE_COST_S = 100 + 20 * PROFILE_STEPS + 90  # + the export of ~10^5 events and the trace
+PROFILE_COST_S = 80 + 15 * PROFILE_STEPS + 90  # compiled: 75 s to step 1 on an H100, ~10 s/step; the export
 
 
 def speed_file() -> Path:
@@ -374,8 +383,8 @@ def stage_variant(name: str) -> Any:
 def stage_profile(variant: str) -> Any:
     """Train `variant` for PROFILE_STEPS steps with the profiler hook on PYTHONPATH, then write the
     table of step PROFILE_AT into $OUT: profile-<variant>.json (the table, the raw export it came from,
-    the step times and settings), profile-<variant>.txt, and profile-<variant>-trace.json.gz when the
-    gzipped chrome trace is under PROFILE_TRACE_MB."""
+    the step times and settings), profile.txt (the tables of every variant profiled so far as text),
+    and profile-<variant>-trace.json.gz when the gzipped chrome trace is under PROFILE_TRACE_MB."""
 
     def run(stage: dict[str, Any], checks: Any) -> None:
         write_specs()
@@ -425,7 +434,7 @@ def stage_profile(variant: str) -> Any:
         out = state.CFG.out
         (out / f"{version}.json").write_text(json.dumps(result, indent=1))
         text = profile_table.render(table)
-        (out / f"{version}.txt").write_text(text)
+        _profile_text(out)
         trace = folder / "trace.json.gz"
         if trace.is_file():
             trace.replace(out / f"{version}-trace.json.gz")
@@ -441,6 +450,18 @@ def stage_profile(variant: str) -> Any:
             checks.ok(table["basis"] == "device" and "gpu" in table, f"{version}: CUDA kernels profiled", raw)
 
     return run
+
+
+def _profile_text(out: Path) -> None:
+    """$OUT/profile.txt: every profiled variant's table in one file (the device returns 8 files)."""
+    parts = []
+    for path in sorted(out.glob("profile-*.json")):
+        result = json.loads(path.read_text())
+        head = f"== {path.stem}: {result['what']}\n"
+        head += f"   unprofiled s/step {result['unprofiled_s_per_step']},"
+        head += f" profiled window {result['window_s']} s\n"
+        parts.append(head + profile_table.render(result["table"]))
+    (out / "profile.txt").write_text("\n".join(parts))
 
 
 def _record(name: str, entry: dict[str, Any]) -> None:

@@ -282,8 +282,9 @@ def test_the_profile_stage_trains_nosplit_with_the_hook_and_writes_its_table(tmp
         "other",
     }
     assert len(table["top"]) == 30
-    text = (out / "profile-nosplit.txt").read_text()
-    assert text.startswith("optimizer step 3 on cpu") and "gemm" in text and "lever" in text
+    text = (out / "profile.txt").read_text()
+    assert text.startswith("== profile-nosplit: the h200 preset without split_attn")
+    assert "optimizer step 3 on cpu" in text and "gemm" in text and "lever" in text
     config = (root / "configs" / "profile-nosplit" / "config.toml").read_text()
     assert "max_train_steps = 4" in config
 
