@@ -441,3 +441,23 @@ def test_the_profile_hook_finds_the_gpus_busy_time_and_what_the_host_did_in_its_
         "aten::item",
         "cudaStreamSynchronize",
     ]
+
+
+def test_the_profile_hook_keeps_device_work_that_no_host_op_launched() -> None:
+    """Kernels torch attached to a host op keep their launcher; the rest of what the device ran (here a
+    second, unattached launch of the same kernel and a copy) is counted under `(no host op)`."""
+    sys.path.insert(0, str(REPO / "benchmarks" / "profile_hook"))
+    try:
+        hook = importlib.import_module("fplora_profile")
+    finally:
+        sys.path.pop(0)
+    work = {("triton_poi_fused_0", "## Call CompiledFxGraph ##", ""): [1, 5.0]}
+    hook._unlinked(
+        work,
+        [(0.0, 5.0, "triton_poi_fused_0"), (10.0, 17.0, "triton_poi_fused_0"), (20.0, 21.0, "Memcpy DtoD")],
+    )
+    assert work == {
+        ("triton_poi_fused_0", "## Call CompiledFxGraph ##", ""): [1, 5.0],
+        ("triton_poi_fused_0", "(no host op)", ""): [1, 7.0],
+        ("Memcpy DtoD", "(no host op)", ""): [1, 1.0],
+    }

@@ -59,3 +59,74 @@ def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_the_optimizer_inside_
     assert step["count"] == 1 and abs(under - step["cpu_total_us"]) / step["cpu_total_us"] < 0.05
     assert any(w["name"].startswith("bitsandbytes::") and w["scope"] == "optimizer" for w in raw["work"])
     assert any(w["scope"] == "backward" for w in raw["work"])
+
+
+# torch's own event classes, as a CUDA run's profiler hands them over (no GPU here): a window with a
+# GEMM, a host sync, the optimizer step's kernel and a kernel torch linked to no host op
+CUDA_EVENTS = """
+import json, sys
+from torch.autograd import DeviceType
+from torch.autograd.profiler_util import EventList, FunctionEvent
+
+sys.path.insert(0, sys.argv[1])
+import fplora_profile as hook
+
+def cpu(i, name, start, end, parent=None):  # the parent is found by the tree, from the times
+    return FunctionEvent(i, name, 1, start, end, stack=[], use_device="cuda")
+
+def gpu(i, name, start, end):
+    return FunctionEvent(i, name, 7, start, end, stack=[], use_device="cuda", device_type=DeviceType.CUDA)
+
+window = cpu(1, hook.WINDOW, 0, 1000)
+mm = cpu(2, "aten::mm", 100, 200, window)
+mm.append_kernel("nvjet_tst_256x128", 0, 80)
+sync = cpu(3, "cudaStreamSynchronize", 300, 550, window)
+step = cpu(4, "Optimizer.step#AdamW8bit.step", 600, 900, window)
+update = cpu(5, "bitsandbytes::optimizer_update_8bit_blockwise", 650, 700, step)
+update.append_kernel("kOptimizerStatic8bit2StateBlockwise", 0, 30)
+device = [gpu(6, "nvjet_tst_256x128", 120, 200), gpu(7, "kOptimizerStatic8bit2StateBlockwise", 660, 690),
+          gpu(8, "triton_poi_fused_0", 210, 250)]
+events = EventList([window, mm, sync, step, update, *device], use_device="cuda")
+events._build_tree()
+
+class Prof:
+    def events(self):
+        return events
+    def key_averages(self):
+        return events.key_averages()
+
+print(json.dumps(hook._export(Prof(), 3, 0.001, cuda=True)))
+"""
+
+
+@pytest.mark.musubi
+def test_the_hooks_cuda_export_attributes_kernels_and_names_the_host_op_in_the_longest_gap(
+    musubi_python,
+) -> None:
+    done = subprocess.run(
+        [musubi_python.python, "-c", CUDA_EVENTS, str(REPO / "benchmarks" / "profile_hook")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    raw = json.loads(done.stdout.strip().splitlines()[-1])
+    assert raw["basis"] == "device" and raw["step"] == 3
+    work = {(w["name"], w["launcher"], w["scope"]): (w["count"], w["us"]) for w in raw["work"]}
+    assert work == {
+        ("nvjet_tst_256x128", "aten::mm", ""): (1, 80.0),
+        (
+            "kOptimizerStatic8bit2StateBlockwise",
+            "bitsandbytes::optimizer_update_8bit_blockwise",
+            "optimizer",
+        ): (1, 30.0),
+        ("triton_poi_fused_0", "(no host op)", ""): (1, 40.0),
+    }
+    gpu = raw["gpu"]
+    assert (gpu["window_us"], gpu["busy_us"], gpu["kernels"]) == (1000, 150, 3)
+    longest = gpu["longest_gaps"][0]
+    assert (longest["at_us"], longest["us"], longest["host_op"]) == (250, 410, "cudaStreamSynchronize")
+    rows = {r["name"]: r for r in raw["rows"]}
+    assert rows["kOptimizerStatic8bit2StateBlockwise"]["device_type"] == "CUDA"
+    assert rows["Optimizer.step#AdamW8bit.step"]["device_total_us"] == 30

@@ -187,13 +187,15 @@ def _export(prof: Any, step: int, wall: float, cuda: bool) -> dict[str, Any]:
                 slot[1] += evt.self_cpu_time_total
         else:
             device.append((evt.time_range.start, evt.time_range.end, evt.name))
+    if cuda:
+        _unlinked(work, device)
     raw: dict[str, Any] = {
         "protocol": PROTOCOL,
         "step": step,
         "window_s": round(wall, 4),
         "basis": "device" if cuda else "cpu",
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "events": len(events),
         "rows": rows,
         "work": [
@@ -204,6 +206,23 @@ def _export(prof: Any, step: int, wall: float, cuda: bool) -> dict[str, Any]:
     if window is not None and device:
         raw["gpu"] = _timeline(window.time_range.start, window.time_range.end, device, host)
     return raw
+
+
+def _unlinked(work: dict[tuple[str, str, str], list[float]], device: list[tuple[float, float, str]]) -> None:
+    """Device work that torch linked to no host op (a launch outside any recorded op) still counts:
+    what the device events hold beyond the kernels attached to host ops, under `(no host op)`."""
+    seen: dict[str, list[float]] = {}
+    for start, end, name in device:
+        slot = seen.setdefault(name, [0, 0.0])
+        slot[0] += 1
+        slot[1] += end - start
+    for (name, _, _), (count, us) in list(work.items()):
+        if name in seen:
+            seen[name][0] -= count
+            seen[name][1] -= us
+    for name, (count, us) in seen.items():
+        if count > 0 and us > 0:
+            work[(name, "(no host op)", "")] = [count, us]
 
 
 def _timeline(
