@@ -57,6 +57,10 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     # the run's length stays, so that the scheduler is built for it; the worker stops after 2 steps
     assert ours["max_train_steps"] == theirs["max_train_steps"] == 20 and "sample_every_n_steps" not in ours
     assert ours["sample_at_first"] is True
+    # one save by step (at the training stage's last step) and one at the end; the 1-step resume
+    # saves only at its end (its step 1 is no multiple of 2)
+    resumed = tomllib.loads(built.files[built.root / "rendered" / "config-resume.toml"])
+    assert ours["save_every_n_steps"] == resumed["save_every_n_steps"] == 2
     assert Path(ours["dit"]).name == Path(theirs["dit"]).name
     data = tomllib.loads(built.files[Path(ours["dataset_config"])])
     (entry,) = data["datasets"]
@@ -69,6 +73,16 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert (train.steps, resume.steps) == (2, 1)
     assert resume.argv[resume.argv.index("--max_train_steps") + 1] == "18"  # the steps left, as a resume
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
+
+
+def test_a_spec_that_keeps_the_last_saves_saves_at_every_step(example: Path) -> None:
+    """With save_last_n_steps, musubi-tuner removes older saves as it saves: saving at every step
+    of the rehearsal runs that removal code too."""
+    keeps = example.with_name("keeps.yaml")
+    keeps.write_text("extends: example.yaml\nmusubi: {config: {save_last_n_steps: 1}}\n", encoding="utf-8")
+    built = rehearse.build(load_spec(keeps), "python")
+    ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
+    assert ours["save_last_n_steps"] == 1 and ours["save_every_n_steps"] == 1
 
 
 def test_a_spec_that_never_samples_in_training_is_not_expected_to(example: Path) -> None:
