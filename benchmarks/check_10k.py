@@ -20,7 +20,8 @@ and median of K runs each:
   helpers: whether they pay on this machine at this load);
 - a repeated check, and its image step alone (only `stat`s and the stored verdicts);
   these seven are timed in rounds, each kind once per round, so that a ratio compares figures taken
-  side by side on a machine whose load changes (the 1-minute load average is recorded per round);
+  side by side on a machine whose load changes (the 1-minute load average is recorded per round),
+  and their CPU time, helpers included;
 - the whole command from a fresh interpreter, repeated: `uv run fplora check SPEC --skip-models`,
   as this environment runs it, and again with Python's bytecode cache allowed (in a temporary
   `PYTHONPYCACHEPREFIX`): where `PYTHONDONTWRITEBYTECODE` is set, as on the team's machine, every run
@@ -129,6 +130,13 @@ def run_command(
     start = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False, env=env)
     return time.perf_counter() - start, done
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its ended child processes (the decode helpers): unlike the
+    wall time, it does not grow with other work on the machine (much)."""
+    used = os.times()
+    return used.user + used.system + used.children_user + used.children_system
 
 
 def pillow_headers(paths: list[Path]) -> int:
@@ -274,6 +282,7 @@ def main() -> None:
         # rounds, each timing every kind once in turn: on a shared machine the load changes by the
         # second, and a ratio is only fair between figures taken side by side
         times: dict[str, list[float]] = {name: [] for name in work}
+        cpu: dict[str, list[float]] = {name: [] for name in work}
         problems: object = None
         loads = []
         for _ in range(args.repeat):
@@ -283,13 +292,16 @@ def main() -> None:
                     shutil.rmtree(state, ignore_errors=True)
                 else:
                     verify_many(paths, state, progress=False)  # the store in place (a no-op once it is)
-                start = time.perf_counter()
+                start, used = time.perf_counter(), cpu_seconds()
                 result = job()
                 times[name].append(time.perf_counter() - start)
+                cpu[name].append(cpu_seconds() - used)
                 if name == "repeated_check":
                     problems = result
         for name, (label, _, _) in work.items():
             report(name, label, min(times[name]), statistics.median(times[name]))
+        figures["cpu_seconds_median"] = {name: round(statistics.median(cpu[name]), 3) for name in work}
+        print("CPU seconds (this process and its helpers), medians:", figures["cpu_seconds_median"])
         assert isinstance(problems, list)
         print(f"problems found: {len(problems)} (expected 0)")
         for problem in problems[:5]:
