@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import tomllib
 from collections.abc import Callable
@@ -561,6 +562,27 @@ def _torch_probes(record: Path) -> int:
         return 0
     calls = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
     return sum(1 for c in calls if c.get("args", [""])[:1] == ["-c"] and "torch.cuda" in c["args"][1])
+
+
+def test_a_new_project_reads_torchs_answer_from_the_users_cache(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's answer holds for the machine (its key: the Python, CUDA_VISIBLE_DEVICES, the boot), so
+    a new project does not pay torch's import again (seconds of every first rehearsal on a laptop)."""
+    monkeypatch.setenv("PATH", str(workspace.bin))  # no nvidia-smi
+    monkeypatch.setenv("FAKE_GPUS", "NVIDIA H100 80GB HBM3:81559")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    workspace.write_spec(gpu="auto")
+    said = f"note: gpu auto: NVIDIA H100 80GB HBM3, 81,559 MiB (torch in {workspace.python}): preset h100-80g"
+    first = workspace.cli("check", workspace.spec_path, "--skip-models")
+    assert first.exit_code == 0 and said in first.stderr
+    assert _torch_probes(workspace.record) == 1
+    assert (workspace.root / "xdg-cache" / "fplora" / "gpu-probe.json").is_file()
+    shutil.rmtree(workspace.root / ".fplora")  # as a new project on the same machine
+    again = workspace.cli("check", workspace.spec_path, "--skip-models")
+    assert again.exit_code == 0 and said in again.stderr
+    assert _torch_probes(workspace.record) == 1
+    assert (workspace.root / ".fplora" / "gpu-probe.json").is_file()  # the project keeps it as well
 
 
 def test_auto_remembers_torchs_answer(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

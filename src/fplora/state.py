@@ -1,4 +1,5 @@
-"""Where a project keeps fplora's own state (`.fplora/`), found from a spec's path.
+"""Where a project keeps fplora's own state (`.fplora/`), found from a spec's path, and where the
+user's machine keeps what is made once per machine (`user_cache`).
 
 Commands remember things between runs there (the last spec, image verdicts, ...). The folder sits
 at the project's root, beside `configs/`: a spec in `configs/` uses the folder above it, a spec
@@ -7,6 +8,7 @@ elsewhere the folder it is in, unless that folder already holds a `.fplora/`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 STATE_DIR = ".fplora"
@@ -18,3 +20,10 @@ def project_state(spec_path: Path) -> Path:
     if not (folder / STATE_DIR).is_dir() and folder.name == "configs":
         folder = folder.parent
     return folder / STATE_DIR
+
+
+def user_cache() -> Path:
+    """fplora's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache): what is made or asked once
+    per machine rather than once per project (a rehearsal's stand-in DiT and compile caches, torch's
+    answer to `gpu: auto`). Not created here."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fplora"

@@ -195,6 +195,8 @@ def make_workspace(root: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
     workspace.write_spec()
     monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(python))
     monkeypatch.setenv("FAKE_RECORD", str(workspace.record))
+    # the user's cache folder (state.user_cache: what is kept per machine) is the test's own
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
     monkeypatch.chdir(root)
     return workspace
 

@@ -60,6 +60,7 @@ from fplora.runtime import ensure_musubi, python_for
 from fplora.spec.load import dotted
 from fplora.spec.models import Spec
 from fplora.spec.rules import rendered_options
+from fplora.state import user_cache
 
 WORKER = Path(__file__).resolve().parents[1] / "worker" / "rehearse.py"
 STANDINS = WORKER.with_name("rehearse_standins.py")
@@ -877,12 +878,6 @@ class Result:
     log: Path
     seconds: float
     notes: list[str]
-
-
-def user_cache() -> Path:
-    """fplora's folder in the user's cache (XDG_CACHE_HOME, else ~/.cache): what a rehearsal makes
-    once per machine rather than once per spec (the stand-in DiT, torch.compile's caches)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fplora"
 
 
 def compile_cache() -> dict[str, str]:

@@ -11,7 +11,7 @@ the effective batch asked for, and the preset splits it into micro-batch × accu
 Writing `gradient_accumulation_steps` (or a dataset's own `batch_size`) pins the split as written.
 
 `auto` asks nvidia-smi (or, without it, the musubi-tuner Python, whose answer the project's `.fplora/`
-remembers) for the GPU's name and memory; fplora never imports torch.
+and the user's cache folder remember) for the GPU's name and memory; fplora never imports torch.
 """
 
 from __future__ import annotations

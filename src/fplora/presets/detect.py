@@ -6,7 +6,9 @@ machine without nvidia-smi: a repeated rehearsal of an unchanged spec would take
 well under one. So torch's answer is remembered in the project's `.fplora/`, keyed by what can
 change it: the Python (its path, and the modification times of it and of its site-packages, which
 an install of another torch touches), CUDA_VISIBLE_DEVICES and the machine's boot (a card added or
-a driver installed takes a reboot).
+a driver installed takes a reboot). The answer is also kept in the user's cache folder
+(`state.user_cache`), as the key holds for the whole machine: a new project (each first rehearsal
+of one, on a laptop without nvidia-smi) then asks torch only if no project on this machine did.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from fplora.presets.table import Gpu, table
 from fplora.process import capture
+from fplora.state import user_cache
 
 AUTO = "auto"  # the spec's `gpu: auto`: detect, then match
 
@@ -54,7 +57,8 @@ def _parse(output: str, how: str) -> Detected | None:
 def detect(python: str | None = None, remember: Path | None = None) -> Detected | None:
     """This machine's GPU (the smallest, when several), via nvidia-smi, else the musubi-tuner
     Python's torch in a child process; None without either. With `remember` (a project's
-    `.fplora/`), torch's answer is kept there and reused while its key holds."""
+    `.fplora/`), torch's answer is kept there and in the user's cache, and reused from either while
+    its key holds."""
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         code, output = capture(
@@ -64,18 +68,22 @@ def detect(python: str | None = None, remember: Path | None = None) -> Detected 
             return found
     if python is None:
         return None
-    store = remember / PROBE_FILE if remember is not None else None
+    stores = [remember / PROBE_FILE, user_cache() / PROBE_FILE] if remember is not None else []
     key = _probe_key(python)
-    known = _recalled(store) if store is not None else {}
-    if key in known:
-        answer = known[key]
+    known = [_recalled(store) for store in stores]
+    kept = [answers for answers in known if key in answers]
+    if kept:
+        answer = kept[0][key]
+        if key not in known[0]:  # asked in another project on this machine: this one keeps it too
+            _keep(stores[0], {**known[0], key: answer})
     else:
         code, output = capture([python, "-c", _TORCH_PROBE], timeout=120)
         last = output.strip().splitlines()[-1] if output.strip() else ""
         found = _parse(last, python) if code == 0 else None
         answer = (found.name, found.memory_mib) if found else None
-        if store is not None and (found is not None or code == 3):  # an answer, not a broken Python
-            _keep(store, {**known, key: answer})
+        if found is not None or code == 3:  # an answer, not a broken Python
+            for store, answers in zip(stores, known, strict=True):
+                _keep(store, {**answers, key: answer})
     return Detected(answer[0], answer[1], 1, f"torch in {python}") if answer else None
 
 
