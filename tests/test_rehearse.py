@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -507,3 +508,34 @@ def test_a_wandb_run_file_is_part_of_the_rehearsal(example: Path) -> None:
         run_file = Path(ours["log_tracker_config"])
         assert run_file.is_relative_to(built.root)
         assert "wandb" in tomllib.loads(built.files[run_file])
+
+
+POLLS = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+slept = []
+time.sleep = slept.append  # the sleep the stand-ins wrap: recorded, not slept
+import rehearse_standins
+rehearse_standins.install()
+for where in ("/x/musubi_tuner/dataset/image_video_dataset.py", "/x/elsewhere.py"):
+    code = compile("import time\\ndef poll():\\n    time.sleep(0.1)\\n", where, "exec")
+    scope = {}
+    exec(code, scope)
+    scope["poll"]()
+print(slept[-2:])
+"""
+
+
+@pytest.mark.musubi
+def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(musubi_python) -> None:
+    """musubi-tuner's caching sleeps 0.1 s between looks at its encoding threads: 5 ms in a
+    rehearsal; the same 0.1 s sleep from any other code is slept as asked."""
+    done = subprocess.run(
+        [musubi_python.python, "-c", POLLS, str(rehearse.STANDINS.parent)],
+        env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[0.005, 0.1]"

@@ -31,7 +31,8 @@ narrowest seam:
 - musubi-tuner's fixed 5 s waits for block swaps to finish (and the sweep worker's copy of them) are
   skipped without CUDA (its CPU swap path copies synchronously, there is nothing to wait for) and
   shortened with CUDA to a device synchronize and a brief pause: the stand-in's blocks are ~0.5 MB,
-  their transfers take milliseconds, and the waits cost a rehearsal ~15 s on a GPU.
+  their transfers take milliseconds, and the waits cost a rehearsal ~15 s on a GPU. Its caching's
+  0.1 s polls of its encoding threads become 5 ms ones (the stand-ins encode in milliseconds).
 - Without CUDA, `torch.cuda.current_device` answers 0 and `torch.cuda.set_device` does nothing:
   musubi-tuner's `wan/modules/t5.py` calls the first in a default argument while being imported
   (every training script does), and the block-swap offloader calls the second before each move; the
@@ -388,14 +389,23 @@ SWAP_WAIT = 5
 SWAP_WAIT_CUDA = 0.2
 """What a swap wait becomes with CUDA, after a device synchronize: the stand-in's blocks are small."""
 _WAITERS = ("/musubi_tuner/", "/fplora/worker/")
+CACHE_POLL = 0.1
+"""Seconds musubi-tuner's caching sleeps between looks at its encoding threads' futures
+(`dataset/image_video_dataset.py`, while it collects batches to encode or save)."""
+CACHE_POLL_SHORT = 0.005
+"""What such a look's sleep becomes: the stand-ins' encodings finish in milliseconds, and every poll
+but the last was a wait for nothing (~0.3 s of a rehearsal's caching, on a CPU and on a GPU alike)."""
+_POLLERS = ("/musubi_tuner/dataset/",)
 
 
-def _shorten_block_swap_waits() -> None:
+def _shorten_fixed_waits() -> None:
     """musubi-tuner's fixed 5 s waits "until block swap is done" (four in generate, one per training
     sample, always) and the sweep worker's copy of them: skipped without CUDA, where its swap path
     copies synchronously; with CUDA a synchronize of the device and a 0.2 s pause, which the stand-in
-    DiT's tiny blocks need (their copies take milliseconds). Only 5 s sleeps called from
-    musubi-tuner's or fplora's worker code change; every other sleep is left alone."""
+    DiT's tiny blocks need (their copies take milliseconds). The caching scripts' 0.1 s polls of
+    their worker threads become 5 ms ones: the same loop and checks, looking more often. Only these
+    sleeps, called from musubi-tuner's or fplora's worker code, change; every other sleep is left
+    alone."""
     import sys
     import time
 
@@ -405,7 +415,9 @@ def _shorten_block_swap_waits() -> None:
 
     def short_sleep(seconds: Any) -> None:
         caller = sys._getframe(1).f_code.co_filename.replace("\\", "/")
-        if seconds != SWAP_WAIT or not any(part in caller for part in _WAITERS):
+        if seconds == CACHE_POLL and any(part in caller for part in _POLLERS):
+            sleep(CACHE_POLL_SHORT)
+        elif seconds != SWAP_WAIT or not any(part in caller for part in _WAITERS):
             sleep(seconds)
         elif cuda:
             torch.cuda.synchronize()
@@ -508,5 +520,5 @@ def install() -> None:
             return spec
 
     sys.meta_path.insert(0, _PatchingFinder())
-    _shorten_block_swap_waits()
+    _shorten_fixed_waits()
     _no_compile_without_cuda()
