@@ -21,13 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.musubi
-def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_the_optimizer_inside_its_window(
+def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_its_micro_batches_and_optimizer_inside(
     tmp_path: Path, musubi_python
 ) -> None:
     (tmp_path / "configs").mkdir()
     for name in ("base.yaml", "example.yaml"):
         shutil.copy(REPO / "configs" / name, tmp_path / "configs" / name)
     shutil.copytree(REPO / "datasets" / "example", tmp_path / "datasets" / "example")
+    # two micro-batches per optimizer step, as the GPU's batch 1 x 16 (the example's 2 records make one
+    # epoch of 2 batches, so the dataloader's end never forces a sync between them)
+    accumulated = "extends: example.yaml\ndata:\n  batch_size: 1\ntrain:\n  gradient_accumulation_steps: 2\n"
+    (tmp_path / "configs" / "accum.yaml").write_text(accumulated)
     out = tmp_path / "profile"
     paths = [str(REPO / "benchmarks" / "profile_hook"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
     env = {
@@ -39,7 +43,7 @@ def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_the_optimizer_inside_
         "FPLORA_PROFILE_STEP": "2",  # the rehearsal trains 2 steps
     }
     done = subprocess.run(
-        [sys.executable, "-m", "fplora", "rehearse", "configs/example.yaml"],
+        [sys.executable, "-m", "fplora", "rehearse", "configs/accum.yaml"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -48,7 +52,7 @@ def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_the_optimizer_inside_
         check=False,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    log = (tmp_path / "configs" / "example" / "rehearsal" / "rehearsal.log").read_text(errors="replace")
+    log = (tmp_path / "configs" / "accum" / "rehearsal" / "rehearsal.log").read_text(errors="replace")
     assert "fplora-profile: profiling optimizer step 2 (CPU only)" in log
     raw = json.loads((out / "profile-raw.json").read_text())
     assert raw["step"] == 2 and raw["basis"] == "cpu" and raw["window_s"] > 0
@@ -59,6 +63,9 @@ def test_the_hook_profiles_step_2_of_a_real_rehearsal_with_the_optimizer_inside_
     assert step["count"] == 1 and abs(under - step["cpu_total_us"]) / step["cpu_total_us"] < 0.05
     assert any(w["name"].startswith("bitsandbytes::") and w["scope"] == "optimizer" for w in raw["work"])
     assert any(w["scope"] == "backward" for w in raw["work"])
+    # one optimizer step's window holds both of its micro-batches: two losses, two noise draws
+    counts = {r["name"]: r["count"] for r in raw["rows"]}
+    assert counts["aten::mse_loss"] == counts["aten::randn_like"] == 2
 
 
 # torch's own event classes, as a CUDA run's profiler hands them over (no GPU here): a window with a
