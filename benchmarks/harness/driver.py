@@ -140,7 +140,7 @@ def save_summary() -> None:
     text = json.dumps(state.SUMMARY, indent=1, default=str)
     for path in (state.CFG.root / "summary.json", state.CFG.out / "summary.json"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # gpu_pair.sh's lanes share the root
         tmp.write_text(text)
         tmp.replace(path)
 
