@@ -153,16 +153,20 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
     per_process = (pinned.batch or spec.data.batch_size) * spec.train.gradient_accumulation_steps
     width, height = width_height(spec.data.resolution)
     shape = shape_factor(width, height, len(spec.one_frame.clean_indices))
-    choice = choose(
-        gpu.key,
-        gpu.label,
-        gpu.memory_mib,
-        effective=per_process,
-        shape=shape,
-        processes=processes,
-        measured=gpu.measured,
-        pinned=pinned,
-    )
+
+    def choice_for(pins: Pinned) -> Choice | None:
+        return choose(
+            gpu.key,
+            gpu.label,
+            gpu.memory_mib,
+            effective=per_process,
+            shape=shape,
+            processes=processes,
+            measured=gpu.measured,
+            pinned=pins,
+        )
+
+    choice = choice_for(pinned)
     label = gpu.key if gpu.key != AUTO else gpu.label
     if choice is None:
         train = spec.train
@@ -190,19 +194,9 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
         return Applied(spec, None, notes)
     updated = _revalidated(_updated(spec, choice, split), label)
     notes.append(note(f"gpu {label}: {_describe(choice)} — {_basis(choice)}"))
-    mattered = False
-    if pinned.split_attn is not None:
-        free = choose(
-            gpu.key,
-            gpu.label,
-            gpu.memory_mib,
-            effective=per_process,
-            shape=shape,
-            processes=processes,
-            measured=gpu.measured,
-            pinned=replace(pinned, split_attn=None),
-        )
-        mattered = free is not None and free.split_attn != pinned.split_attn
+    # a pinned split_attn is worth a note only where the preset would have chosen otherwise
+    free = choice_for(replace(pinned, split_attn=None)) if pinned.split_attn is not None else None
+    mattered = free is not None and free.split_attn != pinned.split_attn
     notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split, mattered))
     return Applied(updated, choice, notes)
 
