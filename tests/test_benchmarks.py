@@ -8,7 +8,6 @@ for real. The GPU option matrix (`gpu_matrix.py --local-fake`, ~40 s) is left to
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from benchmark_modules import benchmark_module
 
 REPO = Path(__file__).resolve().parents[1]
 # about half the suite's time: `uv run pytest -m "not drivers"` leaves them out; CI runs them
@@ -26,14 +26,29 @@ pytestmark = pytest.mark.drivers
 
 def _harness() -> SimpleNamespace:
     """benchmarks/harness (the drivers' package), imported as the drivers import it."""
-    import importlib
+    names = ("driver", "state", "timings")
+    return SimpleNamespace(**{n: benchmark_module(f"harness.{n}") for n in names})
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        names = ("driver", "state", "timings")
-        return SimpleNamespace(**{n: importlib.import_module(f"harness.{n}") for n in names})
-    finally:
-        sys.path.pop(0)
+
+def _run_fake(driver: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`benchmarks/<driver>.py --local-fake --root ROOT ARGS`, which must pass."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / f"{driver}.py"),
+            "--local-fake",
+            "--root",
+            str(root),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return done
 
 
 # preset_speed's default stages are gpu_e2e's: name its own, as its docstring does
@@ -63,22 +78,7 @@ SPEED = [
     ],
 )
 def test_the_gpu_driver_passes_against_its_fake(driver: str, stages: list[str], tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / f"{driver}.py"),
-            "--local-fake",
-            "--root",
-            str(tmp_path / "r"),
-            *stages,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    _run_fake(driver, tmp_path / "r", *stages)
 
 
 def test_two_drivers_run_side_by_side_and_come_back_in_one_archive(tmp_path: Path) -> None:
@@ -157,12 +157,7 @@ def test_both_nvidia_smi_monitors_read_their_query_through_one_poller(
     )
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    saved = list(sys.path)
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        proc, matrix = importlib.import_module("harness.proc"), importlib.import_module("gpu_matrix")
-    finally:
-        sys.path[:] = saved  # gpu_matrix.py puts its folder first too
+    proc, matrix = benchmark_module("harness.proc"), benchmark_module("gpu_matrix")
     gpus = proc.GpuMon(tmp_path / "smi.csv")
     procs = matrix.ProcMon()
     for monitor in (gpus, procs):
@@ -207,16 +202,7 @@ def test_the_preset_matrix_runs_every_part_and_folds_into_the_measurements(tmp_p
     import json
 
     root = tmp_path / "r"
-    argv = [sys.executable, str(REPO / "benchmarks" / "preset_speed.py"), "--local-fake", "--root", str(root)]
-    done = subprocess.run(
-        [*argv, "install", "weights", "data", "cache", "--matrix", "h100"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    _run_fake("preset_speed", root, "install", "weights", "data", "cache", "--matrix", "h100")
     result = json.loads((root / "out" / "preset_speed.json").read_text())
     assert {"date", "card", "versions", "command", "variants"} <= set(result)
     variants = result["variants"]
@@ -229,11 +215,7 @@ def test_the_preset_matrix_runs_every_part_and_folds_into_the_measurements(tmp_p
     assert variants["fp8"]["settings"]["fp8"] and variants["fp8"]["settings"]["compile"]
     assert variants["tf32"]["settings"]["options"] == ["cuda_allow_tf32"]
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import fold_speed
-    finally:
-        sys.path.pop(0)
+    fold_speed = benchmark_module("fold_speed")
     result["card"] = "NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04"
     data = json.loads(fold_speed.MEASUREMENTS.read_text(encoding="utf-8"))
     folded, left = fold_speed.fold(data, result)
@@ -254,16 +236,7 @@ def test_the_profile_stage_trains_nosplit_with_the_hook_and_writes_its_table(tmp
     import json
 
     root = tmp_path / "r"
-    argv = [sys.executable, str(REPO / "benchmarks" / "preset_speed.py"), "--local-fake", "--root", str(root)]
-    done = subprocess.run(
-        [*argv, "install", "weights", "data", "cache", "profile"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    _run_fake("preset_speed", root, "install", "weights", "data", "cache", "profile")
     out = root / "out"
     result = json.loads((out / "profile-nosplit.json").read_text())
     assert result["raw"]["fake"] == {"hook_installed": True}
@@ -290,11 +263,7 @@ def test_the_profile_stage_trains_nosplit_with_the_hook_and_writes_its_table(tmp
 
 
 def _profile_table() -> object:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return importlib.import_module("harness.profile_table")
-    finally:
-        sys.path.pop(0)
+    return benchmark_module("harness.profile_table")
 
 
 def test_the_profile_table_of_the_cpu_proof_attributes_the_optimizer_step_and_the_matmuls() -> None:
@@ -407,11 +376,7 @@ def test_the_profile_hook_finds_the_gpus_busy_time_and_what_the_host_did_in_its_
     """The hook's timeline (in the training process, over torch's events): kernels on two streams
     overlap, so busy time is their union; the gaps are the window's rest, the longest named by the
     innermost host op running at its middle."""
-    sys.path.insert(0, str(REPO / "benchmarks" / "profile_hook"))
-    try:
-        hook = importlib.import_module("fplora_profile")
-    finally:
-        sys.path.pop(0)
+    hook = benchmark_module("fplora_profile", under="profile_hook")
 
     def host(name: str, start: float, end: float) -> SimpleNamespace:
         return SimpleNamespace(name=name, time_range=SimpleNamespace(start=start, end=end))
@@ -446,11 +411,7 @@ def test_the_profile_hook_finds_the_gpus_busy_time_and_what_the_host_did_in_its_
 def test_the_profile_hook_keeps_device_work_that_no_host_op_launched() -> None:
     """Kernels torch attached to a host op keep their launcher; the rest of what the device ran (here a
     second, unattached launch of the same kernel and a copy) is counted under `(no host op)`."""
-    sys.path.insert(0, str(REPO / "benchmarks" / "profile_hook"))
-    try:
-        hook = importlib.import_module("fplora_profile")
-    finally:
-        sys.path.pop(0)
+    hook = benchmark_module("fplora_profile", under="profile_hook")
     work = {("triton_poi_fused_0", "## Call CompiledFxGraph ##", ""): [1, 5.0]}
     hook._unlinked(
         work,

@@ -4,14 +4,10 @@ the CPU musubi-tuner Python (benchmarks/results/rehearse-matrix-*.json's rows)."
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_modules import benchmark_module
 
 COMPILE_NOTE = """\
 note: torch.compile (resume, train): not rehearsed here (on a CPU it would build C++ kernels for minutes, not the GPU's)
@@ -37,11 +33,7 @@ rehearsal failed at stage train (2 training steps, sampling at first): exit 1
 
 @pytest.fixture(scope="module")
 def rows() -> ModuleType:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return importlib.import_module("rehearse_rows")
-    finally:
-        sys.path.pop(0)
+    return benchmark_module("rehearse_rows")
 
 
 def test_a_note_that_says_not_rehearsed_is_no_machine_verdict(rows: ModuleType) -> None:
@@ -75,12 +67,8 @@ def test_verdicts_match_the_expected_one(rows: ModuleType, got: str, expected: s
 
 
 def test_both_matrices_use_the_one_runner_with_unique_row_ids() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        training = importlib.import_module("rehearse_matrix")
-        data = importlib.import_module("rehearse_matrix_data")
-    finally:
-        sys.path.pop(0)
+    training = benchmark_module("rehearse_matrix")
+    data = benchmark_module("rehearse_matrix_data")
     for matrix, count in ((training, 44), (data, 46)):
         ids = [row.id for row in matrix.ROWS]
         assert len(ids) == len(set(ids)) == count
