@@ -434,24 +434,20 @@ def _compile(spec: Spec) -> Iterator[Problem]:
         # "RuntimeError: shape '[139997969932968, 2049723325592109125, 3072]' is invalid" from the compiled
         # graph's view replay inside split attention's per-sample loop (attn_varlen_func); the same
         # setting without swap and fp8 trained at 1.364 samples/s. A warning: one run each, on one torch.
-        pairs = [
-            (
-                ("train", "blocks_to_swap"),
-                f"blocks_to_swap {train.blocks_to_swap}",
-                bool(train.blocks_to_swap),
-            ),
-            (("train", "fp8_base"), "fp8_base", train.fp8_base),
-        ]
-        for key, what, present in pairs:
-            if present:
-                yield spec.problem(
-                    key,
-                    f"torch.compile with split_attn and {what} failed in the first training step on an H100"
-                    " (torch 2.11.0: an invalid shape out of a compiled graph in split attention's loop);"
-                    " compiled without swap and fp8 it trained",
-                    "set compile: false, or drop the swap / fp8 (fplora's presets compile only without them)",
-                    severity="warning",
-                )
+        crashed: list[tuple[KeyPath, str]] = []
+        if train.blocks_to_swap:
+            crashed.append((("train", "blocks_to_swap"), f"blocks_to_swap {train.blocks_to_swap}"))
+        if train.fp8_base:
+            crashed.append((("train", "fp8_base"), "fp8_base"))
+        for key, what in crashed:
+            yield spec.problem(
+                key,
+                f"torch.compile with split_attn and {what} failed in the first training step on an H100"
+                " (torch 2.11.0: an invalid shape out of a compiled graph in split attention's loop);"
+                " compiled without swap and fp8 it trained",
+                "set compile: false, or drop the swap / fp8 (fplora's presets compile only without them)",
+                severity="warning",
+            )
 
 
 # FramePack's latents are the image / 8 (the VAE) cut into 2x2 patches by the DiT, so training sizes
