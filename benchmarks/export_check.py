@@ -130,7 +130,7 @@ def stage_export(stage: dict[str, Any], checks: asserts.Checks) -> None:
         checks.ok(within, f"seed {seed}: diffusers layout within generate's noise floor", diffs[str(seed)])
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "card": (state.SUMMARY.get("gpu_names") or ["no GPU (local fake)"])[0],
+        "card": provenance.card(),
         "versions": provenance.gpu_versions(),
         "command": "benchmarks/export_check.py " + " ".join(sys.argv[1:]),
         "files": stage.get("files"),

@@ -941,10 +941,7 @@ def main() -> int:
         argv=sys.argv[1:],
         mode=local or "gpu",
         gpus_seen=state.CFG.gpus_seen,
-        gpu_names=subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=False,
-        ).stdout.splitlines() if shutil.which("nvidia-smi") else [],
+        gpu_names=driver.gpu_names(),
         musubi_commit=_read(repo / ".musubi" / "COMMIT"),
         fplora_commit=_read(HERE.parent / "COMMIT"),
     )  # fmt: skip

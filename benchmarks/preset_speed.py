@@ -507,10 +507,9 @@ def stage_report(stage: dict[str, Any], checks: Any) -> None:
         ratio = auto.get("ratio_to_memo")
         stage["goal_auto_2x"] = bool(ratio and ratio >= 2.0 and auto["within_5pct_headroom"])
         stage["auto_chose"] = auto.get("preset_lines")
-    names = state.SUMMARY.get("gpu_names") or ["no GPU (local fake)"]
     result = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "card": names[0],
+        "card": provenance.card(),
         "versions": provenance.gpu_versions(),
         "command": " ".join(["benchmarks/preset_speed.py", *sys.argv[1:]]),
         "goals": {k: stage.get(k) for k in ("goal_1_3x", "goal_auto_2x", "auto_chose")},

@@ -72,3 +72,8 @@ def gpu_versions() -> dict[str, str]:
         versions["fplora"] = commit.read_text().strip()[:12]
     kept.write_text(json.dumps(versions))
     return versions
+
+
+def card() -> str:
+    """nvidia-smi's line for the first GPU (name, memory, driver), as the driver recorded it."""
+    return (state.SUMMARY.get("gpu_names") or ["no GPU (local fake)"])[0]
