@@ -163,7 +163,8 @@ OPTIONS = {
 SHAPES = {"768x512c1": (768, 512, 1), "640x640c2": (640, 640, 2)}
 SHAPE_VARIANTS = ("memo", "preset", "auto")
 # `--matrix CARD --part N`: every command's stages, each part within a 600 s call on a warm machine
-# (part 1 also sets the machine up: ~260 s on a fresh one). Results accumulate in <root>/speed.json;
+# (each part sets a fresh machine up first: ~260 s; the parts already measured on 2026-12-06 on the
+# H100, 1 and 2, do not repeat it). Results accumulate in <root>/speed.json;
 # every part ends with speed-report, so each $OUT/preset_speed.json holds all parts so far.
 _SETUP = ["install?", "weights?", "data?", "cache?"]
 MATRIX = {
@@ -171,25 +172,27 @@ MATRIX = {
         [*_SETUP, "speed-memo", "speed-preset", "speed-report"],
         ["speed-auto", "speed-nosplit", "speed-fp8", "speed-report"],
         [
-            "shapes-data?",
-            "shapes-cache?",
-            "speed-preset@768x512c1",
-            "speed-preset@640x640c2",
-            "speed-tf32",
-            "speed-report",
-        ],
-    ],
-    "h200": [
-        [*_SETUP, "speed-memo", "speed-auto", "speed-report"],
-        ["speed-b2-swap12c", "speed-nosplit", "speed-fp8", "speed-report"],
-        [
+            *_SETUP,
             "shapes-data?",
             "shapes-cache?",
             "speed-auto@768x512c1",
             "speed-auto@640x640c2",
-            "speed-tf32",
             "speed-report",
         ],
+        [*_SETUP, "profile", "speed-report"],
+    ],
+    "h200": [
+        [*_SETUP, "speed-memo", "speed-auto", "speed-report"],
+        [
+            *_SETUP,
+            "speed-nosplit",
+            "shapes-data?",
+            "shapes-cache?",
+            "speed-auto@768x512c1",
+            "speed-auto@640x640c2",
+            "speed-report",
+        ],
+        [*_SETUP, "profile", "speed-tf32", "speed-report"],
     ],
 }
 COST_S = 100 + 20 * STEPS  # start-up to step 1 (83 s for the memo's settings on an H200) + ~17 s per step
@@ -530,12 +533,16 @@ def stage_doctor(stage: dict[str, Any], checks: Any) -> None:
 
 
 def _matrix(argv: list[str]) -> list[str]:
-    """`--matrix CARD --part N` replaced by that part's stages (`--matrix CARD` alone: all parts)."""
+    """`--matrix CARD --part N` replaced by that part's stages (`--matrix CARD` alone: all parts);
+    `--matrix auto` takes the card nvidia-smi names (any but an H200 runs the H100's parts)."""
     if "--matrix" not in argv:
         return argv
     at = argv.index("--matrix")
     card = argv[at + 1]
     rest = argv[:at] + argv[at + 2 :]
+    if card == "auto":  # the card the call got (a call may get an H100 or an H200)
+        card = "h200" if any("H200" in name for name in driver.gpu_names()) else "h100"
+        print(f"--matrix auto: {card}", flush=True)
     if card not in MATRIX:
         raise SystemExit(f"--matrix {card}: one of {', '.join(MATRIX)}")
     parts = MATRIX[card]
