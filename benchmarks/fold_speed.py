@@ -7,10 +7,13 @@ s/step, samples/s, peak, and the run's date, card and versions). Here, after the
     uv run python benchmarks/fold_speed.py <files_at>/preset_speed.json            # show the rows
     uv run python benchmarks/fold_speed.py <files_at>/preset_speed.json --write    # and add them
 
-Each measured variant becomes one row under a new source named `preset-speed-<date>-<card>`, with
-the settings the run used (not the ones asked for: `gpu: auto` records what it chose). A variant
-that ran out of memory becomes an out-of-memory row; one that failed otherwise, or was skipped, is
-left out and listed. Rows already there for the same source are replaced, so folding again is safe.
+Each measured variant becomes one row under a new source named `preset-speed-<date>-<card>` (or
+`--source NAME`), with the settings the run used (not the ones asked for: `gpu: auto` records what
+it chose). A variant that ran out of memory becomes an out-of-memory row (peak and s/step null, as
+issue 12's cells are kept); one that failed otherwise, or was skipped, is left out and listed. Rows
+already there for the same source are replaced, so folding the same run again is safe; a source
+that holds another run's rows (a second run on the same day and card) is refused, naming
+`--source`, rather than replaced.
 Then `uv run pytest tests/test_presets.py` says whether the memory model still holds every row
 within 2 % (docs/presets.md: refit it, or mark the shape as the model's limit).
 """
@@ -36,12 +39,12 @@ def source_name(result: dict[str, Any]) -> str:
     return f"preset-speed-{result['date'][:10]}-{card_key(result['card']) or 'gpu'}"
 
 
-def rows_of(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+def rows_of(result: dict[str, Any], source: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """measurements.json rows for every variant that trained or ran out of memory; what was left out."""
     gpu = card_key(result["card"])
     if gpu is None:
         raise SystemExit(f"{result['card']!r}: no preset for this card in {MEASUREMENTS.name}")
-    source = source_name(result)
+    source = source or source_name(result)
     rows, left = [], []
     for name, entry in result["variants"].items():
         settings = entry.get("settings")
@@ -76,6 +79,9 @@ def rows_of(result: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         row["note"] = f"{name}: {entry.get('what', '')}" + (
             f", x {accumulation} accumulation" if accumulation > 1 else ""
         )
+        if entry.get("oom"):
+            seen = entry.get("peak_MiB_run")
+            row["note"] += "; out of memory" + (f" (nvidia-smi saw {seen:,} MiB)" if seen else "")
         if entry.get("first_step_extra_s") and settings.get("compile"):
             row["first_step_extra_s"] = round(entry["first_step_extra_s"])
         rows.append(row)
@@ -90,13 +96,25 @@ def dumps(data: dict[str, Any]) -> str:
     return text.replace('  "@ROWS@"', lines) + "\n"
 
 
-def fold(data: dict[str, Any], result: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    source = source_name(result)
-    rows, left = rows_of(result)
+def fold(
+    data: dict[str, Any], result: dict[str, Any], source: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """`data` with `result`'s rows under `source` (default: source_name), and what was left out.
+    A source already holding another run (its `run` is not this result's date and time) is refused:
+    replacing it would drop that run's rows."""
+    source = source or source_name(result)
+    held = data["sources"].get(source)
+    if held is not None and held.get("run") != result["date"]:
+        raise SystemExit(
+            f"{source}: already holds the rows of another run ({held.get('run') or held['date']});"
+            f" fold this one under its own name: --source {source}-<what it measured>"
+        )
+    rows, left = rows_of(result, source)
     kept = [row for row in data["rows"] if row["source"] != source]
     sources = dict(data["sources"])
     sources[source] = {
         "date": result["date"][:10],
+        "run": result["date"],
         "where": f"one {result['card']}, benchmarks/preset_speed.py --matrix, side by side in one session",
         "versions": ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items()),
         "command": result.get("command", "benchmarks/preset_speed.py --matrix"),
@@ -182,6 +200,9 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print docs/presets.md's measurements table")
     parser.add_argument("--write", action="store_true", help=f"write {MEASUREMENTS.name}")
     parser.add_argument("--measurements", type=Path, default=MEASUREMENTS)
+    parser.add_argument(
+        "--source", help="the rows' source name (default preset-speed-<date>-<card>): one per run"
+    )
     args = parser.parse_args()
     data = json.loads(args.measurements.read_text(encoding="utf-8"))
     if args.table:
@@ -190,9 +211,10 @@ def main() -> int:
     if args.results is None:
         parser.error("a preset_speed.json to fold, or --table")
     result = json.loads(args.results.read_text(encoding="utf-8"))
-    folded, left = fold(data, result)
+    source = args.source or source_name(result)
+    folded, left = fold(data, result, source)
     for row in folded["rows"]:
-        if row["source"] == source_name(result):
+        if row["source"] == source:
             print(json.dumps(row, ensure_ascii=False))
     for line in left:
         print(f"left out: {line}", file=sys.stderr)

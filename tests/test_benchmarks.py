@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -422,3 +423,61 @@ def test_the_profile_hook_keeps_device_work_that_no_host_op_launched() -> None:
         ("triton_poi_fused_0", "(no host op)", ""): [1, 7.0],
         ("Memcpy DtoD", "(no host op)", ""): [1, 1.0],
     }
+
+
+def test_fold_keeps_an_out_of_memory_variant_and_refuses_to_replace_another_runs_rows() -> None:
+    """2026-12-06's H100 shapes: the house settings at 640x640 ran out of memory at step 1. fold_speed
+    records it as issue 12's cells are kept (s/step and peak null, "out of memory" in the note and the
+    table); a variant that failed otherwise is left out and listed. A second run on the same day and
+    card must not silently replace the first run's rows: it is refused until named with --source."""
+    import json
+
+    fold_speed = benchmark_module("fold_speed")
+    data = json.loads(fold_speed.MEASUREMENTS.read_text(encoding="utf-8"))
+    settings = {
+        "batch": 16,
+        "accumulation": 1,
+        "blocks_to_swap": 20,
+        "gradient_checkpointing": True,
+        "compile": False,
+        "split_attn": True,
+        "width": 640,
+        "height": 640,
+        "controls": 2,
+        "options": [],
+    }
+    result = {
+        "date": "2027-01-02T03:04:05Z",
+        "card": "NVIDIA H100 80GB HBM3, 81559 MiB, 580.159.04",
+        "versions": {"torch": "2.11.0"},
+        "variants": {
+            "memo@640x640c2": {
+                "what": "the house",
+                "settings": settings,
+                "rc": 1,
+                "oom": True,
+                "peak_MiB_run": 81077,
+            },
+            "broken": {"what": "x", "settings": settings, "rc": 2, "oom": False},
+        },
+    }
+    folded, left = fold_speed.fold(data, result)
+    (row,) = [r for r in folded["rows"] if r["source"] == "preset-speed-2027-01-02-h100-80g"]
+    assert (row["s_per_step"], row["peak_mib"], row["width"], row["blocks_to_swap"]) == (None, None, 640, 20)
+    assert row["note"].endswith("; out of memory (nvidia-smi saw 81,077 MiB)")
+    assert left == ["broken: rc 2"]
+    line = [t for t in fold_speed.table(folded).splitlines() if "preset-speed-2027-01-02" in t]
+    assert line and "| out of memory |" in line[0] and "640x640, 2 controls" in line[0]
+
+    later = {**result, "date": "2027-01-02T09:00:00Z"}
+    with pytest.raises(
+        SystemExit,
+        match=re.escape(
+            "already holds the rows of another run (2027-01-02T03:04:05Z); fold this one under its own"
+            " name: --source preset-speed-2027-01-02-h100-80g-"
+        ),
+    ):
+        fold_speed.fold(folded, later)
+    both, _ = fold_speed.fold(folded, later, "preset-speed-2027-01-02-h100-80g-shapes")
+    assert [r["source"] for r in both["rows"]].count("preset-speed-2027-01-02-h100-80g") == 1
+    assert both["sources"]["preset-speed-2027-01-02-h100-80g-shapes"]["run"] == later["date"]

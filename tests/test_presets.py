@@ -52,11 +52,14 @@ def test_the_memory_model_reproduces_every_measured_peak() -> None:
         else:
             assert abs(error - limit.error) < 0.005, (row, error, limit)
             limited += 1
-    assert (checked, limited) == (22, 1)
+    assert (checked, limited) == (23, 1)
 
 
 def test_the_model_predicts_the_measured_out_of_memory_cells() -> None:
+    """Issue 12's H200 cells, the H100's batch 16 without swap, and the house settings at 640x640
+    with 2 controls on the H100 (2026-12-06: out of memory at step 1, nvidia-smi saw 81,077 MiB)."""
     model = table().model
+    cells = []
     for row in table().rows:
         if row.peak_mib is None and not row.fp8:  # fp8 without recomputation OOMed: not modelled
             memory = table().gpus[row.gpu].memory_mib
@@ -64,11 +67,13 @@ def test_the_model_predicts_the_measured_out_of_memory_cells() -> None:
                 checkpointing=row.gradient_checkpointing,
                 batch=row.batch,
                 swap=row.blocks_to_swap,
-                shape=1.0,
+                shape=row.shape(table().reference),
                 fp8=False,
                 processes=1,
             )
             assert predicted > memory, row
+            cells.append((row.gpu, row.width))
+    assert ("h100-80g", 640) in cells and len(cells) == 4
 
 
 @pytest.mark.parametrize(
@@ -512,7 +517,7 @@ def test_dry_runs_estimates_hold_for_every_row_that_ran() -> None:
         if measured is not None and s_per_step is not None:
             assert abs(s_per_step - measured) / measured <= 0.10, (row, s_per_step)
             timed += 1
-    assert (timed, peaks) == (12, 24)
+    assert (timed, peaks) == (15, 27)
 
 
 def test_the_compiled_rows_peak_is_estimated_as_measured() -> None:
