@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from PIL import UnidentifiedImageError
 
+from fplora.check.png import whole_png_size
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -110,6 +112,9 @@ def _read_all(handle: int, size: int) -> bytes:
 
 
 def _decode_bytes(path: str, data: bytes) -> ImageInfo:
+    size = whole_png_size(data)  # the common PNG, proved whole without Pillow's slower decode
+    if size is not None:
+        return ImageInfo(size=size)
     from PIL import Image  # here: a repeated check decodes nothing, and `check` should start fast
 
     try:
