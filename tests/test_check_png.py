@@ -152,6 +152,18 @@ def test_corrupt_pixel_data_with_a_valid_crc_is_caught() -> None:
     assert caught > 0  # some of them Pillow's own decode refuses too
 
 
+def test_crcs_are_checked_as_pillow_does() -> None:
+    """A wrong CRC on a header chunk makes Pillow refuse the file, so it is left to Pillow; the pixel
+    data's CRC Pillow skips, as this does (the zlib stream's checksum covers the pixels)."""
+    good = handmade(rgb_rows(8, 6), 8, 6, before=chunk(b"pHYs", bytes(9)))
+    at = good.index(b"pHYs") + 4 + 9
+    bad_phys = good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :]
+    assert whole_png_size(bad_phys) is None and pillow_size(bad_phys) is None
+    at = good.index(b"IEND") - 8
+    bad_idat_crc = good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :]
+    assert whole_png_size(bad_idat_crc) == (8, 6) == pillow_size(bad_idat_crc)
+
+
 @pytest.mark.parametrize(
     ("rows", "height", "vouched"),
     [

@@ -4,11 +4,12 @@ Decoding a small PNG with Pillow costs ~50 µs (a 64x96 one, Pillow 13), more th
 around the decode; on a machine whose cores are busy with other work, helper processes do not make up
 for that, so `fplora check` would cost more than a plain `Image.open(...).load()` loop. What finds a cut
 or damaged file is inflating the compressed pixel data to its end, and zlib does that in C. So for the
-common PNG (8 bits per channel, not interlaced, not animated) this walks the chunks, checks every
-chunk's CRC (Pillow checks those before the pixel data, and skips the pixel data's), inflates the pixel
-data to the end of its zlib stream (which carries its own Adler-32 checksum), and checks that it holds
-exactly the rows the header promises, each starting with one of the five filter types. Unfiltering
-cannot fail after that, so Pillow's full decode would succeed.
+common PNG (8 bits per channel, not interlaced, not animated) this walks the chunks, checks the CRC
+of every chunk but the pixel data's (Pillow skips that one too), inflates the pixel data to the end of
+its zlib stream, whose own Adler-32 checksum covers every pixel byte, and checks that it holds exactly
+the rows the header promises, each starting with one of the five filter types. Unfiltering cannot fail
+after that, so Pillow's full decode would succeed. A 1024x1024 RGB PNG takes ~10 ms (Pillow ~14 ms),
+nearly all of it zlib's inflating, which any full check pays.
 
 It answers only when sure: anything else (a chunk whose contents Pillow parses and which could make it
 fail, another bit depth, interlacing, a CRC or stream that does not check out, more pixels than Pillow
@@ -83,12 +84,12 @@ def _checked(data: bytes) -> tuple[int, int] | None:
         stop = at + 12 + length
         if stop > end or not kind.isalpha():
             return None
-        if zlib.crc32(view[at + 4 : stop - 4]) != unpack_from(">I", data, stop - 4)[0]:
-            return None
-        if kind == b"IDAT":
+        if kind == b"IDAT":  # its CRC unchecked, as by Pillow: the stream's checksum covers the pixels
             if after_pixels:
                 return None
             pixels.append(view[at + 8 : stop - 4])
+        elif zlib.crc32(view[at + 4 : stop - 4]) != unpack_from(">I", data, stop - 4)[0]:
+            return None
         elif kind == b"IEND":
             break
         else:
