@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = [
-    "jobs/rehearse.py",
+    "jobs/rehearse",
     "worker/rehearse.py",
     "worker/rehearse_standins.py",
     "spec/rules/__init__.py",
@@ -42,7 +42,7 @@ CODE = [
     "render/prompts.py",
     "render/commands.py",
 ]
-"""fplora's files (under src/fplora) whose change makes a recorded row stale."""
+"""fplora's files and packages (under src/fplora) whose change makes a recorded row stale."""
 FIELDS = ("verdict", "before")
 """A row's two recorded runs: with `--src` as given (the verdict), and with `--before`."""
 
@@ -95,7 +95,9 @@ def _code_key(src: Path) -> str:
     digest = hashlib.sha256()
     for name in CODE:
         path = src / "fplora" / name
-        digest.update(path.read_bytes() if path.is_file() else name.encode())
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.read_bytes() if file.is_file() else name.encode())
     return digest.hexdigest()[:16]
 
 

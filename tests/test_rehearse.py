@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fplora.cli import app
-from fplora.jobs import rehearse
+from fplora.jobs.rehearse import machine, remembered, stages
+from fplora.jobs.rehearse import watch as watching
 from fplora.musubi.framepack import DOWN, UP, musubi_name
 from fplora.plan import build as build_plan
 from fplora.spec import load_spec
@@ -39,7 +40,7 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Path) -> None:
     spec = load_spec(example)
     real = build_plan(spec)
-    built = rehearse.build(spec, "python", real)
+    built = stages.build(spec, "python", real)
     ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
     theirs = tomllib.loads(real.files[real.paths.config])
     changed = {k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k)}
@@ -81,7 +82,7 @@ def test_a_spec_that_keeps_the_last_saves_saves_at_every_step(example: Path) -> 
     of the rehearsal runs that removal code too."""
     keeps = example.with_name("keeps.yaml")
     keeps.write_text("extends: example.yaml\nmusubi: {config: {save_last_n_steps: 1}}\n", encoding="utf-8")
-    built = rehearse.build(load_spec(keeps), "python")
+    built = stages.build(load_spec(keeps), "python")
     ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
     assert ours["save_last_n_steps"] == 1 and ours["save_every_n_steps"] == 1
 
@@ -93,7 +94,7 @@ def test_a_spec_that_never_samples_in_training_is_not_expected_to(example: Path)
     never = example.with_name("never.yaml")
     never.write_text("extends: example.yaml\nsample:\n  at_first: false\n  every_n_steps: null\n")
     spec = load_spec(never)
-    built = rehearse.build(spec, "python", build_plan(spec))
+    built = stages.build(spec, "python", build_plan(spec))
     ours = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
     assert "sample_prompts" not in ours and "sample_at_first" not in ours
     train = next(s for s in built.stages if s.name == "train")
@@ -109,7 +110,7 @@ def test_infer_prompts_are_rehearsed_once_per_option_set_whatever_option_differs
         "infer: {prompts: [{record: 1}, {record: 2, seed: 3}, {record: 3, cfg_scale: 2.0}]}\n",
         encoding="utf-8",
     )
-    built = rehearse.build(load_spec(probe), "python")
+    built = stages.build(load_spec(probe), "python")
     generate = next(s for s in built.stages if s.name == "generate")
     assert generate.what == "generate, 2 of 3 infer prompts (one per setting)"
     lines = built.files[built.root / "rendered" / "infer-prompts.txt"].splitlines()
@@ -291,7 +292,7 @@ def test_the_specs_lora_files_are_handed_over_as_stand_ins(example: Path) -> Non
         " base_weights: [start.safetensors, gone.safetensors]}}",
     )
     spec = load_spec(probe)
-    built = rehearse.build(spec, "python")
+    built = stages.build(spec, "python")
     (standin,) = built.loras.values()
     assert built.loras == {start.absolute(): standin}
     assert standin.parent == built.root / "models" / "loras"
@@ -300,7 +301,7 @@ def test_the_specs_lora_files_are_handed_over_as_stand_ins(example: Path) -> Non
         assert config["network_weights"] == str(standin)
         assert config["base_weights"] == [str(standin), "gone.safetensors"]
     real_lora(start, 8, 4)  # another file: another rehearsal
-    assert rehearse.build(spec, "python").fingerprint != built.fingerprint
+    assert stages.build(spec, "python").fingerprint != built.fingerprint
 
 
 @pytest.mark.musubi
@@ -344,44 +345,44 @@ def test_a_lora_made_for_the_real_dit_is_loaded_through_its_stand_in(
     assert all(line.endswith("unexpected_keys=[])") for line in loaded)  # each key found its module
 
 
-def _outcome(error: str, **options: object) -> rehearse.Outcome:
-    stage = rehearse.Stage("train", "2 training steps", ["python"], "config", dict(options))
-    return rehearse.Outcome(stage, code=1, error=error)
+def _outcome(error: str, **options: object) -> watching.Outcome:
+    stage = stages.Stage("train", "2 training steps", ["python"], "config", dict(options))
+    return watching.Outcome(stage, code=1, error=error)
 
 
 def test_a_package_this_python_lacks_is_the_machines_not_the_specs() -> None:
-    watch = rehearse._Watch(rehearse.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
+    watch = watching._Watch(stages.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
     note = "(the package prodigyopt is not installed in this musubi-tuner Python: ...)"
-    missing = rehearse._machine_reason("/venv/bin/python", _outcome(f"ModuleNotFoundError: {note}"), watch)
+    missing = machine._machine_reason("/venv/bin/python", _outcome(f"ModuleNotFoundError: {note}"), watch)
     assert missing is not None and missing.startswith("the package prodigyopt is not installed")
     wandb = _outcome("ImportError: No wandb / wandb がインストールされていないようです")
-    assert "the package wandb is not installed" in (rehearse._machine_reason("/p", wandb, watch) or "")
+    assert "the package wandb is not installed" in (machine._machine_reason("/p", wandb, watch) or "")
     # a part missing from a package that exists is the spec's (the worker adds no note for it)
     typo = _outcome("ModuleNotFoundError: No module named 'networks.lora_framepak'")
-    assert rehearse._machine_reason("/p", typo, watch) is None
+    assert machine._machine_reason("/p", typo, watch) is None
     # an attention kernel the options select, missing where no stand-in replaces it (a CUDA machine)
     watch.missing_kernels = ["xformers"]
-    kernel = rehearse._machine_reason("/p", _outcome("TypeError: 'NoneType'", xformers=True), watch)
+    kernel = machine._machine_reason("/p", _outcome("TypeError: 'NoneType'", xformers=True), watch)
     assert kernel == "the attention kernel xformers is not installed in this musubi-tuner Python"
-    assert rehearse._machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
+    assert machine._machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
 
 
 def test_a_dtype_error_of_a_path_that_relies_on_cudas_autocast_is_the_cpus() -> None:
     """fp16 mixed precision and fp8_base without fp8_scaled run under CUDA's autocast, which casts
     for them; a CPU has none for fp16 and casts no fp8 weight. Without CUDA their dtype errors are
     the machine's; the same error with bf16 (or on a CUDA machine) stays the spec's."""
-    watch = rehearse._Watch(rehearse.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
+    watch = watching._Watch(stages.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
     error = "RuntimeError: Input type (float) and bias type (c10::BFloat16) should be the same"
-    fp16 = rehearse._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch)
+    fp16 = machine._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch)
     assert fp16 is not None and fp16.startswith("mixed_precision fp16 runs under autocast")
     mixed = "RuntimeError: mixed dtype (CPU): expect parameter to have scalar type of Float"
-    fp8 = rehearse._machine_reason("/p", _outcome(mixed, mixed_precision="bf16", fp8_base=True), watch)
+    fp8 = machine._machine_reason("/p", _outcome(mixed, mixed_precision="bf16", fp8_base=True), watch)
     assert fp8 is not None and fp8.startswith("fp8_base without fp8_scaled")
     scaled = _outcome(mixed, mixed_precision="bf16", fp8_base=True, fp8_scaled=True)
-    assert rehearse._machine_reason("/p", scaled, watch) is None
-    assert rehearse._machine_reason("/p", _outcome(error, mixed_precision="no"), watch) is None
+    assert machine._machine_reason("/p", scaled, watch) is None
+    assert machine._machine_reason("/p", _outcome(error, mixed_precision="no"), watch) is None
     watch.cuda = True
-    assert rehearse._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch) is None
+    assert machine._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch) is None
 
 
 def test_a_warmup_share_of_the_steps_renders_as_musubi_tuner_reads_it(example: Path) -> None:
@@ -440,7 +441,7 @@ def test_the_worker_and_fplora_agree_on_the_protocol() -> None:
 
     from fplora.protocol import rehearse as protocol
 
-    spec = importlib.util.spec_from_file_location("rehearse_worker_under_test", rehearse.WORKER)
+    spec = importlib.util.spec_from_file_location("rehearse_worker_under_test", stages.WORKER)
     assert spec is not None and spec.loader is not None
     worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(worker)
@@ -460,9 +461,7 @@ def test_the_stand_in_dit_is_made_once_per_machine_and_copied_for_the_next_spec(
         for index, path in enumerate(paths):
             Path(path).write_bytes(b"shard %d" % index)
 
-    standins = type(
-        "Standins", (), {"__file__": str(rehearse.STANDINS), "write_dit": staticmethod(write_dit)}
-    )
+    standins = type("Standins", (), {"__file__": str(stages.STANDINS), "write_dit": staticmethod(write_dit)})
     names = [f"dit-0000{i}-of-00002.safetensors" for i in (1, 2)]
     first = [tmp_path / "one" / "models" / "dit" / name for name in names]
     second = [tmp_path / "two" / "models" / "dit" / name for name in names]
@@ -484,15 +483,15 @@ def test_a_partial_pass_holds_only_on_the_machine_that_made_it(
     """Stages a laptop could not run (no CUDA, a package missing) must run on the GPU box even when
     the project and the Python path are the same there; a complete pass holds everywhere."""
     spec = load_spec(example)
-    built = rehearse.build(spec, "python", build_plan(spec))
-    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "laptop")
-    rehearse.remember_pass(built, 1.0, ["train", "resume"])
-    assert rehearse.passed_before(built) is not None
-    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "gpu-box")
-    assert rehearse.passed_before(built) is None
-    rehearse.remember_pass(built, 1.0, [])
-    monkeypatch.setattr(rehearse.socket, "gethostname", lambda: "laptop")
-    assert rehearse.passed_before(built) is not None
+    built = stages.build(spec, "python", build_plan(spec))
+    monkeypatch.setattr(remembered.socket, "gethostname", lambda: "laptop")
+    remembered.remember_pass(built, 1.0, ["train", "resume"])
+    assert remembered.passed_before(built) is not None
+    monkeypatch.setattr(remembered.socket, "gethostname", lambda: "gpu-box")
+    assert remembered.passed_before(built) is None
+    remembered.remember_pass(built, 1.0, [])
+    monkeypatch.setattr(remembered.socket, "gethostname", lambda: "laptop")
+    assert remembered.passed_before(built) is not None
 
 
 def test_a_wandb_run_file_is_part_of_the_rehearsal(example: Path) -> None:
@@ -501,7 +500,7 @@ def test_a_wandb_run_file_is_part_of_the_rehearsal(example: Path) -> None:
     logged = example.with_name("logged.yaml")
     logged.write_text("extends: example.yaml\ntrain:\n  logging: {with: wandb, log_config: true}\n")
     spec = load_spec(logged)
-    built = rehearse.build(spec, "python", build_plan(spec))
+    built = stages.build(spec, "python", build_plan(spec))
     for name in ("config.toml", "config-resume.toml"):
         rendered = built.root / "rendered" / name
         ours = tomllib.loads(built.files[rendered])
@@ -531,7 +530,7 @@ def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(mu
     """musubi-tuner's caching sleeps 0.1 s between looks at its encoding threads: 5 ms in a
     rehearsal; the same 0.1 s sleep from any other code is slept as asked."""
     done = subprocess.run(
-        [musubi_python.python, "-c", POLLS, str(rehearse.STANDINS.parent)],
+        [musubi_python.python, "-c", POLLS, str(stages.STANDINS.parent)],
         env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ launched process would run it. What differs from a real launch: no new process p
 state is reset between stages), one process even where the spec asks for several (said in the
 output), and the models are the stand-ins.
 
-Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse.py`):
+Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse/`):
 - in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_cache": <folder>, "standin_loras":
   [{"source", "target"}, ...], "vae": path, "stages": [{"name", "argv", "steps"}, ...]}` (`steps`:
   where a training stage stops; its config keeps the run's real length; the stand-in DiT's and VAE's

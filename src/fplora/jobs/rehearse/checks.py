@@ -1,0 +1,91 @@
+"""What each stage must leave behind besides exit code 0: musubi-tuner's scripts can exit 0 having
+written nothing (a cache script in a debug mode, generate after every prompt failed), and such a
+stage fails here rather than later in training."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file
+from fplora.problems import display_path
+from fplora.protocol import eval as eval_protocol
+
+
+def _expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
+    """(cache folder, the image stems it must hold caches of) of each dataset the cache scripts
+    read: musubi-tuner names a cache by its image's stem."""
+    text = files.get(dataset_config)
+    if text is None:
+        return []
+    expected = []
+    for entry in tomllib.loads(text).get("datasets", []):
+        jsonl, folder = entry.get("image_jsonl_file"), entry.get("cache_directory")
+        if not jsonl or not folder or Path(jsonl) not in files:
+            continue
+        stems = set()
+        for line in files[Path(jsonl)].splitlines():
+            with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError):
+                stems.add(Path(json.loads(line).get("image_path")).stem)
+        expected.append((Path(folder), stems))
+    return expected
+
+
+def _caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Callable[[str], str | None]:
+    """A cache script that exits 0 without writing its caches (a debug mode that only shows the
+    data, a batch size that makes an empty loop) fails here, not later in training."""
+    noun = "latent caches" if latents else "text-encoder caches"
+
+    def check(_log: str) -> str | None:
+        for folder, stems in expected:
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+            if latents:
+                found = {latent_cache_stem(name) for name in names} & stems
+            else:
+                found = {s for s in stems if text_encoder_cache_file(Path(s)) in names}
+            if len(found) < len(stems):
+                return (
+                    f"wrote {len(found)} of {len(stems)} {noun} in {display_path(folder)} (exit code 0"
+                    " notwithstanding): training would find no data"
+                )
+        return None
+
+    return check
+
+
+def _samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
+    def check(_log: str) -> str | None:
+        found = list((folder / "sample").glob("*.png")) if (folder / "sample").is_dir() else []
+        if len(found) < prompts:
+            return f"sampling at first wrote {len(found)} of {prompts} sample images"
+        return None
+
+    return check
+
+
+def _outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callable[[str], str | None]:
+    """generate exits 0 even when every prompt failed: count the files it wrote instead."""
+
+    def check(_log: str) -> str | None:
+        for kind in kinds:
+            found = list(folder.glob(kind.glob)) if folder.is_dir() else []
+            if len(found) < prompts:
+                return f"wrote {len(found)} of {prompts} {kind.noun} (exit code 0 notwithstanding)"
+        return None
+
+    return check
+
+
+def _eval_check(log: str) -> str | None:
+    events = [e for e in map(eval_protocol.parse_event, log.splitlines()) if e is not None]
+    failed = [e.get("error") for e in events if e["event"] in ("checkpoint_failed", "error")]
+    done = [e for e in events if e["event"] == "checkpoint_done"]
+    if failed:
+        return str(failed[0])
+    if len(done) < 2:
+        return f"scored {len(done)} of 2 checkpoints"
+    return None

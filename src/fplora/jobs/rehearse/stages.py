@@ -1,0 +1,469 @@
+"""The rehearsal of a spec, planned from its Plan: the rendered files and commands with stand-in
+model paths, a few records of every dataset, few steps and a folder of its own, as the stages the
+worker runs (caching, training, resume, generate, a sweep cell, evaluation) and the fingerprint a pass
+is remembered by. Pure apart from reading the records."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fplora import __version__
+from fplora import plan as plans
+from fplora.jobs.rehearse.checks import (
+    _caches_check,
+    _eval_check,
+    _expected_caches,
+    _outputs_check,
+    _samples_check,
+)
+from fplora.musubi import schema
+from fplora.musubi.names import GENERATE_OUTPUTS
+from fplora.plan import Plan
+from fplora.protocol import eval as eval_protocol
+from fplora.protocol import sweep as sweep_protocol
+from fplora.render import commands, tracker
+from fplora.render.files import RenderedPaths, header
+from fplora.render.prompts import PromptLine, prompts_file
+from fplora.runs import evaluation
+from fplora.spec.models import Spec
+
+WORKER = Path(__file__).resolve().parents[2] / "worker" / "rehearse.py"
+STANDINS = WORKER.with_name("rehearse_standins.py")
+RECORDS = 2
+"""Records of each dataset (and of the evaluation split) a rehearsal uses: a batch of two."""
+TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
+MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
+
+
+@dataclass
+class Stage:
+    name: str
+    what: str
+    argv: list[str]
+    section: str  # which rendered-options table names its options: config, generate, cache_latents...
+    options: dict[str, Any]  # the options it was given, by dest (flags and config keys)
+    outputs: list[str] = field(default_factory=list)  # globs: at least one must match afterwards
+    needs: list[str] = field(default_factory=list)
+    check: Callable[[str], str | None] | None = None  # reads the stage's log: why it failed, or None
+    steps: int | None = None  # a training stage stops after this many optimizer steps
+
+
+@dataclass
+class Rehearsal:
+    spec: Spec
+    root: Path
+    stages: list[Stage]
+    skipped: list[tuple[str, str]]
+    notes: list[str]
+    files: dict[Path, str]
+    dit_shards: list[Path]
+    fingerprint: str
+    loras: dict[Path, Path] = field(default_factory=dict)  # the spec's LoRA files → their stand-ins
+
+
+LORA_INPUTS = ("network_weights", "base_weights")
+"""Training options that name LoRA files made for the real DiT, which the stand-in DiT cannot load:
+the rehearsal hands musubi-tuner a stand-in of each (`rehearse_standins.write_lora`)."""
+
+
+def _standin_loras(config: dict[str, Any], models: Path) -> dict[str, tuple[Path, Path]]:
+    """Each LoRA file the training config names, as rendered → (the file, its stand-in). A file that
+    is not there is left as written: musubi-tuner's own error then names it."""
+    found: dict[str, tuple[Path, Path]] = {}
+    for key in LORA_INPUTS:
+        value = config.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or not item or item in found:
+                continue
+            source = Path(item).expanduser().absolute()
+            if source.is_file():
+                found[item] = (source, models / "loras" / f"{len(found)}-{source.name}")
+    return found
+
+
+def _walk_replace(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, list):
+        return [_walk_replace(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _walk_replace(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _argv(argv: list[str], mapping: dict[str, str]) -> list[str]:
+    return [mapping.get(a, a) for a in argv]
+
+
+def _records_subset(text: str) -> str:
+    """The first `RECORDS` records of a JSONL text (their lines as they are)."""
+    kept = [line for line in text.splitlines() if line.strip()][:RECORDS]
+    return "\n".join(kept) + "\n"
+
+
+def _step_counts(config: dict[str, Any], steps: int, *, sample: bool) -> dict[str, Any]:
+    """A training config changed only in how often it saves and samples: sampling once, at first, and
+    a checkpoint and a state (as the spec asks) by step every `steps` steps besides the one at the
+    end. Its length (`max_train_steps`, `max_train_epochs`) stays the run's: the scheduler is built
+    for it, and the worker stops the stage after the stage's own `steps`.
+
+    Why every `steps` (the training stage's length) rather than every step: training then saves once
+    by step (at its last step) and once at its end, and the 1-step resume (its steps count from 1
+    again) only at its end, after the step-save code has run in training. Saving at every step also
+    saved at step 1 of both, two states more (~0.5 s each on a 2-core CPU) through the same code.
+    A spec that keeps only the last N saves still saves at every step, so that removing the old ones
+    runs as well."""
+    config = dict(config)
+    removes = any(key.startswith("save_last_n_") for key in config)
+    if "save_every_n_steps" in config:
+        config["save_every_n_steps"] = 1 if removes else steps
+    if "save_every_n_epochs" in config:
+        config["save_every_n_epochs"] = 1 if steps > 1 else steps
+    for key in ("sample_every_n_steps", "sample_every_n_epochs"):
+        config.pop(key, None)
+    if sample and config.get("sample_prompts"):
+        config["sample_at_first"] = True
+    return config
+
+
+_STEPS_OPTION = re.compile(r"(?<=\s--s )\d+")
+
+
+def _fewer_steps(text: str) -> str:
+    """A prompt file with every `--s N` at most `SAMPLE_STEPS` (a step count, nothing else)."""
+    return _STEPS_OPTION.sub(lambda m: str(min(int(m.group(0)), SAMPLE_STEPS)), text)
+
+
+def _has_alpha(path: Path) -> bool | None:
+    """Whether an image carries an alpha channel (musubi-tuner turns it into a mask: another code
+    path); None when it cannot be read (the rehearsal then shows musubi-tuner's own error)."""
+    from PIL import Image  # here: only a rehearsal that runs reads image headers
+
+    try:
+        with Image.open(path) as image:
+            return "A" in image.getbands() or "transparency" in image.info
+    except Exception:  # an unreadable image is musubi-tuner's to report, in the stage that reads it
+        return None
+
+
+def _distinct(lines: list[PromptLine]) -> list[PromptLine]:
+    """One prompt line per distinct option set: every field of the line but its text, seed and
+    image paths (the number of control images, and which images carry an alpha mask, count)."""
+    seen, kept = set(), []
+    for line in lines:
+        options = {k: v for k, v in dataclasses.asdict(line).items() if k not in _NOT_OPTIONS}
+        images = (line.image, *line.control_images)
+        key = (tuple(sorted(options.items())), len(line.control_images), tuple(map(_has_alpha, images)))
+        if key not in seen:
+            seen.add(key)
+            kept.append(line)
+    return kept
+
+
+_NOT_OPTIONS = {"text", "seed", "image", "control_images"}
+"""PromptLine fields that choose what is generated, not how: lines differing only in these are
+rehearsed once."""
+
+
+def _infer_steps(argv: list[str]) -> list[str]:
+    """generate's argv with its denoising steps at most `SAMPLE_STEPS` (musubi-tuner's default, 25,
+    when the spec renders none)."""
+    argv = list(argv)
+    if "--infer_steps" in argv:
+        index = argv.index("--infer_steps") + 1
+        argv[index] = str(min(int(argv[index]), SAMPLE_STEPS))
+    else:
+        argv += ["--infer_steps", str(SAMPLE_STEPS)]
+    return argv
+
+
+def _config_options(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def _flag_options(argv: list[str]) -> dict[str, Any]:
+    """`--dest value...` pairs of a command line, by dest (values as text)."""
+    options: dict[str, Any] = {}
+    dest = None
+    for item in argv:
+        if item.startswith("--"):
+            dest = item[2:]
+            options[dest] = True
+        elif dest is not None:
+            options[dest] = item if options[dest] is True else f"{options[dest]} {item}"
+    return options
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode())
+        try:
+            stat = path.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()
+
+
+def _record_files(jsonl_text: str) -> list[Path]:
+    found = []
+    for line in jsonl_text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            found += [Path(v) for k, v in sorted(record.items()) if k != "caption" and isinstance(v, str)]
+    return found
+
+
+def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
+    """The rehearsal of `spec`: its Plan's files and commands with stand-in models, a few records,
+    few steps and a folder of their own. Pure apart from reading the records; writes nothing."""
+    real = real or plans.build(spec)
+    paths = real.paths
+    root = paths.dir / "rehearsal"
+    out, models = root / "out", root / "models"
+    mine = RenderedPaths(root / "rendered")
+    notes: list[str] = []
+    mapping: dict[str, str] = {}
+    for key in MODEL_KEYS:
+        original = Path(getattr(spec.models, key))
+        mapping[str(original)] = str(models / key / original.name)
+    dit = Path(spec.models.dit)
+    match = re.search(r"-(\d{5})-of-(\d{5})", dit.name)
+    shards = [models / "dit" / dit.name]
+    if match:
+        count = int(match.group(2))
+        shards = [
+            models / "dit" / dit.name.replace(match.group(0), f"-{i:05d}-of-{count:05d}")
+            for i in range(1, count + 1)
+        ]
+    for name in ("config", "resume_config", "dataset", "cache_dataset", "eval_dataset"):
+        mapping[str(getattr(paths, name))] = str(getattr(mine, name))
+    mapping[str(paths.sample_prompts)] = str(mine.sample_prompts)
+    mapping[str(paths.infer_prompts)] = str(mine.infer_prompts)
+    mapping[str(spec.train.output_dir)] = str(out / "train")
+    loras = _standin_loras(_config_options(real.files[paths.config]), models)
+    mapping.update({rendered: str(standin) for rendered, (_, standin) in loras.items()})
+
+    files: dict[Path, str] = {}
+    record_files: list[Path] = []
+    # datasets: each JSONL cut to a few records, each cache folder the rehearsal's own
+    for source in (paths.dataset, paths.cache_dataset, paths.eval_dataset):
+        if source not in real.files:
+            continue
+        data = tomllib.loads(real.files[source])
+        for entry in data.get("datasets", []):
+            jsonl = entry.get("image_jsonl_file")
+            if jsonl and jsonl not in mapping:
+                text = real.files.get(Path(jsonl))
+                if text is None:
+                    try:
+                        text = Path(jsonl).read_text(encoding="utf-8")
+                    except OSError:
+                        text = ""
+                subset = root / "data" / f"{len(files)}-{Path(jsonl).name}"
+                files[subset] = _records_subset(text)
+                record_files += _record_files(files[subset])
+                mapping[jsonl] = str(subset)
+            cache = entry.get("cache_directory")
+            if cache and cache not in mapping:
+                mapping[cache] = str(root / "cache" / f"{len(mapping)}-{Path(cache).name}")
+        files[Path(mapping[str(source)])] = header(spec) + tomli_w.dumps(_walk_replace(data, mapping))
+    train_config = _config_options(real.files[paths.config])
+    # what training samples is what the rendered config asks for: prompts with neither `at_first`
+    # nor `every_n_steps` render no `sample_prompts`, and musubi-tuner then never samples
+    sampling = bool(spec.sample.prompts) and "sample_prompts" in train_config
+    train_config = _step_counts(_walk_replace(train_config, mapping), TRAIN_STEPS, sample=sampling)
+    if "logging_dir" in train_config:
+        train_config["logging_dir"] = str(out / "logs")
+    log_with = train_config.get("log_with")
+    if log_with in ("wandb", "all"):
+        notes.append("train.logging.with: wandb runs offline in a rehearsal (nothing is sent)")
+    resume_config = _config_options(real.files[paths.resume_config])
+    resume_config = _step_counts(_walk_replace(resume_config, mapping), TRAIN_STEPS, sample=False)
+    if "logging_dir" in resume_config:
+        resume_config["logging_dir"] = str(out / "logs")
+    for config in (train_config, resume_config):
+        # the wandb run file: `fplora train` writes it when the run starts, so the real one need not
+        # exist yet; musubi-tuner reads it (toml.load) before the first step
+        if "log_tracker_config" in config:
+            real_file = Path(str(config["log_tracker_config"]))
+            text = real.files.get(real_file) or header(spec) + tracker.tracker_toml(spec)
+            files[mine.tracker] = text
+            config["log_tracker_config"] = str(mine.tracker)
+    files[mine.config] = header(spec) + tomli_w.dumps(train_config)
+    files[mine.resume_config] = header(spec) + tomli_w.dumps(resume_config)
+    files[mine.sample_prompts] = _fewer_steps(real.files[paths.sample_prompts])
+    distinct = _distinct(real.infer_prompts)
+    files[mine.infer_prompts] = _fewer_steps(prompts_file(header(spec), spec, distinct, "generate"))
+
+    py = python
+    stages: list[Stage] = []
+    skipped: list[tuple[str, str]] = []
+    cache_latents = _argv(commands.cache_latents(spec, paths, py), mapping)
+    cache_text = _argv(commands.cache_text_encoder(spec, paths, py), mapping)
+    expected = _expected_caches(files, Path(_flag_options(cache_latents)["dataset_config"]))
+    stages.append(
+        Stage(
+            "cache-latents",
+            "latent caches",
+            cache_latents,
+            "cache_latents",
+            _flag_options(cache_latents),
+            check=_caches_check(expected, latents=True),
+        )
+    )
+    stages.append(
+        Stage(
+            "cache-text",
+            "text-encoder caches",
+            cache_text,
+            "cache_text_encoder",
+            _flag_options(cache_text),
+            check=_caches_check(expected, latents=False),
+        )
+    )
+    name = str(train_config.get("output_name", spec.output_name))
+    train_out = Path(str(train_config.get("output_dir", out / "train")))
+    train_argv = _argv(commands.train(spec, paths, py), mapping)
+    what = f"{TRAIN_STEPS} training steps" + (", sampling at first" if sampling else "")
+    stages.append(
+        Stage(
+            "train",
+            what,
+            train_argv,
+            "config",
+            train_config,
+            outputs=[str(train_out / f"{name}*.safetensors")],
+            needs=["cache-latents", "cache-text"],
+            check=_samples_check(train_out, len(real.sample_prompts)) if sampling else None,
+            steps=TRAIN_STEPS,
+        )
+    )
+    lora = train_out / f"{name}.safetensors"
+    saves_state = bool(train_config.get("save_state") or train_config.get("save_state_on_train_end"))
+    if saves_state:
+        state = train_out / f"{name}-state"
+        resumed = f"{name}-r1"
+        remaining = max(spec.train.max_train_steps - TRAIN_STEPS, RESUME_STEPS)
+        resume_argv = _argv(
+            # as `fplora train --resume` passes the steps left (here: after a state at TRAIN_STEPS)
+            commands.train(spec, paths, py, output_name=resumed, resume=state, max_train_steps=remaining),
+            mapping,
+        )
+        stages.append(
+            Stage(
+                "resume",
+                f"resume {RESUME_STEPS} step from the state",
+                resume_argv,
+                "config",
+                resume_config,
+                outputs=[str(train_out / f"{resumed}*.safetensors")],
+                needs=["train"],
+                steps=RESUME_STEPS,
+            )
+        )
+    else:
+        skipped.append(("resume", "the spec saves no training state (train.save_state)"))
+    generate_out = out / "generate"
+    multiplier = spec.infer.multipliers[0] if spec.infer.multipliers else 1.0
+    generate_argv = _infer_steps(
+        _argv(
+            commands.generate(spec, paths, py, lora=lora, multiplier=multiplier, save_path=generate_out),
+            mapping,
+        )
+    )
+    kinds = GENERATE_OUTPUTS[spec.infer.output_type]
+    stages.append(
+        Stage(
+            "generate",
+            f"generate, {len(distinct)} of {len(real.infer_prompts)} infer prompts (one per setting)",
+            generate_argv,
+            "generate",
+            _flag_options(generate_argv),
+            needs=["train"],
+            check=_outputs_check(generate_out, kinds, len(distinct)),
+        )
+    )
+    sweep_out = out / "sweep" / "c0"
+    sweep_plan = root / "rendered" / "sweep-plan.json"
+    sweep_args = _infer_steps(_argv(commands.sweep_generate_args(spec, paths), mapping))
+    cell = {"id": "c0", "lora": str(lora), "multiplier": multiplier, "save_path": str(sweep_out)}
+    files[sweep_plan] = json.dumps(
+        {
+            "protocol": sweep_protocol.PROTOCOL,
+            "generate_args": sweep_args,
+            "cells": [{**cell, "label": name}],
+        },
+        indent=1,
+    )
+    stages.append(
+        Stage(
+            "sweep",
+            "one sweep-worker cell",
+            commands.sweep(spec, py, sweep_plan),
+            "generate",
+            _flag_options(sweep_args),
+            needs=["train"],
+            check=_outputs_check(sweep_out, kinds, len(distinct)),
+        )
+    )
+    if spec.eval is not None:
+        eval_plan = root / "rendered" / "eval-plan.json"
+        files[eval_plan] = json.dumps(
+            {
+                "protocol": eval_protocol.PROTOCOL,
+                "config_file": str(mine.config),
+                "dataset_config": str(mine.eval_dataset),
+                "timesteps": list(spec.eval.timesteps),
+                "noise_seed": spec.eval.noise_seed,
+                "compile": False,
+                "checkpoints": [
+                    {"id": "k0", "label": evaluation.UNTRAINED, "lora": None},
+                    {"id": "k1", "label": name, "lora": str(lora)},
+                ],
+            },
+            indent=1,
+        )
+        stages.append(
+            Stage(
+                "eval",
+                "the evaluation worker on one checkpoint",
+                commands.eval_worker(spec, py, eval_plan),
+                "config",
+                train_config,
+                needs=["train"],
+                check=_eval_check,
+            )
+        )
+    else:
+        skipped.append(("eval", "the spec has no eval: section"))
+
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path).encode() + b"\0" + files[path].encode() + b"\0")
+    for stage in stages:
+        digest.update(json.dumps(stage.argv).encode())
+    for path in sorted(real.files):
+        digest.update(str(path).encode() + b"\0" + real.files[path].encode() + b"\0")
+    digest.update(_hash_files(sorted(set(record_files))).encode())
+    digest.update(_hash_files(sorted(source for source, _ in loras.values())).encode())
+    digest.update(f"{__version__} {schema.pinned_commit()} {python}".encode())
+    for code in (WORKER, STANDINS):
+        digest.update(code.read_bytes())
+    return Rehearsal(
+        spec, root, stages, skipped, notes, files, shards, digest.hexdigest(), dict(loras.values())
+    )

@@ -1,0 +1,254 @@
+"""Running the rehearsal: write its files, start the worker, read its events as they stream, stop it
+when a stage runs past its time limit, and judge each stage (passed, failed, or not rehearsable on
+this machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fplora import process
+from fplora.atomic import write_atomic
+from fplora.jobs.rehearse.machine import _compiles, _machine_reason, _stage_kernels
+from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
+from fplora.protocol import rehearse as rehearse_protocol
+from fplora.state import user_cache
+
+STAGE_LIMIT = 300.0
+"""Seconds a stage may take before it counts as hung (the slowest, training, takes ~15 s on a 2-core
+CPU; a data loader or a cache script waiting forever must not hold the rehearsal)."""
+
+
+@dataclass
+class Outcome:
+    stage: Stage
+    code: int | None = None
+    error: str | None = None
+    where: str | None = None
+    seconds: float = 0.0
+    problem: str | None = None  # why the stage failed, None when it passed
+    not_rehearsed: str | None = None  # why this machine cannot run the stage's code path at all
+    frames: list[str] = field(default_factory=list)  # musubi-tuner functions the error passed through
+    log: list[str] = field(default_factory=list)
+
+
+class _Watch:
+    """Reads the worker's events as they stream, splits its log by stage, and stops the worker
+    when a stage runs past its time limit."""
+
+    def __init__(self, rehearsal: Rehearsal, limit: float, say: Callable[[str], None]) -> None:
+        self.by_name = {s.name: Outcome(s) for s in rehearsal.stages}
+        self.current: Outcome | None = None
+        self.limit, self.say = limit, say
+        self.missing_kernels: list[str] = []
+        self.notes: list[str] = []
+        self.pid: int | None = None
+        self.timer: threading.Timer | None = None
+        self.hung: Outcome | None = None
+        self.preamble: list[str] = []
+        self.cuda = False
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+
+    def _stop(self, outcome: Outcome) -> None:
+        self.hung = outcome
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def __call__(self, line: str) -> None:
+        event = rehearse_protocol.parse_event(line)
+        if event is None:
+            (self.current.log if self.current else self.preamble).append(line)
+            return
+        kind = event["event"]
+        if kind == "kernels":
+            self.missing_kernels = list(event.get("missing", []))
+            self.cuda = bool(event.get("cuda"))
+        elif kind == "note":
+            self.notes.append(str(event.get("text")))
+        elif kind == "stage_started":
+            outcome = self.by_name.get(event["stage"])
+            self.current = outcome
+            if outcome is not None:
+                self.say(f"  {outcome.stage.name}: {outcome.stage.what} …")
+                self.timer = threading.Timer(self.limit, self._stop, args=(outcome,))
+                self.timer.daemon = True
+                self.timer.start()
+        elif kind == "stage_done":
+            if self.timer:
+                self.timer.cancel()
+            outcome = self.by_name.get(event["stage"])
+            if outcome is not None:
+                outcome.code = int(event.get("code", 1))
+                outcome.error, outcome.where = event.get("error"), event.get("where")
+                outcome.frames = [str(f) for f in event.get("frames") or []]
+                outcome.seconds = float(event.get("seconds", 0.0))
+            self.current = None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class Result:
+    passed: bool
+    outcomes: list[Outcome]
+    log: Path
+    seconds: float
+    notes: list[str]
+
+
+def compile_cache() -> dict[str, str]:
+    """torch.compile's caches for the worker, kept in the user's cache folder (inductor's default is
+    under /tmp): a spec that compiles pays inductor's code generation for the stand-in DiT (~45 s on
+    an H100) once per machine, and later rehearsals load the compiled graphs and kernels (what is
+    left is tracing, ~10 s). Settings the user made are left as they are."""
+    cache = user_cache()
+    wanted = {
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor-rehearsal"),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+    }
+    return {key: value for key, value in wanted.items() if key not in os.environ}
+
+
+def run(
+    rehearsal: Rehearsal,
+    python: str,
+    *,
+    say: Callable[[str], None],
+    limit: float = STAGE_LIMIT,
+) -> Result:
+    """Write the rehearsal's files, run the worker, judge each stage."""
+    root = rehearsal.root
+    for folder in ("out", "cache", "data", "rendered"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    for path, text in rehearsal.files.items():
+        write_atomic(path, text)
+    for key in MODEL_KEYS[1:]:
+        standin = root / "models" / key
+        standin.mkdir(parents=True, exist_ok=True)
+        target = standin / Path(getattr(rehearsal.spec.models, key)).name
+        if not target.exists():
+            target.write_bytes(b"")  # the stand-in loaders do not read it (the VAE's: the worker writes it)
+    plan_file = root / "rendered" / "rehearsal-plan.json"
+    stages = [
+        {"name": s.name, "argv": s.argv, "needs": s.needs, "outputs": s.outputs, "steps": s.steps}
+        for s in rehearsal.stages
+    ]
+    vae = root / "models" / "vae" / Path(rehearsal.spec.models.vae).name
+    plan = {
+        "protocol": rehearse_protocol.PROTOCOL,
+        "dit_shards": [str(p) for p in rehearsal.dit_shards],
+        "standin_cache": str(user_cache() / "rehearsal-standins"),
+        "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
+        "vae": str(vae),
+        "stages": stages,
+    }
+    write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
+    log = root / "rehearsal.log"
+    log.unlink(missing_ok=True)
+    watch = _Watch(rehearsal, limit, say)
+    env = {
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **compile_cache(),
+    }
+    started = time.monotonic()
+    with open(os.devnull, "wb") as quiet:
+        result = process.run(
+            [python, str(WORKER), "--plan", str(plan_file)],
+            env=env,
+            log=log,
+            on_line=watch,
+            echo=quiet,
+            on_start=watch.started,
+            cwd=root,
+        )
+    if watch.timer:
+        watch.timer.cancel()
+    seconds = time.monotonic() - started
+    swapped = sorted({s.name for s in rehearsal.stages if _int(s.options.get("blocks_to_swap")) > 0})
+    if swapped and not watch.cuda:
+        watch.notes.append(
+            f"block swap ({', '.join(swapped)}): no CUDA here, so the block count was checked by"
+            " musubi-tuner's own code and the swap ran its CPU-to-CPU path; the GPU's streams and the"
+            " memory it saves are not exercised"
+        )
+    compiled = sorted({s.name for s in rehearsal.stages if _compiles(s)})
+    if compiled and not watch.cuda:
+        watch.notes.append(
+            f"torch.compile ({', '.join(compiled)}): not rehearsed here (on a CPU it would build C++"
+            " kernels for minutes, not the GPU's); musubi-tuner's compile options and code ran with the"
+            " compile itself left out"
+        )
+    outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
+    selected = {k for s in rehearsal.stages for k in _stage_kernels(s)}
+    for kernel in sorted(selected & set(watch.missing_kernels)):
+        if not watch.cuda:
+            users = ", ".join(s.name for s in rehearsal.stages if kernel in _stage_kernels(s))
+            watch.notes.append(
+                f"attention kernel {kernel} ({users}): not installed here (it needs CUDA); PyTorch's"
+                " attention on the same tensors stood in for it, so everything around the kernel was"
+                " rehearsed, the kernel itself runs only on the GPU box (install it there)"
+            )
+    failed_names: set[str] = set()
+    unrehearsed: set[str] = set()
+    for outcome in outcomes:
+        stage = outcome.stage
+        blocked = [n for n in stage.needs if n in failed_names]
+        if watch.hung is outcome:
+            outcome.problem = f"no result after {limit:.0f} s: it hangs (stopped)"
+        elif outcome.code is None:
+            waiting = [n for n in stage.needs if n in unrehearsed]
+            if waiting and not blocked:
+                outcome.not_rehearsed = f"it needs {', '.join(waiting)}, which could not run here"
+                unrehearsed.add(stage.name)
+                continue
+            outcome.problem = (
+                f"not run: {', '.join(blocked)} failed"
+                if blocked
+                else "not run (the rehearsal stopped before it)"
+            )
+        elif outcome.code != 0:
+            outcome.problem = f"exit {outcome.code}"
+        elif stage.check is not None:
+            outcome.problem = stage.check("\n".join(outcome.log))
+        if outcome.problem is None:
+            continue
+        machine = _machine_reason(python, outcome, watch) if outcome.code is not None else None
+        if machine is not None and not watch.cuda:
+            # without a GPU this code path cannot run at all: said, not failed (the GPU box's own
+            # rehearsal, with CUDA and its kernels, runs it)
+            outcome.problem, outcome.not_rehearsed = None, machine
+            unrehearsed.add(stage.name)
+            continue
+        if machine is not None:
+            outcome.problem = f"{machine}: install it here (the real run would fail the same way)"
+        failed_names.add(stage.name)
+    if result.interrupted and watch.hung is None:
+        raise KeyboardInterrupt
+    failures = [o for o in outcomes if o.problem is not None]
+    return Result(
+        passed=not failures,
+        outcomes=outcomes,
+        log=log,
+        seconds=seconds,
+        notes=rehearsal.notes + watch.notes,
+    )
