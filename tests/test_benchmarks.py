@@ -285,6 +285,24 @@ def test_the_profile_table_of_the_cpu_proof_attributes_the_optimizer_step_and_th
     assert set(table["phases"]) == {"forward", "backward", "optimizer", "data"}
 
 
+def test_the_h100_profile_leaves_out_the_profilers_own_window_it_counted_as_a_kernel() -> None:
+    """The H100 export of 2026-12-06 (protocol 1) held the device-side twin of the hook's window range
+    as work `(no host op)` as long as the step (19.4 s of "kernels" in a 10.2-s window, GPU "100 %
+    busy"): the table drops the twins, keeps the real kernels' 9.2 s, and says the busy time is unknown."""
+    import json
+
+    table_mod = _profile_table()
+    returned = json.loads((REPO / "benchmarks/results/2026-12-06-h100-profile-nosplit.json").read_text())
+    table = table_mod.summarise(returned["raw"])  # type: ignore[attr-defined]
+    assert table["work_s"] == pytest.approx(9.198, abs=0.01)
+    assert table["groups"]["other"]["s"] < 0.01 and "gpu" not in table
+    assert "counted the profiler's own window" in table["gpu_unreliable"]
+    assert all(
+        "fplora_profile" not in t["name"] and not t["name"].startswith("Optimizer.") for t in table["top"]
+    )
+    assert "GPU timeline: this export (protocol 1)" in table_mod.render(table)  # type: ignore[attr-defined]
+
+
 def test_the_profile_table_groups_gpu_kernels_and_reports_the_gpus_idle_time() -> None:
     """A GPU-shaped export (kernel names as H100 runs show them): each kernel lands in the group of
     the lever it points to, the optimizer by its scope, and the idle share is the window's rest."""

@@ -48,7 +48,7 @@ TRACE_ENV = "FPLORA_PROFILE_TRACE"
 WINDOW = "fplora_profile::window"  # a record_function spanning the window, for its place in the trace
 RAW = "profile-raw.json"
 TRACE = "trace.json.gz"
-PROTOCOL = 1
+PROTOCOL = 2  # 2: the device side of record_function ranges is no longer counted as GPU work
 TARGET = "torch.optim.optimizer"
 TOP_GAPS = 10
 
@@ -170,7 +170,14 @@ def _export(prof: Any, step: int, wall: float, cuda: bool) -> dict[str, Any]:
     work: dict[tuple[str, str, str], list[float]] = {}
     host: list[Any] = []
     device: list[tuple[float, float, str]] = []
+    # a record_function range (the window, the optimizer step) has a device-side twin of the same name
+    # spanning the kernels it launched: an annotation, not work (protocol 1 counted the window as busy)
+    ranges = {e.name for e in events if e.device_type == DeviceType.CPU}
     for evt in events:
+        if evt.device_type != DeviceType.CPU and (
+            evt.name in ranges or getattr(evt, "is_user_annotation", False)
+        ):
+            continue
         if evt.device_type == DeviceType.CPU:
             if evt.is_async:
                 continue
