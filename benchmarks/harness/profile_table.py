@@ -150,8 +150,9 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         # busy time and gaps were taken over the annotations too (the window covers everything): what
         # is left is the sum of kernel time against the window, an upper bound of the busy share
         table["gpu_unreliable"] = (
-            "this export (protocol 1) counted the profiler's own window as GPU work: no busy time or gaps;"
-            f" kernels add up to {_share(total, window_us):.1%} of the window (overlapping streams counted twice)"
+            "this export (protocol 1) counted the profiler's own window as GPU work: no busy time or"
+            f" gaps; kernels add up to {total / window_us:.1%} of the window (overlapping streams counted"
+            " twice)"
         )
         gpu = None
     if gpu:
