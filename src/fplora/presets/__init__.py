@@ -123,18 +123,22 @@ def _basis(choice: Choice) -> str:
         free = 1 - expected / choice.memory_mib
         peak = (
             f"peak ~{expected:,.0f} of {choice.memory_mib:,} MiB ({free:.0%} free;"
-            f" ~{choice.peak_mib:,.0f} without compile's saving, which must fit at a shape not measured)"
+            f" ~{choice.peak_mib:,.0f} without compile's saving, which must fit past the shapes compile was"
+            " measured at)"
         )
     if choice.limit:
         peak += f"; {choice.limit}"
     if choice.basis == "measured" and choice.row is not None:
         source = table().sources[choice.row.source]
         speed = f", {choice.s_per_step:g} s per micro-step" if choice.s_per_step else ""
-        if choice.shape != 1:
+        row = choice.row
+        if choice.shape != row.shape(table().reference):
             ref_w, ref_h, ref_c = table().reference
+            controls = ref_c if row.controls is None else row.controls
             return (
-                f"measured at {ref_w}x{ref_h} with {ref_c} control images ({choice.row.source},"
-                f" {source['date']}), moved to this shape by the memory model: {peak}{speed}"
+                f"measured at {row.width or ref_w}x{row.height or ref_h} with {controls} control"
+                f" image{'s' if controls != 1 else ''} ({row.source}, {source['date']}), moved to this shape"
+                f" by the memory model: {peak}{speed}"
             )
         return f"measured ({choice.row.source}, {source['date']}): {peak}{speed}"
     return f"modelled from the H200/H100 measurements, not measured on this GPU: {peak}"
@@ -152,7 +156,10 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
     processes = spec.launch.num_processes // max(spec.launch.num_machines, 1)
     per_process = (pinned.batch or spec.data.batch_size) * spec.train.gradient_accumulation_steps
     width, height = width_height(spec.data.resolution)
-    shape = shape_factor(width, height, len(spec.one_frame.clean_indices))
+    of = spec.one_frame
+    shape = shape_factor(
+        width, height, len(of.clean_indices), no_post=of.no_post, no_2x=of.no_2x, no_4x=of.no_4x
+    )
 
     def choice_for(pins: Pinned) -> Choice | None:
         return choose(
@@ -178,6 +185,7 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
             shape,
             processes,
             train.compile,
+            train.split_attn,
         )
         notes.append(
             Problem(

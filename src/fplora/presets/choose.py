@@ -10,9 +10,10 @@ is unchanged."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from fplora.presets.table import Model, Row, table
+from fplora.presets.table import Model, Row, table, tokens
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class Choice:
     s_per_step: float | None  # measured (scaled to the shape and batch), None when modelled
     row: Row | None = None
     shape: float = 1.0  # per-sample memory and compute against the measured shape
-    compile: bool = False  # only where it was measured: the memory model knows nothing of it
+    compile: bool = False  # only where it was measured
     # the peak to expect: the measured row's own (moved by the model), where `peak_mib` is the bound
-    # that must fit (a compiled row must fit without compile's saving); None: `peak_mib`
+    # that must fit (a compiled row moved past the tokens compile was measured at must fit without
+    # compile's saving); None: `peak_mib`
     expected_peak_mib: float | None = None
     # where the memory model was found off by more than 2 % for these settings (data: model.limits)
     limit: str | None = None
@@ -81,30 +83,35 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
-def shape_factor(width: int, height: int, controls: int) -> float:
-    """Per-sample memory against the reference shape: tokens grow with the pixel area and with the
-    number of control images (each is a latent of the target's size in one-frame training)."""
-    ref_w, ref_h, ref_c = table().reference
-    return (width * height) / (ref_w * ref_h) * (1 + controls) / (1 + ref_c)
+def shape_factor(
+    width: int, height: int, controls: int, *, no_post: bool = True, no_2x: bool = False, no_4x: bool = False
+) -> float:
+    """Per-sample memory and compute against the reference shape, in the DiT's tokens per sample
+    (table.tokens: each control image is a latent of the target's size; the image embedding and the
+    padded caption stay the same at every size)."""
+    reference = tokens(*table().reference)
+    return tokens(width, height, controls, no_post=no_post, no_2x=no_2x, no_4x=no_4x) / reference
 
 
 def _row_peak(row: Row, batch: int, shape: float, processes: int) -> tuple[float, float]:
     """A measured row's peak moved to another shape, micro-batch and process count by the model,
     and the bound that must fit.
 
-    A compiled row moved to another batch or shape is bound by no less than the model's uncompiled
-    peak: compile's saving (11 GB at batch 1 without checkpointing) was measured at one shape and
-    batch only. At its own batch and shape its measured peak is the bound."""
+    A compiled row moved past the most tokens per micro-batch a compiled run was measured at is bound
+    by no less than the model's uncompiled peak: compile's saving (11 GB at the house shape) was
+    checked between 768x512 with one control and 640x640 with two, not beyond. At its own batch and
+    shape a row's measured peak is the bound."""
     model = table().model
     assert row.peak_mib is not None
-    moved = batch * shape - row.batch * row.shape(table().reference)
-    peak = row.peak_mib + model.per_sample[row.gradient_checkpointing] * moved
+    row_tokens = row.batch * model.tokens(row.shape(table().reference), row.batch, row.split_attn)
+    moved = batch * model.tokens(shape, batch, row.split_attn) - row_tokens
+    peak = row.peak_mib + model.sample(row.gradient_checkpointing, row.compile) * moved
     if processes > 1 and row.processes == 1:
         peak += model.ddp
     if processes == 1 and row.processes > 1:
         peak -= model.ddp
     bound = peak
-    if row.compile and (batch, shape) != (row.batch, row.shape(table().reference)):
+    if row.compile and row_tokens + moved > table().compile_measured_up_to:
         uncompiled = model.peak(
             checkpointing=row.gradient_checkpointing,
             batch=batch,
@@ -112,6 +119,7 @@ def _row_peak(row: Row, batch: int, shape: float, processes: int) -> tuple[float
             shape=shape,
             fp8=row.fp8,
             processes=processes,
+            split_attn=row.split_attn,
         )
         bound = max(peak, uncompiled)
     return peak, bound
@@ -136,9 +144,13 @@ def _matches(row: Row, pinned: Pinned) -> bool:
 def _from_rows(
     gpu: str, label: str, memory: int, effective: int, shape: float, processes: int, pinned: Pinned
 ) -> Choice | None:
-    """The fastest measured configuration that fits: rows are ranked by samples per second."""
-    limit = memory * (1 - table().model.headroom)
-    found: list[tuple[float, bool, Choice]] = []  # (rate, measured at this batch and shape, choice)
+    """The fastest measured configuration that fits: rows are ranked by samples per second at this
+    shape (a row's rate moved by its tokens per sample); of rows with the same settings, the one
+    measured nearest this batch and shape gives the numbers."""
+    model = table().model
+    limit = memory * (1 - model.headroom)
+    # (rate here, (batch differs, distance in shape), choice)
+    found: list[tuple[float, tuple[bool, float], Choice]] = []
     for row in table().rows:
         if (
             row.gpu != gpu
@@ -158,10 +170,10 @@ def _from_rows(
             continue
         # compute grows with the tokens; far from the measured shape, fixed costs dominate: no time
         row_shape = row.shape(table().reference)
+        here = model.tokens(shape, batch, row.split_attn)
+        there = model.tokens(row_shape, row.batch, row.split_attn)
         s_per_step = (
-            row.usable_s_per_step / (row.batch * row_shape) * batch * shape
-            if 0.5 <= shape / row_shape <= 2
-            else None
+            row.usable_s_per_step / (row.batch * there) * batch * here if 0.5 <= here / there <= 2 else None
         )
         moved = batch != row.batch or shape != row_shape
         choice = Choice(
@@ -183,13 +195,20 @@ def _from_rows(
             _limit(row.gradient_checkpointing, row.split_attn) if moved else None,
             row.split_attn,
         )
-        found.append(((row.samples_per_s or 0.0) * (0.999 if moved else 1), not moved, choice))
+        rate = (row.samples_per_s or 0.0) * there / here
+        found.append(
+            (rate * (0.999 if moved else 1), (batch != row.batch, abs(math.log(here / there))), choice)
+        )
     # a row measured at the batch chosen beats the same settings scaled from another batch: time is
     # not linear in the batch where a part of it is per step (block swap: the H100's 8 with swap 20
-    # ran 15.16 s/step, the 16's 23.98 halved says 11.99)
-    exact = {_settings(choice) for _, at, choice in found if at}
-    kept = [(rate, choice) for rate, at, choice in found if at or _settings(choice) not in exact]
-    return max(kept, key=lambda item: item[0])[1] if kept else None
+    # ran 15.16 s/step, the 16's 23.98 halved says 11.99); and a row measured at this shape beats one
+    # moved here from another (768x512 with one control: 0.448 s measured, 0.470 from 512x768)
+    nearest: dict[tuple[object, ...], tuple[float, tuple[bool, float], Choice]] = {}
+    for item in found:
+        settings = _settings(item[2])
+        if settings not in nearest or item[1] < nearest[settings][1]:
+            nearest[settings] = item
+    return max(nearest.values(), key=lambda item: item[0])[2] if nearest else None
 
 
 def _settings(choice: Choice) -> tuple[object, ...]:
@@ -214,8 +233,8 @@ def _from_model(
 ) -> Choice | None:
     """The memory model's answer: no recomputation if it fits without swapping (the faster lever on
     the H200), else checkpointing at the largest micro-batch that needs no more block swap than was
-    measured (20), else the least swap at batch 1, else fp8 base weights. Never torch.compile: it
-    was measured on one GPU only, and its memory is not in the model."""
+    measured (20), else the least swap at batch 1, else fp8 base weights. Never torch.compile: its
+    time was measured on the H200 and the H100 only, its first step's cost with them."""
     model = table().model
     limit = memory * (1 - model.headroom)
     split = pinned.split_attn is not False
@@ -227,7 +246,13 @@ def _from_model(
 
     def swap_for(checkpointing: bool, batch: int, fp8: bool) -> int | None:
         peak = margin(checkpointing) * model.peak(
-            checkpointing=checkpointing, batch=batch, swap=0, shape=shape, fp8=fp8, processes=processes
+            checkpointing=checkpointing,
+            batch=batch,
+            swap=0,
+            shape=shape,
+            fp8=fp8,
+            processes=processes,
+            split_attn=split,
         )
         if pinned.blocks_to_swap is not None:
             swap = pinned.blocks_to_swap
@@ -237,7 +262,13 @@ def _from_model(
 
     def make(checkpointing: bool, batch: int, swap: int, fp8: bool) -> Choice:
         peak = margin(checkpointing) * model.peak(
-            checkpointing=checkpointing, batch=batch, swap=swap, shape=shape, fp8=fp8, processes=processes
+            checkpointing=checkpointing,
+            batch=batch,
+            swap=swap,
+            shape=shape,
+            fp8=fp8,
+            processes=processes,
+            split_attn=split,
         )
         return Choice(
             gpu,
@@ -304,12 +335,17 @@ def predicted_peak(
     shape: float,
     processes: int,
     compile: bool = False,
+    split_attn: bool = True,
 ) -> float:
-    """The model's peak for settings as they stand (to warn when a spec's own settings will not fit),
-    less compile's measured saving where the spec compiles without checkpointing (shown, never used
-    to decide what fits)."""
+    """The model's peak for settings as they stand (to warn when a spec's own settings will not fit)."""
     model: Model = table().model
-    peak = model.peak(
-        checkpointing=checkpointing, batch=batch, swap=swap, shape=shape, fp8=fp8, processes=processes
+    return model.peak(
+        checkpointing=checkpointing,
+        batch=batch,
+        swap=swap,
+        shape=shape,
+        fp8=fp8,
+        processes=processes,
+        split_attn=split_attn,
+        compile=compile,
     )
-    return peak - (model.compile_saving if compile and not checkpointing else 0.0)

@@ -3,15 +3,45 @@
 `measurements.json` holds every training run fplora's presets are allowed to rely on: the H200 table
 of issue 12 and the H100 figures of docs/gpu-e2e.md, out-of-memory cells included. For GPUs nobody
 measured (48 GB and 24 GB cards) a preset is derived from the linear memory model below and says so.
+
+Shapes are counted in the DiT's tokens per sample (`tokens`), not in pixels: the context (729
+SigLIP tokens and the caption, padded to 512 LLaMA tokens) does not grow with the image, and a
+control image adds a target frame's tokens but not the history's. Counted in pixels x (1 + controls),
+the rows without split_attn came out 5 % under the model (a limit it carried) and the GPU matrix's
+three-control cell 1.7 % under; in tokens every row fits within 2 % (docs/presets.md).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
+
+from fplora.presets import flops
+
+# musubi-tuner pads (or crops) the LLaMA caption to 512 tokens for FramePack (crop_or_pad_yield_mask);
+# batch 1 without split_attn crops that padding back to the caption's own tokens
+CAPTION_PADDED = 512
+CAPTION = 20  # the GPU harness's captions, which every row measured without split_attn used
+
+
+def tokens(
+    width: int,
+    height: int,
+    controls: int,
+    *,
+    no_post: bool = True,
+    no_2x: bool = False,
+    no_4x: bool = False,
+    caption: int = CAPTION_PADDED,
+) -> int:
+    """Tokens one training sample puts through the DiT (presets/flops.py counts them)."""
+    found = flops.tokens(
+        width, height, controls, no_post=no_post, no_2x=no_2x, no_4x=no_4x, text_tokens=caption
+    )
+    return found.total
 
 
 @dataclass(frozen=True)
@@ -25,7 +55,8 @@ class Gpu:
 
 @dataclass(frozen=True)
 class Row:
-    """One measured training configuration at the reference shape."""
+    """One measured training configuration (at the reference shape unless width, height or controls say
+    otherwise)."""
 
     gpu: str
     source: str
@@ -67,15 +98,17 @@ class Row:
 
     @property
     def covered_by_model(self) -> bool:
-        """Whether the memory model covers this row: compile and other options change the peak."""
-        return not self.compile and not self.options
+        """Whether the memory model covers this row: options it does not know change the peak, and
+        compile was measured without checkpointing only."""
+        return not self.options and not (self.compile and self.gradient_checkpointing)
 
     def shape(self, reference: tuple[int, int, int]) -> float:
-        """Per-sample memory and compute against the reference shape (see choose.shape_factor)."""
+        """Tokens per sample against the reference shape's, the caption padded (choose.shape_factor;
+        what batch 1 without split_attn crops of it, Model.tokens takes off)."""
         ref_w, ref_h, ref_c = reference
         width, height = self.width or ref_w, self.height or ref_h
         controls = ref_c if self.controls is None else self.controls
-        return (width * height) / (ref_w * ref_h) * (1 + controls) / (1 + ref_c)
+        return tokens(width, height, controls) / tokens(ref_w, ref_h, ref_c)
 
 
 @dataclass(frozen=True)
@@ -96,7 +129,9 @@ class Limit:
 
 @dataclass(frozen=True)
 class Model:
-    """Peak MiB = fixed + per_sample × batch × shape − per_block × blocks_to_swap (+ ddp, − fp8)."""
+    """Peak MiB = fixed + per_sample × batch × shape − per_block × blocks_to_swap (+ ddp, − fp8), with
+    `shape` in tokens per sample against the reference's (less the caption's padding, where batch 1
+    runs without split_attn), and a smaller per_sample under torch.compile without checkpointing."""
 
     fixed: dict[bool, float]  # by gradient checkpointing
     per_sample: dict[bool, float]
@@ -107,19 +142,39 @@ class Model:
     measured_swap_up_to: int
     headroom: float
     limits: tuple[Limit, ...] = ()
-    # what torch.compile saved without checkpointing at batch 1 (H200: 85,757 -> 74,397 MiB); shown
-    # in estimates, never used to decide what fits a card
-    compile_saving: float = 0.0
+    # per sample under torch.compile without checkpointing (its fused kernels keep fewer activations:
+    # 74,377 against 85,757 MiB at batch 1); fitted at the house shape, checked at two more on an H100
+    compiled_per_sample: float = 0.0
+    # the caption's padding that batch 1 without split_attn crops, in shape units (set by table())
+    cropped: float = 0.0
 
     def limit(self, checkpointing: bool, split_attn: bool) -> Limit | None:
         """Where these settings lie past what the model was checked to within 2 %, and by how much."""
         return next((lim for lim in self.limits if lim.matches(checkpointing, split_attn)), None)
 
+    def tokens(self, shape: float, batch: int, split_attn: bool) -> float:
+        """`shape` as the DiT sees it: without split_attn, batch 1 crops the caption's padding."""
+        return shape - self.cropped if not split_attn and batch == 1 else shape
+
+    def sample(self, checkpointing: bool, compile: bool) -> float:
+        """MiB per sample at the reference shape."""
+        return self.compiled_per_sample if compile and not checkpointing else self.per_sample[checkpointing]
+
     def peak(
-        self, *, checkpointing: bool, batch: int, swap: int, shape: float, fp8: bool, processes: int
+        self,
+        *,
+        checkpointing: bool,
+        batch: int,
+        swap: int,
+        shape: float,
+        fp8: bool,
+        processes: int,
+        split_attn: bool = True,
+        compile: bool = False,
     ) -> float:
         """Predicted peak GPU memory of one process, MiB."""
-        peak = self.fixed[checkpointing] + self.per_sample[checkpointing] * batch * shape
+        per_sample = self.sample(checkpointing, compile)
+        peak = self.fixed[checkpointing] + per_sample * batch * self.tokens(shape, batch, split_attn)
         peak -= self.per_block * swap
         if processes > 1:
             peak += self.ddp
@@ -135,6 +190,9 @@ class Table:
     model: Model
     sources: dict[str, dict[str, str]]
     reference: tuple[int, int, int]  # width, height, control images
+    # the most tokens per micro-batch (in shape units) a compiled row was measured at: the compiled
+    # model is trusted up to there; beyond it a compiled setting must fit the uncompiled peak
+    compile_measured_up_to: float = 0.0
 
 
 @cache
@@ -182,11 +240,19 @@ def table() -> Table:
         max_blocks_to_swap=int(m["max_blocks_to_swap"]),
         measured_swap_up_to=int(m["measured_swap_up_to"]),
         headroom=float(m["headroom"]),
-        compile_saving=float(m.get("compile_saving", 0.0)),
+        compiled_per_sample=float(m["no_checkpointing"]["compiled_per_sample"]),
         limits=tuple(
             Limit(lim.get("gradient_checkpointing"), lim.get("split_attn"), float(lim["error"]), lim["why"])
             for lim in m.get("limits", ())
         ),
     )
     ref = raw["reference"]
-    return Table(gpus, rows, model, raw["sources"], (ref["width"], ref["height"], ref["control_images"]))
+    reference = (ref["width"], ref["height"], ref["control_images"])
+    padded = tokens(*reference)
+    model = replace(model, cropped=(padded - tokens(*reference, caption=CAPTION)) / padded)
+    compiled = [
+        row.batch * model.tokens(row.shape(reference), row.batch, row.split_attn)
+        for row in rows
+        if row.compile and row.peak_mib is not None and row.covered_by_model
+    ]
+    return Table(gpus, rows, model, raw["sources"], reference, max(compiled, default=0.0))
