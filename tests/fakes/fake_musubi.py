@@ -1135,12 +1135,17 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     order, a stage whose needs failed skipped. The knobs that emulate what goes wrong on a GPU
     (FAKE_EXIT, FAKE_TRAIN_*, FAKE_GENERATE_*, ...) do not apply: a rehearsal does not reproduce them.
     FAKE_REHEARSAL_FAIL=<stage>:<error line> makes that stage fail as musubi-tuner would;
-    FAKE_REHEARSAL_NOOP=<stage> makes it exit 0 having done nothing (a debug mode, an empty loop)."""
+    FAKE_REHEARSAL_NOOP=<stage> makes it exit 0 having done nothing (a debug mode, an empty loop);
+    FAKE_REHEARSAL_HANG=<stage> makes it wait forever, silent and idle (a data loader whose worker died);
+    FAKE_REHEARSAL_BUSY=<stage>:<cpu seconds> makes it compute that long without a word first (a
+    compile), then go on as usual."""
     import glob as globbing
 
     plan = json.loads(Path(args[list(args).index("--plan") + 1]).read_text(encoding="utf-8"))
     fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
     noop = os.environ.get("FAKE_REHEARSAL_NOOP", "")
+    hang = os.environ.get("FAKE_REHEARSAL_HANG", "")
+    busy, _, cpu_seconds = os.environ.get("FAKE_REHEARSAL_BUSY", "").partition(":")
     for name in [k for k in os.environ if k.startswith("FAKE_") and k not in REHEARSAL_KNOBS]:
         del os.environ[name]
 
@@ -1159,6 +1164,12 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
             emit("stage_skipped", stage=name, blocked=blocked)
             continue
         emit("stage_started", stage=name)
+        if hang == name:
+            time.sleep(3600)
+        if busy == name:
+            spent = time.process_time() + float(cpu_seconds)
+            while time.process_time() < spent:
+                pass
         error = None
         if fail.partition(":")[0] == name:
             code, error = 1, fail.partition(":")[2]

@@ -21,9 +21,19 @@ def command(
     time_limit: Annotated[
         float,
         typer.Option(
-            "--time-limit", metavar="<seconds>", help="Seconds a stage may take before it counts as hung."
+            "--time-limit",
+            metavar="<seconds>",
+            help="Seconds a stage may take, whatever it does, before it counts as hung.",
         ),
     ] = 300.0,
+    idle_limit: Annotated[
+        float,
+        typer.Option(
+            "--idle-limit",
+            metavar="<seconds>",
+            help="Seconds a stage may go without output and without using CPU before it counts as hung.",
+        ),
+    ] = 30.0,
     gpu: Gpu = None,
 ) -> None:
     """Run what train, cache and infer would run, with musubi-tuner's own code, on tiny stand-in models
@@ -36,4 +46,6 @@ def command(
     from fplora.jobs.rehearse import run_rehearse
 
     with common.user_errors():
-        raise typer.Exit(run_rehearse(common.load(spec, gpu=gpu), force=force, limit=time_limit))
+        raise typer.Exit(
+            run_rehearse(common.load(spec, gpu=gpu), force=force, limit=time_limit, idle=idle_limit)
+        )

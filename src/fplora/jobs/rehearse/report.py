@@ -16,6 +16,7 @@ from fplora.jobs.rehearse.blame import describe_failure
 from fplora.jobs.rehearse.remembered import passed_before, remember_pass
 from fplora.jobs.rehearse.stages import build
 from fplora.jobs.rehearse.watch import STAGE_LIMIT, run
+from fplora.jobs.rehearse.watchdog import STAGE_IDLE
 from fplora.plan import Plan
 from fplora.problems import UserError, display_path
 from fplora.runtime import ensure_musubi, python_for
@@ -33,6 +34,7 @@ def rehearse(
     say: Callable[[str], None],
     force: bool = False,
     limit: float = STAGE_LIMIT,
+    idle: float = STAGE_IDLE,
     real: Plan | None = None,
     quiet_unchanged: bool = False,
 ) -> int:
@@ -50,7 +52,7 @@ def rehearse(
     say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {log})")
     for name, why in rehearsal.skipped:
         say(f"  {name}: skipped: {why}")
-    result = run(rehearsal, python, say=say, limit=limit)
+    result = run(rehearsal, python, say=say, limit=limit, idle=idle)
     for text in result.notes:
         say(f"note: {text}")
     for outcome in result.outcomes:
@@ -80,7 +82,9 @@ def rehearse(
     return 0
 
 
-def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT) -> int:
+def run_rehearse(
+    spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT, idle: float = STAGE_IDLE
+) -> int:
     """`fplora rehearse SPEC`: the spec checked (model files aside: the rehearsal brings its own),
     then the rehearsal, unless this exact one passed before; the musubi-tuner Python is probed only
     when the rehearsal runs, so that an unchanged spec costs no process start."""
@@ -100,7 +104,7 @@ def run_rehearse(spec: Spec, *, force: bool = False, limit: float = STAGE_LIMIT)
 
     if force or passed_before(build(spec, python, real)) is None:
         ensure_musubi(python, ["musubi_tuner", "accelerate"])
-    return rehearse(spec, python, say=say, force=force, limit=limit, real=real)
+    return rehearse(spec, python, say=say, force=force, limit=limit, idle=idle, real=real)
 
 
 def gate(job: Job, *, skip: bool) -> int:

@@ -20,12 +20,14 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.rehearse.machine import _compiles, _machine_reason, _stage_kernels
 from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
+from fplora.jobs.rehearse.watchdog import STAGE_IDLE, CpuProbe, Watchdog, tree_cpu
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.state import user_cache
 
 STAGE_LIMIT = 300.0
-"""Seconds a stage may take before it counts as hung (the slowest, training, takes ~15 s on a 2-core
-CPU; a data loader or a cache script waiting forever must not hold the rehearsal)."""
+"""Seconds a stage may take, whatever it does, before it counts as hung (the slowest, training, takes
+~15 s on a 2-core CPU): the hard cap over `watchdog.STAGE_IDLE`, which stops a stage that waits on
+nothing much sooner."""
 
 
 @dataclass
@@ -43,30 +45,59 @@ class Outcome:
 
 class _Watch:
     """Reads the worker's events as they stream, splits its log by stage, and stops the worker
-    when a stage runs past its time limit."""
+    when a stage hangs (`watchdog.Watchdog`'s rules, asked every `poll` seconds by a thread)."""
 
-    def __init__(self, rehearsal: Rehearsal, limit: float, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        rehearsal: Rehearsal,
+        limit: float,
+        say: Callable[[str], None],
+        *,
+        idle: float = STAGE_IDLE,
+        cpu: Callable[[int], CpuProbe] = tree_cpu,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.by_name = {s.name: Outcome(s) for s in rehearsal.stages}
         self.current: Outcome | None = None
-        self.limit, self.say = limit, say
+        self.limit, self.idle, self.say = limit, idle, say
+        self.cpu, self.clock = cpu, clock
+        self.poll = min(1.0, idle / 4, limit / 4)
         self.missing_kernels: list[str] = []
         self.notes: list[str] = []
         self.pid: int | None = None
-        self.timer: threading.Timer | None = None
+        self.dog: Watchdog | None = None
+        self.done = threading.Event()
         self.hung: Outcome | None = None
+        self.hang: str | None = None  # why the hung stage counts as hung
         self.preamble: list[str] = []
         self.cuda = False
 
     def started(self, pid: int) -> None:
         self.pid = pid
+        self.dog = Watchdog(self.limit, self.idle, self.cpu(pid), clock=self.clock)
+        threading.Thread(target=self._patrol, args=(self.dog,), daemon=True).start()
 
-    def _stop(self, outcome: Outcome) -> None:
-        self.hung = outcome
+    def finish(self) -> None:
+        """The worker ended: the patrol stops."""
+        self.done.set()
+
+    def _patrol(self, dog: Watchdog) -> None:
+        while not self.done.wait(self.poll):
+            outcome = self.current
+            why = dog.verdict()
+            if outcome is not None and why is not None:
+                self._stop(outcome, why)
+                return
+
+    def _stop(self, outcome: Outcome, why: str) -> None:
+        self.hung, self.hang = outcome, why
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
 
     def __call__(self, line: str) -> None:
+        if self.dog is not None:
+            self.dog.output()
         event = rehearse_protocol.parse_event(line)
         if event is None:
             (self.current.log if self.current else self.preamble).append(line)
@@ -82,12 +113,11 @@ class _Watch:
             self.current = outcome
             if outcome is not None:
                 self.say(f"  {outcome.stage.name}: {outcome.stage.what} …")
-                self.timer = threading.Timer(self.limit, self._stop, args=(outcome,))
-                self.timer.daemon = True
-                self.timer.start()
+                if self.dog is not None:
+                    self.dog.start()
         elif kind == "stage_done":
-            if self.timer:
-                self.timer.cancel()
+            if self.dog is not None:
+                self.dog.stop()
             outcome = self.by_name.get(event["stage"])
             if outcome is not None:
                 outcome.code = int(event.get("code", 1))
@@ -133,6 +163,7 @@ def run(
     *,
     say: Callable[[str], None],
     limit: float = STAGE_LIMIT,
+    idle: float = STAGE_IDLE,
 ) -> Result:
     """Write the rehearsal's files, run the worker, judge each stage."""
     root = rehearsal.root
@@ -163,7 +194,7 @@ def run(
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
     log = root / "rehearsal.log"
     log.unlink(missing_ok=True)
-    watch = _Watch(rehearsal, limit, say)
+    watch = _Watch(rehearsal, limit, say, idle=idle)
     env = {
         "WANDB_MODE": "offline",
         "HF_HUB_OFFLINE": "1",
@@ -171,18 +202,19 @@ def run(
         **compile_cache(),
     }
     started = time.monotonic()
-    with open(os.devnull, "wb") as quiet:
-        result = process.run(
-            [python, str(WORKER), "--plan", str(plan_file)],
-            env=env,
-            log=log,
-            on_line=watch,
-            echo=quiet,
-            on_start=watch.started,
-            cwd=root,
-        )
-    if watch.timer:
-        watch.timer.cancel()
+    try:
+        with open(os.devnull, "wb") as quiet:
+            result = process.run(
+                [python, str(WORKER), "--plan", str(plan_file)],
+                env=env,
+                log=log,
+                on_line=watch,
+                echo=quiet,
+                on_start=watch.started,
+                cwd=root,
+            )
+    finally:
+        watch.finish()
     seconds = time.monotonic() - started
     swapped = sorted({s.name for s in rehearsal.stages if _int(s.options.get("blocks_to_swap")) > 0})
     if swapped and not watch.cuda:
@@ -214,7 +246,7 @@ def run(
         stage = outcome.stage
         blocked = [n for n in stage.needs if n in failed_names]
         if watch.hung is outcome:
-            outcome.problem = f"no result after {limit:.0f} s: it hangs (stopped)"
+            outcome.problem = watch.hang
         elif outcome.code is None:
             waiting = [n for n in stage.needs if n in unrehearsed]
             if waiting and not blocked:
