@@ -525,6 +525,45 @@ def test_dry_runs_estimates_hold_for_every_row_that_ran() -> None:
     assert (timed, peaks) == (15, 27)
 
 
+@pytest.mark.parametrize(
+    ("width", "height", "controls", "peak", "s_per_step", "measured_here"),
+    [
+        (512, 768, 2, 70391, 0.627, True),
+        (768, 512, 1, 59903, 0.448, True),
+        # the house shape's row moved by the compiled model: not measured at this shape (before the
+        # fix, the uncompiled batch 8 x 2 at the house's speed, 0.674 samples/s)
+        (640, 640, 2, 71914, 0.65, False),
+    ],
+)
+def test_the_h100_chooses_the_compiled_setting_at_every_shape_measured(
+    width: int, height: int, controls: int, peak: int, s_per_step: float, measured_here: bool
+) -> None:
+    """docs/presets.md "The H100 at other shapes": batch 1 x 16, compiled, split_attn off, >= 5 % free."""
+    info = table().gpus["h100-80g"]
+    shape = shape_factor(width, height, controls)
+    choice = choose("h100-80g", info.label, info.memory_mib, effective=16, shape=shape)
+    assert choice is not None and choice.row is not None
+    got = (
+        choice.batch,
+        choice.accumulation,
+        choice.compile,
+        choice.split_attn,
+        choice.gradient_checkpointing,
+    )
+    assert got == (1, 16, True, False, False)
+    assert (round(choice.expected_peak), choice.s_per_step) == (peak, s_per_step)
+    assert choice.headroom >= 0.05 and choice.limit is None
+    assert (choice.row.shape(table().reference) == shape) == measured_here
+    if (width, height) == (640, 640):  # split_attn pinned on: the compiled row measured there
+        from fplora.presets.choose import Pinned
+
+        pinned = choose(
+            "h100-80g", info.label, info.memory_mib, effective=16, shape=shape, pinned=Pinned(split_attn=True)
+        )
+        assert pinned is not None and pinned.compile and pinned.split_attn
+        assert (pinned.expected_peak, pinned.s_per_step, round(pinned.headroom, 3)) == (76095, 0.732, 0.067)
+
+
 def test_the_h100_shapes_were_estimated_before_they_ran(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 21: the H100's 2026-12-06 shapes (768x512 with one control, 640x640 with two), estimated
     from the measurements without them, as `--dry-run` would have before the run: peaks within 2 %,
