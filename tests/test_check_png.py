@@ -212,6 +212,25 @@ def test_palette_image_needs_its_palette() -> None:
     palette = chunk(b"PLTE", bytes(range(24)))
     assert whole_png_size(handmade(rows, 8, 4, colour=3, before=palette)) == (8, 4)
     assert whole_png_size(handmade(rows, 8, 4, colour=3)) is None
+    too_long = handmade(rows, 8, 4, colour=3, before=chunk(b"PLTE", bytes(800)))
+    assert whole_png_size(too_long) is None and pillow_size(too_long) is None  # "invalid palette size"
+
+
+def test_chunks_pillow_parses_agree_at_every_length() -> None:
+    """Each chunk type Pillow parses, and some it does not, at lengths around what its parser needs,
+    before and behind the pixel data: the fast path never vouches for a file Pillow refuses."""
+    kinds = [b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tEXt", b"zTXt", b"iTXt"]
+    kinds += [b"eXIf", b"iCCP", b"acTL", b"fcTL", b"fdAT", b"tIME", b"IHDR", b"IDAT"]
+    for colour, channels in [(3, 1), (0, 1), (2, 3), (4, 2), (6, 4)]:
+        rows = b"".join(b"\0" + bytes(range(row, row + 5 * channels)) for row in range(3))
+        palette = chunk(b"PLTE", bytes(30)) if colour == 3 else b""
+        for kind in kinds:
+            for length in [*range(0, 40, 3), 767, 768, 769, 800]:
+                body = (b"k\0" + bytes((7 + at) % 256 for at in range(length)))[:length]
+                extra = chunk(kind, body)
+                for before, after in [(palette + extra, b""), (palette, extra)]:
+                    data = handmade(rows, 5, 3, colour=colour, before=before, after=after)
+                    assert agrees(data), (colour, kind, length, before == palette)
 
 
 def test_more_pixels_than_pillow_opens_quietly_is_left_to_it(monkeypatch: pytest.MonkeyPatch) -> None:

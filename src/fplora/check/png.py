@@ -29,10 +29,21 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BYTES_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 """At 8 bits per channel, by colour type: grey (L), RGB, palette (P), grey + alpha (LA), RGBA."""
 
-SAFE_MINIMUM = {b"PLTE": 0, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tEXt": 0, b"eXIf": 0}
-"""Chunks whose contents Pillow 13 parses, and the length from which its parser cannot fail (tRNS's
-depends on the colour type). iCCP, zTXt and iTXt (compressed, with size limits), the animation chunks
-and any chunk a later Pillow learns to parse are left to Pillow."""
+LONGEST = (1 << 31) - 1
+"""The longest chunk the PNG format allows."""
+
+SAFE_LENGTHS = {
+    b"PLTE": (0, 768),  # a longer palette: "invalid palette size" on load
+    b"gAMA": (4, LONGEST),
+    b"cHRM": (32, LONGEST),
+    b"sRGB": (1, LONGEST),
+    b"pHYs": (9, LONGEST),
+    b"tEXt": (0, LONGEST),
+    b"eXIf": (0, LONGEST),
+}
+"""Chunks whose contents Pillow 13 parses, and the lengths (least, most) within which its parser
+cannot fail (tRNS's depend on the colour type). iCCP, zTXt and iTXt (compressed, with size limits),
+the animation chunks and any chunk a later Pillow learns to parse are left to Pillow."""
 
 TRNS_MINIMUM = {0: 2, 2: 6}
 """tRNS lengths Pillow needs for grey and RGB images (for the others it keeps the bytes as they are)."""
@@ -98,8 +109,10 @@ def _checked(data: bytes) -> tuple[int, int] | None:
                 if at != 8:
                     return None
             elif kind in parsed:
-                need = TRNS_MINIMUM.get(colour, 0) if kind == b"tRNS" else SAFE_MINIMUM.get(kind)
-                if need is None or length < need:
+                lengths = (
+                    (TRNS_MINIMUM.get(colour, 0), LONGEST) if kind == b"tRNS" else SAFE_LENGTHS.get(kind)
+                )
+                if lengths is None or not lengths[0] <= length <= lengths[1]:
                     return None
                 text += length if kind == b"tEXt" else 0
                 palette = palette or (kind == b"PLTE" and not pixels)
