@@ -1138,13 +1138,15 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     FAKE_REHEARSAL_NOOP=<stage> makes it exit 0 having done nothing (a debug mode, an empty loop);
     FAKE_REHEARSAL_HANG=<stage> makes it wait forever, silent and idle (a data loader whose worker died);
     FAKE_REHEARSAL_BUSY=<stage>:<cpu seconds> makes it compute that long without a word first (a
-    compile), then go on as usual."""
+    compile), then go on as usual; FAKE_REHEARSAL_CUDA=1 says it runs with CUDA (a GPU box), where the
+    missing kernels are not stood in for."""
     import glob as globbing
 
     plan = json.loads(Path(args[list(args).index("--plan") + 1]).read_text(encoding="utf-8"))
     fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
     noop = os.environ.get("FAKE_REHEARSAL_NOOP", "")
     hang = os.environ.get("FAKE_REHEARSAL_HANG", "")
+    cuda = os.environ.get("FAKE_REHEARSAL_CUDA") == "1"
     busy, _, cpu_seconds = os.environ.get("FAKE_REHEARSAL_BUSY", "").partition(":")
     for name in [k for k in os.environ if k.startswith("FAKE_") and k not in REHEARSAL_KNOBS]:
         del os.environ[name]
@@ -1154,7 +1156,7 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
         sys.stdout.flush()
 
     emit("started", pid=os.getpid())
-    emit("kernels", missing=["flash_attn", "sageattention", "xformers"], cuda=False)
+    emit("kernels", missing=["flash_attn", "sageattention", "xformers"], cuda=cuda)
     failed: set[str] = set()
     for stage in plan["stages"]:
         name = stage["name"]

@@ -167,10 +167,7 @@ def run_stage(argv: list[str], steps: int | None = None) -> tuple[int, str | Non
         if isinstance(error, EOFError):
             line += f" ({WAITS_FOR_INPUT})"
         elif (package := _missing_package(error)) is not None:
-            line += (
-                f" (the package {package} is not installed in this musubi-tuner Python: not a mistake in"
-                " the spec if the GPU box has it; install it here to rehearse this code path)"
-            )
+            line += f" (the package {package} is not installed in this musubi-tuner Python)"
         return 1, line, _where(error), _frames(error)
     finally:
         sys.stdout.flush()

@@ -7,15 +7,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fplora.jobs.rehearse.stages import MODEL_KEYS, Rehearsal, Stage
-from fplora.jobs.rehearse.watch import Outcome
 from fplora.problems import Problem, display_path
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.spec.load import dotted
 from fplora.spec.models import Spec
 from fplora.spec.rules import rendered_options
+
+if TYPE_CHECKING:
+    from fplora.jobs.rehearse.watch import Outcome
 
 DATASET_KEYS = {
     "resolution": "data.resolution",

@@ -1,13 +1,21 @@
 """Whether this machine, not the spec, stopped a stage: an attention kernel or package this
-musubi-tuner Python lacks, or (without CUDA) a code path that only runs on CUDA."""
+musubi-tuner Python lacks, or (without CUDA) a code path that only runs on CUDA.
+
+Without CUDA (a laptop) such a stage is not rehearsed, and says that the GPU box's rehearsal checks
+it. With CUDA this is the machine that trains: a kernel or package missing here stops the real run
+the same way, so the stage fails, naming the spec line that needs it and the fix."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
 
+from fplora.jobs.rehearse.blame import _key_path, _pass_through_key
 from fplora.jobs.rehearse.stages import Stage, _flag_options
-from fplora.problems import display_path
+from fplora.problems import Problem, display_path
+from fplora.spec.load import KeyPath, dotted
+from fplora.spec.models import Spec
+from fplora.spec.rules import rendered_options
 
 if TYPE_CHECKING:
     from fplora.jobs.rehearse.watch import Outcome, _Watch
@@ -72,9 +80,11 @@ the machine's (the rehearsal on the GPU box runs it)."""
 def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     """Why this machine, not the spec, stopped a failed stage: an attention kernel that is not
     installed, (without CUDA) a code path that only runs on CUDA, or a package the code imports (an
-    optimizer's, a logger's) that this Python lacks. None when it was the spec."""
+    optimizer's, a logger's) that this Python lacks. None when it was the spec. A package the error
+    names comes first: a kernel the options select is stood in for without CUDA, and need not be
+    what stopped the stage."""
     kernels = [m for m in _stage_kernels(outcome.stage) if m in watch.missing_kernels]
-    if kernels:
+    if kernels and not _missing_package(outcome.error or ""):
         return f"the attention kernel {kernels[0]} is not installed in this musubi-tuner Python"
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
     if not watch.cuda and (found := _NO_CUDA.search(text)):
@@ -86,6 +96,69 @@ def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     if package := _missing_package(outcome.error or ""):
         return (
             f"the package {package} is not installed in this musubi-tuner Python ({display_path(python)});"
-            " not a mistake in the spec if the machine that trains has it"
+            " the GPU box's rehearsal checks it there, and fails if it is missing there too"
         )
     return None
+
+
+PACKAGE_VALUES = {"bitsandbytes": "8bit"}
+"""Packages an option's value needs without naming them: bitsandbytes for the 8-bit optimizers
+(`AdamW8bit`, `Lion8bit`, ...)."""
+
+
+def _needing_option(stage: Stage, package: str) -> str | None:
+    """The option (by dest) of a stage that makes its code import `package`: the attention option
+    that selects the kernel, else the option whose value names the package (an optimizer
+    `prodigyopt.Prodigy`, a logger `wandb`, a network module `lycoris.kohya`)."""
+    for option, module in ATTENTION_KERNELS.items():
+        if module == package and stage.options.get(option) is True:
+            return option
+    if GENERATE_KERNELS.get(str(stage.options.get("attn_mode"))) == package:
+        return "attn_mode"
+    hint = PACKAGE_VALUES.get(package, package).lower()
+    for dest, value in stage.options.items():
+        if isinstance(value, str) and hint in value.lower() and "/" not in value:
+            return dest
+    return None
+
+
+def _spec_value(spec: Spec, key: KeyPath) -> object:
+    value: object = spec
+    for part in key:
+        value = value.get(part) if isinstance(value, dict) else getattr(value, str(part), None)
+    return value
+
+
+def _option_key(spec: Spec, section: str, dest: str) -> KeyPath | None:
+    """The spec key that renders option `dest` of a rendered-options section, or the pass-through key
+    the spec wrote it under; None when neither."""
+    owner = rendered_options().get(section, {}).get(dest)
+    if owner:
+        return _key_path(owner)
+    through = _pass_through_key(section, dest)
+    return through if through is not None and spec.written(through) else None
+
+
+def missing_on_training_box(spec: Spec, python: str, outcome: Outcome, watch: _Watch) -> str | None:
+    """On a machine with CUDA (the one that trains), the one line that fails a stage stopped by a
+    missing kernel or package: the spec line whose setting needs it, what is missing and the fix
+    (install it, or choose another setting). None when no package is to blame."""
+    kernels = [m for m in _stage_kernels(outcome.stage) if m in watch.missing_kernels]
+    package = _missing_package(outcome.error or "") or (kernels[0] if kernels else None)
+    if package is None:
+        return None
+    lacks = (
+        f"which this musubi-tuner Python ({display_path(python)}) lacks: the real run would stop the same way"
+    )
+    dest = _needing_option(outcome.stage, package)
+    key = _option_key(spec, outcome.stage.section, dest) if dest is not None else None
+    if dest is None or key is None:
+        return f"the package {package} is needed here, {lacks} — install {package} there"
+    value = _spec_value(spec, key)
+    shown = value if isinstance(value, str) else outcome.stage.options.get(dest)
+    if package in kernels:
+        fix = f"install {package} there, or choose {dotted(key)}: sdpa"
+    else:
+        fix = f"install {package} there, or change {dotted(key)}"
+    problem: Problem = spec.problem(key, f"{shown} needs the package {package}, {lacks}", fix)
+    return str(problem)

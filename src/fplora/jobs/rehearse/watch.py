@@ -18,7 +18,7 @@ from typing import Any
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.jobs.rehearse.machine import _compiles, _machine_reason, _stage_kernels
+from fplora.jobs.rehearse.machine import _compiles, _machine_reason, _stage_kernels, missing_on_training_box
 from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE, CpuProbe, Watchdog, tree_cpu
 from fplora.protocol import rehearse as rehearse_protocol
@@ -141,6 +141,7 @@ class Result:
     log: Path
     seconds: float
     notes: list[str]
+    stood_in: list[str] = field(default_factory=list)  # kernels PyTorch's attention stood in for
 
 
 def compile_cache() -> dict[str, str]:
@@ -232,14 +233,15 @@ def run(
         )
     outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
     selected = {k for s in rehearsal.stages for k in _stage_kernels(s)}
-    for kernel in sorted(selected & set(watch.missing_kernels)):
-        if not watch.cuda:
-            users = ", ".join(s.name for s in rehearsal.stages if kernel in _stage_kernels(s))
-            watch.notes.append(
-                f"attention kernel {kernel} ({users}): not installed here (it needs CUDA); PyTorch's"
-                " attention on the same tensors stood in for it, so everything around the kernel was"
-                " rehearsed, the kernel itself runs only on the GPU box (install it there)"
-            )
+    stood_in = [] if watch.cuda else sorted(selected & set(watch.missing_kernels))
+    for kernel in stood_in:
+        users = ", ".join(s.name for s in rehearsal.stages if kernel in _stage_kernels(s))
+        watch.notes.append(
+            f"attention kernel {kernel} ({users}): not installed here (it needs CUDA); PyTorch's"
+            " attention on the same tensors stood in for it, so everything around the kernel was"
+            " rehearsed; the kernel itself is checked by the GPU box's rehearsal, which fails if it"
+            " is not installed there"
+        )
     failed_names: set[str] = set()
     unrehearsed: set[str] = set()
     for outcome in outcomes:
@@ -272,7 +274,9 @@ def run(
             unrehearsed.add(stage.name)
             continue
         if machine is not None:
-            outcome.problem = f"{machine}: install it here (the real run would fail the same way)"
+            outcome.problem = missing_on_training_box(rehearsal.spec, python, outcome, watch) or (
+                f"{machine}: install it here (the real run would fail the same way)"
+            )
         failed_names.add(stage.name)
     if result.interrupted and watch.hung is None:
         raise KeyboardInterrupt
@@ -283,4 +287,5 @@ def run(
         log=log,
         seconds=seconds,
         notes=rehearsal.notes + watch.notes,
+        stood_in=stood_in,
     )
