@@ -222,6 +222,15 @@ def test_check_and_dry_run_print_the_choice_and_the_estimate(workspace: Workspac
     assert "at $10/h" in priced.stderr
     modelled = workspace.cli("train", str(workspace.spec_path), "--dry-run", "--gpu", "4090-24g")
     assert "estimate: no time: the 4090-24g preset is modelled, not measured" in modelled.stderr
+    # a row measured at the spec's shape is not "scaled"; one moved from another shape says where it ran
+    workspace.write_spec(data={"resolution": [640, 640], "batch_size": 16}, train={"split_attn": True})
+    here = workspace.cli("train", str(workspace.spec_path), "--dry-run", "--gpu", "h100-80g")
+    assert "(0.732 s per micro-batch of 1 × 16, measured on h100-80g)" in here.stderr
+    assert "— measured (preset-speed-2026-12-06-h100-80g-shapes, 2026-12-06): peak ~76,095" in here.stderr
+    workspace.write_spec(data={"resolution": [640, 640], "batch_size": 16}, train={"split_attn": None})
+    moved = workspace.cli("train", str(workspace.spec_path), "--dry-run", "--gpu", "h100-80g")
+    assert "(0.65 s per micro-batch of 1 × 16, measured on h100-80g, scaled to this shape)" in moved.stderr
+    assert "— measured at 512x768 with 2 control images (preset-speed-2026-12-06-h100-80g," in moved.stderr
 
 
 def test_the_h200_preset_compiles_and_a_written_compile_wins(project, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
         if price
         else " (no --price-per-hour or price_per_hour)"
     )
-    scaled = "" if choice.shape == 1 else ", scaled to this shape"
+    scaled = ", scaled to this shape" if choice.moved else ""
     lines.append(
         f"estimate: {step_s:.3g} s/step ({choice.s_per_step:g} s per micro-batch of {choice.batch}"
         f" × {choice.accumulation}, measured on {choice.gpu}{scaled}); to max_train_steps"

@@ -132,7 +132,7 @@ def _basis(choice: Choice) -> str:
         source = table().sources[choice.row.source]
         speed = f", {choice.s_per_step:g} s per micro-step" if choice.s_per_step else ""
         row = choice.row
-        if choice.shape != row.shape(table().reference):
+        if choice.moved:
             ref_w, ref_h, ref_c = table().reference
             controls = ref_c if row.controls is None else row.controls
             return (

@@ -65,6 +65,11 @@ class Choice:
         return self.peak_mib if self.expected_peak_mib is None else self.expected_peak_mib
 
     @property
+    def moved(self) -> bool:
+        """Whether the row was measured at another shape than the spec's (the model moved it here)."""
+        return self.row is not None and self.row.shape(table().reference) != self.shape
+
+    @property
     def first_step_extra_s(self) -> float:
         """What the first step costs beyond the others (compiling), as measured; 0 when modelled."""
         return self.row.first_step_extra_s if self.row is not None else 0.0
