@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import glob
 import hashlib
@@ -42,6 +43,7 @@ import os
 import runpy
 import shutil
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -51,6 +53,11 @@ PROTOCOL = 1
 EVENT_PREFIX = "fplora-rehearse-event "
 ACCELERATE_LAUNCH = ["-m", "accelerate.commands.launch"]
 STEPS_ENV = "FPLORA_REHEARSE_STEPS"  # read by rehearse_standins' training-length seam
+PROFILE_ENV = "FPLORA_REHEARSE_PROFILE"
+"""A folder: each stage runs under cProfile there (`<stage>.prof`, and `<stage>.txt` with its top
+functions and torch.compile's own counts and times), and `timeline.json` has the wall-clock time of
+each step of the worker. For reading where a rehearsal's time goes on a machine whose console one
+cannot watch (a rented GPU box: `benchmarks/rehearse_speed.py --profile`)."""
 
 
 WAITS_FOR_INPUT = "it waits for keyboard input: an unattended run would wait there forever"
@@ -218,6 +225,46 @@ def _stand_in_dit(standins: Any, shards: list[Path], cache: Path | None) -> None
         shutil.copyfile(made / shard.name, shard)
 
 
+class _Timeline:
+    """The worker's steps with their wall-clock times, written with the profiles (`PROFILE_ENV`)."""
+
+    def __init__(self, folder: str | None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.marks: list[tuple[str, float]] = []
+        self.mark("main")
+
+    def mark(self, what: str) -> None:
+        if self.folder is not None:
+            self.marks.append((what, time.time()))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / "timeline.json").write_text(json.dumps(self.marks, indent=1) + "\n")
+
+    def run(self, name: str, call: Any) -> Any:
+        """`call()`, under cProfile when profiling: its stats, and torch.compile's counters and
+        times (the graphs it traced, the recompiles and why) once torch's compiler was used."""
+        if self.folder is None:
+            return call()
+        import cProfile
+        import io
+        import pstats
+
+        profile = cProfile.Profile()
+        try:
+            return profile.runcall(call)
+        finally:
+            profile.dump_stats(str(self.folder / f"{name}.prof"))
+            text = io.StringIO()
+            stats = pstats.Stats(profile, stream=text)
+            stats.sort_stats("cumulative").print_stats(80)
+            stats.sort_stats("tottime").print_stats(40)
+            dynamo = sys.modules.get("torch._dynamo.utils")
+            if dynamo is not None:
+                with contextlib.suppress(Exception):
+                    text.write(f"\ntorch.compile counters: {json.dumps(dynamo.counters, default=str)}\n")
+                    text.write(str(dynamo.compile_times(repr="str", aggregate=True)) + "\n")
+            (self.folder / f"{name}.txt").write_text(text.getvalue(), encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
     parser.add_argument("--plan", type=Path, required=True)
@@ -226,16 +273,19 @@ def main() -> int:
     if plan.get("protocol") != PROTOCOL:
         emit("error", error=f"plan protocol {plan.get('protocol')}, this worker speaks {PROTOCOL}")
         return 2
+    timeline = _Timeline(os.environ.get(PROFILE_ENV))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import rehearse_standins
 
     rehearse_standins.install()
+    timeline.mark("torch imported, stand-ins installed")
     _no_keyboard()
     emit("started", pid=os.getpid())
     missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
     import torch
 
     emit("kernels", missing=missing, cuda=torch.cuda.is_available())
+    timeline.mark("CUDA asked")
     shards = [Path(p) for p in plan.get("dit_shards", [])]
     if shards and not all(p.is_file() for p in shards):
         cache = plan.get("standin_cache")
@@ -246,6 +296,7 @@ def main() -> int:
     if vae is not None and (not vae.is_file() or vae.stat().st_size == 0):
         vae.parent.mkdir(parents=True, exist_ok=True)
         rehearse_standins.write_vae(str(vae))
+    timeline.mark("stand-in models ready")
     failed: set[str] = set()
     for stage in plan["stages"]:
         blocked = [name for name in stage.get("needs", []) if name in failed]
@@ -259,7 +310,10 @@ def main() -> int:
         # skipped: the same collections, without rescanning what can never be garbage yet
         gc.freeze()
         started = time.monotonic()
-        code, error, where, frames = run_stage(stage["argv"], stage.get("steps"))
+        code, error, where, frames = timeline.run(
+            stage["name"], functools.partial(run_stage, stage["argv"], stage.get("steps"))
+        )
+        timeline.mark(f"{stage['name']} done")
         outputs = stage.get("outputs", [])
         if code != 0 or (outputs and not any(glob.glob(pattern) for pattern in outputs)):
             failed.add(stage["name"])
@@ -276,5 +330,30 @@ def main() -> int:
     return 0
 
 
+def leave(code: int) -> None:
+    """Exit as soon as the last event is out, without the interpreter's teardown: the stages'
+    results are on disk and reported, and what is left of them (the data loaders' worker processes,
+    torch's compile workers, CUDA, tens of thousands of modules' objects) only needs the process to
+    end. Python's own exit spent ~0.3 s of a 2-core CPU rehearsal here (more where CUDA and a pool of
+    compile workers are up). Threads still working are waited for as Python waits for them, and the
+    worker's own children (a data loader's persistent workers, inductor's compile sidecar) are
+    stopped first, so that none outlives the rehearsal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    threading._shutdown()  # type: ignore[attr-defined]  # Python's first exit step: joins threads
+    if "torch._inductor.async_compile" in sys.modules:  # its sidecar and workers, when started
+        with contextlib.suppress(Exception):
+            sys.modules["torch._inductor.async_compile"].shutdown_compile_workers()
+    if "multiprocessing" in sys.modules:
+        import multiprocessing
+
+        children = multiprocessing.active_children()
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(5)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

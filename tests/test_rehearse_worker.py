@@ -1,0 +1,84 @@
+"""The rehearsal worker's own plumbing (no musubi-tuner needed): how it ends, and its profiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fplora.jobs import rehearse
+from fplora.worker import rehearse as worker
+
+LEAVES = """
+import multiprocessing, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import rehearse
+
+def forever():
+    time.sleep(3600)
+
+def late_write():
+    time.sleep(0.3)
+    with open(sys.argv[2], "w") as out:
+        out.write("written")
+
+if __name__ == "__main__":
+    child = multiprocessing.Process(target=forever, daemon=True)
+    child.start()
+    print(child.pid, flush=True)
+    threading.Thread(target=late_write).start()
+    rehearse.leave(3)
+"""
+
+
+def test_the_worker_leaves_with_its_code_after_its_threads_and_without_its_children(tmp_path: Path) -> None:
+    """`leave` skips Python's teardown but not what the rehearsal's results need: a thread still
+    writing finishes first, the worker's child processes are stopped (none outlives it), and the
+    exit code is the worker's."""
+    script = tmp_path / "leaves.py"
+    script.write_text(LEAVES)
+    written = tmp_path / "late.txt"
+    done = subprocess.run(
+        [sys.executable, str(script), str(rehearse.WORKER.parent), str(written)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert written.read_text() == "written"
+    with pytest.raises(ProcessLookupError):  # stopped and reaped by the worker before it left
+        os.kill(int(done.stdout.split()[0]), 0)
+
+
+def test_without_a_profile_folder_a_stage_runs_as_it_is() -> None:
+    timeline = worker._Timeline(None)
+    assert timeline.run("train", lambda: (0, None, None, [])) == (0, None, None, [])
+    timeline.mark("train done")
+    assert timeline.marks == []
+
+
+def test_a_profiled_stage_leaves_its_profile_and_the_workers_timeline(tmp_path: Path) -> None:
+    """`FPLORA_REHEARSE_PROFILE`: each stage's cProfile (`<stage>.prof`, readable by pstats), its
+    top functions as text, and the worker's steps with their times, written as they happen (a
+    stage that hangs and is killed still leaves the steps before it)."""
+    import pstats
+
+    folder = tmp_path / "profile"
+    timeline = worker._Timeline(str(folder))
+    timeline.mark("torch imported, stand-ins installed")
+
+    def stage() -> tuple[int, None, None, list[str]]:
+        return 0, None, None, sorted(["a stage's work"])
+
+    assert timeline.run("cache-latents", stage) == (0, None, None, ["a stage's work"])
+    timeline.mark("cache-latents done")
+    steps = [name for name, _ in json.loads((folder / "timeline.json").read_text())]
+    assert steps == ["main", "torch imported, stand-ins installed", "cache-latents done"]
+    stats = pstats.Stats(str(folder / "cache-latents.prof"))
+    assert any(function[2] == "stage" for function in stats.stats)  # type: ignore[attr-defined]
+    assert "stage" in (folder / "cache-latents.txt").read_text()
