@@ -1,6 +1,12 @@
 """How long `fplora rehearse` takes on the repo's example project: a first rehearsal (median of 3,
 each from a fresh copy of the project) and a repeated one of the unchanged spec (median of 3).
 
+A warm-up rehearsal runs first and is reported apart (`warmup_seconds`, with the user-cache folders
+that were there before it in `machine_caches_before`): what a machine pays once, whatever the spec
+(a compiling spec's kernels on a GPU, ~90 s on an H100; the stand-in DiT), is not a spec's first
+rehearsal. `--warmup 0` times a machine's very first one as well. `--profile` adds a rehearsal with
+every stage under cProfile (`FPLORA_REHEARSE_PROFILE`), for reading where a GPU box's time goes.
+
 Goals (issue 20): the first ≤ 60 s on the 2-core CPU machine (≤ 20 s on a GPU machine), a repeat
 < 1 s. Needs a musubi-tuner Python (here the CPU one scripts/musubi-python.sh builds); prints the
 figures and writes rehearse_speed-<date>[-<gpu>].json into benchmarks/results/ (or --out).
@@ -55,6 +61,24 @@ def _rehearse(spec: Path, env: dict[str, str], *extra: str) -> tuple[float, int,
     return time.monotonic() - started, done.returncode, done.stdout + done.stderr
 
 
+def _first(spec: Path, env: dict[str, str], out: Path | None, name: str) -> tuple[float, int]:
+    """A first rehearsal of `spec`: its seconds and exit code (1 when it failed or a stage was not
+    rehearsed here: then it times nothing). With `out`, its console output and the worker's log
+    (what each stage printed) are kept there as rehearse-<name>.log and rehearse-<name>-worker.log."""
+    seconds, code, output = _rehearse(spec, env)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rehearse-{name}.log").write_text(output, encoding="utf-8")
+        worker_log = spec.parent / spec.stem / "rehearsal" / "rehearsal.log"
+        if worker_log.is_file():
+            shutil.copyfile(worker_log, out / f"rehearse-{name}-worker.log")
+    if code != 0 or "not rehearsed" in output:  # a stage skipped for the machine: no timing
+        print(output)
+        print(f"{name}: the rehearsal failed or left stages out (exit {code})")
+        return seconds, 1
+    return seconds, 0
+
+
 def _gpu() -> list[dict[str, str]] | None:
     """The machine's GPUs as nvidia-smi names them (None without nvidia-smi)."""
     smi = shutil.which("nvidia-smi")
@@ -76,6 +100,19 @@ def main() -> int:
         "--python", default=os.environ.get("FPLORA_MUSUBI_PYTHON", "/tmp/fplora-musubi-venv/bin/python")
     )
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="first rehearsals of fresh projects before the timed ones, not counted: what a machine"
+        " pays once (a compiling spec's kernels on a GPU, the stand-in DiT) is reported apart",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more first rehearsal, not counted, with each stage under cProfile and the"
+        " worker's timeline (FPLORA_REHEARSE_PROFILE), written under --out/profile",
+    )
     parser.add_argument("--out", type=Path, help="folder for the JSON (default: benchmarks/results/)")
     options = parser.parse_args()
     env = {**os.environ, "FPLORA_MUSUBI_PYTHON": options.python, "HF_HUB_OFFLINE": "1"}
@@ -85,21 +122,26 @@ def main() -> int:
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure as a user runs it: with bytecode caches
     firsts: list[float] = []
     repeats: list[float] = []
+    warmups: list[float] = []
     gpu = _gpu()
     load_before = os.getloadavg()[0]  # a shared machine: the figures mean little without it
+    from fplora.state import user_cache
+
+    caches_before = sorted(p.name for p in user_cache().glob("*rehears*"))
     with tempfile.TemporaryDirectory(prefix="fplora-rehearse-speed-") as tmp:
+        env["FPLORA_MODELS_DIR"] = str(Path(tmp) / "no-models")
+        for run in range(options.warmup):
+            seconds, code = _first(_project(Path(tmp) / f"w{run}"), env, options.out, f"warmup{run + 1}")
+            if code != 0:
+                return 1
+            warmups.append(seconds)
+            print(f"warm-up rehearsal {run + 1} (not counted): {seconds:.1f} s")
         for run in range(options.runs):
             spec = _project(Path(tmp) / f"p{run}")
-            env["FPLORA_MODELS_DIR"] = str(Path(tmp) / "no-models")
-            seconds, code, output = _rehearse(spec, env)
-            if code != 0 or "not rehearsed" in output:  # a stage skipped for the machine: no timing
-                print(output)
-                print(f"run {run + 1}: the rehearsal failed or left stages out (exit {code})")
+            seconds, code = _first(spec, env, options.out, f"run{run + 1}")
+            if code != 0:
                 return 1
             firsts.append(seconds)
-            if options.out:  # what each stage took, for reading where the time goes
-                options.out.mkdir(parents=True, exist_ok=True)
-                (options.out / f"rehearse-run{run + 1}.log").write_text(output, encoding="utf-8")
             print(f"first rehearsal, run {run + 1}: {seconds:.1f} s")
             again, code, output = _rehearse(spec, env)
             if code != 0 or "not run again" not in output:
@@ -108,6 +150,11 @@ def main() -> int:
                 return 1
             repeats.append(again)
             print(f"repeat of the unchanged spec, run {run + 1}: {again:.2f} s")
+        if options.profile:
+            folder = (options.out or Path(tmp)) / "profile"
+            profiled = {**env, "FPLORA_REHEARSE_PROFILE": str(folder)}
+            seconds, _ = _first(_project(Path(tmp) / "profiled"), profiled, options.out, "profiled")
+            print(f"profiled rehearsal (not counted): {seconds:.1f} s; profiles in {folder}")
     first, repeat = statistics.median(firsts), statistics.median(repeats)
     print(
         f"median of {options.runs}: first rehearsal {first:.1f} s"
@@ -122,6 +169,8 @@ def main() -> int:
         "first_seconds": [round(s, 2) for s in firsts],
         "repeat_seconds": [round(s, 3) for s in repeats],
         "first_median_seconds": round(first, 2),
+        "warmup_seconds": [round(s, 2) for s in warmups],
+        "machine_caches_before": caches_before,
         "repeat_median_seconds": round(repeat, 3),
         "note": "the example's base.yaml says gpu: auto; without nvidia-smi fplora asks torch in the"
         " musubi-tuner Python for a GPU (presets/detect.py) once and remembers its answer in .fplora/;"
