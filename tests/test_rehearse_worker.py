@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fplora.jobs import rehearse
+from fplora.jobs.rehearse import stages
 from fplora.worker import rehearse as worker
 
 LEAVES = """
@@ -43,7 +43,7 @@ def test_the_worker_leaves_with_its_code_after_its_threads_and_without_its_child
     script.write_text(LEAVES)
     written = tmp_path / "late.txt"
     done = subprocess.run(
-        [sys.executable, str(script), str(rehearse.WORKER.parent), str(written)],
+        [sys.executable, str(script), str(stages.WORKER.parent), str(written)],
         capture_output=True,
         text=True,
         timeout=60,
