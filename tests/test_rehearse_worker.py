@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+from fakes.fixtures import Workspace
 
 from fplora.jobs.rehearse import stages
 from fplora.worker import rehearse as worker
+
+pytest_plugins = ["fakes.fixtures"]
 
 LEAVES = """
 import multiprocessing, sys, threading, time
@@ -82,3 +86,35 @@ def test_a_profiled_stage_leaves_its_profile_and_the_workers_timeline(tmp_path: 
     stats = pstats.Stats(str(folder / "cache-latents.prof"))
     assert any(function[2] == "stage" for function in stats.stats)  # type: ignore[attr-defined]
     assert "stage" in (folder / "cache-latents.txt").read_text()
+
+
+def _torch(cuda: bool, started: list[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """A torch whose CUDA answer is `cuda` and whose inductor records the start of its workers."""
+    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: cuda))
+    pool = types.ModuleType("torch._inductor.async_compile")
+    pool.maybe_warm_pool = lambda: started.append("pool")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    monkeypatch.setitem(sys.modules, "torch._inductor", types.ModuleType("torch._inductor"))
+    monkeypatch.setitem(sys.modules, "torch._inductor.async_compile", pool)
+    return torch
+
+
+def test_compile_workers_start_before_the_stages_on_a_gpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    assert worker.warm_compile_workers(_torch(False, started, monkeypatch)) is False
+    assert started == []  # a CPU: the stand-ins leave the compile out, no workers wanted
+    assert worker.warm_compile_workers(_torch(True, started, monkeypatch)) is True
+    assert started == ["pool"]
+    torch = _torch(True, started, monkeypatch)
+    monkeypatch.setitem(sys.modules, "torch._inductor.async_compile", None)  # a torch without it
+    assert worker.warm_compile_workers(torch) is False  # left to torch's first compile
+
+
+def test_the_plan_tells_the_worker_whether_a_stage_compiles(workspace: Workspace) -> None:
+    plan = workspace.root / "configs" / "v1" / "rehearsal" / "rendered" / "rehearsal-plan.json"
+    assert workspace.cli("rehearse", str(workspace.spec_path)).exit_code == 0
+    assert json.loads(plan.read_text())["compiles"] is False
+    workspace.write_spec(train={"compile": True})
+    compiled = workspace.cli("rehearse", str(workspace.spec_path))
+    assert compiled.exit_code == 0, compiled.output
+    assert json.loads(plan.read_text())["compiles"] is True

@@ -14,10 +14,10 @@ output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse/`):
 - in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_cache": <folder>, "standin_loras":
-  [{"source", "target"}, ...], "vae": path, "stages": [{"name", "argv", "steps"}, ...]}` (`steps`:
-  where a training stage stops; its config keeps the run's real length; the stand-in DiT's and VAE's
-  weights are written where missing; `standin_cache`, optional: where the machine keeps the
-  stand-in DiT's files between rehearsals);
+  [{"source", "target"}, ...], "vae": path, "compiles": bool, "stages": [{"name", "argv", "steps"},
+  ...]}` (`steps`: where a training stage stops; its config keeps the run's real length; the stand-in
+  DiT's and VAE's weights are written where missing; `standin_cache`, optional: where the machine
+  keeps the stand-in DiT's files between rehearsals; `compiles`, optional: a stage uses torch.compile);
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -265,6 +265,27 @@ class _Timeline:
             (self.folder / f"{name}.txt").write_text(text.getvalue(), encoding="utf-8")
 
 
+def warm_compile_workers(torch: Any) -> bool:
+    """On a GPU, start inductor's compile worker processes now, when a stage will compile: torch
+    starts them at the first compile (the training stage's sampling), and until they are up (each
+    imports torch) the first graphs' kernels are built or loaded one by one in this process, while
+    the workers' start competes with the tracing for the CPU. Started here, they come up while the
+    caching stages run. The same pool torch would use, only earlier (`maybe_warm_pool` is torch's
+    own start, which honours TORCH_WARM_POOL and TORCHINDUCTOR_COMPILE_THREADS); nothing to do
+    without CUDA, where the stand-ins leave the compile out. True when it was started; a torch
+    without this function, or a start that fails, leaves it to torch at the first compile (where a
+    failure then belongs to the stage that compiles)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from torch._inductor.async_compile import maybe_warm_pool
+
+        maybe_warm_pool()
+    except Exception:
+        return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
     parser.add_argument("--plan", type=Path, required=True)
@@ -286,6 +307,8 @@ def main() -> int:
 
     emit("kernels", missing=missing, cuda=torch.cuda.is_available())
     timeline.mark("CUDA asked")
+    if plan.get("compiles") and warm_compile_workers(torch):
+        timeline.mark("compile workers started")
     shards = [Path(p) for p in plan.get("dit_shards", [])]
     if shards and not all(p.is_file() for p in shards):
         cache = plan.get("standin_cache")

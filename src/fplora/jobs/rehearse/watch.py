@@ -190,6 +190,7 @@ def run(
         "standin_cache": str(user_cache() / "rehearsal-standins"),
         "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
         "vae": str(vae),
+        "compiles": any(_compiles(s) for s in rehearsal.stages),
         "stages": stages,
     }
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
