@@ -372,6 +372,33 @@ def test_network_weights_of_another_rank_or_alpha_are_refused(dtype: str, projec
     )
 
 
+def test_dim_from_weights_is_refused_with_the_starting_loras_dim_and_alpha(project, tmp_path: Path) -> None:
+    """musubi-tuner (the pinned commit) passes the flag's value to load_file as a file name, then
+    unpacks the one network it builds as a pair: `dim_from_weights` stops training after the models
+    loaded, whatever it is given. The spec's dim and alpha do what it means to."""
+    text = (
+        "train:\n  network: {dim: 32, alpha: 16}\nmusubi:\n"
+        "  config: {network_weights: start.safetensors, dim_from_weights: true}\n"
+    )
+    spec_path = project(text)
+    lora(tmp_path / "start.safetensors", 32, 16, "BF16")
+    assert [str(p) for p in check_spec(load_spec(spec_path), skip_models=True)] == [
+        "configs/v1.yaml:7: musubi.config.dim_from_weights: musubi-tuner cannot take it: training reads"
+        " the flag's value as the LoRA file to load (true is no file name; a path then fails building"
+        " the network), and stops after the models loaded — remove it and set train.network.dim: 32 and"
+        " train.network.alpha: 16 (start.safetensors's own)"
+    ]
+    without = project("musubi:\n  config: {dim_from_weights: true}\n")
+    (problem,) = check_spec(load_spec(without), skip_models=True)
+    assert str(problem).endswith(
+        "— remove it and give train.network.dim and train.network.alpha the starting LoRA's rank and alpha"
+    )
+    assert (
+        check_spec(load_spec(project("musubi:\n  config: {dim_from_weights: false}\n")), skip_models=True)
+        == []
+    )
+
+
 _REAL_PARSERS = r"""
 import json, sys, torch
 torch.cuda.current_device = lambda: 0  # imported modules ask for a device at import time
