@@ -353,18 +353,18 @@ def _outcome(error: str, **options: object) -> watching.Outcome:
 def test_a_package_this_python_lacks_is_the_machines_not_the_specs() -> None:
     watch = watching._Watch(stages.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
     note = "(the package prodigyopt is not installed in this musubi-tuner Python: ...)"
-    missing = machine._machine_reason("/venv/bin/python", _outcome(f"ModuleNotFoundError: {note}"), watch)
+    missing = machine.machine_reason("/venv/bin/python", _outcome(f"ModuleNotFoundError: {note}"), watch)
     assert missing is not None and missing.startswith("the package prodigyopt is not installed")
     wandb = _outcome("ImportError: No wandb / wandb がインストールされていないようです")
-    assert "the package wandb is not installed" in (machine._machine_reason("/p", wandb, watch) or "")
+    assert "the package wandb is not installed" in (machine.machine_reason("/p", wandb, watch) or "")
     # a part missing from a package that exists is the spec's (the worker adds no note for it)
     typo = _outcome("ModuleNotFoundError: No module named 'networks.lora_framepak'")
-    assert machine._machine_reason("/p", typo, watch) is None
+    assert machine.machine_reason("/p", typo, watch) is None
     # an attention kernel the options select, missing where no stand-in replaces it (a CUDA machine)
     watch.missing_kernels = ["xformers"]
-    kernel = machine._machine_reason("/p", _outcome("TypeError: 'NoneType'", xformers=True), watch)
+    kernel = machine.machine_reason("/p", _outcome("TypeError: 'NoneType'", xformers=True), watch)
     assert kernel == "the attention kernel xformers is not installed in this musubi-tuner Python"
-    assert machine._machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
+    assert machine.machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
 
 
 def test_a_dtype_error_of_a_path_that_relies_on_cudas_autocast_is_the_cpus() -> None:
@@ -373,16 +373,16 @@ def test_a_dtype_error_of_a_path_that_relies_on_cudas_autocast_is_the_cpus() -> 
     the machine's; the same error with bf16 (or on a CUDA machine) stays the spec's."""
     watch = watching._Watch(stages.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
     error = "RuntimeError: Input type (float) and bias type (c10::BFloat16) should be the same"
-    fp16 = machine._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch)
+    fp16 = machine.machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch)
     assert fp16 is not None and fp16.startswith("mixed_precision fp16 runs under autocast")
     mixed = "RuntimeError: mixed dtype (CPU): expect parameter to have scalar type of Float"
-    fp8 = machine._machine_reason("/p", _outcome(mixed, mixed_precision="bf16", fp8_base=True), watch)
+    fp8 = machine.machine_reason("/p", _outcome(mixed, mixed_precision="bf16", fp8_base=True), watch)
     assert fp8 is not None and fp8.startswith("fp8_base without fp8_scaled")
     scaled = _outcome(mixed, mixed_precision="bf16", fp8_base=True, fp8_scaled=True)
-    assert machine._machine_reason("/p", scaled, watch) is None
-    assert machine._machine_reason("/p", _outcome(error, mixed_precision="no"), watch) is None
+    assert machine.machine_reason("/p", scaled, watch) is None
+    assert machine.machine_reason("/p", _outcome(error, mixed_precision="no"), watch) is None
     watch.cuda = True
-    assert machine._machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch) is None
+    assert machine.machine_reason("/p", _outcome(error, mixed_precision="fp16"), watch) is None
 
 
 def test_a_warmup_share_of_the_steps_renders_as_musubi_tuner_reads_it(example: Path) -> None:

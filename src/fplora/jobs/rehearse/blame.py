@@ -44,7 +44,7 @@ def _last_error_line(lines: list[str]) -> str | None:
     return None
 
 
-def _pass_through_key(section: str, dest: str) -> tuple[str | int, ...] | None:
+def pass_through_key(section: str, dest: str) -> tuple[str | int, ...] | None:
     sections = {
         "config": ("musubi", "config"),
         "generate": ("musubi", "generate"),
@@ -56,7 +56,7 @@ def _pass_through_key(section: str, dest: str) -> tuple[str | int, ...] | None:
     return (*prefix, dest) if prefix else None
 
 
-def _key_path(dotted_key: str) -> tuple[str | int, ...]:
+def key_path(dotted_key: str) -> tuple[str | int, ...]:
     """`train.optimizer.type` → ('train', 'optimizer', 'type'); `infer.prompts[].width (…)` →
     ('infer', 'prompts')."""
     key = dotted_key.split(" ")[0].split("[")[0]
@@ -86,11 +86,11 @@ def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
         owner = table.get(dest)
         key: tuple[str | int, ...] | None
         if owner:
-            key = _key_path(owner)
-        elif spec.written(_pass_through_key(section, dest) or ()):
-            key = _pass_through_key(section, dest)
+            key = key_path(owner)
+        elif spec.written(pass_through_key(section, dest) or ()):
+            key = pass_through_key(section, dest)
         elif dest in DATASET_KEYS:
-            key = _key_path(DATASET_KEYS[dest])
+            key = key_path(DATASET_KEYS[dest])
         else:
             key = None
         if key is None or dotted(key) in found:
@@ -99,7 +99,7 @@ def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
         found[dotted(key)] = problem
     for dest, owner in DATASET_KEYS.items():
         if dest in words and owner not in found:
-            found[owner] = spec.problem(_key_path(owner), f"renders dataset key {dest}")
+            found[owner] = spec.problem(key_path(owner), f"renders dataset key {dest}")
     return list(found.values())
 
 
@@ -141,7 +141,7 @@ def area_lines(spec: Spec, stage: Stage, frames: list[str]) -> list[Problem]:
         if any(pattern.search(frame) for frame in frames):
             for prefix in prefixes:
                 keys += _written_under(spec, prefix)
-    through = _pass_through_key(stage.section, "")
+    through = pass_through_key(stage.section, "")
     if through is not None:
         keys += _written_under(spec, through[:-1])
     shown: list[Problem] = []
@@ -178,11 +178,11 @@ def given_lines(spec: Spec, stage: Stage) -> list[Problem]:
     keys: list[tuple[str | int, ...]] = []
     for dest in stage.options:
         owner = table.get(dest)
-        key = _key_path(owner) if owner else _pass_through_key(stage.section, dest)
+        key = key_path(owner) if owner else pass_through_key(stage.section, dest)
         if key and key[-1] not in MODEL_KEYS and spec.written(key):
             keys.append(key)
     if stage.section.startswith("cache"):
-        keys += [_key_path(owner) for owner in DATASET_KEYS.values() if spec.written(_key_path(owner))]
+        keys += [key_path(owner) for owner in DATASET_KEYS.values() if spec.written(key_path(owner))]
     return [spec.problem(key, "set here") for key in dict.fromkeys(keys)]
 
 

@@ -16,7 +16,7 @@ from fplora.problems import display_path
 from fplora.protocol import eval as eval_protocol
 
 
-def _expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
+def expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
     """(cache folder, the image stems it must hold caches of) of each dataset the cache scripts
     read: musubi-tuner names a cache by its image's stem."""
     text = files.get(dataset_config)
@@ -35,7 +35,7 @@ def _expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple
     return expected
 
 
-def _caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Callable[[str], str | None]:
+def caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Callable[[str], str | None]:
     """A cache script that exits 0 without writing its caches (a debug mode that only shows the
     data, a batch size that makes an empty loop) fails here, not later in training."""
     noun = "latent caches" if latents else "text-encoder caches"
@@ -57,7 +57,7 @@ def _caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Ca
     return check
 
 
-def _samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
+def samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
     def check(_log: str) -> str | None:
         found = list((folder / "sample").glob("*.png")) if (folder / "sample").is_dir() else []
         if len(found) < prompts:
@@ -67,7 +67,7 @@ def _samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
     return check
 
 
-def _outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callable[[str], str | None]:
+def outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callable[[str], str | None]:
     """generate exits 0 even when every prompt failed: count the files it wrote instead."""
 
     def check(_log: str) -> str | None:
@@ -80,7 +80,7 @@ def _outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callab
     return check
 
 
-def _eval_check(log: str) -> str | None:
+def eval_worker_check(log: str) -> str | None:
     events = [e for e in map(eval_protocol.parse_event, log.splitlines()) if e is not None]
     failed = [e.get("error") for e in events if e["event"] in ("checkpoint_failed", "error")]
     done = [e for e in events if e["event"] == "checkpoint_done"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fplora.jobs.rehearse.blame import _key_path, _pass_through_key
-from fplora.jobs.rehearse.stages import Stage, _flag_options
+from fplora.jobs.rehearse.blame import key_path, pass_through_key
+from fplora.jobs.rehearse.stages import Stage, flag_options
 from fplora.problems import Problem, display_path
 from fplora.spec.load import KeyPath, dotted
 from fplora.spec.models import Spec
@@ -32,16 +32,16 @@ is not installed at all (a missing part of an installed package is the spec's mi
 musubi-tuner's own `ImportError: No wandb / ...`."""
 
 
-def _stage_kernels(stage: Stage) -> list[str]:
+def stage_kernels(stage: Stage) -> list[str]:
     """The attention kernel packages a stage's options select."""
     found = [module for option, module in ATTENTION_KERNELS.items() if stage.options.get(option) is True]
     mode = GENERATE_KERNELS.get(str(stage.options.get("attn_mode")))
     return found + ([mode] if mode else [])
 
 
-def _compiles(stage: Stage) -> bool:
+def asks_compile(stage: Stage) -> bool:
     """Whether a stage asks for torch.compile: musubi-tuner's `compile`, or accelerate's dynamo."""
-    launch = _flag_options(stage.argv[: stage.argv.index("-m", 3)] if "-m" in stage.argv[3:] else [])
+    launch = flag_options(stage.argv[: stage.argv.index("-m", 3)] if "-m" in stage.argv[3:] else [])
     dynamo = str(launch.get("dynamo_backend", "no")).lower()
     return stage.options.get("compile") is True or dynamo not in ("no", "true")
 
@@ -77,13 +77,13 @@ _CUDA_AUTOCAST = (
 the machine's (the rehearsal on the GPU box runs it)."""
 
 
-def _machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
+def machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     """Why this machine, not the spec, stopped a failed stage: an attention kernel that is not
     installed, (without CUDA) a code path that only runs on CUDA, or a package the code imports (an
     optimizer's, a logger's) that this Python lacks. None when it was the spec. A package the error
     names comes first: a kernel the options select is stood in for without CUDA, and need not be
     what stopped the stage."""
-    kernels = [m for m in _stage_kernels(outcome.stage) if m in watch.missing_kernels]
+    kernels = [m for m in stage_kernels(outcome.stage) if m in watch.missing_kernels]
     if kernels and not _missing_package(outcome.error or ""):
         return f"the attention kernel {kernels[0]} is not installed in this musubi-tuner Python"
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
@@ -134,8 +134,8 @@ def _option_key(spec: Spec, section: str, dest: str) -> KeyPath | None:
     the spec wrote it under; None when neither."""
     owner = rendered_options().get(section, {}).get(dest)
     if owner:
-        return _key_path(owner)
-    through = _pass_through_key(section, dest)
+        return key_path(owner)
+    through = pass_through_key(section, dest)
     return through if through is not None and spec.written(through) else None
 
 
@@ -143,7 +143,7 @@ def missing_on_training_box(spec: Spec, python: str, outcome: Outcome, watch: _W
     """On a machine with CUDA (the one that trains), the one line that fails a stage stopped by a
     missing kernel or package: the spec line whose setting needs it, what is missing and the fix
     (install it, or choose another setting). None when no package is to blame."""
-    kernels = [m for m in _stage_kernels(outcome.stage) if m in watch.missing_kernels]
+    kernels = [m for m in stage_kernels(outcome.stage) if m in watch.missing_kernels]
     package = _missing_package(outcome.error or "") or (kernels[0] if kernels else None)
     if package is None:
         return None

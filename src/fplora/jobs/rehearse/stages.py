@@ -20,11 +20,11 @@ import tomli_w
 from fplora import __version__
 from fplora import plan as plans
 from fplora.jobs.rehearse.checks import (
-    _caches_check,
-    _eval_check,
-    _expected_caches,
-    _outputs_check,
-    _samples_check,
+    caches_check,
+    eval_worker_check,
+    expected_caches,
+    outputs_check,
+    samples_check,
 )
 from fplora.musubi import schema
 from fplora.musubi.names import GENERATE_OUTPUTS
@@ -191,7 +191,7 @@ def _config_options(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _flag_options(argv: list[str]) -> dict[str, Any]:
+def flag_options(argv: list[str]) -> dict[str, Any]:
     """`--dest value...` pairs of a command line, by dest (values as text)."""
     options: dict[str, Any] = {}
     dest = None
@@ -315,15 +315,15 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     skipped: list[tuple[str, str]] = []
     cache_latents = _argv(commands.cache_latents(spec, paths, py), mapping)
     cache_text = _argv(commands.cache_text_encoder(spec, paths, py), mapping)
-    expected = _expected_caches(files, Path(_flag_options(cache_latents)["dataset_config"]))
+    expected = expected_caches(files, Path(flag_options(cache_latents)["dataset_config"]))
     stages.append(
         Stage(
             "cache-latents",
             "latent caches",
             cache_latents,
             "cache_latents",
-            _flag_options(cache_latents),
-            check=_caches_check(expected, latents=True),
+            flag_options(cache_latents),
+            check=caches_check(expected, latents=True),
         )
     )
     stages.append(
@@ -332,8 +332,8 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             "text-encoder caches",
             cache_text,
             "cache_text_encoder",
-            _flag_options(cache_text),
-            check=_caches_check(expected, latents=False),
+            flag_options(cache_text),
+            check=caches_check(expected, latents=False),
         )
     )
     name = str(train_config.get("output_name", spec.output_name))
@@ -349,7 +349,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             train_config,
             outputs=[str(train_out / f"{name}*.safetensors")],
             needs=["cache-latents", "cache-text"],
-            check=_samples_check(train_out, len(real.sample_prompts)) if sampling else None,
+            check=samples_check(train_out, len(real.sample_prompts)) if sampling else None,
             steps=TRAIN_STEPS,
         )
     )
@@ -393,9 +393,9 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             f"generate, {len(distinct)} of {len(real.infer_prompts)} infer prompts (one per setting)",
             generate_argv,
             "generate",
-            _flag_options(generate_argv),
+            flag_options(generate_argv),
             needs=["train"],
-            check=_outputs_check(generate_out, kinds, len(distinct)),
+            check=outputs_check(generate_out, kinds, len(distinct)),
         )
     )
     sweep_out = out / "sweep" / "c0"
@@ -416,9 +416,9 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             "one sweep-worker cell",
             commands.sweep(spec, py, sweep_plan),
             "generate",
-            _flag_options(sweep_args),
+            flag_options(sweep_args),
             needs=["train"],
-            check=_outputs_check(sweep_out, kinds, len(distinct)),
+            check=outputs_check(sweep_out, kinds, len(distinct)),
         )
     )
     if spec.eval is not None:
@@ -446,7 +446,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
                 "config",
                 train_config,
                 needs=["train"],
-                check=_eval_check,
+                check=eval_worker_check,
             )
         )
     else:

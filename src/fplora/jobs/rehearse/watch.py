@@ -18,7 +18,7 @@ from typing import Any
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.jobs.rehearse.machine import _compiles, _machine_reason, _stage_kernels, missing_on_training_box
+from fplora.jobs.rehearse.machine import asks_compile, machine_reason, missing_on_training_box, stage_kernels
 from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE, CpuProbe, Watchdog, tree_cpu
 from fplora.protocol import rehearse as rehearse_protocol
@@ -190,7 +190,7 @@ def run(
         "standin_cache": str(user_cache() / "rehearsal-standins"),
         "standin_loras": [{"source": str(s), "target": str(t)} for s, t in rehearsal.loras.items()],
         "vae": str(vae),
-        "compiles": any(_compiles(s) for s in rehearsal.stages),
+        "compiles": any(asks_compile(s) for s in rehearsal.stages),
         "stages": stages,
     }
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
@@ -225,7 +225,7 @@ def run(
             " musubi-tuner's own code and the swap ran its CPU-to-CPU path; the GPU's streams and the"
             " memory it saves are not exercised"
         )
-    compiled = sorted({s.name for s in rehearsal.stages if _compiles(s)})
+    compiled = sorted({s.name for s in rehearsal.stages if asks_compile(s)})
     if compiled and not watch.cuda:
         watch.notes.append(
             f"torch.compile ({', '.join(compiled)}): not rehearsed here (on a CPU it would build C++"
@@ -233,10 +233,10 @@ def run(
             " compile itself left out"
         )
     outcomes = [watch.by_name[s.name] for s in rehearsal.stages]
-    selected = {k for s in rehearsal.stages for k in _stage_kernels(s)}
+    selected = {k for s in rehearsal.stages for k in stage_kernels(s)}
     stood_in = [] if watch.cuda else sorted(selected & set(watch.missing_kernels))
     for kernel in stood_in:
-        users = ", ".join(s.name for s in rehearsal.stages if kernel in _stage_kernels(s))
+        users = ", ".join(s.name for s in rehearsal.stages if kernel in stage_kernels(s))
         watch.notes.append(
             f"attention kernel {kernel} ({users}): not installed here (it needs CUDA); PyTorch's"
             " attention on the same tensors stood in for it, so everything around the kernel was"
@@ -267,7 +267,7 @@ def run(
             outcome.problem = stage.check("\n".join(outcome.log))
         if outcome.problem is None:
             continue
-        machine = _machine_reason(python, outcome, watch) if outcome.code is not None else None
+        machine = machine_reason(python, outcome, watch) if outcome.code is not None else None
         if machine is not None and not watch.cuda:
             # without a GPU this code path cannot run at all: said, not failed (the GPU box's own
             # rehearsal, with CUDA and its kernels, runs it)
