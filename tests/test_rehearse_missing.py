@@ -24,15 +24,20 @@ def _line(said: str, start: str) -> str:
     return next(line for line in said.splitlines() if line.startswith(start))
 
 
-def test_a_missing_attention_kernel_fails_on_the_training_box(workspace: Workspace) -> None:
-    workspace.write_spec(train={"attention": "xformers"})
+def _fails_on_the_training_box(workspace: Workspace, error: str) -> str:
+    """Rehearse the workspace's spec where the fake worker reports CUDA and `error`; what it said,
+    after checking that it failed."""
     result = workspace.cli(
-        "rehearse",
-        str(workspace.spec_path),
-        env={"FAKE_REHEARSAL_CUDA": "1", "FAKE_REHEARSAL_FAIL": NO_KERNEL},
+        "rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_CUDA": "1", "FAKE_REHEARSAL_FAIL": error}
     )
     said = result.stdout + result.stderr
     assert result.exit_code == 1, said
+    return said
+
+
+def test_a_missing_attention_kernel_fails_on_the_training_box(workspace: Workspace) -> None:
+    workspace.write_spec(train={"attention": "xformers"})
+    said = _fails_on_the_training_box(workspace, NO_KERNEL)
     line = _line(said, "rehearsal failed at stage train ")
     assert line.startswith(
         "rehearsal failed at stage train (2 training steps, sampling at first): configs/v1.yaml:"
@@ -65,13 +70,7 @@ def test_a_missing_attention_kernel_on_a_cpu_machine_is_left_to_the_gpu_box(work
 
 def test_a_missing_package_fails_on_the_training_box(workspace: Workspace) -> None:
     workspace.write_spec(train={"optimizer": {"type": "prodigyopt.Prodigy"}})
-    result = workspace.cli(
-        "rehearse",
-        str(workspace.spec_path),
-        env={"FAKE_REHEARSAL_CUDA": "1", "FAKE_REHEARSAL_FAIL": NO_PACKAGE},
-    )
-    said = result.stdout + result.stderr
-    assert result.exit_code == 1, said
+    said = _fails_on_the_training_box(workspace, NO_PACKAGE)
     line = _line(said, "rehearsal failed at stage train ")
     assert line.endswith(
         ": train.optimizer.type: prodigyopt.Prodigy needs the package prodigyopt, which this musubi-tuner"
@@ -95,11 +94,7 @@ def test_a_missing_package_on_a_cpu_machine_is_not_rehearsed_here(workspace: Wor
 def test_a_missing_kernel_of_generate_names_the_infer_setting(workspace: Workspace) -> None:
     workspace.write_spec(infer={"attention": "flash"})
     error = "generate:TypeError: 'NoneType' object is not callable"
-    result = workspace.cli(
-        "rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_CUDA": "1", "FAKE_REHEARSAL_FAIL": error}
-    )
-    said = result.stdout + result.stderr
-    assert result.exit_code == 1, said
+    said = _fails_on_the_training_box(workspace, error)
     assert _line(said, "rehearsal failed at stage generate ").endswith(
         ": infer.attention: flash needs the package flash_attn, which this musubi-tuner Python"
         " (bin/musubi-python) lacks: the real run would stop the same way — install flash_attn there,"
