@@ -146,6 +146,13 @@ VARIANTS: dict[str, tuple[str, str]] = {
         .replace("steps: 16", "steps: 8")
         .replace("blocks_to_swap: 0", "blocks_to_swap: 12"),
     ),
+    "autotune": (
+        "nosplit with compile_mode max-autotune-no-cudagraphs: inductor benchmarks GEMM and fused-kernel"
+        " choices while compiling (issue 21's last untried compile lever; CUDA graphs stay off, the"
+        " profile puts their ceiling at ~3 %)",
+        "gpu: h200\ntrain:\n  split_attn: false\n"
+        "musubi:\n  config: {compile_mode: max-autotune-no-cudagraphs}\n",
+    ),
     "b1-swap6c": (
         "batch 1 x 16, no recomputation, 6 swapped blocks, torch.compile (the H100's neighbour: batch 2"
         " without recomputation is ~141 GB uncompiled, past any swap an H100 allows)",
@@ -158,10 +165,11 @@ OPTIONS = {
     "offload": ["gradient_checkpointing_cpu_offload"],
     "tf32": ["cuda_allow_tf32"],
     "flash": ["attention flash_attn"],
+    "autotune": ["compile_mode max-autotune-no-cudagraphs"],
 }
 # other shapes (issue 21): width, height, control images; each its own data and cache
 SHAPES = {"768x512c1": (768, 512, 1), "640x640c2": (640, 640, 2)}
-SHAPE_VARIANTS = ("memo", "preset", "auto")
+SHAPE_VARIANTS = ("memo", "preset", "auto", "autotune")
 # `--matrix CARD --part N`: every command's stages, each part within a 600 s call on a warm machine
 # (each part sets a fresh machine up first: ~260 s; the parts already measured on 2026-12-06 on the
 # H100, 1 and 2, do not repeat it). Results accumulate in <root>/speed.json;
