@@ -499,3 +499,40 @@ def test_fold_keeps_an_out_of_memory_variant_and_refuses_to_replace_another_runs
     both, _ = fold_speed.fold(folded, later, "preset-speed-2027-01-02-h100-80g-shapes")
     assert [r["source"] for r in both["rows"]].count("preset-speed-2027-01-02-h100-80g") == 1
     assert both["sources"]["preset-speed-2027-01-02-h100-80g-shapes"]["run"] == later["date"]
+
+
+def test_past_the_deadline_a_stage_that_costs_nothing_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU call whose last training stage runs to the deadline still writes its report (2026-12-06:
+    speed-report was skipped after the autotune stage, and the call's results file was lost)."""
+    h = _harness()
+    cfg = h.state.Config(
+        root=tmp_path / "root",
+        models=tmp_path / "models",
+        out=tmp_path / "out",
+        deadline=0.0,
+        gpus=1,
+        gpus_seen=1,
+        e2e_batch=1,
+        e2e_swap=0,
+        timing_steps=3,
+        train2_steps=1,
+        records=2,
+        local=None,
+    )
+    monkeypatch.setattr(h.state, "CFG", cfg, raising=False)
+    monkeypatch.setattr(h.state, "GPU", None, raising=False)
+    monkeypatch.setattr(h.state, "SUMMARY", {"stages": []})
+    ran: list[str] = []
+    stages = {
+        "slow": h.state.Stage(lambda stage, checks: ran.append("slow"), 60),
+        "report": h.state.Stage(lambda stage, checks: ran.append("report"), 0),
+    }
+    monkeypatch.setattr(h.driver, "STAGES", {**h.driver.STAGES, **stages})
+    h.driver.do_stage("slow")
+    h.driver.do_stage("report")
+    assert ran == ["report"]
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert summary["stages"][0]["skipped"].startswith("not started: needs ~60 s")
+    assert summary["stages"][1]["stage"] == "report"
