@@ -114,16 +114,23 @@ class Row:
 @dataclass(frozen=True)
 class Limit:
     """Settings where the memory model was checked against a run and missed by more than 2 %:
-    `error` is (measured − modelled) / modelled (negative: the model over-predicts, which is safe)."""
+    `error` is (measured − modelled) / modelled (negative: the model over-predicts, which is safe).
+    `compile` and `above_tokens` (tokens per micro-batch the DiT sees, exclusive) narrow it to where
+    the miss was measured: None matches any."""
 
     gradient_checkpointing: bool | None
     split_attn: bool | None
     error: float
     why: str
+    compile: bool | None = None
+    above_tokens: float | None = None
 
-    def matches(self, checkpointing: bool, split_attn: bool) -> bool:
-        return (self.gradient_checkpointing is None or self.gradient_checkpointing == checkpointing) and (
-            self.split_attn is None or self.split_attn == split_attn
+    def matches(self, checkpointing: bool, split_attn: bool, compile: bool, tokens: float) -> bool:
+        return (
+            (self.gradient_checkpointing is None or self.gradient_checkpointing == checkpointing)
+            and (self.split_attn is None or self.split_attn == split_attn)
+            and (self.compile is None or self.compile == compile)
+            and (self.above_tokens is None or tokens > self.above_tokens)
         )
 
 
@@ -147,10 +154,18 @@ class Model:
     compiled_per_sample: float = 0.0
     # the caption's padding that batch 1 without split_attn crops, in shape units (set by table())
     cropped: float = 0.0
+    # tokens per sample at the reference shape, the caption padded (set by table()): shape units to tokens
+    reference_tokens: float = 1.0
 
-    def limit(self, checkpointing: bool, split_attn: bool) -> Limit | None:
-        """Where these settings lie past what the model was checked to within 2 %, and by how much."""
-        return next((lim for lim in self.limits if lim.matches(checkpointing, split_attn)), None)
+    def limit(
+        self, checkpointing: bool, split_attn: bool, compile: bool = False, tokens: float = 0.0
+    ) -> Limit | None:
+        """Where these settings lie past what the model was checked to within 2 %, and by how much
+        (`tokens`: per micro-batch, in shape units, as `tokens()` gives them)."""
+        count = tokens * self.reference_tokens
+        return next(
+            (lim for lim in self.limits if lim.matches(checkpointing, split_attn, compile, count)), None
+        )
 
     def tokens(self, shape: float, batch: int, split_attn: bool) -> float:
         """`shape` as the DiT sees it: without split_attn, batch 1 crops the caption's padding."""
@@ -190,9 +205,6 @@ class Table:
     model: Model
     sources: dict[str, dict[str, str]]
     reference: tuple[int, int, int]  # width, height, control images
-    # the most tokens per micro-batch (in shape units) a compiled row was measured at: the compiled
-    # model is trusted up to there; beyond it a compiled setting must fit the uncompiled peak
-    compile_measured_up_to: float = 0.0
 
 
 @cache
@@ -242,17 +254,20 @@ def table() -> Table:
         headroom=float(m["headroom"]),
         compiled_per_sample=float(m["no_checkpointing"]["compiled_per_sample"]),
         limits=tuple(
-            Limit(lim.get("gradient_checkpointing"), lim.get("split_attn"), float(lim["error"]), lim["why"])
+            Limit(
+                lim.get("gradient_checkpointing"),
+                lim.get("split_attn"),
+                float(lim["error"]),
+                lim["why"],
+                lim.get("compile"),
+                lim.get("above_tokens"),
+            )
             for lim in m.get("limits", ())
         ),
     )
     ref = raw["reference"]
     reference = (ref["width"], ref["height"], ref["control_images"])
     padded = tokens(*reference)
-    model = replace(model, cropped=(padded - tokens(*reference, caption=CAPTION)) / padded)
-    compiled = [
-        row.batch * model.tokens(row.shape(reference), row.batch, row.split_attn)
-        for row in rows
-        if row.compile and row.peak_mib is not None and row.covered_by_model
-    ]
-    return Table(gpus, rows, model, raw["sources"], reference, max(compiled, default=0.0))
+    cropped = (padded - tokens(*reference, caption=CAPTION)) / padded
+    model = replace(model, cropped=cropped, reference_tokens=float(padded))
+    return Table(gpus, rows, model, raw["sources"], reference)
