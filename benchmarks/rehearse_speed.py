@@ -9,7 +9,10 @@ every stage under cProfile (`FPLORA_REHEARSE_PROFILE`), for reading where a GPU 
 
 Goals (issue 20): the first ≤ 60 s on the 2-core CPU machine (≤ 20 s on a GPU machine), a repeat
 < 1 s. Needs a musubi-tuner Python (here the CPU one scripts/musubi-python.sh builds); prints the
-figures and writes rehearse_speed-<date>[-<gpu>].json into benchmarks/results/ (or --out).
+figures and writes rehearse_speed-<date>[-<gpu>].json into benchmarks/results/ (or --out). With
+--out, every rehearsal's console output and worker log, and the profiles, go into one tarball beside
+the JSON (rehearse_speed-<date>[-<gpu>]-logs.tar.gz), also when a rehearsal failed: a rented GPU box
+hands back only a few files per call, so --out holds two.
 
     uv run python benchmarks/rehearse_speed.py [--python /tmp/fplora-musubi-venv/bin/python] [--runs 3]
 
@@ -32,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -63,8 +67,9 @@ def _rehearse(spec: Path, env: dict[str, str], *extra: str) -> tuple[float, int,
 
 def _first(spec: Path, env: dict[str, str], out: Path | None, name: str) -> tuple[float, int]:
     """A first rehearsal of `spec`: its seconds and exit code (1 when it failed or a stage was not
-    rehearsed here: then it times nothing). With `out`, its console output and the worker's log
-    (what each stage printed) are kept there as rehearse-<name>.log and rehearse-<name>-worker.log."""
+    rehearsed here: then it times nothing). With `out` (the folder the tarball is made of), its
+    console output and the worker's log (what each stage printed) are kept there as
+    rehearse-<name>.log and rehearse-<name>-worker.log."""
     seconds, code, output = _rehearse(spec, env)
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +82,25 @@ def _first(spec: Path, env: dict[str, str], out: Path | None, name: str) -> tupl
         print(f"{name}: the rehearsal failed or left stages out (exit {code})")
         return seconds, 1
     return seconds, 0
+
+
+def _bundle(logs: Path, tarball: Path) -> None:
+    """The logs and profiles gathered in `logs`, as one tarball (nothing when there are none)."""
+    files = sorted(p for p in logs.rglob("*") if p.is_file())
+    if not files:
+        return
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=str(path.relative_to(logs)))
+    print(f"written {tarball} ({len(files)} files)")
+
+
+def _name(gpu: list[dict[str, str]] | None) -> str:
+    """rehearse_speed-<date>[-<card>]: the results' file name, without its extension."""
+    model = re.search(r"\b[A-Z]+\d{2,}\b", gpu[0]["name"]) if gpu else None
+    card = f"-{model.group().lower()}" if model else "-gpu" if gpu else ""
+    return f"rehearse_speed-{datetime.now(UTC):%Y%m%d}{card}"
 
 
 def _gpu() -> list[dict[str, str]] | None:
@@ -92,6 +116,48 @@ def _gpu() -> list[dict[str, str]] | None:
     )
     cards = [line.split(", ") for line in done.stdout.strip().splitlines() if line.count(", ") == 2]
     return [{"name": n, "memory": m, "driver": d} for n, m, d in cards] or None
+
+
+def _measure(
+    tmp: Path,
+    env: dict[str, str],
+    logs: Path | None,
+    options: argparse.Namespace,
+    warmups: list[float],
+    firsts: list[float],
+    repeats: list[float],
+) -> int:
+    """The warm-up, timed and profiled rehearsals, each of a fresh copy of the example project in
+    `tmp`; their figures appended to the lists, their logs (and profiles) kept in `logs`. 0 when
+    each passed and each repeat was recognised, else 1."""
+    env["FPLORA_MODELS_DIR"] = str(tmp / "no-models")
+    for run in range(options.warmup):
+        seconds, code = _first(_project(tmp / f"w{run}"), env, logs, f"warmup{run + 1}")
+        if code != 0:
+            return 1
+        warmups.append(seconds)
+        print(f"warm-up rehearsal {run + 1} (not counted): {seconds:.1f} s")
+    for run in range(options.runs):
+        spec = _project(tmp / f"p{run}")
+        seconds, code = _first(spec, env, logs, f"run{run + 1}")
+        if code != 0:
+            return 1
+        firsts.append(seconds)
+        print(f"first rehearsal, run {run + 1}: {seconds:.1f} s")
+        again, code, output = _rehearse(spec, env)
+        if code != 0 or "not run again" not in output:
+            print(output)
+            print("the repeat did not recognise the unchanged spec")
+            return 1
+        repeats.append(again)
+        print(f"repeat of the unchanged spec, run {run + 1}: {again:.2f} s")
+    if options.profile:
+        folder = (logs or tmp) / "profile"
+        profiled = {**env, "FPLORA_REHEARSE_PROFILE": str(folder)}
+        seconds, _ = _first(_project(tmp / "profiled"), profiled, logs, "profiled")
+        kept = "profile/ in the tarball" if logs else folder
+        print(f"profiled rehearsal (not counted): {seconds:.1f} s; profiles: {kept}")
+    return 0
 
 
 def main() -> int:
@@ -111,9 +177,15 @@ def main() -> int:
         "--profile",
         action="store_true",
         help="one more first rehearsal, not counted, with each stage under cProfile and the"
-        " worker's timeline (FPLORA_REHEARSE_PROFILE), written under --out/profile",
+        " worker's timeline (FPLORA_REHEARSE_PROFILE), kept as profile/ in --out's tarball",
     )
-    parser.add_argument("--out", type=Path, help="folder for the JSON (default: benchmarks/results/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the JSON and the tarball of logs and profiles (default: the JSON alone, into"
+        " benchmarks/results/)",
+    )
+    parser.add_argument("--note", help="what this measurement is of (a change, a machine): said in the JSON")
     options = parser.parse_args()
     env = {**os.environ, "FPLORA_MUSUBI_PYTHON": options.python, "HF_HUB_OFFLINE": "1"}
     # fplora from this checkout, also where it is not installed (the GPU machine runs it from src/,
@@ -129,32 +201,14 @@ def main() -> int:
 
     caches_before = sorted(p.name for p in user_cache().glob("*rehears*"))
     with tempfile.TemporaryDirectory(prefix="fplora-rehearse-speed-") as tmp:
-        env["FPLORA_MODELS_DIR"] = str(Path(tmp) / "no-models")
-        for run in range(options.warmup):
-            seconds, code = _first(_project(Path(tmp) / f"w{run}"), env, options.out, f"warmup{run + 1}")
-            if code != 0:
-                return 1
-            warmups.append(seconds)
-            print(f"warm-up rehearsal {run + 1} (not counted): {seconds:.1f} s")
-        for run in range(options.runs):
-            spec = _project(Path(tmp) / f"p{run}")
-            seconds, code = _first(spec, env, options.out, f"run{run + 1}")
-            if code != 0:
-                return 1
-            firsts.append(seconds)
-            print(f"first rehearsal, run {run + 1}: {seconds:.1f} s")
-            again, code, output = _rehearse(spec, env)
-            if code != 0 or "not run again" not in output:
-                print(output)
-                print("the repeat did not recognise the unchanged spec")
-                return 1
-            repeats.append(again)
-            print(f"repeat of the unchanged spec, run {run + 1}: {again:.2f} s")
-        if options.profile:
-            folder = (options.out or Path(tmp)) / "profile"
-            profiled = {**env, "FPLORA_REHEARSE_PROFILE": str(folder)}
-            seconds, _ = _first(_project(Path(tmp) / "profiled"), profiled, options.out, "profiled")
-            print(f"profiled rehearsal (not counted): {seconds:.1f} s; profiles in {folder}")
+        logs = Path(tmp) / "logs" if options.out else None
+        try:
+            code = _measure(Path(tmp), env, logs, options, warmups, firsts, repeats)
+        finally:
+            if logs is not None and options.out is not None:
+                _bundle(logs, options.out / f"{_name(gpu)}-logs.tar.gz")
+        if code != 0:
+            return code
     first, repeat = statistics.median(firsts), statistics.median(repeats)
     print(
         f"median of {options.runs}: first rehearsal {first:.1f} s"
@@ -181,11 +235,11 @@ def main() -> int:
         "load_avg_1m": round(load_before, 2),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
+    if options.note:
+        result["note"] = f"{options.note}; {result['note']}"
     folder = options.out or REPO / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    model = re.search(r"\b[A-Z]+\d{2,}\b", gpu[0]["name"]) if gpu else None
-    card = f"-{model.group().lower()}" if model else "-gpu" if gpu else ""
-    out = folder / f"rehearse_speed-{datetime.now(UTC):%Y%m%d}{card}.json"
+    out = folder / f"{_name(gpu)}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"written {out}")
     return 0 if first <= (20 if gpu else 60) and repeat < 1 else 1
