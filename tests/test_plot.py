@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes.fixtures import Workspace
+from fakes.tfevents_writer import encode_scalar
 from PIL import Image
 
 from fplora.curves import tfevents
@@ -51,9 +52,7 @@ def write_events(
     path: Path, start: float, values: list[tuple[int, float]], tag: str = "loss/current"
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = b"".join(
-        tfevents.encode_scalar(tag, step, value, start + i) for i, (step, value) in enumerate(values)
-    )
+    blob = b"".join(encode_scalar(tag, step, value, start + i) for i, (step, value) in enumerate(values))
     path.write_bytes(blob)
 
 
@@ -110,8 +109,8 @@ def test_ema_is_debiased_and_skips_non_finite_values() -> None:
 
 def test_event_reader_reads_written_scalars_and_stops_at_a_partial_record(tmp_path: Path) -> None:
     path = tmp_path / "events.out.tfevents.x"
-    blob = tfevents.encode_scalar("loss/current", 3, 0.25, 10.0) + tfevents.encode_scalar("lr", 3, 1e-3, 10.0)
-    path.write_bytes(blob + tfevents.encode_scalar("loss/current", 4, 0.5, 11.0)[:-7])
+    blob = encode_scalar("loss/current", 3, 0.25, 10.0) + encode_scalar("lr", 3, 1e-3, 10.0)
+    path.write_bytes(blob + encode_scalar("loss/current", 4, 0.5, 11.0)[:-7])
     found = tfevents.read_scalars(path)
     assert [(s.tag, s.step) for s in found] == [("loss/current", 3), ("lr", 3)]
     assert found[0].value == pytest.approx(0.25) and found[0].wall_time == 10.0
