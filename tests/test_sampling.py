@@ -26,7 +26,6 @@ from fplora.musubi import schema
 from fplora.musubi.names import (
     DISTILLED_GUIDANCE_DEFAULT,
     MODULES,
-    TRAINING_SAMPLE_STEPS_DEFAULT,
     split_prompt_line,
 )
 from fplora.problems import UserError
@@ -35,6 +34,8 @@ from fplora.spec import load_spec
 
 GENERATE = "fpack_generate_video"
 TRAIN = "fpack_train_network"
+TRAINING_SAMPLE_STEPS_DEFAULT = 20
+"""Steps of a training sample line without `--s` (trainer_base.py:877); generate's `--infer_steps` is 25."""
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,6 @@ DISTILLED_GUIDANCE_DEFAULT = 10.0
 """Both scripts' default distilled guidance: `default_guidance_scale` (fpack_train_network.py:58) for a
 sample line without `--g`, and `--embedded_cfg_scale` (fpack_generate_video.py:186)."""
 
-TRAINING_SAMPLE_STEPS_DEFAULT = 20
-"""Steps of a training sample line without `--s` (trainer_base.py:877); generate's `--infer_steps` is 25."""
-
 LATENT_WINDOW_SIZE = {
     "dataset": "fp_latent_window_size",
     "train": "latent_window_size",
