@@ -66,7 +66,7 @@ SPEC_CASES: list[tuple[str, str, str]] = [
     ("pass-through output type", "musubi:\n  generate: {output_type: images}\n", "configs/v1.yaml:5: musubi.generate.output_type: set by infer.output_type — set it there"),
     ("pass-through prompt-line option", "musubi:\n  generate: {seed: 3}\n", "configs/v1.yaml:5: musubi.generate.seed: set by infer.seed (on every line of infer-prompts.txt) — set it there"),
     ("pass-through one_frame off", "musubi:\n  cache_latents: {one_frame: false}\n", "configs/v1.yaml:5: musubi.cache_latents.one_frame: fplora owns it — remove it"),
-    ("pass-through skip_existing", "musubi:\n  cache_text_encoder: {skip_existing: true}\n", "configs/v1.yaml:5: musubi.cache_text_encoder.skip_existing: fplora owns it — remove it; `fplora cache` sets it when it fills an incomplete cache"),
+    ("pass-through skip_existing", "musubi:\n  cache_text_encoder: {skip_existing: true}\n", "configs/v1.yaml:5: musubi.cache_text_encoder.skip_existing: fplora owns it — remove it; `fplora cache` computes only what the project's cache store lacks"),
     ("launch extra process count", "launch:\n  extra: {num_processes: 4}\n", "configs/v1.yaml:5: launch.extra.num_processes: set by launch.num_processes — set it there"),
     ("launch extra multi_gpu", "launch:\n  extra: {multi_gpu: true}\n", "configs/v1.yaml:5: launch.extra.multi_gpu: set by launch.num_processes — set it there"),
     ("unset variable", "train:\n  output_dir: ${FPLORA_TEST_UNSET}/x\n", "configs/v1.yaml:5: train.output_dir: environment variable FPLORA_TEST_UNSET is not set — export FPLORA_TEST_UNSET=..., or write ${FPLORA_TEST_UNSET:-default}"),

@@ -73,9 +73,10 @@ def windows_path(path: Path | str) -> str | None:
     return text[text.rfind("/", 0, text.index("\\")) + 1 :]
 
 
-# Options fplora adds outside the render functions, so `rendered_options` cannot see them.
+# Options `rendered_options` cannot see that fplora still keeps to itself: `--skip_existing` trusts
+# any file that exists, and `fplora cache` decides what to compute from the store (jobs/cache.py).
 OWNED_ELSEWHERE = {
-    "cache_latents": {"skip_existing"},  # datasets/caching.py, when it fills an incomplete cache
+    "cache_latents": {"skip_existing"},
     "cache_text_encoder": {"skip_existing"},
 }
 
@@ -83,7 +84,7 @@ OWNED_ELSEWHERE = {
 _OWNED_FIX = {
     "lora_weight": "remove it; choose the LoRA with `fplora infer --lora`",
     "resume": "remove it; use `fplora train --resume`",
-    "skip_existing": "remove it; `fplora cache` sets it when it fills an incomplete cache",
+    "skip_existing": "remove it; `fplora cache` computes only what the project's cache store lacks",
 }
 
 
