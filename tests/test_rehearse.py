@@ -480,6 +480,29 @@ def test_the_stand_in_dit_is_made_once_per_machine_and_copied_for_the_next_spec(
     assert len(made) == 2 and (tmp_path / "three" / names[1]).read_bytes() == b"shard 1"
 
 
+def test_the_stand_in_vae_is_made_once_per_machine_and_copied_for_the_next_spec(tmp_path: Path) -> None:
+    from fplora.worker import rehearse as worker
+
+    made: list[str] = []
+
+    def write_vae(path: str) -> None:
+        made.append(path)
+        Path(path).write_bytes(b"vae weights")
+
+    standins = type("Standins", (), {"__file__": str(stages.STANDINS), "write_vae": staticmethod(write_vae)})
+    first, second = (tmp_path / name / "models" / "vae" / "vae.safetensors" for name in ("one", "two"))
+    second.parent.mkdir(parents=True)
+    second.write_bytes(b"")  # the empty placeholder fplora leaves for the worker
+    worker._stand_in_vae(standins, first, tmp_path / "cache")
+    worker._stand_in_vae(standins, second, tmp_path / "cache")
+    assert made == [str(first)]
+    assert second.read_bytes() == b"vae weights"
+    (kept,) = (tmp_path / "cache").iterdir()
+    assert kept.name.startswith("vae-") and [p.name for p in kept.iterdir()] == ["vae.safetensors"]
+    worker._stand_in_vae(standins, tmp_path / "three" / "vae.safetensors", None)  # no cache: made
+    assert len(made) == 2
+
+
 def test_a_partial_pass_holds_only_on_the_machine_that_made_it(
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -110,6 +110,28 @@ def test_compile_workers_start_before_the_stages_on_a_gpu_only(monkeypatch: pyte
     assert worker.warm_compile_workers(torch) is False  # left to torch's first compile
 
 
+def test_the_gpu_is_warmed_beside_the_start_up_on_a_gpu_only() -> None:
+    """Without CUDA there is nothing to warm; with it, a failure while warming (a kernel missing, a
+    device that will not start) is not the worker's: the thread ends quietly, and the stage that
+    meets the same failure reports it."""
+    calls: list[str] = []
+
+    def broken_device() -> int:
+        calls.append("current_device")
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    cuda = types.SimpleNamespace(is_available=lambda: False, current_device=broken_device)
+    functional = types.SimpleNamespace(scaled_dot_product_attention=None)
+    torch = types.SimpleNamespace(cuda=cuda, nn=types.SimpleNamespace(functional=functional))
+    assert worker.warm_gpu(torch) is None
+    assert calls == []
+    cuda.is_available = lambda: True
+    thread = worker.warm_gpu(torch)
+    assert thread is not None and thread.daemon
+    thread.join(10)
+    assert not thread.is_alive() and calls == ["current_device"]
+
+
 def test_the_plan_tells_the_worker_whether_a_stage_compiles(workspace: Workspace) -> None:
     plan = workspace.root / "configs" / "v1" / "rehearsal" / "rendered" / "rehearsal-plan.json"
     assert workspace.cli("rehearse", str(workspace.spec_path)).exit_code == 0

@@ -185,44 +185,69 @@ def run_stage(argv: list[str], steps: int | None = None) -> tuple[int, str | Non
         _reset_accelerate()
 
 
-def _dit_key(standins: Any, shards: list[Path]) -> str:
-    """What the stand-in DiT's files depend on: fplora's stand-in code, musubi-tuner's DiT class, the
-    torch version (its serialisation and random numbers) and the shard names."""
-    digest = hashlib.sha256()
-    try:
-        model = importlib.util.find_spec("musubi_tuner.frame_pack.hunyuan_video_packed")
-    except ImportError:  # no musubi-tuner: the stand-in cannot run either; made, not reused
-        model = None
-    for source in (standins.__file__, model.origin if model else None):
-        digest.update(Path(source).read_bytes() if source else b"-")
+def _standin_key(standins: Any, modules: list[str], names: list[str]) -> str:
+    """What a stand-in model's files depend on: fplora's stand-in code, the source of musubi-tuner's
+    modules that define the model (its class, its config), the torch version (its serialisation and
+    random numbers) and the file names."""
+    digest = hashlib.sha256(Path(standins.__file__).read_bytes())
+    for name in modules:
+        try:
+            module = importlib.util.find_spec(name)
+        except ImportError:  # no musubi-tuner: the stand-in cannot run either; made, not reused
+            module = None
+        digest.update(Path(module.origin).read_bytes() if module and module.origin else b"-")
     try:
         torch = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch = "-"
-    digest.update(json.dumps([torch, [p.name for p in shards]]).encode())
+    digest.update(json.dumps([torch, names]).encode())
     return digest.hexdigest()[:20]
+
+
+DIT_MODULES = ["musubi_tuner.frame_pack.hunyuan_video_packed"]
+VAE_MODULES = ["musubi_tuner.hunyuan_model.vae", "musubi_tuner.hunyuan_model.autoencoder_kl_causal_3d"]
+"""musubi-tuner's modules that define each stand-in's files: the class, and (the VAE's) its config."""
+
+
+def _kept_per_machine(files: list[Path], kept: Path | None, make: Any) -> None:
+    """`files` copied from the machine's cache folder `kept` when a rehearsal made them before, else
+    made by `make()` and kept there for the next spec (whole or not at all, also with two rehearsals
+    at once). Without a usable cache folder (a read-only home) they are made each time."""
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if kept is None or not all((kept / p.name).is_file() for p in files):
+        make()
+        if kept is not None:
+            part = kept.with_name(f"{kept.name}.{os.getpid()}.part")
+            try:
+                part.mkdir(parents=True)
+                for path in files:
+                    shutil.copyfile(path, part / path.name)
+                os.replace(part, kept)
+            except OSError:  # no cache, or another rehearsal made it first
+                shutil.rmtree(part, ignore_errors=True)
+        return
+    for path in files:
+        shutil.copyfile(kept / path.name, path)
 
 
 def _stand_in_dit(standins: Any, shards: list[Path], cache: Path | None) -> None:
     """The stand-in DiT's shards at `shards`: copied from the machine's cache (`cache`, per user) when
     one was made before for the same stand-in, else made (~1 s) and kept there for the next spec."""
-    for shard in shards:
-        shard.parent.mkdir(parents=True, exist_ok=True)
-    made = cache / f"dit-{_dit_key(standins, shards)}" if cache else None
-    if made is None or not all((made / p.name).is_file() for p in shards):
-        standins.write_dit([str(p) for p in shards])
-        if made is not None:
-            part = made.with_name(f"{made.name}.{os.getpid()}.part")
-            try:  # whole or not at all, also with two rehearsals at once
-                part.mkdir(parents=True)
-                for shard in shards:
-                    shutil.copyfile(shard, part / shard.name)
-                os.replace(part, made)
-            except OSError:  # no cache (a read-only home), or another rehearsal made it first
-                shutil.rmtree(part, ignore_errors=True)
-        return
-    for shard in shards:
-        shutil.copyfile(made / shard.name, shard)
+    key = _standin_key(standins, DIT_MODULES, [p.name for p in shards])
+    _kept_per_machine(
+        shards,
+        cache / f"dit-{key}" if cache else None,
+        lambda: standins.write_dit([str(p) for p in shards]),
+    )
+
+
+def _stand_in_vae(standins: Any, vae: Path, cache: Path | None) -> None:
+    """The stand-in VAE's weights at `vae`, kept per machine as the DiT's: made, they cost building
+    HunyuanVideo's VAE class and saving it (and importing its module before the first stage, which
+    caching imports anyway) in every rehearsal."""
+    key = _standin_key(standins, VAE_MODULES, [vae.name])
+    _kept_per_machine([vae], cache / f"vae-{key}" if cache else None, lambda: standins.write_vae(str(vae)))
 
 
 class _Timeline:
@@ -286,6 +311,43 @@ def warm_compile_workers(torch: Any) -> bool:
     return True
 
 
+def warm_gpu(torch: Any) -> threading.Thread | None:
+    """On a GPU, a thread that pays CUDA's first-use costs while this process imports musubi-tuner's
+    modules and makes the stand-ins: the device's context, cuBLAS, cuDNN and the attention kernels
+    the stages run first (CUDA loads each kernel at its first launch; on an H100 the first
+    scaled_dot_product_attention calls cost caching ~0.5 s and the training stage ~1 s). torch
+    releases the interpreter lock inside each operation, so the loading overlaps the imports. The
+    kernels are those of the stand-ins' shapes: the VAE's fp16 attention (one head of 32 channels,
+    a float mask), the DiT's bf16 attention (one head of 128 channels, forward and backward), a bf16
+    linear layer and an fp16 3-D convolution. Nothing the stages compute changes (zeros in, nothing
+    kept, no random numbers drawn), and a failure here is left to the stage that meets it. None
+    without CUDA. The worker joins it before the first stage, so that no stage runs beside it."""
+    if not torch.cuda.is_available():
+        return None
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):
+            index = torch.cuda.current_device()  # the device the stages' `cuda` means
+            device = torch.device("cuda", index)
+            attention = torch.nn.functional.scaled_dot_product_attention
+            half, bf16 = torch.float16, torch.bfloat16
+            with torch.no_grad():
+                q = torch.zeros(1, 1, 96, 32, device=device, dtype=half)
+                attention(q, q, q, attn_mask=torch.zeros(1, 96, 96, device=device, dtype=half))
+                image = torch.zeros(1, 16, 3, 16, 16, device=device, dtype=half)
+                torch.nn.functional.conv3d(image, torch.zeros(16, 16, 3, 3, 3, device=device, dtype=half))
+            for tokens in (112, 144):  # the stand-in's image and text tokens, below and above 128
+                q = torch.zeros(1, 1, tokens, 128, device=device, dtype=bf16, requires_grad=True)
+                attention(q, q, q).sum().backward()
+            w = torch.zeros(128, 128, device=device, dtype=bf16, requires_grad=True)
+            torch.nn.functional.linear(w, w).sum().backward()
+            torch.cuda.synchronize(device)
+
+    thread = threading.Thread(target=warm, name="fplora-warm-gpu", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
     parser.add_argument("--plan", type=Path, required=True)
@@ -305,6 +367,7 @@ def main() -> int:
     missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
     import torch
 
+    warming = warm_gpu(torch)
     emit("kernels", missing=missing, cuda=torch.cuda.is_available())
     timeline.mark("CUDA asked")
     if plan.get("compiles") and warm_compile_workers(torch):
@@ -317,9 +380,12 @@ def main() -> int:
         rehearse_standins.write_lora(lora["source"], lora["target"], [str(p) for p in shards])
     vae = Path(plan["vae"]) if plan.get("vae") else None
     if vae is not None and (not vae.is_file() or vae.stat().st_size == 0):
-        vae.parent.mkdir(parents=True, exist_ok=True)
-        rehearse_standins.write_vae(str(vae))
+        cache = plan.get("standin_cache")
+        _stand_in_vae(rehearse_standins, vae, Path(cache) if cache else None)
     timeline.mark("stand-in models ready")
+    if warming is not None:
+        warming.join()
+        timeline.mark("GPU warmed")
     failed: set[str] = set()
     for stage in plan["stages"]:
         blocked = [name for name in stage.get("needs", []) if name in failed]
