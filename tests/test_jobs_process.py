@@ -181,3 +181,44 @@ def test_a_failing_reader_stops_the_child_and_its_group_before_raising(tmp_path:
     while not _gone(worker) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _gone(worker)
+
+
+def test_a_started_child_starts_up_first_and_is_followed_once_told(tmp_path: Path) -> None:
+    """`start` begins a child ahead of its work (the rehearsal worker imports torch while fplora
+    checks the spec): what it writes meanwhile waits in its pipe, `tell` gives it its one line, and
+    `run` follows it from its first line as any child; `stop` then has nothing left to stop."""
+    code = "import sys\nprint('up', flush=True)\nprint('given ' + sys.stdin.readline().strip(), flush=True)\n"
+    started = process.start([sys.executable, "-c", code])
+    started.tell("plan.json")
+    lines: list[str] = []
+    log = tmp_path / "run.log"
+    with (tmp_path / "echo").open("wb") as echo:
+        result = process.run(started, log=log, on_line=lines.append, echo=echo)
+    assert (result.returncode, lines) == (0, ["up", "given plan.json"])
+    assert log.read_bytes() == b"up\ngiven plan.json\n"
+    started.stop()
+    assert started.proc.returncode == 0
+
+
+def test_a_started_child_not_wanted_is_stopped_with_its_group(tmp_path: Path) -> None:
+    """fplora found the spec wrong before it had a plan for the child: the child, still waiting for
+    its line, is stopped with what it started, and reaped."""
+    pids = tmp_path / "pids"
+    code = (
+        "import os, subprocess, sys, time\n"
+        "worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{worker.pid}}')\n"
+        "sys.stdin.readline()\n"
+        "time.sleep(60)\n"
+    )
+    started = process.start([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not (pids.is_file() and pids.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started.stop()
+    leader, worker = (int(p) for p in pids.read_text().split())
+    assert started.proc.returncode is not None and _gone(leader)
+    deadline = time.monotonic() + 5
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _gone(worker)

@@ -133,12 +133,15 @@ def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_
     assert list((out / "generate").glob("*.png")) and list((out / "sweep" / "c0").glob("*.png"))
     again = runner.invoke(app, ["rehearse", str(example)])
     assert again.exit_code == 0 and "not run again" in again.output
-    # the stand-in DiT is kept per machine: the next spec's rehearsal copies it instead of making it
-    shards = sorted((example.parent / "example" / "rehearsal" / "models" / "dit").iterdir())
-    (kept,) = (Path(musubi_python.env["XDG_CACHE_HOME"]) / "fplora" / "rehearsal-standins").iterdir()
-    assert [(p.name, p.read_bytes()) for p in shards] == [
-        (p.name, p.read_bytes()) for p in sorted(kept.iterdir())
-    ]
+    # the stand-in DiT and VAE are kept per machine: the next spec's rehearsal copies them instead
+    # of making them
+    models = example.parent / "example" / "rehearsal" / "models"
+    kept = sorted((Path(musubi_python.env["XDG_CACHE_HOME"]) / "fplora" / "rehearsal-standins").iterdir())
+    assert [folder.name.split("-")[0] for folder in kept] == ["dit", "vae"]
+    for folder, made in zip(kept, (models / "dit", models / "vae"), strict=True):
+        assert [(p.name, p.read_bytes()) for p in sorted(made.iterdir())] == [
+            (p.name, p.read_bytes()) for p in sorted(folder.iterdir())
+        ]
 
 
 CONTROLS = {

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes.fixtures import Workspace
 
-from fplora.jobs.rehearse import stages
+from fplora.jobs.rehearse import stages, watch
 from fplora.worker import rehearse as worker
 
 pytest_plugins = ["fakes.fixtures"]
@@ -140,3 +141,45 @@ def test_the_plan_tells_the_worker_whether_a_stage_compiles(workspace: Workspace
     compiled = workspace.cli("rehearse", str(workspace.spec_path))
     assert compiled.exit_code == 0, compiled.output
     assert json.loads(plan.read_text())["compiles"] is True
+
+
+def _workers(workspace: Workspace) -> list[dict[str, Any]]:
+    """The rehearsal workers the fake Python was started as, in order."""
+    return [r for r in workspace.records() if r.get("args", [""])[0].endswith("worker/rehearse.py")]
+
+
+def test_a_rehearsal_that_will_run_starts_its_worker_before_checking_the_spec(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec never rehearsed here (or `--force`) has its worker started first, to take its plan on
+    stdin once fplora has checked the spec and written the plan: the worker's start-up (torch)
+    overlaps that work. A remembered pass starts none; a check that fails stops the waiting worker."""
+    from fplora.jobs.rehearse import report
+
+    started: list[Any] = []
+
+    def start_worker(python: str, root: Path) -> Any:
+        started.append(watch.start_worker(python, root))
+        return started[-1]
+
+    monkeypatch.setattr(report, "start_worker", start_worker)
+    first = workspace.cli("rehearse", str(workspace.spec_path))
+    assert first.exit_code == 0, first.output
+    (worker,) = _workers(workspace)
+    assert worker["args"][1:] == ["--plan", "-"] and worker["cwd"] == str(workspace.render_dir / "rehearsal")
+    assert len(started) == 1 and started[0].proc.returncode == 0
+    again = workspace.cli("rehearse", str(workspace.spec_path))
+    assert "not run again" in again.output and len(started) == 1
+    (workspace.root / "data" / "dataset-v1" / "metadata-v1.jsonl").write_text('{"image_path": 3}\n')
+    failed = workspace.cli("rehearse", "--force", str(workspace.spec_path))
+    assert failed.exit_code == 1 and "rehearsal" not in failed.output, failed.output
+    assert len(started) == 2 and started[1].proc.returncode is not None  # stopped and reaped
+    assert _gone(started[1].proc.pid)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"

@@ -36,8 +36,54 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+@dataclass(frozen=True)
+class Started:
+    """A child that `start` began ahead of the work it is for: it starts up (imports, a device)
+    while fplora prepares that work, then reads one line on its stdin (`tell`) and is followed by
+    `run` as any child. Its output waits in its pipe meanwhile. `stop` ends it when the work is not
+    wanted after all; a child whose parent dies reads end-of-file there, and can leave."""
+
+    proc: subprocess.Popen[bytes]
+
+    def tell(self, line: str) -> None:
+        """Its one line of input, then end-of-file (a child that already left is `run`'s to report)."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):  # BrokenPipeError included
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.close()
+
+    def stop(self) -> None:
+        """End it and its group and reap it, unless `run` already followed it to its end."""
+        if self.proc.returncode is None:
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            _stop(self.proc)
+
+
+def _popen(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None, stdin: int | None
+) -> Started:
+    return Started(
+        subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    )
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Started:
+    """Start `argv` now, with a pipe for its input, to be followed later by `run(started, ...)`."""
+    return _popen(argv, env, cwd, subprocess.PIPE)
+
+
 def run(
-    argv: Sequence[str],
+    argv: Sequence[str] | Started,
     *,
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
@@ -48,20 +94,14 @@ def run(
 ) -> Result:
     """Run `argv`, tee its output (stdout and stderr together) to `echo` and `log`.
 
-    `on_line` sees each line, split on both `\\n` and `\\r` (tqdm redraws with `\\r`).
+    `on_line` sees each line, split on both `\\n` and `\\r` (tqdm redraws with `\\r`). A child
+    `start` began (`argv` a `Started`; `env` and `cwd` were given there) is followed the same way,
+    from the first line it wrote.
     """
     sink: BinaryIO | None = echo if echo is not None else sys.stdout.buffer
-    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     log_handle = log.open("ab") if log else None
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=child_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        proc = argv.proc if isinstance(argv, Started) else _popen(argv, env, cwd, None).proc
     except OSError:
         if log_handle:
             log_handle.close()

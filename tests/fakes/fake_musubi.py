@@ -1142,7 +1142,12 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     missing kernels are not stood in for."""
     import glob as globbing
 
-    plan = json.loads(Path(args[list(args).index("--plan") + 1]).read_text(encoding="utf-8"))
+    given = args[list(args).index("--plan") + 1]
+    if given == "-":  # started ahead: the plan's path comes on stdin, or end-of-file (not needed)
+        given = sys.stdin.readline().strip()
+        if not given:
+            return 0
+    plan = json.loads(Path(given).read_text(encoding="utf-8"))
     fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
     noop = os.environ.get("FAKE_REHEARSAL_NOOP", "")
     hang = os.environ.get("FAKE_REHEARSAL_HANG", "")

@@ -13,11 +13,14 @@ state is reset between stages), one process even where the spec asks for several
 output), and the models are the stand-ins.
 
 Protocol (fplora's side: `fplora/protocol/rehearse.py`, driven by `fplora/jobs/rehearse/`):
-- in: a JSON plan, `{"protocol": 1, "dit_shards": [...], "standin_cache": <folder>, "standin_loras":
+- in: `--plan <file>`, or `--plan -` and the file's path as a line on stdin (fplora starts the
+  worker while it checks the spec and writes the plan: the imports overlap that work), a JSON plan,
+  `{"protocol": 1, "dit_shards": [...], "standin_cache": <folder>, "standin_loras":
   [{"source", "target"}, ...], "vae": path, "compiles": bool, "stages": [{"name", "argv", "steps"},
   ...]}` (`steps`: where a training stage stops; its config keeps the run's real length; the stand-in
   DiT's and VAE's weights are written where missing; `standin_cache`, optional: where the machine
-  keeps the stand-in DiT's files between rehearsals; `compiles`, optional: a stage uses torch.compile);
+  keeps the stand-in DiT's and VAE's files between rehearsals; `compiles`, optional: a stage uses
+  torch.compile);
 - out: one JSON object per line on stdout after `EVENT_PREFIX`: `started`, `stage_started`,
   `stage_done` (`code`: the script's exit code; `error`: the exception's last line, `where`: the
   innermost musubi-tuner frame, when it raised), `note`, `finished`;
@@ -36,6 +39,7 @@ import functools
 import gc
 import glob
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -244,9 +248,13 @@ def _stand_in_dit(standins: Any, shards: list[Path], cache: Path | None) -> None
 
 def _stand_in_vae(standins: Any, vae: Path, cache: Path | None) -> None:
     """The stand-in VAE's weights at `vae`, kept per machine as the DiT's: made, they cost building
-    HunyuanVideo's VAE class and saving it (and importing its module before the first stage, which
-    caching imports anyway) in every rehearsal."""
+    HunyuanVideo's VAE class and saving it in every rehearsal. Its module is imported here either
+    way, before the stages, as making it does: what the import prints (bitsandbytes' warnings about
+    its CPU kernels) then stays out of the caching stage's log, where the report of a hang would take
+    its last "Failed ..." line for the stage's error."""
     key = _standin_key(standins, VAE_MODULES, [vae.name])
+    with contextlib.suppress(Exception):  # a failing import is the caching stage's to report
+        importlib.import_module(VAE_MODULES[0])
     _kept_per_machine([vae], cache / f"vae-{key}" if cache else None, lambda: standins.write_vae(str(vae)))
 
 
@@ -348,13 +356,28 @@ def warm_gpu(torch: Any) -> threading.Thread | None:
     return thread
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
-    parser.add_argument("--plan", type=Path, required=True)
-    options = parser.parse_args()
-    plan = json.loads(options.plan.read_text(encoding="utf-8"))
+def _read_plan(path: str) -> dict[str, Any] | None:
+    """The plan at `path`, or None (said as an `error` event) when this worker does not speak its
+    protocol."""
+    plan: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
     if plan.get("protocol") != PROTOCOL:
         emit("error", error=f"plan protocol {plan.get('protocol')}, this worker speaks {PROTOCOL}")
+        return None
+    return plan
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="fplora's rehearsal worker")
+    parser.add_argument(
+        "--plan",
+        required=True,
+        help="the plan file; `-`: its path comes on stdin, once fplora has written it (this worker"
+        " starts up meanwhile; end-of-file instead: no rehearsal after all, and it leaves)",
+    )
+    options = parser.parse_args()
+    waits = options.plan == "-"
+    plan = None if waits else _read_plan(options.plan)
+    if plan is None and not waits:
         return 2
     timeline = _Timeline(os.environ.get(PROFILE_ENV))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -362,12 +385,20 @@ def main() -> int:
 
     rehearse_standins.install()
     timeline.mark("torch imported, stand-ins installed")
-    _no_keyboard()
-    emit("started", pid=os.getpid())
-    missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
     import torch
 
     warming = warm_gpu(torch)
+    if plan is None:
+        given = sys.stdin.readline().strip()
+        if not given:
+            return 0  # fplora stopped before rehearsing (the spec had errors): nothing to say
+        plan = _read_plan(given)
+        if plan is None:
+            return 2
+        timeline.mark("plan given")
+    _no_keyboard()
+    emit("started", pid=os.getpid())
+    missing = [m for m in ("flash_attn", "sageattention", "xformers") if importlib.util.find_spec(m) is None]
     emit("kernels", missing=missing, cuda=torch.cuda.is_available())
     timeline.mark("CUDA asked")
     if plan.get("compiles") and warm_compile_workers(torch):

@@ -13,12 +13,13 @@ from fplora.check import check_spec
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job
 from fplora.jobs.rehearse.blame import describe_failure
-from fplora.jobs.rehearse.remembered import passed_before, remember_pass
-from fplora.jobs.rehearse.stages import build
-from fplora.jobs.rehearse.watch import STAGE_LIMIT, run
+from fplora.jobs.rehearse.remembered import passed_before, remember_pass, stamp_path
+from fplora.jobs.rehearse.stages import Rehearsal, build
+from fplora.jobs.rehearse.watch import STAGE_LIMIT, run, start_worker
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE
 from fplora.plan import Plan
 from fplora.problems import UserError, display_path
+from fplora.process import Started
 from fplora.runtime import ensure_musubi, python_for
 from fplora.spec.models import Spec
 
@@ -37,12 +38,16 @@ def rehearse(
     idle: float = STAGE_IDLE,
     real: Plan | None = None,
     quiet_unchanged: bool = False,
+    built: Rehearsal | None = None,
+    worker: Started | None = None,
 ) -> int:
     """`fplora rehearse`: build, skip when this exact rehearsal passed before (unless `force`), run,
     print the verdict. 0 when it passed, 1 when a stage failed. `quiet_unchanged`: the gate before
     another verb says nothing when it skips an unchanged rehearsal, so that verb's own output (and
-    its one-line errors) stay as they were; `fplora rehearse` says it."""
-    rehearsal = build(spec, python, real)
+    its one-line errors) stay as they were; `fplora rehearse` says it. `built`: the rehearsal,
+    when the caller built it already; `worker`: the worker `start_worker` began for it (the caller
+    stops it when it is not used)."""
+    rehearsal = built or build(spec, python, real)
     when = None if force else passed_before(rehearsal)
     if when is not None:
         if not quiet_unchanged:
@@ -52,7 +57,7 @@ def rehearse(
     say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {log})")
     for name, why in rehearsal.skipped:
         say(f"  {name}: skipped: {why}")
-    result = run(rehearsal, python, say=say, limit=limit, idle=idle)
+    result = run(rehearsal, python, say=say, limit=limit, idle=idle, worker=worker)
     for text in result.notes:
         say(f"note: {text}")
     for outcome in result.outcomes:
@@ -94,20 +99,34 @@ def run_rehearse(
     from fplora.jobs.context import console, report
 
     out = console()
-    records = RecordCache(spec)
-    problems = check_spec(spec, skip_models=True, records=records)
-    if any(p.severity == "error" for p in problems):
-        raise UserError(problems)
-    report(out, problems)
     python = python_for(spec)
-    real = plans.build(spec, records=records)
+    # a rehearsal that will run (forced, or of a spec never rehearsed here) has its worker started
+    # first: it starts up while the spec is checked and the rehearsal planned
+    worker = (
+        start_worker(python, spec.render_dir / "rehearsal")
+        if force or not stamp_path(spec).is_file()
+        else None
+    )
+    try:
+        records = RecordCache(spec)
+        problems = check_spec(spec, skip_models=True, records=records)
+        if any(p.severity == "error" for p in problems):
+            raise UserError(problems)
+        report(out, problems)
+        real = plans.build(spec, records=records)
+        built = build(spec, python, real)
 
-    def say(text: str) -> None:
-        out.print(escape(text), highlight=False)
+        def say(text: str) -> None:
+            out.print(escape(text), highlight=False)
 
-    if force or passed_before(build(spec, python, real)) is None:
-        ensure_musubi(python, ["musubi_tuner", "accelerate"])
-    return rehearse(spec, python, say=say, force=force, limit=limit, idle=idle, real=real)
+        if force or passed_before(built) is None:
+            ensure_musubi(python, ["musubi_tuner", "accelerate"])
+        return rehearse(
+            spec, python, say=say, force=force, limit=limit, idle=idle, real=real, built=built, worker=worker
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
 
 
 def gate(job: Job, *, skip: bool) -> int:

@@ -158,6 +158,28 @@ def compile_cache() -> dict[str, str]:
     return {key: value for key, value in wanted.items() if key not in os.environ}
 
 
+def _worker_env() -> dict[str, str]:
+    return {
+        "WANDB_MODE": "offline",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **compile_cache(),
+    }
+
+
+def start_worker(python: str, root: Path) -> process.Started | None:
+    """The rehearsal worker, started before fplora has checked the spec and planned the rehearsal
+    (`--plan -`: the plan's path comes on its stdin): its start-up (importing torch, ~1.2 s on a
+    GPU box and ~2 s on a 2-core CPU, and warming the GPU) runs while fplora checks, renders and
+    writes the rehearsal's files, instead of after. `root` is the rehearsal's folder (made here, the
+    worker's working folder). None when the Python cannot be started: `ensure_musubi` says why."""
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return process.start([python, str(WORKER), "--plan", "-"], env=_worker_env(), cwd=root)
+    except OSError:
+        return None
+
+
 def run(
     rehearsal: Rehearsal,
     python: str,
@@ -165,8 +187,10 @@ def run(
     say: Callable[[str], None],
     limit: float = STAGE_LIMIT,
     idle: float = STAGE_IDLE,
+    worker: process.Started | None = None,
 ) -> Result:
-    """Write the rehearsal's files, run the worker, judge each stage."""
+    """Write the rehearsal's files, run the worker (or hand the plan to the one `start_worker`
+    began), judge each stage."""
     root = rehearsal.root
     for folder in ("out", "cache", "data", "rendered"):
         shutil.rmtree(root / folder, ignore_errors=True)
@@ -197,18 +221,14 @@ def run(
     log = root / "rehearsal.log"
     log.unlink(missing_ok=True)
     watch = _Watch(rehearsal, limit, say, idle=idle)
-    env = {
-        "WANDB_MODE": "offline",
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        **compile_cache(),
-    }
     started = time.monotonic()
+    if worker is not None:
+        worker.tell(str(plan_file))
     try:
         with open(os.devnull, "wb") as quiet:
             result = process.run(
-                [python, str(WORKER), "--plan", str(plan_file)],
-                env=env,
+                worker or [python, str(WORKER), "--plan", str(plan_file)],
+                env=_worker_env(),
                 log=log,
                 on_line=watch,
                 echo=quiet,
