@@ -39,7 +39,6 @@ import functools
 import gc
 import glob
 import hashlib
-import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -248,13 +247,9 @@ def _stand_in_dit(standins: Any, shards: list[Path], cache: Path | None) -> None
 
 def _stand_in_vae(standins: Any, vae: Path, cache: Path | None) -> None:
     """The stand-in VAE's weights at `vae`, kept per machine as the DiT's: made, they cost building
-    HunyuanVideo's VAE class and saving it in every rehearsal. Its module is imported here either
-    way, before the stages, as making it does: what the import prints (bitsandbytes' warnings about
-    its CPU kernels) then stays out of the caching stage's log, where the report of a hang would take
-    its last "Failed ..." line for the stage's error."""
+    HunyuanVideo's VAE class and saving it (and importing its module before the first stage, which
+    caching imports anyway) in every rehearsal."""
     key = _standin_key(standins, VAE_MODULES, [vae.name])
-    with contextlib.suppress(Exception):  # a failing import is the caching stage's to report
-        importlib.import_module(VAE_MODULES[0])
     _kept_per_machine([vae], cache / f"vae-{key}" if cache else None, lambda: standins.write_vae(str(vae)))
 
 
@@ -326,10 +321,11 @@ def warm_gpu(torch: Any) -> threading.Thread | None:
     scaled_dot_product_attention calls cost caching ~0.5 s and the training stage ~1 s). torch
     releases the interpreter lock inside each operation, so the loading overlaps the imports. The
     kernels are those of the stand-ins' shapes: the VAE's fp16 attention (one head of 32 channels,
-    a float mask), the DiT's bf16 attention (one head of 128 channels, forward and backward), a bf16
-    linear layer and an fp16 3-D convolution. Nothing the stages compute changes (zeros in, nothing
-    kept, no random numbers drawn), and a failure here is left to the stage that meets it. None
-    without CUDA. The worker joins it before the first stage, so that no stage runs beside it."""
+    a float mask), the DiT's bf16 attention (one head of 128 channels: its token refiner's with a
+    mask, its blocks' without, forward and backward), a bf16 linear layer and an fp16 3-D
+    convolution. Nothing the stages compute changes (zeros in, nothing kept, no random numbers
+    drawn), and a failure here is left to the stage that meets it. None without CUDA. The worker
+    joins it before the first stage, so that no stage runs beside it."""
     if not torch.cuda.is_available():
         return None
 
@@ -344,6 +340,8 @@ def warm_gpu(torch: Any) -> threading.Thread | None:
                 attention(q, q, q, attn_mask=torch.zeros(1, 96, 96, device=device, dtype=half))
                 image = torch.zeros(1, 16, 3, 16, 16, device=device, dtype=half)
                 torch.nn.functional.conv3d(image, torch.zeros(16, 16, 3, 3, 3, device=device, dtype=half))
+                q = torch.zeros(1, 1, 24, 128, device=device, dtype=bf16)  # the caption's tokens
+                attention(q, q, q, attn_mask=torch.ones(1, 1, 24, 24, device=device, dtype=torch.bool))
             for tokens in (112, 144):  # the stand-in's image and text tokens, below and above 128
                 q = torch.zeros(1, 1, tokens, 128, device=device, dtype=bf16, requires_grad=True)
                 attention(q, q, q).sum().backward()

@@ -34,12 +34,21 @@ DATASET_KEYS = {
 """dataset.toml keys and the spec fields that render them."""
 
 _ERROR_LINE = re.compile(r"(Error|Exception|error:|ERROR|Traceback|failed|Failed)")
+_NOT_AN_ERROR = re.compile(r"^(WARNING|INFO|DEBUG)[:\s]")
+"""A logged warning or note (`WARNING:bitsandbytes...: Failed to load ...` as a package is imported)
+is not the stage's error, whatever words it uses: a hung stage's report would blame it instead of
+the spec lines of the stage."""
 
 
 def _last_error_line(lines: list[str]) -> str | None:
     for line in reversed(lines):
         text = line.strip()
-        if text and _ERROR_LINE.search(text) and not text.startswith(rehearse_protocol.EVENT_PREFIX):
+        if (
+            text
+            and _ERROR_LINE.search(text)
+            and not _NOT_AN_ERROR.match(text)
+            and not text.startswith(rehearse_protocol.EVENT_PREFIX)
+        ):
             return text
     return None
 
