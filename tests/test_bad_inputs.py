@@ -35,10 +35,6 @@ def _record(i: int, **changes: object) -> str:
 Setup = Callable[[Path], None]
 
 
-def _nothing(root: Path) -> None:
-    pass
-
-
 # (case id, spec text for configs/v1.yaml, setup of the project, the one expected error line)
 SPEC_CASES: list[tuple[str, str, str]] = [
     ("yaml syntax", "train: {output_dir: [\n", "configs/v1.yaml:5: YAML syntax error: expected the node content, but found '<stream end>' — fix the YAML"),
