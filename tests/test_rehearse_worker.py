@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,37 @@ def test_the_worker_leaves_with_its_code_after_its_threads_and_without_its_child
     assert written.read_text() == "written"
     with pytest.raises(ProcessLookupError):  # stopped and reaped by the worker before it left
         os.kill(int(done.stdout.split()[0]), 0)
+
+
+SIDECAR = """
+import subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(worker.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_compile_workers_are_ended_with_their_sidecar_and_an_unknown_pool_is_shut_down() -> None:
+    """Inductor's compile sidecar and the workers it started end when the worker leaves, none left
+    running; a torch whose pools look otherwise gets its own shutdown instead."""
+    sidecar = subprocess.Popen([sys.executable, "-c", SIDECAR], stdout=subprocess.PIPE, text=True)
+    assert sidecar.stdout is not None
+    compile_worker = int(sidecar.stdout.readline())
+    shut: list[str] = []
+    module = types.SimpleNamespace(
+        _pool_set=[types.SimpleNamespace(process=sidecar)],
+        shutdown_compile_workers=lambda: shut.append("shut"),
+    )
+    worker.end_compile_workers(module)
+    assert sidecar.returncode is not None and shut == []
+    deadline = time.monotonic() + 5
+    while not _gone(compile_worker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _gone(compile_worker)
+    worker.end_compile_workers(
+        types.SimpleNamespace(_pool_set=[object()], shutdown_compile_workers=lambda: shut.append("shut"))
+    )
+    assert shut == ["shut"]
 
 
 def test_without_a_profile_folder_a_stage_runs_as_it_is() -> None:
