@@ -215,3 +215,11 @@ def _gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state == "Z"
+
+
+def test_a_worker_that_cannot_start_early_is_left_to_start_later(tmp_path: Path) -> None:
+    """No such Python, or a rehearsal folder that cannot be made: no early worker, and no error here
+    (the musubi-tuner check and the rehearsal's own writes say what is wrong, in one line)."""
+    assert watch.start_worker(str(tmp_path / "no-python"), tmp_path / "rehearsal") is None
+    (tmp_path / "file").write_text("")
+    assert watch.start_worker(sys.executable, tmp_path / "file" / "rehearsal") is None

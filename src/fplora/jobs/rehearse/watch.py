@@ -172,9 +172,10 @@ def start_worker(python: str, root: Path) -> process.Started | None:
     (`--plan -`: the plan's path comes on its stdin): its start-up (importing torch, ~1.2 s on a
     GPU box and ~2 s on a 2-core CPU, and warming the GPU) runs while fplora checks, renders and
     writes the rehearsal's files, instead of after. `root` is the rehearsal's folder (made here, the
-    worker's working folder). None when the Python cannot be started: `ensure_musubi` says why."""
-    root.mkdir(parents=True, exist_ok=True)
+    worker's working folder). None when the Python cannot be started (`ensure_musubi` says why) or
+    the folder cannot be made (the rehearsal's own writes say why): the worker then starts later."""
     try:
+        root.mkdir(parents=True, exist_ok=True)
         return process.start([python, str(WORKER), "--plan", "-"], env=_worker_env(), cwd=root)
     except OSError:
         return None
