@@ -208,7 +208,7 @@ CELLS: list[Cell] = [
     Cell("ts-uniform", "timestep", "timestep_sampling uniform", _t(timestep_sampling="uniform")),
     Cell("ts-ideogram4", "timestep", "timestep_sampling ideogram4_shift",
          _t(timestep_sampling="ideogram4_shift")),
-    Cell("compile", "compile", "compile (musubi.config), swap 0", {"musubi": {"config": {"compile": True}}},
+    Cell("compile", "compile", "compile (train.compile), swap 0", {"train": {"compile": True}},
          cost=240),
 ]  # fmt: skip
 

@@ -78,10 +78,6 @@ class Choice:
     def headroom(self) -> float:
         return 1 - self.peak_mib / self.memory_mib
 
-    @property
-    def fits(self) -> bool:
-        return self.peak_mib <= self.memory_mib * (1 - table().model.headroom)
-
 
 def divisors(n: int) -> list[int]:
     """Micro-batches that split `n` evenly, largest first."""

@@ -191,8 +191,8 @@ def _tokenizers() -> Iterator[Problem]:
             return
     have = f"missing from {hub_cache()}"
     fix = (
-        f"download them where there is network: huggingface-cli download {TOKENIZER_REPO}"
-        f" {' '.join(TOKENIZER_FILES)} (into HF_HUB_CACHE)"
+        "run `fplora models fetch` where there is network: it puts the tokenizers into HF_HUB_CACHE"
+        f" ({TOKENIZER_REPO}: {', '.join(TOKENIZER_FILES)}) beside the models"
     )
     if _offline():
         yield finding(
