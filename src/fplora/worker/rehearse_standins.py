@@ -77,11 +77,6 @@ def _generator(*parts: bytes) -> Any:
     return _torch().Generator().manual_seed(seed)
 
 
-def _projection(rows: int, cols: int, seed: int) -> Any:
-    torch = _torch()
-    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) / cols**0.5
-
-
 class _Placeholder:
     """Stands for a loaded model object that only has to be moved around."""
 
