@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.fixtures import Workspace
+from fakes.fixtures import Workspace, process_gone
 
 from fplora import process
 
@@ -152,15 +152,6 @@ def test_run_tees_output_splits_redraws_and_maps_signals(tmp_path: Path) -> None
     assert log.read_bytes() == echo.read_bytes() == b"a\rb\nc\nerr\n"
 
 
-def _gone(pid: int) -> bool:
-    """No such process, or a zombie nobody reaps yet (a child of init in a container)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
-
-
 def test_a_failing_reader_stops_the_child_and_its_group_before_raising(tmp_path: Path) -> None:
     """The log's disk is full (/dev/full): fplora's side fails, so the child must not train on
     unwatched; its whole group (accelerate's workers) is stopped before the error goes on."""
@@ -176,11 +167,11 @@ def test_a_failing_reader_stops_the_child_and_its_group_before_raising(tmp_path:
         process.run([sys.executable, "-c", code], log=Path("/dev/full"), echo=None)
     assert raised.value.errno == 28  # ENOSPC
     leader, worker = (int(p) for p in pids.read_text().split())
-    assert _gone(leader)
+    assert process_gone(leader)
     deadline = time.monotonic() + 5  # SIGKILL is sent before returning; the kernel may lag a moment
-    while not _gone(worker) and time.monotonic() < deadline:
+    while not process_gone(worker) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _gone(worker)
+    assert process_gone(worker)
 
 
 def test_a_started_child_starts_up_first_and_is_followed_once_told(tmp_path: Path) -> None:
@@ -217,8 +208,8 @@ def test_a_started_child_not_wanted_is_stopped_with_its_group(tmp_path: Path) ->
         time.sleep(0.01)
     started.stop()
     leader, worker = (int(p) for p in pids.read_text().split())
-    assert started.proc.returncode is not None and _gone(leader)
+    assert started.proc.returncode is not None and process_gone(leader)
     deadline = time.monotonic() + 5
-    while not _gone(worker) and time.monotonic() < deadline:
+    while not process_gone(worker) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _gone(worker)
+    assert process_gone(worker)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fakes import fake
-from fakes.fixtures import Workspace, add_runpodctl, snapshot
+from fakes.fixtures import Workspace, add_runpodctl, process_gone, snapshot
 
 pytest_plugins = ["fakes.fixtures"]
 
@@ -271,7 +271,7 @@ def test_fplora_failing_mid_training_stops_the_child_before_the_lock_goes(
         add(self, pid)
 
     def release_and_note(path: object) -> None:
-        alive_at_release.extend(_running(pid) for pid in children)
+        alive_at_release.extend(not process_gone(pid) for pid in children)
         release(path)  # type: ignore[arg-type]
 
     def full_disk(self: object, line: str) -> None:
@@ -291,14 +291,6 @@ def test_fplora_failing_mid_training_stops_the_child_before_the_lock_goes(
     (segment,) = cached.manifest()["segments"]
     assert segment["ended"] and segment["interrupted"] is True
     assert not (cached.output_dir / "fake-v1.safetensors").exists()
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def _pod_stops(workspace: Workspace) -> list[list[str]]:

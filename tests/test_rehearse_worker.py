@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.fixtures import Workspace
+from fakes.fixtures import Workspace, process_gone
 
 from fplora.jobs.rehearse import stages, watch
 from fplora.worker import rehearse as worker
@@ -83,9 +83,9 @@ def test_compile_workers_are_ended_with_their_sidecar_and_an_unknown_pool_is_shu
     worker.end_compile_workers(module)
     assert sidecar.returncode is not None and shut == []
     deadline = time.monotonic() + 5
-    while not _gone(compile_worker) and time.monotonic() < deadline:
+    while not process_gone(compile_worker) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _gone(compile_worker)
+    assert process_gone(compile_worker)
     worker.end_compile_workers(
         types.SimpleNamespace(_pool_set=[object()], shutdown_compile_workers=lambda: shut.append("shut"))
     )
@@ -206,15 +206,7 @@ def test_a_rehearsal_that_will_run_starts_its_worker_before_checking_the_spec(
     failed = workspace.cli("rehearse", "--force", str(workspace.spec_path))
     assert failed.exit_code == 1 and "rehearsal" not in failed.output, failed.output
     assert len(started) == 2 and started[1].proc.returncode is not None  # stopped and reaped
-    assert _gone(started[1].proc.pid)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state == "Z"
+    assert process_gone(started[1].proc.pid)
 
 
 def test_a_worker_that_cannot_start_early_is_left_to_start_later(tmp_path: Path) -> None:

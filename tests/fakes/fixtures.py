@@ -141,6 +141,15 @@ class Workspace:
         self.record.unlink(missing_ok=True)
 
 
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie nobody reaps yet (a child of init in a container)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under `folder` with its content hash and mtime: did anything change?"""
     found = {}
