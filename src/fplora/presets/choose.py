@@ -226,7 +226,7 @@ def _settings(choice: Choice) -> tuple[object, ...]:
     )
 
 
-def _limit(checkpointing: bool, split_attn: bool, compile: bool = False, tokens: float = 0.0) -> str | None:
+def _limit(checkpointing: bool, split_attn: bool, compile: bool, tokens: float) -> str | None:
     found = table().model.limit(checkpointing, split_attn, compile, tokens)
     return None if found is None else f"the memory model is off by {found.error:+.1%} here: {found.why}"
 
@@ -245,29 +245,11 @@ def _from_model(
     def tokens(batch: int) -> float:
         return batch * model.tokens(shape, batch, split)
 
-    def margin(checkpointing: bool, batch: int) -> float:
-        """Where the model was measured to under-predict, the peak it must fit grows by that much."""
+    def modelled(checkpointing: bool, batch: int, swap: int, fp8: bool) -> float:
+        """The model's peak, grown by the miss where the model was measured to under-predict."""
         found = model.limit(checkpointing, split, False, tokens(batch))
-        return 1 + max(found.error, 0.0) if found else 1.0
-
-    def swap_for(checkpointing: bool, batch: int, fp8: bool) -> int | None:
-        peak = margin(checkpointing, batch) * model.peak(
-            checkpointing=checkpointing,
-            batch=batch,
-            swap=0,
-            shape=shape,
-            fp8=fp8,
-            processes=processes,
-            split_attn=split,
-        )
-        if pinned.blocks_to_swap is not None:
-            swap = pinned.blocks_to_swap
-        else:
-            swap = max(0, -int(-(peak - limit) // model.per_block))
-        return swap if peak - swap * model.per_block <= limit and swap <= model.max_blocks_to_swap else None
-
-    def make(checkpointing: bool, batch: int, swap: int, fp8: bool) -> Choice:
-        peak = margin(checkpointing, batch) * model.peak(
+        margin = 1 + max(found.error, 0.0) if found else 1.0
+        return margin * model.peak(
             checkpointing=checkpointing,
             batch=batch,
             swap=swap,
@@ -276,6 +258,17 @@ def _from_model(
             processes=processes,
             split_attn=split,
         )
+
+    def swap_for(checkpointing: bool, batch: int, fp8: bool) -> int | None:
+        peak = modelled(checkpointing, batch, 0, fp8)
+        if pinned.blocks_to_swap is not None:
+            swap = pinned.blocks_to_swap
+        else:
+            swap = max(0, -int(-(peak - limit) // model.per_block))
+        return swap if peak - swap * model.per_block <= limit and swap <= model.max_blocks_to_swap else None
+
+    def make(checkpointing: bool, batch: int, swap: int, fp8: bool) -> Choice:
+        peak = modelled(checkpointing, batch, swap, fp8)
         return Choice(
             gpu,
             label,

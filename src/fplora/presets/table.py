@@ -157,9 +157,7 @@ class Model:
     # tokens per sample at the reference shape, the caption padded (set by table()): shape units to tokens
     reference_tokens: float = 1.0
 
-    def limit(
-        self, checkpointing: bool, split_attn: bool, compile: bool = False, tokens: float = 0.0
-    ) -> Limit | None:
+    def limit(self, checkpointing: bool, split_attn: bool, compile: bool, tokens: float) -> Limit | None:
         """Where these settings lie past what the model was checked to within 2 %, and by how much
         (`tokens`: per micro-batch, in shape units, as `tokens()` gives them)."""
         count = tokens * self.reference_tokens
