@@ -401,16 +401,15 @@ def main() -> int:
     timeline.mark("CUDA asked")
     if plan.get("compiles") and warm_compile_workers(torch):
         timeline.mark("compile workers started")
+    kept = Path(plan["standin_cache"]) if plan.get("standin_cache") else None
     shards = [Path(p) for p in plan.get("dit_shards", [])]
     if shards and not all(p.is_file() for p in shards):
-        cache = plan.get("standin_cache")
-        _stand_in_dit(rehearse_standins, shards, Path(cache) if cache else None)
+        _stand_in_dit(rehearse_standins, shards, kept)
     for lora in plan.get("standin_loras", []):  # the spec's LoRA files, for the stand-in DiT
         rehearse_standins.write_lora(lora["source"], lora["target"], [str(p) for p in shards])
     vae = Path(plan["vae"]) if plan.get("vae") else None
     if vae is not None and (not vae.is_file() or vae.stat().st_size == 0):
-        cache = plan.get("standin_cache")
-        _stand_in_vae(rehearse_standins, vae, Path(cache) if cache else None)
+        _stand_in_vae(rehearse_standins, vae, kept)
     timeline.mark("stand-in models ready")
     if warming is not None:
         warming.join()
