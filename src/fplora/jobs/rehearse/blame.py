@@ -72,10 +72,19 @@ def key_path(dotted_key: str) -> tuple[str | int, ...]:
     return tuple(key.split("."))
 
 
+def option_key(spec: Spec, section: str, dest: str) -> tuple[str | int, ...] | None:
+    """The spec key that renders option `dest` of a rendered-options section, or the pass-through key
+    the spec wrote it under; None when neither."""
+    owner = rendered_options().get(section, {}).get(dest)
+    if owner:
+        return key_path(owner)
+    through = pass_through_key(section, dest)
+    return through if through is not None and spec.written(through) else None
+
+
 def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
     """The spec lines that rendered the options `text` (an error and where it was raised) names:
     an option's name, or a value of it that the message quotes."""
-    owners = rendered_options()
     found: dict[str, Problem] = {}
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.\-]*", text))
     candidates: list[tuple[str, str, Any]] = [(stage.section, k, v) for k, v in stage.options.items()]
@@ -91,17 +100,9 @@ def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
         )
         if not (named or quoted):
             continue
-        table = owners.get(section, {})
-        owner = table.get(dest)
-        key: tuple[str | int, ...] | None
-        if owner:
-            key = key_path(owner)
-        elif spec.written(pass_through_key(section, dest) or ()):
-            key = pass_through_key(section, dest)
-        elif dest in DATASET_KEYS:
+        key = option_key(spec, section, dest)
+        if key is None and dest in DATASET_KEYS:
             key = key_path(DATASET_KEYS[dest])
-        else:
-            key = None
         if key is None or dotted(key) in found:
             continue
         problem = spec.problem(key, f"renders {dest} = {shown}")
@@ -183,11 +184,9 @@ def given_lines(spec: Spec, stage: Stage) -> list[Problem]:
     """The spec lines the user wrote that rendered the stage's options (model paths aside: the
     rehearsal replaces them) and, for caching, its dataset keys: where to look when a stage hangs
     or writes nothing, and so names no option in an error."""
-    table = rendered_options().get(stage.section, {})
     keys: list[tuple[str | int, ...]] = []
     for dest in stage.options:
-        owner = table.get(dest)
-        key = key_path(owner) if owner else pass_through_key(stage.section, dest)
+        key = option_key(spec, stage.section, dest)
         if key and key[-1] not in MODEL_KEYS and spec.written(key):
             keys.append(key)
     if stage.section.startswith("cache"):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fplora.jobs.rehearse.blame import key_path, pass_through_key
+from fplora.jobs.rehearse.blame import option_key
 from fplora.jobs.rehearse.stages import Stage, flag_options
 from fplora.problems import Problem, display_path
 from fplora.spec.load import KeyPath, dotted
 from fplora.spec.models import Spec
-from fplora.spec.rules import rendered_options
 
 if TYPE_CHECKING:
     from fplora.jobs.rehearse.watch import Outcome, _Watch
@@ -129,16 +128,6 @@ def _spec_value(spec: Spec, key: KeyPath) -> object:
     return value
 
 
-def _option_key(spec: Spec, section: str, dest: str) -> KeyPath | None:
-    """The spec key that renders option `dest` of a rendered-options section, or the pass-through key
-    the spec wrote it under; None when neither."""
-    owner = rendered_options().get(section, {}).get(dest)
-    if owner:
-        return key_path(owner)
-    through = pass_through_key(section, dest)
-    return through if through is not None and spec.written(through) else None
-
-
 def missing_on_training_box(spec: Spec, python: str, outcome: Outcome, watch: _Watch) -> str | None:
     """On a machine with CUDA (the one that trains), the one line that fails a stage stopped by a
     missing kernel or package: the spec line whose setting needs it, what is missing and the fix
@@ -151,7 +140,7 @@ def missing_on_training_box(spec: Spec, python: str, outcome: Outcome, watch: _W
         f"which this musubi-tuner Python ({display_path(python)}) lacks: the real run would stop the same way"
     )
     dest = _needing_option(outcome.stage, package)
-    key = _option_key(spec, outcome.stage.section, dest) if dest is not None else None
+    key = option_key(spec, outcome.stage.section, dest) if dest is not None else None
     if dest is None or key is None:
         return f"the package {package} is needed here, {lacks} — install {package} there"
     value = _spec_value(spec, key)
