@@ -1,6 +1,6 @@
 """Benchmark a no-op `fplora cache` on a 10,000-record one-frame dataset (30,000 images).
 
-Why: `fplora cache` keys every record by its images' content and caption (`datasets/store.py`) to
+Why: `fplora cache` keys every record by its images' content and caption (`datasets/cache_keys.py`) to
 find it in the project's cache store; a no-op must stay cheap enough to run before every training
 (`fplora train --cache`). Goal (issue 22): ≤ 1 s on this machine, the whole command from a fresh
 interpreter, median of 3.

@@ -1,9 +1,10 @@
 """Are a spec's caches complete, made with its settings, and from its data as it is now?
 
-The caches live in the project's store (`datasets.store`), keyed by what they are computed from;
-each dataset's cache folder is a view of links into it. Training and evaluation refuse a view that
-misses a record's files, holds outdated ones (a caption edited, an image replaced, a setting changed)
-or files of records no longer in the dataset (musubi-tuner's trainer globs the folder).
+The caches live in the project's store (`datasets.store`), keyed by what they are computed from
+(`datasets.cache_keys`); each dataset's cache folder is a view of links into it. Training and
+evaluation refuse a view that misses a record's files, holds outdated ones (a caption edited, an
+image replaced, a setting changed) or files of records no longer in the dataset (musubi-tuner's
+trainer globs the folder).
 
 `stamp_for` and `fingerprints` describe the caches for evaluation's setup: scores under other
 cache settings or other records do not compare.
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fplora.datasets import store
+from fplora.datasets import cache_keys, store
 from fplora.datasets.records import Record, Records
 from fplora.problems import Problem, display_path
 from fplora.render import commands
@@ -33,9 +34,11 @@ def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
     dataset.toml they read, both as rendered, so that nothing the scripts are given can be left out."""
     paths = RenderedPaths(spec.render_dir)
     return {
-        "cache_latents": store.cache_argv(commands.cache_latents(spec, paths, store.STAMP_PYTHON)),
-        "cache_text_encoder": store.cache_argv(commands.cache_text_encoder(spec, paths, store.STAMP_PYTHON)),
-        "dataset": store.dataset_settings(spec, index),
+        "cache_latents": cache_keys.cache_argv(commands.cache_latents(spec, paths, cache_keys.STAMP_PYTHON)),
+        "cache_text_encoder": cache_keys.cache_argv(
+            commands.cache_text_encoder(spec, paths, cache_keys.STAMP_PYTHON)
+        ),
+        "dataset": cache_keys.dataset_settings(spec, index),
     }
 
 
@@ -78,7 +81,7 @@ def views(
     """Each dataset entry's cache folder against the store (`entries`: default the datasets)."""
     where = store.Store(store.store_dir(spec))
     hashes = where.hashes()
-    settings = store.settings_of(spec, hashes)
+    settings = cache_keys.settings_of(spec, hashes)
     found = [
         store.view_of(spec, index, records(index), where, settings, hashes)
         for index in (range(len(spec.datasets)) if entries is None else entries)

@@ -1,11 +1,11 @@
 """Content hashes of dataset images and model files, computed once and remembered.
 
-The cache store (`datasets.store`) keys a latent by what its images hold, not by their names, so
-two versions of a dataset that point at the same pictures share their caches. Hashing 30,000
-images on every `fplora cache` would cost minutes; a hash is therefore remembered with the file's
-(size, mtime_ns, inode, ctime_ns) and recomputed only when one of them changes. `cp -p` onto an
-existing file keeps its size, mtime and inode, but not its ctime, which no user tool can set back:
-such a replacement is hashed again.
+The cache store's keys (`datasets.cache_keys`) name a latent by what its images hold, not by
+their names, so two versions of a dataset that point at the same pictures share their caches.
+Hashing 30,000 images on every `fplora cache` would cost minutes; a hash is therefore remembered
+with the file's (size, mtime_ns, inode, ctime_ns) and recomputed only when one of them changes.
+`cp -p` onto an existing file keeps its size, mtime and inode, but not its ctime, which no user
+tool can set back: such a replacement is hashed again.
 
 Model files (tens of gigabytes) are identified by a sample instead: their size and the blake2b of
 their first and last MiB, which holds the safetensors header with every tensor's name, shape and

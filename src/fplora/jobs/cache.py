@@ -7,7 +7,7 @@ that the dataset does not name (unless `--keep_cache`). Pointed at a view folder
 through the links into the store (changing an entry other versions use) and delete the links of
 other records. So they never see the store or a view:
 
-1. Every record is keyed (`datasets.store`); records whose entry is already in the store cost
+1. Every record is keyed (`datasets.cache_keys`); records whose entry is already in the store cost
    nothing but a link.
 2. The rest go into a staging folder of this run (`.fplora/cache-store/staging/<pid>-<time>/`): a
    JSONL with only those records (one record per key: the same picture in two datasets with the same
@@ -37,7 +37,7 @@ import tomli_w
 
 from fplora import process
 from fplora.atomic import write_atomic
-from fplora.datasets import split, store
+from fplora.datasets import cache_keys, split, store
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, RecordCache, Records, absolute_jsonl
 from fplora.jobs.context import Job, log_path
@@ -153,7 +153,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     records = split.entry_records(spec, job.plan.records or RecordCache(spec))
     where = store.Store(store.store_dir(spec))
     hashes = where.hashes()
-    settings = store.settings_of(spec, hashes)
+    settings = cache_keys.settings_of(spec, hashes)
     views = [
         store.view_of(spec, index, records(index), where, settings, hashes) for index in spec.cache_entries
     ]
@@ -199,10 +199,10 @@ def _recompute_all(view: store.View, records: Records, hashes: ContentHashes) ->
     for record in records.items:
         if record.image is None:
             continue
-        latent = store.latent_content(record, hashes)
+        latent = cache_keys.latent_content(record, hashes)
         if latent is not None:
             view.compute_latents.append((latent, record))
-        view.compute_text.append((store.text_content(record), record))
+        view.compute_text.append((cache_keys.text_content(record), record))
 
 
 def _compute(
