@@ -148,3 +148,24 @@ def test_import_and_help_do_not_load_huggingface_hub() -> None:
         "assert 'huggingface_hub' not in sys.modules, 'imported at start-up'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_network_is_one_line_per_file_not_a_traceback(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused connection (or no DNS) raises the HTTP client's own error, not an OSError."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    for args in (["--dry-run"], []):
+        result = cli("models", "fetch", "--dir", str(tmp_path / "models"), *args)
+        assert result.exit_code == 1, result.output
+        errors = [x for x in result.output.splitlines() if x.startswith("error:")]
+        assert len(errors) == len(MODELS) + len(TOKENIZERS)
+        assert all(
+            "download failed: ConnectError" in x and "check the network and HF_ENDPOINT" in x for x in errors
+        )
+    assert not (tmp_path / "models").exists()

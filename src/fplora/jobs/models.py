@@ -75,15 +75,31 @@ def _cache_dir() -> str | None:
     return None
 
 
+def _request_errors() -> tuple[type[Exception], ...]:
+    """What a failed Hub request raises: OSError (huggingface_hub's HTTP errors) and its HTTP client's
+    transport errors (httpx in huggingface_hub 1.x, httpx2 in 2.x: no DNS, a refused connection, a
+    timeout), which are not OSErrors."""
+    import contextlib
+    import importlib
+
+    errors: list[type[Exception]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(name).HTTPError)
+    return tuple(errors)
+
+
 def _sizes(items: list[HubFile]) -> tuple[dict[HubFile, int], list[Problem]]:
     """Each file's size on the Hub (one HEAD request each, in parallel), and a problem per file the
     Hub did not answer for."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
+    failed = _request_errors()
+
     def one(item: HubFile) -> int | Problem:
         try:
             return get_hf_file_metadata(hf_hub_url(item.repo, item.filename, endpoint=_endpoint())).size or 0
-        except OSError as exc:  # huggingface_hub's HTTP and connection errors are OSErrors
+        except failed as exc:
             return _error(item, exc)
 
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -108,6 +124,8 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     if dry_run:
         return 0
 
+    failed_request = _request_errors()
+
     def download(item: HubFile) -> Problem | None:
         try:
             if item.in_cache:
@@ -116,7 +134,7 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
                 hf_hub_download(
                     item.repo, item.filename, local_dir=_local_dir(folder, item), endpoint=_endpoint()
                 )
-        except OSError as exc:
+        except failed_request as exc:
             return _error(item, exc)
         return None
 
