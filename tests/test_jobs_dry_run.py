@@ -138,3 +138,11 @@ def test_train_dry_run_counts_steps_per_epoch_without_the_held_out_records(works
     result = workspace.cli("train", str(workspace.spec_path), "--dry-run")
     assert result.exit_code == 0, result.output
     assert "estimate: 2 steps per epoch (effective batch 1); max_train_steps 4 is 2 epochs" in result.stderr
+
+
+def test_train_dry_run_writes_thousands_of_epochs_as_a_number(workspace: Workspace) -> None:
+    """A small dataset and the house settings' 10,000 steps: thousands of epochs, written out."""
+    workspace.write_spec(data={"batch_size": 4}, train={"max_train_steps": 10000, "save_every_n_steps": 100})
+    result = workspace.cli("train", str(workspace.spec_path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "max_train_steps 10000 is 10,000 epochs" in result.stderr

@@ -44,6 +44,11 @@ def steps_per_epoch(plan: Plan) -> int | None:
     return max(1, math.ceil(per_process / spec.train.gradient_accumulation_steps))
 
 
+def _count(value: float) -> str:
+    """`2`, `2.5`, `3,334`: never `3.33e+03`, what `.3g` makes of a run of thousands of epochs."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def duration(seconds: float) -> str:
     """`2 h 05 min`, `14 min`, `40 s`."""
     if seconds < 60:
@@ -64,7 +69,7 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
         epochs = train.max_train_steps / per_epoch
         lines.append(
             f"estimate: {per_epoch} steps per epoch (effective batch {spec.effective_batch() or '?'});"
-            f" max_train_steps {train.max_train_steps} is {epochs:.3g} epochs"
+            f" max_train_steps {train.max_train_steps} is {_count(epochs)} epochs"
         )
     if choice is None or choice.s_per_step is None:
         if choice is None:
