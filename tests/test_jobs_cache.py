@@ -331,6 +331,23 @@ def test_prune_keeps_everything_while_a_spec_does_not_load(workspace: Workspace)
     assert len(store_files(workspace)) == 8
 
 
+def test_status_and_prune_leave_out_a_base_that_is_no_spec_on_its_own(workspace: Workspace) -> None:
+    """`fplora init`'s base.yaml names no dataset: it is part of the versions that extend it."""
+    (workspace.root / "configs" / "base.yaml").write_text("project: fake\n", encoding="utf-8")
+    workspace.write_spec(extends="base.yaml")
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    status = workspace.cli("cache", "status")
+    assert status.exit_code == 0, status.output
+    assert "base.yaml" not in status.output
+    assert "configs/v1.yaml: dataset 0: 4 records: 8 present" in status.stdout
+    prune = workspace.cli("cache", "prune", "--dry-run")
+    assert prune.exit_code == 0, prune.output
+    assert "would remove 0 store entries no spec uses" in prune.stdout
+    named = workspace.cli("cache", "status", "configs/base.yaml")  # named: its problem is shown
+    assert named.exit_code == 1
+    assert "configs/base.yaml: does not load (required sections" in named.stderr
+
+
 def test_a_view_changed_after_caching_is_read_again_not_taken_from_its_seal(workspace: Workspace) -> None:
     """A no-op trusts the store's seal of a view folder only while the folder is unchanged."""
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0

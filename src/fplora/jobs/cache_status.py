@@ -16,7 +16,7 @@ from pathlib import Path
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
 from fplora.problems import Problem, UserError, byte_size, display_path
-from fplora.project import project_root
+from fplora.project import experiments, project_root
 from fplora.spec import load_spec
 from fplora.spec.models import Spec
 
@@ -28,19 +28,24 @@ def project_specs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "configs").glob("*.y*ml") if p.is_file())
 
 
-def _load(paths: list[Path]) -> tuple[list[Spec], list[Problem]]:
+def _load(paths: list[Path], bases: frozenset[Path] = frozenset()) -> tuple[list[Spec], list[Problem]]:
+    """The specs that load, and one problem per spec that does not, except a base among `bases`:
+    a base that is not a whole spec on its own (`fplora init`'s base.yaml names no dataset) caches
+    nothing itself; the versions that extend it say what it uses."""
     specs, problems = [], []
     for path in paths:
         try:
             specs.append(load_spec(path))
         except UserError as error:
+            if path.resolve() in bases:
+                continue
             first = error.problems[0]
             problems.append(
                 Problem(
                     display_path(path),
                     None,
                     "",
-                    f"does not load ({first.message})",
+                    f"does not load ({first.key + ': ' if first.key else ''}{first.message})",
                     "fix it, or move it out of configs/",
                 )
             )
@@ -72,9 +77,15 @@ def complete(spec: Spec, say: Say) -> bool:
     return True
 
 
-def status(paths: list[Path], say: Say) -> int:
-    """One line per spec and dataset, then the store's size; exit 1 when a spec does not load."""
-    specs, problems = _load(paths)
+def _bases(root: Path) -> frozenset[Path]:
+    """The specs under `<root>/configs/` that another spec there extends."""
+    return frozenset(p.resolve() for p in set(project_specs(root)) - set(experiments(root)))
+
+
+def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) -> int:
+    """One line per spec and dataset, then the store's size; exit 1 when a spec does not load
+    (a base among `bases` that does not load on its own is left out)."""
+    specs, problems = _load(paths, bases)
     roots: set[Path] = set()
     for spec in specs:
         roots.add(store.store_dir(spec))
@@ -98,7 +109,7 @@ def status(paths: list[Path], say: Say) -> int:
 
 def prune(root: Path, *, dry_run: bool, say: Say) -> int:
     """Remove the store entries no spec under `<root>/configs/` wants now."""
-    specs, problems = _load(project_specs(root))
+    specs, problems = _load(project_specs(root), _bases(root))
     if problems:
         raise UserError(problems)  # what a broken spec uses cannot be known: keep everything
     where = store.Store(root / store.STORE)
@@ -144,5 +155,5 @@ def run_subcommand(word: str, specs: list[Path], *, dry_run: bool, say: Say) -> 
             )
         )
     if word == "status":
-        return status(specs or project_specs(root), say)
+        return status(specs, say) if specs else status(project_specs(root), say, _bases(root))
     return prune(root, dry_run=dry_run, say=say)
