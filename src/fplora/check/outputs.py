@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fplora.problems import Problem
-from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
+from fplora.spec.source import KeyPath
 from fplora.writable import folder_problem
 
 

@@ -16,8 +16,8 @@ from fplora.check.jsonl import unreadable
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import option_value_problem, prompt_text_problem
 from fplora.problems import Problem, display_path
-from fplora.spec.load import KeyPath
 from fplora.spec.models import Prompt, Spec
+from fplora.spec.source import KeyPath
 
 _SPEC_PATH_FIX = "check the path; relative paths resolve against the spec file's folder"
 

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ValidationError
 from fplora.problems import UserError
 from fplora.spec.errors import validation_problems
 from fplora.spec.fields import field_kind, is_mapping, null_resets
-from fplora.spec.load import KeyPath, Loaded, load
+from fplora.spec.load import load
 from fplora.spec.models import PRESET_CHOSEN, Models, Spec
 from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
+from fplora.spec.source import KeyPath, Loaded
 
 __all__ = ["Spec", "load_spec", "revalidate"]
 

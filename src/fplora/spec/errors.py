@@ -15,8 +15,8 @@ from pydantic import BaseModel, ValidationError
 from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.problems import Problem
 from fplora.spec.fields import field_kind, keys_of, section
-from fplora.spec.load import KeyPath, Loaded
 from fplora.spec.models import Spec
+from fplora.spec.source import KeyPath, Loaded
 from fplora.suggest import closest
 
 

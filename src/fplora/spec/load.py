@@ -1,79 +1,22 @@
 """Reading spec files: YAML with line numbers, `extends:` chains and `${VAR}` expansion.
 
-The result is a plain mapping plus a source map (key path → file and line), so that every later
-error, from Pydantic or from a file check, can point at the line the user wrote. Loading knows
-nothing of the spec's fields; validation is `spec.models`' job.
+The result is a plain mapping plus a source map (key path → file and line, `spec.source`), so that
+every later error, from Pydantic or from a file check, can point at the line the user wrote. Loading
+knows nothing of the spec's fields; validation is `spec.models`' job.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fplora.problems import Problem, UserError, display_path
-
-KeyPath = tuple[str | int, ...]
+from fplora.spec.secrets import is_credential
+from fplora.spec.source import KeyPath, Loaded, Source, dotted
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-@dataclass(frozen=True)
-class Source:
-    file: Path
-    line: int | None
-
-
-@dataclass
-class Loaded:
-    """A spec after loading and merging, before validation."""
-
-    path: Path
-    data: dict[str, Any]
-    sources: dict[KeyPath, Source] = field(default_factory=dict)
-    chain: list[Path] = field(default_factory=list)  # the spec, then each file it extends
-    substitutions: dict[KeyPath, list[str]] = field(default_factory=dict)  # `${VAR}`s, as notes
-    warnings: list[Problem] = field(default_factory=list)  # what loading found odd but allowed
-    # keys a spec set to null over a value a file it extends wrote: key path → (that value, its source)
-    nulled: dict[KeyPath, tuple[Any, Source]] = field(default_factory=dict)
-    # settings a GPU preset chooses that a spec gave back with null ("let fplora choose"): where
-    unpinned: dict[KeyPath, Source] = field(default_factory=dict)
-
-    def note(self, key_path: KeyPath) -> str:
-        """Where the value at `key_path` (or in a list under it) came from, when `${VAR}` made it:
-        ` (from ${STEPS} = 'abc')`, so that an error names the variable rather than just the value."""
-        notes = [
-            text
-            for path, texts in self.substitutions.items()
-            if path[: len(key_path)] == tuple(key_path)
-            and all(isinstance(part, int) for part in path[len(key_path) :])
-            for text in texts
-        ]
-        return f" (from {', '.join(notes)})" if notes else ""
-
-    def where(self, key_path: KeyPath) -> Source:
-        """The source of the deepest known prefix of `key_path` (a missing key points at its parent)."""
-        for end in range(len(key_path), -1, -1):
-            source = self.sources.get(tuple(key_path[:end]))
-            if source is not None:
-                return source
-        return Source(self.path, None)
-
-    def problem(self, key_path: KeyPath, message: str, fix: str = "", severity: str = "error") -> Problem:
-        """A problem at `key_path`, located at the line (in whichever file) that wrote it."""
-        source = self.where(key_path)
-        message += self.note(key_path)
-        return Problem(display_path(source.file), source.line, dotted(key_path), message, fix, severity)
-
-
-def dotted(key_path: KeyPath) -> str:
-    """`('datasets', 0, 'jsonl')` → `datasets[0].jsonl`."""
-    text = ""
-    for part in key_path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _yaml() -> Any:
@@ -162,8 +105,7 @@ Notes = dict[KeyPath, list[str]]
 
 
 def _credential(variable: str, path: KeyPath) -> bool:
-    from fplora.spec.secrets import is_credential  # secrets.py reads this module's types
-
+    """Whether a `${VAR}` is a credential's, by the variable's name or any key above it."""
     return is_credential(variable) or any(isinstance(part, str) and is_credential(part) for part in path)
 
 

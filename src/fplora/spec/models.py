@@ -25,7 +25,7 @@ from pydantic import (
 
 from fplora.musubi.names import LORA_NETWORK_MODULE
 from fplora.problems import Problem, display_path
-from fplora.spec.load import KeyPath, Loaded, dotted
+from fplora.spec.source import KeyPath, Loaded, dotted
 
 
 class Section(BaseModel):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fplora.problems import Problem, display_path
-from fplora.spec.load import KeyPath, Loaded, dotted
+from fplora.spec.source import KeyPath, Loaded, dotted
 
 _WORDS = frozenset(
     {

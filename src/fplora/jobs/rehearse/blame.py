@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from fplora.jobs.rehearse.stages import MODEL_KEYS, Rehearsal, Stage
 from fplora.problems import Problem, display_path
 from fplora.protocol import rehearse as rehearse_protocol
-from fplora.spec.load import dotted
 from fplora.spec.models import Spec
 from fplora.spec.rules import rendered_options
+from fplora.spec.source import dotted
 
 if TYPE_CHECKING:
     from fplora.jobs.rehearse.watch import Outcome

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from fplora.jobs.rehearse.blame import option_key
 from fplora.jobs.rehearse.stages import Stage, flag_options
 from fplora.problems import Problem, display_path
-from fplora.spec.load import KeyPath, dotted
 from fplora.spec.models import Spec
+from fplora.spec.source import KeyPath, dotted
 
 if TYPE_CHECKING:
     from fplora.jobs.rehearse.watch import Outcome, _Watch

@@ -36,8 +36,8 @@ from fplora.musubi.names import (
 )
 from fplora.problems import Problem
 from fplora.spec import learning_rate
-from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec
+from fplora.spec.source import KeyPath
 from fplora.suggest import closest, did_you_mean
 
 LAUNCH = "launch"  # the section of `launch.extra` in the table below

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 from fplora.musubi.names import FRAMEPACK_NETWORK_MODULES, LORA_NETWORK_MODULE, OTHER_ARCH_NETWORK_MODULES
 from fplora.problems import Problem
-from fplora.spec.load import KeyPath
 from fplora.spec.models import Spec, width_height
+from fplora.spec.source import KeyPath
 from fplora.suggest import did_you_mean
 
 __all__ = ["check_combinations"]
