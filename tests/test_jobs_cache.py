@@ -348,6 +348,25 @@ def test_status_and_prune_leave_out_a_base_that_is_no_spec_on_its_own(workspace:
     assert "configs/base.yaml: does not load (required sections" in named.stderr
 
 
+def test_prune_keeps_everything_where_the_model_files_are_not(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caches are keyed by the models' content: in a shell where the spec's models are not found
+    (no FPLORA_MODELS_DIR), every entry would look unused."""
+    workspace.write_spec(models={"dir": "${MODELS:-../models}"})
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    monkeypatch.setenv("MODELS", str(workspace.root / "elsewhere"))
+    status = workspace.cli("cache", "status")
+    assert "configs/v1.yaml: model files not found here (models.vae," in status.stdout
+    assert "stale" not in status.stdout
+    for args in (["--dry-run"], []):
+        result = workspace.cli("cache", "prune", *args)
+        assert result.exit_code == 1
+        assert "which entries this spec uses cannot be told" in result.stderr
+        assert "would remove" not in result.stdout and "removed" not in result.stdout
+    assert len(store_files(workspace)) == 8
+
+
 def test_a_view_changed_after_caching_is_read_again_not_taken_from_its_seal(workspace: Workspace) -> None:
     """A no-op trusts the store's seal of a view folder only while the folder is unchanged."""
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0

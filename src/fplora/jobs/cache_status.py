@@ -52,6 +52,26 @@ def _load(paths: list[Path], bases: frozenset[Path] = frozenset()) -> tuple[list
     return specs, problems
 
 
+CACHE_MODELS = ("vae", "image_encoder", "text_encoder1", "text_encoder2")
+"""The model files the two cache scripts take: the store keys their outputs by these files' content."""
+
+
+def _models_not_here(spec: Spec) -> list[str]:
+    """The spec's model files that caching keys by content and that are not on this machine (a shell
+    without `FPLORA_MODELS_DIR`, a laptop): without them every store entry looks like another
+    model's, none like this spec's."""
+    return [key for key in CACHE_MODELS if not Path(getattr(spec.models, key)).is_file()]
+
+
+def _models_problem(spec: Spec, missing: list[str]) -> Problem:
+    return spec.problem(
+        ("models", missing[0]),
+        f"model files not found here ({', '.join(f'models.{k}' for k in missing)}), and the store keys"
+        " caches by their content: which entries this spec uses cannot be told",
+        "run it where `fplora cache` runs, with the same FPLORA_MODELS_DIR (or models.dir)",
+    )
+
+
 def _views(spec: Spec) -> list[store.View]:
     records = split.entry_records(spec, RecordCache(spec))
     return caches.views(spec, records, spec.cache_entries)
@@ -89,6 +109,10 @@ def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) ->
     roots: set[Path] = set()
     for spec in specs:
         roots.add(store.store_dir(spec))
+        if missing := _models_not_here(spec):
+            found = _models_problem(spec, missing)
+            say(f"{display_path(spec.path)}: {found.message} — {found.fix}")
+            continue
         for view in _views(spec):
             label = "eval" if view.index == spec.eval_index else f"dataset {view.index}"
             compute = len(view.compute_latents) + len(view.compute_text) + len(view.unreadable)
@@ -110,6 +134,7 @@ def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) ->
 def prune(root: Path, *, dry_run: bool, say: Say) -> int:
     """Remove the store entries no spec under `<root>/configs/` wants now."""
     specs, problems = _load(project_specs(root), _bases(root))
+    problems += [_models_problem(spec, missing) for spec in specs if (missing := _models_not_here(spec))]
     if problems:
         raise UserError(problems)  # what a broken spec uses cannot be known: keep everything
     where = store.Store(root / store.STORE)
