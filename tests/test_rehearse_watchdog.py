@@ -120,6 +120,21 @@ def test_a_hung_stage_is_stopped_at_the_idle_limit(workspace: Workspace) -> None
     assert "--   generate: not run: train failed" in said
 
 
+def test_a_worker_killed_in_a_stage_is_said_not_taken_for_a_stage_never_run(workspace: Workspace) -> None:
+    """The out-of-memory killer's SIGKILL in the middle of training (a 512x768 spec at batch 16 on a
+    laptop): training ran and died; it was not "not run"."""
+    result = workspace.cli("rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_KILLED": "train"})
+    said = result.stdout + result.stderr
+    assert result.exit_code == 1, said
+    assert (
+        "rehearsal failed at stage train (2 training steps, sampling at first): the rehearsal worker was"
+        " killed by SIGKILL in the middle of it — out of memory?" in said
+    )
+    assert "ok   cache-latents" in said
+    assert "--   generate: not run: train failed" in said
+    assert "Traceback" not in said
+
+
 def test_a_silent_stage_that_computes_is_not_a_hang(workspace: Workspace) -> None:
     """The fake worker computes 1.5 CPU seconds at training without a line, past an idle limit of
     0.5 s: it works, so it is left to finish."""

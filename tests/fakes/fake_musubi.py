@@ -1137,6 +1137,7 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     FAKE_REHEARSAL_FAIL=<stage>:<error line> makes that stage fail as musubi-tuner would;
     FAKE_REHEARSAL_NOOP=<stage> makes it exit 0 having done nothing (a debug mode, an empty loop);
     FAKE_REHEARSAL_HANG=<stage> makes it wait forever, silent and idle (a data loader whose worker died);
+    FAKE_REHEARSAL_KILLED=<stage> kills the worker with SIGKILL in that stage (the out-of-memory killer);
     FAKE_REHEARSAL_BUSY=<stage>:<cpu seconds> makes it compute that long without a word first (a
     compile), then go on as usual; FAKE_REHEARSAL_CUDA=1 says it runs with CUDA (a GPU box), where the
     missing kernels are not stood in for."""
@@ -1151,6 +1152,7 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
     fail = os.environ.get("FAKE_REHEARSAL_FAIL", "")
     noop = os.environ.get("FAKE_REHEARSAL_NOOP", "")
     hang = os.environ.get("FAKE_REHEARSAL_HANG", "")
+    killed = os.environ.get("FAKE_REHEARSAL_KILLED", "")
     cuda = os.environ.get("FAKE_REHEARSAL_CUDA") == "1"
     busy, _, cpu_seconds = os.environ.get("FAKE_REHEARSAL_BUSY", "").partition(":")
     for name in [k for k in os.environ if k.startswith("FAKE_") and k not in REHEARSAL_KNOBS]:
@@ -1173,6 +1175,10 @@ def run_rehearsal(args: Sequence[str], cwd: Path) -> int:
         emit("stage_started", stage=name)
         if hang == name:
             time.sleep(3600)
+        if killed == name:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
         if busy == name:
             spent = time.process_time() + float(cpu_seconds)
             while time.process_time() < spent:

@@ -127,6 +127,25 @@ class _Watch:
             self.current = None
 
 
+def died_in_stage(code: int) -> str:
+    """Why a stage that started never ended, when nothing stopped it: the worker's exit (the kernel's
+    out-of-memory killer sends SIGKILL: the stand-in models are tiny, but they run on the spec's own
+    images at its resolution and batch size)."""
+    if code <= 128:
+        return f"the rehearsal worker exited ({code}) in the middle of it"
+    try:
+        name = signal.Signals(code - 128).name
+    except ValueError:
+        name = f"signal {code - 128}"
+    why = f"the rehearsal worker was killed by {name} in the middle of it"
+    if code - 128 == signal.SIGKILL:
+        why += (
+            " — out of memory? the stand-in models are tiny, but they run at the spec's resolution and"
+            " batch size: rehearse on a machine with more memory (the GPU box, where train rehearses first)"
+        )
+    return why
+
+
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -271,6 +290,8 @@ def run(
         blocked = [n for n in stage.needs if n in failed_names]
         if watch.hung is outcome:
             outcome.problem = watch.hang
+        elif outcome.code is None and watch.current is outcome:
+            outcome.problem = died_in_stage(result.returncode)
         elif outcome.code is None:
             waiting = [n for n in stage.needs if n in unrehearsed]
             if waiting and not blocked:
