@@ -508,13 +508,16 @@ def test_the_stand_in_vae_is_made_once_per_machine_and_copied_for_the_next_spec(
 
 def test_a_logged_warning_is_not_taken_for_a_stages_error() -> None:
     """A hung stage has no error of its own: a package's import warning in its log (bitsandbytes'
-    `Failed to load CPU gemm_4bit_forward`, printed when caching imports it) must not stand for one,
+    `Failed to load CPU gemm_4bit_forward`, printed when caching imports it; musubi-tuner's `Failed to
+    import sageattention`, where that kernel is not installed) must not stand for one,
     so that the report names the spec lines that rendered the stage instead."""
     from fplora.jobs.rehearse import blame
 
     log = [
         "INFO:musubi_tuner.hunyuan_model.vae:Loading 3D VAE model",
         "WARNING:bitsandbytes.backends.cpu.ops:Failed to load CPU gemm_4bit_forward from kernels-community",
+        "Trying to import sageattention",
+        "Failed to import sageattention",  # musubi-tuner's print where the optional kernel is absent
         "  0%|          | 0/2",
     ]
     assert blame._last_error_line(log) is None

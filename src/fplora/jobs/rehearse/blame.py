@@ -34,10 +34,12 @@ DATASET_KEYS = {
 """dataset.toml keys and the spec fields that render them."""
 
 _ERROR_LINE = re.compile(r"(Error|Exception|error:|ERROR|Traceback|failed|Failed)")
-_NOT_AN_ERROR = re.compile(r"^(WARNING|INFO|DEBUG)[:\s]")
-"""A logged warning or note (`WARNING:bitsandbytes...: Failed to load ...` as a package is imported)
-is not the stage's error, whatever words it uses: a hung stage's report would blame it instead of
-the spec lines of the stage."""
+_NOT_AN_ERROR = re.compile(r"^(WARNING|INFO|DEBUG)[:\s]|^Failed to import [\w.]+$")
+"""A logged warning or note (`WARNING:bitsandbytes...: Failed to load ...` as a package is imported),
+or musubi-tuner's own notice of an optional kernel it did not find (`Failed to import sageattention`,
+printed by hunyuan_model/attention.py on every machine without it), is not the stage's error,
+whatever words it uses: a hung or killed stage's report would blame it instead of the spec lines of
+the stage."""
 
 
 def _last_error_line(lines: list[str]) -> str | None:
