@@ -50,7 +50,12 @@ def test_a_silent_stage_that_computes_runs_until_the_hard_limit() -> None:
     dog = Watchdog(300, 30, lambda: cpu[0], clock=clock)
     dog.start()
     assert _run(dog, clock, 299, cpu, 0.9) is None
-    assert _run(dog, clock, 1, cpu, 0.9) == "no result after 300 s: it hangs (stopped)"
+    # still computing at the limit: a loop that never ends, or a CPU too slow for the spec's sizes
+    # (a fresh project's 512x768 at batch 16 trains for many minutes on a laptop's stand-ins)
+    assert _run(dog, clock, 1, cpu, 0.9) == (
+        "no result after 300 s: it hangs, or is too slow for this machine (its processes were still"
+        " computing when stopped) — rehearse again with a larger --time-limit to tell"
+    )
 
 
 def test_output_keeps_an_idle_stage_alive_and_a_trickle_of_cpu_does_not() -> None:

@@ -75,25 +75,38 @@ class Watchdog:
                 return None
             now = self.clock()
             spent = now - self._started
-            if spent >= self.limit:
-                return f"no result after {self.limit:.0f} s: it hangs (stopped)"
             used = self.cpu()
+            samples = self._samples
+            if used is not None:
+                samples.append((now, used))
+                # the window's start: the newest sample at least `idle` old
+                while len(samples) > 1 and samples[1][0] <= now - self.idle:
+                    samples.popleft()
+            if spent >= self.limit:
+                if used is not None and samples and self._busy(now, used):
+                    # a loop that never ends and a machine too slow for the stage look the same here
+                    return (
+                        f"no result after {self.limit:.0f} s: it hangs, or is too slow for this machine"
+                        " (its processes were still computing when stopped) — rehearse again with a"
+                        " larger --time-limit to tell"
+                    )
+                return f"no result after {self.limit:.0f} s: it hangs (stopped)"
             if used is None:
                 return None  # CPU use unknown here: only the hard limit
-            samples = self._samples
-            samples.append((now, used))
-            # the window's start: the newest sample at least `idle` old
-            while len(samples) > 1 and samples[1][0] <= now - self.idle:
-                samples.popleft()
-            since, before = samples[0]
+            since = samples[0][0]
             if now - self._output < self.idle or now - since < self.idle:
                 return None
-            if used - before >= self.busy_share * (now - since):
+            if self._busy(now, used):
                 return None
             return (
                 f"no output and no CPU use for {self.idle:g} s: it hangs (stopped {spent:.0f} s in;"
                 " a stage that computes is given up to its time limit)"
             )
+
+    def _busy(self, now: float, used: float) -> bool:
+        """The process tree used CPU over the current window (the lock held)."""
+        since, before = self._samples[0]
+        return now > since and used - before >= self.busy_share * (now - since)
 
 
 def tree_cpu(pid: int) -> CpuProbe:
