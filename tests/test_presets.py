@@ -167,6 +167,16 @@ def test_the_command_line_wins_and_names_are_checked(project) -> None:
     with pytest.raises(UserError) as refused:
         apply(_spec(project, MEMO + "gpu: a6000\n"))
     assert refused.value.problems[0].key == "gpu" and "a6000-48g" in refused.value.problems[0].fix
+    # as the cards are sold: `h100` is closer to `h200` than to `h100-80g` by spelling alone
+    for written, meant in (
+        ("h100", "h100-80g"),
+        ("H100", "h100-80g"),
+        ("H200", "h200"),
+        ("RTX 4090", "4090-24g"),
+    ):
+        with pytest.raises(UserError) as refused:
+            apply(spec, written)
+        assert refused.value.problems[0].fix == f"did you mean '{meant}'?"
 
 
 def _fake_smi(folder: Path, output: str) -> None:

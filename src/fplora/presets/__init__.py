@@ -52,10 +52,18 @@ def _where(spec: Spec, given: str | None) -> tuple[str | None, str]:
     return spec.gpu, "gpu"
 
 
+def _meant(name: str) -> str:
+    """ "did you mean" for a GPU written as it is sold (`H100`, `RTX 4090`): the preset named after that
+    card comes first, since by spelling alone `h100` is closer to `h200` than to `h100-80g`."""
+    word = name.lower().replace("rtx", "").strip(" -_")
+    named = [preset for preset in preset_names() if preset.split("-")[0] == word]
+    return f"did you mean '{named[0]}'?" if named else did_you_mean(word, set(preset_names()))
+
+
 def _gpu(spec: Spec, name: str, key: str, python: str | None) -> tuple[Gpu | None, list[Problem]]:
     known = table().gpus
     if name != AUTO and name not in known:
-        hint = did_you_mean(name, set(preset_names())) or f"use one of {', '.join(preset_names())}"
+        hint = _meant(name) or f"use one of {', '.join(preset_names())}"
         if key == "--gpu":
             raise UserError(Problem("command line", None, "--gpu", f"no preset {name!r}", hint))
         raise UserError(spec.problem(("gpu",), f"no preset {name!r}", hint))
