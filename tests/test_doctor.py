@@ -174,3 +174,16 @@ def test_disk_need_from_the_save_settings(project) -> None:
         project("train:\n  max_train_steps: 1000\n  save_every_n_steps: 100\n  save_state: false\n")
     )
     assert disk_need(bf16)[0] == pytest.approx(11 * 551 / 2 + 832)  # the end-of-training state stays
+
+
+@pytest.mark.musubi
+def test_a_cpu_musubi_python_gives_every_scripts_options(
+    workspace: Workspace, home: Path, musubi_python, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A laptop's CPU musubi-tuner Python (scripts/musubi-python.sh): the training and generate
+    scripts import musubi-tuner's t5.py, which asks CUDA for its device while being imported."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    _, lines = _doctor(workspace)
+    for script in schema.schema()["scripts"]:
+        assert _line(lines, f"options of {script}").endswith("options, as in the bundled schema"), lines
