@@ -266,7 +266,9 @@ def _as_named_by_a_spec(jsonl: Path) -> str:
 
 def snippet(jsonl: str, layout: Layout) -> str:
     return (
-        "# written by `fplora dataset init`: paste into your spec (configs/<version>.yaml)\n"
+        "# written by `fplora dataset init`: in your spec (configs/<version>.yaml), replace the datasets:\n"
+        "# entry with this one, keeping its num_repeats (a spec has one datasets: key, so pasting a second\n"
+        "# one below it is a YAML error); one_frame: is the layout these records were made for\n"
         "datasets:\n"
         f"  - jsonl: {jsonl}\n"
         "one_frame:\n"
@@ -314,6 +316,10 @@ def init(
     write_atomic(jsonl, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     write_atomic(folder / SNIPPET, snippet(_as_named_by_a_spec(jsonl), layout))
     say(f"wrote {display_path(jsonl)} and {display_path(folder / SNIPPET)} (the spec snippet)")
+    say(
+        f"next: in your spec's datasets: entry, set `jsonl: {_as_named_by_a_spec(jsonl)}`"
+        " (replace the entry; a second datasets: key is a YAML error)"
+    )
     return 0
 
 
