@@ -18,9 +18,13 @@ def run_init(directory: Path) -> int:
     go = "" if directory.resolve() == Path.cwd() else f"cd {shlex.quote(output.shown(directory))}, then "
     output.line(
         "next:\n"
-        "  1. put one JSON record per line in datasets/dataset-v1/metadata-v1.jsonl"
+        f"  1. {go}put the pictures in datasets/<name>/ (targets/, control_0/, control_1/, a <stem>.txt"
+        " caption beside each target) and run `fplora dataset init datasets/<name>`, which says the"
+        " jsonl: to set in configs/v1.yaml; or write datasets/dataset-v1/metadata-v1.jsonl by hand"
         " (datasets/dataset-v1/README.md says how)\n"
-        "  2. in configs/base.yaml set models.dir (or FPLORA_MODELS_DIR) and train.output_dir\n"
-        f"  3. {go}fplora check, fplora cache, fplora train"
+        "  2. export FPLORA_MODELS_DIR=<the models' folder> (configs/base.yaml's models.dir), then"
+        " `fplora models fetch`; set train.output_dir in configs/base.yaml\n"
+        "  3. fplora check (--skip-models until the models are there), then on the GPU box:"
+        " fplora train --cache"
     )
     return 0
