@@ -169,3 +169,27 @@ def test_no_network_is_one_line_per_file_not_a_traceback(
             "download failed: ConnectError" in x and "check the network and HF_ENDPOINT" in x for x in errors
         )
     assert not (tmp_path / "models").exists()
+
+
+def test_in_a_project_the_models_go_where_its_spec_looks(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fplora init`'s next steps and base.yaml's comments let a user set models.dir in base.yaml:
+    fetched without --dir, the models must land there, not in FPLORA_MODELS_DIR's default."""
+    monkeypatch.setenv("FPLORA_MODELS_DIR", str(tmp_path / "elsewhere"))  # base.yaml below ignores it
+    assert cli("init", str(tmp_path / "proj")).exit_code == 0
+    base = tmp_path / "proj" / "configs" / "base.yaml"
+    mine = tmp_path / "my models"
+    base.write_text(
+        base.read_text(encoding="utf-8").replace(
+            "dir: ${FPLORA_MODELS_DIR:-/workspace/models}", f"dir: {mine}"
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path / "proj" / "datasets")  # from anywhere in the project
+    fetched = cli("models", "fetch")
+    assert fetched.exit_code == 0, fetched.output
+    assert f"models folder: {mine} (models.dir of " in fetched.output and "configs/v1.yaml)" in fetched.output
+    assert all((mine / item.local).is_file() for item in MODELS)
+    assert cli("models", "check").exit_code == 0
+    assert not (tmp_path / "elsewhere").exists()

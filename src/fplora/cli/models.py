@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,6 @@ from fplora.cli import common
 
 NAME = "models"
 SHORT_HELP = "Download the five models and tokenizers from the Hub; check them."
-DEFAULT_DIR = "/workspace/models"  # base.yaml's `${FPLORA_MODELS_DIR:-/workspace/models}`
 
 app = typer.Typer(
     name=NAME, help=SHORT_HELP, no_args_is_help=True, add_completion=False, rich_markup_mode=None
@@ -22,14 +20,17 @@ Dir = Annotated[
     Path | None,
     typer.Option(
         "--dir",
-        help="Models folder (default: $FPLORA_MODELS_DIR, else /workspace/models: base.yaml's models.dir).",
+        help="Models folder (default: in a project, its spec's models.dir; else $FPLORA_MODELS_DIR,"
+        " else /workspace/models).",
         show_default=False,
     ),
 ]
 
 
 def _folder(given: Path | None) -> Path:
-    return given or Path(os.environ.get("FPLORA_MODELS_DIR") or DEFAULT_DIR)
+    from fplora.jobs import models
+
+    return models.folder(given, say=lambda text: typer.echo(text, err=True))
 
 
 @app.command("fetch")

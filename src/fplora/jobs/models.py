@@ -37,6 +37,29 @@ FIX_NETWORK = "check the network and HF_ENDPOINT; run it again to resume"
 Say = Callable[[str], None]
 
 
+DEFAULT_DIR = "/workspace/models"  # base.yaml's `${FPLORA_MODELS_DIR:-/workspace/models}`
+
+
+def folder(given: Path | None, *, say: Say) -> Path:
+    """Where the models go (and are checked): `--dir`, else in a project the `models.dir` of the spec
+    a command there means, so that they land where `fplora check` and training look (a base.yaml
+    that names its own folder, or FPLORA_MODELS_DIR through it), else FPLORA_MODELS_DIR, else
+    /workspace/models. A spec that does not load yet is passed over: its own command says why."""
+    if given is not None:
+        return given
+    from fplora.project import default_spec
+    from fplora.spec import load_spec
+
+    try:
+        spec = load_spec(default_spec().path)
+    except UserError:
+        spec = None
+    if spec is not None and spec.models.dir is not None:
+        say(f"models folder: {display_path(spec.models.dir)} (models.dir of {display_path(spec.path)})")
+        return spec.models.dir
+    return Path(os.environ.get("FPLORA_MODELS_DIR") or DEFAULT_DIR)
+
+
 def _where(item: HubFile, folder: Path) -> Path:
     return folder / item.local
 
