@@ -289,3 +289,14 @@ def test_the_card_shows_this_checkpoint_s_contact_sheet(run: Path) -> None:
     assert (255, 0, 0) in colours and (0, 0, 255) in colours  # step 2 at both multipliers
     assert (0, 128, 0) not in colours  # not step 4's row
     assert "![prompt 1](sheet-prompt01.png)" in (folder / "README.md").read_text()
+
+
+def test_a_front_end_named_for_the_layout_is_told_which_layout_it_loads(tmp_path: Path) -> None:
+    """The README's section is "for ComfyUI, FramePack-eichi, FramePack-Studio": those are the names
+    a user types; the refusal comes before any spec or file is read."""
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "v1.yaml"), "--to", "comfyui"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: command line: --to: comfyui is not a layout — use musubi (musubi-tuner, FramePack-eichi,"
+        " ComfyUI's FramePackWrapper) or diffusers (FramePack-Studio, neph1/FramePack)"
+    ]

@@ -61,7 +61,11 @@ def command(
         layouts = list(dict.fromkeys(to or LAYOUTS))
         for layout in layouts:
             if layout not in LAYOUTS:
-                common.fail("--to", f"{layout} is not a layout — use musubi or diffusers")
+                common.fail(
+                    "--to",
+                    f"{layout} is not a layout — use musubi (musubi-tuner, FramePack-eichi, ComfyUI's"
+                    " FramePackWrapper) or diffusers (FramePack-Studio, neph1/FramePack)",
+                )
         if dtype is not None and dtype not in DTYPES:
             common.fail("--dtype", f"{dtype} is not a dtype — use {', '.join(DTYPES)}")
         loaded = common.load(spec, preset=False)
