@@ -188,6 +188,19 @@ def test_a_spec_that_forgot_extends_is_told_so_in_one_line(project: Make) -> Non
     )
 
 
+def test_a_spec_copied_by_a_file_manager_is_told_to_rename_the_file(project: Make) -> None:
+    """`v1 copy.yaml`: the version is the file's name, which the user never wrote as `version:`."""
+    spec = project()
+    copy = spec.with_name("v1 copy.yaml")
+    shutil.copy(spec, copy)
+    code, lines = check(copy, "--skip-models")
+    assert code == 1
+    assert lines[0] == (
+        "error: configs/v1 copy.yaml:1: version: 'v1 copy' (the file's name) must be one word"
+        " — rename the file, e.g. v1-copy.yaml"
+    )
+
+
 def test_a_lone_spec_missing_its_sections_is_told_what_to_do(project: Make, tmp_path: Path) -> None:
     lone = tmp_path / "elsewhere" / "v1.yaml"
     lone.parent.mkdir()

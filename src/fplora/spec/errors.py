@@ -194,6 +194,10 @@ def _dict_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
     return f"should be a mapping of {script} options, not {_what(value)}", "write `option: value` under it"
 
 
+_ONE_WORD = re.compile(r"[/\\\s]+")
+"""What keeps a version from being one word (the Spec's `version` pattern)."""
+
+
 def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]:
     """Pydantic's errors as located one-line problems: file, line, dotted key, message, fix."""
     problems = []
@@ -223,6 +227,10 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
             message, fix = said
         elif " — " in message:
             message, fix = message.split(" — ", 1)
+        if tuple(loc) == ("version",) and ("version",) not in loaded.sources:
+            # not written: the file's name is the version (`v1 copy.yaml`, as a file manager copies)
+            message = f"{loaded.path.stem!r} (the file's name) {message}"
+            fix = f"rename the file, e.g. {_ONE_WORD.sub('-', loaded.path.stem)}{loaded.path.suffix}"
         problems.append(loaded.problem(loc, message, fix))
     return _missing_sections(missing_sections, loaded) + _dedupe(problems)
 
