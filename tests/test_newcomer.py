@@ -175,6 +175,33 @@ def test_blank_line_where_musubi_reads_the_file_itself_is_an_error(project: Make
 # --- the spec ------------------------------------------------------------------------------------
 
 
+def test_a_spec_naming_the_snippet_instead_of_the_jsonl_is_one_error(project: Make) -> None:
+    """`fplora dataset init` writes metadata.jsonl and fplora-dataset.yaml side by side: naming the
+    second gave an invalid-JSON error for every one of its lines."""
+    snippet = DATASET.parent / "fplora-dataset.yaml"
+    snippet.write_text(
+        "datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\none_frame:\n  target_index: 5\n"
+    )
+    spec = project("datasets:\n  - jsonl: ../data/dataset-v1/fplora-dataset.yaml\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0] == (
+        "error: configs/v1.yaml:3: datasets[0].jsonl: data/dataset-v1/fplora-dataset.yaml is not a JSONL"
+        " dataset: none of its lines is a JSON record — name the dataset's .jsonl file (`fplora dataset"
+        " init` writes metadata.jsonl; the fplora-dataset.yaml beside it is the snippet for the spec)"
+    )
+    assert not any("invalid JSON" in line for line in lines)
+
+
+def test_broken_json_records_keep_their_own_errors(project: Make) -> None:
+    write(["{'image_path': 't/1.png'}", "{'image_path': 't/2.png'}"])
+    code, lines = check(project(), "--skip-models")
+    assert code == 1
+    assert (
+        sum("invalid JSON: Expecting property name enclosed in double quotes" in line for line in lines) == 2
+    )
+
+
 def test_a_spec_that_forgot_extends_is_told_so_in_one_line(project: Make) -> None:
     spec = project("extends: null\n")  # the fixture adds `extends: base.yaml` unless one is written
     spec.write_text("datasets:\n  - jsonl: ../data/dataset-v1/metadata-v1.jsonl\n", encoding="utf-8")

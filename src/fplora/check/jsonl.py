@@ -85,6 +85,24 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
     )
 
 
+def not_jsonl_problem(spec: Spec, index: int, records: Records, lines: list[str] | None) -> Problem | None:
+    """One problem, at the spec line of `datasets[i].jsonl`, for a file none of whose lines is even
+    meant as a JSON object (another file named by mistake: the YAML snippet `fplora dataset init`
+    writes beside its metadata.jsonl, a CSV of captions), instead of an invalid-JSON error per line.
+    A file of broken records (`{'image_path': ...}`) keeps its errors: they say what to fix."""
+    if records.items or not lines or any(line.lstrip().startswith("{") for line in lines):
+        return None
+    key: tuple[str | int, ...] = (
+        ("eval", "jsonl") if index == spec.eval_index else ("datasets", index, "jsonl")
+    )
+    return spec.problem(
+        key,
+        f"{display_path(records.jsonl)} is not a JSONL dataset: none of its lines is a JSON record",
+        "name the dataset's .jsonl file (`fplora dataset init` writes metadata.jsonl; the"
+        " fplora-dataset.yaml beside it is the snippet for the spec)",
+    )
+
+
 def read_lines(path: Path) -> list[str] | None:
     """The file's lines as `read_records` numbers them, or None when it cannot be read (again)."""
     try:

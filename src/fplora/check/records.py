@@ -22,6 +22,7 @@ from fplora.check.jsonl import (
     control_key_problems,
     file_problem,
     json_problems,
+    not_jsonl_problem,
     read_lines,
     unreadable,
     windows_path_problems,
@@ -175,6 +176,8 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
     expected = len(clean_indices)
     rules = _sizes(spec, index)
     lines = read_lines(records.jsonl)
+    if (wrong_file := not_jsonl_problem(spec, index, records, lines)) is not None:
+        return [wrong_file]
     problems, continued = json_problems(records, lines)
     problems += bom_problems(records)
     problems += windows_path_problems(records)
