@@ -558,12 +558,14 @@ def test_missing_dataset_is_one_problem_at_the_spec(project: Path) -> None:
     Path("data/m.jsonl").unlink()
     assert run() == [
         "spec.yaml:12: datasets[0].jsonl: dataset JSONL file not found: data/m.jsonl"
-        " — check the path; relative paths resolve against the folder of the spec file that writes them"
+        " — check the path; relative paths resolve against the folder of the spec file that writes them;"
+        " not made yet? `fplora dataset init <folder of pictures>` writes one"
     ]
     assert run(SPEC.replace("jsonl: data/m.jsonl", "jsonl: gone/m.jsonl")) == [
         "spec.yaml:12: datasets[0].jsonl: dataset JSONL file not found: gone/m.jsonl"
         " (folder gone does not exist)"
-        " — check the path; relative paths resolve against the folder of the spec file that writes them"
+        " — check the path; relative paths resolve against the folder of the spec file that writes them;"
+        " not made yet? `fplora dataset init <folder of pictures>` writes one"
     ]
     assert run(SPEC.replace("jsonl: data/m.jsonl", "jsonl: data")) == [
         "spec.yaml:12: datasets[0].jsonl: data is a folder, not a JSONL file — name the metadata .jsonl file itself"

@@ -67,6 +67,7 @@ def test_init_template_is_a_valid_spec_once_data_exists(
     # the template is valid YAML and a valid spec; only the (still empty) dataset is missing
     assert result.exit_code == 1
     assert "dataset JSONL file not found" in result.output
+    assert "not made yet? `fplora dataset init <folder of pictures>` writes one" in result.output
     assert "unknown key" not in result.output
 
 

@@ -61,7 +61,8 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
         return spec.problem(
             key,
             f"{_NOT_FOUND}: {shown}{where}",
-            "check the path; relative paths resolve against the folder of the spec file that writes them",
+            "check the path; relative paths resolve against the folder of the spec file that writes them;"
+            " not made yet? `fplora dataset init <folder of pictures>` writes one",
         )
     if not os.access(path, os.R_OK):
         return spec.problem(
