@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fplora.cli import app
-from fplora.jobs.rehearse import machine, remembered, stages
+from fplora.jobs.rehearse import machine, remembered, report, stages
 from fplora.jobs.rehearse import watch as watching
 from fplora.musubi.framepack import DOWN, UP, musubi_name
 from fplora.plan import build as build_plan
@@ -76,6 +76,75 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert (train.steps, resume.steps) == (2, 1)
     assert resume.argv[resume.argv.index("--max_train_steps") + 1] == "18"  # the steps left, as a resume
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
+
+
+def test_each_record_is_rehearsed_once_in_a_batch_of_two_whatever_the_batch_size(example: Path) -> None:
+    """`fplora init`'s spec (10 repeats, batch 16 at 512x768) rehearsed a batch of 16 on a laptop's
+    CPU for minutes a step in ~17 GB: its few records now go in once, so musubi-tuner makes one batch
+    of them; the batch size itself, the resolution and the rest of the dataset entry are the spec's."""
+    spec = load_spec(_full_size(example))
+    real = build_plan(spec)
+    built = stages.build(spec, "python", real)
+    config = tomllib.loads(built.files[built.root / "rendered" / "config.toml"])
+    (ours,) = tomllib.loads(built.files[Path(config["dataset_config"])])["datasets"]
+    (theirs,) = tomllib.loads(real.files[real.paths.dataset])["datasets"]
+    assert theirs["num_repeats"] == 10 and ours["num_repeats"] == 1
+    general = tomllib.loads(built.files[Path(config["dataset_config"])])["general"]
+    assert general == tomllib.loads(real.files[real.paths.dataset])["general"]
+    assert (general["batch_size"], general["resolution"]) == (16, [512, 768])
+    changed = {k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k)}
+    assert changed == {"num_repeats", "image_jsonl_file", "cache_directory"}
+
+
+def _full_size(example: Path) -> Path:
+    """The example at `fplora init`'s size: 512x768, batch 16, each record 10 times."""
+    big = example.with_name("big.yaml")
+    big.write_text(
+        "extends: example.yaml\ndatasets:\n  - jsonl: ../datasets/example/dataset-v1/metadata-v1.jsonl\n"
+        "    num_repeats: 10\ndata: {resolution: [512, 768], batch_size: 16}\n",
+        encoding="utf-8",
+    )
+    return big
+
+
+def test_without_a_gpu_every_image_is_four_times_smaller_on_each_side(example: Path) -> None:
+    """On a CPU the stand-ins' attention costs the square of the tokens: `fplora init`'s 512x768 spec
+    rehearsed in 322 s on the 2-core CPU at its own size, 21 s at 128x192. The datasets' resolution
+    and every prompt's --w/--h shrink alike; nothing else changes, and the rehearsal is another one
+    (its fingerprint), so a pass on a laptop does not stand for the GPU box's full-size one."""
+    spec = load_spec(_full_size(example))
+    real = build_plan(spec)
+    on_gpu, on_cpu = stages.build(spec, "python", real), stages.build(spec, "python", real, gpu=False)
+    assert on_cpu.fingerprint != on_gpu.fingerprint
+    assert [n for n in on_cpu.notes if "4 times smaller" in n] and not on_gpu.notes
+    changed = {p for p in on_gpu.files if on_gpu.files[p] != on_cpu.files[p]}
+    rendered = on_cpu.root / "rendered"
+    assert changed == {rendered / "dataset.toml", rendered / "prompts.txt", rendered / "infer-prompts.txt"}
+    assert tomllib.loads(on_cpu.files[rendered / "dataset.toml"])["general"]["resolution"] == [128, 192]
+    for name in ("prompts.txt", "infer-prompts.txt"):
+        assert re.findall(r"--w (\d+) --h (\d+)", on_gpu.files[rendered / name]) == [("512", "768")]
+        assert re.findall(r"--w (\d+) --h (\d+)", on_cpu.files[rendered / name]) == [("128", "192")]
+    # the example's own 64x96 cannot shrink and stay 64 pixels a side: rehearsed as it is
+    small = load_spec(example)
+    assert stages.build(small, "python", gpu=False).files == stages.build(small, "python").files
+
+
+@pytest.mark.parametrize(
+    ("sides", "factor"),
+    [
+        ([512, 768], 4),
+        ([256, 384], 4),
+        ([512, 768, 608], 2),
+        ([192, 128], 2),
+        ([520, 776], 1),
+        ([96], 1),
+        ([], 1),
+    ],
+)
+def test_an_image_shrinks_only_to_whole_steps_of_16_and_at_least_64_pixels(
+    sides: list[int], factor: int
+) -> None:
+    assert stages.smaller_by(sides) == factor
 
 
 def test_a_spec_that_keeps_the_last_saves_saves_at_every_step(example: Path) -> None:
@@ -142,6 +211,24 @@ def test_the_example_rehearses_and_a_repeat_is_remembered(example: Path, musubi_
         assert [(p.name, p.read_bytes()) for p in sorted(made.iterdir())] == [
             (p.name, p.read_bytes()) for p in sorted(folder.iterdir())
         ]
+
+
+@pytest.mark.musubi
+def test_a_full_size_spec_rehearses_shrunk_on_a_cpu(example: Path, musubi_python, monkeypatch) -> None:
+    """musubi-tuner's own code takes the shrunk datasets and prompts: every stage passes at 128x192."""
+    for key, value in musubi_python.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(report, "has_gpu", lambda spec, python: False)  # as on CI: also on a GPU box
+    big = _full_size(example)
+    result = runner.invoke(app, ["rehearse", str(big)])
+    assert result.exit_code == 0, result.output
+    assert "every image 4 times smaller" in result.output
+    for stage in ("cache-latents", "cache-text", "train", "resume", "generate", "sweep"):
+        assert f"ok   {stage}" in result.output
+    from PIL import Image
+
+    (sample,) = (big.parent / "big" / "rehearsal" / "out" / "generate").glob("*.png")
+    assert Image.open(sample).size == (128, 192)
 
 
 CONTROLS = {

@@ -18,14 +18,23 @@ from fplora.jobs.rehearse.stages import Rehearsal, build
 from fplora.jobs.rehearse.watch import STAGE_LIMIT, run, start_worker
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE
 from fplora.plan import Plan
+from fplora.presets.detect import detect
 from fplora.problems import UserError, display_path
 from fplora.process import Started
 from fplora.runtime import ensure_musubi, python_for
 from fplora.spec.models import Spec
+from fplora.state import project_state
 
 SKIP_ENV = "FPLORA_REHEARSE"
 """`FPLORA_REHEARSE=0`: no rehearsal before `train`/`cache`/`infer`/`eval`, as `--no-rehearse` on every
 command (a scripted pipeline that drives its own stand-in musubi-tuner, like the GPU harness's local mode)."""
+
+
+def has_gpu(spec: Spec, python: str) -> bool:
+    """Whether this machine rehearses on a GPU, which decides the rehearsal's image sizes: nvidia-smi,
+    else the musubi-tuner Python's torch, asked once and remembered in `.fplora/` as `gpu: auto`
+    remembers it (so that a repeated rehearsal of an unchanged spec starts no process)."""
+    return detect(python, project_state(spec.path)) is not None
 
 
 def rehearse(
@@ -47,7 +56,7 @@ def rehearse(
     its one-line errors) stay as they were; `fplora rehearse` says it. `built`: the rehearsal,
     when the caller built it already; `worker`: the worker `start_worker` began for it (the caller
     stops it when it is not used)."""
-    rehearsal = built or build(spec, python, real)
+    rehearsal = built or build(spec, python, real, gpu=has_gpu(spec, python))
     when = None if force else passed_before(rehearsal)
     if when is not None:
         if not quiet_unchanged:
@@ -114,7 +123,7 @@ def run_rehearse(
             raise UserError(problems)
         report(out, problems)
         real = plans.build(spec, records=records)
-        built = build(spec, python, real)
+        built = build(spec, python, real, gpu=has_gpu(spec, python))
 
         def say(text: str) -> None:
             out.print(escape(text), highlight=False)

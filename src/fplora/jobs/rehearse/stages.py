@@ -40,7 +40,8 @@ from fplora.spec.models import Spec
 WORKER = Path(__file__).resolve().parents[2] / "worker" / "rehearse.py"
 STANDINS = WORKER.with_name("rehearse_standins.py")
 RECORDS = 2
-"""Records of each dataset (and of the evaluation split) a rehearsal uses: a batch of two."""
+"""Records of each dataset (and of the evaluation split) a rehearsal uses, each once (`num_repeats`
+1): a batch of two, whatever the spec's batch size."""
 TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
 MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
 
@@ -144,6 +145,58 @@ def _fewer_steps(text: str) -> str:
     return _STEPS_OPTION.sub(lambda m: str(min(int(m.group(0)), SAMPLE_STEPS)), text)
 
 
+SMALLER = (4, 2)
+"""Without a GPU, how many times smaller each side of every image a rehearsal makes (the first that
+`smaller_by` allows): the stand-in DiT keeps the real block counts, and its attention costs the
+square of the tokens, so a batch of two at 512x768 took ~50-70 s a step on the 2-core CPU (322 s for
+`fplora init`'s spec in all, with sampling, resume, generate and a sweep cell)."""
+SIDE_STEP, SIDE_MIN = 16, 64
+"""A smaller side stays a multiple of 16 (the DiT's 8x VAE and 2x2 patches) and at least 64 pixels
+(the example project's 64x96 is rehearsed as it is)."""
+_SIZE_OPTION = re.compile(r"(?<=\s--[wh] )\d+")
+
+
+def _sides(value: Any) -> list[int]:
+    """The pixel sides a dataset `resolution` (an int, or [width, height]) names."""
+    return [value] if isinstance(value, int) else [int(side) for side in value]
+
+
+def _all_sides(datasets: list[dict[str, Any]], prompts: list[str]) -> list[int]:
+    """Every image side the rehearsal's datasets (general and per entry) and prompt files name."""
+    sides: list[int] = []
+    for data in datasets:
+        for table in [data.get("general", {}), *data.get("datasets", [])]:
+            if "resolution" in table:
+                sides += _sides(table["resolution"])
+    for text in prompts:
+        sides += [int(m.group(0)) for m in _SIZE_OPTION.finditer(text)]
+    return sides
+
+
+def smaller_by(sides: list[int]) -> int:
+    """How many times smaller a rehearsal without a GPU makes every image: the first of `SMALLER`
+    that leaves each side a multiple of `SIDE_STEP` and at least `SIDE_MIN`, else 1 (a size that
+    cannot shrink evenly is rehearsed as the spec wrote it, so that its own rounding is what runs)."""
+    for factor in SMALLER:
+        if sides and all(side % (factor * SIDE_STEP) == 0 and side // factor >= SIDE_MIN for side in sides):
+            return factor
+    return 1
+
+
+def _shrink_dataset(data: dict[str, Any], factor: int) -> dict[str, Any]:
+    """A dataset.toml's tables with every `resolution` `factor` times smaller."""
+    for table in [data.get("general", {}), *data.get("datasets", [])]:
+        if "resolution" in table:
+            sides = [side // factor for side in _sides(table["resolution"])]
+            table["resolution"] = sides[0] if isinstance(table["resolution"], int) else sides
+    return data
+
+
+def _shrink_prompts(text: str, factor: int) -> str:
+    """A prompt file with every `--w N` and `--h N` `factor` times smaller."""
+    return _SIZE_OPTION.sub(lambda m: str(int(m.group(0)) // factor), text)
+
+
 def _has_alpha(path: Path) -> bool | None:
     """Whether an image carries an alpha channel (musubi-tuner turns it into a mask: another code
     path); None when it cannot be read (the rehearsal then shows musubi-tuner's own error)."""
@@ -228,9 +281,10 @@ def _record_files(jsonl_text: str) -> list[Path]:
     return found
 
 
-def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
+def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True) -> Rehearsal:
     """The rehearsal of `spec`: its Plan's files and commands with stand-in models, a few records,
-    few steps and a folder of their own. Pure apart from reading the records; writes nothing."""
+    few steps and a folder of their own; without a `gpu`, every image `smaller_by` times smaller on
+    each side. Pure apart from reading the records; writes nothing."""
     real = real or plans.build(spec)
     paths = real.paths
     root = paths.dir / "rehearsal"
@@ -259,6 +313,7 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
     mapping.update({rendered: str(standin) for rendered, (_, standin) in loras.items()})
 
     files: dict[Path, str] = {}
+    datasets: dict[Path, dict[str, Any]] = {}
     record_files: list[Path] = []
     # datasets: each JSONL cut to a few records, each cache folder the rehearsal's own
     for source in (paths.dataset, paths.cache_dataset, paths.eval_dataset):
@@ -278,10 +333,16 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
                 files[subset] = _records_subset(text)
                 record_files += _record_files(files[subset])
                 mapping[jsonl] = str(subset)
+            if entry.get("num_repeats", 1) > 1:
+                # each record once: its few records make one batch of at most RECORDS samples
+                # (musubi-tuner cuts a bucket into ceil(len / batch_size) batches), not a batch of
+                # the spec's size, whose cost on a CPU (a batch of 16 at 512x768: minutes a step and
+                # ~17 GB) says nothing a batch of two does not
+                entry["num_repeats"] = 1
             cache = entry.get("cache_directory")
             if cache and cache not in mapping:
                 mapping[cache] = str(root / "cache" / f"{len(mapping)}-{Path(cache).name}")
-        files[Path(mapping[str(source)])] = header(spec) + tomli_w.dumps(_walk_replace(data, mapping))
+        datasets[Path(mapping[str(source)])] = _walk_replace(data, mapping)
     train_config = _config_options(real.files[paths.config])
     # what training samples is what the rendered config asks for: prompts with neither `at_first`
     # nor `every_n_steps` render no `sample_prompts`, and musubi-tuner then never samples
@@ -306,9 +367,22 @@ def build(spec: Spec, python: str, real: Plan | None = None) -> Rehearsal:
             config["log_tracker_config"] = str(mine.tracker)
     files[mine.config] = header(spec) + tomli_w.dumps(train_config)
     files[mine.resume_config] = header(spec) + tomli_w.dumps(resume_config)
-    files[mine.sample_prompts] = _fewer_steps(real.files[paths.sample_prompts])
     distinct = _distinct(real.infer_prompts)
-    files[mine.infer_prompts] = _fewer_steps(prompts_file(header(spec), spec, distinct, "generate"))
+    prompts = {
+        mine.sample_prompts: _fewer_steps(real.files[paths.sample_prompts]),
+        mine.infer_prompts: _fewer_steps(prompts_file(header(spec), spec, distinct, "generate")),
+    }
+    factor = 1 if gpu else smaller_by(_all_sides(list(datasets.values()), list(prompts.values())))
+    if factor > 1:
+        notes.append(
+            f"no GPU here: every image {factor} times smaller on each side (the stand-ins' attention"
+            " costs the square of the tokens on a CPU); on a GPU machine the rehearsal runs at the"
+            " spec's sizes"
+        )
+    for where, data in datasets.items():
+        files[where] = header(spec) + tomli_w.dumps(_shrink_dataset(data, factor))
+    for where, text in prompts.items():
+        files[where] = _shrink_prompts(text, factor)
 
     py = python
     stages: list[Stage] = []
