@@ -1,7 +1,8 @@
 """The rehearsal of a spec, planned from its Plan: the rendered files and commands with stand-in
-model paths, a few records of every dataset, few steps and a folder of its own, as the stages the
-worker runs (caching, training, resume, generate, a sweep cell, evaluation) and the fingerprint a pass
-is remembered by. Pure apart from reading the records."""
+model paths, a few records of every dataset (each once), few steps, smaller images where there is no
+GPU and a folder of its own, as the stages the worker runs (caching, training, resume, generate, a
+sweep cell, evaluation) and the fingerprint a pass is remembered by. Pure apart from reading the
+records."""
 
 from __future__ import annotations
 
