@@ -38,6 +38,10 @@ Setup = Callable[[Path], None]
 # (case id, spec text for configs/v1.yaml, setup of the project, the one expected error line)
 SPEC_CASES: list[tuple[str, str, str]] = [
     ("yaml syntax", "train: {output_dir: [\n", "configs/v1.yaml:5: YAML syntax error: expected the node content, but found '<stream end>' — fix the YAML"),
+    ("key indented under a value", "train:\n  max_train_steps: 4\n    save_every_n_steps: 2\n", "configs/v1.yaml:6: YAML indentation: `save_every_n_steps:` is indented more than the key above it expects: `max_train_steps:` (line 5) already has a value, so nothing can go under it — align it with `max_train_steps:` (2 spaces)"),
+    ("key between two indentations", "train:\n  max_train_steps: 4\n save_every_n_steps: 2\n", "configs/v1.yaml:6: YAML indentation: `save_every_n_steps:` is indented 1 space, which lines it up with no key above (`train:` on line 4 is at 0, `max_train_steps:` on line 5 at 2) — indent it 2 to put it beside `max_train_steps:`, or 0 to put it beside `train:`"),
+    ("list item among keys", "sample:\n  seed: 1\n  - record: 1\n", "configs/v1.yaml:6: YAML indentation: a list item `- record: 1` among the keys under `sample:` (line 4): a block holds either keys or `- ` items, not both — put the items under a key of their own (that key, then the items indented below it)"),
+    ("colon in a value", "project: a: b\n", "configs/v1.yaml:4: YAML indentation: a value holds ': ', which YAML reads as another key — quote the value, e.g. key: \"a: b\""),
     ("duplicate key", "train: {}\ntrain: {}\n", 'configs/v1.yaml:5: YAML syntax error: found duplicate key "train" — fix the YAML'),
     ("unknown key, nested hint", "train:\n  learnig_rate: 1\n", "configs/v1.yaml:5: train.learnig_rate: unknown key — did you mean 'optimizer.learning_rate'?"),
     ("unknown section", "trian: {}\n", "configs/v1.yaml:4: trian: unknown key — did you mean 'train'?"),

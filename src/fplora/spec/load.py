@@ -15,6 +15,7 @@ from typing import Any
 
 from fplora.problems import Problem, UserError, display_path
 from fplora.spec.source import KeyPath, Loaded, Source
+from fplora.spec.syntax import indentation
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
 
 
@@ -174,6 +175,8 @@ def _read_one(
     try:
         node = _yaml().load(text)
     except MarkedYAMLError as exc:
+        if (said := indentation(exc, text, shown)) is not None:
+            raise UserError(said) from None
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         reason = (exc.problem or exc.context or "invalid YAML").strip()

@@ -1,0 +1,143 @@
+"""YAML syntax errors said in a spec author's words: which line, what about its indentation is
+wrong, and which key to line it up with.
+
+ruamel.yaml reports the parser's view ("expected <block end>, but found '<block mapping start>'",
+"mapping values are not allowed here"); its problem mark (where it stopped) and context mark (the
+block it was reading) say enough, together with the text, to name the keys above the line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fplora.problems import Problem
+
+_KEY = re.compile(r"^(\s*)(?:-\s+)?([^#\s][^:#]*?):(?:\s|$)")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _meaningful(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _spaces(count: int) -> str:
+    return f"{count} space{'' if count == 1 else 's'}"
+
+
+def _shown(line: str, *, whole: bool = False) -> str:
+    """`rank:` for a key line, else (or when `whole`) the line's text, shortened."""
+    if not whole and (found := _KEY.match(line)) is not None:
+        return f"`{found.group(2).strip()}:`"
+    text = line.strip()
+    return f"`{text if len(text) <= 30 else text[:27] + '...'}`"
+
+
+def _levels_above(lines: list[str], index: int) -> list[tuple[int, int]]:
+    """(indentation, line index) of the blocks open above line `index`: the nearest line above, then
+    the nearest above that one indented less, and so on to column 0 — where a new line may align."""
+    levels: list[tuple[int, int]] = []
+    for above in range(index - 1, -1, -1):
+        line = lines[above]
+        if not _meaningful(line):
+            continue
+        indent = _indent(line)
+        if not levels or indent < levels[-1][0]:
+            levels.append((indent, above))
+        if indent == 0:
+            break
+    return levels
+
+
+def _previous(lines: list[str], index: int) -> int | None:
+    for above in range(index - 1, -1, -1):
+        if _meaningful(lines[above]):
+            return above
+    return None
+
+
+def indentation(exc: Any, text: str, shown: str) -> Problem | None:
+    """An indentation mistake of file `shown` in the user's words, or None for other syntax errors."""
+    problem, mark = (exc.problem or ""), exc.problem_mark
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    index = mark.line
+    if index >= len(lines):
+        return None
+    here = lines[index]
+    column = _indent(here)
+    if "expected <block end>" in problem:
+        if problem.endswith("'-'"):
+            owner = exc.context_mark.line if exc.context_mark else None
+            under = _owner(lines, owner) if owner is not None else None
+            where = (
+                f" among the keys under {_shown(lines[under])} (line {under + 1})"
+                if under is not None
+                else ""
+            )
+            return _said(
+                shown,
+                index + 1,
+                f"a list item {_shown(here, whole=True)}{where}:"
+                " a block holds either keys or `- ` items, not both",
+                "put the items under a key of their own (that key, then the items indented below it)",
+            )
+        levels = _levels_above(lines, index)
+        more = [(i, at) for i, at in levels if i > column]
+        less = [(i, at) for i, at in levels if i < column]
+        if not more or not less:
+            return None
+        (deeper, deeper_at), (shallower, shallower_at) = more[-1], less[0]
+        return _said(
+            shown,
+            index + 1,
+            f"{_shown(here)} is indented {_spaces(column)}, which lines it up with no key above"
+            f" ({_shown(lines[shallower_at])} on line {shallower_at + 1} is at {shallower},"
+            f" {_shown(lines[deeper_at])} on line {deeper_at + 1} at {deeper})",
+            f"indent it {deeper} to put it beside {_shown(lines[deeper_at])},"
+            f" or {shallower} to put it beside {_shown(lines[shallower_at])}",
+        )
+    if problem == "mapping values are not allowed here":
+        above = _previous(lines, index)
+        key = _KEY.match(here)
+        if (
+            above is None
+            or key is None
+            or mark.column != key.end(2)
+            or column <= _indent(lines[above])
+            or (found := _KEY.match(lines[above])) is None
+            or not lines[above][found.end() :].split("#")[0].strip()
+        ):
+            return _said(
+                shown,
+                index + 1,
+                "a value holds ': ', which YAML reads as another key",
+                'quote the value, e.g. key: "a: b"',
+            )
+        return _said(
+            shown,
+            index + 1,
+            f"{_shown(here)} is indented more than the key above it expects:"
+            f" {_shown(lines[above])} (line {above + 1}) already has a value, so nothing can go under it",
+            f"align it with {_shown(lines[above])} ({_spaces(_indent(lines[above]))})",
+        )
+    return None
+
+
+def _owner(lines: list[str], first_key: int) -> int | None:
+    """The key a block starting at line index `first_key` belongs to: the nearest line above
+    indented less."""
+    column = _indent(lines[first_key])
+    for above in range(first_key - 1, -1, -1):
+        if _meaningful(lines[above]) and _indent(lines[above]) < column:
+            return above
+    return None
+
+
+def _said(shown: str, line: int, message: str, fix: str) -> Problem:
+    return Problem(shown, line, "", f"YAML indentation: {message}", fix)
