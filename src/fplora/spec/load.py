@@ -15,7 +15,7 @@ from typing import Any
 
 from fplora.problems import Problem, UserError, display_path
 from fplora.spec.source import KeyPath, Loaded, Source
-from fplora.spec.syntax import indentation
+from fplora.spec.syntax import duplicate_key, indentation
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
 
 
@@ -175,7 +175,7 @@ def _read_one(
     try:
         node = _yaml().load(text)
     except MarkedYAMLError as exc:
-        if (said := indentation(exc, text, shown)) is not None:
+        if (said := indentation(exc, text, shown) or duplicate_key(exc, text, shown)) is not None:
             raise UserError(said) from None
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -141,3 +141,41 @@ def _owner(lines: list[str], first_key: int) -> int | None:
 
 def _said(shown: str, line: int, message: str, fix: str) -> Problem:
     return Problem(shown, line, "", f"YAML indentation: {message}", fix)
+
+
+_QUOTED_KEY = re.compile(r'found duplicate key "(.*?)" with value')
+
+
+def duplicate_key(exc: Any, text: str, shown: str) -> Problem | None:
+    """A key written twice in one mapping, naming both lines: the first and the repeat."""
+    said = _QUOTED_KEY.match(exc.problem or "")
+    mark, start = exc.problem_mark, exc.context_mark
+    if said is None or mark is None:
+        return None
+    name, lines = said.group(1), text.splitlines()
+    first = None
+    begin = start.line if start is not None else 0
+    for index in range(begin, min(mark.line + 1, len(lines))):
+        found = _KEY.match(lines[index])
+        if found and found.group(2).strip().strip("\"'") == name and len(found.group(1)) == mark.column:
+            first = index
+            break
+    path = [name]
+    if mark.line < len(lines):
+        above = _owner(lines, mark.line)
+        while above is not None:
+            if (found := _KEY.match(lines[above])) is not None:
+                path.insert(0, found.group(2).strip())
+            above = _owner(lines, above)
+    where = (
+        f"first written on line {first + 1}"
+        if first is not None and first != mark.line
+        else "written twice on this line"
+    )
+    return Problem(
+        shown,
+        mark.line + 1,
+        ".".join(path),
+        f"duplicate key, {where}; YAML allows a key once per mapping",
+        f"merge the two `{name}:` into one, keeping what both hold",
+    )
