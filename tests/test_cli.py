@@ -170,12 +170,20 @@ def test_the_default_spec_is_found_from_a_subfolder(project, monkeypatch: pytest
     assert "using v1.yaml (the only spec under configs/)" in result.output
 
 
-def test_a_folder_given_as_the_spec_is_answered_with_its_specs(project) -> None:
+def test_a_folder_given_as_the_spec_is_answered_with_its_experiments(project) -> None:
+    """Only experiment specs are offered (not the base they extend, nor a dataset snippet), v2
+    before v10; the project folder itself is read as its configs/."""
     v1 = project()
-    result = runner.invoke(app, ["check", str(v1.parent)])
-    assert result.exit_code == 1
-    assert "is a folder, not a spec file — name a spec file in it: base.yaml, v1.yaml" in result.output
-    assert "Errno" not in result.output
+    project(name="v10.yaml")
+    project(name="v2.yaml")
+    (v1.parent / "fplora-dataset.yaml").write_text("datasets:\n  - jsonl: x.jsonl\n")
+    for given in ("configs", "."):
+        result = runner.invoke(app, ["check", given])
+        assert result.exit_code == 1
+        assert result.output.splitlines()[0] == (
+            f"error: {given}: is a folder, not a spec file — name a spec file in it:"
+            " configs/v1.yaml, configs/v2.yaml, configs/v10.yaml"
+        )
 
 
 def test_the_install_hint_is_the_readme_install_line() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fplora.problems import Problem, UserError, display_path
-from fplora.spec.load import load
+from fplora.spec.load import experiments_in
 from fplora.state import STATE_DIR
 
 HISTORY = Path(STATE_DIR) / "last-spec"  # under the project root
@@ -33,16 +33,8 @@ def project_root(start: Path | None = None) -> Path | None:
 
 
 def experiments(root: Path) -> list[Path]:
-    """Specs under `configs/` that no other spec there extends (a base is not an experiment).
-    A spec that does not load is still a candidate: naming it is how its errors get seen."""
-    specs = sorted((root / "configs").glob("*.y*ml"))
-    bases: set[Path] = set()
-    for spec in specs:
-        try:
-            bases.update(p.resolve() for p in load(spec).chain[1:])
-        except UserError:
-            continue
-    return [s for s in specs if s.resolve() not in bases]
+    """Specs under `<root>/configs/` that no other spec there extends (a base is not an experiment)."""
+    return experiments_in(root / "configs")
 
 
 def last_spec(root: Path) -> Path | None:

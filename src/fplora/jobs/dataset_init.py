@@ -28,11 +28,12 @@ from pathlib import Path
 from fplora.atomic import write_atomic
 from fplora.problems import Problem, UserError, display_path
 from fplora.project import project_root
+from fplora.spec.load import DATASET_SNIPPET
 from fplora.spec.models import Spec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 JSONL = "metadata.jsonl"
-SNIPPET = "fplora-dataset.yaml"
+SNIPPET = DATASET_SNIPPET
 _CONTROL_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
 _CONTROL_FOLDER = re.compile(r"^control_(?P<k>\d+)$")
 

@@ -137,6 +137,34 @@ def _missing_spec_fix(path: Path) -> str:
     return "check the path"
 
 
+DATASET_SNIPPET = "fplora-dataset.yaml"  # `fplora dataset init`'s snippet for a spec: not a spec
+
+
+def natural(path: Path) -> tuple[object, ...]:
+    """Sort key that puts v2 before v10: digit runs compare as numbers."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in re.split(r"(\d+)", path.name)
+        if part
+    )
+
+
+def experiments_in(folder: Path) -> list[Path]:
+    """Specs in `folder` that no other spec there extends (a base is not an experiment), nor the
+    dataset snippet, in natural order (v2 before v10). A spec that does not load is still a
+    candidate: naming it is how its errors get seen."""
+    specs = sorted(
+        (p for p in folder.glob("*.y*ml") if p.is_file() and p.name != DATASET_SNIPPET), key=natural
+    )
+    bases: set[Path] = set()
+    for spec in specs:
+        try:
+            bases.update(p.resolve() for p in load(spec).chain[1:])
+        except UserError:
+            continue
+    return [s for s in specs if s.resolve() not in bases]
+
+
 def _read_one(
     path: Path,
 ) -> tuple[dict[str, Any], dict[KeyPath, Source], Notes, set[KeyPath], list[Problem]]:
@@ -150,8 +178,12 @@ def _read_one(
     except FileNotFoundError:
         raise UserError(Problem(shown, None, "", "spec file not found", _missing_spec_fix(path))) from None
     except IsADirectoryError:
-        specs = sorted(p.name for p in path.glob("*.yaml"))
-        fix = f"name a spec file in it: {', '.join(specs[:5])}" if specs else "name a spec file (a .yaml)"
+        folder = path / "configs" if (path / "configs").is_dir() else path
+        specs = [display_path(p) for p in experiments_in(folder)]
+        more = f" (and {len(specs) - 5} more)" if len(specs) > 5 else ""
+        fix = (
+            f"name a spec file in it: {', '.join(specs[:5])}{more}" if specs else "name a spec file (a .yaml)"
+        )
         raise UserError(Problem(shown, None, "", "is a folder, not a spec file", fix)) from None
     except UnicodeDecodeError as exc:
         bad_line = path.read_bytes()[: exc.start].count(b"\n") + 1
