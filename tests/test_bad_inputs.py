@@ -90,6 +90,8 @@ SPEC_CASES: list[tuple[str, str, str]] = [
     ("unquoted variable in flow style", "train:\n  network: {dim: ${DIM}}\n", "configs/v1.yaml:5: YAML syntax error: expected ',' or '}', but got '{' — quote it: \"${DIM}\" (inside [...] or {...}, an unquoted { starts a mapping)"),
     ("unquoted variable in a flow list", "data:\n  resolution: [${W:-64}, 96]\n", "configs/v1.yaml:5: YAML syntax error: expected ',' or ']', but got '{' — quote it: \"${W:-64}\" (inside [...] or {...}, an unquoted { starts a mapping)"),
     ("null for a required section", "train: null\n", "configs/v1.yaml:4: train: should be a mapping like {output_dir: ...}, not empty — give it keys: it is required"),
+    ("misspelt extends target", "extends: bsae.yaml\n", "configs/v1.yaml:3: extends: base spec bsae.yaml not found (looked at configs/bsae.yaml) — did you mean 'base.yaml'? (paths in extends are relative to the file that writes them)"),
+    ("misspelt extends target in a folder", "extends: ../configs/bsae.yaml\n", "configs/v1.yaml:3: extends: base spec ../configs/bsae.yaml not found (looked at configs/bsae.yaml) — did you mean '../configs/base.yaml'? (paths in extends are relative to the file that writes them)"),
     ("missing extends target", "extends: nope.yaml\n", "configs/v1.yaml:3: extends: base spec nope.yaml not found (looked at configs/nope.yaml) — paths in extends are relative to the file that writes them"),
 ]  # fmt: skip
 

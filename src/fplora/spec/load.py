@@ -17,6 +17,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.spec.syntax import duplicate_key, indentation
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
+from fplora.suggest import closest
 
 
 def _yaml() -> Any:
@@ -318,6 +319,20 @@ def _nulled(
     return found
 
 
+def _missing_base_fix(written: str, looked: Path, child: Path) -> str:
+    """`did you mean 'base.yaml'?` for a misspelt base, by the names beside where it was looked for
+    (compared without `.yaml`: every name shares that), written as the user wrote the path."""
+    relative = "paths in extends are relative to the file that writes them"
+    if not looked.parent.is_dir():
+        return relative
+    names = {p.stem: p.name for p in looked.parent.glob("*.y*ml") if p.is_file() and p.resolve() != child}
+    close = closest(looked.stem, names)
+    if close is None:
+        return relative
+    folder = os.path.dirname(written)
+    return f"did you mean '{os.path.join(folder, names[close]) if folder else names[close]}'? ({relative})"
+
+
 def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
     """Load a spec and everything it `extends`, child values winning over base values."""
     path = Path(os.path.abspath(path))
@@ -361,7 +376,7 @@ def load(path: Path, _stack: tuple[Path, ...] = ()) -> Loaded:
                     line,
                     "extends",
                     f"base spec {base} not found (looked at {display_path(base_path)})",
-                    "paths in extends are relative to the file that writes them",
+                    _missing_base_fix(base, base_path, path),
                 )
             )
         parent = load(base_path, (*_stack, path))
