@@ -106,7 +106,7 @@ def test_edited_caption_stops_train_until_cache_recomputes_its_text_encoder_outp
 
     result = ws.cli("cache", str(ws.spec_path))
     assert result.exit_code == 0, result.output
-    assert "1 records' files outdated: replaced" in result.stderr
+    assert "1 record's files outdated: replaced" in result.stderr
     assert scripts(ws) == ["fpack_cache_text_encoder_outputs"]  # a caption edit loads no VAE
     assert "cached 1 text-encoder outputs" in cache_log(ws)  # one text-encoder file recomputed
     metadata = fake.read_safetensors_metadata(text_file(ws, "0002"))

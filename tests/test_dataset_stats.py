@@ -16,7 +16,7 @@ def test_stats_describe_the_example_dataset(workspace: Workspace) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        "dataset 0: data/dataset-v1/metadata-v1.jsonl: 4 records × 1 repeats = 4 samples per epoch"
+        "dataset 0: data/dataset-v1/metadata-v1.jsonl: 4 records × 1 repeat = 4 samples per epoch"
     )
     assert "  target sizes: 64x96 ×4" in lines
     assert "  aspect ratios (w/h): 0.67 ×4; bucket 64x96 is 0.67" in lines
@@ -43,9 +43,9 @@ def test_near_duplicates_duplicate_captions_and_orientation_are_reported(workspa
     result = workspace.cli("dataset", "stats", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "1 pairs of near-duplicate targets (dHash within 4 of 64 bits):" in out
+    assert "1 pair of near-duplicate targets (dHash within 4 of 64 bits):" in out
     assert "data/dataset-v1/targets/0001.png ~ data/dataset-v1/targets/0005.png" in out
-    assert "3 records share 1 captions" in out
+    assert "3 records share 1 caption" in out
     assert "1 targets are landscape while the bucket is not" in out
 
 

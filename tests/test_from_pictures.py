@@ -58,5 +58,5 @@ def test_an_empty_folder_to_a_passing_check(
     )
     checked = cli("check", "configs/v1.yaml")
     assert checked.exit_code == 0, checked.output
-    assert "configs/v1.yaml: ok, 1 dataset(s)" in checked.output
+    assert "configs/v1.yaml: ok, 1 dataset" in checked.output
     assert cli("models", "check").exit_code == 0

@@ -116,7 +116,7 @@ def test_a_deleted_link_is_relinked_without_computing(workspace: Workspace) -> N
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     (workspace.cache_dir / "0002_0064x0096_fp.safetensors").unlink()
     refused = workspace.cli("train", str(workspace.spec_path))
-    assert refused.exit_code == 1 and "1 files are in the store but not linked" in refused.stderr
+    assert refused.exit_code == 1 and "1 file is in the store but not linked" in refused.stderr
     workspace.forget_calls()
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     assert workspace.calls() == []

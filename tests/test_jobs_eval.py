@@ -72,7 +72,7 @@ def test_eval_skips_checkpoints_scored_with_the_same_setup(trained: Workspace) -
     (call,) = trained.calls()
     labels = [c["label"] for c in fake.validate(call["args"]).values["plan"]["checkpoints"]]
     assert labels == ["step3", "step4"]
-    assert "3 checkpoint(s) already scored with this setup: skipped" in result.stderr
+    assert "3 checkpoints already scored with this setup: skipped" in result.stderr
     assert {p["label"] for p in eval_json(trained)["points"]} == {
         "untrained",
         "step1",
@@ -108,7 +108,7 @@ def test_eval_needs_a_split_and_its_caches(workspace: Workspace) -> None:
     workspace.write_spec(eval={"records": [2]})
     result = workspace.cli("eval", str(workspace.spec_path))
     assert result.exit_code == 1
-    assert "eval: cache of 1 records misses 1 latent" in result.output and "fplora cache" in result.output
+    assert "eval: cache of 1 record misses 1 latent" in result.output and "fplora cache" in result.output
 
 
 def test_resumed_segments_are_scored_at_their_global_steps(trained: Workspace) -> None:
@@ -172,7 +172,7 @@ def test_a_dry_run_prints_the_worker_command_and_writes_no_plan(workspace: Works
     assert "-m accelerate.commands.launch --num_processes 1" in line
     assert line.split()[-3].endswith("src/fplora/worker/eval.py") and line.split()[-2] == "--plan"
     assert not Path(line.split()[-1]).exists()
-    assert "it would score 1 checkpoint(s)" in result.stderr  # before training: the untrained network
+    assert "it would score 1 checkpoint" in result.stderr  # before training: the untrained network
 
 
 def _musubi_training_parser_module() -> ModuleType:

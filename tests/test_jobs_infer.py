@@ -581,7 +581,7 @@ def test_several_prompts_on_a_swapping_dit_go_through_the_worker(trained: Worksp
     result = trained.cli("infer", str(trained.spec_path), "--lora", "step2")
     assert result.exit_code == 0, result.output
     assert not trained.calls("fpack_generate_video")
-    assert "1 cells × 2 prompts in one process" in result.stderr
+    assert "1 cell × 2 prompts in one process" in result.stderr
     assert [name.split("_")[1] for name in pngs(trained, "v1-step00000002-lm1.0")] == ["42", "43"]
     again = trained.cli("infer", str(trained.spec_path), "--lora", "step2")  # one cell runs as asked
     assert again.exit_code == 0 and len(pngs(trained, "v1-step00000002-lm1.0")) == 4, again.output

@@ -718,7 +718,7 @@ def test_a_resolution_turned_against_every_image_is_warned_about(project: Make) 
             "warning: configs/v1.yaml:5: data.resolution: [96, 64] is landscape ([width, height]), but all 2"
             " target images are portrait (e.g. 64x96): samples are made at 96x64, and every image is cropped"
             " to it (no enable_bucket) — did you mean [64, 96]?",
-            "configs/v1.yaml: ok, 1 dataset(s), effective batch 2, 1 warning (model files not checked)",
+            "configs/v1.yaml: ok, 1 dataset, effective batch 2, 1 warning (model files not checked)",
         ],
     )
 

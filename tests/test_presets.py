@@ -224,7 +224,7 @@ def test_check_and_dry_run_print_the_choice_and_the_estimate(workspace: Workspac
     )
     dry = workspace.cli("train", str(workspace.spec_path), "--dry-run", "--gpu", "h100-80g")
     assert dry.exit_code == 0, dry.output
-    assert "estimate: 1 steps per epoch (effective batch 16); max_train_steps 4 is 4 epochs" in dry.stderr
+    assert "estimate: 1 step per epoch (effective batch 16); max_train_steps 4 is 4 epochs" in dry.stderr
     assert "estimate: 11.7 s/step (0.733 s per micro-batch of 1 × 16, measured on h100-80g)" in dry.stderr
     assert "~24 s of compiling (H100-80G)" in dry.stderr
     assert "at $2.5/h" in dry.stderr

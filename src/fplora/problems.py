@@ -53,6 +53,12 @@ def display_path(path: Path | str) -> str:
         return str(path)
 
 
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """`1 record`, `2 records`, `0 records`; `many` for a noun that is not made plural with an s
+    (`plural(n, "entry", "entries")`)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {many or noun + 's'}"
+
+
 def byte_size(count: int) -> str:
     """A size as messages say it: `1.2 GB`, `3.4 MB`, `5.6 kB`, `12 bytes` (decimal units, as the
     Hub's pages show them)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from fplora.datasets import cache_keys, store
 from fplora.datasets.records import Record, Records
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.render import commands
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec
@@ -119,24 +119,25 @@ def problems(
         stale = view.stale
         fix = FIX
         if stale and view.other_settings:
-            what = f"cache of {view.records} records was made with other settings"
+            what = f"cache of {plural(view.records, 'record')} was made with other settings"
         elif stale:
             where, line = display_path(records(index).jsonl), stale[0].line
             what = (
-                f"{len(stale)} of {view.records} records changed since their caches were made"
+                f"{len(stale)} of {plural(view.records, 'record')} changed since their caches were made"
                 f" (the first: this line, {_what_changed(view, stale[0])});"
                 f" the cache in {display_path(view.directory)} is stale"
             )
         elif view.compute_latents or view.compute_text or view.unreadable or view.to_link:
             latents = len(view.compute_latents) + len(view.unreadable)
             what = (
-                f"cache of {view.records} records misses {latents} latent"
-                f" and {len(view.compute_text)} text-encoder files"
+                f"cache of {plural(view.records, 'record')} misses {latents} latent"
+                f" and {plural(len(view.compute_text), 'text-encoder file')}"
             )
             fix = "run `fplora cache` first, or `fplora train --cache`"
             if not latents and not view.compute_text:
                 what = (
-                    f"cache of {view.records} records: {view.to_link} files are in the store but not linked"
+                    f"cache of {plural(view.records, 'record')}: {plural(view.to_link, 'file')}"
+                    f" {'is' if view.to_link == 1 else 'are'} in the store but not linked"
                 )
         else:
             what = (

@@ -42,7 +42,7 @@ from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, RecordCache, Records, absolute_jsonl
 from fplora.jobs.context import Job, log_path
 from fplora.musubi.names import latent_cache_stem
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, dataset_dict, header
 from fplora.spec.models import Spec
@@ -60,12 +60,15 @@ def _summary(view: store.View) -> str:
             " to compute"
         )
     if view.unreadable:
-        parts.append(f"{len(view.unreadable)} records with an unreadable image (see `fplora check`)")
+        parts.append(
+            f"{plural(len(view.unreadable), 'record')} with an unreadable image (see `fplora check`)"
+        )
     if view.stale:
         made = "made with other settings" if view.other_settings else "outdated"
-        parts.append(f"{len(view.stale)} records' files {made}: replaced")
+        whose = "record's" if len(view.stale) == 1 else "records'"
+        parts.append(f"{len(view.stale)} {whose} files {made}: replaced")
     if view.orphans:
-        parts.append(f"{len(view.orphans)} files of removed records: unlinked")
+        parts.append(f"{plural(len(view.orphans), 'file')} of removed records: unlinked")
     return ", ".join(parts)
 
 
@@ -164,7 +167,7 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     for view in views:
         label = "evaluation split" if view.index == spec.eval_index else f"dataset {view.index}"
         job.say(
-            f"{label}: {display_path(records(view.index).jsonl)} ({view.records} records)"
+            f"{label}: {display_path(records(view.index).jsonl)} ({plural(view.records, 'record')})"
             f" → cache {display_path(view.directory)} ({_summary(view)})"
         )
     latents, text = _todo(views, store.LATENTS), _todo(views, store.TEXT)
@@ -189,7 +192,9 @@ def run_cache(job: Job, *, rebuild: bool = False) -> int:
     if missing:
         job.say(f"some records have no cache: {_summary(missing[0])}", "red")
         return 1
-    job.say(f"caches ready: {sum(v.linked for v in views)} files linked from {display_path(where.root)}")
+    job.say(
+        f"caches ready: {plural(sum(v.linked for v in views), 'file')} linked from {display_path(where.root)}"
+    )
     return 0
 
 

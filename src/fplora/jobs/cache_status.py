@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
-from fplora.problems import Problem, UserError, byte_size, display_path
+from fplora.problems import Problem, UserError, byte_size, display_path, plural
 from fplora.project import experiments, project_root
 from fplora.spec import load_spec
 from fplora.spec.models import Spec
@@ -90,7 +90,7 @@ def complete(spec: Spec, say: Say) -> bool:
     if not all(view.complete for view in views):
         return False
     for view in views:
-        say(f"{display_path(view.directory)}: {view.linked} files linked")
+        say(f"{display_path(view.directory)}: {plural(view.linked, 'file')} linked")
     say(
         f"caches are complete and match the spec: nothing to do (store {display_path(store.store_dir(spec))})"
     )
@@ -118,14 +118,15 @@ def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) ->
             compute = len(view.compute_latents) + len(view.compute_text) + len(view.unreadable)
             stale = len(view.stale_latents) + len(view.stale_text)
             say(
-                f"{display_path(spec.path)}: {label}: {view.records} records: {view.linked} present,"
+                f"{display_path(spec.path)}: {label}: {plural(view.records, 'record')}:"
+                f" {view.linked} present,"
                 f" {view.to_link} in the store to link, {compute} missing, {stale} stale,"
                 f" {len(view.orphans)} of removed records"
                 + (" — run `fplora cache`" if not view.complete else "")
             )
     for root in sorted(roots):
         files, total = store.size_of(store.Store(root))
-        say(f"store {display_path(root)}: {files} files, {byte_size(total)}")
+        say(f"store {display_path(root)}: {plural(files, 'file')}, {byte_size(total)}")
     if problems:
         raise UserError(problems)
     return 0

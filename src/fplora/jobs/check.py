@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fplora.check import check_spec
 from fplora.jobs import output
+from fplora.problems import plural
 from fplora.spec.models import Spec
 
 
@@ -22,7 +23,7 @@ def run_check(spec: Spec, *, skip_models: bool) -> int:
         return 1
     skipped = " (model files not checked)" if skip_models else ""
     output.line(
-        f"{where}: ok, {len(spec.datasets)} dataset(s), {spec.effective_batch_text()},"
+        f"{where}: ok, {plural(len(spec.datasets), 'dataset')}, {spec.effective_batch_text()},"
         f" {output.count(warnings, 'warning')}{skipped}",
         err=True,
     )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fplora.atomic import write_atomic
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.project import project_root
 from fplora.spec.load import DATASET_SNIPPET
 from fplora.spec.models import Spec
@@ -300,7 +300,7 @@ def init(
                 "put the targets in targets/ (see `fplora dataset init --help`)",
             )
         )
-    say(f"layout: {found.layout}; {len(items)} records")
+    say(f"layout: {found.layout}; {plural(len(items), 'record')}")
     for line in layout.lines(found):
         say(line)
     jsonl = folder / JSONL

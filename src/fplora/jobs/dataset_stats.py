@@ -26,7 +26,7 @@ from PIL import Image
 from fplora.datasets.records import RecordCache, Records
 from fplora.jobs.estimate import steps_per_epoch
 from fplora.plan import Plan
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec, width_height
 
@@ -109,8 +109,9 @@ def dataset_lines(spec: Spec, index: int, records: Records) -> tuple[list[str], 
     bucket = width_height(spec.dataset_value(index, "resolution"))
     repeats = spec.dataset_value(index, "num_repeats")
     lines = [
-        f"dataset {index}: {display_path(records.jsonl)}: {len(records.items)} records × {repeats} repeats"
-        f" = {len(records.items) * repeats} samples per epoch"
+        f"dataset {index}: {display_path(records.jsonl)}: {plural(len(records.items), 'record')}"
+        f" × {plural(repeats, 'repeat')}"
+        f" = {plural(len(records.items) * repeats, 'sample')} per epoch"
     ]
     sizes = _sizes(records)
     common = ", ".join(f"{w}x{h} ×{n}" for (w, h), n in sizes.sizes.most_common(SHOWN))
@@ -146,12 +147,12 @@ def dataset_lines(spec: Spec, index: int, records: Records) -> tuple[list[str], 
         )
     empty = sum(1 for c in captions if not c.strip())
     if empty:
-        lines.append(f"  {empty} records have an empty caption")
+        lines.append(f"  {plural(empty, 'record')} {'has' if empty == 1 else 'have'} an empty caption")
     repeated = [(c, n) for c, n in Counter(captions).most_common() if n > 1 and c.strip()]
     if repeated:
         first, count = repeated[0]
         lines.append(
-            f"  {sum(n for _, n in repeated)} records share {len(repeated)} captions"
+            f"  {sum(n for _, n in repeated)} records share {plural(len(repeated), 'caption')}"
             f" (most: ×{count} {first[:60]!r})"
         )
     prints = {
@@ -159,7 +160,9 @@ def dataset_lines(spec: Spec, index: int, records: Records) -> tuple[list[str], 
     }
     pairs = near_duplicates(prints)
     if pairs:
-        lines.append(f"  {len(pairs)} pairs of near-duplicate targets (dHash within {NEAR} of 64 bits):")
+        lines.append(
+            f"  {plural(len(pairs), 'pair')} of near-duplicate targets (dHash within {NEAR} of 64 bits):"
+        )
         for one, other, distance in pairs[:SHOWN]:
             lines.append(f"    {display_path(one)} ~ {display_path(other)} ({distance} bits)")
     else:

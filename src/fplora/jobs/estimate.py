@@ -17,6 +17,7 @@ from fplora.check.captions import estimated_tokens
 from fplora.datasets import split
 from fplora.plan import Plan
 from fplora.presets import Choice, flops
+from fplora.problems import plural
 from fplora.spec.models import width_height
 
 START_S = 120.0  # process start → first step, with sample prompts (74-117 s measured)
@@ -68,8 +69,9 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
     if per_epoch is not None:
         epochs = train.max_train_steps / per_epoch
         lines.append(
-            f"estimate: {per_epoch} steps per epoch (effective batch {spec.effective_batch() or '?'});"
-            f" max_train_steps {train.max_train_steps} is {_count(epochs)} epochs"
+            f"estimate: {plural(per_epoch, 'step')} per epoch"
+            f" (effective batch {spec.effective_batch() or '?'});"
+            f" max_train_steps {train.max_train_steps} is {_count(epochs)} epoch{'' if epochs == 1 else 's'}"
         )
     if choice is None or choice.s_per_step is None:
         if choice is None:
@@ -109,7 +111,8 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
         shown = ", ".join(f"step {step} after ~{duration(wall(step))}" for step in saves)
         if shown:
             lines.append(
-                f"estimate: saves at {shown}, then every {first} steps (~{duration(first * step_s)})"
+                f"estimate: saves at {shown}, then every {plural(first, 'step')}"
+                f" (~{duration(first * step_s)})"
             )
     if (utilisation := _mfu(plan, choice)) is not None:
         lines.append(utilisation)

@@ -26,7 +26,7 @@ from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
 from fplora.jobs.tracking import log_eval, logs_to_wandb
-from fplora.problems import Problem, UserError, display_path, note
+from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.protocol import eval as protocol
 from fplora.render import commands
 from fplora.runs import evaluation
@@ -216,7 +216,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
         job.report(
             [
                 note(
-                    f"{len(skipped)} checkpoint(s) already scored with this setup: skipped"
+                    f"{plural(len(skipped), 'checkpoint')} already scored with this setup: skipped"
                     " (--redo scores them again)"
                 )
             ]
@@ -228,13 +228,13 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
     if not todo:
         job.say("nothing to score")
         if old is not None and old.points:
-            print_table(old, f"{name}: evaluation loss on {len(scored.items)} records")
+            print_table(old, f"{name}: evaluation loss on {plural(len(scored.items), 'record')}")
         return 0
     if job.dry_run:
         job.show(argv)
         job.say(
             f"dry run: the plan {display_path(plan_file)} is not written;"
-            f" it would score {len(todo)} checkpoint(s)"
+            f" it would score {plural(len(todo), 'checkpoint')}"
         )
         return 0
     ids = {f"k{i}": item for i, item in enumerate(todo)}
@@ -259,7 +259,8 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
     log = log_path(folder, "eval")
     job.show(argv)
     job.say(
-        f"{len(todo)} checkpoint(s) × {len(scored.items)} records × {len(spec.eval.timesteps)} noise levels;"
+        f"{plural(len(todo), 'checkpoint')} × {plural(len(scored.items), 'record')}"
+        f" × {plural(len(spec.eval.timesteps), 'noise level')};"
         f" log: {display_path(log)}"
     )
     run = _Eval(job, ids, list(spec.eval.timesteps))
@@ -275,14 +276,14 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
     if run.points:
         path = evaluation.save(out, name, merged)
         job.say(f"scores saved: {display_path(path)}")
-        print_table(merged, f"{name}: evaluation loss on {len(scored.items)} records")
+        print_table(merged, f"{name}: evaluation loss on {plural(len(scored.items), 'record')}")
         if logs_to_wandb(spec):
             log_eval(job, run.points, merged.best())
     missing = len(todo) - len(run.points) - len(run.failed)
     if missing:
         why = run.error or f"the worker stopped (exit {result.returncode})"
         job.say(
-            f"{missing} checkpoint(s) not scored: {why}; log: {display_path(log)}",
+            f"{plural(missing, 'checkpoint')} not scored: {why}; log: {display_path(log)}",
             "red",
         )
         if not run.error:

@@ -18,7 +18,7 @@ from fplora.check.captions import caption_problems
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job
 from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, GenerateOutput
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render import commands
 from fplora.runs.infer_folders import (
     GENERATE_LOG,
@@ -187,7 +187,7 @@ def run_infer(
             shown_lora = pair.checkpoint.path
             job.say(
                 f"LoRA {display_path(pair.checkpoint.path)} ({pair.checkpoint.label}),"
-                f" {len(job.plan.infer_prompts)} prompts"
+                f" {plural(len(job.plan.infer_prompts), 'prompt')}"
             )
         job.show(pair.argv)
         if not job.dry_run:

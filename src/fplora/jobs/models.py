@@ -28,7 +28,7 @@ from pathlib import Path
 from fplora.atomic import write_atomic
 from fplora.check.models import file_problem
 from fplora.musubi.hub import MODELS, TOKENIZERS, HubFile
-from fplora.problems import Problem, UserError, byte_size, display_path
+from fplora.problems import Problem, UserError, byte_size, display_path, plural
 
 SIZES = ".fplora-models.json"
 WORKERS = 8
@@ -143,7 +143,10 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     for item in items:
         target = "Hub cache" if item.in_cache else display_path(_where(item, folder))
         say(f"{item.repo}/{item.filename} → {target} ({byte_size(sizes[item])})")
-    say(f"{len(items)} files, {byte_size(total)}" + (" (dry run: nothing downloaded)" if dry_run else ""))
+    say(
+        f"{plural(len(items), 'file')}, {byte_size(total)}"
+        + (" (dry run: nothing downloaded)" if dry_run else "")
+    )
     if dry_run:
         return 0
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.models import Spec
 
 
@@ -21,7 +21,7 @@ def shown(path: Path) -> str:
 
 def count(n: int, noun: str) -> str:
     """`1 error`, `2 errors`, `0 warnings`."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    return plural(n, noun)
 
 
 def line(text: str, *, err: bool = False) -> None:

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from fplora.check.run_names import foreign_run
 from fplora.jobs import output
+from fplora.problems import plural
 from fplora.runs.catalogue import Catalogue
 from fplora.runs.summary import steps_text, summarise
 from fplora.spec.models import Spec
@@ -59,6 +60,7 @@ def best_line(run: Catalogue) -> str:
     untrained = next((p for p in scores.points if p.lora is None), None)
     than = f"; untrained {untrained.loss:.5f}" if untrained else ""
     return (
-        f"best evaluation: {best.label} (loss {best.loss:.5f} of {trained} checkpoints scored{than})"
+        f"best evaluation: {best.label} (loss {best.loss:.5f}"
+        f" of {plural(trained, 'checkpoint')} scored{than})"
         " — fplora infer --lora best"
     )

@@ -27,7 +27,7 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.context import Job, log_tail, timestamp, worker_progress
 from fplora.musubi.names import GENERATE_OUTPUTS, GenerateOutput
-from fplora.problems import display_path, note
+from fplora.problems import display_path, note, plural
 from fplora.protocol.sweep import cell_id, parse_event, plan_json
 from fplora.render import commands
 from fplora.runs.infer_folders import GENERATE_LOG, Pair, begin_run, log_header, save_root, write_record
@@ -73,7 +73,10 @@ class _Sweep:
             self._describe(str(event.get("phase", "")))
         elif kind == "ready":
             seconds = float(event.get("seconds", 0))
-            self.job.say(f"models loaded and {event.get('prompts')} prompts encoded in {seconds:.0f} s")
+            self.job.say(
+                f"models loaded and {plural(int(event.get('prompts') or 0), 'prompt')}"
+                f" encoded in {seconds:.0f} s"
+            )
         elif kind == "cell_started" and event.get("cell") in self.cells:
             self._start(self.cells[event["cell"]])
         elif kind in ("cell_done", "cell_failed") and event.get("cell") in self.cells:
@@ -205,7 +208,8 @@ def run_sweep(job: Job, pairs: list[Pair], *, command: str, redo: bool = False) 
     write_atomic(plan_file, text)
     job.show(argv)
     job.say(
-        f"{len(todo)} cells × {len(job.plan.infer_prompts)} prompts in one process; log: {display_path(log)}"
+        f"{plural(len(todo), 'cell')} × {plural(len(job.plan.infer_prompts), 'prompt')} in one process;"
+        f" log: {display_path(log)}"
     )
     outputs = GENERATE_OUTPUTS[spec.infer.output_type]
     seeds = [line.seed for line in job.plan.infer_prompts]

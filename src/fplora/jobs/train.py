@@ -21,7 +21,7 @@ from fplora.jobs.context import Job, timestamp
 from fplora.jobs.resume import resume_point
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render import commands, tracker
 from fplora.render import files as render_files
 from fplora.runs.catalogue import Catalogue
@@ -80,7 +80,7 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
                     display_path(out),
                     None,
                     "",
-                    f"already holds run {name} ({len(existing)} files, e.g. {existing[0].name})",
+                    f"already holds run {name} ({plural(len(existing), 'file')}, e.g. {existing[0].name})",
                     "continue it with --resume, or start a new version (a new spec file)",
                 )
             )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fplora.musubi.names import parse_output
-from fplora.problems import Problem
+from fplora.problems import Problem, plural
 from fplora.runs.manifest import Manifest, Segment
 from fplora.suggest import closest
 
@@ -109,4 +109,4 @@ def available(steps: list[int], wanted: int) -> str:
     below = [s for s in steps if s < wanted][-1:]
     above = [s for s in steps if s > wanted][:1]
     nearest = ", ".join(f"step{s}" for s in below + above)
-    return f"{len(steps)} steps from step{steps[0]} to step{steps[-1]}; nearest: {nearest}"
+    return f"{plural(len(steps), 'step')} from step{steps[0]} to step{steps[-1]}; nearest: {nearest}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi.names import LORA_WEIGHTS_HASH_KEY, lora_of_state
-from fplora.problems import Problem, UserError, display_path, note
+from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.runs.catalogue import Catalogue
 from fplora.runs.checkpoints import Checkpoint, parse_step
 from fplora.runs.lora_ranges import expand
@@ -108,7 +108,7 @@ def never_saved(spec: Spec, lora: str, run: Catalogue | None = None) -> tuple[st
         return None
     below, above = step - step % every, step - step % every + every
     nearest = f"step{below} or step{above}" if below else f"step{above}"
-    return f"LoRAs are saved every {every} steps (train.save_every_n_steps)", f"use {nearest}"
+    return f"LoRAs are saved every {plural(every, 'step')} (train.save_every_n_steps)", f"use {nearest}"
 
 
 def _checkpoint(spec: Spec, run: Catalogue, lora: str, *, dry_run: bool) -> tuple[Checkpoint, list[Problem]]:

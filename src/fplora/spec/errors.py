@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fplora.musubi.names import PASS_THROUGH_SCRIPT
-from fplora.problems import Problem
+from fplora.problems import Problem, plural
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
 from fplora.spec.source import KeyPath, Loaded
@@ -44,7 +44,7 @@ def _number(bound: Any) -> str:
 
 
 def _entries(count: int) -> str:
-    return f"{count} entr{'y' if count == 1 else 'ies'}"
+    return plural(count, "entry", "entries")
 
 
 def _choices_hint(value: Any, expected: str) -> str:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fplora.problems import Problem, UserError, display_path
+from fplora.problems import Problem, UserError, display_path, plural
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.spec.syntax import duplicate_key, indentation
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
@@ -286,7 +286,7 @@ def _emptied(
         if isinstance(value, dict) and value:
             what = ", ".join(str(k) for k in value)
         elif isinstance(value, list) and value:
-            what = f"its {len(value)} entr{'y' if len(value) == 1 else 'ies'}"
+            what = f"its {plural(len(value), 'entry', 'entries')}"
         else:
             continue
         source = base_sources.get(key_path)

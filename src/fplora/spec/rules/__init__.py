@@ -34,7 +34,7 @@ from fplora.musubi.names import (
     TORCH_OPTIMIZERS,
     TORCH_OPTIMIZERS_UNUSABLE,
 )
-from fplora.problems import Problem
+from fplora.problems import Problem, plural
 from fplora.spec import learning_rate
 from fplora.spec.models import Spec
 from fplora.spec.source import KeyPath
@@ -304,7 +304,7 @@ def _evaluation(spec: Spec, caches: dict[Any, int]) -> Iterator[Problem]:
     if evaluation.jsonl is None and evaluation.dataset >= len(spec.datasets):
         yield spec.problem(
             ("eval", "dataset"),
-            f"there is no datasets[{evaluation.dataset}] ({len(spec.datasets)} datasets)",
+            f"there is no datasets[{evaluation.dataset}] ({plural(len(spec.datasets), 'dataset')})",
             "give the index of the dataset the records are held out of",
         )
         return
