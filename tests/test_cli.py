@@ -352,3 +352,30 @@ def test_a_moved_project_keeps_its_rendered_files(project, tmp_path: Path, monke
         )
     finally:
         moved.rename(tmp_path)
+
+
+def test_a_broken_rule_and_a_missing_image_are_reported_together(project, tmp_path: Path) -> None:
+    """A spec that loads but breaks a cross-field rule still has its records and images checked:
+    one run shows both problems, in file and line order, instead of one round after the other."""
+    spec = project("train:\n  save_every_n_steps: 100\n")
+    (tmp_path / "data/dataset-v1/t/2.png").unlink()
+    result = runner.invoke(app, ["check", str(spec), "--skip-models"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("error: configs/v1.yaml:5: train.save_every_n_steps: 100 is more than")
+    assert lines[1].startswith("error: data/dataset-v1/metadata-v1.jsonl:2: image_path: ")
+    assert "t/2.png" in lines[1]
+    assert lines[-1] == "configs/v1.yaml: 2 errors, 0 warnings"
+
+
+def test_a_rule_that_changes_what_the_records_mean_is_reported_alone(project, tmp_path: Path) -> None:
+    """A prompt naming a dataset that is not there makes the record checks meaningless: only the
+    rule's error is said, not a flood of follow-on errors."""
+    spec = project("sample:\n  prompts:\n    - record: 1\n      dataset: 3\n")
+    (tmp_path / "data/dataset-v1/t/2.png").unlink()
+    result = runner.invoke(app, ["check", str(spec), "--skip-models"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: configs/v1.yaml:7: sample.prompts[0].dataset: there is no datasets[3] — use 0..0",
+        "configs/v1.yaml: 1 error, 0 warnings",
+    ]

@@ -31,10 +31,10 @@ def command(
 
     Example: fplora check configs/v8.yaml --skip-models
     """
-    from fplora.jobs.check import run_check
+    from fplora.jobs.check import load_checked, run_check
 
     with common.user_errors(summary=True):
-        loaded = common.load(spec, gpu=gpu, all_notes=True)
+        loaded = load_checked(lambda: common.load(spec, gpu=gpu, all_notes=True), skip_models=skip_models)
         code = run_check(loaded, skip_models=skip_models)
         if code == 0 and rehearse:
             from fplora.jobs.rehearse import run_rehearse

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from fplora.check import check_spec
 from fplora.jobs import output
-from fplora.problems import plural
+from fplora.problems import Problem, UserError, plural
+from fplora.spec import RulesFailed
 from fplora.spec.models import Spec
+
+# rule errors after which checking the files would misread the spec or repeat the error once per
+# record: which datasets there are, which one is held out, which dataset or controls a prompt uses
+_STRUCTURAL = re.compile(r"^(?:datasets|eval)\b|\.(?:dataset|control_images)$")
+
+
+def load_checked(load: Callable[[], Spec], *, skip_models: bool) -> Spec:
+    """`load()`'s spec; when it breaks a cross-field rule, the refusal lists the problems of the
+    files it names too (records, images, models), in file and line order, so that one check shows
+    everything to fix, unless the broken rule makes those checks meaningless (`_STRUCTURAL`)."""
+    try:
+        return load()
+    except RulesFailed as failed:
+        raise UserError(_with_files(failed, skip_models=skip_models)) from None
+
+
+def _with_files(failed: RulesFailed, *, skip_models: bool) -> list[Problem]:
+    if any(p.severity == "error" and _STRUCTURAL.search(p.key) for p in failed.problems):
+        return failed.problems
+    files = [p for p in check_spec(failed.spec, skip_models=skip_models) if p not in failed.problems]
+    return sorted([*failed.problems, *files], key=lambda p: (p.file, p.line or 0))
 
 
 def run_check(spec: Spec, *, skip_models: bool) -> int:

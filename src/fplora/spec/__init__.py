@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from fplora.problems import UserError
+from fplora.problems import Problem, UserError
 from fplora.spec.errors import validation_problems
 from fplora.spec.fields import field_kind, is_mapping, null_resets
 from fplora.spec.load import load
@@ -17,7 +17,7 @@ from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
 from fplora.spec.source import KeyPath, Loaded
 
-__all__ = ["Spec", "load_spec", "revalidate"]
+__all__ = ["RulesFailed", "Spec", "load_spec", "revalidate"]
 
 
 def _resolve(value: Any, base: Path) -> Any:
@@ -113,8 +113,18 @@ def load_spec(path: str | Path) -> Spec:
     spec = _without_preset(spec)
     problems = check_rules(spec)
     if problems:
-        raise UserError([*spec_warnings(spec), *problems])
+        raise RulesFailed([*spec_warnings(spec), *problems], spec)
     return spec
+
+
+class RulesFailed(UserError):
+    """`load_spec`'s refusal of a spec that validated but breaks a cross-field rule. It carries the
+    spec, so that `fplora check` can still check the files it names and show every problem at once,
+    instead of one round of rules and, once they are fixed, a second of records and images."""
+
+    def __init__(self, problems: list[Problem], spec: Spec):
+        super().__init__(problems)
+        self.spec = spec
 
 
 def revalidate(spec: Spec) -> Spec:
