@@ -377,3 +377,63 @@ def test_an_unwritable_output_dir_is_refused_before_training(
         "train.output_dir: outputs cannot be made: . is not writable — name a folder you can write,"
         " or fix the permissions"
     )
+
+
+def _no_wandb_login(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_train_refuses_wandb_logging_without_a_login_before_launching(
+    cached: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unattended run that logs to wandb without credentials would fail inside musubi-tuner after
+    the models load: it is refused in one line at the spec's key, before anything runs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _no_wandb_login(home, monkeypatch)
+    cached.write_spec(train={"logging": {"with": "wandb"}})
+    result = cached.cli("train", str(cached.spec_path), "--no-rehearse")
+    assert result.exit_code == 1
+    (line,) = error_lines(result.stderr)
+    spec_line = next(
+        i for i, text in enumerate(cached.spec_path.read_text().splitlines(), 1) if "with: wandb" in text
+    )
+    assert line == (
+        f"error: {cached.spec_path.relative_to(Path.cwd())}:{spec_line}: train.logging.with: logs to wandb, but no wandb login"
+        " was found (no WANDB_API_KEY, no api.wandb.ai entry in ~/.netrc or $NETRC): musubi-tuner would"
+        " fail at accelerate's init_trackers after the models load — run `wandb login`, set"
+        " WANDB_API_KEY, or set WANDB_MODE=offline"
+    )
+    assert cached.calls() == []
+    # --dry-run launches nothing, so it does not ask
+    assert cached.cli("train", str(cached.spec_path), "--dry-run").exit_code == 0
+
+
+@pytest.mark.parametrize("login", ["key", "netrc", "NETRC", "offline", "self-hosted netrc"])
+def test_train_with_a_wandb_login_is_not_refused(
+    cached: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, login: str
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _no_wandb_login(home, monkeypatch)
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    entry = f"machine api.wandb.ai\n  login user\n  password {secret}\n"
+    if login == "key":
+        monkeypatch.setenv("WANDB_API_KEY", secret)
+    elif login == "netrc":
+        (home / ".netrc").write_text(entry)
+    elif login == "NETRC":
+        (tmp_path / "elsewhere").write_text(entry)
+        monkeypatch.setenv("NETRC", str(tmp_path / "elsewhere"))
+    elif login == "offline":
+        monkeypatch.setenv("WANDB_MODE", "offline")
+    else:
+        (home / ".netrc").write_text(entry.replace("api.wandb.ai", "wandb.example.com"))
+        monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")
+    cached.write_spec(train={"logging": {"with": "wandb"}})
+    result = cached.cli("train", str(cached.spec_path), "--no-rehearse")
+    assert "wandb login" not in result.output
+    assert secret not in result.output
+    assert cached.calls(), result.output  # launched

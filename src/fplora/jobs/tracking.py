@@ -16,6 +16,7 @@ from pathlib import Path
 from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.context import Job, log_path, log_tail
+from fplora.problems import Problem
 from fplora.render import tracker
 from fplora.runs.evaluation import Point
 from fplora.runs.infer_folders import save_root
@@ -29,6 +30,50 @@ SHEET_DIR_SUFFIX = "-sheet"  # `sheet/draw.py`'s folder: <save root>/<version>-s
 
 def logs_to_wandb(spec: Spec) -> bool:
     return spec.train.logging.log_with in ("wandb", "all")
+
+
+def wandb_host() -> str:
+    """The host wandb logs in to: api.wandb.ai, or WANDB_BASE_URL's (a self-hosted server)."""
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+
+
+def _netrc_has(host: str) -> bool:
+    """Whether ~/.netrc (or $NETRC) has credentials for `host`; the password is never read out."""
+    import netrc
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_login() -> str | None:
+    """How wandb would start without asking for a login (`WANDB_MODE=offline: no login needed`,
+    `logged in (WANDB_API_KEY is set)`), or None when it would ask: unattended, musubi-tuner then
+    fails at accelerate's init_trackers, after the models have loaded. Only whether a key or a
+    netrc entry exists is read, never the key. `fplora doctor` and `fplora train` both ask this."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return f"WANDB_MODE={mode}: no login needed"
+    if os.environ.get("WANDB_API_KEY"):
+        return "logged in (WANDB_API_KEY is set)"
+    host = wandb_host()
+    if _netrc_has(host):
+        return f"logged in ({host} in ~/.netrc)"
+    return None
+
+
+def wandb_login_problem(spec: Spec) -> Problem | None:
+    """The refusal of a run that logs to wandb without a login, before any GPU time is spent."""
+    if not logs_to_wandb(spec) or wandb_login() is not None:
+        return None
+    return spec.problem(
+        ("train", "logging", "with"),
+        f"logs to wandb, but no wandb login was found (no WANDB_API_KEY, no {wandb_host()} entry in"
+        " ~/.netrc or $NETRC): musubi-tuner would fail at accelerate's init_trackers after the models load",
+        "run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline",
+    )
 
 
 def sheets(spec: Spec) -> list[Path]:

@@ -19,6 +19,7 @@ from fplora.datasets.records import RecordCache
 from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, timestamp
 from fplora.jobs.resume import resume_point
+from fplora.jobs.tracking import wandb_login_problem
 from fplora.musubi import schema
 from fplora.musubi.names import TRAIN_STEP_RE
 from fplora.problems import Problem, UserError, display_path, plural
@@ -131,6 +132,8 @@ def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
     """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
     caching."""
     try:
+        if not job.dry_run and (login := wandb_login_problem(job.plan.spec)) is not None:
+            raise UserError(login)  # before caching and launching: wandb would stop it after both
         prepared = prepare_train(job, resume=resume)
         if with_cache:
             code = run_cache(job)

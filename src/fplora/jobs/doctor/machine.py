@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora import __version__
+from fplora.jobs.tracking import wandb_login
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
 from fplora.problems import Problem
@@ -319,17 +320,6 @@ def _compile(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     )
 
 
-def _netrc_has(host: str) -> bool:
-    """Whether ~/.netrc (or $NETRC) has credentials for `host`; the password is never read out."""
-    import netrc
-
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
 def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     if spec is None or spec.train.logging.log_with not in ("wandb", "all"):
         return
@@ -341,15 +331,9 @@ def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
             "pip install wandb there, or set train.logging.with: tensorboard",
         )
         return
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        yield finding("ok", "wandb", f"WANDB_MODE={mode}: no login needed")
-        return
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
-    if os.environ.get("WANDB_API_KEY"):
-        yield finding("ok", "wandb", "logged in (WANDB_API_KEY is set)")
-    elif _netrc_has(host):
-        yield finding("ok", "wandb", f"logged in ({host} in ~/.netrc)")
+    login = wandb_login()
+    if login is not None:
+        yield finding("ok", "wandb", login)
     else:
         yield finding(
             "fail",
