@@ -131,7 +131,7 @@ def test_an_entry_missing_from_the_store_is_computed_alone(workspace: Workspace)
     assert result.exit_code == 0, result.output
     assert scripts(workspace) == ["fpack_cache_latents"]  # the text encoders are not loaded
     assert "cached 1 latents" in log_text(workspace)
-    assert "0 latents and 1" not in result.stderr and "1 latents and 0 text-encoder outputs" in result.stderr
+    assert "0 latents and 1" not in result.stderr and "1 latent and 0 text-encoder outputs" in result.stderr
     assert all(p.exists() for p in workspace.cache_dir.iterdir())
 
 

@@ -103,7 +103,7 @@ def stage_recache(stage: dict[str, Any], checks: Checks) -> None:
     ran = fplora(stage, "cache", str(state.CFG.spec("e2e")))
     checks.rc(ran, what="fplora cache e2e.yaml after the edits")
     checks.ok(
-        "1 latents and 1 text-encoder outputs to compute, 2 records' files outdated: replaced,"
+        "1 latent and 1 text-encoder output to compute, 2 records' files outdated: replaced,"
         " 2 files of removed records: unlinked" in ran.text,
         "cache says what it recomputes and deletes",
         ran.text[-600:],

@@ -56,7 +56,8 @@ def _summary(view: store.View) -> str:
         parts.append(f"{view.to_link} in the store to link")
     if view.compute_latents or view.compute_text:
         parts.append(
-            f"{len(view.compute_latents)} latents and {len(view.compute_text)} text-encoder outputs"
+            f"{plural(len(view.compute_latents), 'latent')} and"
+            f" {plural(len(view.compute_text), 'text-encoder output')}"
             " to compute"
         )
     if view.unreadable:
