@@ -407,6 +407,10 @@ def test_train_refuses_wandb_logging_without_a_login_before_launching(
         " WANDB_API_KEY, or set WANDB_MODE=offline"
     )
     assert cached.calls() == []
+    # refused before the rehearsal too, which would spend its minutes first
+    rehearsed = cached.cli("train", str(cached.spec_path))
+    assert rehearsed.exit_code == 1 and error_lines(rehearsed.stderr) == [line]
+    assert "rehears" not in rehearsed.output
     # --dry-run launches nothing, so it does not ask
     assert cached.cli("train", str(cached.spec_path), "--dry-run").exit_code == 0
 

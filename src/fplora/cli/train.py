@@ -52,7 +52,7 @@ def command(
     from fplora.jobs.estimate import estimate
     from fplora.jobs.rehearse import gate
     from fplora.jobs.runpod import WHEN, stopping_pod
-    from fplora.jobs.train import run_train
+    from fplora.jobs.train import login_refused, run_train
 
     with common.user_errors():
         if stop_pod not in (None, *WHEN):
@@ -65,5 +65,9 @@ def command(
             output.learning_rate(applied.spec)
             for line in estimate(job.plan, applied.choice, price_per_hour=price_per_hour):
                 job.say(line)
-        pod.code = gate(job, skip=no_rehearse) or run_train(job, resume=resume, with_cache=with_cache)
+        pod.code = (
+            login_refused(job)
+            or gate(job, skip=no_rehearse)
+            or run_train(job, resume=resume, with_cache=with_cache)
+        )
         raise typer.Exit(pod.code)

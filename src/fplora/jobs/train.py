@@ -128,6 +128,15 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
     return prepared
 
 
+def login_refused(job: Job) -> int:
+    """1, said in one line, when the run logs to wandb without a login: checked before the rehearsal
+    too, which would spend its minutes on a run that cannot start."""
+    if job.dry_run or (login := wandb_login_problem(job.plan.spec)) is None:
+        return 0
+    job.report([login])
+    return 1
+
+
 def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
     """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
     caching."""
