@@ -381,7 +381,7 @@ def test_an_unwritable_output_dir_is_refused_before_training(
 
 def _no_wandb_login(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(home))
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC"):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -415,7 +415,19 @@ def test_train_refuses_wandb_logging_without_a_login_before_launching(
     assert cached.cli("train", str(cached.spec_path), "--dry-run").exit_code == 0
 
 
-@pytest.mark.parametrize("login", ["key", "netrc", "NETRC", "offline", "self-hosted netrc"])
+@pytest.mark.parametrize(
+    "login",
+    [
+        "key",
+        "netrc",
+        "NETRC",
+        "offline",
+        "self-hosted netrc",
+        "wandb offline",
+        "wandb disabled here",
+        "wandb login --host",
+    ],
+)
 def test_train_with_a_wandb_login_is_not_refused(
     cached: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, login: str
 ) -> None:
@@ -433,6 +445,18 @@ def test_train_with_a_wandb_login_is_not_refused(
         monkeypatch.setenv("NETRC", str(tmp_path / "elsewhere"))
     elif login == "offline":
         monkeypatch.setenv("WANDB_MODE", "offline")
+    elif login == "wandb offline":  # what `wandb offline` keeps in the user's settings
+        (home / ".config" / "wandb").mkdir(parents=True)
+        (home / ".config" / "wandb" / "settings").write_text("[default]\nmode = offline\n")
+    elif login == "wandb disabled here":  # ... or in the workspace's, in the folder the run starts in
+        (Path.cwd() / "wandb").mkdir()
+        (Path.cwd() / "wandb" / "settings").write_text("[default]\nmode = disabled\n")
+    elif login == "wandb login --host":  # a self-hosted server kept as base_url, its key in ~/.netrc
+        (home / ".config" / "wandb").mkdir(parents=True)
+        (home / ".config" / "wandb" / "settings").write_text(
+            "[default]\nbase_url = https://wandb.example.com\n"
+        )
+        (home / ".netrc").write_text(entry.replace("api.wandb.ai", "wandb.example.com"))
     else:
         (home / ".netrc").write_text(entry.replace("api.wandb.ai", "wandb.example.com"))
         monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")

@@ -32,9 +32,30 @@ def logs_to_wandb(spec: Spec) -> bool:
     return spec.train.logging.log_with in ("wandb", "all")
 
 
+def _wandb_settings() -> dict[str, str]:
+    """What `wandb offline`/`wandb disabled` and `wandb login --host` persist: the `[default]` section
+    of the user's settings file (`$WANDB_CONFIG_DIR/settings`, else ~/.config/wandb/settings),
+    overlaid by the workspace's (`wandb/settings` in the folder the run starts in)."""
+    import configparser
+
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or os.path.expanduser("~/.config/wandb")
+    found: dict[str, str] = {}
+    for path in (Path(config_dir) / "settings", Path.cwd() / "wandb" / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (OSError, configparser.Error):
+            continue
+        if parser.has_section("default"):
+            found.update(parser["default"])
+    return found
+
+
 def wandb_host() -> str:
-    """The host wandb logs in to: api.wandb.ai, or WANDB_BASE_URL's (a self-hosted server)."""
-    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    """The host wandb logs in to: api.wandb.ai, or a self-hosted server's (WANDB_BASE_URL, else the
+    `base_url` that `wandb login --host` kept in the settings)."""
+    url = os.environ.get("WANDB_BASE_URL") or _wandb_settings().get("base_url") or "https://api.wandb.ai"
+    return url.split("://")[-1].split("/")[0]
 
 
 def _netrc_has(host: str) -> bool:
@@ -56,6 +77,9 @@ def wandb_login() -> str | None:
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "disabled", "dryrun"):
         return f"WANDB_MODE={mode}: no login needed"
+    kept = _wandb_settings().get("mode", "").lower()
+    if not mode and kept in ("offline", "disabled", "dryrun"):
+        return f"wandb {kept} (its settings file): no login needed"
     if os.environ.get("WANDB_API_KEY"):
         return "logged in (WANDB_API_KEY is set)"
     host = wandb_host()
