@@ -141,8 +141,6 @@ def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
     """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
     caching."""
     try:
-        if not job.dry_run and (login := wandb_login_problem(job.plan.spec)) is not None:
-            raise UserError(login)  # before caching and launching: wandb would stop it after both
         prepared = prepare_train(job, resume=resume)
         if with_cache:
             code = run_cache(job)
