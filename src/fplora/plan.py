@@ -141,7 +141,7 @@ def build(spec: Spec, out_dir: Path | None = None, records: RecordCache | None =
     jsonls, extra = _musubi_jsonl(spec, paths, records)
     plan.files[paths.config] = render_files.config_toml(spec, paths)
     plan.files[paths.resume_config] = render_files.config_toml(spec, paths, resume=True)
-    if spec.train.logging.log_with in ("wandb", "all"):
+    if spec.train.logging.to_wandb:
         plan.files[paths.tracker] = head + tracker.tracker_toml(spec)
     plan.files[paths.dataset] = render_files.dataset_toml(spec, jsonls)
     if spec.eval_index is not None:

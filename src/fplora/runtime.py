@@ -33,7 +33,7 @@ def needed_modules(spec: Spec) -> list[str]:
     """What the run will import: musubi-tuner and accelerate, and what the spec's choices add
     (musubi-tuner imports these only after loading the models, minutes into a run)."""
     modules = ["musubi_tuner", "accelerate"]
-    if spec.train.logging.log_with in ("wandb", "all"):
+    if spec.train.logging.to_wandb:
         modules.append("wandb")
     if spec.train.logging.log_with in ("tensorboard", "all"):
         modules.append("tensorboard")

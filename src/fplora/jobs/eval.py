@@ -25,7 +25,7 @@ from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
-from fplora.jobs.tracking import log_eval, logs_to_wandb
+from fplora.jobs.tracking import log_eval
 from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.protocol import eval as protocol
 from fplora.render import commands
@@ -277,7 +277,7 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
         path = evaluation.save(out, name, merged)
         job.say(f"scores saved: {display_path(path)}")
         print_table(merged, f"{name}: evaluation loss on {plural(len(scored.items), 'record')}")
-        if logs_to_wandb(spec):
+        if spec.train.logging.to_wandb:
             log_eval(job, run.points, merged.best())
     missing = len(todo) - len(run.points) - len(run.failed)
     if missing:

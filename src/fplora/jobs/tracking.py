@@ -28,10 +28,6 @@ RESULT_PREFIX = "fplora-wandb "
 SHEET_DIR_SUFFIX = "-sheet"  # `sheet/draw.py`'s folder: <save root>/<version>-sheet/
 
 
-def logs_to_wandb(spec: Spec) -> bool:
-    return spec.train.logging.log_with in ("wandb", "all")
-
-
 def _wandb_settings() -> dict[str, str]:
     """What `wandb offline`/`wandb disabled` and `wandb login --host` persist: the `[default]` section
     of the user's settings file (`$WANDB_CONFIG_DIR/settings`, else ~/.config/wandb/settings),
@@ -90,7 +86,7 @@ def wandb_login() -> str | None:
 
 def wandb_login_problem(spec: Spec) -> Problem | None:
     """The refusal of a run that logs to wandb without a login, before any GPU time is spent."""
-    if not logs_to_wandb(spec) or wandb_login() is not None:
+    if not spec.train.logging.to_wandb or wandb_login() is not None:
         return None
     return spec.problem(
         ("train", "logging", "with"),

@@ -111,7 +111,7 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
             # assumes for it), or its checkpoints would vanish from step resolution after this one
             manifest.segments.append(Segment(output_name=name, num_processes=spec.launch.num_processes))
     segment_name = manifest.segment_name(index)
-    own_run = index > 0 and spec.train.logging.log_with in ("wandb", "all")
+    own_run = index > 0 and spec.train.logging.to_wandb
     run_file = paths.segment_tracker(index) if own_run else None
     argv = commands.train(
         spec,

@@ -136,7 +136,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
         config["log_with"] = logging.log_with
         config["log_tracker_name"] = logging.tracker_name or spec.project
         _put(config, "wandb_run_name", logging.run_name)
-        if logging.log_with in ("wandb", "all"):
+        if logging.to_wandb:
             # the run's name, id, tags and the spec as config; replaces wandb_run_name (render/tracker.py)
             config["log_tracker_config"] = str(paths.tracker)
         _put(config, "log_config", logging.log_config)

@@ -217,6 +217,11 @@ class Logging(Section):
     log_config: bool = True
     logging_dir: Path | None = None
 
+    @property
+    def to_wandb(self) -> bool:
+        """Whether the run logs to wandb (`with: wandb`, or `all` beside tensorboard)."""
+        return self.log_with in ("wandb", "all")
+
 
 Attention = Literal["sdpa", "flash_attn", "xformers", "flash3", "sage_attn"]
 

@@ -321,7 +321,7 @@ def _compile(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
 
 
 def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
-    if spec is None or spec.train.logging.log_with not in ("wandb", "all"):
+    if spec is None or not spec.train.logging.to_wandb:
         return
     if probe is not None and not (probe.get("modules") or {}).get("wandb"):
         yield finding(

@@ -351,8 +351,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
     train_config = _step_counts(_walk_replace(train_config, mapping), TRAIN_STEPS, sample=sampling)
     if "logging_dir" in train_config:
         train_config["logging_dir"] = str(out / "logs")
-    log_with = train_config.get("log_with")
-    if log_with in ("wandb", "all"):
+    if spec.train.logging.to_wandb:
         notes.append("train.logging.with: wandb runs offline in a rehearsal (nothing is sent)")
     resume_config = _config_options(real.files[paths.resume_config])
     resume_config = _step_counts(_walk_replace(resume_config, mapping), TRAIN_STEPS, sample=False)
