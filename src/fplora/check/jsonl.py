@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fplora.datasets.records import Records, jsonl_lines
 from fplora.musubi.names import CONTROL_KEY_RE
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.models import Spec
 from fplora.spec.rules import windows_path
 
@@ -225,7 +225,7 @@ def windows_path_problems(records: Records) -> list[Problem]:
         return []
     line, key, shown = found[0]
     lines = {number for number, _, _ in found}
-    more = f" (and {len(lines) - 1} more record{'s' if len(lines) > 2 else ''})" if len(lines) > 1 else ""
+    more = f" (and {plural(len(lines) - 1, 'more record')})" if len(lines) > 1 else ""
     if ":" in shown:  # a drive: the file is on another machine
         fix = "copy the images to this machine and write their paths with '/', relative to the JSONL's folder"
     else:

@@ -28,7 +28,7 @@ from fplora.check.jsonl import (
     windows_path_problems,
 )
 from fplora.datasets.records import Records
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.models import Spec, width_height
 
 MAX_SAME_WARNING = 5
@@ -237,7 +237,7 @@ def check_records(spec: Spec, index: int, records: Records, images: Mapping[str,
                     shown,
                     line,
                     "control_path",
-                    f"{expected} control image{'s' if expected != 1 else ''} expected"
+                    f"{plural(expected, 'control image')} expected"
                     f" (one_frame.clean_indices = {clean_indices}), found {len(record.control_paths)}",
                     f"give every record control_path_0..{expected - 1}, or change one_frame.clean_indices"
                     if expected > 1

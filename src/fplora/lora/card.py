@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fplora.lora.facts import Facts
+from fplora.problems import plural
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,8 @@ def card(facts: Facts, files: list[Exported], pictures: list[Picture]) -> str:
         f"As musubi-tuner's one-frame option: `--of {facts.inference}`"
         f" (`--one_frame_inference {facts.inference}`).\n\n"
         f"Training: clean indices {facts.clean_indices}, target index {facts.target_index},"
-        f" no_post {str(facts.no_post).lower()}, {facts.control_count} control"
-        f" image{'s' if facts.control_count != 1 else ''} per record, resolution {facts.resolution}.\n\n"
+        f" no_post {str(facts.no_post).lower()},"
+        f" {plural(facts.control_count, 'control image')} per record, resolution {facts.resolution}.\n\n"
         + _files(facts, files)
         + "\n"
         + _prompts(facts, pictures)

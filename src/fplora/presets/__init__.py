@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from fplora.presets.choose import Choice, Pinned, choose, predicted_peak, shape_factor
 from fplora.presets.detect import AUTO, Detected, detect, match
 from fplora.presets.table import Gpu, table
-from fplora.problems import Problem, UserError, note
+from fplora.problems import Problem, UserError, note, plural
 from fplora.spec import revalidate
 from fplora.spec.models import Spec, width_height
 from fplora.state import project_state
@@ -144,8 +144,8 @@ def _basis(choice: Choice) -> str:
             ref_w, ref_h, ref_c = table().reference
             controls = ref_c if row.controls is None else row.controls
             return (
-                f"measured at {row.width or ref_w}x{row.height or ref_h} with {controls} control"
-                f" image{'s' if controls != 1 else ''} ({row.source}, {source['date']}), moved to this shape"
+                f"measured at {row.width or ref_w}x{row.height or ref_h} with"
+                f" {plural(controls, 'control image')} ({row.source}, {source['date']}), moved to this shape"
                 f" by the memory model: {peak}{speed}"
             )
         return f"measured ({choice.row.source}, {source['date']}): {peak}{speed}"

@@ -19,7 +19,7 @@ from typing import Any
 from fplora import __version__
 from fplora.atomic import write_atomic
 from fplora.musubi.names import GENERATE_OUTPUTS, TRAINING_SAMPLE_DIR
-from fplora.problems import Problem, display_path, note
+from fplora.problems import Problem, display_path, note, plural
 from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.loras import describe, same_lora
 from fplora.runs.manifest import now
@@ -137,7 +137,7 @@ def folder_problem(pair: Pair) -> tuple[Problem | None, Problem | None]:
         if not old:
             return None, None
         return None, note(
-            f"{where} already holds {old} generate output file{'' if old == 1 else 's'} from before"
+            f"{where} already holds {plural(old, 'generate output file')} from before"
             " fplora kept a record of which LoRA"
             f" made a folder's files; they may be of another checkpoint than {describe(checkpoint)}"
         )

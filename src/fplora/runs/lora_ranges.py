@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from fplora.problems import Problem, UserError, note
+from fplora.problems import Problem, UserError, note, plural
 from fplora.runs.checkpoints import Checkpoint
 
 _RANGE = re.compile(r"^(?:step(\d+))?\.\.(?:step(\d+))?$")
@@ -68,7 +68,7 @@ def _apply(word: str, part: str, steps: list[int], notes: list[Problem]) -> list
     if match := _LAST.match(part):
         count = _count(word, part, match.group(1), "the count")
         if len(steps) < count:
-            have = f"only {len(steps)} step checkpoint{'s' if len(steps) != 1 else ''} match"
+            have = f"only {plural(len(steps), 'step checkpoint')} match"
             notes.append(note(f"--lora {word}: {have} at {part}; using {'it' if len(steps) == 1 else 'all'}"))
         return steps[-count:]
     raise _error(

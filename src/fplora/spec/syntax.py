@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fplora.problems import Problem
+from fplora.problems import Problem, plural
 
 _KEY = re.compile(r"^(\s*)(?:-\s+)?([^#\s][^:#]*?):(?:\s|$)")
 
@@ -26,7 +26,7 @@ def _meaningful(line: str) -> bool:
 
 
 def _spaces(count: int) -> str:
-    return f"{count} space{'' if count == 1 else 's'}"
+    return plural(count, "space")
 
 
 def _shown(line: str, *, whole: bool = False) -> str:
