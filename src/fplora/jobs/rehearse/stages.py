@@ -28,7 +28,7 @@ from fplora.jobs.rehearse.checks import (
     samples_check,
 )
 from fplora.musubi import schema
-from fplora.musubi.names import GENERATE_OUTPUTS
+from fplora.musubi.names import GENERATE_OUTPUTS, PROMPT_OPTION
 from fplora.plan import Plan
 from fplora.protocol import eval as eval_protocol
 from fplora.protocol import sweep as sweep_protocol
@@ -138,7 +138,7 @@ def _step_counts(config: dict[str, Any], steps: int, *, sample: bool) -> dict[st
     return config
 
 
-_STEPS_OPTION = re.compile(r"(?<=\s--s )\d+")
+_STEPS_OPTION = re.compile(rf"(?<=\s--{PROMPT_OPTION['steps']} )\d+")
 
 
 def _fewer_steps(text: str) -> str:
@@ -154,7 +154,7 @@ square of the tokens, so a batch of two at 512x768 took ~50-70 s a step on the 2
 SIDE_STEP, SIDE_MIN = 16, 64
 """A smaller side stays a multiple of 16 (the DiT's 8x VAE and 2x2 patches) and at least 64 pixels
 (the example project's 64x96 is rehearsed as it is)."""
-_SIZE_OPTION = re.compile(r"(?<=\s--[wh] )\d+")
+_SIZE_OPTION = re.compile(rf"(?<=\s--(?:{PROMPT_OPTION['width']}|{PROMPT_OPTION['height']}) )\d+")
 
 
 def _sides(value: Any) -> list[int]:
