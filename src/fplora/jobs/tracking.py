@@ -85,7 +85,8 @@ def wandb_login() -> str | None:
 
 
 def wandb_login_problem(spec: Spec) -> Problem | None:
-    """The refusal of a run that logs to wandb without a login, before any GPU time is spent."""
+    """The refusal of a run that logs to wandb without a login, before any GPU time is spent; `fplora
+    doctor` shows the same problem, so the user meets one message and one fix."""
     if not spec.train.logging.to_wandb or wandb_login() is not None:
         return None
     return spec.problem(

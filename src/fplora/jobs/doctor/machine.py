@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora import __version__
-from fplora.jobs.tracking import wandb_login
+from fplora.jobs.tracking import wandb_login, wandb_login_problem
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
 from fplora.problems import Problem
@@ -334,14 +334,11 @@ def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
     login = wandb_login()
     if login is not None:
         yield finding("ok", "wandb", login)
-    else:
-        yield finding(
-            "fail",
-            "wandb",
-            "the spec logs to wandb, but no login was found (WANDB_API_KEY, ~/.netrc):"
-            " musubi-tuner would stop at wandb's login prompt",
-            "wandb login (or export WANDB_API_KEY), or set train.logging.with: tensorboard",
-        )
+        return
+    # `fplora train`'s own refusal, word for word: one message and one fix wherever the user meets it
+    refused = wandb_login_problem(spec)
+    if refused is not None:
+        yield refused
 
 
 def disk_need(spec: Spec, records: Callable[[int], Any] | None = None) -> tuple[float, float]:
