@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -215,3 +216,117 @@ def test_a_worker_that_cannot_start_early_is_left_to_start_later(tmp_path: Path)
     assert watch.start_worker(str(tmp_path / "no-python"), tmp_path / "rehearsal") is None
     (tmp_path / "file").write_text("")
     assert watch.start_worker(sys.executable, tmp_path / "file" / "rehearsal") is None
+
+
+SCRIPT = """
+import json
+from collections import OrderedDict
+try:
+    import fplora_ahead_dep
+except ImportError:
+    fplora_ahead_dep = None
+if True:
+    from fplora_ahead_pkg import lazy_name, sub
+
+def main():
+    import fplora_never_imported_ahead
+"""
+
+
+def _launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """accelerate's launch parser, as far as the worker reads it (accelerate is not in fplora's own
+    environment)."""
+    import argparse
+
+    def parser() -> argparse.ArgumentParser:
+        made = argparse.ArgumentParser()
+        made.add_argument("--num_cpu_threads_per_process")
+        made.add_argument("-m", "--module", action="store_true")
+        made.add_argument("training_script")
+        made.add_argument("training_script_args", nargs=argparse.REMAINDER)
+        return made
+
+    launch = types.ModuleType("accelerate.commands.launch")
+    launch.launch_command_parser = parser  # type: ignore[attr-defined]
+    for name in ("accelerate", "accelerate.commands"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "accelerate.commands.launch", launch)
+
+
+def _stage(module: str) -> list[str]:
+    return [
+        "python",
+        *worker.ACCELERATE_LAUNCH,
+        "--num_cpu_threads_per_process",
+        "1",
+        "-m",
+        module,
+        "--x",
+        "1",
+    ]
+
+
+def test_a_stage_scripts_top_level_imports_are_read_from_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the script imports when it starts, in order, including under its top-level `try:` and
+    `if`, and not what its functions import (optional packages the spec may never reach)."""
+    _launcher(monkeypatch)
+    (tmp_path / "fplora_ahead_script.py").write_text(SCRIPT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert worker.script_imports(_stage("fplora_ahead_script")) == [
+        ("json", None),
+        ("collections", "OrderedDict"),
+        ("fplora_ahead_dep", None),
+        ("fplora_ahead_pkg", "lazy_name"),
+        ("fplora_ahead_pkg", "sub"),
+    ]
+    assert worker.script_imports(_stage("fplora_no_such_script")) == []
+    assert worker.script_imports(["python", "not-a-launch"]) == []
+
+
+def test_the_stages_imports_are_done_while_the_gpu_warms_and_no_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the warm-up thread lives, the scripts' imports run ahead (a lazily loaded name is
+    loaded, a submodule imported, a module that fails left for its stage to report); once it has
+    ended, nothing more is imported."""
+    _launcher(monkeypatch)
+    (tmp_path / "fplora_ahead_script.py").write_text(SCRIPT)
+    package = tmp_path / "fplora_ahead_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "loaded = []\ndef __getattr__(name):\n    if name == 'lazy_name':\n        loaded.append(name)\n"
+        "        return 1\n    raise AttributeError(name)\n"
+    )
+    (package / "sub.py").write_text("")
+    (tmp_path / "fplora_ahead_dep.py").write_text("raise RuntimeError('fails at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("fplora_ahead_pkg", "fplora_ahead_pkg.sub", "fplora_ahead_dep"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    warm = threading.Event()
+    warming = threading.Thread(target=warm.wait, args=(10,))
+    warming.start()
+    stages = [{"argv": _stage("fplora_ahead_script")}]
+    assert worker.import_ahead(stages, warming) == 4  # json, OrderedDict, lazy_name, sub; the dep failed
+    assert sys.modules["fplora_ahead_pkg"].loaded == ["lazy_name"]
+    assert "fplora_ahead_pkg.sub" in sys.modules and "fplora_ahead_dep" not in sys.modules
+    warm.set()
+    warming.join()
+    monkeypatch.delitem(sys.modules, "fplora_ahead_pkg.sub")
+    assert worker.import_ahead(stages, warming) == 0
+    assert "fplora_ahead_pkg.sub" not in sys.modules
+
+
+def test_packages_no_musubi_code_calls_are_hidden_from_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(worker, "UNUSED_PACKAGES", ("colorsys",))
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    try:
+        worker.hide_unused_packages()
+        assert importlib.util.find_spec("colorsys") is None  # transformers' question: not installed
+        with pytest.raises(ImportError):
+            import colorsys  # noqa: F401
+    finally:
+        sys.modules.pop("colorsys", None)
