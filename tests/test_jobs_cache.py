@@ -348,6 +348,33 @@ def test_status_and_prune_leave_out_a_base_that_is_no_spec_on_its_own(workspace:
     assert "configs/base.yaml: does not load (required sections" in named.stderr
 
 
+def test_status_and_prune_read_each_spec_file_once(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which specs are bases comes from the same loads the specs are validated from: a file is read
+    once on its own and once for each spec that extends it (its chain), not again to find the bases."""
+    import importlib
+
+    spec_load = importlib.import_module("fplora.spec.load")  # the package's `load` is the function
+    (workspace.root / "configs" / "base.yaml").write_text("project: fake\n", encoding="utf-8")
+    workspace.write_spec(extends="base.yaml")
+    second_version(workspace)
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    reads: list[str] = []
+    read_one = spec_load._read_one
+
+    def counted(path: Path) -> Any:
+        reads.append(path.name)
+        return read_one(path)
+
+    monkeypatch.setattr(spec_load, "_read_one", counted)
+    for args in (["status"], ["prune", "--dry-run"]):
+        reads.clear()
+        result = workspace.cli("cache", *args)
+        assert result.exit_code == 0, result.output
+        assert sorted(reads) == ["base.yaml"] * 3 + ["v1.yaml"] * 2 + ["v1b.yaml"]
+
+
 def test_prune_keeps_everything_where_the_model_files_are_not(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,9 +16,11 @@ from pathlib import Path
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
 from fplora.problems import Problem, UserError, byte_size, display_path, plural
-from fplora.project import experiments, project_root
-from fplora.spec import load_spec
+from fplora.project import project_root
+from fplora.spec import validate
+from fplora.spec.load import DATASET_SNIPPET, extended, load
 from fplora.spec.models import Spec
+from fplora.spec.source import Loaded
 
 Say = Callable[[str], None]
 
@@ -28,27 +30,42 @@ def project_specs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "configs").glob("*.y*ml") if p.is_file())
 
 
-def _load(paths: list[Path], bases: frozenset[Path] = frozenset()) -> tuple[list[Spec], list[Problem]]:
-    """The specs that load, and one problem per spec that does not, except a base among `bases`:
-    a base that is not a whole spec on its own (`fplora init`'s base.yaml names no dataset) caches
-    nothing itself; the versions that extend it say what it uses."""
-    specs, problems = [], []
+def _load(paths: list[Path], *, project: bool = False) -> tuple[list[Spec], list[Problem]]:
+    """The specs that load, and one problem per spec that does not, except, when `paths` are the
+    project's own (`project`), a base another of them extends, or the dataset snippet: a base that
+    is not a whole spec on its own (`fplora init`'s base.yaml names no dataset) caches nothing
+    itself; the versions that extend it say what it uses. Each file is read once: which ones are
+    bases comes from the same loads the specs are validated from."""
+    loads: list[tuple[Path, Loaded | UserError]] = []
     for path in paths:
         try:
-            specs.append(load_spec(path))
+            loads.append((path, load(path)))
         except UserError as error:
-            if path.resolve() in bases:
+            loads.append((path, error))
+    exempt: set[Path] = set()
+    if project:  # as `project.experiments` tells them apart
+        exempt = {p.resolve() for p in paths if p.name == DATASET_SNIPPET}
+        exempt |= extended(o for p, o in loads if isinstance(o, Loaded) and p.name != DATASET_SNIPPET)
+    specs, problems = [], []
+    for path, one in loads:
+        if isinstance(one, Loaded):
+            try:
+                specs.append(validate(one))
                 continue
-            first = error.problems[0]
-            problems.append(
-                Problem(
-                    display_path(path),
-                    None,
-                    "",
-                    f"does not load ({first.key + ': ' if first.key else ''}{first.message})",
-                    "fix it, or move it out of configs/",
-                )
+            except UserError as error:
+                one = error
+        if path.resolve() in exempt:
+            continue
+        first = one.problems[0]
+        problems.append(
+            Problem(
+                display_path(path),
+                None,
+                "",
+                f"does not load ({first.key + ': ' if first.key else ''}{first.message})",
+                "fix it, or move it out of configs/",
             )
+        )
     return specs, problems
 
 
@@ -97,15 +114,10 @@ def complete(spec: Spec, say: Say) -> bool:
     return True
 
 
-def _bases(root: Path) -> frozenset[Path]:
-    """The specs under `<root>/configs/` that another spec there extends."""
-    return frozenset(p.resolve() for p in set(project_specs(root)) - set(experiments(root)))
-
-
-def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) -> int:
+def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
     """One line per spec and dataset, then the store's size; exit 1 when a spec does not load
-    (a base among `bases` that does not load on its own is left out)."""
-    specs, problems = _load(paths, bases)
+    (of the project's own specs, `project`, a base that does not load on its own is left out)."""
+    specs, problems = _load(paths, project=project)
     roots: set[Path] = set()
     for spec in specs:
         roots.add(store.store_dir(spec))
@@ -134,7 +146,7 @@ def status(paths: list[Path], say: Say, bases: frozenset[Path] = frozenset()) ->
 
 def prune(root: Path, *, dry_run: bool, say: Say) -> int:
     """Remove the store entries no spec under `<root>/configs/` wants now."""
-    specs, problems = _load(project_specs(root), _bases(root))
+    specs, problems = _load(project_specs(root), project=True)
     problems += [_models_problem(spec, missing) for spec in specs if (missing := _models_not_here(spec))]
     if problems:
         raise UserError(problems)  # what a broken spec uses cannot be known: keep everything
@@ -181,5 +193,5 @@ def run_subcommand(word: str, specs: list[Path], *, dry_run: bool, say: Say) -> 
             )
         )
     if word == "status":
-        return status(specs, say) if specs else status(project_specs(root), say, _bases(root))
+        return status(specs, say) if specs else status(project_specs(root), say, project=True)
     return prune(root, dry_run=dry_run, say=say)

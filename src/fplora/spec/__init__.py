@@ -17,7 +17,7 @@ from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
 from fplora.spec.source import KeyPath, Loaded
 
-__all__ = ["RulesFailed", "Spec", "load_spec", "revalidate"]
+__all__ = ["RulesFailed", "Spec", "load_spec", "revalidate", "validate"]
 
 
 def _resolve(value: Any, base: Path) -> Any:
@@ -97,7 +97,13 @@ def _without_preset(spec: Spec) -> Spec:
 
 def load_spec(path: str | Path) -> Spec:
     """Load, merge, resolve and validate a spec; raise `UserError` listing every problem."""
-    loaded = load(Path(path))
+    return validate(load(Path(path)))
+
+
+def validate(loaded: Loaded) -> Spec:
+    """`load_spec`'s second half, for a caller that already holds the loaded file (`fplora cache
+    status` reads each spec's `extends:` chain and then validates it, without reading it twice).
+    Takes `loaded` over: its data and sources are changed in place."""
     secrets = credential_problems(loaded)  # before anything could print or keep a value
     if secrets:
         raise UserError(secrets)

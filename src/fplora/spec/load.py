@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +158,19 @@ def experiments_in(folder: Path) -> list[Path]:
     specs = sorted(
         (p for p in folder.glob("*.y*ml") if p.is_file() and p.name != DATASET_SNIPPET), key=natural
     )
-    bases: set[Path] = set()
+    loads: list[Loaded] = []
     for spec in specs:
         try:
-            bases.update(p.resolve() for p in load(spec).chain[1:])
+            loads.append(load(spec))
         except UserError:
             continue
+    bases = extended(loads)
     return [s for s in specs if s.resolve() not in bases]
+
+
+def extended(loads: Iterable[Loaded]) -> set[Path]:
+    """The files these loaded specs extend, resolved: bases, which are not experiments."""
+    return {base.resolve() for loaded in loads for base in loaded.chain[1:]}
 
 
 def _read_one(
