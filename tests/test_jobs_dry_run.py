@@ -140,6 +140,22 @@ def test_train_dry_run_counts_steps_per_epoch_without_the_held_out_records(works
     assert "estimate: 2 steps per epoch (effective batch 1); max_train_steps 4 is 2 epochs" in result.stderr
 
 
+def test_train_dry_run_says_one_epoch_and_a_part_of_one(workspace: Workspace) -> None:
+    """4 records, batch 4: one step is one epoch; the count agrees with its noun, fractions too."""
+    for steps, said in ((1, "is 1 epoch"), (3, "is 3 epochs")):
+        workspace.write_spec(
+            data={"batch_size": 4}, train={"max_train_steps": steps, "save_every_n_steps": 1}
+        )
+        result = workspace.cli("train", str(workspace.spec_path), "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert (
+            f"estimate: 1 step per epoch (effective batch 4); max_train_steps {steps} {said}" in result.stderr
+        )
+    workspace.write_spec(data={"batch_size": 2}, train={"max_train_steps": 5, "save_every_n_steps": 1})
+    result = workspace.cli("train", str(workspace.spec_path), "--dry-run")
+    assert "2 steps per epoch (effective batch 2); max_train_steps 5 is 2.5 epochs" in result.stderr
+
+
 def test_train_dry_run_writes_thousands_of_epochs_as_a_number(workspace: Workspace) -> None:
     """A small dataset and the house settings' 10,000 steps: thousands of epochs, written out."""
     workspace.write_spec(data={"batch_size": 4}, train={"max_train_steps": 10000, "save_every_n_steps": 100})

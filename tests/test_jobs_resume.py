@@ -247,6 +247,15 @@ def test_a_misspelt_word_is_answered_with_the_word_this_command_takes(stopped: W
     )
 
 
+def test_resume_refuses_another_process_count_in_words_that_agree(stopped: Workspace) -> None:
+    """A DDP state does not load across process counts; the count agrees with its noun."""
+    stopped.write_spec(launch={"num_processes": 2})
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 1
+    assert "launch.num_processes: the state was saved with 1 process, this run uses 2" in result.stderr
+    assert stopped.calls() == []
+
+
 def test_resume_refuses_a_network_the_state_cannot_load(stopped: Workspace) -> None:
     """A changed dim fails in musubi-tuner's load_state, after the models are loaded."""
     stopped.write_spec(train={"network": {"dim": 16}})

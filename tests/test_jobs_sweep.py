@@ -159,7 +159,7 @@ def test_a_failing_cell_is_reported_and_the_others_go_on(trained: Workspace) -> 
 def test_a_worker_that_dies_leaves_the_rest_unmade_and_says_why(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), *GRID, env={"FAKE_SWEEP_CRASH_AT": "1"})
     assert result.exit_code == 1
-    assert "3 cell(s) not made: the worker stopped (exit 1)" in result.stderr
+    assert "3 cells not made: the worker stopped (exit 1)" in result.stderr
     assert "Segmentation fault" in result.stderr  # the log's last lines
     assert folder_files(trained, FOLDERS[0])
     crashed = record(trained, FOLDERS[1])["runs"][-1]
@@ -191,7 +191,7 @@ def test_the_worker_launch_checks_musubi_tuners_commit_as_the_doctor_does(traine
 def test_models_that_cannot_load_fail_every_cell(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), *GRID, env={"FAKE_SWEEP_PREPARE_FAIL": "1"})
     assert result.exit_code == 1
-    assert "4 cell(s) not made: RuntimeError: torch.OutOfMemoryError" in result.stderr
+    assert "4 cells not made: RuntimeError: torch.OutOfMemoryError" in result.stderr
 
 
 def test_selections_choose_the_rows(trained: Workspace) -> None:

@@ -53,10 +53,11 @@ def display_path(path: Path | str) -> str:
         return str(path)
 
 
-def plural(n: int, noun: str, many: str | None = None) -> str:
+def plural(n: float, noun: str, many: str | None = None, *, shown: str | None = None) -> str:
     """`1 record`, `2 records`, `0 records`; `many` for a noun that is not made plural with an s
-    (`plural(n, "entry", "entries")`)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {many or noun + 's'}"
+    (`plural(n, "entry", "entries")`); `shown` for a count written otherwise than `str(n)` (`2.5`,
+    `10,000` epochs)."""
+    return f"{shown or n} {noun if n == 1 else many or noun + 's'}"
 
 
 def byte_size(count: int) -> str:

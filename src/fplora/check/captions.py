@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from fplora.datasets.records import Records
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.models import Spec
 
 NEAR_FRACTION = 0.1
@@ -142,7 +142,7 @@ def _problem(
     how = (
         "differs from a training caption only in case or spacing"
         if near.distance == 0
-        else f"is {near.distance} edit{'s' if near.distance > 1 else ''} from a training caption"
+        else f"is {plural(near.distance, 'edit')} from a training caption"
     )
     message = (
         f"{how}, and a prompt worded unlike its caption can lose the LoRA's effect:"

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fplora.datasets.records import Record, Records, read_records
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.models import Evaluation, Spec
 
 RecordsOf = Callable[[int], Records]
@@ -151,11 +151,10 @@ def _share_problem(spec: Spec, fraction: float, held: int, total: int) -> list[P
     share = held / total
     if fraction / 2 <= share <= fraction * 2:
         return []
-    records_word = "record" if held == 1 else "records"
     return [
         spec.problem(
             ("eval", "fraction"),
-            f"{fraction:g} of {total} records holds out {held} {records_word} ({share:.0%}), far from the"
+            f"{fraction:g} of {total} records holds out {plural(held, 'record')} ({share:.0%}), far from the"
             f" {fraction:.0%} asked",
             "name the records to hold out (`records: [3]`), or a fraction this dataset can give"
             f" (at least {1 / total:.2g})",

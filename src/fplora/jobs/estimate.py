@@ -71,7 +71,7 @@ def estimate(plan: Plan, choice: Choice | None, *, price_per_hour: float | None 
         lines.append(
             f"estimate: {plural(per_epoch, 'step')} per epoch"
             f" (effective batch {spec.effective_batch() or '?'});"
-            f" max_train_steps {train.max_train_steps} is {_count(epochs)} epoch{'' if epochs == 1 else 's'}"
+            f" max_train_steps {train.max_train_steps} is {plural(epochs, 'epoch', shown=_count(epochs))}"
         )
     if choice is None or choice.s_per_step is None:
         if choice is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi.names import STATE_STEP_SUFFIX
-from fplora.problems import Problem, UserError, display_path, note
+from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.runs.catalogue import Catalogue
 from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.manifest import Manifest
@@ -195,7 +195,7 @@ def resume_point(spec: Spec, run: Catalogue, which: str, *, dry_run: bool = Fals
                         display_path(spec.path),
                         None,
                         "launch.num_processes",
-                        f"the state was saved with {before} process(es), this run uses"
+                        f"the state was saved with {plural(before, 'process', 'processes')}, this run uses"
                         f" {spec.launch.num_processes}",
                         "resume with the same number of GPUs (DDP states do not load across process counts)",
                     ),

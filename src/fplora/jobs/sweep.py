@@ -147,7 +147,8 @@ class _Sweep:
             cell.outcome = "failed"
         if unfinished:
             why = self.error or stopped
-            self.job.say(f"{len(unfinished)} cell(s) not made: {why}; log: {display_path(self.log)}", "red")
+            made = f"{plural(len(unfinished), 'cell')} not made"
+            self.job.say(f"{made}: {why}; log: {display_path(self.log)}", "red")
             if not self.error:
                 for line in log_tail(self.log):
                     self.job.say(f"  {line}", "red")

@@ -16,7 +16,7 @@ from pathlib import Path
 from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.context import Job, log_path, log_tail
-from fplora.problems import Problem
+from fplora.problems import Problem, plural
 from fplora.render import tracker
 from fplora.runs.evaluation import Point
 from fplora.runs.infer_folders import save_root
@@ -145,5 +145,6 @@ def log_eval(job: Job, points: list[Point], best: Point | None, *, env: dict[str
         for line in log_tail(log, 3):
             job.say(f"  {line}", "yellow")
         return 0
-    job.say(f"wandb: {logged[0]} value(s) logged to run {tracker.run_id(spec)} ({tracker.project(spec)})")
+    run = f"{tracker.run_id(spec)} ({tracker.project(spec)})"
+    job.say(f"wandb: {plural(logged[0], 'value')} logged to run {run}")
     return logged[0]

@@ -42,7 +42,6 @@ TAGS = ("lora", "framepack", "framepack-1f", "one-frame", "hunyuan-video", "musu
 def _words(facts: Facts) -> str:
     controls = facts.control_count
     places = ", ".join(str(i) for i in facts.clean_indices)
-    images = "control image" if controls == 1 else "control images"
     post = (
         "no zero latent after the target (no_post)"
         if facts.no_post
@@ -55,8 +54,9 @@ def _words(facts: Facts) -> str:
         else "with the 2x and 4x clean latents"
     )
     return (
-        f"It generates one frame, the target at latent index {facts.target_index}, from {controls}"
-        f" {images} at clean-latent {'index' if controls == 1 else 'indices'} {places}, with {post},"
+        f"It generates one frame, the target at latent index {facts.target_index}, from"
+        f" {plural(controls, 'control image')} at clean-latent {'index' if controls == 1 else 'indices'}"
+        f" {places}, with {post},"
         f" {clean}, latent window {facts.latent_window_size}, at {facts.resolution} (width x height)."
         " Inference must use the same settings and the same number of control images."
     )
