@@ -155,7 +155,6 @@ def _int(value: Any) -> int:
 
 @dataclass
 class Result:
-    passed: bool
     outcomes: list[Outcome]
     log: Path
     seconds: float
@@ -323,9 +322,7 @@ def run(
         failed_names.add(stage.name)
     if result.interrupted and watch.hung is None:
         raise KeyboardInterrupt
-    failures = [o for o in outcomes if o.problem is not None]
     return Result(
-        passed=not failures,
         outcomes=outcomes,
         log=log,
         seconds=seconds,
