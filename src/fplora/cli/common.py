@@ -24,12 +24,6 @@ def shown(path: Path) -> str:
     return as_typed(path)
 
 
-def count(n: int, noun: str) -> str:
-    from fplora.jobs.output import count as counted
-
-    return counted(n, noun)
-
-
 @contextmanager
 def user_errors(*, summary: bool = False) -> Iterator[None]:
     """Print a user's mistakes one per line on stderr and exit 1, without a traceback.
@@ -56,11 +50,13 @@ def _summary(problems: list[Problem], *, always: bool) -> str:
     """The line after a command's errors, as `fplora check` ends: `configs/v1.yaml: 2 errors,
     1 warning`, whether they came from loading the spec or checking its files. Without `always`,
     only for several errors; without a spec (a command-line mistake), only their number."""
+    from fplora.problems import plural
+
     errors = sum(p.severity == "error" for p in problems)
     warnings = sum(p.severity == "warning" for p in problems)
     if _loading and (errors > 1 or (always and errors)):
-        return f"{shown(_loading[-1])}: {count(errors, 'error')}, {count(warnings, 'warning')}"
-    return count(errors, "error") if errors > 1 else ""
+        return f"{shown(_loading[-1])}: {plural(errors, 'error')}, {plural(warnings, 'warning')}"
+    return plural(errors, "error") if errors > 1 else ""
 
 
 def echo_problems(problems: list[Problem]) -> None:

@@ -42,14 +42,12 @@ def run_check(spec: Spec, *, skip_models: bool) -> int:
     output.problems(problems)
     where = output.shown(spec.path)
     if errors:
-        output.line(
-            f"{where}: {output.count(len(errors), 'error')}, {output.count(warnings, 'warning')}", err=True
-        )
+        output.line(f"{where}: {plural(len(errors), 'error')}, {plural(warnings, 'warning')}", err=True)
         return 1
     skipped = " (model files not checked)" if skip_models else ""
     output.line(
         f"{where}: ok, {plural(len(spec.datasets), 'dataset')}, {spec.effective_batch_text()},"
-        f" {output.count(warnings, 'warning')}{skipped}",
+        f" {plural(warnings, 'warning')}{skipped}",
         err=True,
     )
     return 0

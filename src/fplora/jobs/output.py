@@ -1,4 +1,4 @@
-"""How the short verbs print: problems one per line on stderr, counts, paths as the user typed them.
+"""How the short verbs print: problems one per line on stderr, paths as the user typed them.
 
 Plain lines (no rich markup), so a check's report reads the same in a terminal, a log and a test.
 Jobs that run musubi-tuner print through `jobs.context.Job` instead (progress bars, colour).
@@ -10,18 +10,13 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from fplora.problems import Problem, display_path, plural
+from fplora.problems import Problem, display_path
 from fplora.spec.models import Spec
 
 
 def shown(path: Path) -> str:
     """A path as the user would type it: relative to here when below it."""
     return display_path(path)
-
-
-def count(n: int, noun: str) -> str:
-    """`1 error`, `2 errors`, `0 warnings`."""
-    return plural(n, noun)
 
 
 def line(text: str, *, err: bool = False) -> None:
