@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fplora.cli import app
-from fplora.jobs.rehearse import machine, remembered, report, stages
+from fplora.jobs.rehearse import checks, machine, remembered, report, stages
 from fplora.jobs.rehearse import watch as watching
 from fplora.musubi.framepack import DOWN, UP, musubi_name
 from fplora.plan import build as build_plan
@@ -436,6 +436,17 @@ def test_a_lora_made_for_the_real_dit_is_loaded_through_its_stand_in(
     loaded = [line for line in log.splitlines() if line.startswith(f"load network weights from {standin}")]
     assert len(loaded) == 2  # training, then the resume
     assert all(line.endswith("unexpected_keys=[])") for line in loaded)  # each key found its module
+
+
+def test_a_cache_check_finds_the_caches_of_an_image_with_dots_in_its_name(tmp_path: Path) -> None:
+    """musubi-tuner names a cache after the image's name without its last suffix (`a.v2.png` →
+    `a.v2_fp_te.safetensors`): the check reads each cache's stem back, as for the latents."""
+    for name in ("a.v2_0512x0512_fp.safetensors", "a.v2_fp_te.safetensors", "b_fp_te.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    expected = [(tmp_path, {"a.v2", "b"})]
+    assert checks.caches_check(expected, latents=False)("") is None
+    latents = checks.caches_check(expected, latents=True)("") or ""
+    assert latents.startswith("wrote 1 of 2 latent caches")
 
 
 def _outcome(error: str, **options: object) -> watching.Outcome:

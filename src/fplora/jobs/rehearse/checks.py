@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fplora.musubi.names import latent_cache_stem, text_encoder_cache_file
+from fplora.musubi.names import TRAINING_SAMPLE_DIR, latent_cache_stem, text_encoder_cache_stem
 from fplora.problems import display_path
 from fplora.protocol import eval as eval_protocol
 
@@ -43,10 +43,8 @@ def caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Cal
     def check(_log: str) -> str | None:
         for folder, stems in expected:
             names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
-            if latents:
-                found = {latent_cache_stem(name) for name in names} & stems
-            else:
-                found = {s for s in stems if text_encoder_cache_file(Path(s)) in names}
+            stem_of = latent_cache_stem if latents else text_encoder_cache_stem
+            found = {stem_of(name) for name in names} & stems
             if len(found) < len(stems):
                 return (
                     f"wrote {len(found)} of {len(stems)} {noun} in {display_path(folder)} (exit code 0"
@@ -59,7 +57,8 @@ def caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Cal
 
 def samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
     def check(_log: str) -> str | None:
-        found = list((folder / "sample").glob("*.png")) if (folder / "sample").is_dir() else []
+        samples = folder / TRAINING_SAMPLE_DIR
+        found = list(samples.glob("*.png")) if samples.is_dir() else []
         if len(found) < prompts:
             return f"sampling at first wrote {len(found)} of {prompts} sample images"
         return None
