@@ -37,8 +37,7 @@ CODE = [
     "jobs/rehearse",
     "worker/rehearse.py",
     "worker/rehearse_standins.py",
-    "spec/rules/__init__.py",
-    "spec/rules/combinations.py",
+    "spec/rules",
     "render/prompts.py",
     "render/commands.py",
 ]

@@ -13,7 +13,7 @@ from fplora.jobs.rehearse.stages import MODEL_KEYS, Rehearsal, Stage
 from fplora.problems import Problem, display_path
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.spec.models import Spec
-from fplora.spec.rules import rendered_options
+from fplora.spec.rules.pass_through import rendered_options
 from fplora.spec.source import dotted
 
 if TYPE_CHECKING:

@@ -6,18 +6,14 @@ Two moments: the rules here run when a spec is loaded and again after a GPU pres
 to fail, memory warnings) runs in `fplora check` and before every job, on the spec as the preset
 left it, since the preset chooses the very settings those rules judge.
 
-Pass-through options (`musubi.*`, `launch.extra`) are checked against the bundled schemas here too,
-with a "did you mean" for typos, and refused where fplora renders the same option from a spec field
-(`rendered_options`, derived by `render/owned.py`) or owns it.
+Pass-through options (`musubi.*`, `launch.extra`) are one of the rules here, kept in `pass_through`:
+they are judged against musubi-tuner's bundled schemas and the options fplora renders itself.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +22,8 @@ from pydantic import BaseModel
 from fplora.musubi import schema
 from fplora.musubi.names import (
     DISTILLED_GUIDANCE_DEFAULT,
-    MAX_TRAIN_EPOCHS_LINE,
     OPTIMIZER_BUILT_IN,
     OPTIMIZER_CLASS_PATHS,
-    PASS_THROUGH_SCRIPT,
     SCRIPTS,
     TORCH_OPTIMIZERS,
     TORCH_OPTIMIZERS_UNUSABLE,
@@ -37,21 +31,9 @@ from fplora.musubi.names import (
 from fplora.problems import Problem, plural
 from fplora.spec import learning_rate
 from fplora.spec.models import Spec
+from fplora.spec.rules.pass_through import pass_through
 from fplora.spec.source import KeyPath
 from fplora.suggest import closest, did_you_mean
-
-LAUNCH = "launch"  # the section of `launch.extra` in the table below
-
-
-@cache
-def rendered_options() -> dict[str, dict[str, str | None]]:
-    """{pass-through section: {option dest: the spec field that sets it, or None when fplora owns
-    it}}, as `render/owned.py` reads it off the render functions (kept as data: spec/ must not
-    import render/, which imports spec/)."""
-    table = resources.files("fplora.spec").joinpath("rendered-options.json").read_text(encoding="utf-8")
-    owners: dict[str, dict[str, str | None]] = json.loads(table)
-    return owners
-
 
 _DRIVE = re.compile(r"(?:^|/)([A-Za-z]:[\\/].*)$")
 
@@ -71,68 +53,6 @@ def windows_path(path: Path | str) -> str | None:
     if "\\" not in text:
         return None
     return text[text.rfind("/", 0, text.index("\\")) + 1 :]
-
-
-# Options `rendered_options` cannot see that fplora still keeps to itself: `--skip_existing` trusts
-# any file that exists, and `fplora cache` decides what to compute from the store (jobs/cache.py).
-OWNED_ELSEWHERE = {
-    "cache_latents": {"skip_existing"},
-    "cache_text_encoder": {"skip_existing"},
-}
-
-# What to do instead, for options fplora owns that a user may reach for.
-_OWNED_FIX = {
-    "lora_weight": "remove it; choose the LoRA with `fplora infer --lora`",
-    "resume": "remove it; use `fplora train --resume`",
-    "skip_existing": "remove it; `fplora cache` computes only what the project's cache store lacks",
-}
-
-
-# Pass-through options fplora does not render but that would overrule what it does render.
-_OVERRULING = {
-    ("config", "max_train_epochs"): (
-        "replaces train.max_train_steps in musubi-tuner, and the steps a resumed segment is given on"
-        f" the command line too ({MAX_TRAIN_EPOCHS_LINE}), so fplora's step counts and resume maths"
-        " would be wrong",
-        "remove it; set train.max_train_steps (epochs × steps per epoch) instead",
-    ),
-}
-
-
-def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
-    """(message, fix) when fplora renders or owns pass-through option `key` of `section`: passing it
-    through would replace the spec's value behind fplora's back (resume maths, manifest, stamps)."""
-    if (section, key) in _OVERRULING:
-        return _OVERRULING[section, key]
-    owners = rendered_options()[section]
-    if key in owners and owners[key] is not None:
-        return f"set by {owners[key]}", "set it there"
-    if key in owners or key in OWNED_ELSEWHERE.get(section, ()):
-        return "fplora owns it", _OWNED_FIX.get(key, "remove it")
-    return None
-
-
-def _pass_through(spec: Spec) -> Iterator[Problem]:
-    for section, script in PASS_THROUGH_SCRIPT.items():
-        options = schema.script_options(script)
-        for key, value in getattr(spec.musubi, section).items():
-            where = ("musubi", section, key)
-            if found := _rendered_problem(section, key):
-                yield spec.problem(where, *found)
-            elif key not in options:
-                hint = did_you_mean(key, set(options)) or f"see `{script} --help` for valid options"
-                yield spec.problem(where, f"not an option of {script}", hint)
-            elif problem := schema.value_problem(options[key], value):
-                yield spec.problem(where, problem, "write a TOML-typed value")
-    accel = schema.accelerate_options()
-    for key, value in spec.launch.extra.items():
-        where = ("launch", "extra", key)
-        if found := _rendered_problem(LAUNCH, key):
-            yield spec.problem(where, *found)
-        elif key not in accel:
-            yield spec.problem(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
-        elif problem := schema.value_problem(accel[key], value):
-            yield spec.problem(where, problem, "")
 
 
 _OPTIMIZER_TAKES = "adamw, adamw8bit, adafactor, a torch.optim class or a module.Class path"
@@ -342,7 +262,7 @@ def _launch(spec: Spec) -> Iterator[Problem]:
         yield spec.problem(("launch", "dynamo_backend"), f"must be one of {', '.join(choices)}", "")
 
 
-RULES = (_pass_through, _train, _optimizer, _one_frame, _sampling, _datasets, _launch)
+RULES = (pass_through, _train, _optimizer, _one_frame, _sampling, _datasets, _launch)
 
 
 def check_rules(spec: Spec) -> list[Problem]:
