@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fplora.musubi.names import parse_output
 from fplora.problems import Problem, plural
-from fplora.runs.manifest import Manifest, Segment
+from fplora.runs.manifest import Manifest, Segment, segment_name
 from fplora.suggest import closest
 
 
@@ -37,7 +37,7 @@ def segments_on_disk(output_dir: Path, output_name: str) -> list[Segment]:
     resumed = re.compile(rf"^{re.escape(output_name)}-r(\d+)(?=[-.])")
     found = {int(m.group(1)) for p in _names(output_dir) if (m := resumed.match(p))}
     return [Segment(output_name=output_name)] + [
-        Segment(output_name=f"{output_name}-r{index}") for index in sorted(found)
+        Segment(output_name=segment_name(output_name, index)) for index in sorted(found)
     ]
 
 

@@ -37,6 +37,12 @@ def now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
+def segment_name(output_name: str, index: int) -> str:
+    """The output name of a run's segment: the run's own for the first, `<name>-r<k>` for the k-th
+    resume (musubi-tuner then writes `<name>-r<k>-step...` beside the first segment's files)."""
+    return output_name if index == 0 else f"{output_name}-r{index}"
+
+
 class UnreadableManifest(UserError):
     """A manifest that is not JSON or not a manifest: one problem naming the file.
 
@@ -111,7 +117,7 @@ class Manifest(_Record):
         return output_dir / f"{output_name}{MANIFEST_SUFFIX}"
 
     def segment_name(self, index: int) -> str:
-        return self.output_name if index == 0 else f"{self.output_name}-r{index}"
+        return segment_name(self.output_name, index)
 
     def save(self, output_dir: Path) -> Path:
         """Write the manifest whole, or not at all (temp file, then replace): a kill mid-write

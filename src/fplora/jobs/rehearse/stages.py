@@ -28,7 +28,7 @@ from fplora.jobs.rehearse.checks import (
     samples_check,
 )
 from fplora.musubi import schema
-from fplora.musubi.names import GENERATE_OUTPUTS, PROMPT_OPTION
+from fplora.musubi.names import GENERATE_OUTPUTS, PROMPT_OPTION, lora_final_file, state_final_dir
 from fplora.plan import Plan
 from fplora.protocol import eval as eval_protocol
 from fplora.protocol import sweep as sweep_protocol
@@ -36,6 +36,7 @@ from fplora.render import commands, tracker
 from fplora.render.files import RenderedPaths, header
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.runs import evaluation
+from fplora.runs.manifest import segment_name
 from fplora.spec.models import Spec
 
 WORKER = Path(__file__).resolve().parents[2] / "worker" / "rehearse.py"
@@ -427,11 +428,11 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
             steps=TRAIN_STEPS,
         )
     )
-    lora = train_out / f"{name}.safetensors"
+    lora = train_out / lora_final_file(name)
     saves_state = bool(train_config.get("save_state") or train_config.get("save_state_on_train_end"))
     if saves_state:
-        state = train_out / f"{name}-state"
-        resumed = f"{name}-r1"
+        state = train_out / state_final_dir(name)
+        resumed = segment_name(name, 1)
         remaining = max(spec.train.max_train_steps - TRAIN_STEPS, RESUME_STEPS)
         resume_argv = _argv(
             # as `fplora train --resume` passes the steps left (here: after a state at TRAIN_STEPS)
