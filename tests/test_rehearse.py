@@ -78,6 +78,15 @@ def test_the_rehearsal_changes_only_models_records_steps_and_folders(example: Pa
     assert train.argv[train.argv.index("--config_file") + 1] == str(built.root / "rendered" / "config.toml")
 
 
+def test_a_split_dit_gets_a_stand_in_for_every_shard_musubi_tuner_opens(example: Path) -> None:
+    """The spec names the first of three shards; musubi-tuner opens all three from the same folder."""
+    spec = load_spec(example)
+    built = stages.build(spec, "python", build_plan(spec))
+    names = [f"diffusion_pytorch_model-{k:05d}-of-00003.safetensors" for k in (1, 2, 3)]
+    assert [p.name for p in built.dit_shards] == names
+    assert {p.parent for p in built.dit_shards} == {built.root / "models" / "dit"}
+
+
 def test_each_record_is_rehearsed_once_in_a_batch_of_two_whatever_the_batch_size(example: Path) -> None:
     """`fplora init`'s spec (10 repeats, batch 16 at 512x768) rehearsed a batch of 16 on a laptop's
     CPU for minutes a step in ~17 GB: its few records now go in once, so musubi-tuner makes one batch

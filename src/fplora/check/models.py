@@ -14,28 +14,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from fplora.musubi.names import shard_names
 from fplora.problems import Problem, display_path
 from fplora.safetensors import safetensors_problem
 from fplora.spec.models import Spec
 
 MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
 
-_SHARD = re.compile(r"^(?P<prefix>.*-)(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
-
 _WHERE_FIX = "check the path; relative names resolve against models.dir, else the spec's folder"
-
-
-def shard_names(name: str) -> list[str]:
-    """Every shard's file name when `name` is one shard of a split file, else `[]`.
-
-    Mirrors musubi-tuner's `load_split_weights`, which rebuilds every shard's name with five-digit
-    numbers (`{prefix}{k:05d}-of-{count:05d}`) whatever shard the user named.
-    """
-    match = _SHARD.match(name)
-    if match is None:
-        return []
-    count = int(match["count"])
-    return [f"{match['prefix']}{k:05d}-of-{count:05d}{match['suffix']}" for k in range(1, count + 1)]
 
 
 def file_problem(path: Path) -> tuple[str, str] | None:

@@ -201,6 +201,22 @@ def text_encoder_cache_file(image: Path) -> str:
     return f"{image.stem}_fp_te.safetensors"
 
 
+_SHARD = re.compile(r"^(?P<prefix>.*-)(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
+
+
+def shard_names(name: str) -> list[str]:
+    """Every shard's file name when `name` is one shard of a split model file, else `[]`.
+
+    Mirrors musubi-tuner's `load_split_weights`, which rebuilds every shard's name with five-digit
+    numbers (`{prefix}{k:05d}-of-{count:05d}`) whatever shard the user named.
+    """
+    match = _SHARD.match(name)
+    if match is None:
+        return []
+    count = int(match["count"])
+    return [f"{match['prefix']}{k:05d}-of-{count:05d}{match['suffix']}" for k in range(1, count + 1)]
+
+
 TRAINING_SAMPLE_DIR = "sample"
 """Training samples go to `{output_dir}/sample/{output_name}_{step:06d}_{index:02d}_{time}_{seed}_000.png`."""
 

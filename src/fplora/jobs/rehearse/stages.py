@@ -28,7 +28,7 @@ from fplora.jobs.rehearse.checks import (
     samples_check,
 )
 from fplora.musubi import schema
-from fplora.musubi.names import GENERATE_OUTPUTS, PROMPT_OPTION, lora_final_file, state_final_dir
+from fplora.musubi.names import GENERATE_OUTPUTS, PROMPT_OPTION, lora_final_file, shard_names, state_final_dir
 from fplora.plan import Plan
 from fplora.protocol import eval as eval_protocol
 from fplora.protocol import sweep as sweep_protocol
@@ -298,14 +298,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
         original = Path(getattr(spec.models, key))
         mapping[str(original)] = str(models / key / original.name)
     dit = Path(spec.models.dit)
-    match = re.search(r"-(\d{5})-of-(\d{5})", dit.name)
-    shards = [models / "dit" / dit.name]
-    if match:
-        count = int(match.group(2))
-        shards = [
-            models / "dit" / dit.name.replace(match.group(0), f"-{i:05d}-of-{count:05d}")
-            for i in range(1, count + 1)
-        ]
+    shards = [models / "dit" / name for name in shard_names(dit.name) or [dit.name]]
     for name in ("config", "resume_config", "dataset", "cache_dataset", "eval_dataset"):
         mapping[str(getattr(paths, name))] = str(getattr(mine, name))
     mapping[str(paths.sample_prompts)] = str(mine.sample_prompts)
