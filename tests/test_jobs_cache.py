@@ -361,13 +361,13 @@ def test_status_and_prune_read_each_spec_file_once(
     second_version(workspace)
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     reads: list[str] = []
-    read_one = spec_load._read_one
+    read_one = spec_load.read_one
 
     def counted(path: Path) -> Any:
         reads.append(path.name)
         return read_one(path)
 
-    monkeypatch.setattr(spec_load, "_read_one", counted)
+    monkeypatch.setattr(spec_load, "read_one", counted)
     for args in (["status"], ["prune", "--dry-run"]):
         reads.clear()
         result = workspace.cli("cache", *args)

@@ -3,7 +3,7 @@ carries them.
 
 Why a module of its own: every later stage reports at the line the user wrote, so these types are
 read across `spec/` (validation errors, the rules, the credential check, `${VAR}` expansion) and by
-`check/` and `jobs/`, while only `spec.load` reads YAML. Kept apart, the modules that report a
+`check/` and `jobs/`, while only `spec.read` reads YAML. Kept apart, the modules that report a
 location need not import the loader, and the loader can use `${VAR}` expansion, which asks the
 credential check, without an import cycle.
 """

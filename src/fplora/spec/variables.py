@@ -4,7 +4,7 @@ Why a module of its own: expansion is a pass over the values a file wrote, after
 before files are merged, with rules of its own (the shell's `:-`, an unset or empty variable is an
 error naming it, a credential's variable is left for `spec.secrets` to refuse, `$NAME` without
 braces is a warning) and notes that later errors quote (`(from ${STEPS} = 'abc')`).
-`spec.load` reads YAML and follows `extends:`; it calls `expand` once per file.
+`spec.read` reads YAML and calls `expand` once per file; `spec.load` follows `extends:`.
 """
 
 from __future__ import annotations
