@@ -39,7 +39,12 @@ from fplora.atomic import write_atomic
 from fplora.datasets.cache_keys import Settings, latent_content, text_content
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, Records
-from fplora.musubi.names import latent_cache_stem, text_encoder_cache_stem
+from fplora.musubi.names import (
+    LATENT_CACHE_SUFFIX,
+    TEXT_ENCODER_CACHE_SUFFIX,
+    latent_cache_stem,
+    text_encoder_cache_stem,
+)
 from fplora.process import alive
 from fplora.safetensors import safetensors_problem
 from fplora.spec.models import Spec
@@ -49,7 +54,6 @@ STORE_NAME = "cache-store"
 STORE = Path(STATE_DIR) / STORE_NAME
 LATENTS, TEXT, STAGING, MEMO, SEALS = "latents", "text", "staging", "hashes.json", "views"
 SUFFIX = ".safetensors"
-LATENT_VIEW_SUFFIX, TEXT_VIEW_SUFFIX = "_fp.safetensors", "_fp_te.safetensors"
 OLD_STAMP = "fplora-cache.json"  # what fplora wrote into cache folders before the store
 
 
@@ -61,9 +65,9 @@ def store_dir(spec: Spec) -> Path:
 def _cache_stem(name: str) -> str | None:
     """The record (image stem) a view file belongs to; None for other files. The suffix is tested
     first: this runs for every file of every view."""
-    if name.endswith(TEXT_VIEW_SUFFIX):
+    if name.endswith(TEXT_ENCODER_CACHE_SUFFIX):
         return text_encoder_cache_stem(name)
-    if name.endswith(LATENT_VIEW_SUFFIX):
+    if name.endswith(LATENT_CACHE_SUFFIX):
         return latent_cache_stem(name)
     return None
 
@@ -104,7 +108,7 @@ class Store:
         folder.mkdir(parents=True, exist_ok=True)
         bucket = ""
         if kind == LATENTS:
-            bucket = "_" + staged.name[: -len(LATENT_VIEW_SUFFIX)].rsplit("_", 1)[1]
+            bucket = "_" + staged.name[: -len(LATENT_CACHE_SUFFIX)].rsplit("_", 1)[1]
         target = folder / f"{content}{bucket}{SUFFIX}"
         listing = self._list(folder)
         old = listing.get(content)
@@ -295,12 +299,12 @@ def view_of(
             view.unreadable.append(record)
         elif (name := latents.get(latent)) is not None:
             bucket = name[len(latent) + 1 : -len(SUFFIX)]
-            view.want[f"{stem}_{bucket}{LATENT_VIEW_SUFFIX}"] = latent_dir + name
+            view.want[f"{stem}_{bucket}{LATENT_CACHE_SUFFIX}"] = latent_dir + name
         else:
             view.compute_latents.append((latent, record))
         text = text_content(record)
         if (name := texts.get(text)) is not None:
-            view.want[f"{stem}{TEXT_VIEW_SUFFIX}"] = text_dir + name
+            view.want[f"{stem}{TEXT_ENCODER_CACHE_SUFFIX}"] = text_dir + name
         else:
             view.compute_text.append((text, record))
     sealed = _sealed(store, directory)
@@ -314,7 +318,7 @@ def view_of(
         if target is not None and view.want.get(name) == target:
             view.linked += 1
             continue
-        is_latent = name.endswith(LATENT_VIEW_SUFFIX) and not name.endswith(TEXT_VIEW_SUFFIX)
+        is_latent = name.endswith(LATENT_CACHE_SUFFIX) and not name.endswith(TEXT_ENCODER_CACHE_SUFFIX)
         (view.stale_latents if is_latent else view.stale_text).append(by_stem[owner])
         made = view.latent_settings if is_latent else view.text_settings
         if target is None or os.path.basename(os.path.dirname(target)) != made:

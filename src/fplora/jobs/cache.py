@@ -41,7 +41,7 @@ from fplora.datasets import cache_keys, split, store
 from fplora.datasets.hashes import ContentHashes
 from fplora.datasets.records import Record, RecordCache, Records, absolute_jsonl
 from fplora.jobs.context import Job, log_path
-from fplora.musubi.names import latent_cache_stem
+from fplora.musubi.names import TEXT_ENCODER_CACHE_SUFFIX, latent_cache_stem
 from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render import commands
 from fplora.render.files import RenderedPaths, dataset_dict, header
@@ -124,7 +124,7 @@ def _adopt(
                     p for n, p in names.items() if n.startswith(stem + "_") and latent_cache_stem(n) == stem
                 ]
             else:
-                found = [p for n, p in names.items() if n == stem + store.TEXT_VIEW_SUFFIX]
+                found = [p for n, p in names.items() if n == stem + TEXT_ENCODER_CACHE_SUFFIX]
             problem = "not written" if not found else store.staged_problem(found[0])
             if problem is not None:
                 failed.append(f"{record.image.name} ({problem})")

@@ -183,9 +183,16 @@ def parse_output(name: str, output_name: str, path: Path) -> Output | None:
     return None
 
 
+LATENT_CACHE_SUFFIX = "_fp.safetensors"
+"""How every `fpack_cache_latents` file name ends, after the image stem and the bucket size."""
+
+TEXT_ENCODER_CACHE_SUFFIX = "_fp_te.safetensors"
+"""How every `fpack_cache_text_encoder_outputs` file name ends, after the image stem."""
+
+
 def latent_cache_file(image: Path, width: int, height: int) -> str:
     """`fpack_cache_latents` output for one image (the bucketed size, width x height)."""
-    return f"{image.stem}_{width:04d}x{height:04d}_fp.safetensors"
+    return f"{image.stem}_{width:04d}x{height:04d}{LATENT_CACHE_SUFFIX}"
 
 
 _LATENT_CACHE = re.compile(r"^(.*)_\d{4}x\d{4}_fp\.safetensors$")
@@ -198,7 +205,7 @@ def latent_cache_stem(name: str) -> str | None:
 
 
 def text_encoder_cache_file(image: Path) -> str:
-    return f"{image.stem}_fp_te.safetensors"
+    return f"{image.stem}{TEXT_ENCODER_CACHE_SUFFIX}"
 
 
 _SHARD = re.compile(r"^(?P<prefix>.*-)(?P<index>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
