@@ -408,3 +408,24 @@ def test_a_view_changed_after_caching_is_read_again_not_taken_from_its_seal(work
     assert refused.exit_code == 1 and "1 of 4 records changed" in refused.stderr
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     assert os.readlink(link) != other
+
+
+def test_cache_reads_each_dataset_jsonl_once(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fplora cache` first asks whether the caches are complete, then checks and caches: one
+    RecordCache for both, so a dataset's JSONL is read once per command, as RecordCache promises."""
+    from fplora.datasets import records
+
+    reads: list[str] = []
+    read_records = records.read_records
+
+    def counted(jsonl: Path) -> Any:
+        reads.append(jsonl.name)
+        return read_records(jsonl)
+
+    monkeypatch.setattr(records, "read_records", counted)
+    result = workspace.cli("cache", str(workspace.spec_path))
+    assert result.exit_code == 0, result.output
+    assert reads == ["metadata-v1.jsonl"]
+    reads.clear()
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0  # complete: nothing to do
+    assert reads == ["metadata-v1.jsonl"]

@@ -42,7 +42,7 @@ def command(
 
     Example: fplora cache configs/v8.yaml
     """
-    from fplora.jobs.cache_status import complete, run_subcommand
+    from fplora.jobs.cache_status import cache_spec, run_subcommand
 
     word = str(spec) if spec is not None else ""
     with common.user_errors():
@@ -51,11 +51,11 @@ def command(
         if more:
             common.fail("SPEC", f"one spec only (got {len(more) + 1}); several are for `fplora cache status`")
         loaded = common.load(spec, gpu=gpu)
-        if not (rebuild or dry_run) and complete(loaded, lambda text: typer.echo(text, err=True)):
-            raise typer.Exit(0)
-        from fplora.jobs.cache import run_cache  # what a caching run needs, imported only for one
-        from fplora.jobs.context import open_job
-        from fplora.jobs.rehearse import gate
-
-        job = open_job(loaded, dry_run=dry_run)
-        raise typer.Exit(gate(job, skip=no_rehearse) or run_cache(job, rebuild=rebuild))
+        code = cache_spec(
+            loaded,
+            rebuild=rebuild,
+            dry_run=dry_run,
+            no_rehearse=no_rehearse,
+            say=lambda text: typer.echo(text, err=True),
+        )
+        raise typer.Exit(code)

@@ -4,7 +4,8 @@ The store (`datasets.store`) keeps entries that no version links any more (a cap
 removed, a setting changed), so that going back costs nothing. `status` says, per spec and dataset,
 how many files are present (linked), in the store to link, missing (to compute) and stale (an
 outdated file in the view), and the store's size; `prune` removes the entries no spec of the project
-wants now, after showing them with `--dry-run`.
+wants now, after showing them with `--dry-run`. `fplora cache SPEC` starts here too (`cache_spec`):
+when its caches are already `complete` there is nothing to do, and nothing of a caching run is imported.
 """
 
 from __future__ import annotations
@@ -94,13 +95,13 @@ def _views(spec: Spec) -> list[store.View]:
     return caches.views(spec, records, spec.cache_entries)
 
 
-def complete(spec: Spec, say: Say) -> bool:
+def complete(spec: Spec, say: Say, records: RecordCache | None = None) -> bool:
     """Every cache folder already links every record's files from the store, and every JSONL reads
     cleanly: then `fplora cache` needs no check, render or musubi-tuner, and says so. A no-op runs
     before each training (`fplora train --cache`) and must cost about a second at 10,000 records
     (benchmarks/cache_noop_10k.py): this reads the records, one stat per image (content hashes are
     remembered) and one listing per folder, and this module imports none of what a caching run needs."""
-    records = RecordCache(spec)
+    records = records or RecordCache(spec)
     if any(records(index).problems for index in range(len(spec.datasets))):
         return False
     views = caches.views(spec, split.entry_records(spec, records), spec.cache_entries)
@@ -112,6 +113,21 @@ def complete(spec: Spec, say: Say) -> bool:
         f"caches are complete and match the spec: nothing to do (store {display_path(store.store_dir(spec))})"
     )
     return True
+
+
+def cache_spec(spec: Spec, *, rebuild: bool, dry_run: bool, no_rehearse: bool, say: Say) -> int:
+    """`fplora cache SPEC`: nothing to do when the caches are `complete` (said with `say`), else
+    check, render, rehearse and cache. One `RecordCache` serves both, so each JSONL is read once per
+    command; what a caching run needs is imported only for one."""
+    records = RecordCache(spec)
+    if not (rebuild or dry_run) and complete(spec, say, records):
+        return 0
+    from fplora.jobs.cache import run_cache
+    from fplora.jobs.context import open_job
+    from fplora.jobs.rehearse import gate
+
+    job = open_job(spec, dry_run=dry_run, records=records)
+    return gate(job, skip=no_rehearse) or run_cache(job, rebuild=rebuild)
 
 
 def status(paths: list[Path], say: Say, *, project: bool = False) -> int:

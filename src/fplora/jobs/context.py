@@ -85,11 +85,14 @@ def console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def open_job(spec: Spec, *, dry_run: bool, out: Console | None = None) -> Job:
+def open_job(
+    spec: Spec, *, dry_run: bool, out: Console | None = None, records: RecordCache | None = None
+) -> Job:
     """Check the spec (model files too unless dry-run), render its files, find musubi-tuner (unless
-    dry-run): everything that can refuse a job before it starts. Warnings are printed here."""
+    dry-run): everything that can refuse a job before it starts. Warnings are printed here. `records`:
+    those the command read already (`fplora cache` asked first whether there is anything to do)."""
     shown = out or console()
-    records = RecordCache(spec)
+    records = records or RecordCache(spec)
     run = Catalogue.of(spec)  # the run's folder, read once: by check, then by the job's decisions
     problems = check_spec(spec, skip_models=dry_run, records=records, run=run)
     if any(p.severity == "error" for p in problems):
