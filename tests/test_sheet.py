@@ -11,12 +11,27 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fplora.cli import app
+from fplora.runs.checkpoints import Checkpoint
+from fplora.runs.infer_folders import parse_save_dir_name, save_dir_name
 from fplora.sheet import draw
 from fplora.sheet.collect import collect
 from fplora.sheet.layout import GAP, LABEL, Box, layout, thumb_size
 
 ROWS = ["step1000", "step2000", "step3000"]
 COLUMNS = [1.0, 1.2, 1.4]
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "which"),
+    [
+        (Checkpoint(Path("v8-step00005000.safetensors"), "lora", 5000, 0, False), "step00005000"),
+        (Checkpoint(Path("v8.safetensors"), "lora", None, 0, True), "final"),
+        (Checkpoint(Path("/elsewhere/style.safetensors"), "lora", None, -1, False), "style"),
+    ],
+)
+def test_an_infer_folder_name_reads_back_as_written(checkpoint: Checkpoint, which: str) -> None:
+    name = save_dir_name("v8", checkpoint, 1.2)
+    assert parse_save_dir_name(name) == ("v8", which, 1.2)
 
 
 def test_thumb_size_keeps_the_aspect() -> None:

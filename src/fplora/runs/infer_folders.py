@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,23 @@ def save_dir_name(version: str, checkpoint: Checkpoint, multiplier: float) -> st
     else:
         which = "final" if checkpoint.final else checkpoint.path.stem
     return f"{version}-{which}-lm{float(multiplier)}"
+
+
+_SAVE_DIR = re.compile(r"^(?P<version>.+)-(?P<which>step\d{8}|final)-lm(?P<multiplier>[0-9.e+-]+)$")
+_OTHER_SAVE_DIR = re.compile(r"^(?P<version>[^-]+)-(?P<which>.+)-lm(?P<multiplier>[0-9.e+-]+)$")
+
+
+def parse_save_dir_name(name: str) -> tuple[str, str, float] | None:
+    """A `save_dir_name` read back: (version, `step00005000` / `final` / the LoRA file's stem,
+    multiplier); None for a folder not named so."""
+    match = _SAVE_DIR.match(name) or _OTHER_SAVE_DIR.match(name)
+    if not match:
+        return None
+    try:
+        multiplier = float(match["multiplier"])
+    except ValueError:
+        return None
+    return match["version"], match["which"], multiplier
 
 
 def _options(argv: list[str]) -> dict[str, list[str]]:

@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi.names import GENERATE_SEED_RE, PROMPT_OPTION, split_prompt_line
-from fplora.runs.infer_folders import read_record
-
-_FOLDER = re.compile(r"^(?P<version>.+)-(?P<which>step\d{8}|final)-lm(?P<multiplier>[0-9.e+-]+)$")
-_OTHER = re.compile(r"^(?P<version>[^-]+)-(?P<which>.+)-lm(?P<multiplier>[0-9.e+-]+)$")
+from fplora.runs.infer_folders import parse_save_dir_name, read_record
 
 
 @dataclass(frozen=True)
@@ -82,16 +79,13 @@ def _row_order(row: str) -> tuple[int, int, str]:
 
 
 def _name(folder: str) -> tuple[str, str, float] | None:
-    match = _FOLDER.match(folder) or _OTHER.match(folder)
-    if not match:
+    """(version, row label, multiplier) of an infer folder's name, the step as `step5000`."""
+    parsed = parse_save_dir_name(folder)
+    if parsed is None:
         return None
-    try:
-        multiplier = float(match["multiplier"])
-    except ValueError:
-        return None
-    which = match["which"]
+    version, which, multiplier = parsed
     row = f"step{int(which[4:])}" if re.fullmatch(r"step\d{8}", which) else which
-    return match["version"], row, multiplier
+    return version, row, multiplier
 
 
 def _fill(cell: Cell, record: dict[str, Any], prompts: dict[str, Prompt]) -> None:
