@@ -13,6 +13,7 @@ of one, on a laptop without nvidia-smi) then asks torch only if no project on th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from fplora.atomic import write_atomic
 from fplora.presets.table import Gpu, table
 from fplora.process import capture
 from fplora.state import user_cache
@@ -138,16 +140,9 @@ def _recalled(store: Path) -> dict[str, tuple[str, int] | None]:
 def _keep(store: Path, answers: dict[str, tuple[str, int] | None]) -> None:
     """Write the latest `_KEPT` answers (written whole, then renamed: a reader never sees half)."""
     latest = dict(list(answers.items())[-_KEPT:])
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        partial = store.with_name(f".{store.name}.{os.getpid()}")
-        partial.write_text(
-            json.dumps({k: list(v) if v else None for k, v in latest.items()}, indent=1) + "\n",
-            encoding="utf-8",
-        )
-        partial.replace(store)
-    except OSError:
-        pass  # a read-only project asks torch every time
+    text = json.dumps({k: list(v) if v else None for k, v in latest.items()}, indent=1) + "\n"
+    with contextlib.suppress(OSError):  # a read-only project asks torch every time
+        write_atomic(store, text)
 
 
 def match(detected: Detected) -> Gpu:

@@ -7,10 +7,12 @@ What was said is kept in the project's `.fplora/` (only inside a project, as the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
 
+from fplora.atomic import write_atomic
 from fplora.problems import Problem
 from fplora.project import project_root
 from fplora.state import STATE_DIR
@@ -41,9 +43,6 @@ def unsaid(spec_path: Path, notes: list[Problem], *, always: bool = False) -> li
     if known.get(key) == digest and not always:
         return others
     known[key] = digest
-    try:
-        store.parent.mkdir(exist_ok=True)
-        store.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    except OSError:
-        pass  # a read-only project repeats its notes
+    with contextlib.suppress(OSError):  # a read-only project repeats its notes
+        write_atomic(store, json.dumps(known, indent=1, sort_keys=True) + "\n")
     return notes
