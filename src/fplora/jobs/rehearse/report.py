@@ -62,7 +62,7 @@ def rehearse(
         if not quiet_unchanged:
             say(f"rehearsal: unchanged since it passed at {when}: not run again (--force runs it)")
         return 0
-    log = display_path(rehearsal.root / "rehearsal.log")
+    log = display_path(rehearsal.log)
     say(f"rehearsal of {display_path(spec.path)} on stand-in models (log: {log})")
     for name, why in rehearsal.skipped:
         say(f"  {name}: skipped: {why}")

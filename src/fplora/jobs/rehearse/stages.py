@@ -73,6 +73,11 @@ class Rehearsal:
     fingerprint: str
     loras: dict[Path, Path] = field(default_factory=dict)  # the spec's LoRA files → their stand-ins
 
+    @property
+    def log(self) -> Path:
+        """The worker's log (every stage's output), written afresh by each run of the rehearsal."""
+        return self.root / "rehearsal.log"
+
 
 LORA_INPUTS = ("network_weights", "base_weights")
 """Training options that name LoRA files made for the real DiT, which the stand-in DiT cannot load:

@@ -237,7 +237,7 @@ def run(
         "stages": stages,
     }
     write_atomic(plan_file, json.dumps(plan, indent=1) + "\n")
-    log = root / "rehearsal.log"
+    log = rehearsal.log
     log.unlink(missing_ok=True)
     watch = _Watch(rehearsal, limit, say, idle=idle)
     started = time.monotonic()
