@@ -70,11 +70,11 @@ class Layout:
     cells: list[list[Slot]]  # [row][column]
 
 
-def thumb_size(width: int, height: int, longest: int = THUMB) -> tuple[int, int]:
-    """`width` × `height` scaled so the longer side is `longest` (at least 1 pixel each)."""
+def thumb_size(width: int, height: int) -> tuple[int, int]:
+    """`width` × `height` scaled so the longer side is `THUMB` (at least 1 pixel each)."""
     if width <= 0 or height <= 0:
-        return longest, longest
-    scale = longest / max(width, height)
+        return THUMB, THUMB
+    scale = THUMB / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

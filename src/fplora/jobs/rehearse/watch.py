@@ -20,7 +20,7 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.rehearse.machine import asks_compile, machine_reason, missing_on_training_box, stage_kernels
 from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
-from fplora.jobs.rehearse.watchdog import STAGE_IDLE, CpuProbe, Watchdog, tree_cpu
+from fplora.jobs.rehearse.watchdog import STAGE_IDLE, Watchdog, tree_cpu
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.state import user_cache
 
@@ -54,13 +54,10 @@ class _Watch:
         say: Callable[[str], None],
         *,
         idle: float = STAGE_IDLE,
-        cpu: Callable[[int], CpuProbe] = tree_cpu,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.by_name = {s.name: Outcome(s) for s in rehearsal.stages}
         self.current: Outcome | None = None
         self.limit, self.idle, self.say = limit, idle, say
-        self.cpu, self.clock = cpu, clock
         self.poll = min(1.0, idle / 4, limit / 4)
         self.missing_kernels: list[str] = []
         self.notes: list[str] = []
@@ -74,7 +71,7 @@ class _Watch:
 
     def started(self, pid: int) -> None:
         self.pid = pid
-        self.dog = Watchdog(self.limit, self.idle, self.cpu(pid), clock=self.clock)
+        self.dog = Watchdog(self.limit, self.idle, tree_cpu(pid))
         threading.Thread(target=self._patrol, args=(self.dog,), daemon=True).start()
 
     def finish(self) -> None:

@@ -40,9 +40,8 @@ class Watchdog:
         cpu: CpuProbe,
         *,
         clock: Callable[[], float] = time.monotonic,
-        busy_share: float = BUSY_SHARE,
     ) -> None:
-        self.limit, self.idle, self.busy_share = limit, idle, busy_share
+        self.limit, self.idle = limit, idle
         self.cpu, self.clock = cpu, clock
         self._lock = threading.Lock()
         self._started: float | None = None
@@ -106,7 +105,7 @@ class Watchdog:
     def _busy(self, now: float, used: float) -> bool:
         """The process tree used CPU over the current window (the lock held)."""
         since, before = self._samples[0]
-        return now > since and used - before >= self.busy_share * (now - since)
+        return now > since and used - before >= BUSY_SHARE * (now - since)
 
 
 def tree_cpu(pid: int) -> CpuProbe:
