@@ -200,16 +200,13 @@ def _silence(stream: BinaryIO) -> None:
         pass
 
 
-def capture(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 60
-) -> tuple[int, str]:
+def capture(argv: Sequence[str], *, timeout: float = 60) -> tuple[int, str]:
     """Run a short helper command and return (exit code, combined output)."""
     try:
         done = subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
-            env={**os.environ, **(env or {})},
             timeout=timeout,
             check=False,
         )

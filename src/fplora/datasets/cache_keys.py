@@ -61,10 +61,10 @@ def dataset_settings(spec: Spec, index: int) -> dict[str, Any]:
     return {k: v for k, v in sorted(entry.items()) if k not in NOT_CACHE_SETTINGS}
 
 
-def _digest(value: Any, size: int = 8) -> str:
+def _digest(value: Any) -> str:
     """A short digest of a JSON value, keys sorted: the same settings give the same folder name."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=size).hexdigest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def _identified(argv: list[str], hashes: ContentHashes) -> list[str]:

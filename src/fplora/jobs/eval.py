@@ -167,14 +167,14 @@ def _already(
     return False
 
 
-def print_table(data: EvalFile, title: str, out: Console | None = None) -> None:
+def print_table(data: EvalFile, title: str) -> None:
     """The scores on stdout: step, checkpoint, loss (the best marked), loss per noise level."""
     table = Table(title=title)
     for column in ("step", "checkpoint", "loss", *(f"t={t:g}" for t in data.setup.get("timesteps", [])), "s"):
         table.add_column(column, justify="right" if column != "checkpoint" else "left")
     for row in evaluation.table_rows(data, data.best()):
         table.add_row(*row)
-    console = out or Console()
+    console = Console()
     if not console.is_terminal:
         console.width = 160
     console.print(table)
