@@ -25,8 +25,9 @@ from PIL import Image
 
 from fplora.datasets.records import RecordCache, Records
 from fplora.jobs.estimate import steps_per_epoch
+from fplora.jobs.plot import pyplot
 from fplora.plan import Plan
-from fplora.problems import Problem, UserError, display_path, plural
+from fplora.problems import UserError, display_path, plural
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec, width_height
 
@@ -192,20 +193,9 @@ def stats(spec: Spec, *, plot: Path | None, say: Say) -> int:
     return 0
 
 
-INSTALL = "install the plot extra: uv pip install 'fplora[plot]' (or pip install matplotlib)"
-
-
 def draw(spec: Spec, sizes: dict[int, Sizes], out: Path) -> None:
     """Two panels: targets' aspect ratios and pixel counts, the buckets' marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError(
-            Problem("command line", None, "--plot", "matplotlib is not installed", INSTALL)
-        ) from None
+    plt = pyplot("command line", "--plot", "matplotlib is not installed")
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for index, found in sizes.items():
         values = list(found.sizes.elements())

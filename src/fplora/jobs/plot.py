@@ -34,16 +34,16 @@ def default_path(specs: list[Path], versions: list[str]) -> Path:
     return specs[0].parent / f"loss-{'-'.join(versions)}.png"
 
 
-def _pyplot() -> Any:
+def pyplot(where: str, key: str, message: str) -> Any:
+    """matplotlib's pyplot, drawing to files only; without matplotlib, a UserError at `where` and
+    `key` saying `message` and how to install the plot extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only, never a window (a GPU box has no display)
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError(
-            Problem("fplora plot", None, "", "needs matplotlib, which is not installed", INSTALL)
-        ) from None
+        raise UserError(Problem(where, None, key, message, INSTALL)) from None
     return plt
 
 
@@ -61,7 +61,7 @@ def _top(raw: list[float], smoothed: list[float]) -> float:
 
 def draw(runs: list[Curves], path: Path, *, smoothing: float = DEFAULT_SMOOTHING) -> Path:
     """Write the PNG; returns its path."""
-    plt = _pyplot()
+    plt = pyplot("fplora plot", "", "needs matplotlib, which is not installed")
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     tops: list[float] = []
