@@ -17,9 +17,7 @@ from pathlib import Path
 from fplora.musubi.names import shard_names
 from fplora.problems import Problem, display_path
 from fplora.safetensors import safetensors_problem
-from fplora.spec.models import Spec
-
-MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
+from fplora.spec.models import MODEL_KEYS, Spec
 
 _WHERE_FIX = "check the path; relative names resolve against models.dir, else the spec's folder"
 

@@ -17,7 +17,7 @@ import tomli_w
 from fplora import __version__
 from fplora.musubi.names import LATENT_WINDOW_SIZE
 from fplora.spec.learning_rate import derive
-from fplora.spec.models import Spec
+from fplora.spec.models import MODEL_KEYS, Spec
 
 HEADER_MARK = "# fplora-spec: "
 
@@ -96,7 +96,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     models, train = spec.models, spec.train
     sample, logging = spec.sample, train.logging
     config: dict[str, Any] = {}
-    for key in ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder"):
+    for key in MODEL_KEYS:
         config[key] = str(getattr(models, key))
     config["dataset_config"] = str(paths.dataset)
     _put(config, "blocks_to_swap", train.blocks_to_swap)

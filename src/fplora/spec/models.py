@@ -48,6 +48,10 @@ class Models(Section):
     vae_spatial_tile_sample_min_size: PositiveInt | None = None
 
 
+MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
+"""The model files of `Models`, in musubi-tuner's order; each is also its option name there."""
+
+
 def _whole(value: Any) -> Any:
     """`"512"` → 512, as the other int fields coerce (a `${VAR}` expands to text)."""
     if isinstance(value, str) and value.strip().isdecimal():

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fplora.jobs.rehearse.stages import MODEL_KEYS, Rehearsal, Stage
+from fplora.jobs.rehearse.stages import Rehearsal, Stage
 from fplora.problems import Problem, display_path
 from fplora.protocol import rehearse as rehearse_protocol
-from fplora.spec.models import Spec
+from fplora.spec.models import MODEL_KEYS, Spec
 from fplora.spec.rules.pass_through import rendered_options
 from fplora.spec.source import dotted
 

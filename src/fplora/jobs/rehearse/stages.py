@@ -37,7 +37,7 @@ from fplora.render.files import RenderedPaths, header
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.runs import evaluation
 from fplora.runs.manifest import segment_name
-from fplora.spec.models import Spec
+from fplora.spec.models import MODEL_KEYS, Spec
 
 WORKER = Path(__file__).resolve().parents[2] / "worker" / "rehearse.py"
 STANDINS = WORKER.with_name("rehearse_standins.py")
@@ -45,7 +45,6 @@ RECORDS = 2
 """Records of each dataset (and of the evaluation split) a rehearsal uses, each once (`num_repeats`
 1): a batch of two, whatever the spec's batch size."""
 TRAIN_STEPS, RESUME_STEPS, SAMPLE_STEPS = 2, 1, 2
-MODEL_KEYS = ("dit", "vae", "text_encoder1", "text_encoder2", "image_encoder")
 
 
 @dataclass

@@ -19,9 +19,10 @@ from typing import Any
 from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.rehearse.machine import asks_compile, machine_reason, missing_on_training_box, stage_kernels
-from fplora.jobs.rehearse.stages import MODEL_KEYS, WORKER, Rehearsal, Stage
+from fplora.jobs.rehearse.stages import WORKER, Rehearsal, Stage
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE, Watchdog, tree_cpu
 from fplora.protocol import rehearse as rehearse_protocol
+from fplora.spec.models import MODEL_KEYS
 from fplora.state import user_cache
 
 STAGE_LIMIT = 300.0
