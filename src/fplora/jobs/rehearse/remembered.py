@@ -14,18 +14,12 @@ from fplora.atomic import write_atomic
 from fplora.jobs.rehearse.stages import Rehearsal
 from fplora.musubi import schema
 from fplora.spec.models import Spec
-
-
-def state_dir(spec: Spec) -> Path:
-    """`.fplora/` of the spec's project (the folder holding `configs/`)."""
-    folder = spec.path.resolve().parent
-    root = folder.parent if folder.name == "configs" else folder
-    return root / ".fplora"
+from fplora.state import project_state
 
 
 def stamp_path(spec: Spec) -> Path:
     key = hashlib.sha256(str(spec.path.resolve()).encode()).hexdigest()[:12]
-    return state_dir(spec) / "rehearsed" / f"{spec.path.stem}-{key}.json"
+    return project_state(spec.path) / "rehearsed" / f"{spec.path.stem}-{key}.json"
 
 
 def passed_before(rehearsal: Rehearsal) -> str | None:
