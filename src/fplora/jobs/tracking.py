@@ -20,12 +20,12 @@ from fplora.problems import Problem, plural
 from fplora.render import tracker
 from fplora.runs.evaluation import Point
 from fplora.runs.infer_folders import save_root
+from fplora.sheet import sheet_dir
 from fplora.spec.models import Spec
 
 WANDB_WORKER = Path(__file__).resolve().parents[1] / "worker" / "wandb_log.py"
 """Package data run as a file by the musubi-tuner Python; no module of fplora imports it."""
 RESULT_PREFIX = "fplora-wandb "
-SHEET_DIR_SUFFIX = "-sheet"  # `sheet/draw.py`'s folder: <save root>/<version>-sheet/
 
 
 def _wandb_settings() -> dict[str, str]:
@@ -99,7 +99,7 @@ def wandb_login_problem(spec: Spec) -> Problem | None:
 
 def sheets(spec: Spec) -> list[Path]:
     """The version's contact sheets (`fplora infer` / `fplora sheet`), one PNG per prompt."""
-    folder = save_root(spec) / f"{spec.version}{SHEET_DIR_SUFFIX}"
+    folder = sheet_dir(save_root(spec), spec.version)
     return sorted(folder.glob("prompt*.png")) if folder.is_dir() else []
 
 

@@ -10,3 +10,13 @@ rebuilds them when it ends.
 - `layout.py`: where everything goes on a sheet, pure geometry (tested on synthetic grids);
 - `draw.py`: Pillow drawing and the `index.html` that links every image.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def sheet_dir(root: Path, version: str) -> Path:
+    """Where a version's contact sheets go: `<save root>/<version>-sheet/` (`draw.py` writes them,
+    wandb logging reads them)."""
+    return root / f"{version}-sheet"

@@ -13,11 +13,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageOps
 
 from fplora.atomic import write_atomic
+from fplora.sheet import sheet_dir
 from fplora.sheet.collect import Grid, Prompt, collect
 from fplora.sheet.layout import Box, Layout, layout, thumb_size
 from fplora.sheet.text import Face
 
-SHEET_DIR_SUFFIX = "-sheet"
 INDEX = "index.html"
 
 BACKGROUND = (255, 255, 255)
@@ -158,7 +158,7 @@ def index_html(grid: Grid, sheets: list[Path], folder: Path) -> str:
 
 def write_sheets(grid: Grid) -> Path:
     """Draw every prompt's sheet of `grid` and its index; the index's path."""
-    folder = grid.root / f"{grid.version}{SHEET_DIR_SUFFIX}"
+    folder = sheet_dir(grid.root, grid.version)
     folder.mkdir(parents=True, exist_ok=True)
     sheets = []
     for number, prompt in enumerate(grid.prompts, start=1):
