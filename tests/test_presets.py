@@ -57,7 +57,7 @@ def test_the_memory_model_reproduces_every_measured_peak() -> None:
             assert abs(error - limit.error) < 0.005, (row, error, limit)
             limited += 1
     # the one limit: compiled without split_attn at 640x640 with 2 controls on the H100, 7.6 % over
-    assert (checked, limited) == (30, 1)
+    assert (checked, limited) == (32, 1)
 
 
 def test_the_model_predicts_the_measured_out_of_memory_cells() -> None:
@@ -544,7 +544,7 @@ def test_dry_runs_estimates_hold_for_every_row_that_ran() -> None:
         if measured is not None and s_per_step is not None:
             assert abs(s_per_step - measured) / measured <= 0.10, (row, s_per_step)
             timed += 1
-    assert (timed, peaks) == (15, 28)
+    assert (timed, peaks) == (16, 30)
 
 
 @pytest.mark.parametrize(
