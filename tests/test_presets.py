@@ -150,6 +150,34 @@ def test_settings_the_spec_writes_win(project, tmp_path: Path) -> None:
     ) in applied.lines()
 
 
+def test_pins_no_setting_keeps_are_used_as_written_and_said_so(project, tmp_path: Path) -> None:
+    """A spec that fits the card but pins what no measured row and no modelled setting keeps
+    (torch.compile with a block swap and no recomputation: the model never chooses compile, nor a
+    swap without recomputation) runs as written; the warning says that, not "nothing fits"."""
+    pins = "gpu: h100-80g\ntrain: {compile: true, split_attn: true, blocks_to_swap: 6, gradient_checkpointing: false}\n"
+    applied = apply(_spec(project, "data: {resolution: [64, 96], batch_size: 1}\n" + pins))
+    assert applied.choice is None
+    (warning,) = [p for p in applied.notes if p.severity == "warning"]
+    assert warning.message.startswith(
+        "h100-80g: no measured or modelled setting keeps what the spec pins (blocks_to_swap 6,"
+        " gradient_checkpointing false, compile true, split_attn true) at 64x96, so the preset leaves"
+        " them as written (~"
+    )
+    assert "it fits) and gives no time estimate" in warning.message and "nothing fits" not in warning.message
+    config, _ = _rendered(applied.spec, tmp_path)
+    assert (config["compile"], config["blocks_to_swap"]) == (True, 6)
+
+    too_big = apply(
+        _spec(
+            project,
+            MEMO
+            + "gpu: h100-80g\ntrain: {gradient_accumulation_steps: 1, blocks_to_swap: 0, gradient_checkpointing: false}\n",
+        )
+    )
+    assert too_big.choice is None
+    assert any("nothing fits 81,559 MiB with 5 % headroom at 512x768" in line for line in too_big.lines())
+
+
 def test_written_accumulation_pins_the_split(project, tmp_path: Path) -> None:
     spec = _spec(project, MEMO + "gpu: h200\ntrain:\n  gradient_accumulation_steps: 1\n")
     config, dataset = _rendered(apply(spec).spec, tmp_path)

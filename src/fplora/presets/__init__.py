@@ -196,16 +196,7 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
             train.split_attn,
         )
         notes.append(
-            Problem(
-                _shown(spec),
-                None,
-                key,
-                f"{label}: nothing fits {gpu.memory_mib:,} MiB with 5 % headroom at {width}x{height} with"
-                f" the settings the spec writes (as written: ~{peak:,.0f} MiB predicted)",
-                "lower the resolution or the batch, or let the preset choose blocks_to_swap and"
-                " gradient_checkpointing (remove them from the spec)",
-                severity="warning",
-            )
+            Problem(_shown(spec), None, key, *_no_choice(label, gpu.memory_mib, peak, width, height, pinned))
         )
         return Applied(spec, None, notes)
     updated = _revalidated(_updated(spec, choice, split), label)
@@ -215,6 +206,49 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
     mattered = free is not None and free.split_attn != pinned.split_attn
     notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split, mattered))
     return Applied(updated, choice, notes)
+
+
+def _pins(pinned: Pinned) -> str:
+    """The settings a spec pinned, as its keys say them (`blocks_to_swap 6, compile true`)."""
+    values = {
+        "batch_size": pinned.batch,
+        "blocks_to_swap": pinned.blocks_to_swap,
+        "gradient_checkpointing": pinned.gradient_checkpointing,
+        "fp8_base": pinned.fp8,
+        "compile": pinned.compile,
+        "split_attn": pinned.split_attn,
+    }
+    return ", ".join(
+        f"{key} {str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in values.items()
+        if value is not None
+    )
+
+
+def _no_choice(
+    label: str, memory: int, peak: float, width: int, height: int, pinned: Pinned
+) -> tuple[str, str, str]:
+    """Why no preset applies (message, fix, severity): the spec's own settings do not fit the card, or
+    they fit but no measured row and no modelled setting keeps what the spec pins (the model never
+    combines recomputation off with a block swap, nor chooses torch.compile), so they are used as
+    written, without a measured time."""
+    limit = memory * (1 - table().model.headroom)
+    if peak > limit:
+        return (
+            f"{label}: nothing fits {memory:,} MiB with 5 % headroom at {width}x{height} with the"
+            f" settings the spec writes (as written: ~{peak:,.0f} MiB predicted)",
+            "lower the resolution or the batch, or let the preset choose blocks_to_swap and"
+            " gradient_checkpointing (remove them from the spec)",
+            "warning",
+        )
+    return (
+        f"{label}: no measured or modelled setting keeps what the spec pins ({_pins(pinned)}) at"
+        f" {width}x{height}, so the preset leaves them as written (~{peak:,.0f} of {memory:,} MiB"
+        " predicted: it fits) and gives no time estimate",
+        "to let the preset choose, remove the pinned keys (or set them to null in a spec that extends"
+        " another)",
+        "warning",
+    )
 
 
 def _shown(spec: Spec) -> str:
