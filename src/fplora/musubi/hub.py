@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fplora.musubi.names import TOKENIZER_REPO
+
 HUNYUAN = "hunyuanvideo-community/HunyuanVideo"
 FRAMEPACK = "lllyasviel/FramePackI2V_HY"
 REDUX = "lllyasviel/flux_redux_bfl"
@@ -50,7 +52,7 @@ MODELS: tuple[HubFile, ...] = (
 `vae: vae/diffusion_pytorch_model.safetensors`, ...)."""
 
 TOKENIZERS: tuple[HubFile, ...] = tuple(
-    HubFile("tokenizer", HUNYUAN, name, "")
+    HubFile("tokenizer", TOKENIZER_REPO, name, "")
     for name in (
         "tokenizer/special_tokens_map.json",
         "tokenizer/tokenizer.json",
