@@ -159,3 +159,14 @@ def test_commands_that_need_the_offsets_stop_on_a_broken_manifest(
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: outputs/fake-v1.fplora-run.json: unreadable run manifest")
     assert cached.calls() == []
+
+
+def test_segments_on_disk_lists_each_segment_once(tmp_path: Path) -> None:
+    """With the manifest unreadable, the segments come from the file names, read back as
+    `segment_name` writes them: a stray `-r0` file is not the first segment a second time."""
+    from fplora.runs.checkpoints import segments_on_disk
+
+    for name in ("demo-v1-step00000001", "demo-v1-r0-step00000002", "demo-v1-r1-step00000003"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+    names = [segment.output_name for segment in segments_on_disk(tmp_path, "demo-v1")]
+    assert names == ["demo-v1", "demo-v1-r1"]

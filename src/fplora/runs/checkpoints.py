@@ -33,8 +33,10 @@ class Checkpoint:
 
 def segments_on_disk(output_dir: Path, output_name: str) -> list[Segment]:
     """The segments the run's file names show (`<name>`, `<name>-r1`, ...), each counted from
-    step 0: what can still be listed when the manifest, which holds the offsets, is unreadable."""
-    resumed = re.compile(rf"^{re.escape(output_name)}-r(\d+)(?=[-.])")
+    step 0: what can still be listed when the manifest, which holds the offsets, is unreadable.
+    Only the names `segment_name` writes are read back (`-r1`, `-r2`, ...): index 0 is the first
+    segment's own name, so a stray `<name>-r0-...` file must not list that segment a second time."""
+    resumed = re.compile(rf"^{re.escape(output_name)}-r([1-9]\d*)(?=[-.])")
     found = {int(m.group(1)) for p in _names(output_dir) if (m := resumed.match(p))}
     return [Segment(output_name=output_name)] + [
         Segment(output_name=segment_name(output_name, index)) for index in sorted(found)
