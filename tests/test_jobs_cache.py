@@ -429,3 +429,24 @@ def test_cache_reads_each_dataset_jsonl_once(workspace: Workspace, monkeypatch: 
     reads.clear()
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0  # complete: nothing to do
     assert reads == ["metadata-v1.jsonl"]
+
+
+def test_a_dataset_that_cannot_be_read_is_said_by_status_and_keeps_prune_from_removing(
+    workspace: Workspace,
+) -> None:
+    """A JSONL moved away (or broken) leaves its dataset's records unknown: `status` names the file
+    instead of counting 0 records, and `prune` keeps everything instead of taking that dataset's
+    caches for unused."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    jsonl = workspace.root / "data" / "dataset-v1" / "metadata-v1.jsonl"
+    jsonl.rename(jsonl.with_suffix(".moved"))
+    status = workspace.cli("cache", "status")
+    assert status.exit_code == 1
+    assert "0 records" not in status.output
+    assert "data/dataset-v1/metadata-v1.jsonl: dataset JSONL file not found" in status.stderr
+    for args in (["--dry-run"], []):
+        result = workspace.cli("cache", "prune", *args)
+        assert result.exit_code == 1
+        assert "dataset JSONL file not found" in result.stderr
+        assert "would remove" not in result.stdout and "removed" not in result.stdout
+    assert len(store_files(workspace)) == 8

@@ -90,9 +90,16 @@ def _models_problem(spec: Spec, missing: list[str]) -> Problem:
     )
 
 
-def _views(spec: Spec) -> list[store.View]:
-    records = split.entry_records(spec, RecordCache(spec))
-    return caches.views(spec, records, spec.cache_entries)
+def _views(spec: Spec, records: RecordCache) -> list[store.View]:
+    return caches.views(spec, split.entry_records(spec, records), spec.cache_entries)
+
+
+def _records_problems(spec: Spec, records: RecordCache) -> list[Problem]:
+    """What stops reading a dataset's records as written (its JSONL missing or unreadable, a line
+    that is not a record): with them the records it caches cannot be told, so `status` says the
+    problem instead of "0 records", and `prune` keeps everything rather than take that dataset's
+    caches for unused."""
+    return [problem for index in range(len(spec.datasets)) for problem in records(index).problems]
 
 
 def complete(spec: Spec, say: Say, records: RecordCache | None = None) -> bool:
@@ -141,7 +148,11 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
             found = _models_problem(spec, missing)
             say(f"{display_path(spec.path)}: {found.message} — {found.fix}")
             continue
-        for view in _views(spec):
+        records = RecordCache(spec)
+        if unread := _records_problems(spec, records):
+            problems += unread
+            continue
+        for view in _views(spec, records):
             label = "eval" if view.index == spec.eval_index else f"dataset {view.index}"
             compute = len(view.compute_latents) + len(view.compute_text) + len(view.unreadable)
             stale = len(view.stale_latents) + len(view.stale_text)
@@ -156,7 +167,7 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
         files, total = store.size_of(store.Store(root))
         say(f"store {display_path(root)}: {plural(files, 'file')}, {byte_size(total)}")
     if problems:
-        raise UserError(problems)
+        raise UserError(list(dict.fromkeys(problems)))  # specs sharing a broken JSONL: said once
     return 0
 
 
@@ -164,8 +175,12 @@ def prune(root: Path, *, dry_run: bool, say: Say) -> int:
     """Remove the store entries no spec under `<root>/configs/` wants now."""
     specs, problems = _load(project_specs(root), project=True)
     problems += [_models_problem(spec, missing) for spec in specs if (missing := _models_not_here(spec))]
+    read = [(spec, RecordCache(spec)) for spec in specs]
+    problems += [found for spec, records in read for found in _records_problems(spec, records)]
     if problems:
-        raise UserError(problems)  # what a broken spec uses cannot be known: keep everything
+        raise UserError(
+            list(dict.fromkeys(problems))
+        )  # what a broken spec uses cannot be known: keep everything
     where = store.Store(root / store.STORE)
     if where.busy():
         raise UserError(
@@ -178,8 +193,8 @@ def prune(root: Path, *, dry_run: bool, say: Say) -> int:
             )
         )
     wanted: set[str] = set()
-    for spec in specs:
-        for view in _views(spec):
+    for spec, records in read:
+        for view in _views(spec, records):
             wanted |= {os.path.normpath(os.path.join(view.directory, t)) for t in view.want.values()}
     unused = [p for p in where.entries() if os.path.normpath(os.path.abspath(p)) not in wanted]
     total = sum(p.stat().st_size for p in unused)
