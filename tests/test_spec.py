@@ -196,6 +196,21 @@ def test_null_drops_inherited_sample_prompts_and_says_what_is_left(project, tmp_
     )
 
 
+def test_null_over_a_base_value_where_null_means_nothing_says_how_to_keep_the_base(project) -> None:
+    """Only the settings a GPU preset chooses take null back; elsewhere a null over a base's value is
+    a mistake, said as one (not pydantic's "should be a whole number, not empty")."""
+    configs = project("train: {seed: 7}\n", name="v0.yaml").parent
+    (configs / "v1.yaml").write_text("extends: v0.yaml\ntrain:\n  seed: null\n")
+    with pytest.raises(UserError) as error:
+        load_spec(configs / "v1.yaml")
+    (problem,) = error.value.problems
+    assert str(problem).startswith(
+        "configs/v1.yaml:3: train.seed: null does not give this key back: only the settings a GPU preset"
+        ' chooses take null ("let fplora choose") — remove the line to keep 7 from configs/v0.yaml:'
+    )
+    assert str(problem).endswith(", or write a value")
+
+
 def test_null_stays_null_where_it_is_a_value(project) -> None:
     spec = load_spec(project("sample:\n  every_n_steps: null\n  at_first: false\n  prompts: null\n"))
     assert spec.sample.every_n_steps is None  # null turns step sampling off, not back to 100

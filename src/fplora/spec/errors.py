@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fplora.musubi.names import PASS_THROUGH_SCRIPT
-from fplora.problems import Problem, plural
+from fplora.problems import Problem, display_path, plural
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
-from fplora.spec.source import KeyPath, Loaded
+from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.suggest import closest
 
 
@@ -227,12 +227,29 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
             message, fix = said
         elif " — " in message:
             message, fix = message.split(" — ", 1)
+        if item.get("input") is None and (was := loaded.nulled.get(tuple(loc))) is not None:
+            message, fix = _null_over_base(*was)
         if tuple(loc) == ("version",) and ("version",) not in loaded.sources:
             # not written: the file's name is the version (`v1 copy.yaml`, as a file manager copies)
             message = f"{loaded.path.stem!r} (the file's name) {message}"
             fix = f"rename the file, e.g. {_ONE_WORD.sub('-', loaded.path.stem)}{loaded.path.suffix}"
         problems.append(loaded.problem(loc, message, fix))
     return _missing_sections(missing_sections, loaded) + _dedupe(problems)
+
+
+def _null_over_base(value: Any, source: Source) -> tuple[str, str]:
+    """A `null` written over a value a base wrote, for a key that takes no null: only the settings a
+    GPU preset chooses read null as "let fplora choose" (README), so say that, and how to keep the
+    base's value, rather than pydantic's "should be a whole number, not empty"."""
+    shown = (
+        str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+    )
+    where = f"{display_path(source.file)}:{source.line}" if source.line else display_path(source.file)
+    return (
+        "null does not give this key back: only the settings a GPU preset chooses take null"
+        ' ("let fplora choose")',
+        f"remove the line to keep {shown} from {where}, or write a value",
+    )
 
 
 def _bases_setting(keys: list[str], spec: Path) -> list[Path]:
