@@ -227,7 +227,8 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
             message, fix = said
         elif " — " in message:
             message, fix = message.split(" — ", 1)
-        if item.get("input") is None and (was := loaded.nulled.get(tuple(loc))) is not None:
+        was = loaded.nulled.get(tuple(loc)) if item.get("input") is None else None
+        if was is not None and not isinstance(was[0], dict | list):  # null resets a section or a list
             message, fix = _null_over_base(*was)
         if tuple(loc) == ("version",) and ("version",) not in loaded.sources:
             # not written: the file's name is the version (`v1 copy.yaml`, as a file manager copies)
