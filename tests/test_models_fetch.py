@@ -193,3 +193,21 @@ def test_in_a_project_the_models_go_where_its_spec_looks(
     assert all((mine / item.local).is_file() for item in MODELS)
     assert cli("models", "check").exit_code == 0
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_fetch_and_doctor_name_the_same_hub_cache(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub takes HUGGINGFACE_HUB_CACHE (HF_HUB_CACHE's old name) before HF_HOME: the
+    tokenizers go there, and doctor, which checks them, looks in the same folder."""
+    from fplora.jobs.doctor import machine
+
+    old_name = tmp_path / "old-name-cache"
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(old_name))
+    result = cli("models", "fetch", "--dir", str(tmp_path / "models"))
+    assert result.exit_code == 0, result.output
+    assert (old_name / "models--hunyuanvideo-community--HunyuanVideo" / "snapshots").is_dir()
+    assert not (tmp_path / "hf-home" / "hub").exists()
+    assert machine.hub_cache() == old_name
+    (finding,) = machine._tokenizers()
+    assert finding.severity == "ok" and str(old_name) in finding.message

@@ -89,13 +89,20 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
-def _cache_dir() -> str | None:
-    """The Hub cache as `HF_HUB_CACHE` / `HF_HOME` say now (None: huggingface_hub's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
+def hf_home() -> Path:
+    """Hugging Face's home folder as the environment says now: HF_HOME, else huggingface under
+    XDG_CACHE_HOME (~/.cache). The Hub cache is under it, and so is accelerate's default config."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(os.path.expanduser(os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")))
+
+
+def hub_cache() -> Path:
+    """Where huggingface_hub keeps downloaded repos, as the environment says now (huggingface_hub
+    reads it once, when imported): HF_HUB_CACHE (or its old name HUGGINGFACE_HUB_CACHE), else
+    `hf_home()`/hub. `models fetch` downloads there and `doctor` looks there, so both name the same
+    folder."""
+    given = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    return Path(os.path.expanduser(given)) if given else hf_home() / "hub"
 
 
 def _request_errors() -> tuple[type[Exception], ...]:
@@ -155,7 +162,7 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     def download(item: HubFile) -> Problem | None:
         try:
             if item.in_cache:
-                hf_hub_download(item.repo, item.filename, endpoint=_endpoint(), cache_dir=_cache_dir())
+                hf_hub_download(item.repo, item.filename, endpoint=_endpoint(), cache_dir=str(hub_cache()))
             else:
                 hf_hub_download(
                     item.repo, item.filename, local_dir=_local_dir(folder, item), endpoint=_endpoint()
@@ -218,7 +225,7 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
                 )
             )
     for item in TOKENIZERS:
-        if not isinstance(try_to_load_from_cache(item.repo, item.filename, cache_dir=_cache_dir()), str):
+        if not isinstance(try_to_load_from_cache(item.repo, item.filename, cache_dir=str(hub_cache())), str):
             problems.append(
                 Problem(
                     f"{item.repo}/{item.filename}",

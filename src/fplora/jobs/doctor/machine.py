@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora import __version__
+from fplora.jobs.models import hf_home, hub_cache
 from fplora.jobs.tracking import wandb_login, wandb_login_problem
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
@@ -160,17 +161,6 @@ def _gpu(probe: Probe | None) -> Iterator[Problem]:
     yield finding("ok", "GPU", f"{len(gpus)}: {names}")
 
 
-def _hf_home() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(os.path.expanduser(os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")))
-
-
-def hub_cache() -> Path:
-    """Where huggingface_hub looks for downloaded repos (HF_HUB_CACHE, else HF_HOME/hub)."""
-    given = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    return Path(os.path.expanduser(given)) if given else _hf_home() / "hub"
-
-
 def _offline() -> bool:
     return any(
         os.environ.get(v, "").lower() in ("1", "true", "yes")
@@ -209,7 +199,7 @@ def _tokenizers() -> Iterator[Problem]:
 
 
 def accelerate_config_path() -> Path:
-    return _hf_home() / "accelerate" / "default_config.yaml"
+    return hf_home() / "accelerate" / "default_config.yaml"
 
 
 def _accelerate(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
