@@ -53,6 +53,12 @@ def display_path(path: Path | str) -> str:
         return str(path)
 
 
+def yaml_value(value: object) -> object:
+    """A setting's value as a spec writes it in YAML, for messages that quote it: `true`/`false`
+    (Python's `True` would be a string in the user's file), anything else as it is."""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
 def plural(n: float, noun: str, many: str | None = None, *, shown: str | None = None) -> str:
     """`1 record`, `2 records`, `0 records`; `many` for a noun that is not made plural with an s
     (`plural(n, "entry", "entries")`); `shown` for a count written otherwise than `str(n)` (`2.5`,

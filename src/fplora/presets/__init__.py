@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from fplora.presets.choose import Choice, Pinned, choose, predicted_peak, shape_factor
 from fplora.presets.detect import AUTO, Detected, detect, match
 from fplora.presets.table import Gpu, table
-from fplora.problems import Problem, UserError, note, plural
+from fplora.problems import Problem, UserError, note, plural, yaml_value
 from fplora.spec import revalidate
 from fplora.spec.models import Spec, width_height
 from fplora.state import project_state
@@ -196,7 +196,13 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
             train.split_attn,
         )
         notes.append(
-            Problem(_shown(spec), None, key, *_no_choice(label, gpu.memory_mib, peak, width, height, pinned))
+            Problem(
+                _shown(spec),
+                None,
+                key,
+                *_no_choice(label, gpu.memory_mib, peak, width, height, pinned),
+                severity="warning",
+            )
         )
         return Applied(spec, None, notes)
     updated = _revalidated(_updated(spec, choice, split), label)
@@ -218,17 +224,13 @@ def _pins(pinned: Pinned) -> str:
         "compile": pinned.compile,
         "split_attn": pinned.split_attn,
     }
-    return ", ".join(
-        f"{key} {str(value).lower() if isinstance(value, bool) else value}"
-        for key, value in values.items()
-        if value is not None
-    )
+    return ", ".join(f"{key} {yaml_value(value)}" for key, value in values.items() if value is not None)
 
 
 def _no_choice(
     label: str, memory: int, peak: float, width: int, height: int, pinned: Pinned
-) -> tuple[str, str, str]:
-    """Why no preset applies (message, fix, severity): the spec's own settings do not fit the card, or
+) -> tuple[str, str]:
+    """Why no preset applies (message, fix): the spec's own settings do not fit the card, or
     they fit but no measured row and no modelled setting keeps what the spec pins (the model never
     combines recomputation off with a block swap, nor chooses torch.compile), so they are used as
     written, without a measured time."""
@@ -239,7 +241,6 @@ def _no_choice(
             f" settings the spec writes (as written: ~{peak:,.0f} MiB predicted)",
             "lower the resolution or the batch, or let the preset choose blocks_to_swap and"
             " gradient_checkpointing (remove them from the spec)",
-            "warning",
         )
     return (
         f"{label}: no measured or modelled setting keeps what the spec pins ({_pins(pinned)}) at"
@@ -247,7 +248,6 @@ def _no_choice(
         " predicted: it fits) and gives no time estimate",
         "to let the preset choose, remove the pinned keys (or set them to null in a spec that extends"
         " another)",
-        "warning",
     )
 
 
@@ -278,14 +278,13 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool, split_attn_ma
         ("split_attn", pinned.split_attn if split_attn_mattered else None),
     ):
         if value is not None:
-            shown = str(value).lower() if isinstance(value, bool) else value
             at = spec.written_at(("train", key))
             free = (
                 "remove it to let the preset choose"
                 if at.rpartition(":")[0] == shown_spec
                 else f"`{key}: null` under train: in {shown_spec} lets the preset choose"
             )
-            kept.append(f"train.{key} {shown} kept as written at {at} ({free})")
+            kept.append(f"train.{key} {yaml_value(value)} kept as written at {at} ({free})")
     for key_path, was in spec.unpinned.items():
         kept.append(f"{'.'.join(map(str, key_path))}: {was}: chosen by the preset")
     return kept

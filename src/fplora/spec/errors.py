@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fplora.musubi.names import PASS_THROUGH_SCRIPT
-from fplora.problems import Problem, display_path, plural
+from fplora.problems import Problem, plural, yaml_value
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
 from fplora.spec.source import KeyPath, Loaded, Source
@@ -242,14 +242,11 @@ def _null_over_base(value: Any, source: Source) -> tuple[str, str]:
     """A `null` written over a value a base wrote, for a key that takes no null: only the settings a
     GPU preset chooses read null as "let fplora choose" (README), so say that, and how to keep the
     base's value, rather than pydantic's "should be a whole number, not empty"."""
-    shown = (
-        str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
-    )
-    where = f"{display_path(source.file)}:{source.line}" if source.line else display_path(source.file)
+    shown = repr(value) if isinstance(value, str) else yaml_value(value)
     return (
         "null does not give this key back: only the settings a GPU preset chooses take null"
         ' ("let fplora choose")',
-        f"remove the line to keep {shown} from {where}, or write a value",
+        f"remove the line to keep {shown} from {source.shown}, or write a value",
     )
 
 

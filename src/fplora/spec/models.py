@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from fplora.musubi.names import LORA_NETWORK_MODULE
-from fplora.problems import Problem, display_path
+from fplora.problems import Problem, display_path, yaml_value
 from fplora.spec.source import KeyPath, Loaded, dotted
 
 
@@ -536,10 +536,7 @@ class Spec(Section):
     def written_at(self, key_path: KeyPath) -> str:
         """Where the spec (or a file it extends) wrote `key_path`: `configs/base.yaml:40`."""
         source = self._sources.where(key_path) if self._sources is not None else None
-        if source is None:
-            return display_path(self._path)
-        shown = display_path(source.file)
-        return f"{shown}:{source.line}" if source.line else shown
+        return display_path(self._path) if source is None else source.shown
 
     @property
     def unpinned(self) -> dict[KeyPath, str]:
@@ -549,11 +546,10 @@ class Spec(Section):
             return {}
         found = {}
         for key_path, null in self._sources.unpinned.items():
-            at = f"null at {display_path(null.file)}:{null.line}"
+            at = f"null at {null.shown}"
             if (was := self._sources.nulled.get(key_path)) is not None:
                 value, source = was
-                shown = str(value).lower() if isinstance(value, bool) else value
-                at = f"{shown} ({display_path(source.file)}:{source.line}), {at}"
+                at = f"{yaml_value(value)} ({source.shown}), {at}"
             found[key_path] = at
         return found
 

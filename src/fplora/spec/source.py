@@ -27,6 +27,12 @@ class Source:
     file: Path
     line: int | None
 
+    @property
+    def shown(self) -> str:
+        """`configs/base.yaml:40` (the file alone when the line is not known), as messages name it."""
+        where = display_path(self.file)
+        return f"{where}:{self.line}" if self.line else where
+
 
 @dataclass
 class Loaded:
