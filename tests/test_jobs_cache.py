@@ -348,6 +348,19 @@ def test_status_and_prune_leave_out_a_base_that_is_no_spec_on_its_own(workspace:
     assert "configs/base.yaml: does not load (required sections" in named.stderr
 
 
+def _count_reads(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[str]:
+    """The names of the files `module.name(path)` reads from now on, in order, one per call."""
+    reads: list[str] = []
+    original = getattr(module, name)
+
+    def counted(path: Path) -> Any:
+        reads.append(path.name)
+        return original(path)
+
+    monkeypatch.setattr(module, name, counted)
+    return reads
+
+
 def test_status_and_prune_read_each_spec_file_once(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -360,14 +373,7 @@ def test_status_and_prune_read_each_spec_file_once(
     workspace.write_spec(extends="base.yaml")
     second_version(workspace)
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
-    reads: list[str] = []
-    read_one = spec_load.read_one
-
-    def counted(path: Path) -> Any:
-        reads.append(path.name)
-        return read_one(path)
-
-    monkeypatch.setattr(spec_load, "read_one", counted)
+    reads = _count_reads(monkeypatch, spec_load, "read_one")
     for args in (["status"], ["prune", "--dry-run"]):
         reads.clear()
         result = workspace.cli("cache", *args)
@@ -415,14 +421,7 @@ def test_cache_reads_each_dataset_jsonl_once(workspace: Workspace, monkeypatch: 
     RecordCache for both, so a dataset's JSONL is read once per command, as RecordCache promises."""
     from fplora.datasets import records
 
-    reads: list[str] = []
-    read_records = records.read_records
-
-    def counted(jsonl: Path) -> Any:
-        reads.append(jsonl.name)
-        return read_records(jsonl)
-
-    monkeypatch.setattr(records, "read_records", counted)
+    reads = _count_reads(monkeypatch, records, "read_records")
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 0, result.output
     assert reads == ["metadata-v1.jsonl"]
