@@ -157,6 +157,8 @@ def _mapping_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
         return f"should be a mapping, not {_what(value)}", "write a mapping"
     example, first = _shape(model)
     message = f"should be a mapping like {example}, not {_what(value)}"
+    if isinstance(value, str) and (unsplit := _key_without_colon(model, value)) is not None:
+        return unsplit
     if first is not None and _is_scalar(value):
         line = f"- {first}: {value}" if isinstance(loc[-1], int) else f"{loc[-1]}: {{{first}: {value}}}"
         return message, f'write "{line}"'
@@ -165,6 +167,23 @@ def _mapping_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
             "give it keys: it is required" if isinstance(loc[-1], str) else "give it keys, or remove it"
         )
     return message, f"write its keys under it: {', '.join(sorted(keys_of(model)))}"
+
+
+_KEY_THEN_VALUE = re.compile(r"([A-Za-z_][\w.-]*)(?::(?=\S)|\s+)(\S+)")
+
+
+def _key_without_colon(model: type[BaseModel], value: str) -> tuple[str, str] | None:
+    """(message, fix) for a section whose one line is one of its keys and a value without the `: `
+    between them (`max_train_steps 200`, `max_train_steps:200`): YAML read the line as the
+    section's text, and the shape of a mapping is not what the author needs to hear."""
+    found = _KEY_THEN_VALUE.match(value)
+    if found is None or found.group(1) not in keys_of(model):
+        return None
+    key, first = found.group(1), found.group(2)
+    return (
+        f"holds the text `{value}`: a key without ': ' after it, which YAML does not read as a key",
+        f"write `{key}: {first}` on its line",
+    )
 
 
 def _list_problem(loc: KeyPath, value: Any) -> tuple[str, str] | None:

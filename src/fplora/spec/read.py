@@ -14,7 +14,7 @@ from typing import Any
 
 from fplora.problems import Problem, UserError, display_path
 from fplora.spec.source import KeyPath, Source
-from fplora.spec.syntax import duplicate_key, indentation
+from fplora.spec.syntax import duplicate_key, indentation, mistyped
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
 
 
@@ -181,7 +181,8 @@ def read_one(path: Path) -> OneFile:
     try:
         node = _yaml().load(text)
     except MarkedYAMLError as exc:
-        if (said := indentation(exc, text, shown) or duplicate_key(exc, text, shown)) is not None:
+        said = indentation(exc, text, shown) or duplicate_key(exc, text, shown) or mistyped(exc, text, shown)
+        if said is not None:
             raise UserError(said) from None
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -1,5 +1,6 @@
 """YAML syntax errors said in a spec author's words: which line, what about its indentation is
-wrong, and which key to line it up with.
+wrong, and which key to line it up with; and the everyday slips whose parser message lands on a
+later line than the mistake (a key without its `: `, a `{` or `[` left open) or names no fix (a tab).
 
 ruamel.yaml reports the parser's view ("expected <block end>, but found '<block mapping start>'",
 "mapping values are not allowed here"); its problem mark (where it stopped) and context mark (the
@@ -105,6 +106,9 @@ def indentation(exc: Any, text: str, shown: str) -> Problem | None:
     if problem == "mapping values are not allowed here":
         above = _previous(lines, index)
         key = _KEY.match(here)
+        said = _colon_missing_above(lines, above, index, shown) if above is not None and key else None
+        if said is not None:
+            return said
         if (
             above is None
             or key is None
@@ -125,6 +129,75 @@ def indentation(exc: Any, text: str, shown: str) -> Problem | None:
             f"{_shown(here)} is indented more than the key above it expects:"
             f" {_shown(lines[above])} (line {above + 1}) already has a value, so nothing can go under it",
             f"align it with {_shown(lines[above])} ({_spaces(_indent(lines[above]))})",
+        )
+    return None
+
+
+def _content_column(line: str) -> int:
+    """Where a line's content starts: after its indentation and, for a list item, its `- `."""
+    found = re.match(r"\s*(?:-\s+)?", line)
+    return found.end() if found else 0
+
+
+def _colon_missing_above(lines: list[str], above: int, index: int, shown: str) -> Problem | None:
+    """`max_train_steps 200` (or `max_train_steps:200`) on the line above a key at the same column:
+    YAML reads the two lines as one text that runs into the second key's colon, and the parser's
+    complaint lands on the line that is right. Say the line above, which is wrong."""
+    if _KEY.match(lines[above]) or _content_column(lines[above]) != _content_column(lines[index]):
+        return None
+    return colon_missing(lines[above], shown, above + 1)
+
+
+_WITHOUT_COLON = re.compile(r"^(-\s+)?([A-Za-z_][\w.-]*)(?::(?=\S)|\s+)(\S.*)$")
+
+
+def colon_missing(line: str, shown: str, number: int | None) -> Problem:
+    """A key written without the `: ` YAML needs after it, at line `number` of file `shown`."""
+    text = line.split(" #")[0].strip()
+    found = _WITHOUT_COLON.match(text)
+    fix = (
+        f"write `{found.group(1) or ''}{found.group(2)}: {found.group(3)}`"
+        if found
+        else "put ': ' between the key and its value"
+    )
+    said = f"YAML syntax error: `{text}` has no ': ' after its key, so YAML reads it as text"
+    return Problem(shown, number, "", said, fix)
+
+
+_TAB = "found character '\\t' that cannot start any token"
+_FLOW = {"while parsing a flow mapping": ("{", "}"), "while parsing a flow sequence": ("[", "]")}
+
+
+def mistyped(exc: Any, text: str, shown: str) -> Problem | None:
+    """The other everyday slips, said where they are: a key without its colon as the last line of a
+    block (the parser stops on the next line, or past the end of the file), a tab in the
+    indentation, and a `{`/`[` left open (the parser stops on a later line)."""
+    problem, mark, start = (exc.problem or ""), exc.problem_mark, exc.context_mark
+    lines = text.splitlines()
+    if problem == "could not find expected ':'" and start is not None and start.line < len(lines):
+        return colon_missing(lines[start.line], shown, start.line + 1)
+    if problem == _TAB and mark is not None:
+        return Problem(
+            shown,
+            mark.line + 1,
+            "",
+            "YAML syntax error: a tab in the indentation (YAML indents with spaces only)",
+            "replace the tab with spaces",
+        )
+    brackets = _FLOW.get(exc.context or "")
+    if (
+        brackets
+        and start is not None
+        and mark is not None
+        and mark.line > start.line < len(lines)
+        and brackets[1] not in lines[start.line][start.column :]
+    ):
+        return Problem(
+            shown,
+            start.line + 1,
+            "",
+            f"YAML syntax error: the `{brackets[0]}` opened here is not closed",
+            f"end it with `{brackets[1]}` on this line",
         )
     return None
 
