@@ -679,6 +679,46 @@ print(slept[-2:])
 """
 
 
+COMPILES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import rehearse_standins
+rehearse_standins.install()
+import torch
+if torch.cuda.is_available():
+    print("cuda")
+    sys.exit()
+block = torch.nn.Linear(2, 2)
+kept = torch.compile(block, backend="inductor", mode="max-autotune-no-cudagraphs", dynamic=False)
+decorated = torch.compile(backend="eager")(len)
+try:
+    torch.compile(block, backend="inductr")
+    refused = "no"
+except Exception as error:
+    refused = type(error).__name__
+print(kept is block, decorated is len, refused)
+"""
+
+
+@pytest.mark.musubi
+def test_without_cuda_compile_checks_its_arguments_as_torch_does_but_compiles_nothing(musubi_python) -> None:
+    """On a CPU the stand-ins hand back the block uncompiled, after torch's own call has checked
+    the arguments: a backend torch does not know (`compile_backend: inductr`) raises there, as it
+    does on the GPU box when musubi-tuner compiles its blocks."""
+    done = subprocess.run(
+        [musubi_python.python, "-c", COMPILES, str(stages.STANDINS.parent)],
+        env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    if last == "cuda":
+        pytest.skip("torch.compile is not stood in for where CUDA is available")
+    assert last == "True True InvalidBackend"
+
+
 @pytest.mark.musubi
 def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(musubi_python) -> None:
     """musubi-tuner's caching sleeps 0.1 s between looks at its encoding threads: 5 ms in a

@@ -450,13 +450,23 @@ def _no_compile_without_cuda() -> None:
     """Without CUDA, `torch.compile` hands back what it is given: on a CPU, inductor would generate and
     build C++ kernels for every block (minutes on a laptop, and not the GPU's Triton kernels either).
     musubi-tuner's own compile code (its options, the blocks it picks, what it excludes for block
-    swap) and accelerate's dynamo plugin still run; fplora says the compile itself was not rehearsed."""
+    swap) and accelerate's dynamo plugin still run; fplora says the compile itself was not rehearsed.
+
+    torch's own call is still made, and its wrapper thrown away: `torch.compile` checks its arguments
+    when it is called (a backend name it does not know, such as `compile_backend: inductr`, raises
+    InvalidBackend there on the GPU box too), while the compile itself waits for the first call of
+    what it returns, which never comes."""
     torch = _torch()
     if torch.cuda.is_available():
         return
+    real = torch.compile
 
     def compile(model: Any = None, **options: Any) -> Any:
-        return model if model is not None else (lambda function: function)
+        if model is None:  # the decorator form: `@torch.compile(...)`
+            real(**options)
+            return lambda function: function
+        real(model, **options)
+        return model
 
     torch.compile = compile
 
