@@ -480,6 +480,21 @@ def test_a_package_this_python_lacks_is_the_machines_not_the_specs() -> None:
     assert machine.machine_reason("/p", _outcome("TypeError: 'NoneType'", sdpa=True), watch) is None
 
 
+def test_musubi_tuners_own_refusal_of_a_device_without_cuda_is_the_machines() -> None:
+    """`block_swap_h2d_only` swaps through LoRAStreamOffloader, which asserts a CUDA device: valid on
+    the GPU box, so without CUDA the stage is not rehearsed rather than failed. The same words in the
+    stage's log (an import-time warning) are not enough, and with CUDA the error is the spec's."""
+    watch = watching._Watch(stages.build(load_spec(REPO / "configs" / "example.yaml"), "p"), 1.0, print)
+    error = "AssertionError: LoRAStreamOffloader currently supports CUDA only"
+    reason = machine.machine_reason("/p", _outcome(error, block_swap_h2d_only=True), watch)
+    assert reason is not None and reason.startswith("its code path needs CUDA")
+    logged = _outcome("ValueError: --block_swap_ring_size must be >= 1")
+    logged.log = ["WARNING: this kernel requires CUDA"]
+    assert machine.machine_reason("/p", logged, watch) is None
+    watch.cuda = True
+    assert machine.machine_reason("/p", _outcome(error, block_swap_h2d_only=True), watch) is None
+
+
 def test_a_dtype_error_of_a_path_that_relies_on_cudas_autocast_is_the_cpus() -> None:
     """fp16 mixed precision and fp8_base without fp8_scaled run under CUDA's autocast, which casts
     for them; a CPU has none for fp16 and casts no fp8 weight. Without CUDA their dtype errors are

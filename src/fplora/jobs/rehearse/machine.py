@@ -57,6 +57,10 @@ _NO_CUDA = re.compile(
     r" insufficient|CUDA driver initialization failed|torch\.cuda\.is_available\(\) is False"
 )
 """torch's errors when code asks for CUDA on a machine without it."""
+_CUDA_ONLY = re.compile(r"supports? CUDA only|only supports? CUDA|CUDA is required|requires? (?:a )?CUDA\b")
+"""musubi-tuner's own refusal of a device that is not CUDA, in the error that stopped the stage (not in
+its log, where a package's import-time warning may say as much on every CPU): `LoRAStreamOffloader
+currently supports CUDA only`, the H2D-only block swap of `block_swap_h2d_only`."""
 
 _DTYPE_MIX = re.compile(r"mixed dtype|should be the same|expected scalar type|Float8|same dtype")
 """torch's errors for tensors of two dtypes meeting in one operation."""
@@ -86,7 +90,7 @@ def machine_reason(python: str, outcome: Outcome, watch: _Watch) -> str | None:
     if kernels and not _missing_package(outcome.error or ""):
         return f"the attention kernel {kernels[0]} is not installed in this musubi-tuner Python"
     text = f"{outcome.error or ''} {' '.join(outcome.log[-40:])}"
-    if not watch.cuda and (found := _NO_CUDA.search(text)):
+    if not watch.cuda and (found := _NO_CUDA.search(text) or _CUDA_ONLY.search(outcome.error or "")):
         return f"its code path needs CUDA, which this machine lacks ({found.group(0)})"
     if not watch.cuda and _DTYPE_MIX.search(outcome.error or ""):
         for needs_cuda, why in _CUDA_AUTOCAST:
