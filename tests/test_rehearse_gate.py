@@ -49,16 +49,62 @@ def test_a_dry_run_does_not_rehearse(cached: Workspace) -> None:
     assert result.exit_code == 0 and "rehearsal" not in result.stderr
 
 
+FAILING = {"FAKE_REHEARSAL_FAIL": "train:RuntimeError: No LoRA modules found"}
+
+
+@pytest.fixture
+def trained(workspace: Workspace) -> Workspace:
+    """A 4-step run with an evaluation split, cached and trained without rehearsing: the next
+    command that may rehearse does."""
+    workspace.write_spec(eval={"records": [2, 4]})
+    assert workspace.cli("cache", str(workspace.spec_path), "--no-rehearse").exit_code == 0
+    result = workspace.cli("train", str(workspace.spec_path), "--no-rehearse")
+    assert result.exit_code == 0, result.output
+    workspace.forget_calls()
+    return workspace
+
+
 @pytest.mark.parametrize("verb", ["infer", "eval"])
-def test_infer_and_eval_rehearse_first_unless_told_not_to(workspace: Workspace, verb: str) -> None:
-    """Both open their job through the CLI's one `common.job`, which runs the gate."""
-    failing = {"FAKE_REHEARSAL_FAIL": "train:RuntimeError: No LoRA modules found"}
-    stopped = workspace.cli(verb, str(workspace.spec_path), env=failing)
+def test_infer_and_eval_rehearse_first_unless_told_not_to(trained: Workspace, verb: str) -> None:
+    stopped = trained.cli(verb, str(trained.spec_path), env=FAILING)
     assert stopped.exit_code == 1
     assert "rehearsal failed at stage train" in stopped.stderr
-    assert workspace.calls() == []  # nothing of the verb's own ran
-    skipped = workspace.cli(verb, str(workspace.spec_path), "--no-rehearse", env=failing)
+    assert trained.calls() == []  # nothing of the verb's own ran
+    skipped = trained.cli(verb, str(trained.spec_path), "--no-rehearse", env=FAILING)
     assert "rehearsal" not in skipped.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["infer", "--lora", "step3..step9,every:5"], "step3..step9,every:5: selects no checkpoint"),
+        (["infer", "--lora", "step7"], "no LoRA at global step 7"),
+        (["eval", "--lora", "step7"], "no LoRA at global step 7"),
+        (["train"], "already holds run"),
+        (["train", "--resume", "latest"], "already at max_train_steps"),
+    ],
+)
+def test_a_refusal_of_the_verb_s_own_comes_before_the_rehearsal(
+    trained: Workspace, args: list[str], said: str
+) -> None:
+    """A mistyped `--lora` or a finished run is said at once, not after half a minute of rehearsing
+    a spec that changed since its last rehearsal."""
+    result = trained.cli(args[0], str(trained.spec_path), *args[1:], env=FAILING)
+    assert result.exit_code == 1
+    assert said in result.stderr
+    assert "rehearsal" not in result.stderr
+
+
+def test_eval_of_a_spec_without_a_split_and_train_over_stale_caches_refuse_before_the_rehearsal(
+    workspace: Workspace,
+) -> None:
+    no_split = workspace.cli("eval", str(workspace.spec_path), env=FAILING)
+    assert no_split.exit_code == 1
+    assert "has no evaluation split" in no_split.stderr and "rehearsal" not in no_split.stderr
+    uncached = workspace.cli("train", str(workspace.spec_path), env=FAILING)
+    assert uncached.exit_code == 1
+    assert "run `fplora cache` first" in uncached.stderr and "rehearsal" not in uncached.stderr
+    assert workspace.calls() == []
 
 
 def test_a_code_path_that_needs_cuda_is_not_rehearsed_on_a_cpu_machine_and_not_failed(

@@ -88,14 +88,10 @@ def load_applied(
     return load.applied(path, gpu=gpu, preset=preset, all_notes=all_notes)
 
 
-def job(given: Path | None, *, dry_run: bool, gpu: str | None = None, no_rehearse: bool) -> Job:
-    """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`), and
-    rehearsed first unless `--no-rehearse` (`jobs.rehearse.gate`): a failed rehearsal, which said
-    why, exits 1 before the job spends GPU time."""
+def job(given: Path | None, *, dry_run: bool, gpu: str | None = None) -> Job:
+    """The spec named (or remembered), checked and rendered, ready for a job (`jobs.context`). The
+    job rehearses itself (`jobs.rehearse.gate`) once its own refusals are past, so that a wrong
+    `--lora` or a spec without an evaluation split is said before half a minute of rehearsing."""
     from fplora.jobs.context import open_job
-    from fplora.jobs.rehearse import gate
 
-    opened = open_job(load(given, gpu=gpu), dry_run=dry_run)
-    if gate(opened, skip=no_rehearse):
-        raise typer.Exit(1)
-    return opened
+    return open_job(load(given, gpu=gpu), dry_run=dry_run)

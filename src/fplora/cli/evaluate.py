@@ -43,5 +43,7 @@ def command(
     from fplora.jobs.eval import ALL, run_eval
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run, gpu=gpu, no_rehearse=no_rehearse)
-        raise typer.Exit(run_eval(job, loras=lora or [ALL], untrained=untrained, redo=redo))
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
+        raise typer.Exit(
+            run_eval(job, loras=lora or [ALL], no_rehearse=no_rehearse, untrained=untrained, redo=redo)
+        )

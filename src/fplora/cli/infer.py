@@ -65,7 +65,7 @@ def command(
     from fplora.jobs.infer import command_line, multipliers_to_run, run_infer
 
     with common.user_errors():
-        job = common.job(spec, dry_run=dry_run, gpu=gpu, no_rehearse=no_rehearse)
+        job = common.job(spec, dry_run=dry_run, gpu=gpu)
         key = "--multiplier" if multiplier else "infer.multipliers"
         code = run_infer(
             job,
@@ -73,6 +73,7 @@ def command(
             multipliers=multipliers_to_run(multiplier or job.plan.spec.infer.multipliers, key),
             command=command_line(job.plan.spec.path, lora or [], multiplier or []),
             sweep=sweep,
+            no_rehearse=no_rehearse,
             redo=redo,
             strict_captions=strict_captions,
         )

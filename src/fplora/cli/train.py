@@ -50,7 +50,6 @@ def command(
     from fplora.jobs import output
     from fplora.jobs.context import console, open_job
     from fplora.jobs.estimate import estimate
-    from fplora.jobs.rehearse import gate
     from fplora.jobs.runpod import WHEN, stopping_pod
     from fplora.jobs.train import login_refused, run_train
 
@@ -65,9 +64,7 @@ def command(
             output.learning_rate(applied.spec)
             for line in estimate(job.plan, applied.choice, price_per_hour=price_per_hour):
                 job.say(line)
-        pod.code = (
-            login_refused(job)
-            or gate(job, skip=no_rehearse)
-            or run_train(job, resume=resume, with_cache=with_cache)
+        pod.code = login_refused(job) or run_train(
+            job, resume=resume, no_rehearse=no_rehearse, with_cache=with_cache
         )
         raise typer.Exit(pod.code)

@@ -25,6 +25,7 @@ from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
+from fplora.jobs.rehearse import gate
 from fplora.jobs.tracking import log_eval
 from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.protocol import eval as protocol
@@ -180,8 +181,12 @@ def print_table(data: EvalFile, title: str) -> None:
     console.print(table)
 
 
-def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool = False) -> int:
-    """Score the chosen checkpoints (and the untrained network) on the evaluation split."""
+def run_eval(
+    job: Job, *, loras: list[str], no_rehearse: bool, untrained: bool = True, redo: bool = False
+) -> int:
+    """Score the chosen checkpoints (and the untrained network) on the evaluation split. A spec
+    without a split, caches not made and a `--lora` that names nothing are refused before the
+    rehearsal (`jobs.rehearse.gate`), which would spend half a minute first."""
     spec = job.plan.spec
     index = spec.eval_index
     if spec.eval is None or index is None:
@@ -203,6 +208,8 @@ def run_eval(job: Job, *, loras: list[str], untrained: bool = True, redo: bool =
     words = words_for(loras, job.run.checkpoints)
     choice = choose_loras(spec, words, dry_run=job.dry_run, run=job.run) if words else None
     job.report(choice.notes if choice else [])
+    if gate(job, skip=no_rehearse):
+        return 1
     setup = setup_of(spec, caches.fingerprints(scored))
     old = job.run.scores
     todo: list[tuple[Checkpoint | None, dict[str, Any] | None]] = []

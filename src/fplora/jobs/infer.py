@@ -17,6 +17,7 @@ from fplora import process
 from fplora.check.captions import caption_problems
 from fplora.datasets.records import RecordCache
 from fplora.jobs.context import Job
+from fplora.jobs.rehearse import gate
 from fplora.musubi.names import GENERATE_OUTPUTS, GENERATE_PROMPT_ERROR, GenerateOutput
 from fplora.problems import Problem, UserError, display_path, plural
 from fplora.render import commands
@@ -156,11 +157,13 @@ def run_infer(
     multipliers: list[float],
     command: str = "fplora infer",
     sweep: bool | None = None,
+    no_rehearse: bool,
     redo: bool = False,
     strict_captions: bool = False,
 ) -> int:
     """Every (LoRA, multiplier) cell: in one sweep worker or one generate process each (`uses_sweep`);
-    every LoRA and folder is checked before anything starts.
+    every LoRA and folder is checked before anything starts, the rehearsal (`jobs.rehearse.gate`)
+    included: a mistyped `--lora` costs no half minute of rehearsing.
 
     `multipliers` come through `multipliers_to_run` (finite, positive, each once). Only a sweep skips
     cells already made (`redo` makes them again): separate runs are the comparison, and run as asked."""
@@ -173,6 +176,8 @@ def run_infer(
     swapped = swaps_several_prompts(job)
     if swapped and sweep is False:
         job.report([swap_trap_warning(job)])
+    if gate(job, skip=no_rehearse):
+        return 1
     if uses_sweep(sweep, len(pairs), swapped_prompts=swapped):
         from fplora.jobs.sweep import run_sweep
 

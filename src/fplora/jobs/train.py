@@ -18,6 +18,7 @@ from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
 from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, timestamp
+from fplora.jobs.rehearse import gate
 from fplora.jobs.resume import resume_point
 from fplora.jobs.tracking import wandb_login_problem
 from fplora.musubi import schema
@@ -137,11 +138,16 @@ def login_refused(job: Job) -> int:
     return 1
 
 
-def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
-    """`fplora train [--resume] [--cache]`: the segment decided first, so that a refusal costs no
-    caching."""
+def run_train(job: Job, *, resume: str | None, no_rehearse: bool, with_cache: bool = False) -> int:
+    """`fplora train [--resume] [--cache]`: the segment decided and the caches and GPUs checked first,
+    so that a refusal (a finished run, a state that is not there, a stale cache) costs neither the
+    rehearsal (`jobs.rehearse.gate`, half a minute when the spec changed) nor caching."""
     try:
         prepared = prepare_train(job, resume=resume)
+        if not job.dry_run and (problems := _unready(job, caches_too=not with_cache)):
+            raise UserError(problems)
+        if gate(job, skip=no_rehearse):
+            return 1
         if with_cache:
             code = run_cache(job)
             if code:
@@ -149,7 +155,7 @@ def run_train(job: Job, *, resume: str | None, with_cache: bool = False) -> int:
         if job.dry_run:
             job.show(prepared.argv)
             return 0
-        return execute_train(job, prepared)
+        return execute_train(job, prepared, caches_checked=not with_cache)
     except UserError as error:
         if job.dry_run:
             raise
@@ -165,14 +171,25 @@ def _set_aside(job: Job, leftovers: list[Path]) -> None:
         job.console.print(f"set aside {display_path(path)} of a start that saved nothing → {target.name}")
 
 
-def execute_train(job: Job, prepared: Prepared) -> int:
-    """Run a prepared segment: caches checked, lock held, manifest and log kept."""
+def _unready(job: Job, *, caches_too: bool) -> list[Problem]:
+    """What refuses a training on this machine: fewer GPUs than processes, and (`caches_too`) cache
+    folders that miss or hold outdated files."""
+    spec = job.plan.spec
+    gpus = gpu_problem(spec)
+    return ([gpus] if gpus else []) + (_cache_problems(job) if caches_too else [])
+
+
+def _cache_problems(job: Job) -> list[Problem]:
+    spec = job.plan.spec
+    return caches.problems(spec, split.training_records(spec, job.plan.records or RecordCache(spec)))
+
+
+def execute_train(job: Job, prepared: Prepared, *, caches_checked: bool = False) -> int:
+    """Run a prepared segment: caches checked (here unless `caches_checked`: `run_train` did, before
+    the rehearsal), lock held, manifest and log kept."""
     spec = job.plan.spec
     out, name = spec.train.output_dir, spec.output_name
-    problems = caches.problems(spec, split.training_records(spec, job.plan.records or RecordCache(spec)))
-    gpus = gpu_problem(spec)
-    problems += [gpus] if gpus else []
-    if problems:
+    if not caches_checked and (problems := _cache_problems(job)):
         raise UserError(problems)
     out.mkdir(parents=True, exist_ok=True)
     with locked(lock_path(out, name)) as lock:
