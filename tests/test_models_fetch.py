@@ -150,10 +150,11 @@ def test_import_and_help_do_not_load_huggingface_hub() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_no_network_is_one_line_per_file_not_a_traceback(
+def test_no_network_is_one_line_not_one_per_file_and_no_traceback(
     hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A refused connection (or no DNS) raises the HTTP client's own error, not an OSError."""
+    """A refused connection (or no DNS) raises the HTTP client's own error, not an OSError; every
+    file failing the same way is one problem, the connection, said once with the endpoint."""
     import socket
 
     with socket.socket() as free:
@@ -163,12 +164,34 @@ def test_no_network_is_one_line_per_file_not_a_traceback(
     for args in (["--dry-run"], []):
         result = cli("models", "fetch", "--dir", str(tmp_path / "models"), *args)
         assert result.exit_code == 1, result.output
-        errors = [x for x in result.output.splitlines() if x.startswith("error:")]
-        assert len(errors) == len(MODELS) + len(TOKENIZERS)
-        assert all(
-            "download failed: ConnectError" in x and "check the network and HF_ENDPOINT" in x for x in errors
-        )
+        (error,) = [x for x in result.output.splitlines() if x.startswith("error:")]
+        assert error.startswith(f"error: http://127.0.0.1:{port}: download failed: ConnectError")
+        assert f"(every one of the {len(MODELS) + len(TOKENIZERS)} files)" in error
+        assert error.endswith("— check the network and HF_ENDPOINT; run it again to resume")
+        assert "Traceback" not in result.output
     assert not (tmp_path / "models").exists()
+
+
+def test_check_of_a_folder_that_is_not_there_is_one_line_that_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped FPLORA_MODELS_DIR is one line naming the folder and both ways out (fetch there,
+    or point at the right folder), not one `not found` per model file, nor an `ok` for any."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    result = cli("models", "check", "--dir", str(tmp_path / "modles"))
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert (
+        f"error: {tmp_path / 'modles'}: the models folder does not exist — run `fplora models fetch`"
+        in (lines[0])
+    )
+    assert "point FPLORA_MODELS_DIR (or --dir) at the folder that holds them" in lines[0]
+    assert lines[1] == (
+        f"error: {TOKENIZERS[0].repo}: tokenizer: none of its {len(TOKENIZERS)} tokenizer files is in the"
+        f" Hugging Face cache ({tmp_path / 'hub'}) — run `fplora models fetch`"
+    )
+    assert not any(line.startswith("ok ") for line in lines)
+    assert not (tmp_path / "modles").exists()
 
 
 def test_in_a_project_the_models_go_where_its_spec_looks(

@@ -84,6 +84,18 @@ def _error(item: HubFile, exc: Exception) -> Problem:
     return Problem(f"{item.repo}/{item.filename}", None, "", f"download failed: {what}", fix)
 
 
+def _grouped(problems: list[Problem], asked: int) -> list[Problem]:
+    """One line when every file asked for failed the same way (no network, no DNS, a proxy
+    refusing): the problem is the connection, and seventeen copies of it hide that; else one line
+    per file that failed."""
+    said = {(p.message, p.fix) for p in problems}
+    if len(problems) < 2 or len(problems) != asked or len(said) > 1:
+        return problems
+    ((message, fix),) = said
+    where = _endpoint() or "https://huggingface.co"
+    return [Problem(where, None, "", f"{message} (every one of the {asked} files)", fix)]
+
+
 def _endpoint() -> str | None:
     """`HF_ENDPOINT` as it is now (huggingface_hub reads it once, when imported)."""
     return os.environ.get("HF_ENDPOINT") or None
@@ -145,7 +157,7 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     items = [*MODELS, *TOKENIZERS]
     sizes, problems = _sizes(items)
     if problems:
-        raise UserError(problems)
+        raise UserError(_grouped(problems, len(items)))
     total = sum(sizes.values())
     for item in items:
         target = "Hub cache" if item.in_cache else display_path(_where(item, folder))
@@ -174,7 +186,7 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     with ThreadPoolExecutor(WORKERS) as pool:
         failed = [p for p in pool.map(download, items) if p is not None]
     if failed:
-        raise UserError(failed)
+        raise UserError(_grouped(failed, len(items)))
     write_atomic(folder / SIZES, json.dumps({i.local: sizes[i] for i in MODELS}, indent=1) + "\n")
     found = check(folder, say=lambda _: None)
     if found:
@@ -192,8 +204,19 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
         recorded = json.loads((folder / SIZES).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         recorded = {}
-    problems = []
-    for item in MODELS:
+    problems: list[Problem] = []
+    if not folder.is_dir():
+        problems.append(
+            Problem(
+                display_path(folder),
+                None,
+                "",
+                "the models folder does not exist",
+                "run `fplora models fetch` to download the models there, or point FPLORA_MODELS_DIR"
+                " (or --dir) at the folder that holds them",
+            )
+        )
+    for item in MODELS if folder.is_dir() else []:
         path = _where(item, folder)
         partial = _partial(folder, item)
         if not path.exists() and partial is not None:
@@ -224,18 +247,34 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
                     found[1] if "not found" not in found[0] else "run `fplora models fetch`",
                 )
             )
-    for item in TOKENIZERS:
-        if not isinstance(try_to_load_from_cache(item.repo, item.filename, cache_dir=str(hub_cache())), str):
-            problems.append(
-                Problem(
-                    f"{item.repo}/{item.filename}",
-                    None,
-                    "tokenizer",
-                    "not in the Hugging Face cache (HF_HOME)",
-                    "run `fplora models fetch`",
-                )
+    absent = [
+        item
+        for item in TOKENIZERS
+        if not isinstance(try_to_load_from_cache(item.repo, item.filename, cache_dir=str(hub_cache())), str)
+    ]
+    if absent and len(absent) == len(TOKENIZERS) and len({i.repo for i in absent}) == 1:
+        problems.append(  # none there: one line, with the folder looked in (HF_HOME may be elsewhere)
+            Problem(
+                absent[0].repo,
+                None,
+                "tokenizer",
+                f"none of its {len(absent)} tokenizer files is in the Hugging Face cache"
+                f" ({display_path(hub_cache())})",
+                "run `fplora models fetch`",
             )
-    for item in MODELS:
+        )
+        absent = []
+    for item in absent:
+        problems.append(
+            Problem(
+                f"{item.repo}/{item.filename}",
+                None,
+                "tokenizer",
+                "not in the Hugging Face cache (HF_HOME)",
+                "run `fplora models fetch`",
+            )
+        )
+    for item in MODELS if folder.is_dir() else []:
         if not any(p.file == display_path(_where(item, folder)) for p in problems):
             say(f"ok {display_path(_where(item, folder))}")
     return problems
