@@ -161,3 +161,35 @@ def test_an_existing_jsonl_is_not_overwritten_without_force(tmp_path: Path) -> N
     assert refused.exit_code == 1 and "exists; not overwriting it — pass --force" in refused.stderr
     assert (folder / "metadata.jsonl").read_text() == "mine\n"
     assert cli("dataset", "init", folder, "--force").exit_code == 0
+
+
+def test_a_byte_order_mark_stays_out_of_captions_and_the_csv_header(tmp_path: Path) -> None:
+    """Windows editors save "UTF-8 with BOM" and Excel's "CSV UTF-8" starts with one: read as plain
+    UTF-8, the mark went into the caption (and so into the text encoder) or the CSV's first column
+    name, which then read as `columns \ufeffimage, caption; need image and caption`."""
+    folder = pictures(tmp_path / "pics")
+    (folder / "targets" / "0001.txt").write_text("\ufeffcharacter 1 waves\r\n", encoding="utf-8")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 0, result.output
+    first = json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["caption"] == "character 1 waves"
+    table = tmp_path / "captions.csv"
+    table.write_bytes("\ufeffimage,caption\r\n0001.png,one\r\n0002.png,two\r\n0003.png,three\r\n".encode())
+    result = cli("dataset", "init", folder, "--captions", table, "--force")
+    assert result.exit_code == 0, result.output
+    first = json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first["caption"] == "one"
+
+
+def test_a_caption_that_is_not_utf8_is_one_located_line_not_a_traceback(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics")
+    (folder / "targets" / "0002.txt").write_bytes("キャラクター\n".encode("shift_jis"))
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    assert "error: pics/targets/0002.txt:1: not UTF-8 text (byte 0x83) — save it as UTF-8" in result.output
+    assert not (folder / "metadata.jsonl").exists()
+    table = tmp_path / "captions.csv"
+    table.write_bytes("image,caption\n0001.png,caf\xe9\n".encode("latin-1"))
+    result = cli("dataset", "init", folder, "--captions", table)
+    assert result.exit_code == 1
+    assert "error: captions.csv:2: not UTF-8 text (byte 0xe9)" in result.output

@@ -18,6 +18,7 @@ control, a control without a target, two images with one stem, a missing or empt
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -124,10 +125,29 @@ def _controls_by_name(paths: list[Path], found: Found, _: set[str]) -> None:
         per[k] = path
 
 
+def _text(path: Path) -> str:
+    """A caption file's text: UTF-8, with the byte-order mark Windows editors and Excel's "CSV UTF-8"
+    put first left out (it would go into the caption, or into the first column's name). Other
+    encodings (cp1252, Shift-JIS) are refused with the line, not decoded by guess."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            Problem(
+                display_path(path),
+                line,
+                "",
+                f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                "save it as UTF-8 (e.g. iconv -f cp932 -t utf-8, for a file from a Japanese Windows editor)",
+            )
+        ) from None
+
+
 def _captions_csv(path: Path) -> dict[str, str]:
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        rows = list(csv.DictReader(io.StringIO(_text(path), newline="")))
     except OSError as exc:
         raise UserError(
             Problem(display_path(path), None, "", f"cannot be read: {exc.strerror or exc}", "fix the path")
@@ -233,7 +253,11 @@ def _caption(target: Path, captions: dict[str, str] | None, found: Found) -> str
         missing = f"the captions CSV has no row for {target.name}"
     else:
         txt = target.with_suffix(".txt")
-        text = txt.read_text(encoding="utf-8").strip() if txt.is_file() else None
+        try:
+            text = _text(txt).strip() if txt.is_file() else None
+        except UserError as error:
+            found.problems.extend(error.problems)
+            return None
         where = display_path(txt)
         missing = f"{where} not found"
     if text is None:
