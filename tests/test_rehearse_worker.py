@@ -330,3 +330,23 @@ def test_packages_no_musubi_code_calls_are_hidden_from_the_worker(monkeypatch: p
             import colorsys  # noqa: F401
     finally:
         sys.modules.pop("colorsys", None)
+
+
+def test_the_deepspeed_launcher_stops_a_stage_where_deepspeed_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`launch: {extra: {use_deepspeed: true}}`: accelerate's launch_command hands such a launch to its
+    DeepSpeed launcher, which raises before the script starts where the package is missing (it is not
+    among musubi-tuner's dependencies). The rehearsal, which runs the script in its own process, makes
+    the same check, so that the launch fails here as on the GPU box; `cpu` takes the simple launcher."""
+    installed = {"deepspeed": False}
+    utils = types.ModuleType("accelerate.utils")
+    utils.is_deepspeed_available = lambda: installed["deepspeed"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "accelerate", types.ModuleType("accelerate"))
+    monkeypatch.setitem(sys.modules, "accelerate.utils", utils)
+    with pytest.raises(ImportError, match="needs the package deepspeed"):
+        worker._launcher_check(types.SimpleNamespace(use_deepspeed=True, cpu=False))
+    worker._launcher_check(types.SimpleNamespace(use_deepspeed=True, cpu=True))
+    worker._launcher_check(types.SimpleNamespace(use_deepspeed=False, cpu=False))
+    installed["deepspeed"] = True
+    worker._launcher_check(types.SimpleNamespace(use_deepspeed=True, cpu=False))

@@ -131,10 +131,28 @@ def _reset_accelerate() -> None:
         GradientState._reset_state()
 
 
+class LauncherError(ImportError):
+    """accelerate's launcher for the launch options stops before the script starts."""
+
+
+def _launcher_check(args: Any) -> None:
+    """What the launcher accelerate's `launch_command` picks for these options checks before it starts
+    the script: its DeepSpeed launcher (`use_deepspeed`, without `cpu`) stops with an ImportError
+    where the package deepspeed is missing, on the GPU box as here (musubi-tuner's dependencies do
+    not include it). The other launchers start the script (one process here, see `_launch_args`)."""
+    from accelerate.utils import is_deepspeed_available
+
+    if getattr(args, "use_deepspeed", False) and not args.cpu and not is_deepspeed_available():
+        raise LauncherError(
+            "accelerate launch --use_deepspeed: its DeepSpeed launcher needs the package deepspeed,"
+            " which this musubi-tuner Python lacks"
+        )
+
+
 def _launch_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
     """accelerate's own reading of the launch options: its parser, its validation (which also reads
-    a user's default config file, as a real launch would) and the environment its simple launcher
-    gives the launched script."""
+    a user's default config file, as a real launch would), the checks of the launcher it would pick
+    (`_launcher_check`) and the environment its simple launcher gives the launched script."""
     from accelerate.commands.launch import (
         _validate_launch_command,
         launch_command_parser,
@@ -143,6 +161,7 @@ def _launch_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
 
     args = launch_command_parser().parse_args(argv)
     args, _defaults, _mixed = _validate_launch_command(args)
+    _launcher_check(args)
     processes = int(args.num_processes or 1)
     if processes > 1 or args.multi_gpu:
         emit("note", text=f"{processes} processes asked for: rehearsed in one process")
