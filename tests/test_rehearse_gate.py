@@ -132,3 +132,18 @@ def test_a_cache_script_that_writes_no_caches_fails_its_own_stage(workspace: Wor
     assert result.exit_code == 1
     assert "rehearsal failed at stage cache-latents (latent caches): wrote 0 of 2 latent caches in" in said
     assert "(exit code 0 notwithstanding): training would find no data" in said
+
+
+def test_a_training_stage_that_saves_no_lora_fails_there_not_in_the_stages_after_it(
+    workspace: Workspace,
+) -> None:
+    """musubi-tuner's trainer can exit 0 having trained nothing (`show_timesteps` returns before its
+    loop): the missing LoRA fails training itself, and the stages that needed it are not run because
+    training failed, not blamed in its place."""
+    result = workspace.cli("rehearse", str(workspace.spec_path), env={"FAKE_REHEARSAL_NOOP": "train"})
+    said = result.stdout + result.stderr
+    assert result.exit_code == 1
+    assert "rehearsal failed at stage train (" in said
+    assert ".safetensors (exit code 0 notwithstanding)" in said
+    assert "--   generate: not run: train failed" in said
+    assert "rehearsal failed at stage generate" not in said

@@ -5,6 +5,7 @@ stage fails here rather than later in training."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import tomllib
 from collections.abc import Callable
@@ -53,6 +54,17 @@ def caches_check(expected: list[tuple[Path, set[str]]], *, latents: bool) -> Cal
         return None
 
     return check
+
+
+def outputs_missing(patterns: list[str]) -> str | None:
+    """Why a stage that exited 0 failed all the same: none of its `outputs` globs (what the stages
+    after it need, the LoRA of a training stage) matched. A trainer that returns before its loop
+    (`show_timesteps`) exits 0 having saved nothing; without this, the stage passed and the stages
+    that needed it were reported as not run for no stated reason. None when one matched, or when the
+    stage names no outputs."""
+    if not patterns or any(glob.glob(pattern) for pattern in patterns):
+        return None
+    return f"wrote no {display_path(patterns[0])} (exit code 0 notwithstanding)"
 
 
 def samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:

@@ -7,6 +7,7 @@ records."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import re
@@ -419,7 +420,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
             train_argv,
             "config",
             train_config,
-            outputs=[str(train_out / f"{name}*.safetensors")],
+            outputs=[glob.escape(str(train_out / name)) + "*.safetensors"],
             needs=["cache-latents", "cache-text"],
             check=samples_check(train_out, len(real.sample_prompts)) if sampling else None,
             steps=TRAIN_STEPS,
@@ -443,7 +444,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
                 resume_argv,
                 "config",
                 resume_config,
-                outputs=[str(train_out / f"{resumed}*.safetensors")],
+                outputs=[glob.escape(str(train_out / resumed)) + "*.safetensors"],
                 needs=["train"],
                 steps=RESUME_STEPS,
             )

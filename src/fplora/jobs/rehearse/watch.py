@@ -18,6 +18,7 @@ from typing import Any
 
 from fplora import process
 from fplora.atomic import write_atomic
+from fplora.jobs.rehearse.checks import outputs_missing
 from fplora.jobs.rehearse.machine import asks_compile, machine_reason, missing_on_training_box, stage_kernels
 from fplora.jobs.rehearse.stages import WORKER, Rehearsal, Stage
 from fplora.jobs.rehearse.watchdog import STAGE_IDLE, Watchdog, tree_cpu
@@ -302,6 +303,8 @@ def run(
             )
         elif outcome.code != 0:
             outcome.problem = f"exit {outcome.code}"
+        elif (missing := outputs_missing(stage.outputs)) is not None:
+            outcome.problem = missing
         elif stage.check is not None:
             outcome.problem = stage.check("\n".join(outcome.log))
         if outcome.problem is None:
