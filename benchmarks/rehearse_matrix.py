@@ -216,6 +216,183 @@ ROWS = [
     ),
     Row("launch-two", "launch: {num_processes: 2}", "pass", "rehearsed in one process"),
     Row("launch-dynamo", "launch: {dynamo_backend: inductor}", "pass", "accelerate's dynamo plugin"),
+    Row(
+        "launch-fp8",
+        "launch: {mixed_precision: fp8}",
+        "fail",
+        "accelerate's launcher (utils/launch.py prepare_simple_launcher_cmd_env) refuses fp8 unless"
+        " Transformer Engine, MS-AMP or torchao is installed, none of them among musubi-tuner's"
+        " dependencies: a GPU box set up from its pins fails the same way, at the first stage",
+    ),
+    Row("launch-debug", "launch: {extra: {debug: true}}", "pass", "accelerate's debug checks (one process)"),
+    # --- options no row above reached (read from musubi-tuner 30c658c4) ---------------------------
+    Row(
+        "mem-h2d-only",
+        "musubi: {config: {block_swap_h2d_only: true}}",
+        "machine",
+        "custom_offloading_utils.create_offloader: LoRAStreamOffloader, whose __init__ asserts a CUDA device"
+        " (the example swaps 20 blocks with gradient checkpointing: valid on a GPU)",
+    ),
+    Row(
+        "mem-h2d-no-gc",
+        "train: {gradient_checkpointing: false}\nmusubi: {config: {block_swap_h2d_only: true}}",
+        "fail",
+        "BlockSwapConfig.from_args: H2D-only swap needs gradient checkpointing for training (ValueError)",
+    ),
+    Row(
+        "mem-ring-zero",
+        "musubi: {config: {block_swap_h2d_only: true, block_swap_ring_size: 0}}",
+        "fail",
+        "BlockSwapConfig.from_args: ring size must be >= 1 (ValueError)",
+    ),
+    Row(
+        "mem-cuda-flags",
+        "musubi: {config: {cuda_allow_tf32: true, cuda_cudnn_benchmark: true, disable_numpy_memmap: true}}",
+        "pass",
+        "trainer_base._validate_args_and_init sets torch's CUDA flags; memmap off in load_packed_model",
+    ),
+    Row(
+        "comp-options",
+        "train: {compile: true}\nmusubi: {config: {compile_mode: max-autotune-no-cudagraphs,"
+        ' compile_dynamic: "false", compile_cache_size_limit: 32}}',
+        "pass",
+        "model_utils.compile_transformer: torch.compile per block with these",
+    ),
+    Row(
+        "comp-backend-typo",
+        "train: {compile: true}\nmusubi: {config: {compile_backend: inductr}}",
+        "fail",
+        "model_utils.compile_transformer: torch.compile(backend='inductr') raises InvalidBackend at once",
+    ),
+    Row(
+        "ts-show-console",
+        "musubi: {config: {show_timesteps: console}}",
+        "fail:train",
+        "trainer_base._validate_args_and_init: show_timesteps prints the distribution and returns before"
+        " training: exit 0, no LoRA written",
+    ),
+    Row(
+        "ts-show-no-sampling",
+        "sample: {at_first: false, every_n_steps: null}\nmusubi: {config: {show_timesteps: console}}",
+        "fail:train",
+        "as ts-show-console, in a spec that never samples: the missing LoRA alone must fail training",
+    ),
+    Row(
+        "ts-mode-weighting",
+        "musubi: {config: {weighting_scheme: mode, mode_scale: 1.29, logit_std: 2.0}}",
+        "pass",
+        "timesteps.compute_density_for_timestep_sampling, mode branch",
+    ),
+    Row(
+        "sched-min-lr",
+        "train: {optimizer: {lr_scheduler: cosine_with_min_lr, lr_warmup_steps: 2}}\n"
+        "musubi: {config: {lr_scheduler_min_lr_ratio: 0.1}}",
+        "pass",
+        "get_lr_scheduler: transformers' cosine_with_min_lr with min_lr_rate",
+    ),
+    Row(
+        "sched-min-lr-missing",
+        "train: {optimizer: {lr_scheduler: cosine_with_min_lr, lr_warmup_steps: 2}}",
+        "fail",
+        "get_lr_scheduler passes min_lr_rate=None: transformers raises 'One of min_lr or min_lr_rate'",
+    ),
+    Row(
+        "sched-inverse-sqrt",
+        "train: {optimizer: {lr_scheduler: inverse_sqrt, lr_warmup_steps: 2}}\n"
+        "musubi: {config: {lr_scheduler_timescale: 50}}",
+        "pass",
+        "get_lr_scheduler: INVERSE_SQRT with timescale",
+    ),
+    Row(
+        "sched-piecewise",
+        "train: {optimizer: {lr_scheduler: piecewise_constant}}\n"
+        "musubi: {config: {lr_scheduler_args: [\"step_rules='1:5,0.1'\"]}}",
+        "pass",
+        "get_lr_scheduler: diffusers' piecewise_constant, step_rules from lr_scheduler_args",
+    ),
+    Row(
+        "net-exclude-unquoted",
+        'train: {network: {args: ["exclude_patterns=.*refiner.*"]}}',
+        "fail",
+        "lora_framepack.create_arch_network: ast.literal_eval of a bare regex (SyntaxError)",
+    ),
+    Row(
+        "net-conv-dim",
+        'train: {network: {args: ["conv_dim=4", "conv_alpha=1"]}}',
+        "pass",
+        "lora.create_network: conv LoRA only for 3x3 convolutions, which FramePack's blocks lack",
+    ),
+    Row(
+        "opt-betas",
+        'train: {optimizer: {type: AdamW, args: ["betas=(0.9,0.99)", "eps=1e-6"]}}',
+        "pass",
+        "get_optimizer: ast.literal_eval of each value",
+    ),
+    Row(
+        "meta-fields",
+        "musubi: {config: {training_comment: first try, metadata_title: t, metadata_author: me,"
+        ' metadata_tags: "a,b", metadata_license: MIT, metadata_description: d}}',
+        "pass",
+        "trainer_base: metadata written into the LoRA",
+    ),
+    Row(
+        "meta-none",
+        "musubi: {config: {no_metadata: true}}",
+        "pass",
+        "trainer_base saves the minimum metadata only; generate needs none",
+    ),
+    Row(
+        "ddp-options",
+        "musubi: {config: {ddp_timeout: 30, ddp_gradient_as_bucket_view: true, ddp_static_graph: true}}",
+        "pass",
+        "accelerator_setup.prepare_accelerator: DDP kwargs, unused in one process",
+    ),
+    Row(
+        "seed-negative",
+        "train: {seed: -1}",
+        "fail",
+        "trainer_base._init_session: accelerate's set_seed seeds numpy, which refuses a negative seed",
+    ),
+    Row(
+        "out-name-slash",
+        "train: {output_name: loras/v1}",
+        "fail",
+        "the sample at first (sample/loras/v1_...png) and trainer_base's save_model write into folders"
+        " under output_dir that nothing makes (only output_dir and sample/ are): FileNotFoundError",
+    ),
+    Row(
+        "hf-upload",
+        "musubi: {config: {huggingface_repo_id: someone/fplora-test, async_upload: true,"
+        " save_state_to_huggingface: true}}",
+        "pass",
+        "huggingface_utils.upload logs a failed upload and goes on (the rehearsal is offline: nothing sent)",
+    ),
+    Row(
+        "launch-precision-no",
+        "launch: {mixed_precision: 'no'}",
+        "pass",
+        "accelerator_setup.prepare_accelerator hands the trainer's bf16 to Accelerator over the launcher's",
+    ),
+    Row(
+        "att-flash3",
+        "train: {attention: flash3}",
+        "fail",
+        "hunyuan_video_packed.attn_varlen_func: flash3 has no FramePack kernel; a batch of two meets the"
+        " assert (split_attn) or NotImplementedError (without)",
+    ),
+    Row(
+        "launch-deepspeed",
+        "launch: {extra: {use_deepspeed: true}}",
+        "fail",
+        "accelerate's launch_command takes deepspeed_launcher, which raises ImportError without deepspeed"
+        " (not among musubi-tuner's dependencies; accelerator_setup says DeepSpeed is not supported)",
+    ),
+    Row(
+        "log-prefix",
+        "train: {logging: {with: tensorboard}}\nmusubi: {config: {log_prefix: v1-}}",
+        "pass",
+        "accelerator_setup.prepare_accelerator: logging_dir/<prefix><time>",
+    ),
 ]
 
 if __name__ == "__main__":

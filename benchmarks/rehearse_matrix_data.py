@@ -207,6 +207,93 @@ ROWS = [
         "machine",
         "valid on a GPU; this machine has no CUDA",
     ),
+    # --- options no row above reached (read from musubi-tuner 30c658c4)
+    Row(
+        "cl-vae-dtype",
+        "musubi: {cache_latents: {vae_dtype: float16}}",
+        "fail:cache-latents",
+        "fpack_cache_latents.main raises 'VAE dtype is not supported in FramePack' for any value",
+    ),
+    Row(
+        "cl-workers-zero",
+        "musubi: {cache_latents: {num_workers: 0}}",
+        "fail:cache-latents",
+        "image_video_dataset retrieve_latent_cache_batches: ThreadPoolExecutor(max_workers=0), ValueError",
+    ),
+    Row(
+        "te-workers-zero",
+        "musubi: {cache_text_encoder: {num_workers: 0}}",
+        "fail:cache-text",
+        "_default_retrieve_text_encoder_output_cache_batches: ThreadPoolExecutor(max_workers=0), ValueError",
+    ),
+    Row(
+        "cl-no-cudnn",
+        "musubi: {cache_latents: {disable_cudnn_backend: true}}",
+        "pass",
+        "fpack_cache_latents.main turns cuDNN off",
+    ),
+    Row(
+        "gen-interactive",
+        "musubi: {generate: {interactive: true}}",
+        "fail:generate",
+        "fpack_generate_video.parse_args: from_file and interactive together, ValueError",
+    ),
+    Row(
+        "gen-save-merged",
+        "musubi: {generate: {save_merged_model: ../merged.safetensors}}",
+        "fail:generate",
+        "fpack_generate_video.main asserts save_merged_model is not used with fp8_scaled (infer's default);"
+        " without fp8_scaled it saves and generates nothing",
+    ),
+    Row(
+        "gen-system-prompt",
+        "musubi: {generate: {custom_system_prompt: Describe the picture.}}",
+        "pass",
+        "prepare_i2v_inputs hands it to encode_prompt_conds",
+    ),
+    Row(
+        "gen-rope-scaling",
+        "musubi: {generate: {rope_scaling_timestep_threshold: 800, rope_scaling_factor: 0.5}}",
+        "pass",
+        "load_dit_model: enable_rope_scaling; the DiT's forward scales RoPE above the threshold",
+    ),
+    Row(
+        "gen-magcache",
+        "musubi: {generate: {magcache_mag_ratios: '0', magcache_k: 2, magcache_threshold: 0.5}}",
+        "pass",
+        "initialize_magcache with the default ratios, interpolated to the step count",
+    ),
+    Row(
+        "gen-magcache-calibrate",
+        "musubi: {generate: {magcache_calibration: true}}",
+        "pass",
+        "postprocess_magcache prints the ratios",
+    ),
+    Row(
+        "gen-compile-typo",
+        "musubi: {generate: {compile: true, compile_backend: inductr}}",
+        "fail:generate",
+        "load_dit_model: model_utils.compile_transformer, torch.compile raises InvalidBackend at once",
+    ),
+    Row("gen-compile", "musubi: {generate: {compile: true}}", "pass", "load_dit_model compiles the blocks"),
+    Row(
+        "gen-rescale-sections",
+        "musubi: {generate: {guidance_rescale: 0.7, video_sections: 2, fps: 15, latent_paddings: '1,0'}}",
+        "pass",
+        "the section options are the video path's; one-frame ignores them",
+    ),
+    Row(
+        "inf-size-not-8",
+        "infer: {prompts: [{record: 1, width: 100, height: 60}]}",
+        "fail:generate",
+        "fpack_generate_video.check_inputs: height and width must be divisible by 8",
+    ),
+    Row(
+        "smp-size-not-16",
+        "sample: {prompts: [{record: 1, width: 72, height: 40}]}",
+        "fail:train",
+        "do_inference: a 9x5 latent that the DiT's 2x2 patches cannot tile",
+    ),
     # --- evaluation split
     Row("eval-records", "eval: {records: [4], timesteps: [0.5]}", "pass", ""),
     Row("eval-fraction", "eval: {fraction: 0.5, batch_size: 2}", "pass", ""),
