@@ -250,10 +250,16 @@ def test_missing_musubi_stops_before_running_anything(workspace: Workspace) -> N
 def test_a_python_that_does_not_exist_is_reported(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(workspace.root / "nowhere" / "python"))
+    """Said as the setting that names a path that is not there, not as musubi-tuner to install."""
+    python = workspace.root / "nowhere" / "python"
+    monkeypatch.setenv("FPLORA_MUSUBI_PYTHON", str(python))
     result = workspace.cli("cache", str(workspace.spec_path))
     assert result.exit_code == 1
-    assert "cannot run" in result.stderr and "FPLORA_MUSUBI_PYTHON" in result.stderr
+    assert result.stderr.startswith(
+        f"error: musubi-tuner: FPLORA_MUSUBI_PYTHON={python}: no such file — point it at the python of the"
+        " environment musubi-tuner is installed in"
+    )
+    assert "uv pip install" not in result.stderr
 
 
 def test_dry_run_shows_only_the_scripts_that_would_run(workspace: Workspace) -> None:

@@ -68,6 +68,8 @@ def install_hint() -> str:
 def ensure_musubi(python: str, modules: list[str] | None = None) -> None:
     """Fail with install instructions unless `python` can import every module the run needs."""
     modules = modules or ["musubi_tuner", "accelerate"]
+    if not os.path.exists(python):
+        raise UserError(_no_such_python(python))
     code, output = capture([python, "-c", _PROBE, *modules])
     if code == 0:
         return
@@ -77,6 +79,21 @@ def ensure_musubi(python: str, modules: list[str] | None = None) -> None:
     else:
         message = f"cannot run {python}: {output.strip().splitlines()[-1] if output.strip() else code}"
     raise UserError(Problem("musubi-tuner", None, "", message, install_hint()))
+
+
+def _no_such_python(python: str) -> Problem:
+    """A musubi-tuner Python named by a path that is not there (a typo, a venv moved or not made on
+    this machine): said as the setting that names it, since the install hint would send the user to
+    install musubi-tuner into an environment they already have."""
+    where = f"{PYTHON_ENV}={python}" if os.environ.get(PYTHON_ENV) else f"musubi.python {python}"
+    return Problem(
+        "musubi-tuner",
+        None,
+        "",
+        f"{where}: no such file",
+        "point it at the python of the environment musubi-tuner is installed in (e.g."
+        " /opt/musubi/.venv/bin/python; the README's 'Install on the GPU box' makes one)",
+    )
 
 
 COMMIT_MARK = "FPLORA-MUSUBI-COMMIT "
