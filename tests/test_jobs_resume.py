@@ -25,6 +25,21 @@ def stopped(cached: Workspace) -> Workspace:
     return cached
 
 
+def test_a_stopped_training_ends_with_the_command_that_continues_it(cached: Workspace) -> None:
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_TRAIN_STOP_AFTER": "2"})
+    assert result.exit_code == 130
+    assert (
+        result.stderr.splitlines()[-1] == "continue from step2: fplora train configs/v1.yaml --resume latest"
+    )
+    resumed = cached.cli(
+        "train", str(cached.spec_path), "--resume", "latest", env={"FAKE_TRAIN_STOP_AFTER": "1"}
+    )
+    assert resumed.exit_code == 130
+    assert resumed.stderr.splitlines()[-1] == (
+        "continue from step3: fplora train configs/v1.yaml --resume latest"
+    )
+
+
 def first_segment_files(workspace: Workspace) -> dict[str, tuple[str, int]]:
     return {
         name: value

@@ -88,6 +88,12 @@ def test_exit_code_is_the_trainers(cached: Workspace) -> None:
     (segment,) = cached.manifest()["segments"]
     assert segment["exit_code"] == 3 and segment["interrupted"] is False
     assert "training failed" in result.stderr
+    # the fake failed before saving anything: the same command again sets the failed start aside
+    assert result.stderr.splitlines()[-1] == (
+        "nothing was saved: once the cause is fixed, run `fplora train configs/v1.yaml` again"
+    )
+    again = cached.cli("train", str(cached.spec_path))
+    assert again.exit_code == 0 and "set aside" in again.stderr
 
 
 def test_second_train_without_resume_refuses_and_touches_nothing(cached: Workspace) -> None:

@@ -31,6 +31,7 @@ from fplora.runs.checkpoints import run_files
 from fplora.runs.lock import lock_path, locked
 from fplora.runs.manifest import Manifest, Segment, now
 from fplora.runtime import gpu_problem
+from fplora.spec.models import Spec
 
 
 def _new_manifest(job: Job) -> Manifest:
@@ -219,7 +220,24 @@ def execute_train(job: Job, prepared: Prepared, *, caches_checked: bool = False)
     state = "interrupted" if result.interrupted else ("finished" if result.returncode == 0 else "failed")
     end = f" at global step {segment.end_step}" if segment.end_step is not None else ""
     job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
+    if result.returncode != 0:
+        job.say(_continue_hint(spec))
     return result.returncode
+
+
+def _continue_hint(spec: Spec) -> str:
+    """After a stopped training, the one command that goes on from where it is: the run's newest
+    state, read afresh (this segment may have saved some); with nothing saved, the same command
+    again (`_leftovers` sets the failed start aside); with LoRAs but no state, a new version."""
+    run = Catalogue.of(spec)
+    command = f"fplora train {display_path(spec.path)}"
+    try:
+        newest = run.resolve("latest", "state")
+    except UserError:
+        if not run.checkpoints:
+            return f"nothing was saved: once the cause is fixed, run `{command}` again"
+        return "no state was saved (train.save_state is off), so it cannot be resumed: train a new version"
+    return f"continue from {newest.label}: {command} --resume latest"
 
 
 def _record_abort(manifest: Manifest, segment: Segment, losses: _LossWatch, out: Path) -> None:
