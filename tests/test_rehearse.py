@@ -156,6 +156,23 @@ def test_an_image_shrinks_only_to_whole_steps_of_16_and_at_least_64_pixels(
     assert stages.smaller_by(sides) == factor
 
 
+@pytest.mark.parametrize(
+    ("tile", "factor"),
+    [
+        (128, 4),  # base.yaml's: 128x192 is still tiled, each side in several tiles
+        (208, 2),  # 192 px would not be tiled at all; 256x384 is, as 512x768 is
+        (400, 1),  # tiles every 300 px: 512 in 2 tiles, but 256 in 1 and 128x192 not tiled: full size
+        (1024, 4),  # nothing is tiled at either size
+        (None, 4),
+    ],
+)
+def test_shrinking_keeps_the_vaes_spatial_tiling_as_the_specs_sizes_meet_it(tile: int | None, factor: int) -> None:
+    """A tile size the spec's images are tiled with must tile the smaller images too, each side in
+    one tile or several as at full size: tiles of 208 px make wrong latent sizes at 512x768 (a
+    failure on the GPU), and 128x192 would not be tiled at all."""
+    assert stages.smaller_by([512, 768], [(512, 768)], tile) == factor
+
+
 def test_a_spec_that_keeps_the_last_saves_saves_at_every_step(example: Path) -> None:
     """With save_last_n_steps, musubi-tuner removes older saves as it saves: saving at every step
     of the rehearsal runs that removal code too."""

@@ -180,12 +180,63 @@ def _all_sides(datasets: list[dict[str, Any]], prompts: list[str]) -> list[int]:
     return sides
 
 
-def smaller_by(sides: list[int]) -> int:
+_WIDTH = re.compile(rf"\s--{PROMPT_OPTION['width']} (\d+)")
+_HEIGHT = re.compile(rf"\s--{PROMPT_OPTION['height']} (\d+)")
+
+
+def _all_sizes(datasets: list[dict[str, Any]], prompts: list[str]) -> list[tuple[int, int]]:
+    """Every (width, height) the rehearsal's datasets and prompt lines name (a prompt line that gives
+    only one of its sides is left out)."""
+    sizes: list[tuple[int, int]] = []
+    for data in datasets:
+        for table in [data.get("general", {}), *data.get("datasets", [])]:
+            if "resolution" in table:
+                sides = _sides(table["resolution"])
+                sizes.append((sides[0], sides[-1]))
+    for text in prompts:
+        for line in text.splitlines():
+            width, height = _WIDTH.search(line), _HEIGHT.search(line)
+            if width and height:
+                sizes.append((int(width.group(1)), int(height.group(1))))
+    return sizes
+
+
+TILE_OVERLAP = 0.25
+"""The share of a spatial tile that HunyuanVideo's VAE overlaps with the next (a tile starts every
+3/4 of the tile size)."""
+
+
+def tiling_kept(sizes: list[tuple[int, int]], tile: int | None, factor: int) -> bool:
+    """Whether images `factor` times smaller meet the VAE's spatial tiling (`tile`:
+    `vae_spatial_tile_sample_min_size`) as the spec's sizes do: tiled or not (an image with a side
+    above the tile size is) and, when tiled, each side in one tile or in several. The size of the
+    tiled latents, right or wrong for a tile size that keeps more rows than its tiles advance (208 px
+    tiles give 98 latent rows for 768 px), follows from that; smaller images that the VAE would not
+    tile pass where the GPU's fail."""
+    if tile is None:
+        return True
+    step = int(tile * (1 - TILE_OVERLAP))
+    for size in sizes:
+        smaller = [side // factor for side in size]
+        tiled = max(size) > tile
+        if tiled != (max(smaller) > tile):
+            return False
+        if tiled and any((side > step) != (small > step) for side, small in zip(size, smaller, strict=True)):
+            return False
+    return True
+
+
+def smaller_by(sides: list[int], sizes: list[tuple[int, int]] | None = None, tile: int | None = None) -> int:
     """How many times smaller a rehearsal without a GPU makes every image: the first of `SMALLER`
-    that leaves each side a multiple of `SIDE_STEP` and at least `SIDE_MIN`, else 1 (a size that
-    cannot shrink evenly is rehearsed as the spec wrote it, so that its own rounding is what runs)."""
+    that leaves each side a multiple of `SIDE_STEP` and at least `SIDE_MIN`, and the VAE's spatial
+    tiling of `sizes` as it is (`tiling_kept`), else 1 (a size that cannot shrink evenly is rehearsed
+    as the spec wrote it, so that its own rounding is what runs)."""
     for factor in SMALLER:
-        if sides and all(side % (factor * SIDE_STEP) == 0 and side // factor >= SIDE_MIN for side in sides):
+        if (
+            sides
+            and all(side % (factor * SIDE_STEP) == 0 and side // factor >= SIDE_MIN for side in sides)
+            and tiling_kept(sizes or [], tile, factor)
+        ):
             return factor
     return 1
 
@@ -371,7 +422,9 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
         mine.sample_prompts: _fewer_steps(real.files[paths.sample_prompts]),
         mine.infer_prompts: _fewer_steps(prompts_file(header(spec), spec, distinct, "generate")),
     }
-    factor = 1 if gpu else smaller_by(_all_sides(list(datasets.values()), list(prompts.values())))
+    named = (list(datasets.values()), list(prompts.values()))
+    tile = spec.models.vae_spatial_tile_sample_min_size
+    factor = 1 if gpu else smaller_by(_all_sides(*named), _all_sizes(*named), tile)
     if factor > 1:
         notes.append(
             f"no GPU here: every image {factor} times smaller on each side (the stand-ins' attention"
