@@ -194,6 +194,12 @@ ROWS = [
         "fail",
         "torch DataLoader: persistent_workers needs num_workers > 0",
     ),
+    Row(
+        "dl-no-workers",
+        "train: {max_data_loader_n_workers: 0, persistent_data_loader_workers: false}",
+        "pass",
+        "torch DataLoader in the main process",
+    ),
     Row("dl-accum", "train: {gradient_accumulation_steps: 2, max_data_loader_n_workers: 2}", "pass", ""),
     Row(
         "save-epochs-last",

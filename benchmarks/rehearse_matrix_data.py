@@ -104,6 +104,14 @@ ROWS = [
         "fail:cache-latents",
         "CausalConv3d: a chunk of 1 minus 1 % stride 2 is 0, and its chunking loop never advances: a hang",
     ),
+    Row(
+        "cl-tile-208-full-size",
+        "data: {resolution: [512, 768]}\nmodels: {vae_spatial_tile_sample_min_size: 208}",
+        "fail:train",
+        "tiles of 208 px overlap by 156 but keep 20 latent rows (160 px): 512x768 is tiled into latents of"
+        " 66x98, not 64x96, which training's RoPE cannot match; a CPU rehearsal's smaller images must"
+        " still be tiled",
+    ),
     Row("cl-chunk-tile-32", "models: {vae_chunk_size: 16, vae_spatial_tile_sample_min_size: 32}", "pass", ""),
     Row(
         "te-batch-zero",
@@ -293,6 +301,32 @@ ROWS = [
         "sample: {prompts: [{record: 1, width: 72, height: 40}]}",
         "fail:train",
         "do_inference: a 9x5 latent that the DiT's 2x2 patches cannot tile",
+    ),
+    Row(
+        "smp-text-hash",
+        "sample: {prompts: [{record: 1, text: '# a girl turns around'}]}",
+        "fail:train",
+        "training's prompt file skips a line whose first character is '#' (sampling_prompts): no sample"
+        " for it; generate skips it as well",
+    ),
+    Row("inf-steps-one", "infer: {steps: 1}", "pass", "one unipc step in sample_hunyuan"),
+    Row(
+        "data-res-256-noupscale",
+        "data: {resolution: 256, bucket_no_upscale: true}",
+        "pass",
+        "BucketSelector without upscaling: buckets no larger than the images",
+    ),
+    Row(
+        "of-window-1",
+        "one_frame: {latent_window_size: 1}",
+        "pass",
+        "fpack_cache_latents: one-frame caching returns before the section maths; indices as given",
+    ),
+    Row(
+        "smp-negative-only",
+        "sample: {prompts: [{record: 1, negative_prompt: blurry}]}",
+        "pass",
+        "without cfg_scale above 1 the negative prompt is encoded and unused",
     ),
     # --- evaluation split
     Row("eval-records", "eval: {records: [4], timesteps: [0.5]}", "pass", ""),
