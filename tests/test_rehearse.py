@@ -166,7 +166,9 @@ def test_an_image_shrinks_only_to_whole_steps_of_16_and_at_least_64_pixels(
         (None, 4),
     ],
 )
-def test_shrinking_keeps_the_vaes_spatial_tiling_as_the_specs_sizes_meet_it(tile: int | None, factor: int) -> None:
+def test_shrinking_keeps_the_vaes_spatial_tiling_as_the_specs_sizes_meet_it(
+    tile: int | None, factor: int
+) -> None:
     """A tile size the spec's images are tiled with must tile the smaller images too, each side in
     one tile or several as at full size: tiles of 208 px make wrong latent sizes at 512x768 (a
     failure on the GPU), and 128x192 would not be tiled at all."""
