@@ -215,6 +215,33 @@ def test_a_spec_that_forgot_extends_is_told_so_in_one_line(project: Make) -> Non
     )
 
 
+def test_the_base_named_as_the_spec_is_told_to_name_a_version(project: Make) -> None:
+    """`fplora check configs/base.yaml` answered 'datasets: required key is missing — add it', which
+    sends a new user to put a dataset into the base every version shares."""
+    project()
+    project("train: {seed: 3}\n", name="v2.yaml")
+    assert check(Path("configs/base.yaml"), "--skip-models") == (
+        1,
+        [
+            "error: configs/base.yaml: is the base that configs/v1.yaml, configs/v2.yaml extend, not a spec"
+            " on its own (datasets missing) — name a version instead, e.g. configs/v1.yaml",
+            "configs/base.yaml: 1 error, 0 warnings",
+        ],
+    )
+    models = Path("configs/models.yaml")  # a base of the base, missing several sections
+    base = Path("configs/base.yaml")
+    text = base.read_text(encoding="utf-8")
+    models_part = text[text.index("models:") : text.index("data:")]
+    models.write_text(models_part, encoding="utf-8")
+    base.write_text("extends: models.yaml\n" + text.replace(models_part, ""), encoding="utf-8")
+    code, lines = check(models, "--skip-models")
+    assert code == 1
+    assert lines[0].startswith(
+        "error: configs/models.yaml: is the base that configs/base.yaml, configs/v1.yaml,"
+    )
+    assert "not a spec on its own (project, datasets, one_frame, train missing)" in lines[0]
+
+
 def test_a_spec_copied_by_a_file_manager_is_told_to_rename_the_file(project: Make) -> None:
     """`v1 copy.yaml`: the version is the file's name, which the user never wrote as `version:`."""
     spec = project()

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from fplora.problems import Problem, UserError
-from fplora.spec.errors import validation_problems
+from fplora.problems import Problem, UserError, display_path
+from fplora.spec.errors import MISSING, SECTIONS_MISSING, validation_problems
 from fplora.spec.fields import field_kind, is_mapping, null_resets
-from fplora.spec.load import load
+from fplora.spec.load import extending, load
 from fplora.spec.models import PRESET_CHOSEN, Models, Spec
 from fplora.spec.rules import check_rules, spec_warnings
 from fplora.spec.secrets import credential_problems
@@ -96,8 +96,40 @@ def _without_preset(spec: Spec) -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Load, merge, resolve and validate a spec; raise `UserError` listing every problem."""
-    return validate(load(Path(path)))
+    """Load, merge, resolve and validate a spec; raise `UserError` listing every problem. A base
+    (`fplora init`'s base.yaml) named as the spec is said to be one, with a version to name instead:
+    'datasets: required key is missing — add it' would have the user add a dataset to the base."""
+    loaded = load(Path(path))
+    try:
+        return validate(loaded)
+    except RulesFailed:
+        raise
+    except UserError as error:
+        missing = [key for p in error.problems if p.severity == "error" for key in _missing(p)]
+        versions = extending(loaded.path) if missing else []
+        if not versions:
+            raise
+        shown = [display_path(v) for v in versions]
+        raise UserError(
+            Problem(
+                display_path(loaded.path),
+                None,
+                "",
+                f"is the base that {', '.join(shown[:3])}{' and more' if len(shown) > 3 else ''}"
+                f" {'extends' if len(shown) == 1 else 'extend'}, not a spec on its own"
+                f" ({', '.join(missing)} missing)",
+                f"name a version instead, e.g. {shown[0]}",
+            )
+        ) from None
+
+
+def _missing(problem: Problem) -> list[str]:
+    """The required keys a problem says are missing (`errors.MISSING`, or several sections at once)."""
+    if problem.message == MISSING:
+        return [problem.key]
+    if problem.message.startswith(SECTIONS_MISSING) and problem.message.endswith(" are missing"):
+        return problem.message.removeprefix(SECTIONS_MISSING).removesuffix(" are missing").split(", ")
+    return []
 
 
 def validate(loaded: Loaded) -> Spec:

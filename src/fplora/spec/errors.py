@@ -19,6 +19,9 @@ from fplora.spec.models import Spec
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.suggest import closest
 
+MISSING = "required key is missing"
+SECTIONS_MISSING = "required sections "  # then the keys and "are missing"
+
 
 def _model_at(loc: KeyPath) -> type[BaseModel] | None:
     """The model class that holds the last key of a validation error's location."""
@@ -232,7 +235,7 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
             if model is not None:
                 fix = _unknown_key_hint(model, str(loc[-1]))
         elif kind == "missing":
-            message, fix = "required key is missing", "add it"
+            message, fix = MISSING, "add it"
             if len(loc) == 1:
                 missing_sections.append(str(loc[0]))
                 continue
@@ -290,8 +293,8 @@ def _missing_sections(keys: list[str], loaded: Loaded) -> list[Problem]:
     extends nothing, one problem that suggests the `extends:` it most likely forgot (a version
     spec without it misses the base's models, one_frame and train all at once)."""
     if len(keys) < 2 or len(loaded.chain) > 1:
-        return [loaded.problem((key,), "required key is missing", "add it") for key in keys]
-    message = f"required sections {', '.join(keys)} are missing"
+        return [loaded.problem((key,), MISSING, "add it") for key in keys]
+    message = f"{SECTIONS_MISSING}{', '.join(keys)} are missing"
     bases = _bases_setting(keys, loaded.path)
     if bases:
         name = bases[0].name

@@ -37,9 +37,7 @@ def experiments_in(folder: Path) -> list[Path]:
     """Specs in `folder` that no other spec there extends (a base is not an experiment), nor the
     dataset snippet, in natural order (v2 before v10). A spec that does not load is still a
     candidate: naming it is how its errors get seen."""
-    specs = sorted(
-        (p for p in folder.glob("*.y*ml") if p.is_file() and p.name != DATASET_SNIPPET), key=natural
-    )
+    specs = _specs_in(folder)
     loads: list[Loaded] = []
     for spec in specs:
         try:
@@ -48,6 +46,26 @@ def experiments_in(folder: Path) -> list[Path]:
             continue
     bases = extended(loads)
     return [s for s in specs if s.resolve() not in bases]
+
+
+def _specs_in(folder: Path) -> list[Path]:
+    """The spec files in `folder`, the dataset snippet left out, in natural order (v2 before v10)."""
+    return sorted(
+        (p for p in folder.glob("*.y*ml") if p.is_file() and p.name != DATASET_SNIPPET), key=natural
+    )
+
+
+def extending(base: Path) -> list[Path]:
+    """The specs in `base`'s folder whose `extends:` chain holds it, in natural order."""
+    found = []
+    for spec in _specs_in(base.parent):
+        try:
+            chain = load(spec).chain[1:]
+        except UserError:
+            continue
+        if base.resolve() in {p.resolve() for p in chain}:
+            found.append(spec)
+    return found
 
 
 def extended(loads: Iterable[Loaded]) -> set[Path]:
