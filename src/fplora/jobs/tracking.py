@@ -89,6 +89,11 @@ def wandb_login_problem(spec: Spec) -> Problem | None:
     doctor` shows the same problem, so the user meets one message and one fix."""
     if not spec.train.logging.to_wandb or wandb_login() is not None:
         return None
+    return no_wandb_login(spec)
+
+
+def no_wandb_login(spec: Spec) -> Problem:
+    """What `wandb_login_problem` says, for a caller that already asked `wandb_login()`."""
     return spec.problem(
         ("train", "logging", "with"),
         f"logs to wandb, but no wandb login was found (no WANDB_API_KEY, no {wandb_host()} entry in"

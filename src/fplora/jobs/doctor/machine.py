@@ -22,7 +22,7 @@ from typing import Any
 
 from fplora import __version__
 from fplora.jobs.models import hf_home, hub_cache
-from fplora.jobs.tracking import wandb_login, wandb_login_problem
+from fplora.jobs.tracking import no_wandb_login, wandb_login
 from fplora.musubi import schema
 from fplora.musubi.names import ATTENTION_MODULES, SCRIPTS, TOKENIZER_FILES, TOKENIZER_REPO
 from fplora.problems import Problem
@@ -326,9 +326,7 @@ def _wandb(probe: Probe | None, spec: Spec | None) -> Iterator[Problem]:
         yield finding("ok", "wandb", login)
         return
     # `fplora train`'s own refusal, word for word: one message and one fix wherever the user meets it
-    refused = wandb_login_problem(spec)
-    if refused is not None:
-        yield refused
+    yield no_wandb_login(spec)
 
 
 def disk_need(spec: Spec, records: Callable[[int], Any] | None = None) -> tuple[float, float]:
