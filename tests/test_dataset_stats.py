@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 from fakes.fixtures import Workspace
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from fplora.jobs.dataset_stats import fingerprint, near_duplicates
 
 pytest_plugins = ["fakes.fixtures"]
 
@@ -56,3 +60,38 @@ def test_plot_writes_a_png_of_the_sizes(workspace: Workspace) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as image:
         assert image.size == (1100, 400)
+
+
+def _character(path: Path, colour: str) -> Path:
+    """A character filling 15 % of a white frame: a 200x300 box at the middle of 512x768."""
+    image = Image.new("RGB", (512, 768), "white")
+    ImageDraw.Draw(image).rectangle((156, 234, 356, 534), fill=colour)
+    image.save(path)
+    return path
+
+
+def _photo(path: Path) -> Path:
+    """Something photo-like: smooth gradients in every channel with noise on top."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:768, 0:512]
+    pixels = np.stack([x / 2, y / 3, (x + y) / 5], axis=-1) + rng.normal(0, 6, (768, 512, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_a_recoloured_character_is_no_duplicate_and_a_re_export_still_is(tmp_path: Path) -> None:
+    """A red and an orange character on white: the same shape (0 bits of dHash) and thumbnails 8 of
+    255 apart on average, because the white around them is unchanged; they were said to be near
+    duplicates, though every pixel of the character has another colour."""
+    red, orange = _character(tmp_path / "red.png", "red"), _character(tmp_path / "orange.png", "orange")
+    blue, purple = _character(tmp_path / "blue.png", "blue"), _character(tmp_path / "purple.png", "purple")
+    photo = _photo(tmp_path / "photo.png")
+    with Image.open(photo) as image:  # a re-export: 90 % size, JPEG at quality 85
+        image.resize((461, 691), Image.Resampling.LANCZOS).save(tmp_path / "photo.jpg", quality=85)
+    twin = tmp_path / "red-again.png"
+    with Image.open(red) as image:
+        image.save(twin.with_suffix(".jpg"), quality=90)
+    paths = [red, orange, blue, purple, photo, tmp_path / "photo.jpg", twin.with_suffix(".jpg")]
+    prints = {path: found for path in paths if (found := fingerprint(path)) is not None}
+    pairs = {frozenset((a.name, b.name)) for a, b, _ in near_duplicates(prints)}
+    assert pairs == {frozenset({"photo.png", "photo.jpg"}), frozenset({"red.png", "red-again.jpg"})}

@@ -4,8 +4,11 @@ Per dataset: records; image sizes and aspect ratios against the bucket resolutio
 orientation is the opposite of the bucket's, or smaller than it, is trained cropped or upscaled);
 caption lengths, empty and duplicate captions; near-duplicate targets by a 64-bit difference hash
 (dHash: the image shrunk to 9x8 greys, one bit per left/right comparison; Pillow only) within
-`NEAR` bits, and a 4x4 colour thumbnail within `COLOUR` (dHash alone sees a red and a blue square
-on white as one picture); records times repeats, and the optimizer steps one epoch takes.
+`NEAR` bits, a 4x4 colour thumbnail within `COLOUR` (dHash alone sees a red and a blue square on
+white as one picture) and a 64-bin colour histogram within `RECOLOUR` (a character recoloured on a
+white background moves the 4x4 thumbnail's mean too little: a red and an orange square filling 15 %
+of the frame differ by 8 of 255 there, yet every pixel of the square changed colour); records times
+repeats, and the optimizer steps one epoch takes.
 `--plot FILE` draws the sizes as a PNG histogram (the `plot` extra, matplotlib).
 
 Near duplicates are found without comparing every pair: the 64 bits are cut into NEAR + 1 bands,
@@ -33,6 +36,8 @@ from fplora.spec.models import Spec, width_height
 
 NEAR = 4  # bits of 64: what a re-encode, a resize or a small crop changes
 COLOUR = 12.0  # mean difference of the 4x4 thumbnails' channels (of 255): a recolour is no duplicate
+RECOLOUR = 0.1  # L1 distance of the colour histograms (0 to 2): 5 % of the pixels in another colour
+LEVELS = 4  # per channel: 4 x 4 x 4 histogram bins
 BANDS = NEAR + 1
 SHOWN = 5
 
@@ -45,6 +50,7 @@ class Print:
 
     bits: int
     colours: bytes
+    histogram: tuple[float, ...]  # share of a 32x32 thumbnail's pixels in each of LEVELS**3 colours
 
 
 def fingerprint(path: Path) -> Print | None:
@@ -58,11 +64,28 @@ def fingerprint(path: Path) -> Print | None:
     for row in range(8):
         for col in range(8):
             bits = (bits << 1) | (grey[row * 9 + col] > grey[row * 9 + col + 1])
-    return Print(bits, rgb.resize((4, 4), Image.Resampling.BOX).tobytes())
+    return Print(bits, rgb.resize((4, 4), Image.Resampling.BOX).tobytes(), _histogram(rgb))
+
+
+def _histogram(rgb: Image.Image) -> tuple[float, ...]:
+    """The colours of a 32x32 box-filtered thumbnail (the filter averages away re-encoding noise),
+    each channel cut into LEVELS, as shares of the pixels."""
+    import numpy as np
+
+    levels = np.asarray(rgb.resize((32, 32), Image.Resampling.BOX)).reshape(-1, 3) // (256 // LEVELS)
+    bins = (levels[:, 0].astype(np.int64) * LEVELS + levels[:, 1]) * LEVELS + levels[:, 2]
+    counts = np.bincount(bins, minlength=LEVELS**3)
+    return tuple(float(c) / len(bins) for c in counts)
 
 
 def _colour_distance(one: bytes, other: bytes) -> float:
     return sum(abs(a - b) for a, b in zip(one, other, strict=True)) / len(one)
+
+
+def _recoloured(one: Print, other: Print) -> bool:
+    """Another colour for more than RECOLOUR of the picture, or for its thumbnail's mean."""
+    moved = sum(abs(a - b) for a, b in zip(one.histogram, other.histogram, strict=True))
+    return moved > RECOLOUR or _colour_distance(one.colours, other.colours) > COLOUR
 
 
 def near_duplicates(prints: dict[Path, Print]) -> list[tuple[Path, Path, int]]:
@@ -78,7 +101,7 @@ def near_duplicates(prints: dict[Path, Print]) -> list[tuple[Path, Path, int]]:
             for second in members[i + 1 :]:
                 one, other = prints[first], prints[second]
                 distance = (one.bits ^ other.bits).bit_count()
-                if distance <= NEAR and _colour_distance(one.colours, other.colours) <= COLOUR:
+                if distance <= NEAR and not _recoloured(one, other):
                     pairs[(first, second)] = distance
     return sorted(((a, b, d) for (a, b), d in pairs.items()), key=lambda p: (p[2], str(p[0])))
 
