@@ -50,7 +50,7 @@ def test_near_duplicates_duplicate_captions_and_orientation_are_reported(workspa
     assert "1 pair of near-duplicate targets (dHash within 4 of 64 bits):" in out
     assert "data/dataset-v1/targets/0001.png ~ data/dataset-v1/targets/0005.png" in out
     assert "3 records share 1 caption" in out
-    assert "1 targets are landscape while the bucket is not" in out
+    assert "1 target is landscape while the bucket is not" in out
 
 
 def test_plot_writes_a_png_of_the_sizes(workspace: Workspace) -> None:

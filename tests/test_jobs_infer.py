@@ -623,3 +623,11 @@ def test_one_infer_reads_the_run_folder_once(trained: Workspace, monkeypatch: py
     assert result.exit_code == 0, result.output
     assert len(trained.calls("fpack_generate_video")) == 4
     assert sorted(reads) == ["lock", "manifest", "scan"]
+
+
+def test_one_prompt_is_counted_as_one_image(trained: Workspace) -> None:
+    """'multiplier 1.2: 1 images, 1 latents in ...' read as machine-made to a new user."""
+    trained.write_spec(infer={"multipliers": [1.0], "prompts": [{"record": 1}]})
+    result = trained.cli("infer", str(trained.spec_path), "--lora", "step2", "--no-rehearse")
+    assert result.exit_code == 0, result.output
+    assert "multiplier 1.0: 1 image, 1 latent in outputs/sample/v1-step00000002-lm1.0" in result.stderr

@@ -149,16 +149,19 @@ def dataset_lines(spec: Spec, index: int, records: Records) -> tuple[list[str], 
     smaller = sum(n for s, n in sizes.sizes.items() if s[0] * s[1] < bucket[0] * bucket[1])
     if opposite:
         lines.append(
-            f"  {opposite} targets are {'portrait' if bucket[0] > bucket[1] else 'landscape'} while the"
+            f"  {plural(opposite, 'target')} {'is' if opposite == 1 else 'are'}"
+            f" {'portrait' if bucket[0] > bucket[1] else 'landscape'} while the"
             " bucket is not: trained at another bucket shape or cropped"
         )
     if smaller:
         lines.append(
-            f"  {smaller} targets have fewer pixels than the bucket: upscaled (unless bucket_no_upscale)"
+            f"  {plural(smaller, 'target')} {'has' if smaller == 1 else 'have'} fewer pixels than the bucket:"
+            " upscaled (unless bucket_no_upscale)"
         )
     if sizes.unreadable:
         lines.append(
-            f"  {len(sizes.unreadable)} targets cannot be read (e.g. {display_path(sizes.unreadable[0])}):"
+            f"  {plural(len(sizes.unreadable), 'target')} cannot be read"
+            f" (e.g. {display_path(sizes.unreadable[0])}):"
             " run `fplora check`"
         )
     captions = [r.caption or "" for r in records.items]
@@ -207,7 +210,7 @@ def stats(spec: Spec, *, plot: Path | None, say: Say) -> int:
     per_epoch = steps_per_epoch(Plan(spec, RenderedPaths(spec.render_dir), records=records))
     if per_epoch is not None:
         say(
-            f"one epoch: {per_epoch} optimizer steps"
+            f"one epoch: {plural(per_epoch, 'optimizer step')}"
             f" (effective batch {spec.effective_batch() or 'per dataset'})"
         )
     if plot is not None:

@@ -231,10 +231,10 @@ def _generate(job: Job, pair: Pair, command: str, what: str) -> bool:
         prompt = by_seed.get(int(match.group(1))) if match else None
         job.say(f"  {display_path(path)}" + (f"  ← {prompt.text[:60]}" if prompt else ""))
     if result.returncode == 0 and all(len(files) >= expected_count for files in written.values()):
-        counts = ", ".join(f"{len(written[kind])} {kind.noun}" for kind in reversed(outputs))
+        counts = ", ".join(plural(len(written[kind]), kind.noun) for kind in reversed(outputs))
         job.say(f"{what}: {counts} in {display_path(save_path)}")
         return True
-    short = ", ".join(f"{len(written[k])} of {expected_count} {k.noun}" for k in reversed(outputs))
+    short = ", ".join(f"{len(written[k])} of {plural(expected_count, k.noun)}" for k in reversed(outputs))
     job.say(f"{what}: {short} written (exit {result.returncode}); log: {display_path(log)}", "red")
     reason = _explain(log, start)
     if reason:

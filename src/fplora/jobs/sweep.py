@@ -126,11 +126,11 @@ class _Sweep:
         folder = display_path(pair.save_path)
         count = len(self.seeds)
         if not reason:
-            counts = ", ".join(f"{len(by_kind[k])} {k.noun}" for k in reversed(self.outputs))
+            counts = ", ".join(plural(len(by_kind[k]), k.noun) for k in reversed(self.outputs))
             took = f" ({float(seconds):.0f} s)" if isinstance(seconds, int | float) else ""
             self.job.say(f"{what}: {counts} in {folder}{took}", "green")
             return
-        short = ", ".join(f"{count - missing[k]} of {count} {k.noun}" for k in reversed(self.outputs))
+        short = ", ".join(f"{count - missing[k]} of {plural(count, k.noun)}" for k in reversed(self.outputs))
         self.job.say(
             f"{what}: failed, {short} written; log: {display_path(pair.save_path / GENERATE_LOG)}", "red"
         )

@@ -249,14 +249,14 @@ GENERATE_VIDEO_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)_\.mp4$")
 class GenerateOutput:
     """One kind of file `fpack_generate_video --from_file` writes per prompt."""
 
-    noun: str  # plural, for messages: "images"
+    noun: str  # for messages, through problems.plural: "image"
     glob: str
     seed_re: re.Pattern[str]
 
 
-GENERATE_IMAGES = GenerateOutput("images", GENERATE_IMAGE_GLOB, GENERATE_SEED_RE)
-GENERATE_LATENTS = GenerateOutput("latents", GENERATE_LATENT_GLOB, GENERATE_LATENT_SEED_RE)
-GENERATE_VIDEOS = GenerateOutput("videos", GENERATE_VIDEO_GLOB, GENERATE_VIDEO_SEED_RE)
+GENERATE_IMAGES = GenerateOutput("image", GENERATE_IMAGE_GLOB, GENERATE_SEED_RE)
+GENERATE_LATENTS = GenerateOutput("latent", GENERATE_LATENT_GLOB, GENERATE_LATENT_SEED_RE)
+GENERATE_VIDEOS = GenerateOutput("video", GENERATE_VIDEO_GLOB, GENERATE_VIDEO_SEED_RE)
 
 GENERATE_OUTPUTS: dict[str, tuple[GenerateOutput, ...]] = {
     "video": (GENERATE_VIDEOS,),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fplora.musubi.names import TRAINING_SAMPLE_DIR, latent_cache_stem, text_encoder_cache_stem
-from fplora.problems import display_path
+from fplora.problems import display_path, plural
 from fplora.protocol import eval as eval_protocol
 
 
@@ -85,7 +85,7 @@ def outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callabl
         for kind in kinds:
             found = list(folder.glob(kind.glob)) if folder.is_dir() else []
             if len(found) < prompts:
-                return f"wrote {len(found)} of {prompts} {kind.noun} (exit code 0 notwithstanding)"
+                return f"wrote {len(found)} of {plural(prompts, kind.noun)} (exit code 0 notwithstanding)"
         return None
 
     return check
