@@ -591,6 +591,23 @@ def test_a_spec_named_without_its_folder_or_suffix_gets_the_file_it_means(projec
     )
 
 
+def test_a_version_not_written_yet_lists_the_specs_there_and_a_typo_gets_the_file_it_means(
+    project: Make,
+) -> None:
+    """`configs/v3.yaml` when v1 and v2 exist was answered 'check the path'; a close name (v2) would
+    be a wrong guess for a version not made yet, while `bsae.yaml` is a typo of base.yaml."""
+    project()
+    project(name="v2.yaml")
+    project(name="v10.yaml")
+    assert check(Path("configs/v3.yaml"))[1][0] == (
+        "error: configs/v3.yaml: spec file not found — configs holds base.yaml, v1.yaml, v2.yaml, v10.yaml;"
+        " a new version starts as a copy of one of them"
+    )
+    assert check(Path("configs/bsae.yaml"))[1][0] == (
+        "error: configs/bsae.yaml: spec file not found — did you mean configs/base.yaml?"
+    )
+
+
 def test_a_dataset_or_a_rendered_file_given_as_the_spec_is_named_for_what_it_is(project: Make) -> None:
     project()
     assert check(DATASET)[1][0] == (

@@ -16,6 +16,7 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.spec.source import KeyPath, Source
 from fplora.spec.syntax import duplicate_key, indentation, mistyped
 from fplora.spec.variables import Notes, expand, unquoted_variable_fix
+from fplora.suggest import closest
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,26 @@ def _missing_spec_fix(path: Path) -> str:
     for candidate in names:
         if candidate.is_file():
             return f"did you mean {display_path(candidate.resolve())}?"
-    return "check the path"
+    where = path.parent
+    there = (
+        sorted((p.name for p in where.glob("*.y*ml") if p.is_file()), key=_in_order) if where.is_dir() else []
+    )
+    if not there:
+        return "check the path"
+    close = closest(path.name, set(there))
+    if close is not None and _digits_out(close) != _digits_out(path.name):  # v9 is no typo of v8
+        return f"did you mean {display_path(where / close)}?"
+    shown = ", ".join(there[:8]) + (f" and {len(there) - 8} more" if len(there) > 8 else "")
+    return f"{display_path(where)} holds {shown}; a new version starts as a copy of one of them"
+
+
+def _in_order(name: str) -> list[object]:
+    """v2 before v10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _digits_out(name: str) -> str:
+    return re.sub(r"\d+", "", name)
 
 
 def read_one(path: Path) -> OneFile:
