@@ -183,7 +183,9 @@ def test_sheet_command_rebuilds_and_refuses_an_empty_folder(
     result = runner.invoke(app, ["sheet", str(sample)])
     assert result.exit_code == 0, result.output
     assert result.output == "sample/v8-sheet/index.html\n"
-    assert runner.invoke(app, ["sheet", str(sample), "--version", "v9"]).exit_code == 1
+    other = runner.invoke(app, ["sheet", str(sample), "--version", "v9"])
+    assert other.exit_code == 1
+    assert other.output.strip().endswith("— it holds those of v8: --version v8")  # what is there
     empty = runner.invoke(app, ["sheet", str(tmp_path / "refs")])
     assert empty.exit_code == 1
     assert "refs holds no infer folder (<version>-stepNNNNNNNN-lm<m> with fplora-infer.json)" in empty.output

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fplora.jobs import output
 from fplora.problems import Problem, UserError
-from fplora.runs.infer_folders import save_root
+from fplora.runs.infer_folders import FOLDER_RECORD, parse_save_dir_name, save_root
 from fplora.sheet.draw import build
 from fplora.spec.models import Spec
 
@@ -26,6 +26,7 @@ def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = N
     indexes = build(directory, version)
     if not indexes:
         which = f"{version}-" if version else "<version>-"
+        others = _versions(directory)
         raise UserError(
             Problem(
                 "command line",
@@ -33,8 +34,19 @@ def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = N
                 "DIRECTORY",
                 f"{output.shown(directory)} holds no infer folder"
                 f" ({which}stepNNNNNNNN-lm<m> with fplora-infer.json)",
+                f"it holds those of {', '.join(others)}: --version {others[0]}" if version and others else "",
             )
         )
     for index in indexes:
         output.line(output.shown(index))
     return 0
+
+
+def _versions(directory: Path) -> list[str]:
+    """The versions whose infer folders `directory` holds, for a `--version` that names none."""
+    found = {
+        parsed[0]
+        for folder in directory.iterdir()
+        if (folder / FOLDER_RECORD).is_file() and (parsed := parse_save_dir_name(folder.name))
+    }
+    return sorted(found)
