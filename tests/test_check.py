@@ -426,7 +426,9 @@ def test_concurrent_checks_merge_their_verdicts(project: Path) -> None:
 def test_spec_in_configs_keeps_verdicts_at_the_project_root(project: Path) -> None:
     Path("configs").mkdir()
     Path("configs/v1.yaml").write_text(
-        SPEC.replace("dir: models", "dir: ../models").replace("jsonl: data", "jsonl: ../data"),
+        SPEC.replace("dir: models", "dir: ../models")
+        .replace("jsonl: data", "jsonl: ../data")
+        .replace("output_dir: out", "output_dir: ../out"),
         encoding="utf-8",
     )
     assert [str(p) for p in check_spec(load_spec("configs/v1.yaml"), skip_models=True)] == []

@@ -242,6 +242,21 @@ def test_the_base_named_as_the_spec_is_told_to_name_a_version(project: Make) -> 
     assert "not a spec on its own (project, datasets, one_frame, train missing)" in lines[0]
 
 
+def test_an_output_dir_that_lands_among_the_specs_is_warned_about(project: Make) -> None:
+    """`fplora init` says to set train.output_dir in configs/base.yaml; `output_dir: outputs` there
+    resolves against configs/, so gigabytes of checkpoints would go beside the specs."""
+    spec = project("train:\n  output_dir: outputs\n")
+    code, lines = check(spec, "--skip-models")
+    assert code == 0
+    assert lines[0] == (
+        "warning: configs/v1.yaml:5: train.output_dir: configs/outputs is inside configs, the specs' folder"
+        " (relative paths resolve against the file that writes them): checkpoints and states would go"
+        " beside the specs — write '../outputs' for a folder beside it, or an absolute path"
+        " (e.g. /workspace/demo-models)"
+    )
+    assert ", 0 warnings" in check(project("train:\n  output_dir: ../outputs\n"), "--skip-models")[1][-1]
+
+
 def test_a_spec_copied_by_a_file_manager_is_told_to_rename_the_file(project: Make) -> None:
     """`v1 copy.yaml`: the version is the file's name, which the user never wrote as `version:`."""
     spec = project()

@@ -533,6 +533,10 @@ class Spec(Section):
         the default: a GPU preset changes only what the user did not write."""
         return self._sources is not None and tuple(key_path) in self._sources.sources
 
+    def written_in(self, key_path: KeyPath) -> Path | None:
+        """The file that wrote `key_path` itself, or None where it is fplora's default."""
+        return self._sources.sources[key_path].file if self.written(key_path) and self._sources else None
+
     def written_at(self, key_path: KeyPath) -> str:
         """Where the spec (or a file it extends) wrote `key_path`: `configs/base.yaml:40`."""
         source = self._sources.where(key_path) if self._sources is not None else None

@@ -28,7 +28,7 @@ from fplora.musubi.names import (
     TORCH_OPTIMIZERS,
     TORCH_OPTIMIZERS_UNUSABLE,
 )
-from fplora.problems import Problem, plural
+from fplora.problems import Problem, display_path, plural
 from fplora.spec import learning_rate
 from fplora.spec.models import Spec
 from fplora.spec.rules.pass_through import pass_through
@@ -310,7 +310,31 @@ def spec_warnings(spec: Spec) -> list[Problem]:
                 )
             )
     warnings.extend(_unused_negative_prompts(spec))
+    warnings.extend(_output_among_specs(spec))
     return warnings
+
+
+def _output_among_specs(spec: Spec) -> Iterator[Problem]:
+    """`output_dir: outputs` in configs/base.yaml resolves against the file that wrote it, so the
+    run's checkpoints and states (gigabytes) would go into configs/, beside the specs, where a new
+    user expected a folder beside configs/."""
+    key = ("train", "output_dir")
+    writer = spec.written_in(key)
+    if writer is None or writer.parent.name != "configs":  # a project's layout, as `fplora init` makes
+        return
+    specs = writer.parent.resolve()
+    out = spec.train.output_dir.resolve()
+    if out != specs and specs not in out.parents:
+        return
+    relative = out.relative_to(specs).as_posix()
+    yield spec.problem(
+        key,
+        f"{display_path(out)} is inside {display_path(specs)}, the specs' folder (relative paths resolve"
+        " against the file that writes them): checkpoints and states would go beside the specs",
+        f"write '../{relative}' for a folder beside it, or an absolute path"
+        f" (e.g. /workspace/{spec.project}-models)",
+        "warning",
+    )
 
 
 def _unused_negative_prompts(spec: Spec) -> Iterator[Problem]:
