@@ -155,10 +155,14 @@ def test_init_names_the_project_after_its_folder_and_says_what_next(tmp_path: Pa
     base = (tmp_path / "Cat Turn/configs/base.yaml").read_text()
     assert "project: cat-turn " in base and "output_dir: /workspace/cat-turn-models" in base
     assert "my-framepack" not in base
-    assert "datasets/dataset-v1/metadata-v1.jsonl" in result.output
-    assert f"cd '{tmp_path}/Cat Turn', then put the pictures in datasets/<name>/" in result.output
+    assert "which writes the metadata-v1.jsonl configs/v1.yaml names" in result.output
+    assert f"cd '{tmp_path}/Cat Turn', then put the pictures in datasets/dataset-v1/" in result.output
     # the README's first section: pictures → dataset init, the models fetched where base.yaml looks
-    for step in ("`fplora dataset init datasets/<name>`", "`fplora models fetch`", "fplora train --cache"):
+    for step in (
+        "`fplora dataset init datasets/dataset-v1`",
+        "`fplora models fetch`",
+        "fplora train --cache",
+    ):
         assert step in result.output
 
 

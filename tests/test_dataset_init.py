@@ -193,3 +193,40 @@ def test_a_caption_that_is_not_utf8_is_one_located_line_not_a_traceback(tmp_path
     result = cli("dataset", "init", folder, "--captions", table)
     assert result.exit_code == 1
     assert "error: captions.csv:2: not UTF-8 text (byte 0xe9)" in result.output
+
+
+def test_pictures_in_the_folder_fplora_init_made_give_the_file_its_spec_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fplora init`, pictures into datasets/dataset-v1/, `fplora dataset init datasets/dataset-v1`:
+    it wrote metadata.jsonl while configs/v1.yaml names metadata-v1.jsonl, and check then said the
+    file was not found and that `fplora dataset init` writes one, which had just run."""
+    assert cli("init", "proj").exit_code == 0
+    project = tmp_path / "proj"
+    pictures(project / "datasets" / "dataset-v1")
+    monkeypatch.chdir(project)
+    result = cli("dataset", "init", "datasets/dataset-v1")
+    assert result.exit_code == 0, result.output
+    assert (project / "datasets/dataset-v1/metadata-v1.jsonl").is_file()
+    assert not (project / "datasets/dataset-v1/metadata.jsonl").exists()
+    assert result.output.splitlines()[-1] == (
+        "next: configs/v1.yaml names this file already: fplora check configs/v1.yaml"
+    )
+    check = cli("check", "configs/v1.yaml", "--skip-models")
+    assert check.exit_code == 0, check.output
+
+
+def test_check_of_a_jsonl_not_there_names_the_one_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("init", "proj").exit_code == 0
+    folder = pictures(tmp_path / "proj" / "datasets" / "dataset-v1")
+    (folder / "metadata.jsonl").write_text("", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "proj")
+    check = cli("check", "configs/v1.yaml", "--skip-models")
+    assert check.exit_code == 1
+    assert (
+        "error: configs/v1.yaml:8: datasets[0].jsonl: dataset JSONL file not found:"
+        " datasets/dataset-v1/metadata-v1.jsonl; its folder holds metadata.jsonl — name that file:"
+        " jsonl: ../datasets/dataset-v1/metadata.jsonl"
+    ) in check.output

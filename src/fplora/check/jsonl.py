@@ -58,6 +58,15 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
         )
     if not path.exists():
         where = "" if path.parent.is_dir() else f" (folder {display_path(path.parent)} does not exist)"
+        beside = sorted(p.name for p in path.parent.glob("*.jsonl")) if path.parent.is_dir() else []
+        if beside:  # `fplora dataset init` names its file metadata.jsonl; init's spec, metadata-v1.jsonl
+            return spec.problem(
+                key,
+                f"{_NOT_FOUND}: {shown}; its folder holds {', '.join(beside[:5])}",
+                f"name that file: jsonl: {_as_written(spec, key, path.parent / beside[0])}"
+                if len(beside) == 1
+                else "name one of them in jsonl:",
+            )
         return spec.problem(
             key,
             f"{_NOT_FOUND}: {shown}{where}",
@@ -84,6 +93,14 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
     return spec.problem(
         key, f"cannot read {shown}: {reason.removeprefix(f'{_CANNOT_READ}: ')}", "check the file"
     )
+
+
+def _as_written(spec: Spec, key: tuple[str | int, ...], path: Path) -> str:
+    """`path` as the spec file that wrote `key` would write it: relative to that file's folder."""
+    writer = spec.written_in(key)
+    if writer is None:
+        return str(path)
+    return Path(os.path.relpath(path, writer.parent)).as_posix()
 
 
 def not_jsonl_problem(spec: Spec, index: int, records: Records, lines: list[str] | None) -> Problem | None:

@@ -327,7 +327,8 @@ def init(
     say(f"layout: {found.layout}; {plural(len(items), 'record')}")
     for line in layout.lines(found):
         say(line)
-    jsonl = folder / JSONL
+    awaited = _awaited(folder)
+    jsonl = awaited[1] if awaited else folder / JSONL
     if dry_run:
         for item in items:
             out(json.dumps(item, ensure_ascii=False))
@@ -341,11 +342,42 @@ def init(
     write_atomic(jsonl, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
     write_atomic(folder / SNIPPET, snippet(_as_named_by_a_spec(jsonl), layout))
     say(f"wrote {display_path(jsonl)} and {display_path(folder / SNIPPET)} (the spec snippet)")
+    if awaited:
+        spec = display_path(awaited[0])
+        say(f"next: {spec} names this file already: fplora check {spec}")
+        return 0
     say(
         f"next: in your spec's datasets: entry, set `jsonl: {_as_named_by_a_spec(jsonl)}`"
         " (replace the entry; a second datasets: key is a YAML error)"
     )
     return 0
+
+
+def _awaited(folder: Path) -> tuple[Path, Path] | None:
+    """(spec, JSONL) where a spec of the project names a JSONL in `folder` that is not there yet:
+    `fplora init`'s configs/v1.yaml names datasets/dataset-v1/metadata-v1.jsonl, and a new user
+    puts the pictures into that folder. Writing the file the spec names makes its check pass as it
+    is; writing metadata.jsonl beside it left a 'not found' to chase. None when no spec (or more
+    than one file name) is waiting, or a spec does not load."""
+    from fplora.project import experiments
+    from fplora.spec import load_spec
+
+    root = project_root(folder)
+    if root is None:
+        return None
+    waiting: dict[Path, Path] = {}
+    for path in experiments(root):
+        try:
+            spec = load_spec(path)
+        except UserError:
+            continue
+        for entry in spec.datasets:
+            if entry.jsonl.parent.resolve() == folder.resolve() and not entry.jsonl.exists():
+                waiting.setdefault(entry.jsonl, path)
+    if len(waiting) != 1:
+        return None
+    ((jsonl, spec_path),) = waiting.items()
+    return spec_path, jsonl
 
 
 HOUSE = Layout((0, 10), 5, "the house settings: one_frame clean_indices [0, 10], target_index 5")

@@ -18,9 +18,9 @@ def run_init(directory: Path) -> int:
     go = "" if directory.resolve() == Path.cwd() else f"cd {shlex.quote(output.shown(directory))}, then "
     output.line(
         "next:\n"
-        f"  1. {go}put the pictures in datasets/<name>/ (targets/, control_0/, control_1/, a <stem>.txt"
-        " caption beside each target) and run `fplora dataset init datasets/<name>`, which says the"
-        " jsonl: to set in configs/v1.yaml; or write datasets/dataset-v1/metadata-v1.jsonl by hand"
+        f"  1. {go}put the pictures in datasets/dataset-v1/ (targets/, control_0/, control_1/, a"
+        " <stem>.txt caption beside each target) and run `fplora dataset init datasets/dataset-v1`,"
+        " which writes the metadata-v1.jsonl configs/v1.yaml names; or write that file by hand"
         " (datasets/dataset-v1/README.md says how)\n"
         "  2. export FPLORA_MODELS_DIR=<the models' folder> (configs/base.yaml's models.dir), then"
         " `fplora models fetch`; set train.output_dir in configs/base.yaml\n"
