@@ -189,6 +189,20 @@ def test_an_earlier_export_is_replaced_only_with_force(run: Path) -> None:
     assert runner.invoke(app, ["export", str(run), "--lora", "step2", "--force"]).exit_code == 0
 
 
+def test_out_with_a_tilde_after_equals_goes_home_not_into_a_folder_named_tilde(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shell expands `~` only at a word's start: `--out=~/loras/turn` reached fplora as written,
+    and the export went into ./~/loras/turn."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    result = runner.invoke(
+        app, ["export", str(run), "--lora", "step2", "--to", "musubi", "--out=~/loras/turn"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "home" / "loras" / "turn" / "demo-v1-step00000002.safetensors").is_file()
+    assert not Path("~").exists()
+
+
 def test_the_run_s_own_checkpoint_is_never_overwritten(run: Path) -> None:
     out = run.parent.parent / "out"
     result = runner.invoke(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import Gpu, SpecArg
 
 NAME = "dataset"
@@ -24,13 +24,17 @@ def init(
     spec: Annotated[
         Path | None,
         typer.Option(
-            "--spec", help="Take the one-frame layout from this spec (default: the house settings)."
+            "--spec",
+            help="Take the one-frame layout from this spec (default: the house settings).",
+            callback=options.home,
         ),
     ] = None,
     captions: Annotated[
         Path | None,
         typer.Option(
-            "--captions", help="A CSV with columns image,caption (default: <stem>.txt beside each target)."
+            "--captions",
+            help="A CSV with columns image,caption (default: <stem>.txt beside each target).",
+            callback=options.home,
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the records; write nothing.")] = False,
@@ -70,7 +74,11 @@ def stats(
     spec: SpecArg = None,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Also draw the sizes as a PNG histogram here (the plot extra)."),
+        typer.Option(
+            "--plot",
+            help="Also draw the sizes as a PNG histogram here (the plot extra).",
+            callback=options.home,
+        ),
     ] = None,
     gpu: Gpu = None,
 ) -> None:

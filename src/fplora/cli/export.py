@@ -34,7 +34,10 @@ def command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder to write into (default: <output_dir>/export/<name>/).", show_default=False
+            "--out",
+            help="Folder to write into (default: <output_dir>/export/<name>/).",
+            show_default=False,
+            callback=options.home,
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace files an earlier export wrote.")] = False,

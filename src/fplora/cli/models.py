@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 
 NAME = "models"
 SHORT_HELP = "Download the five models and tokenizers from the Hub; check them."
@@ -23,6 +23,7 @@ Dir = Annotated[
         help="Models folder (default: in a project, its spec's models.dir; else $FPLORA_MODELS_DIR,"
         " else /workspace/models).",
         show_default=False,
+        callback=options.home,
     ),
 ]
 

@@ -7,6 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
+
+def home(value: Path | None) -> Path | None:
+    """A path option's leading `~` expanded: the shell expands it only at the start of a word, so
+    `--out=~/loras` arrives as a literal `~`, which would make a folder named `~` in the current one."""
+    return value.expanduser() if value is not None else None
+
+
 SpecArg = Annotated[
     Path | None,
     typer.Argument(

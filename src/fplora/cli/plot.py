@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 
 NAME = "plot"
 SHORT_HELP = "PNG of training and evaluation loss; several specs compare."
@@ -19,7 +19,10 @@ def command(
         typer.Argument(help="Specs whose runs to draw (default: the last spec used).", show_default=False),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="The PNG to write (default: configs/loss-<versions>.png).")
+        Path | None,
+        typer.Option(
+            "--out", help="The PNG to write (default: configs/loss-<versions>.png).", callback=options.home
+        ),
     ] = None,
     smoothing: Annotated[
         float,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import Gpu, SpecArg
 
 NAME = "render"
@@ -17,7 +17,10 @@ SHORT_HELP = "Write musubi-tuner's config, dataset and prompt files."
 def command(
     spec: SpecArg = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder to render into (default configs/<version>/).")
+        Path | None,
+        typer.Option(
+            "--out", help="Folder to render into (default configs/<version>/).", callback=options.home
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace files rendered from another spec.")] = False,
     gpu: Gpu = None,
