@@ -766,3 +766,21 @@ def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(mu
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[0.005, 0.1]"
+
+
+def test_an_error_from_accelerates_launch_points_at_the_launch_lines(example: Path) -> None:
+    """`launch: {mixed_precision: fp8}`: accelerate's launcher refuses it before any script starts,
+    with an error that names no option (`FP8 is not available on this machine`); the lines the user
+    wrote under `launch:` are where to look."""
+    from fplora.jobs.rehearse import blame
+
+    child = example.with_name("fp8.yaml")
+    child.write_text("extends: example.yaml\nlaunch: {mixed_precision: fp8}\n", encoding="utf-8")
+    spec = load_spec(child)
+    stage = stages.Stage("cache-latents", "latent caches", ["python"], "cache_latents", {})
+    shown = [
+        str(p)
+        for p in blame.area_lines(spec, stage, ["accelerate/utils/launch.py:prepare_simple_launcher_cmd_env"])
+    ]
+    assert any("configs/fp8.yaml:2: launch.mixed_precision" in line for line in shown), shown
+    assert not any("launch" in line for line in blame.area_lines(spec, stage, []))

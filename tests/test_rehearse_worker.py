@@ -350,3 +350,25 @@ def test_the_deepspeed_launcher_stops_a_stage_where_deepspeed_is_missing(
     worker._launcher_check(types.SimpleNamespace(use_deepspeed=False, cpu=False))
     installed["deepspeed"] = True
     worker._launcher_check(types.SimpleNamespace(use_deepspeed=True, cpu=False))
+
+
+def test_an_errors_frames_name_musubi_tuner_and_accelerates_launch_and_nothing_else() -> None:
+    """fplora reads which part of the spec was at work from the frames an error passed through:
+    musubi-tuner's functions, and accelerate's launch checks (an error there names no option)."""
+    scope: dict[str, Any] = {}
+    source = "def {0}(then):\n    then()\n"
+    for name, path in (
+        ("outer", "/venv/lib/accelerate/utils/launch.py"),
+        ("middle", "/venv/lib/torch/nn/module.py"),
+        ("inner", "/src/musubi_tuner/fpack_train_network.py"),
+    ):
+        exec(compile(source.format(name), path, "exec"), scope)
+
+    def fail() -> None:
+        raise RuntimeError("no")
+
+    try:
+        scope["outer"](lambda: scope["middle"](lambda: scope["inner"](fail)))
+    except RuntimeError as error:
+        frames = worker._frames(error)
+    assert frames == ["accelerate/utils/launch.py:outer", "musubi_tuner/fpack_train_network.py:inner"]

@@ -110,14 +110,21 @@ def _where(error: BaseException) -> str | None:
     return found
 
 
+FRAME_PARTS = ("musubi_tuner/", "accelerate/commands/launch.py", "accelerate/utils/launch.py")
+"""Where an error's frames tell fplora which part of the spec was at work: musubi-tuner, and
+accelerate's launch (its checks of the launch options, before the script starts)."""
+
+
 def _frames(error: BaseException) -> list[str]:
-    """The musubi-tuner functions the exception passed through, outermost first (`file:function`),
-    for fplora to tell which part of the spec was at work."""
+    """The musubi-tuner (and accelerate launch) functions the exception passed through, outermost
+    first (`file:function`), for fplora to tell which part of the spec was at work."""
     found = []
     for frame in traceback.extract_tb(error.__traceback__):
         name = frame.filename.replace(os.sep, "/")
-        if "/musubi_tuner/" in name:
-            found.append(f"{name[name.find('musubi_tuner/') :]}:{frame.name}")
+        for part in FRAME_PARTS:
+            if f"/{part}" in name:
+                found.append(f"{name[name.find(part) :]}:{frame.name}")
+                break
     return found
 
 

@@ -127,6 +127,7 @@ AREAS: tuple[tuple[re.Pattern[str], tuple[tuple[str | int, ...], ...]], ...] = (
     ),
     (re.compile(r"dataset/"), (("data",), ("datasets",), ("one_frame",))),
     (re.compile(r"fpack_generate_video.py:(generate|main|process_batch_prompts)"), (("infer",),)),
+    (re.compile(r"^accelerate/(commands|utils)/launch\.py:"), (("launch",),)),
 )
 """Where in musubi-tuner an error was raised → the spec sections that configure that part: an error
 that quotes no option name (a network module that matched nothing, an optimizer argument of the
