@@ -64,15 +64,16 @@ def fingerprint(path: Path) -> Print | None:
     for row in range(8):
         for col in range(8):
             bits = (bits << 1) | (grey[row * 9 + col] > grey[row * 9 + col + 1])
-    return Print(bits, rgb.resize((4, 4), Image.Resampling.BOX).tobytes(), _histogram(rgb))
+    thumb = rgb.resize((32, 32), Image.Resampling.BOX)  # one pass over the pixels for both colour prints
+    return Print(bits, thumb.resize((4, 4), Image.Resampling.BOX).tobytes(), _histogram(thumb))
 
 
-def _histogram(rgb: Image.Image) -> tuple[float, ...]:
-    """The colours of a 32x32 box-filtered thumbnail (the filter averages away re-encoding noise),
-    each channel cut into LEVELS, as shares of the pixels."""
+def _histogram(thumb: Image.Image) -> tuple[float, ...]:
+    """The colours of a box-filtered thumbnail (the filter averages away re-encoding noise), each
+    channel cut into LEVELS, as shares of the pixels."""
     import numpy as np
 
-    levels = np.asarray(rgb.resize((32, 32), Image.Resampling.BOX)).reshape(-1, 3) // (256 // LEVELS)
+    levels = np.asarray(thumb).reshape(-1, 3) // (256 // LEVELS)
     bins = (levels[:, 0].astype(np.int64) * LEVELS + levels[:, 1]) * LEVELS + levels[:, 2]
     counts = np.bincount(bins, minlength=LEVELS**3)
     return tuple(float(c) / len(bins) for c in counts)
