@@ -75,6 +75,7 @@ def test_subfolders_become_records_with_relative_paths_and_the_layout_is_said(tm
     snippet = (folder / "fplora-dataset.yaml").read_text(encoding="utf-8")
     assert f"- jsonl: {(folder / 'metadata.jsonl').resolve()}" in snippet
     assert "clean_indices: [0, 10]" in snippet and "target_index: 5" in snippet
+    assert "    num_repeats: 10" in snippet  # pasted over init's entry, the repeats stay as they were
     # `fplora init`'s v1.yaml has a datasets: key already: pasted below it, this one is a YAML error
     assert "replace the datasets:\n# entry with this one" in snippet
     assert (

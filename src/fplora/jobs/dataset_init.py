@@ -290,12 +290,16 @@ def _as_named_by_a_spec(jsonl: Path) -> str:
 
 
 def snippet(jsonl: str, layout: Layout) -> str:
+    """The `datasets:` entry to paste. It carries `num_repeats: 10`, what `fplora init`'s v1.yaml
+    sets: pasted over that entry without it, each record would be seen once an epoch instead of ten
+    times, and nothing would say so."""
     return (
         "# written by `fplora dataset init`: in your spec (configs/<version>.yaml), replace the datasets:\n"
         "# entry with this one, keeping its num_repeats (a spec has one datasets: key, so pasting a second\n"
         "# one below it is a YAML error); one_frame: is the layout these records were made for\n"
         "datasets:\n"
         f"  - jsonl: {jsonl}\n"
+        "    num_repeats: 10   # as `fplora init`'s configs/v1.yaml; without it, each record once per epoch\n"
         "one_frame:\n"
         f"  clean_indices: {list(layout.clean_indices)}\n"
         f"  target_index: {layout.target_index}\n"
