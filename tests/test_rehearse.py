@@ -292,7 +292,7 @@ CONTROLS = {
     "generate": (
         "infer: {prompts: [{record: 1, width: 72}]}",
         "generate",
-        "wrote 0 of 1 latents (exit code 0 notwithstanding)",
+        "wrote 0 of 1 latent (exit code 0 notwithstanding)",
         "configs/probe.yaml:2: infer.prompts",
     ),
 }
