@@ -93,6 +93,7 @@ def test_a_failed_file_is_named_and_check_says_it_is_missing(hub: FakeHub, tmp_p
     assert check.exit_code == 1
     (missing,) = [x for x in check.output.splitlines() if x.startswith("error:")]
     assert "models/image_encoder/model.safetensors" in missing and "not found" in missing
+    assert missing.count("image_encoder/model.safetensors") == 1  # the path once, not twice
     assert "run `fplora models fetch`" in missing
 
 

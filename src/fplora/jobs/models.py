@@ -238,12 +238,13 @@ def check(folder: Path, *, say: Say) -> list[Problem]:
                 "run `fplora models fetch` again",
             )
         if found is not None:
+            shown = display_path(path)  # the line starts with the path: said once, not twice
             problems.append(
                 Problem(
-                    display_path(path),
+                    shown,
                     None,
                     item.key,
-                    found[0],
+                    found[0].removeprefix(f"{shown} "),
                     found[1] if "not found" not in found[0] else "run `fplora models fetch`",
                 )
             )
