@@ -17,6 +17,7 @@ from fplora.problems import Problem, plural, yaml_value
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
 from fplora.spec.source import KeyPath, Loaded, Source
+from fplora.spec.syntax import KEY_WITHOUT_COLON
 from fplora.suggest import closest
 
 MISSING = "required key is missing"
@@ -172,17 +173,14 @@ def _mapping_problem(loc: KeyPath, value: Any) -> tuple[str, str]:
     return message, f"write its keys under it: {', '.join(sorted(keys_of(model)))}"
 
 
-_KEY_THEN_VALUE = re.compile(r"([A-Za-z_][\w.-]*)(?::(?=\S)|\s+)(\S+)")
-
-
 def _key_without_colon(model: type[BaseModel], value: str) -> tuple[str, str] | None:
     """(message, fix) for a section whose one line is one of its keys and a value without the `: `
     between them (`max_train_steps 200`, `max_train_steps:200`): YAML read the line as the
     section's text, and the shape of a mapping is not what the author needs to hear."""
-    found = _KEY_THEN_VALUE.match(value)
-    if found is None or found.group(1) not in keys_of(model):
+    found = KEY_WITHOUT_COLON.match(value)
+    if found is None or found.group(2) not in keys_of(model):
         return None
-    key, first = found.group(1), found.group(2)
+    key, first = found.group(2), found.group(3).split()[0]
     return (
         f"holds the text `{value}`: a key without ': ' after it, which YAML does not read as a key",
         f"write `{key}: {first}` on its line",

@@ -148,13 +148,16 @@ def _colon_missing_above(lines: list[str], above: int, index: int, shown: str) -
     return colon_missing(lines[above], shown, above + 1)
 
 
-_WITHOUT_COLON = re.compile(r"^(-\s+)?([A-Za-z_][\w.-]*)(?::(?=\S)|\s+)(\S.*)$")
+KEY_WITHOUT_COLON = re.compile(r"^(-\s+)?([A-Za-z_][\w.-]*)(?::(?=\S)|\s+)(\S.*)$")
+"""A key and its value without the `: ` between them (`max_train_steps 200`, `max_train_steps:200`,
+after a list item's `- `): groups dash, key, value. The one spelling of that slip, for the YAML
+parser's errors here and for a section that YAML read as text (`errors`)."""
 
 
 def colon_missing(line: str, shown: str, number: int | None) -> Problem:
     """A key written without the `: ` YAML needs after it, at line `number` of file `shown`."""
     text = line.split(" #")[0].strip()
-    found = _WITHOUT_COLON.match(text)
+    found = KEY_WITHOUT_COLON.match(text)
     fix = (
         f"write `{found.group(1) or ''}{found.group(2)}: {found.group(3)}`"
         if found
