@@ -734,20 +734,26 @@ print(kept is block, decorated is len, refused)
 """
 
 
-@pytest.mark.musubi
-def test_without_cuda_compile_checks_its_arguments_as_torch_does_but_compiles_nothing(musubi_python) -> None:
-    """On a CPU the stand-ins hand back the block uncompiled, after torch's own call has checked
-    the arguments: a backend torch does not know (`compile_backend: inductr`) raises there, as it
-    does on the GPU box when musubi-tuner compiles its blocks."""
+def _last_line_in_musubi(musubi_python, code: str) -> str:
+    """The last line `code` prints, run in the musubi-tuner Python with the stand-ins' folder as its
+    argument (it must exit 0)."""
     done = subprocess.run(
-        [musubi_python.python, "-c", COMPILES, str(stages.STANDINS.parent)],
+        [musubi_python.python, "-c", code, str(stages.STANDINS.parent)],
         env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    last = done.stdout.strip().splitlines()[-1]
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.musubi
+def test_without_cuda_compile_checks_its_arguments_as_torch_does_but_compiles_nothing(musubi_python) -> None:
+    """On a CPU the stand-ins hand back the block uncompiled, after torch's own call has checked
+    the arguments: a backend torch does not know (`compile_backend: inductr`) raises there, as it
+    does on the GPU box when musubi-tuner compiles its blocks."""
+    last = _last_line_in_musubi(musubi_python, COMPILES)
     if last == "cuda":
         pytest.skip("torch.compile is not stood in for where CUDA is available")
     assert last == "True True InvalidBackend"
@@ -757,15 +763,7 @@ def test_without_cuda_compile_checks_its_arguments_as_torch_does_but_compiles_no
 def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(musubi_python) -> None:
     """musubi-tuner's caching sleeps 0.1 s between looks at its encoding threads: 5 ms in a
     rehearsal; the same 0.1 s sleep from any other code is slept as asked."""
-    done = subprocess.run(
-        [musubi_python.python, "-c", POLLS, str(stages.STANDINS.parent)],
-        env={**musubi_python.env, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[0.005, 0.1]"
+    assert _last_line_in_musubi(musubi_python, POLLS) == "[0.005, 0.1]"
 
 
 def test_an_error_from_accelerates_launch_points_at_the_launch_lines(example: Path) -> None:
