@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from fplora.cli import app
@@ -164,6 +165,32 @@ def test_the_card_has_the_hub_header_settings_prompts_and_front_ends(run: Path) 
     assert "## Evaluation" not in text  # not scored
 
 
+def test_the_card_tells_control_images_of_one_name_apart(project: Callable[..., Path]) -> None:
+    """`dataset init`'s targets/ + control_<k>/ layout gives every control of a record the target's
+    file name: the card listed `a.png`, `a.png`, not which is which."""
+    data = Path("data/layered")
+    for folder in ("targets", "control_0", "control_1"):
+        (data / folder).mkdir(parents=True)
+        Image.new("RGB", (64, 96), "white").save(data / folder / "a.png")
+    (data / "metadata.jsonl").write_text(
+        json.dumps(
+            {
+                "image_path": "targets/a.png",
+                "control_path_0": "control_0/a.png",
+                "control_path_1": "control_1/a.png",
+                "caption": "a character turns",
+            }
+        )
+        + "\n"
+    )
+    spec = project("datasets:\n  - jsonl: ../data/layered/metadata.jsonl\n")
+    musubi_lora(spec.parent.parent / "out" / "demo-v1-step00000002.safetensors")
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "musubi"])
+    assert result.exit_code == 0, result.output
+    text = (spec.parent.parent / "out" / "export" / "demo-v1-step00000002" / "README.md").read_text()
+    assert "control images: `control_0/a.png`, `control_1/a.png`;" in text
+
+
 def test_the_evaluation_loss_goes_into_the_card_and_the_metadata(run: Path) -> None:
     out = run.parent.parent / "out"
     lora = out / "demo-v1-step00000002.safetensors"
@@ -213,6 +240,20 @@ def test_the_run_s_own_checkpoint_is_never_overwritten(run: Path) -> None:
         "out/demo-v1-step00000002.safetensors: --out: is a file of the run itself; an export never replaces it — give another --out folder"
         in result.output
     )
+
+
+def test_out_naming_a_file_is_one_line_not_a_traceback(run: Path) -> None:
+    """`--out` is a folder; a LoRA's own file name given there crashed in mkdir."""
+    lora = run.parent.parent / "out" / "demo-v1-step00000002.safetensors"
+    before = lora.read_bytes()
+    result = runner.invoke(app, ["export", str(run), "--lora", "step2", "--out", str(lora)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        "out/demo-v1-step00000002.safetensors: --out: is a file; --out names the folder the export goes"
+        " into — give a folder, e.g. --out out/demo-v1-step00000002" in result.output
+    )
+    assert lora.read_bytes() == before
 
 
 def test_a_key_of_no_framepack_module_is_refused(project: Callable[..., Path]) -> None:

@@ -11,6 +11,7 @@ the metadata completed; `diffusers` maps each of the 440 modules by its DiT path
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from fplora.runs.catalogue import Catalogue
 from fplora.runs.checkpoints import Checkpoint, run_files
 from fplora.runs.loras import lora_problem, running_training
 from fplora.spec.models import Spec
+from fplora.writable import folder_problem
 
 LAYOUTS = ("musubi", "diffusers")
 EXPORT_DIR = "export"
@@ -64,6 +66,23 @@ def _checkpoint(run: Catalogue, lora: str) -> Checkpoint:
     if problem is not None:
         raise UserError(problem)
     return checkpoint
+
+
+def _check_out(out: Path, name: str) -> None:
+    """`--out` names the folder the files go into. A file there (a LoRA's own name given as the
+    target, say) made mkdir raise FileExistsError as a traceback."""
+    if out.exists() and not out.is_dir():
+        raise UserError(
+            Problem(
+                display_path(out),
+                None,
+                "--out",
+                "is a file; --out names the folder the export goes into",
+                f"give a folder, e.g. --out {display_path(out.parent / name)}",
+            )
+        )
+    if wrong := folder_problem(out):
+        raise UserError(Problem(display_path(out), None, "--out", *wrong))
 
 
 def _refuse_overwrite(spec: Spec, targets: list[Path], *, force: bool) -> None:
@@ -113,6 +132,16 @@ def _eval_facts(run: Catalogue, checkpoint: Checkpoint) -> dict[str, Any]:
     }
 
 
+def _shown_controls(paths: Sequence[Path]) -> list[str]:
+    """A prompt's control images as the card names them: file names (no folders of the machine that
+    trained), with their folder where two share a name, as in a dataset laid out as `control_0/a.png`,
+    `control_1/a.png`, where the card said `a.png`, `a.png`."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" for p in paths]
+
+
 def _prompts(spec: Spec) -> tuple[list[dict[str, Any]], list[Problem]]:
     """The infer prompts (captions filled from their records), or, where the records cannot be
     read on this machine, those written out in the spec."""
@@ -123,14 +152,14 @@ def _prompts(spec: Spec) -> tuple[list[dict[str, Any]], list[Problem]]:
     except UserError as error:
         _, prompts = spec.prompts_of("infer")
         written = [
-            {"text": p.text, "controls": [c.name for c in p.control_images or []], "seed": p.seed}
+            {"text": p.text, "controls": _shown_controls(p.control_images or []), "seed": p.seed}
             for p in prompts
             if p.text is not None
         ]
         why = error.problems[0].message if error.problems else "records unreadable"
         return written, [note(f"model card: prompts from records left out ({why})")]
     return [
-        {"text": line.text, "controls": [c.name for c in line.control_images], "seed": line.seed}
+        {"text": line.text, "controls": _shown_controls(line.control_images), "seed": line.seed}
         for line in lines
     ], []
 
@@ -234,6 +263,8 @@ def export(
         )
     name = stem_of(spec, checkpoint)
     folder = out or spec.train.output_dir / EXPORT_DIR / name
+    if out is not None:
+        _check_out(out, name)
     names = file_names(name)
     targets = [folder / names[layout] for layout in layouts]
     _refuse_overwrite(spec, [*targets, folder / CARD], force=force)
