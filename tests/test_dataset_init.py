@@ -123,6 +123,66 @@ def test_missing_and_ambiguous_pairs_are_refused_naming_the_files(tmp_path: Path
     assert not (folder / "metadata.jsonl").exists()
 
 
+def test_controls_beside_the_targets_in_targets_are_paired(tmp_path: Path) -> None:
+    """targets/0001.png with targets/0001_0.png, targets/0001_1.png beside it: found "no target
+    images" (targets/ without control folders fell through to the top folder, which has none)."""
+    folder = pictures(tmp_path / "pics" / "targets", 2, layout="flat").parent
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 0, result.output
+    first = json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert first == {
+        "image_path": "targets/0001.png",
+        "control_path_0": "targets/0001_0.png",
+        "control_path_1": "targets/0001_1.png",
+        "caption": "character 1 turns to face the camera",
+    }
+
+
+def test_a_folder_of_dataset_folders_says_to_init_each(tmp_path: Path) -> None:
+    """One folder per character (alice/targets/..., bob/targets/...): "put the targets in targets/"
+    told the user to do what they had done."""
+    pictures(tmp_path / "pics" / "alice")
+    pictures(tmp_path / "pics" / "bob", layout="flat")
+    result = cli("dataset", "init", tmp_path / "pics")
+    assert result.exit_code == 1
+    assert (
+        "error: pics: no target images here, but pics/alice/, pics/bob/ hold pictures of their own"
+        " — run `fplora dataset init` on each (e.g. fplora dataset init pics/alice)" in result.stderr
+    )
+
+
+def test_a_control_named_stem_k_in_its_control_folder_is_told_the_name_to_use(tmp_path: Path) -> None:
+    folder = pictures(tmp_path / "pics", 1)
+    (folder / "control_0" / "0001.png").rename(folder / "control_0" / "0001_0.png")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    assert (
+        "pics/control_0/0001_0.png: control image without a target 0001_0.* — in control_0/ a control"
+        " has its target's name: rename it 0001.png" in result.stderr
+    )
+
+
+def test_linked_pictures_are_named_by_the_link_and_a_broken_link_is_said(tmp_path: Path) -> None:
+    """Pictures linked in from a pool: a problem named the pool's file, not the dataset's, and a link
+    whose picture was gone was skipped without a word ("no control 1 image")."""
+    pool = pictures(tmp_path / "pool", 1, layout="flat")
+    folder = tmp_path / "pics"
+    (folder / "targets").mkdir(parents=True)
+    (folder / "controls").mkdir()
+    (folder / "targets" / "0001.png").symlink_to(pool / "0001.png")
+    (folder / "targets" / "0001.txt").write_text("a character\n", encoding="utf-8")
+    (folder / "controls" / "0001_0.png").symlink_to(pool / "0001_0.png")
+    (folder / "controls" / "0001_1.png").symlink_to(tmp_path / "gone.png")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    assert (
+        f"error: pics/controls/0001_1.png: a link to {tmp_path / 'gone.png'}, which is not there"
+        in result.stderr
+    )
+    assert "error: pics/targets/0001.png: no control 1 image" in result.stderr
+    assert "pool/" not in result.stderr
+
+
 def test_captions_from_a_csv(tmp_path: Path) -> None:
     folder = pictures(tmp_path / "pics", 2, captions=False)
     table = tmp_path / "captions.csv"

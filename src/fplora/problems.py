@@ -9,6 +9,7 @@ checks return theirs (an `ok` too). It is fplora's one finding type (tests/test_
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +48,16 @@ class UserError(Exception):
 def display_path(path: Path | str) -> str:
     """A path as the user should see it: relative to the working directory when below it."""
     path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    here = Path.cwd()
+    # the path as written first (made absolute, not resolved): a link is named by its own path, not
+    # by the file it points to (a dataset's targets/0001.png linked from a pool of pictures was
+    # named pool/0001.png); then resolved, for a path that reaches the working directory by a link
+    for candidate, base in ((Path(os.path.abspath(path)), here), (path.resolve(), here.resolve())):
+        try:
+            return str(candidate.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def yaml_value(value: object) -> object:

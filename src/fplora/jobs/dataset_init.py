@@ -7,7 +7,7 @@ This reads one of three folder layouts, by file stem:
 
 - `targets/<stem>.<ext>` and `control_0/<stem>.<ext>`, `control_1/<stem>.<ext>`, ...
 - `targets/<stem>.<ext>` and `controls/<stem>_<k>.<ext>` (the bundled example's layout)
-- one folder: `<stem>.<ext>` and `<stem>_<k>.<ext>` beside it
+- one folder: `<stem>.<ext>` and `<stem>_<k>.<ext>` beside it (that folder may be `targets/`)
 
 Captions come from `<stem>.txt` beside each target, or from a CSV (`--captions`, columns `image`
 and `caption`). Paths in the JSONL are relative to it, so the folder can be moved or rsynced.
@@ -49,8 +49,26 @@ class Found:
     problems: list[Problem] = field(default_factory=list)
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _images(folder: Path, found: Found) -> list[Path]:
+    """The pictures in `folder`. A link whose picture is gone is a problem of its own: skipped
+    silently, its record was refused as "no control 1 image" beside the file that names it."""
+    out = []
+    for path in folder.iterdir():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_file():
+            out.append(path)
+        elif path.is_symlink() and not path.exists():
+            found.problems.append(
+                Problem(
+                    display_path(path),
+                    None,
+                    "",
+                    f"a link to {os.readlink(path)}, which is not there",
+                    "point the link at the picture, or remove it",
+                )
+            )
+    return sorted(out)
 
 
 def _by_stem(paths: list[Path], found: Found, into: dict[str, Path], stem_of: Callable[[Path], str]) -> None:
@@ -78,25 +96,35 @@ def scan(folder: Path) -> Found:
     }
     if targets.is_dir() and subfolders:
         found = Found("targets/ + control_<k>/")
-        _by_stem(_images(targets), found, found.targets, lambda p: p.stem)
+        _by_stem(_images(targets, found), found, found.targets, lambda p: p.stem)
         for k, sub in sorted(subfolders.items()):
             per: dict[str, Path] = {}
-            _by_stem(_images(sub), found, per, lambda p: p.stem)
+            _by_stem(_images(sub, found), found, per, lambda p: p.stem)
             for stem, path in per.items():
                 found.controls.setdefault(stem, {})[k] = path
         return found
     if targets.is_dir() and (folder / "controls").is_dir():
         found = Found("targets/ + controls/<stem>_<k>")
-        _by_stem(_images(targets), found, found.targets, lambda p: p.stem)
-        _controls_by_name(_images(folder / "controls"), found, set())
+        _by_stem(_images(targets, found), found, found.targets, lambda p: p.stem)
+        _controls_by_name(_images(folder / "controls", found), found, set())
+        return found
+    if targets.is_dir():
+        # targets/ with each target's controls beside it (targets/0001.png, targets/0001_0.png):
+        # read as the folder of its own, where it found "no target images"
+        found = Found("targets/: <stem> + <stem>_<k>")
+        _one_folder(targets, found)
         return found
     found = Found("one folder: <stem> + <stem>_<k>")
-    images = _images(folder)
+    _one_folder(folder, found)
+    return found
+
+
+def _one_folder(folder: Path, found: Found) -> None:
+    images = _images(folder, found)
     stems = {p.stem for p in images}
     controls = [p for p in images if (m := _CONTROL_NAME.match(p.stem)) and m["stem"] in stems]
     _by_stem([p for p in images if p not in controls], found, found.targets, lambda p: p.stem)
     _controls_by_name(controls, found, set())
-    return found
 
 
 def _controls_by_name(paths: list[Path], found: Found, _: set[str]) -> None:
@@ -199,13 +227,21 @@ def records(
     for stem, control_set in sorted(found.controls.items()):
         if stem not in found.targets:
             path = next(iter(control_set.values()))
+            fix = "add the target or remove the control"
+            named = _CONTROL_NAME.match(stem)
+            if named and named["stem"] in found.targets and _CONTROL_FOLDER.match(path.parent.name):
+                # control_0/0001_0.png: the <stem>_<k> naming of the other layouts, in a control_<k>/ folder
+                fix = (
+                    f"in {path.parent.name}/ a control has its target's name: rename it"
+                    f" {named['stem']}{path.suffix}"
+                )
             found.problems.append(
                 Problem(
                     display_path(path),
                     None,
                     "",
                     f"control image without a target {stem}.*",
-                    "add the target or remove the control",
+                    fix,
                 )
             )
     for stem, target in sorted(found.targets.items()):
@@ -319,15 +355,7 @@ def init(
     if found.problems:
         raise UserError(found.problems)
     if not items:
-        raise UserError(
-            Problem(
-                display_path(folder),
-                None,
-                "",
-                "no target images found",
-                "put the targets in targets/ (see `fplora dataset init --help`)",
-            )
-        )
+        raise UserError(_nothing_found(folder))
     say(f"layout: {found.layout}; {plural(len(items), 'record')}")
     for line in layout.lines(found):
         say(line)
@@ -355,6 +383,34 @@ def init(
         " (replace the entry; a second datasets: key is a YAML error)"
     )
     return 0
+
+
+def _nothing_found(folder: Path) -> Problem:
+    """No record in `folder`: where its subfolders hold pictures in a layout of their own (one
+    folder per character: `alice/targets/...`, `bob/targets/...`), say to run init on each rather
+    than "put the targets in targets/", which they are."""
+    nested = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        inner = Found("")
+        if (sub / "targets").is_dir() or _images(sub, inner):
+            nested.append(sub)
+    if nested:
+        shown = ", ".join(f"{display_path(p)}/" for p in nested[:4]) + (", ..." if len(nested) > 4 else "")
+        return Problem(
+            display_path(folder),
+            None,
+            "",
+            f"no target images here, but {shown} hold pictures of their own",
+            f"run `fplora dataset init` on each (e.g. fplora dataset init {display_path(nested[0])}) and"
+            " give each JSONL its own datasets: entry",
+        )
+    return Problem(
+        display_path(folder),
+        None,
+        "",
+        "no target images found",
+        "put the targets in targets/ (see `fplora dataset init --help`)",
+    )
 
 
 def _awaited(folder: Path) -> tuple[Path, Path] | None:
