@@ -328,6 +328,25 @@ def test_prune_removes_only_what_no_spec_uses_after_a_dry_run(workspace: Workspa
     assert workspace.cli("train", str(workspace.spec_path)).exit_code == 0
 
 
+def test_a_spec_in_a_subfolder_of_configs_shares_the_project_s_store(workspace: Workspace) -> None:
+    """configs/archive/v0.yaml got a `.fplora/` of its own in configs/archive/: its caches were
+    computed again, and `cache status` and `prune` never saw it."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    launched = len(workspace.calls())
+    archive = workspace.root / "configs" / "archive"
+    archive.mkdir()
+    (archive / "v0.yaml").write_text("extends: ../v1.yaml\n", encoding="utf-8")
+    result = workspace.cli("cache", "configs/archive/v0.yaml", "--no-rehearse")
+    assert result.exit_code == 0, result.output
+    assert len(workspace.calls()) == launched  # every file linked from the store, none computed
+    assert not (archive / ".fplora").exists()
+    assert len(store_files(workspace)) == 8
+    status = workspace.cli("cache", "status")
+    assert status.exit_code == 0, status.output
+    assert "configs/archive/v0.yaml: dataset 0: 4 records: 8 present" in status.stdout
+    assert "configs/archive/v0: " not in status.output  # its rendered folder holds no spec
+
+
 def test_prune_keeps_everything_while_a_spec_does_not_load(workspace: Workspace) -> None:
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     (workspace.root / "configs" / "broken.yaml").write_text("extends: nowhere.yaml\n", encoding="utf-8")

@@ -734,6 +734,19 @@ def test_two_specs_writing_the_same_run_are_told_before_training(project: Make) 
     )
 
 
+def test_a_version_of_one_name_in_a_subfolder_of_configs_is_the_same_run(project: Make) -> None:
+    """configs/archive/v1.yaml and configs/v1.yaml both write <project>-v1: only the spec's own
+    folder was compared, so the second training would have written into the first one's run."""
+    spec = project()
+    (spec.parent / "archive").mkdir()
+    (spec.parent / "archive" / "v1.yaml").write_text("extends: ../v1.yaml\n", encoding="utf-8")
+    code, lines = check(spec, "--skip-models")
+    assert code == 1
+    assert lines[0].startswith(
+        "error: configs/base.yaml:17: train.output_dir: configs/archive/v1.yaml writes the same run demo-v1"
+    )
+
+
 def test_a_run_started_by_a_spec_in_another_folder_is_warned_about(project: Make, tmp_path: Path) -> None:
     """Two projects that kept the same `project:` and `output_dir`: the manifest names the other."""
     spec = project()

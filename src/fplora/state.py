@@ -2,8 +2,8 @@
 user's machine keeps what is made once per machine (`user_cache`).
 
 Commands remember things between runs there (the last spec, image verdicts, ...). The folder sits
-at the project's root, beside `configs/`: a spec in `configs/` uses the folder above it, a spec
-elsewhere the folder it is in, unless that folder already holds a `.fplora/`.
+at the project's root, beside `configs/`: a spec in `configs/` (or a subfolder of it) uses the
+folder above it, a spec elsewhere the folder it is in, unless that folder already holds a `.fplora/`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,22 @@ from pathlib import Path
 STATE_DIR = ".fplora"
 
 
-def project_state(spec_path: Path) -> Path:
-    """`.fplora/` of the project `spec_path` belongs to (not created here)."""
+def configs_folder(spec_path: Path) -> Path | None:
+    """The project's `configs/` that `spec_path` is in: its own folder or the nearest above named so
+    (`configs/archive/v1.yaml`, `configs/char-a/v2.yaml`); None for a spec outside one."""
     folder = spec_path.absolute().parent
-    if not (folder / STATE_DIR).is_dir() and folder.name == "configs":
-        folder = folder.parent
-    return folder / STATE_DIR
+    return next((f for f in (folder, *folder.parents) if f.name == "configs"), None)
+
+
+def project_state(spec_path: Path) -> Path:
+    """`.fplora/` of the project `spec_path` belongs to (not created here). A spec in a subfolder of
+    `configs/` belongs to the same project as those beside `configs/`: its own `.fplora/` there gave
+    it a cache store of its own (its caches computed again, out of `cache status` and `prune`)."""
+    folder = spec_path.absolute().parent
+    if (folder / STATE_DIR).is_dir():
+        return folder / STATE_DIR
+    configs = configs_folder(spec_path)
+    return (configs.parent if configs is not None else folder) / STATE_DIR
 
 
 def user_cache() -> Path:

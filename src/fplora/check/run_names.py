@@ -15,7 +15,9 @@ from fplora.problems import Problem, UserError, display_path
 from fplora.runs.catalogue import Catalogue
 from fplora.runs.manifest import UnreadableManifest
 from fplora.spec import load_spec
+from fplora.spec.load import specs_under
 from fplora.spec.models import Spec
+from fplora.state import configs_folder
 
 _NAMING = ("output_name", "version:")
 """Words a spec must hold to name its run other than `<project>-<its file stem>`."""
@@ -35,17 +37,23 @@ def _where_named(spec: Spec) -> tuple[str, ...]:
 
 
 def _siblings(spec: Spec) -> list[Spec]:
-    """The other specs in the spec's folder that may name their run the way this one does."""
+    """The other specs that may name their run the way this one does: those beside it, and those of
+    the same file name elsewhere in the project's `configs/` (`configs/v4.yaml` and
+    `configs/archive/v4.yaml` both name theirs `<project>-v4`; only the spec's own folder was read)."""
     named = spec.written(("train", "output_name")) or spec.written(("version",))
     found = []
-    for other in sorted(spec.path.parent.glob("*.y*ml")):
+    for other in specs_under(configs_folder(spec.path) or spec.path.parent):
         if other.resolve() == spec.path.resolve():
             continue
         try:
             text = other.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        if not named and not any(word in text for word in _NAMING):
+        if other.parent.resolve() != spec.path.parent.resolve() and other.stem != spec.path.stem:
+            # elsewhere in configs/, one version name (`<project>-<stem>`) is the slip; specs in
+            # folders of their own naming one output_name on purpose (infer settings of one run) are not
+            continue
+        if not named and other.stem != spec.path.stem and not any(word in text for word in _NAMING):
             continue  # `<project>-<stem>`: a different stem never collides
         try:
             found.append(load_spec(other))

@@ -19,7 +19,7 @@ from fplora.datasets.records import RecordCache
 from fplora.problems import Problem, UserError, byte_size, display_path, plural
 from fplora.project import project_root
 from fplora.spec import validate
-from fplora.spec.load import DATASET_SNIPPET, extended, load
+from fplora.spec.load import DATASET_SNIPPET, extended, load, specs_under
 from fplora.spec.models import Spec
 from fplora.spec.source import Loaded
 
@@ -27,8 +27,9 @@ Say = Callable[[str], None]
 
 
 def project_specs(root: Path) -> list[Path]:
-    """Every spec under `<root>/configs/` (bases too: what they cache is kept by prune)."""
-    return sorted(p for p in (root / "configs").glob("*.y*ml") if p.is_file())
+    """Every spec under `<root>/configs/`, its subfolders' too (bases as well: what they cache is
+    kept by prune). Those in `configs/archive/` were left out: prune took their caches for unused."""
+    return specs_under(root / "configs")
 
 
 def _load(paths: list[Path], *, project: bool = False) -> tuple[list[Spec], list[Problem]]:

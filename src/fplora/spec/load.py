@@ -55,6 +55,26 @@ def _specs_in(folder: Path) -> list[Path]:
     )
 
 
+def specs_under(folder: Path) -> list[Path]:
+    """The spec files in `folder` and its subfolders (`configs/archive/v1.yaml`), the dataset snippet
+    left out, as are dot-folders and the folders fplora renders into (`configs/v1/` beside
+    `configs/v1.yaml`): each folder's in natural order, the folder's own before its subfolders'."""
+    found: list[Path] = []
+    for here, folders, _ in os.walk(folder):
+        base = Path(here)
+        folders[:] = sorted(
+            (
+                name
+                for name in folders
+                if not name.startswith(".")
+                and not any((base / f"{name}{suffix}").is_file() for suffix in (".yaml", ".yml"))
+            ),
+            key=lambda name: natural(Path(name)),
+        )
+        found += _specs_in(base)
+    return found
+
+
 def extending(base: Path) -> list[Path]:
     """The specs in `base`'s folder whose `extends:` chain holds it, in natural order."""
     found = []
