@@ -589,6 +589,17 @@ def test_missing_dataset_is_one_problem_at_the_spec(project: Path) -> None:
         ]
 
 
+def test_a_renamed_dataset_folder_is_named_with_the_path_to_write(project: Path) -> None:
+    """The user renamed data/ after writing the spec: "check the path" left them to work out that
+    the file they meant is the one in the renamed folder."""
+    Path("data").rename("pictures")
+    assert run() == [
+        "spec.yaml:12: datasets[0].jsonl: dataset JSONL file not found: data/m.jsonl"
+        " (folder data does not exist); pictures/m.jsonl has its name"
+        " — renamed? name it: jsonl: pictures/m.jsonl"
+    ]
+
+
 def test_raw_line_breaks_are_one_problem(project: Path) -> None:
     broken = json.dumps(record("b", caption="she turns\n\naround")).replace("\\n", "\n")
     write_jsonl(record("a"), broken, record("c", controls=1))

@@ -347,6 +347,21 @@ def test_a_spec_in_a_subfolder_of_configs_shares_the_project_s_store(workspace: 
     assert "configs/archive/v0: " not in status.output  # its rendered folder holds no spec
 
 
+def test_status_says_a_missing_jsonl_at_the_spec_line_that_names_it(workspace: Workspace) -> None:
+    """The dataset folder renamed after caching: status said only "data/dataset-v1/metadata-v1.jsonl:
+    dataset JSONL file not found — check datasets[].jsonl", naming no spec."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.root / "data" / "dataset-v1").rename(workspace.root / "data" / "turn-v1")
+    status = workspace.cli("cache", "status")
+    assert status.exit_code == 1
+    assert (
+        "error: configs/v1.yaml:8: datasets[0].jsonl: dataset JSONL file not found:"
+        " data/dataset-v1/metadata-v1.jsonl (folder data/dataset-v1 does not exist);"
+        " data/turn-v1/metadata-v1.jsonl has its name — renamed? name it:"
+        " jsonl: ../data/turn-v1/metadata-v1.jsonl"
+    ) in status.stderr
+
+
 def test_prune_keeps_everything_while_a_spec_does_not_load(workspace: Workspace) -> None:
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     (workspace.root / "configs" / "broken.yaml").write_text("extends: nowhere.yaml\n", encoding="utf-8")
@@ -467,7 +482,10 @@ def test_a_dataset_that_cannot_be_read_is_said_by_status_and_keeps_prune_from_re
     status = workspace.cli("cache", "status")
     assert status.exit_code == 1
     assert "0 records" not in status.output
-    assert "data/dataset-v1/metadata-v1.jsonl: dataset JSONL file not found" in status.stderr
+    assert (
+        "configs/v1.yaml:8: datasets[0].jsonl: dataset JSONL file not found: data/dataset-v1/metadata-v1.jsonl"
+        in status.stderr
+    )
     for args in (["--dry-run"], []):
         result = workspace.cli("cache", "prune", *args)
         assert result.exit_code == 1

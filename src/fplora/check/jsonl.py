@@ -67,6 +67,12 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
                 if len(beside) == 1
                 else "name one of them in jsonl:",
             )
+        if moved := _moved(path):  # the dataset folder renamed after the spec named it
+            return spec.problem(
+                key,
+                f"{_NOT_FOUND}: {shown}{where}; {display_path(moved)} has its name",
+                f"renamed? name it: jsonl: {_as_written(spec, key, moved)}",
+            )
         return spec.problem(
             key,
             f"{_NOT_FOUND}: {shown}{where}",
@@ -93,6 +99,16 @@ def file_problem(spec: Spec, index: int, records: Records) -> Problem:
     return spec.problem(
         key, f"cannot read {shown}: {reason.removeprefix(f'{_CANNOT_READ}: ')}", "check the file"
     )
+
+
+def _moved(path: Path) -> Path | None:
+    """The one file of `path`'s name in a sibling of its missing folder (datasets/dataset-v1/
+    metadata-v1.jsonl when the folder became datasets/turn-v1/), else None."""
+    folder = path.parent
+    if folder.exists() or not folder.parent.is_dir():
+        return None
+    found = [f for f in folder.parent.glob(f"*/{path.name}") if f.is_file()]
+    return found[0] if len(found) == 1 else None
 
 
 def _as_written(spec: Spec, key: tuple[str | int, ...], path: Path) -> str:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from fplora.check.jsonl import file_problem, unreadable
 from fplora.datasets import caches, split, store
 from fplora.datasets.records import RecordCache
 from fplora.problems import Problem, UserError, byte_size, display_path, plural
@@ -99,8 +100,14 @@ def _records_problems(spec: Spec, records: RecordCache) -> list[Problem]:
     """What stops reading a dataset's records as written (its JSONL missing or unreadable, a line
     that is not a record): with them the records it caches cannot be told, so `status` says the
     problem instead of "0 records", and `prune` keeps everything rather than take that dataset's
-    caches for unused."""
-    return [problem for index in range(len(spec.datasets)) for problem in records(index).problems]
+    caches for unused. A file not read at all is said at the spec's `jsonl:` line, as `check` says
+    it: the JSONL's path alone ("check datasets[].jsonl") did not tell which spec, and a renamed
+    dataset folder is named."""
+    problems = []
+    for index in range(len(spec.datasets)):
+        read = records(index)
+        problems += [file_problem(spec, index, read)] if unreadable(read) else read.problems
+    return problems
 
 
 def complete(spec: Spec, say: Say, records: RecordCache | None = None) -> bool:
