@@ -189,6 +189,9 @@ def test_sheet_command_rebuilds_and_refuses_an_empty_folder(
     empty = runner.invoke(app, ["sheet", str(tmp_path / "refs")])
     assert empty.exit_code == 1
     assert "refs holds no infer folder (<version>-stepNNNNNNNN-lm<m> with fplora-infer.json)" in empty.output
+    output_dir = runner.invoke(app, ["sheet", str(tmp_path)])  # the run's folder, not its sample/
+    assert output_dir.exit_code == 1
+    assert output_dir.output.strip().endswith("— its sample/ holds them: fplora sheet sample")
     help_text = runner.invoke(app, ["sheet", "--help"]).output
     assert "Example: fplora sheet" in help_text
 

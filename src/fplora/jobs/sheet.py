@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fplora.jobs import output
+from fplora.musubi.names import TRAINING_SAMPLE_DIR
 from fplora.problems import Problem, UserError
 from fplora.runs.infer_folders import FOLDER_RECORD, parse_save_dir_name, save_root
 from fplora.sheet.draw import build
@@ -27,6 +28,11 @@ def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = N
     if not indexes:
         which = f"{version}-" if version else "<version>-"
         others = _versions(directory)
+        fix = f"it holds those of {', '.join(others)}: --version {others[0]}" if version and others else ""
+        sample = directory / TRAINING_SAMPLE_DIR
+        if not others and sample.is_dir() and _versions(sample):
+            # the run's output_dir given for the folder infer writes into, its sample/
+            fix = f"its {TRAINING_SAMPLE_DIR}/ holds them: fplora sheet {output.shown(sample)}"
         raise UserError(
             Problem(
                 "command line",
@@ -34,7 +40,7 @@ def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = N
                 "DIRECTORY",
                 f"{output.shown(directory)} holds no infer folder"
                 f" ({which}stepNNNNNNNN-lm<m> with fplora-infer.json)",
-                f"it holds those of {', '.join(others)}: --version {others[0]}" if version and others else "",
+                fix,
             )
         )
     for index in indexes:
