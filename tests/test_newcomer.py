@@ -395,8 +395,9 @@ def test_init_writes_a_gitignore_for_what_fplora_writes(tmp_path: Path) -> None:
     assert (tmp_path / "proj/.gitignore").read_text(encoding="utf-8") == (
         "# fplora's state: the spec of the last command\n"
         ".fplora/\n"
-        "# rendered by fplora from configs/<version>.yaml, with the caches under cache/\n"
-        "configs/*/\n"
+        "# rendered by fplora from configs/<version>.yaml into configs/<version>/, with the caches under"
+        " cache/; the specs themselves are kept, in configs/ and its subfolders\n"
+        "configs/**/*\n!configs/**/\n!configs/**/*.yaml\n!configs/**/*.yml\n"
     )
 
 
@@ -405,8 +406,9 @@ def test_init_adds_only_missing_entries_to_an_existing_gitignore(tmp_path: Path)
     assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
     assert (tmp_path / ".gitignore").read_text(encoding="utf-8") == (
         "__pycache__/\n.fplora/\n\n"
-        "# rendered by fplora from configs/<version>.yaml, with the caches under cache/\n"
-        "configs/*/\n"
+        "# rendered by fplora from configs/<version>.yaml into configs/<version>/, with the caches under"
+        " cache/; the specs themselves are kept, in configs/ and its subfolders\n"
+        "configs/**/*\n!configs/**/\n!configs/**/*.yaml\n!configs/**/*.yml\n"
     )
 
 
@@ -415,11 +417,13 @@ def test_the_gitignore_keeps_specs_and_drops_rendered_files(tmp_path: Path) -> N
     assert runner.invoke(app, ["init", str(tmp_path)]).exit_code == 0
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     names = [".fplora/last-spec", "configs/v1/config.toml", "configs/v1/cache/dataset-v1/x.safetensors"]
+    names += ["configs/archive/v0/config.toml"]  # a spec's in a subfolder of configs/
     names += ["configs/v1.yaml", "configs/base.yaml", "datasets/dataset-v1/metadata-v1.jsonl"]
+    names += ["configs/archive/v0.yaml"]  # configs/*/ ignored it
     done = subprocess.run(
         ["git", "-C", str(tmp_path), "check-ignore", *names], capture_output=True, text=True, check=False
     )
-    assert done.stdout.splitlines() == names[:3]
+    assert done.stdout.splitlines() == names[:4]
 
 
 def test_init_base_yaml_sets_nothing_a_jsonl_dataset_ignores(tmp_path: Path) -> None:

@@ -25,9 +25,16 @@ PLACEHOLDER = "my-framepack-project"
 
 GITIGNORE = {
     ".fplora/": "fplora's state: the spec of the last command",
-    "configs/*/": "rendered by fplora from configs/<version>.yaml, with the caches under cache/",
+    "configs/**/*": "rendered by fplora from configs/<version>.yaml into configs/<version>/, with the caches"
+    " under cache/; the specs themselves are kept, in configs/ and its subfolders",
+    "!configs/**/": "",
+    "!configs/**/*.yaml": "",
+    "!configs/**/*.yml": "",
 }
-"""What fplora writes into a project that git should not keep (pattern → why), one line each."""
+"""What fplora writes into a project that git should not keep (pattern → why; "" for a pattern
+that goes with the one above), one line each. `configs/*/` also hid the specs of a subfolder
+(`configs/archive/v1.yaml`) from git: everything under configs/ is ignored but the folders, searched,
+and the specs."""
 
 
 def _gitignore(existing: str | None) -> str | None:
@@ -39,7 +46,7 @@ def _gitignore(existing: str | None) -> str | None:
     missing = [(pattern, why) for pattern, why in GITIGNORE.items() if pattern not in have]
     if not missing:
         return None
-    block = "".join(f"# {why}\n{pattern}\n" for pattern, why in missing)
+    block = "".join((f"# {why}\n" if why else "") + f"{pattern}\n" for pattern, why in missing)
     if not existing:
         return block
     return existing + ("" if existing.endswith("\n") else "\n") + "\n" + block
