@@ -352,6 +352,58 @@ def test_the_deepspeed_launcher_stops_a_stage_where_deepspeed_is_missing(
     worker._launcher_check(types.SimpleNamespace(use_deepspeed=True, cpu=False))
 
 
+def _no_deepspeed(monkeypatch: pytest.MonkeyPatch) -> None:
+    utils = types.ModuleType("accelerate.utils")
+    utils.is_deepspeed_available = lambda: False  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "accelerate", types.ModuleType("accelerate"))
+    monkeypatch.setitem(sys.modules, "accelerate.utils", utils)
+
+
+def _launch(**options: Any) -> types.SimpleNamespace:
+    given = {"cpu": False, "use_deepspeed": False, "multi_gpu": False, "tpu": False, "gpu_ids": None}
+    return types.SimpleNamespace(**{**given, "num_processes": 1, "num_machines": 1, **options})
+
+
+def test_more_processes_than_named_gpus_stop_the_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`launch: {num_processes: 2, gpu_ids: "0"}`: accelerate's multi-GPU launcher shows each machine
+    only the GPUs `gpu_ids` names and gives process i GPU i modulo their count, so two processes share
+    one GPU and NCCL refuses them before the first step. The rehearsal runs one process, where nothing
+    would show it: its launcher check fails the launch as the GPU box fails it. Enough GPUs named, or
+    all of them (how many there are is the machine's), or `cpu`, pass."""
+    _no_deepspeed(monkeypatch)
+    with pytest.raises(ImportError, match="2 processes per machine on 1 visible GPU"):
+        worker._launcher_check(_launch(multi_gpu=True, num_processes=2, gpu_ids="0"))
+    with pytest.raises(ImportError, match="Duplicate GPU"):
+        worker._launcher_check(_launch(use_fsdp=True, num_processes=4, gpu_ids="0,1"))
+    worker._launcher_check(_launch(multi_gpu=True, num_processes=2, gpu_ids="0,1"))
+    worker._launcher_check(_launch(multi_gpu=True, num_processes=2, gpu_ids="all"))
+    worker._launcher_check(_launch(multi_gpu=True, num_processes=2))
+    worker._launcher_check(_launch(multi_gpu=True, num_processes=4, num_machines=2, gpu_ids="0,1"))
+    worker._launcher_check(_launch(multi_gpu=True, num_processes=2, gpu_ids="0", cpu=True))
+
+
+def test_the_tpu_launcher_stops_a_stage_where_torch_xla_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`launch: {extra: {tpu: true}}`: accelerate's TPU launcher imports torch_xla before the script
+    starts; musubi-tuner's dependencies lack it, so the launch fails on the GPU box, and here."""
+    import importlib.util
+
+    _no_deepspeed(monkeypatch)
+    real = importlib.util.find_spec
+    installed = {"torch_xla": False}
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name == "torch_xla":
+            return object() if installed["torch_xla"] else None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ImportError, match="imports torch_xla"):
+        worker._launcher_check(_launch(tpu=True))
+    worker._launcher_check(_launch(tpu=True, cpu=True))
+    installed["torch_xla"] = True
+    worker._launcher_check(_launch(tpu=True))
+
+
 def test_an_errors_frames_name_musubi_tuner_and_accelerates_launch_and_nothing_else() -> None:
     """fplora reads which part of the spec was at work from the frames an error passed through:
     musubi-tuner's functions, and accelerate's launch checks (an error there names no option)."""

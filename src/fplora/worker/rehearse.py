@@ -142,17 +142,51 @@ class LauncherError(ImportError):
     """accelerate's launcher for the launch options stops before the script starts."""
 
 
+DISTRIBUTED = ("use_fsdp", "use_tp", "use_megatron_lm", "multi_gpu")
+"""Launch options that accelerate's `launch_command` hands to its multi-GPU launcher (torch's
+`distributed.run`, one process per GPU), in its order after `use_deepspeed`."""
+
+
 def _launcher_check(args: Any) -> None:
-    """What the launcher accelerate's `launch_command` picks for these options checks before it starts
-    the script: its DeepSpeed launcher (`use_deepspeed`, without `cpu`) stops with an ImportError
-    where the package deepspeed is missing, on the GPU box as here (musubi-tuner's dependencies do
-    not include it). The other launchers start the script (one process here, see `_launch_args`)."""
+    """What the launcher accelerate's `launch_command` picks for these options (in its order: `cpu`
+    takes the simple launcher whatever else is set) does before the script starts, or makes certain
+    to fail, where the rehearsal runs the script itself in one process instead:
+    - its DeepSpeed launcher (`use_deepspeed`) stops with an ImportError where the package deepspeed
+      is missing, on the GPU box as here (musubi-tuner's dependencies do not include it);
+    - its multi-GPU launcher (`DISTRIBUTED`) limits each machine's processes to the GPUs `gpu_ids`
+      names (CUDA_VISIBLE_DEVICES); accelerate gives process i GPU i modulo the visible count, so
+      more processes than named GPUs put two on one GPU, which NCCL refuses when the first
+      collective builds its communicator (`Duplicate GPU detected`), before the first step;
+    - its TPU launcher (`tpu`) first imports torch_xla, which musubi-tuner's dependencies lack.
+    The simple launcher starts the script (one process here, see `_launch_args`)."""
     from accelerate.utils import is_deepspeed_available
 
-    if getattr(args, "use_deepspeed", False) and not args.cpu and not is_deepspeed_available():
+    if getattr(args, "cpu", False):
+        return
+    if getattr(args, "use_deepspeed", False):
+        if not is_deepspeed_available():
+            raise LauncherError(
+                "accelerate launch --use_deepspeed: its DeepSpeed launcher needs the package deepspeed,"
+                " which this musubi-tuner Python lacks"
+            )
+        return
+    if any(getattr(args, name, False) for name in DISTRIBUTED):
+        ids = str(getattr(args, "gpu_ids", None) or "all")
+        machines = max(int(getattr(args, "num_machines", None) or 1), 1)
+        per_machine = int(getattr(args, "num_processes", None) or 1) // machines
+        named = [part for part in ids.split(",") if part.strip()]
+        if ids != "all" and len(named) < per_machine:
+            raise LauncherError(
+                f"accelerate launch --gpu_ids {ids}: {per_machine} processes per machine on"
+                f" {len(named)} visible GPU{'s' if len(named) != 1 else ''} (CUDA_VISIBLE_DEVICES={ids}):"
+                " accelerate puts two processes on one GPU, and NCCL refuses that (Duplicate GPU"
+                " detected) before the first step"
+            )
+        return
+    if getattr(args, "tpu", False) and importlib.util.find_spec("torch_xla") is None:
         raise LauncherError(
-            "accelerate launch --use_deepspeed: its DeepSpeed launcher needs the package deepspeed,"
-            " which this musubi-tuner Python lacks"
+            "accelerate launch --tpu: its TPU launcher imports torch_xla, which this musubi-tuner Python"
+            " lacks (musubi-tuner trains on CUDA GPUs)"
         )
 
 
