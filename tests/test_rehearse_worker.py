@@ -176,6 +176,24 @@ def test_the_plan_tells_the_worker_whether_a_stage_compiles(workspace: Workspace
     assert json.loads(plan.read_text())["compiles"] is True
 
 
+def test_the_evaluation_stage_compiles_as_fplora_eval_does(workspace: Workspace) -> None:
+    """`eval.compile` (else `train.compile`) is what `fplora eval` compiles with, using training's
+    compile options: a spec whose training does not compile but whose evaluation does meets a bad
+    `compile_backend` only in `fplora eval`, so the rehearsal's evaluation stage must compile too
+    (without CUDA torch.compile still checks its options there). The plan says a stage compiles."""
+    rendered = workspace.root / "configs" / "v1" / "rehearsal" / "rendered"
+    workspace.write_spec(eval={"records": [2], "compile": True})
+    done = workspace.cli("rehearse", str(workspace.spec_path))
+    assert done.exit_code == 0, done.output
+    assert json.loads((rendered / "eval-plan.json").read_text())["compile"] is True
+    assert json.loads((rendered / "rehearsal-plan.json").read_text())["compiles"] is True
+    workspace.write_spec(eval={"records": [2], "compile": None})
+    done = workspace.cli("rehearse", str(workspace.spec_path))
+    assert done.exit_code == 0, done.output
+    assert json.loads((rendered / "eval-plan.json").read_text())["compile"] is False
+    assert json.loads((rendered / "rehearsal-plan.json").read_text())["compiles"] is False
+
+
 def _workers(workspace: Workspace) -> list[dict[str, Any]]:
     """The rehearsal workers the fake Python was started as, in order."""
     return [r for r in workspace.records() if r.get("args", [""])[0].endswith("worker/rehearse.py")]

@@ -66,7 +66,7 @@ def setup_of(spec: Spec, prints: dict[str, dict[str, str]]) -> dict[str, Any]:
 def compiles(spec: Spec) -> bool:
     """Whether the worker compiles the DiT: `eval.compile`, else as training does (`train.compile`)."""
     assert spec.eval is not None
-    return spec.train.compile if spec.eval.compile is None else spec.eval.compile
+    return spec.eval_compiles
 
 
 def words_for(words: list[str], checkpoints: list[Checkpoint]) -> list[str]:

@@ -488,6 +488,14 @@ class Spec(Section):
         return len(self.datasets) if self.eval is not None else None
 
     @property
+    def eval_compiles(self) -> bool:
+        """Whether `fplora eval`'s worker compiles the DiT: `eval.compile`, else as training does
+        (`train.compile`); False without an `eval:` section."""
+        if self.eval is None:
+            return False
+        return self.train.compile if self.eval.compile is None else self.eval.compile
+
+    @property
     def cache_entries(self) -> range:
         """The dataset entries `fplora cache` fills: every dataset, then the evaluation split."""
         return range(len(self.datasets) + (self.eval is not None))

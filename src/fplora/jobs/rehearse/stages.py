@@ -556,7 +556,9 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
                 "dataset_config": str(mine.eval_dataset),
                 "timesteps": list(spec.eval.timesteps),
                 "noise_seed": spec.eval.noise_seed,
-                "compile": False,
+                # as `fplora eval` compiles: without CUDA the stand-ins' torch.compile still checks
+                # its options (a backend name it does not know fails here as on the GPU box)
+                "compile": spec.eval_compiles,
                 "checkpoints": [
                     {"id": "k0", "label": evaluation.UNTRAINED, "lora": None},
                     {"id": "k1", "label": name, "lora": str(lora)},
@@ -570,7 +572,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
                 "the evaluation worker on one checkpoint",
                 commands.eval_worker(spec, py, eval_plan),
                 "config",
-                train_config,
+                {**train_config, "compile": spec.eval_compiles},
                 needs=["train"],
                 check=eval_worker_check,
             )
