@@ -217,7 +217,7 @@ def test_a_rehearsal_that_will_run_starts_its_worker_before_checking_the_spec(
     first = workspace.cli("rehearse", str(workspace.spec_path))
     assert first.exit_code == 0, first.output
     (worker,) = _workers(workspace)
-    assert worker["args"][1:] == ["--plan", "-"] and worker["cwd"] == str(workspace.render_dir / "rehearsal")
+    assert worker["args"][1:] == ["--plan", "-"] and worker["cwd"] == str(Path.cwd())
     assert len(started) == 1 and started[0].proc.returncode == 0
     again = workspace.cli("rehearse", str(workspace.spec_path))
     assert "not run again" in again.output and len(started) == 1
@@ -226,6 +226,27 @@ def test_a_rehearsal_that_will_run_starts_its_worker_before_checking_the_spec(
     assert failed.exit_code == 1 and "rehearsal" not in failed.output, failed.output
     assert len(started) == 2 and started[1].proc.returncode is not None  # stopped and reaped
     assert process_gone(started[1].proc.pid)
+
+
+def test_the_worker_runs_where_fplora_runs_and_keeps_wandb_in_the_rehearsal(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fplora train`, `infer` and `eval` run musubi-tuner in the folder fplora runs in, so a relative
+    path in a pass-through option (`musubi.generate.end_image_path: refs/end.png`, which `check`
+    finds from there too) is read from that folder: the rehearsal's worker runs there as well (it ran
+    in the rehearsal's folder, where such a path named nothing and generate failed on a spec that
+    works). wandb's offline files, which a run leaves in that folder, go to the rehearsal's."""
+    elsewhere = workspace.root / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    done = workspace.cli("rehearse", str(workspace.spec_path))
+    assert done.exit_code == 0, done.output
+    (worker,) = _workers(workspace)
+    assert worker["cwd"] == str(elsewhere)
+    root = workspace.render_dir / "rehearsal"
+    assert watch._worker_env(root)["WANDB_DIR"] == str(root)
+    monkeypatch.setenv("WANDB_DIR", str(elsewhere))
+    assert "WANDB_DIR" not in watch._worker_env(root)  # the user's own setting stands
 
 
 def test_a_worker_that_cannot_start_early_is_left_to_start_later(tmp_path: Path) -> None:

@@ -175,25 +175,33 @@ def compile_cache() -> dict[str, str]:
     return {key: value for key, value in wanted.items() if key not in os.environ}
 
 
-def _worker_env() -> dict[str, str]:
-    return {
+def _worker_env(root: Path) -> dict[str, str]:
+    """The worker's environment besides the user's. The worker runs where fplora runs, as `fplora
+    train`, `infer` and `eval` run musubi-tuner, so that a relative path in a pass-through option
+    (`musubi.generate.end_image_path: refs/end.png`) is read from the same folder as on the GPU box;
+    what the run itself would leave there, wandb's offline run files, goes under the rehearsal's
+    folder `root` instead (musubi-tuner points wandb at `logging_dir` where one is set)."""
+    env = {
         "WANDB_MODE": "offline",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         **compile_cache(),
     }
+    if "WANDB_DIR" not in os.environ:
+        env["WANDB_DIR"] = str(root)  # its `wandb` folder there is cleared with the stages' outputs
+    return env
 
 
 def start_worker(python: str, root: Path) -> process.Started | None:
     """The rehearsal worker, started before fplora has checked the spec and planned the rehearsal
     (`--plan -`: the plan's path comes on its stdin): its start-up (importing torch, ~1.2 s on a
     GPU box and ~2 s on a 2-core CPU, and warming the GPU) runs while fplora checks, renders and
-    writes the rehearsal's files, instead of after. `root` is the rehearsal's folder (made here, the
-    worker's working folder). None when the Python cannot be started (`ensure_musubi` says why) or
+    writes the rehearsal's files, instead of after. `root` is the rehearsal's folder (made here).
+    None when the Python cannot be started (`ensure_musubi` says why) or
     the folder cannot be made (the rehearsal's own writes say why): the worker then starts later."""
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return process.start([python, str(WORKER), "--plan", "-"], env=_worker_env(), cwd=root)
+        return process.start([python, str(WORKER), "--plan", "-"], env=_worker_env(root))
     except OSError:
         return None
 
@@ -210,7 +218,7 @@ def run(
     """Write the rehearsal's files, run the worker (or hand the plan to the one `start_worker`
     began), judge each stage."""
     root = rehearsal.root
-    for folder in ("out", "cache", "data", "rendered"):
+    for folder in ("out", "cache", "data", "rendered", "wandb"):
         shutil.rmtree(root / folder, ignore_errors=True)
     for path, text in rehearsal.files.items():
         write_atomic(path, text)
@@ -246,12 +254,11 @@ def run(
         with open(os.devnull, "wb") as quiet:
             result = process.run(
                 worker or [python, str(WORKER), "--plan", str(plan_file)],
-                env=_worker_env(),
+                env=_worker_env(root),
                 log=log,
                 on_line=watch,
                 echo=quiet,
                 on_start=watch.started,
-                cwd=root,
             )
     finally:
         watch.finish()
