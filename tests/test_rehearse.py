@@ -766,6 +766,36 @@ def test_caching_polls_its_threads_more_often_and_other_sleeps_are_left_alone(mu
     assert _last_line_in_musubi(musubi_python, POLLS) == "[0.005, 0.1]"
 
 
+MOVES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import rehearse_standins
+import torch
+if torch.cuda.is_available():
+    print("cuda")
+    sys.exit()
+encoder = rehearse_standins.load_text_encoder2()[1]
+kept = encoder.to("cpu") is encoder and encoder.to(torch.float16) is encoder
+try:
+    encoder.to(torch.device("cuda"))
+    refused = "no"
+except Exception as error:
+    refused = type(error).__name__
+print(kept, refused)
+"""
+
+
+@pytest.mark.musubi
+def test_a_stand_in_encoder_moves_where_the_machine_has_the_device_and_fails_where_not(musubi_python) -> None:
+    """The stand-in encoders are moved as the real ones are, and a move to a device this machine
+    lacks fails with torch's own error (`musubi.cache_text_encoder.device: cuda` on a CPU), which
+    the rehearsal reports as the machine's: before, the move was ignored and the stage passed."""
+    last = _last_line_in_musubi(musubi_python, MOVES)
+    if last == "cuda":
+        pytest.skip("the move succeeds where CUDA is available")
+    assert last == "True RuntimeError"
+
+
 def test_an_error_from_accelerates_launch_points_at_the_launch_lines(example: Path) -> None:
     """`launch: {mixed_precision: fp8}`: accelerate's launcher refuses it before any script starts,
     with an error that names no option (`FP8 is not available on this machine`); the lines the user

@@ -78,13 +78,17 @@ def _generator(*parts: bytes) -> Any:
 
 
 class _Placeholder:
-    """Stands for a loaded model object that only has to be moved around."""
+    """Stands for a loaded model object that only has to be moved around. A move is checked as torch
+    checks the real model's: to a device this machine lacks (`musubi.cache_text_encoder.device:
+    cuda` without CUDA) it fails with torch's own error, which the rehearsal reports as the
+    machine's, instead of passing a code path that never ran there."""
 
     def __init__(self, dtype_name: str) -> None:
         torch = _torch()
         self.device, self.dtype = torch.device("cpu"), getattr(torch, dtype_name)
 
     def to(self, *args: Any, **kwargs: Any) -> _Placeholder:
+        _torch().empty(0).to(*args, **kwargs)
         return self
 
     def eval(self) -> _Placeholder:
