@@ -665,6 +665,25 @@ def test_a_logged_warning_is_not_taken_for_a_stages_error() -> None:
     assert blame._last_error_line([*log, "ValueError: chunk size 0"]) == "ValueError: chunk size 0"
 
 
+def test_an_evaluation_or_sweep_stage_tells_the_error_its_worker_reported() -> None:
+    """fplora's evaluation and sweep workers report a failure as an event's `error`, then a
+    `finished` event counting the failures: the stage's error is the reported one, not that count
+    (which the report showed as musubi-tuner's error line before)."""
+    from fplora.jobs.rehearse import blame
+
+    error = "NotImplementedError: No Attn Installed or batch_size > 1 is not supported"
+    log = [
+        "Traceback (most recent call last):",
+        f"NotImplementedError: {error}",
+        "fplora-eval-event " + json.dumps({"event": "checkpoint_failed", "id": "k0", "error": error}),
+        'fplora-eval-event {"event": "finished", "done": 0, "failed": 2, "seconds": 0.4}',
+    ]
+    assert blame._last_error_line(log) == error
+    sweep = ['fplora-sweep-event {"event": "error", "error": "FileNotFoundError: end.png"}']
+    assert blame._last_error_line(["ValueError: earlier", *sweep]) == "FileNotFoundError: end.png"
+    assert blame._last_error_line(["ValueError: earlier", log[-1]]) == "ValueError: earlier"
+
+
 def test_a_partial_pass_holds_only_on_the_machine_that_made_it(
     example: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

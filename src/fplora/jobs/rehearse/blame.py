@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from fplora.jobs.rehearse.stages import Rehearsal, Stage
 from fplora.problems import Problem, display_path
+from fplora.protocol import eval as eval_protocol
 from fplora.protocol import rehearse as rehearse_protocol
+from fplora.protocol import sweep as sweep_protocol
 from fplora.spec.models import MODEL_KEYS, Spec
 from fplora.spec.rules.pass_through import rendered_options
 from fplora.spec.source import dotted
@@ -42,9 +44,29 @@ whatever words it uses: a hung or killed stage's report would blame it instead o
 the stage."""
 
 
+WORKER_EVENTS = (eval_protocol, sweep_protocol)
+"""fplora's own workers, whose stages' logs carry their events: a failure is told there as an
+event's `error` (the worker's `finished` event, which counts failures, is no error line)."""
+
+
+def _worker_error(text: str) -> tuple[bool, str | None]:
+    """(whether `text` is an event line of fplora's evaluation or sweep worker, the error it tells)."""
+    for protocol in WORKER_EVENTS:
+        if text.startswith(protocol.EVENT_PREFIX):
+            event = protocol.parse_event(text)
+            error = event.get("error") if event is not None else None
+            return True, str(error) if error else None
+    return False, None
+
+
 def _last_error_line(lines: list[str]) -> str | None:
     for line in reversed(lines):
         text = line.strip()
+        event, error = _worker_error(text)
+        if event:
+            if error:
+                return error
+            continue
         if (
             text
             and _ERROR_LINE.search(text)
