@@ -401,6 +401,140 @@ ROWS = [
         "pass",
         "accelerator_setup.prepare_accelerator: logging_dir/<prefix><time>",
     ),
+    # --- held-out rows, session 2026-12-06 evening (predicted from musubi-tuner 30c658c4 first) ------
+    Row(
+        "net-exclude-string",
+        "train: {network: {args: [\"exclude_patterns='.*attn.*'\"]}}",
+        "fail",
+        "lora_framepack.create_arch_network: literal_eval of a quoted string gives a str, and its"
+        " .append of the norm pattern raises AttributeError",
+    ),
+    Row(
+        "net-include-bad-regex",
+        "train: {network: {args: [\"include_patterns=['(']\"]}}",
+        "pass",
+        "LoRANetwork.__init__ logs an invalid include pattern and skips it; nothing is excluded",
+    ),
+    Row(
+        "net-verbose-lower",
+        'train: {network: {args: ["verbose=true"]}}',
+        "pass",
+        "lora.create_network: only the text 'True' turns verbose on; anything else is False",
+    ),
+    Row(
+        "net-rank-dropout-text",
+        'train: {network: {args: ["rank_dropout=high"]}}',
+        "fail",
+        "lora.create_network: float('high') raises ValueError",
+    ),
+    Row(
+        "net-loha-loraplus",
+        'train: {network: {module: networks.loha, args: ["loraplus_lr_ratio=4", "module_dropout=0.1"]}}',
+        "pass",
+        "LoHa goes through lora.create_network; prepare_optimizer_params warns that LoRA+ finds no lora_up",
+    ),
+    Row(
+        "sched-torch-no-args",
+        "musubi: {config: {lr_scheduler_type: StepLR}}",
+        "fail",
+        "get_lr_scheduler: torch.optim.lr_scheduler.StepLR(optimizer) without its step_size (TypeError)",
+    ),
+    Row(
+        "sched-torch-dotted",
+        "musubi: {config: {lr_scheduler_type: torch.optim.lr_scheduler.OneCycleLR,"
+        ' lr_scheduler_args: ["max_lr=0.001", "total_steps=20"]}}',
+        "pass",
+        "get_lr_scheduler: a dotted class path is imported from its module",
+    ),
+    Row(
+        "opt-fused",
+        'train: {optimizer: {type: AdamW, args: ["fused=True"]}}',
+        "pass",
+        "get_optimizer: torch AdamW with its fused kernel (CUDA; torch has a CPU one too)",
+    ),
+    Row(
+        "opt-8bit-paged-arg",
+        'train: {optimizer: {type: adamw8bit, args: ["is_paged=True"]}}',
+        "pass",
+        "get_optimizer: bitsandbytes AdamW8bit(is_paged=True)",
+    ),
+    Row(
+        "seed-2-32",
+        "train: {seed: 4294967296}",
+        "fail",
+        "trainer_base._init_session: accelerate's set_seed seeds numpy, which takes at most 2**32 - 1",
+    ),
+    Row(
+        "meta-reso-x",
+        "musubi: {config: {metadata_reso: 512x768}}",
+        "fail:train",
+        "sai_model_spec.build_metadata: int('512x768') when the first checkpoint is saved (ValueError)",
+    ),
+    Row(
+        "meta-reso-comma",
+        'musubi: {config: {metadata_reso: "512,768"}}',
+        "pass",
+        "sai_model_spec.build_metadata: the width,height form",
+    ),
+    Row(
+        "resume-from-hf",
+        "musubi: {config: {resume_from_huggingface: true}}",
+        "fail:resume",
+        "trainer_base.resume_from_local_or_hf_if_specified reads the local state folder fplora passes as"
+        " <repo>/<path> on the Hub: listing it fails; training without resume never reads the flag",
+    ),
+    Row(
+        "ts-sigma",
+        "train: {timestep_sampling: sigma}",
+        "pass",
+        "get_noisy_model_input_and_timesteps: the weighting-scheme branch (uniform u, scheduler sigmas)",
+    ),
+    Row(
+        "ts-preserve-impossible",
+        "musubi: {config: {min_timestep: 999, max_timestep: 1000, preserve_distribution_shape: true}}",
+        "pass",
+        "1000 loops without enough timesteps in range: a warning, and the last sample is used",
+    ),
+    Row(
+        "launch-gpu-ids-one",
+        'launch: {num_processes: 2, gpu_ids: "0"}',
+        "fail",
+        "accelerate's multi_gpu_launcher: CUDA_VISIBLE_DEVICES=0 and 2 processes per node; PartialState"
+        " gives each GPU local_rank % 1 = 0, and NCCL refuses two ranks on one GPU (Duplicate GPU"
+        " detected) at DDP's first broadcast",
+    ),
+    Row(
+        "launch-tpu",
+        "launch: {extra: {tpu: true}}",
+        "fail",
+        "accelerate's launch_command takes tpu_launcher, which imports torch_xla (not among musubi-tuner's"
+        " dependencies): ImportError on a GPU box set up from its pins",
+    ),
+    Row(
+        "opt-dadapt",
+        "train: {optimizer: {type: dadaptation.DAdaptAdam, learning_rate: 1.0}}",
+        "machine",
+        "get_optimizer's any-class branch imports dadaptation: a package to install, not a spec error",
+    ),
+    Row(
+        "mem-h2d-ring-4",
+        "musubi: {config: {block_swap_h2d_only: true, block_swap_ring_size: 4}}",
+        "machine",
+        "LoRAStreamOffloader with a ring of 4: asserts a CUDA device",
+    ),
+    Row(
+        "gpu-h100",
+        "gpu: h100-80g",
+        "pass",
+        "the H100 preset: batch 1 x 2 accumulation, no swap or checkpointing, torch.compile, no split_attn",
+    ),
+    Row(
+        "gpu-h100-eval-b2",
+        "gpu: h100-80g\neval: {records: [3, 4], batch_size: 2}",
+        "fail:eval",
+        "the preset turns split_attn off for its batch of 1; the evaluation's batch of 2 then meets"
+        " sdpa's attn_varlen_func without a var-len path (NotImplementedError)",
+    ),
 ]
 
 if __name__ == "__main__":

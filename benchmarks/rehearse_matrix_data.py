@@ -328,6 +328,116 @@ ROWS = [
         "pass",
         "without cfg_scale above 1 the negative prompt is encoded and unused",
     ),
+    # --- held-out rows, session 2026-12-06 evening (predicted from musubi-tuner 30c658c4 first)
+    Row(
+        "data-res-200",
+        "data: {resolution: 200}",
+        "fail:train",
+        "buckets are multiples of 16, but the prompts render 200x200: the training sampler keeps 200"
+        " (a multiple of 8), a 25x25 latent the DiT's 2x2 patches cannot tile, at the sample at first",
+    ),
+    Row(
+        "of-modes-comma",
+        "one_frame: {inference_modes: 'target_index=5,control_index=0,10,no_post'}",
+        "pass",
+        "the --of parsers split at commas: '10' is a token of its own and ignored (the second control"
+        " index stays 0): wrong, but images are written",
+    ),
+    Row(
+        "of-modes-bad-int",
+        "one_frame: {inference_modes: 'target_index=five,control_index=0;10,no_post'}",
+        "fail:train",
+        "fpack_train_network.do_inference: int('five') in the sample at first, outside any try",
+    ),
+    Row(
+        "of-target-negative",
+        "one_frame: {target_index: -1}",
+        "pass",
+        "the target index only feeds the DiT's RoPE frame positions, which take any integer",
+    ),
+    Row(
+        "gen-f1",
+        "musubi: {generate: {f1: true}}",
+        "pass",
+        "fpack_generate_video.generate: f1 only picks the video sections' sampling; one-frame ignores it",
+    ),
+    Row(
+        "gen-end-image",
+        "musubi: {generate: {end_image_path: datasets/example/dataset-v1/controls/0001_0.png}}",
+        "pass",
+        "prepare_image_inputs encodes the end image; generate_with_one_frame_inference never reads it",
+    ),
+    Row(
+        "gen-mask-global",
+        "musubi: {generate: {control_image_mask_path: [datasets/example/dataset-v1/controls/0001_0.png]}}",
+        "pass",
+        "generate_with_one_frame_inference: the first control latent times the mask (converted to L)",
+    ),
+    Row(
+        "gen-latent-path",
+        "musubi: {generate: {latent_path: [missing_latent.safetensors]}}",
+        "fail:generate",
+        "fpack_generate_video.main: latent_path switches to decoding that file, which is missing",
+    ),
+    Row(
+        "te-device-cuda",
+        "musubi: {cache_text_encoder: {device: cuda}}",
+        "machine",
+        "valid on a GPU; this machine has no CUDA",
+    ),
+    Row(
+        "eval-compile",
+        "eval: {records: [4], compile: true}",
+        "pass",
+        "fplora's evaluation worker compiles the DiT's blocks with training's compile options",
+    ),
+    Row(
+        "eval-compile-typo",
+        "train: {compile: false}\neval: {records: [4], compile: true}\n"
+        "musubi: {config: {compile_backend: inductr}}",
+        "fail:eval",
+        "training does not compile, so it never meets the backend; `fplora eval` compiles with it"
+        " (model_utils.compile_transformer): torch.compile raises InvalidBackend",
+    ),
+    Row(
+        "eval-all-records",
+        "eval: {records: [1, 2, 3, 4]}",
+        "fail",
+        "nothing left to train on: caching writes no training cache, training finds no items (ValueError)",
+    ),
+    Row(
+        "eval-jsonl-own",
+        "eval: {jsonl: ../datasets/example/dataset-v1/metadata-v1.jsonl, allow_training_records: true}",
+        "pass",
+        "a separate evaluation JSONL (here the training one, allowed with a warning), cached on its own",
+    ),
+    Row(
+        "eval-batch-no-split",
+        "data: {batch_size: 1}\ntrain: {split_attn: false}\neval: {records: [3, 4], batch_size: 2}",
+        "fail:eval",
+        "training runs batch 1 without split_attn; the evaluation's batch of 2 meets sdpa's"
+        " attn_varlen_func, which has no var-len path (NotImplementedError)",
+    ),
+    Row(
+        "eval-loha",
+        "train: {network: {module: networks.loha}}\neval: {records: [4]}",
+        "pass",
+        "fplora's evaluation worker builds the run's network (LoHa: no lora_up, the untrained"
+        " checkpoint is the multiplier 0) and loads each checkpoint into it",
+    ),
+    Row(
+        "eval-lokr",
+        'train: {network: {module: networks.lokr, args: ["factor=4"]}}\neval: {records: [4]}',
+        "pass",
+        "as eval-loha, with LoKr",
+    ),
+    Row(
+        "eval-dropout",
+        'train: {network: {args: ["rank_dropout=0.1", "module_dropout=0.1"]}}\n'
+        "musubi: {config: {network_dropout: 0.1}}\neval: {records: [4]}",
+        "pass",
+        "the evaluation worker's network is in eval mode: LoRAModule skips its dropouts",
+    ),
     # --- evaluation split
     Row("eval-records", "eval: {records: [4], timesteps: [0.5]}", "pass", ""),
     Row("eval-fraction", "eval: {fraction: 0.5, batch_size: 2}", "pass", ""),
