@@ -138,8 +138,8 @@ def test_every_cell_shows_its_image_in_its_place(tmp_path: Path) -> None:
                     )
                 else:
                     assert seen == COLOURS[row, column], (row, column)
-            # start (= control 1) and control 2 at the left, each once
-            assert [label for label, _ in draw.references(prompt)] == ["start = control 1", "control 2"]
+            # start (= control 0, the record's control_path_0) and control 1 at the left, each once
+            assert [label for label, _ in draw.references(prompt)] == ["start = control 0", "control 1"]
             assert pixels.getpixel(place.refs[0].image.centre) == (255, 0, 0)
             assert pixels.getpixel(place.refs[1].image.centre) == (0, 0, 255)
 

@@ -45,11 +45,13 @@ def _paste(sheet: Image.Image, path: Path, box: Box) -> bool:
 
 
 def references(prompt: Prompt) -> list[tuple[str, Path]]:
-    """(label, path) of the prompt's start and control images, each file once."""
+    """(label, path) of the prompt's start and control images, each file once. Controls count from
+    0, as a record's `control_path_0` and `dataset init`'s `control_0/` do: "control 1" named the
+    picture of control_0/."""
     refs: list[tuple[str, Path]] = []
     if prompt.image is not None:
         refs.append(("start", prompt.image))
-    for number, control in enumerate(prompt.controls, start=1):
+    for number, control in enumerate(prompt.controls):
         same = next((i for i, (_, path) in enumerate(refs) if path == control), None)
         if same is None:
             refs.append((f"control {number}", control))
