@@ -183,6 +183,29 @@ def test_linked_pictures_are_named_by_the_link_and_a_broken_link_is_said(tmp_pat
     assert "pool/" not in result.stderr
 
 
+def test_a_caption_file_written_txt_in_capitals_is_read(tmp_path: Path) -> None:
+    """0001.TXT from a Windows folder was "no caption: pics/targets/0001.txt not found" on Linux."""
+    folder = pictures(tmp_path / "pics", 1)
+    (folder / "targets" / "0001.txt").rename(folder / "targets" / "0001.TXT")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "metadata.jsonl").read_text(encoding="utf-8"))["caption"] == (
+        "character 1 turns to face the camera"
+    )
+
+
+def test_a_folder_of_pictures_of_another_type_says_which_types_are_read(tmp_path: Path) -> None:
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0" * 16)
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    assert (
+        "error: pics: no target images found: it holds .heic pictures, which dataset init does not read"
+        " (it reads .bmp, .jpeg, .jpg, .png, .webp) — convert them, e.g. to PNG" in result.stderr
+    )
+
+
 def test_captions_from_a_csv(tmp_path: Path) -> None:
     folder = pictures(tmp_path / "pics", 2, captions=False)
     table = tmp_path / "captions.csv"

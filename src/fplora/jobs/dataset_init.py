@@ -18,6 +18,7 @@ control, a control without a target, two images with one stem, a missing or empt
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -33,6 +34,8 @@ from fplora.spec.load import DATASET_SNIPPET
 from fplora.spec.models import Spec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+OTHER_PICTURES = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl"})
+"""Pictures of types dataset init does not read: named when a folder holds nothing else."""
 JSONL = "metadata.jsonl"
 SNIPPET = DATASET_SNIPPET
 _CONTROL_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
@@ -282,13 +285,23 @@ def records(
     return out
 
 
+def _caption_file(target: Path) -> Path:
+    """`<stem>.txt` beside the target, or the one of its stem written `.TXT` (`.Txt`, ...), as a
+    Windows or macOS folder has them: on Linux `a01.TXT` was "not found"."""
+    txt = target.with_suffix(".txt")
+    if txt.is_file():
+        return txt
+    other = [p for p in target.parent.glob(f"{glob.escape(target.stem)}.*") if p.suffix.lower() == ".txt"]
+    return other[0] if len(other) == 1 else txt
+
+
 def _caption(target: Path, captions: dict[str, str] | None, found: Found) -> str | None:
     if captions is not None:
         text = captions.get(target.stem)
         where = "the captions CSV"
         missing = f"the captions CSV has no row for {target.name}"
     else:
-        txt = target.with_suffix(".txt")
+        txt = _caption_file(target)
         try:
             text = _text(txt).strip() if txt.is_file() else None
         except UserError as error:
@@ -403,6 +416,24 @@ def _nothing_found(folder: Path) -> Problem:
             f"no target images here, but {shown} hold pictures of their own",
             f"run `fplora dataset init` on each (e.g. fplora dataset init {display_path(nested[0])}) and"
             " give each JSONL its own datasets: entry",
+        )
+    others = sorted(
+        {
+            p.suffix.lower()
+            for place in (folder, folder / "targets")
+            if place.is_dir()
+            for p in place.iterdir()
+            if p.suffix.lower() in OTHER_PICTURES
+        }
+    )
+    if others:  # a folder of .heic from a phone: "put the targets in targets/" did not say why
+        return Problem(
+            display_path(folder),
+            None,
+            "",
+            f"no target images found: it holds {', '.join(others)} pictures, which dataset init does not"
+            f" read (it reads {', '.join(sorted(IMAGE_SUFFIXES))})",
+            "convert them, e.g. to PNG",
         )
     return Problem(
         display_path(folder),
