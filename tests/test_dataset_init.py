@@ -300,6 +300,26 @@ def test_pictures_in_the_folder_fplora_init_made_give_the_file_its_spec_names(
     assert check.exit_code == 0, check.output
 
 
+def test_a_folder_two_versions_name_by_files_of_their_own_names_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1 names metadata-v1.jsonl and v2 metadata-v2.jsonl in one folder (the dataset README's
+    re-caption naming): init wrote metadata.jsonl and said "set jsonl:" as if no spec named any."""
+    assert cli("init", "proj").exit_code == 0
+    project = tmp_path / "proj"
+    pictures(project / "datasets" / "dataset-v1")
+    v1 = (project / "configs" / "v1.yaml").read_text(encoding="utf-8")
+    (project / "configs" / "v2.yaml").write_text(v1.replace("metadata-v1", "metadata-v2"), encoding="utf-8")
+    monkeypatch.chdir(project)
+    result = cli("dataset", "init", "datasets/dataset-v1")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "next: configs/v1.yaml names metadata-v1.jsonl, configs/v2.yaml names metadata-v2.jsonl in this"
+        " folder: copy metadata.jsonl to each of those names, or set their jsonl: to"
+        " ../datasets/dataset-v1/metadata.jsonl"
+    )
+
+
 def test_check_of_a_jsonl_not_there_names_the_one_beside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -372,7 +372,8 @@ def init(
     say(f"layout: {found.layout}; {plural(len(items), 'record')}")
     for line in layout.lines(found):
         say(line)
-    awaited = _awaited(folder)
+    waiting = _waiting(folder)
+    awaited = _awaited(waiting)
     jsonl = awaited[1] if awaited else folder / JSONL
     if dry_run:
         for item in items:
@@ -390,6 +391,15 @@ def init(
     if awaited:
         spec = display_path(awaited[0])
         say(f"next: {spec} names this file already: fplora check {spec}")
+        return 0
+    if waiting:
+        # a folder several versions name by files of their own (metadata-v8.jsonl, metadata-v9.jsonl):
+        # "set jsonl:" left each spec's own file missing without a word
+        named = ", ".join(f"{display_path(spec)} names {path.name}" for path, spec in waiting.items())
+        say(
+            f"next: {named} in this folder: copy {jsonl.name} to each of those names, or set their jsonl:"
+            f" to {_as_named_by_a_spec(jsonl)}"
+        )
         return 0
     say(
         f"next: in your spec's datasets: entry, set `jsonl: {_as_named_by_a_spec(jsonl)}`"
@@ -444,20 +454,27 @@ def _nothing_found(folder: Path) -> Problem:
     )
 
 
-def _awaited(folder: Path) -> tuple[Path, Path] | None:
+def _awaited(waiting: dict[Path, Path]) -> tuple[Path, Path] | None:
     """(spec, JSONL) where a spec of the project names a JSONL in `folder` that is not there yet:
     `fplora init`'s configs/v1.yaml names datasets/dataset-v1/metadata-v1.jsonl, and a new user
     puts the pictures into that folder. Writing the file the spec names makes its check pass as it
     is; writing metadata.jsonl beside it left a 'not found' to chase. None when no spec (or more
-    than one file name) is waiting, or a spec does not load."""
+    than one file name) is waiting (`_waiting`), or a spec does not load."""
+    if len(waiting) != 1:
+        return None
+    ((jsonl, spec_path),) = waiting.items()
+    return spec_path, jsonl
+
+
+def _waiting(folder: Path) -> dict[Path, Path]:
+    """JSONL → spec, for every JSONL in `folder` that a spec of the project names and that is not
+    there yet (`experiments`: bases left out)."""
     from fplora.project import experiments
     from fplora.spec import load_spec
 
     root = project_root(folder)
-    if root is None:
-        return None
     waiting: dict[Path, Path] = {}
-    for path in experiments(root):
+    for path in experiments(root) if root is not None else []:
         try:
             spec = load_spec(path)
         except UserError:
@@ -465,10 +482,7 @@ def _awaited(folder: Path) -> tuple[Path, Path] | None:
         for entry in spec.datasets:
             if entry.jsonl.parent.resolve() == folder.resolve() and not entry.jsonl.exists():
                 waiting.setdefault(entry.jsonl, path)
-    if len(waiting) != 1:
-        return None
-    ((jsonl, spec_path),) = waiting.items()
-    return spec_path, jsonl
+    return waiting
 
 
 HOUSE = Layout((0, 10), 5, "the house settings: one_frame clean_indices [0, 10], target_index 5")
