@@ -844,3 +844,33 @@ def test_a_fresh_project_gets_split_attn_from_its_preset_or_without_preset(
     train = base.split("\ntrain:\n", 1)[1].split("\n\n", 1)[0]
     assert "split_attn" not in train
     assert "  split_attn: true" in base.split("without_preset:\n", 1)[1].split("\n\n", 1)[0]
+
+
+@pytest.mark.parametrize("gpu", ["h200", "h100-80g"])
+def test_a_fresh_project_gets_twice_the_house_settings_rate_measured_on_the_same_machine(
+    gpu: str, tmp_path: Path
+) -> None:
+    """Issue 21's bar: a fresh `fplora init` project at the house shape, with `--gpu h200` or
+    `h100-80g`, chooses a measured row at >= 2x the samples/s of the house settings measured on the
+    same machine (the row's own source), with >= 5 % of the card free."""
+    from fplora.scaffold import scaffold
+
+    scaffold(tmp_path)
+    probe = tmp_path / "configs/probe.yaml"
+    probe.write_text(
+        "extends: base.yaml\ndatasets: [{jsonl: x.jsonl}]\nsample: {at_first: false, every_n_steps: null}\n"
+    )
+    chosen = apply(load_spec(probe), gpu)
+    choice = chosen.choice
+    assert choice is not None and choice.basis == "measured" and choice.row is not None
+    house = [
+        row
+        for row in table().rows
+        if row.source == choice.row.source
+        and (row.batch, row.blocks_to_swap, row.gradient_checkpointing) == (16, 20, True)
+        and row.s_per_step is not None
+    ]
+    assert len(house) == 1, choice.row.source
+    rate = 16 / (choice.s_per_step * choice.batch * choice.accumulation)
+    assert rate / (16 / house[0].s_per_step) >= 2.0
+    assert choice.headroom >= 0.05
