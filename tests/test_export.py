@@ -256,6 +256,30 @@ def test_out_naming_a_file_is_one_line_not_a_traceback(run: Path) -> None:
     assert lora.read_bytes() == before
 
 
+def test_a_lora_of_another_run_given_by_path_is_warned_about(run: Path, tmp_path: Path) -> None:
+    """musubi-tuner names the run in `ss_output_name`: a file of another version exported with this
+    spec got this spec's settings in its card and metadata without a word."""
+    other = tmp_path / "elsewhere" / "other-v3-step00000010.safetensors"
+    musubi_lora(other)
+    weights, meta = tensors.read(other)
+    entries, chunks = tensors.data(weights)
+    tensors.write(other, entries, chunks, {**meta, "ss_output_name": "other-v3"})
+    result = runner.invoke(app, ["export", str(run), "--lora", str(other), "--to", "musubi"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: elsewhere/other-v3-step00000010.safetensors: saved by the run other-v3 (its"
+        " ss_output_name), not demo-v1: the card and metadata give the settings of configs/v1.yaml"
+        " — export it with the spec that trained it" in result.output
+    )
+    own = run.parent.parent / "out" / "demo-v1-step00000002.safetensors"
+    weights, meta = tensors.read(own)
+    entries, chunks = tensors.data(weights)
+    tensors.write(own, entries, chunks, {**meta, "ss_output_name": "demo-v1"})
+    quiet = runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "musubi"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "warning" not in quiet.output
+
+
 def test_a_key_of_no_framepack_module_is_refused(project: Callable[..., Path]) -> None:
     spec = project()
     out = spec.parent.parent / "out"

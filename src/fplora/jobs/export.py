@@ -11,6 +11,7 @@ the metadata completed; `diffusers` maps each of the 440 modules by its DiT path
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,26 @@ def _checkpoint(run: Catalogue, lora: str) -> Checkpoint:
     if problem is not None:
         raise UserError(problem)
     return checkpoint
+
+
+def _another_run(spec: Spec, source: Path, metadata: dict[str, str]) -> list[Problem]:
+    """A warning when the file names another run as its maker (musubi-tuner's `ss_output_name`):
+    a LoRA given by path from another version's folder got this spec's one-frame settings, step and
+    hash in its metadata and card, as if this spec had trained it."""
+    trained_by = metadata.get("ss_output_name")
+    if not trained_by or re.fullmatch(rf"{re.escape(spec.output_name)}(-r[1-9]\d*)?", trained_by):
+        return []
+    return [
+        Problem(
+            display_path(source),
+            None,
+            "",
+            f"saved by the run {trained_by} (its ss_output_name), not {spec.output_name}: the card and"
+            f" metadata give the settings of {display_path(spec.path)}",
+            "export it with the spec that trained it",
+            "warning",
+        )
+    ]
 
 
 def _check_out(out: Path, name: str) -> None:
@@ -269,6 +290,7 @@ def export(
     targets = [folder / names[layout] for layout in layouts]
     _refuse_overwrite(spec, [*targets, folder / CARD], force=force)
     result = Result(folder)
+    result.notes += _another_run(spec, source, metadata)
     if len(modules) != len(lora_modules()):
         result.notes.append(
             note(
