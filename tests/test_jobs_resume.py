@@ -304,6 +304,23 @@ def test_resume_from_a_lora_file_says_it_is_not_a_state(stopped: Workspace) -> N
     assert stopped.calls() == []
 
 
+def test_resume_latest_with_every_state_deleted_says_what_is_left_to_do(stopped: Workspace) -> None:
+    """The states deleted to save disk, the LoRAs kept: resume said "no state found — train first",
+    and a plain train refuses the run's folder."""
+    import shutil
+
+    for state in stopped.output_dir.glob("*-state"):
+        shutil.rmtree(state)
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest")
+    assert result.exit_code == 1
+    assert (
+        "error: outputs: no state of fake-v1 found, only LoRAs (step1, step2): a run continues only from a"
+        " state — start a new version (a new spec file); to begin from a LoRA's weights, set"
+        " musubi.config.network_weights to it there"
+    ) in result.stderr
+    assert stopped.calls() == []
+
+
 def test_resume_from_another_runs_state_is_called_a_warm_start(stopped: Workspace) -> None:
     import shutil
 

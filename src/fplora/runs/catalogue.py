@@ -179,6 +179,21 @@ class Catalogue:
         what = "LoRA" if kind == "lora" else "state"
         where = display_path(self.output_dir)
         if not candidates:
+            loras = sorted({c.step for c in self.of_kind("lora") if c.step is not None})
+            if kind == "state" and loras:
+                # the states deleted (or never saved) while its LoRAs are there: "train first" was
+                # wrong, and a plain train refuses the run's folder
+                raise UserError(
+                    Problem(
+                        where,
+                        None,
+                        "",
+                        f"no state of {self.output_name} found, only LoRAs ({available(loras, loras[-1])}):"
+                        " a run continues only from a state",
+                        "start a new version (a new spec file); to begin from a LoRA's weights, set"
+                        " musubi.config.network_weights to it there",
+                    )
+                )
             raise UserError(
                 Problem(
                     where,
