@@ -190,6 +190,19 @@ def test_a_folder_given_as_the_spec_is_answered_with_its_experiments(project) ->
         )
 
 
+def test_a_version_s_rendered_folder_given_as_the_spec_names_its_spec(project) -> None:
+    """`configs/v1/` (a shell completes `configs/v1` to it) was answered "name a spec file (a .yaml)"."""
+    spec = project()
+    (spec.parent / "v1").mkdir()
+    for given in ("configs/v1", "configs/v1/"):
+        result = runner.invoke(app, ["check", given])
+        assert result.exit_code == 1
+        assert result.output.splitlines()[0] == (
+            "error: configs/v1: is the folder fplora renders a spec into, not a spec file"
+            " — give the spec: configs/v1.yaml"
+        )
+
+
 def test_the_install_hint_is_the_readme_install_line() -> None:
     from fplora.runtime import install_hint
 

@@ -94,7 +94,19 @@ def extended(loads: Iterable[Loaded]) -> set[Path]:
 
 
 def _folder_problem(path: Path) -> Problem:
-    """A folder given where the spec goes, with the experiments it (or its `configs/`) holds."""
+    """A folder given where the spec goes, with the experiments it (or its `configs/`) holds; for
+    a version's rendered folder (`configs/v2/`, tab-completed from `configs/v2`), its spec."""
+    rendered = not (path / "configs").is_dir() and not _specs_in(path)  # a project, or specs, are not
+    for suffix in (".yaml", ".yml") if rendered else ():
+        spec = path.absolute().parent / f"{path.absolute().name}{suffix}"
+        if spec.is_file():
+            return Problem(
+                display_path(path),
+                None,
+                "",
+                "is the folder fplora renders a spec into, not a spec file",
+                f"give the spec: {display_path(spec)}",
+            )
     folder = path / "configs" if (path / "configs").is_dir() else path
     specs = [display_path(p) for p in experiments_in(folder)]
     more = f" (and {len(specs) - 5} more)" if len(specs) > 5 else ""
