@@ -62,6 +62,25 @@ def test_plot_writes_a_png_of_the_sizes(workspace: Workspace) -> None:
         assert image.size == (1100, 400)
 
 
+def test_plot_into_a_folder_or_without_a_suffix_says_the_file_it_wrote(workspace: Workspace) -> None:
+    """`--plot configs` wrote configs.png (matplotlib's suffix) and said "wrote configs"; a path it
+    cannot write was a traceback."""
+    folder = workspace.root / "plots"
+    folder.mkdir()
+    result = workspace.cli("dataset", "stats", str(workspace.spec_path), "--plot", "plots")
+    assert result.exit_code == 0, result.output
+    assert "wrote plots/sizes-v1.png" in result.output
+    assert (folder / "sizes-v1.png").is_file()
+    bare = workspace.cli("dataset", "stats", str(workspace.spec_path), "--plot", "sizes")
+    assert bare.exit_code == 0, bare.output
+    assert "wrote sizes.png" in bare.output and (workspace.root / "sizes.png").is_file()
+    (workspace.root / "afile").write_text("", encoding="utf-8")
+    blocked = workspace.cli("dataset", "stats", str(workspace.spec_path), "--plot", "afile/sizes.png")
+    assert blocked.exit_code == 1
+    assert "afile/sizes.png: cannot write it: a file is where a folder should be" in blocked.stderr
+    assert "Traceback" not in blocked.output
+
+
 def _character(path: Path, colour: str) -> Path:
     """A character filling 15 % of a white frame: a 200x300 box at the middle of 512x768."""
     image = Image.new("RGB", (512, 768), "white")

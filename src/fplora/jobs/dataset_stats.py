@@ -28,11 +28,12 @@ from PIL import Image
 
 from fplora.datasets.records import RecordCache, Records
 from fplora.jobs.estimate import steps_per_epoch
-from fplora.jobs.plot import pyplot
+from fplora.jobs.plot import output_path, pyplot
 from fplora.plan import Plan
 from fplora.problems import UserError, display_path, plural
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec, width_height
+from fplora.writable import write_problem
 
 NEAR = 4  # bits of 64: what a re-encode, a resize or a small crop changes
 COLOUR = 12.0  # mean difference of the 4x4 thumbnails' channels (of 255): a recolour is no duplicate
@@ -215,8 +216,14 @@ def stats(spec: Spec, *, plot: Path | None, say: Say) -> int:
             f" (effective batch {spec.effective_batch() or 'per dataset'})"
         )
     if plot is not None:
-        draw(spec, all_sizes, plot)
-        say(f"wrote {display_path(plot)}")
+        # as `fplora plot --out`: a folder gets the file inside it, a name without a suffix gets .png
+        # (matplotlib adds it unsaid: `--plot configs` wrote configs.png and said "wrote configs")
+        path = output_path(plot, Path(f"sizes-{spec.version}.png"))
+        try:
+            draw(spec, all_sizes, path)
+        except OSError as error:
+            raise UserError(write_problem(path, error, "name a --plot in a folder you can write")) from None
+        say(f"wrote {display_path(path)}")
     return 0
 
 
