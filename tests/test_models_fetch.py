@@ -173,6 +173,43 @@ def test_no_network_is_one_line_not_one_per_file_and_no_traceback(
     assert not (tmp_path / "models").exists()
 
 
+def test_a_file_where_the_models_folder_goes_is_one_line_before_any_download(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    """FPLORA_MODELS_DIR naming a file: every download failed with NotADirectoryError, each told to
+    "check the network and HF_ENDPOINT"."""
+    models = tmp_path / "models.txt"
+    models.write_text("", encoding="utf-8")
+    result = cli("models", "fetch", "--dir", str(models))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: models.txt: models folder: models.txt is a file, not a folder — name a folder (or move the"
+        " file away): --dir or FPLORA_MODELS_DIR"
+    ]
+    assert not [r for r in hub.requests if "/resolve/" in r["path"]]
+
+
+def test_a_full_disk_is_not_called_a_network_problem(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import huggingface_hub
+
+    def full(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "models" / "x"))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", full)
+    result = cli("models", "fetch", "--dir", str(tmp_path / "models"))
+    assert result.exit_code == 1
+    (error,) = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert "download failed: cannot write it: No space left on device" in error
+    assert error.endswith(
+        "— free space in the models folder, or fetch into another (--dir or FPLORA_MODELS_DIR); run it"
+        " again to resume"
+    )
+
+
 def test_check_of_a_folder_that_is_not_there_is_one_line_that_names_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

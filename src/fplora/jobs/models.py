@@ -19,6 +19,7 @@ header.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable
@@ -29,10 +30,16 @@ from fplora.atomic import write_atomic
 from fplora.check.models import file_problem
 from fplora.musubi.hub import MODELS, TOKENIZERS, HubFile
 from fplora.problems import Problem, UserError, byte_size, display_path, plural
+from fplora.writable import folder_problem
 
 SIZES = ".fplora-models.json"
 WORKERS = 8
 FIX_NETWORK = "check the network and HF_ENDPOINT; run it again to resume"
+FIX_DISK = (
+    "free space in the models folder, or fetch into another (--dir or FPLORA_MODELS_DIR);"
+    " run it again to resume"
+)
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
 
 Say = Callable[[str], None]
 
@@ -79,6 +86,9 @@ def _error(item: HubFile, exc: Exception) -> Problem:
         status = exc.response.status_code if exc.response is not None else "?"
         what = f"HTTP {status}"
         fix = "set HF_TOKEN" if status in (401, 403) else FIX_NETWORK
+    elif isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        # the disk, not the network: a full disk was told to "check the network"
+        what, fix = f"cannot write it: {os.strerror(exc.errno)}", FIX_DISK
     else:
         what, fix = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", FIX_NETWORK
     return Problem(f"{item.repo}/{item.filename}", None, "", f"download failed: {what}", fix)
@@ -154,6 +164,18 @@ def fetch(folder: Path, *, dry_run: bool, say: Say) -> int:
     """Download every model file into `folder` and the tokenizers into the Hub cache."""
     from huggingface_hub import hf_hub_download
 
+    if wrong := folder_problem(folder):
+        # a file (or an unwritable folder) where the models go: each download failed with
+        # NotADirectoryError, said as "check the network and HF_ENDPOINT", once per file
+        raise UserError(
+            Problem(
+                display_path(folder),
+                None,
+                "models folder",
+                wrong[0],
+                f"{wrong[1]}: --dir or FPLORA_MODELS_DIR",
+            )
+        )
     items = [*MODELS, *TOKENIZERS]
     sizes, problems = _sizes(items)
     if problems:
