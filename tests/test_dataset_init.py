@@ -206,6 +206,20 @@ def test_a_folder_of_pictures_of_another_type_says_which_types_are_read(tmp_path
     )
 
 
+def test_a_caption_of_several_lines_is_refused_at_its_file(tmp_path: Path) -> None:
+    """Written into the record with its line break, it surfaced later as a check error about a
+    sample prompt."""
+    folder = pictures(tmp_path / "pics", 1)
+    (folder / "targets" / "0001.txt").write_text("a character\nturns around\n", encoding="utf-8")
+    result = cli("dataset", "init", folder)
+    assert result.exit_code == 1
+    assert (
+        "error: pics/targets/0001.png: the caption in pics/targets/0001.txt has 2 lines; a caption is one"
+        " line (prompt files hold one prompt per line) — join them into one line" in result.stderr
+    )
+    assert not (folder / "metadata.jsonl").exists()
+
+
 def test_captions_from_a_csv(tmp_path: Path) -> None:
     folder = pictures(tmp_path / "pics", 2, captions=False)
     table = tmp_path / "captions.csv"

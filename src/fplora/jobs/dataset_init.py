@@ -325,6 +325,21 @@ def _caption(target: Path, captions: dict[str, str] | None, found: Found) -> str
             Problem(display_path(target), None, "", f"empty caption in {where}", "write the caption")
         )
         return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1:
+        # written into the record as "line one\nline two": `check` then refused it in a prompt file
+        # (one prompt per line), far from the caption file that held it
+        found.problems.append(
+            Problem(
+                display_path(target),
+                None,
+                "",
+                f"the caption in {where} has {len(lines)} lines; a caption is one line (prompt files hold one"
+                " prompt per line)",
+                "join them into one line",
+            )
+        )
+        return None
     return text.strip()
 
 
