@@ -438,6 +438,32 @@ ROWS = [
         "pass",
         "the evaluation worker's network is in eval mode: LoRAModule skips its dropouts",
     ),
+    Row(
+        "eval-flash-b2",
+        "train: {attention: flash_attn, split_attn: false}\neval: {records: [3, 4], batch_size: 2}",
+        "pass",
+        "flash_attn's var-len kernel takes the evaluation's batch of 2 without split_attn",
+    ),
+    Row(
+        "eval-fp8-scaled",
+        "train: {fp8_base: true, fp8_scaled: true}\neval: {records: [4]}",
+        "pass",
+        "the evaluation worker loads the DiT as training does (scaled fp8 weights, no cast)",
+    ),
+    Row(
+        "eval-include",
+        "train: {network: {args: [\"exclude_patterns=['.*']\","
+        " \"include_patterns=['single_transformer_blocks.*proj_mlp']\"]}}\neval: {records: [4]}",
+        "pass",
+        "the evaluation worker builds the network from the run's config: the same modules, so each"
+        " checkpoint loads without missing or unexpected weights",
+    ),
+    Row(
+        "eval-h2d",
+        "musubi: {config: {block_swap_h2d_only: true}}\neval: {records: [4]}",
+        "machine",
+        "LoRAStreamOffloader asserts a CUDA device (training and the evaluation's DiT load)",
+    ),
     # --- evaluation split
     Row("eval-records", "eval: {records: [4], timesteps: [0.5]}", "pass", ""),
     Row("eval-fraction", "eval: {fraction: 0.5, batch_size: 2}", "pass", ""),
