@@ -135,6 +135,22 @@ def test_lora_best_takes_the_lowest_scored_checkpoint(trained: Workspace) -> Non
     assert "best evaluation: step3" in runs.output and "--lora best" in runs.output
 
 
+def test_lora_best_whose_file_was_deleted_names_it_and_the_best_left(trained: Workspace) -> None:
+    """The best checkpoint deleted: `--lora best` said "no LoRA at global step 3", not that best
+    meant step 3, nor which scored checkpoint is best of those still there."""
+    assert trained.cli("eval", str(trained.spec_path)).exit_code == 0
+    points = [p for p in eval_json(trained)["points"] if p["lora"]]
+    best, runner_up = sorted(points, key=lambda p: (p["loss"], p["step"]))[:2]
+    Path(best["lora"]).unlink()
+    result = trained.cli("export", str(trained.spec_path), "--lora", "best")
+    assert result.exit_code == 1
+    assert (
+        f"--lora best: the best-scored LoRA, {best['label']} (loss {best['loss']:.5f}), is no longer there"
+        f" — the best-scored of those left is {runner_up['label']} (loss {runner_up['loss']:.5f}):"
+        f" --lora {runner_up['label']}"
+    ) in result.stderr
+
+
 def test_best_prefers_the_earlier_step_on_a_tie() -> None:
     def point(label: str, step: int, loss: float) -> evaluation.Point:
         return evaluation.Point(label=label, step=step, lora=f"/x/{label}", loss=loss, bands=[])

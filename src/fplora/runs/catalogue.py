@@ -11,6 +11,7 @@ changes the run (a training segment) records what it changes itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,6 +140,26 @@ class Catalogue:
             return point.lora
         if point.step is None:
             raise evaluation.no_evaluation(out, name, f"the best LoRA {point.lora} is gone")
+        if not any(c.step == point.step for c in self.of_kind("lora")):
+            # its file deleted: "no LoRA at global step 2" did not say that `best` meant step 2
+            there = {c.path.resolve() for c in self.of_kind("lora")}
+            left = [p for p in scores.points if p.lora is not None and Path(p.lora).resolve() in there]
+            runner_up = min(
+                left, key=lambda p: (p.loss, p.step if p.step is not None else math.inf), default=None
+            )
+            raise UserError(
+                Problem(
+                    display_path(out),
+                    None,
+                    "",
+                    f"--lora best: the best-scored LoRA, {point.label} (loss {point.loss:.5f}),"
+                    " is no longer there",
+                    f"the best-scored of those left is {runner_up.label} (loss {runner_up.loss:.5f}): --lora"
+                    f" {runner_up.label}"
+                    if runner_up is not None
+                    else "run `fplora eval` on the checkpoints there",
+                )
+            )
         return f"step{point.step}"
 
     def expected(self, which: str, kind: str) -> Checkpoint | None:
