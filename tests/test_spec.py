@@ -94,6 +94,16 @@ def test_derived_cache_directory_is_per_spec_and_dataset_version(project, tmp_pa
     assert spec.cache_directory(0) == tmp_path / "configs/v1/cache/dataset-v1/metadata-v1"
 
 
+def test_derived_cache_directories_of_two_jsonls_of_one_name_tell_them_apart(project, tmp_path: Path) -> None:
+    """x/data/metadata.jsonl and y/data/metadata.jsonl both derived cache/data/metadata, refused as
+    "same cache directory as datasets[0] — give each dataset its own cache_directory", a key the spec
+    never wrote."""
+    text = "datasets:\n  - jsonl: ../x/data/metadata.jsonl\n  - jsonl: ../y/data/metadata.jsonl\n"
+    spec = load_spec(project(text))
+    assert spec.cache_directory(0) == tmp_path / "configs/v1/cache/x-data/metadata"
+    assert spec.cache_directory(1) == tmp_path / "configs/v1/cache/y-data/metadata"
+
+
 def test_effective_batch_counts_processes_and_accumulation(project) -> None:
     text = "launch:\n  num_processes: 2\ntrain:\n  gradient_accumulation_steps: 3\n"
     assert (

@@ -407,6 +407,11 @@ class RunPod(Section):
     )
 
 
+def _cache_name(jsonl: Path, depth: int) -> Path:
+    """The JSONL's last `depth` folders joined by `-`, then its stem."""
+    return Path("-".join(jsonl.parent.parts[-depth:])) / jsonl.stem
+
+
 class Spec(Section):
     """A whole experiment version. `version` defaults to the spec file's stem (`v8`)."""
 
@@ -520,7 +525,20 @@ class Spec(Section):
         dataset = self.dataset_entry(index)
         if dataset.cache_directory is not None:
             return dataset.cache_directory
-        return self.render_dir / "cache" / dataset.jsonl.parent.name / dataset.jsonl.stem
+        return self.render_dir / "cache" / self._cache_name(dataset.jsonl)
+
+    def _cache_name(self, jsonl: Path) -> Path:
+        """`<folder>/<stem>` of the JSONL; where another dataset's JSONL gives the same
+        (`x/data/metadata.jsonl` and `y/data/metadata.jsonl`), as many folders joined by `-` as tell
+        them apart (`x-data/metadata`). Two such datasets were refused for sharing a cache_directory
+        that neither spec wrote."""
+        mine = jsonl.absolute()
+        others = {d.jsonl.absolute() for d in self.datasets if d.cache_directory is None} - {mine}
+        for depth in range(1, len(mine.parent.parts)):
+            name = _cache_name(mine, depth)
+            if all(_cache_name(other, depth) != name for other in others):
+                return name
+        return _cache_name(mine, 1)  # the same JSONL twice: a problem of its own (spec.rules)
 
     def dataset_value(self, index: int, key: str) -> Any:
         """A dataset setting with `data:` as the fallback, as musubi-tuner resolves it."""
