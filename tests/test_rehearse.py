@@ -815,6 +815,24 @@ def test_a_stand_in_encoder_moves_where_the_machine_has_the_device_and_fails_whe
     assert last == "True RuntimeError"
 
 
+def test_a_batch_error_in_the_evaluation_stage_points_at_the_evaluation_batch(example: Path) -> None:
+    """The evaluation worker's dataset is the evaluation split, batched by `eval.batch_size`: an
+    error that names batch_size there points at that line, not at `data.batch_size` (which the
+    training stages' errors point at)."""
+    from fplora.jobs.rehearse import blame
+
+    child = example.with_name("evalb2.yaml")
+    child.write_text("extends: example.yaml\neval: {records: [3, 4], batch_size: 2}\n", encoding="utf-8")
+    spec = load_spec(child)
+    error = "NotImplementedError: No Attn Installed or batch_size > 1 is not supported"
+    evaluation = stages.Stage("eval", "the evaluation worker", ["python"], "config", {})
+    shown = [str(p) for p in blame.spec_lines(spec, evaluation, error)]
+    assert any("configs/evalb2.yaml:2: eval.batch_size" in line for line in shown), shown
+    assert not any("data.batch_size" in line for line in shown), shown
+    training = stages.Stage("train", "training", ["python"], "config", {})
+    assert any("data.batch_size" in str(p) for p in blame.spec_lines(spec, training, error))
+
+
 def test_an_error_from_accelerates_launch_points_at_the_launch_lines(example: Path) -> None:
     """`launch: {mixed_precision: fp8}`: accelerate's launcher refuses it before any script starts,
     with an error that names no option (`FP8 is not available on this machine`); the lines the user

@@ -106,9 +106,15 @@ def option_key(spec: Spec, section: str, dest: str) -> tuple[str | int, ...] | N
     return through if through is not None and spec.written(through) else None
 
 
+EVAL_DATASET_KEYS = {**DATASET_KEYS, "batch_size": "eval.batch_size"}
+"""The evaluation stage's dataset is the evaluation split, whose batch is `eval.batch_size` (the
+datasets' batch sizes do not reach it)."""
+
+
 def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
     """The spec lines that rendered the options `text` (an error and where it was raised) names:
     an option's name, or a value of it that the message quotes."""
+    dataset_keys = EVAL_DATASET_KEYS if stage.name == "eval" else DATASET_KEYS
     found: dict[str, Problem] = {}
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.\-]*", text))
     candidates: list[tuple[str, str, Any]] = [(stage.section, k, v) for k, v in stage.options.items()]
@@ -125,13 +131,13 @@ def spec_lines(spec: Spec, stage: Stage, text: str) -> list[Problem]:
         if not (named or quoted):
             continue
         key = option_key(spec, section, dest)
-        if key is None and dest in DATASET_KEYS:
-            key = key_path(DATASET_KEYS[dest])
+        if key is None and dest in dataset_keys:
+            key = key_path(dataset_keys[dest])
         if key is None or dotted(key) in found:
             continue
         problem = spec.problem(key, f"renders {dest} = {shown}")
         found[dotted(key)] = problem
-    for dest, owner in DATASET_KEYS.items():
+    for dest, owner in dataset_keys.items():
         if dest in words and owner not in found:
             found[owner] = spec.problem(key_path(owner), f"renders dataset key {dest}")
     return list(found.values())
