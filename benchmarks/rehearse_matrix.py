@@ -531,9 +531,10 @@ ROWS = [
     Row(
         "gpu-h100-eval-b2",
         "gpu: h100-80g\neval: {records: [3, 4], batch_size: 2}",
-        "fail:eval",
-        "the preset turns split_attn off for its batch of 1; the evaluation's batch of 2 then meets"
-        " sdpa's attn_varlen_func without a var-len path (NotImplementedError)",
+        "pass",
+        "the preset would turn split_attn off for its batch of 1, and the evaluation's batch of 2 would"
+        " then meet sdpa's attn_varlen_func without a var-len path (NotImplementedError: the rehearsal"
+        " failed at eval before); the presets now keep split_attn on for an evaluation batch above 1",
     ),
 ]
 

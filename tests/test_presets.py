@@ -874,3 +874,27 @@ def test_a_fresh_project_gets_twice_the_house_settings_rate_measured_on_the_same
     rate = 16 / (choice.s_per_step * choice.batch * choice.accumulation)
     assert rate / (16 / house[0].s_per_step) >= 2.0
     assert choice.headroom >= 0.05
+
+
+def test_a_preset_keeps_split_attn_on_for_an_evaluation_batch_above_1(project, tmp_path: Path) -> None:
+    """`fplora eval` at eval.batch_size 2 runs the DiT at batch 2 with training's attention settings:
+    with sdpa and no split_attn musubi-tuner raises 'batch_size > 1 is not supported' at its first
+    pass (held-out row gpu-h100-eval-b2). So a preset that would turn split_attn off keeps it on there
+    and says why; written off, check refuses it at eval.batch_size."""
+    evaluation = "eval: {records: [1], batch_size: 2}\n"
+    applied = apply(_spec(project, MEMO + evaluation + "gpu: h100-80g\ntrain:\n  split_attn: null\n"))
+    config, _ = _rendered(applied.spec, tmp_path / "eval-b2")
+    assert config["split_attn"] is True and applied.choice is not None
+    assert applied.choice.s_per_step == pytest.approx(0.733)  # the measured row with split_attn
+    assert "gpu h100-80g: split_attn kept on: eval.batch_size 2 needs it with attention sdpa" in "\n".join(
+        applied.lines()
+    )
+    single = apply(_spec(project, MEMO + "eval: {records: [1]}\ngpu: h100-80g\ntrain:\n  split_attn: null\n"))
+    assert single.choice is not None and single.choice.split_attn is False
+
+    from fplora.spec.rules.combinations import check_combinations
+
+    pinned_off = _spec(project, "data: {batch_size: 1}\n" + evaluation + "train:\n  split_attn: false\n")
+    [problem] = [p for p in check_combinations(pinned_off) if p.key == "eval.batch_size"]
+    assert "batch 2 with attention sdpa and no split_attn fails" in problem.message
+    assert problem.fix.endswith("or eval.batch_size: 1 (the scores do not depend on it)")

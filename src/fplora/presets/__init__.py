@@ -24,6 +24,7 @@ from fplora.presets.table import Gpu, table
 from fplora.problems import Problem, UserError, note, plural, yaml_value
 from fplora.spec import revalidate
 from fplora.spec.models import Spec, width_height
+from fplora.spec.rules.combinations import NO_VARLEN, eval_batch
 from fplora.state import project_state
 from fplora.suggest import did_you_mean
 
@@ -102,10 +103,21 @@ def _pinned(spec: Spec) -> tuple[Pinned, bool]:
             else None,
             fp8=(train.fp8_base and train.fp8_scaled) if fp8_written else None,
             compile=train.compile if spec.written(("train", "compile")) else None,
-            split_attn=train.split_attn if spec.written(("train", "split_attn")) else None,
+            split_attn=train.split_attn
+            if spec.written(("train", "split_attn"))
+            else _split_attn_needed(spec),
         ),
         split,
     )
+
+
+def _split_attn_needed(spec: Spec) -> bool | None:
+    """True where a setting the spec writes needs split_attn on, so that a preset never turns it off
+    under it: `fplora eval` at a batch above 1 with an attention without a var-len kernel (sdpa)
+    fails without it at its first forward pass (the rule in `spec/rules/combinations.py`)."""
+    if eval_batch(spec) and spec.train.attention in NO_VARLEN:
+        return True
+    return None
 
 
 def _describe(choice: Choice) -> str:
@@ -275,7 +287,10 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool, split_attn_ma
         ("fp8_base", spec.train.fp8_base if spec.written(("train", "fp8_base")) else None),
         ("fp8_scaled", spec.train.fp8_scaled if spec.written(("train", "fp8_scaled")) else None),
         ("compile", pinned.compile),
-        ("split_attn", pinned.split_attn if split_attn_mattered else None),
+        (
+            "split_attn",
+            pinned.split_attn if split_attn_mattered and spec.written(("train", "split_attn")) else None,
+        ),
     ):
         if value is not None:
             at = spec.written_at(("train", key))
@@ -285,6 +300,11 @@ def _kept(spec: Spec, choice: Choice, pinned: Pinned, split: bool, split_attn_ma
                 else f"`{key}: null` under train: in {shown_spec} lets the preset choose"
             )
             kept.append(f"train.{key} {yaml_value(value)} kept as written at {at} ({free})")
+    if split_attn_mattered and not spec.written(("train", "split_attn")):
+        kept.append(
+            f"split_attn kept on: eval.batch_size {spec.eval.batch_size if spec.eval else 1} needs it with"
+            f" attention {spec.train.attention} (eval.batch_size: 1 lets the preset turn it off)"
+        )
     for key_path, was in spec.unpinned.items():
         kept.append(f"{'.'.join(map(str, key_path))}: {was}: chosen by the preset")
     return kept

@@ -82,11 +82,19 @@ def _batches(spec: Spec) -> list[tuple[int, KeyPath]]:
     return found
 
 
+def eval_batch(spec: Spec) -> list[tuple[int, KeyPath]]:
+    """`fplora eval`'s batch where above 1: its worker runs the DiT at that batch with training's
+    attention settings, so it takes the same attention path as a training batch of that size."""
+    if spec.eval is not None and spec.eval.batch_size > 1:
+        return [(spec.eval.batch_size, ("eval", "batch_size"))]
+    return []
+
+
 def _attention(spec: Spec) -> Iterator[Problem]:
     train = spec.train
     attention = train.attention
     seen: set[KeyPath] = set()
-    for batch, key in _batches(spec):
+    for batch, key in [*_batches(spec), *eval_batch(spec)]:
         if train.split_attn or attention not in NO_VARLEN or key in seen:
             continue
         seen.add(key)
@@ -100,6 +108,8 @@ def _attention(spec: Spec) -> Iterator[Problem]:
             fix = "use attention: sdpa with split_attn: true (FramePack has no flash3 kernel)"
         else:
             fix = "set train.split_attn: true"
+        if key == ("eval", "batch_size"):
+            fix += ", or eval.batch_size: 1 (the scores do not depend on it)"
         yield spec.problem(key, failure, fix)
     if attention == "flash3" and train.split_attn:
         # cell att-flash3-b1-split; frame_pack/hunyuan_video_packed.py:798-800 asserts the mode
