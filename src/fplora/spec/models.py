@@ -407,7 +407,7 @@ class RunPod(Section):
     )
 
 
-def _cache_name(jsonl: Path, depth: int) -> Path:
+def _last_folders(jsonl: Path, depth: int) -> Path:
     """The JSONL's last `depth` folders joined by `-`, then its stem."""
     return Path("-".join(jsonl.parent.parts[-depth:])) / jsonl.stem
 
@@ -535,10 +535,10 @@ class Spec(Section):
         mine = jsonl.absolute()
         others = {d.jsonl.absolute() for d in self.datasets if d.cache_directory is None} - {mine}
         for depth in range(1, len(mine.parent.parts)):
-            name = _cache_name(mine, depth)
-            if all(_cache_name(other, depth) != name for other in others):
+            name = _last_folders(mine, depth)
+            if all(_last_folders(other, depth) != name for other in others):
                 return name
-        return _cache_name(mine, 1)  # the same JSONL twice: a problem of its own (spec.rules)
+        return _last_folders(mine, 1)  # the same JSONL twice: a problem of its own (spec.rules)
 
     def dataset_value(self, index: int, key: str) -> Any:
         """A dataset setting with `data:` as the fallback, as musubi-tuner resolves it."""
