@@ -209,6 +209,25 @@ def test_the_command_line_wins_and_names_are_checked(project) -> None:
         assert refused.value.problems[0].fix == f"did you mean '{meant}'?"
 
 
+def test_a_card_written_by_its_sold_name_is_pointed_at_its_preset(project) -> None:
+    """A RunPod user types the card's name (`L40S`, `RTX 6000 Ada`, `rtx6000ada`, `3090`): the preset
+    whose cards include it is named, with the cards it stands for, not a bare list of keys."""
+    spec = _spec(project, MEMO + "gpu: h200\n")
+    for written, meant in (
+        ("L40S", "a6000-48g"),
+        ("RTX 6000 Ada", "a6000-48g"),
+        ("rtx6000ada", "a6000-48g"),
+        ("NVIDIA RTX 6000 Ada Generation", "a6000-48g"),
+        ("3090", "4090-24g"),
+        ("H100 PCIe", "h100-80g"),
+    ):
+        with pytest.raises(UserError) as refused:
+            apply(spec, written)
+        fix = refused.value.problems[0].fix
+        assert fix.startswith(f"did you mean '{meant}'"), (written, fix)
+        assert table().gpus[meant].label in fix, (written, fix)
+
+
 def _fake_smi(folder: Path, output: str) -> None:
     smi = folder / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\nprintf '{output}'\n")

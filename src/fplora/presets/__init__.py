@@ -58,7 +58,29 @@ def _meant(name: str) -> str:
     card comes first, since by spelling alone `h100` is closer to `h200` than to `h100-80g`."""
     word = name.lower().replace("rtx", "").strip(" -_")
     named = [preset for preset in preset_names() if preset.split("-")[0] == word]
-    return f"did you mean '{named[0]}'?" if named else did_you_mean(word, set(preset_names()))
+    if named:
+        return f"did you mean '{named[0]}'?"
+    sold = _by_card(name)
+    if sold is not None:
+        return f"did you mean '{sold.key}' ({sold.label})?"
+    return did_you_mean(word, set(preset_names()))
+
+
+def _squeezed(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def _by_card(name: str) -> Gpu | None:
+    """The preset whose cards include one written as sold or as nvidia-smi reports it (`L40S`,
+    `RTX 6000 Ada`, `NVIDIA RTX 6000 Ada Generation`, `3090`), spaces and case aside."""
+    word = _squeezed(name)
+    if len(word) < 3:
+        return None
+    for gpu in table().gpus.values():
+        for card in map(_squeezed, gpu.names):
+            if word in card or card in word:
+                return gpu
+    return None
 
 
 def _gpu(spec: Spec, name: str, key: str, python: str | None) -> tuple[Gpu | None, list[Problem]]:
