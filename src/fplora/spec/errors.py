@@ -12,10 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from fplora.musubi import schema
 from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.problems import Problem, plural, yaml_value
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
+from fplora.spec.rules.pass_through import OWNED_FIX, rendered_options
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.spec.syntax import KEY_WITHOUT_COLON
 from fplora.suggest import closest
@@ -120,6 +122,28 @@ def _unknown_key_hint(model: type[BaseModel], key: str) -> str:
     if close is None and (leaf := closest(key, set(nested))) is not None:
         close = nested[leaf]
     return f"did you mean '{close}'?" if close else f"valid keys: {', '.join(sorted(names))}"
+
+
+def _musubi_name_hint(loc: KeyPath) -> str | None:
+    """Where a musubi-tuner option goes, for one written in a spec by its musubi-tuner name (a
+    kohya-style TOML habit: `train.network_dim`, `musubi.max_grad_norm`): the spec field that renders
+    it, or the pass-through section that takes it; None for a name musubi-tuner does not know."""
+    key = str(loc[-1])
+    sections = list(PASS_THROUGH_SCRIPT)
+    if loc[0] in ("infer", "sample"):
+        sections.sort(key=lambda name: name != "generate")
+    owners = rendered_options()
+    for name in sections:
+        owner = owners.get(name, {}).get(key)
+        if owner is not None:
+            return f"musubi-tuner's {key} is {owner} in a spec: set it there"
+    for name in sections:
+        if key in owners.get(name, {}):
+            return f"musubi-tuner's {key} is fplora's to set: {OWNED_FIX.get(key, 'remove it')}"
+    for name in sections:
+        if key in schema.script_options(PASS_THROUGH_SCRIPT[name]):
+            return f"musubi-tuner's {key} has no spec field: write it under musubi: {name}:"
+    return None
 
 
 def _what(value: Any) -> str:
@@ -231,7 +255,7 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
             model = _model_at(loc)
             message, fix = "unknown key", "remove it"
             if model is not None:
-                fix = _unknown_key_hint(model, str(loc[-1]))
+                fix = _musubi_name_hint(loc) or _unknown_key_hint(model, str(loc[-1]))
         elif kind == "missing":
             message, fix = MISSING, "add it"
             if len(loc) == 1:

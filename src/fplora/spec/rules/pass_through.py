@@ -43,7 +43,7 @@ OWNED_ELSEWHERE = {
 }
 
 # What to do instead, for options fplora owns that a user may reach for.
-_OWNED_FIX = {
+OWNED_FIX = {
     "lora_weight": "remove it; choose the LoRA with `fplora infer --lora`",
     "resume": "remove it; use `fplora train --resume`",
     "skip_existing": "remove it; `fplora cache` computes only what the project's cache store lacks",
@@ -70,7 +70,7 @@ def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
     if key in owners and owners[key] is not None:
         return f"set by {owners[key]}", "set it there"
     if key in owners or key in OWNED_ELSEWHERE.get(section, ()):
-        return "fplora owns it", _OWNED_FIX.get(key, "remove it")
+        return "fplora owns it", OWNED_FIX.get(key, "remove it")
     return None
 
 
