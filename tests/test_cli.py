@@ -97,6 +97,18 @@ def test_render_writes_its_files_and_guards_other_specs(project, tmp_path: Path)
     assert "v2.yaml" in (out / "config.toml").read_text()
 
 
+def test_render_refuses_records_check_refuses(project, tmp_path: Path) -> None:
+    """A hand-trainer renders to run musubi-tuner themselves: files for a record that lacks a control
+    image would fail on the GPU, so render says what check says and writes nothing."""
+    v1 = project()
+    (tmp_path / "data/dataset-v1/c/2_1.png").unlink()
+    result = runner.invoke(app, ["render", str(v1)])
+    assert result.exit_code == 1
+    assert "data/dataset-v1/metadata-v1.jsonl:2: control_path_1:" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "configs/v1").exists()
+
+
 def test_render_refuses_a_hand_written_file(project, tmp_path: Path) -> None:
     v1 = project()
     (tmp_path / "configs/v1").mkdir()
@@ -141,9 +153,12 @@ def test_render_without_the_dataset_says_which_prompt_needs_it(project, tmp_path
     (tmp_path / "data/dataset-v1/metadata-v1.jsonl").unlink()
     result = runner.invoke(app, ["render", str(spec)])
     assert result.exit_code == 1
+    # render checks as `check --skip-models` does: the dataset's own line, not the prompt that needs it
     assert result.output == (
-        "error: configs/base.yaml:24: sample.prompts[0].record: data/dataset-v1/metadata-v1.jsonl not found:"
-        " prompts taken from records need it — run `fplora check` for the details\n"
+        "error: configs/v1.yaml:3: datasets[0].jsonl: dataset JSONL file not found:"
+        " data/dataset-v1/metadata-v1.jsonl — check the path; relative paths resolve against the folder"
+        " of the spec file that writes them; not made yet? `fplora dataset init <folder of pictures>`"
+        " writes one\n"
     )
     assert not (tmp_path / "configs/v1").exists()
 

@@ -22,7 +22,9 @@ def command(
             "--out", help="Folder to render into (default configs/<version>/).", callback=options.home
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace files rendered from another spec.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files rendered from another spec or edited by hand.")
+    ] = False,
     gpu: Gpu = None,
 ) -> None:
     """Write musubi-tuner's config.toml, dataset.toml and both prompt files for a spec.
