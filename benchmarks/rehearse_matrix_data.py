@@ -467,6 +467,43 @@ ROWS = [
     # --- evaluation split
     Row("eval-records", "eval: {records: [4], timesteps: [0.5]}", "pass", ""),
     Row("eval-fraction", "eval: {fraction: 0.5, batch_size: 2}", "pass", ""),
+    # --- held-out round 4: command-line pass-through values, as argparse converts them
+    Row(
+        "pt-gen-fps-text",
+        "musubi: {generate: {fps: '30'}}",
+        "pass",
+        "generate's --fps 30 on its command line: argparse's type=int converts the text",
+    ),
+    Row(
+        "pt-cl-batch-text",
+        "musubi: {cache_latents: {batch_size: '1'}}",
+        "pass",
+        "fpack_cache_latents' --batch_size 1: argparse converts the text",
+    ),
+    Row(
+        "pt-gen-magcache-int",
+        "musubi: {generate: {magcache_mag_ratios: 0, magcache_k: 2}}",
+        "pass",
+        "--magcache_mag_ratios 0 is the text '0' to generate's parser, as gen-magcache's quoted '0'",
+    ),
+    Row(
+        "pt-gen-dynamic-false",
+        "musubi: {generate: {compile: true, compile_dynamic: false}}",
+        "pass",
+        "--compile_dynamic false: one of its choices (true, false, auto)",
+    ),
+    Row(
+        "pt-gen-fps-float",
+        "musubi: {generate: {fps: 30.5}}",
+        "fail:generate",
+        "argparse's int('30.5') fails: generate exits 2 before any prompt",
+    ),
+    Row(
+        "pt-launch-restarts-text",
+        "launch: {extra: {max_restarts: '0'}}",
+        "pass",
+        "accelerate launch --max_restarts 0: its parser converts the text (type=int)",
+    ),
 ]
 
 if __name__ == "__main__":

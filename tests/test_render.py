@@ -3,6 +3,7 @@ musubi-tuner schema (TOML keys, value types and choices, dataset keys, prompt-li
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import tomllib
@@ -268,3 +269,77 @@ def test_the_table_spec_validation_reads_is_what_the_renderers_render() -> None:
     from fplora.spec.rules.pass_through import rendered_options as bundled
 
     assert bundled() == derived(), "refresh it: uv run python -m fplora.render.owned"
+
+
+def _argparse_of(script: str | None) -> argparse.ArgumentParser:
+    """A real argparse parser with the script's options as the schema records them (types by name),
+    to read back what fplora puts on its command line."""
+    parser = argparse.ArgumentParser(exit_on_error=False, add_help=False)
+    known = schema.accelerate_options() if script is None else schema.script_options(script)
+    types = {"int": int, "float": float}
+    for option in known.values():
+        if not option.takes_value:
+            parser.add_argument(*option.flags, dest=option.dest, action="store_true")
+        else:
+            parser.add_argument(
+                *option.flags,
+                dest=option.dest,
+                type=types.get(str(option.type), str),
+                nargs=option.nargs,
+                choices=option.choices,
+            )
+    return parser
+
+
+def test_command_line_pass_through_values_are_taken_as_argparse_converts_them(
+    project, tmp_path: Path
+) -> None:
+    """A pass-through option of a command-line script goes through argparse's conversion (unlike the
+    training config's TOML): `"30"` for an int option is 30, 0 for a text option "0", `false` for an
+    option of words is the word. Check accepts them, and the argv parses back to those values."""
+    from fplora.render import commands
+
+    spec = load_spec(
+        project(
+            "musubi:\n"
+            "  generate: {fps: '30', magcache_mag_ratios: 0, compile_dynamic: false, video_seconds: '1.5',"
+            " compile: true}\n"
+            "  cache_latents: {batch_size: '1', keep_cache: false}\n"
+            "launch:\n  extra: {max_restarts: '0'}\n"
+        )
+    )
+    paths = RenderedPaths(tmp_path)
+    generate = commands.generate(
+        spec, paths, "py", lora=tmp_path / "x.safetensors", multiplier=1.0, save_path=tmp_path
+    )
+    parsed, _ = _argparse_of("fpack_generate_video").parse_known_args(generate[generate.index("-m", 3) + 2 :])
+    assert (parsed.fps, parsed.magcache_mag_ratios, parsed.compile_dynamic) == (30, "0", "false")
+    assert (parsed.video_seconds, parsed.compile) == (1.5, True)
+    latents = commands.cache_latents(spec, paths, "py")
+    parsed, _ = _argparse_of("fpack_cache_latents").parse_known_args(latents[latents.index("-m", 3) + 2 :])
+    assert (parsed.batch_size, parsed.keep_cache) == (1, False)
+    train = commands.train(spec, paths, "py")
+    parsed, _ = _argparse_of(None).parse_known_args(train[3 : train.index("-m", 3)])
+    assert parsed.max_restarts == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("generate: {fps: 30.5}", "musubi.generate.fps: expects int, got '30.5'"),
+        ("generate: {fps: true}", "musubi.generate.fps: expects int, got 'true'"),
+        ("generate: {fps: [30, 31]}", "musubi.generate.fps: expects 1 value, got 2: [30, 31]"),
+        ("generate: {sample_solver: Unipc}", "musubi.generate.sample_solver: must be one of unipc, dpm++, vanilla, got 'Unipc'"),
+        ("generate: {f1: 'yes'}", "musubi.generate.f1: expects true or false"),
+        ("generate: {custom_system_prompt: -x}", "musubi.generate.custom_system_prompt: '-x' would be read as an option, not as its value"),
+        ("config: {max_timestep: '900'}", "musubi.config.max_timestep: expects int, got str '900'"),
+    ],
+)  # fmt: skip
+def test_pass_through_values_argparse_or_toml_would_refuse_are_refused(
+    project, text: str, expected: str
+) -> None:
+    from fplora.problems import UserError
+
+    with pytest.raises(UserError) as refused:
+        load_spec(project(f"musubi:\n  {text}\n"))
+    assert [f"{p.key}: {p.message}" for p in refused.value.problems if p.severity == "error"] == [expected]

@@ -9,6 +9,7 @@ tests check every rendered TOML key and argv flag against it. Nothing here impor
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -56,6 +57,11 @@ class Option:
     @property
     def is_list(self) -> bool:
         return self.nargs in ("*", "+") or (isinstance(self.nargs, int) and self.nargs > 1)
+
+    @property
+    def takes_value(self) -> bool:
+        """Whether the option reads a value after its flag (not a store_true or store_const)."""
+        return not self.store_true and self.nargs != 0
 
 
 def _option(raw: dict[str, Any]) -> Option:
@@ -130,6 +136,62 @@ def value_problem(option: Option, value: Any) -> str | None:
     if option.choices and value not in option.choices:
         return f"must be one of {', '.join(map(str, option.choices))}"
     return None
+
+
+def argv_text(value: Any) -> str:
+    """One value as it goes on a command line: booleans as `true`/`false` (the text the options
+    that take a boolean word read, such as `--compile_dynamic false`), anything else as `str()`."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+"""The words argparse takes as negative numbers, not as options (its `_negative_number_matcher`)."""
+
+
+def _converts(type_name: str | None, text: str) -> bool:
+    """Whether argparse's `type` for the option takes `text` (types it cannot know, such as a lambda
+    of accelerate's, are left to the parser itself, which the rehearsal runs)."""
+    convert: Any = {"int": int, "float": float, "_int_or_float": lambda t: float(t.removesuffix("%"))}
+    if type_name not in convert:
+        return True
+    try:
+        convert[type_name](text)
+    except ValueError:
+        return False
+    return True
+
+
+def argv_value_problem(option: Option, value: Any) -> str | None:
+    """Why `value`, on a command line as fplora renders it (`render.commands.flags`: true for an
+    option without a value → the bare flag; false or None there → nothing; a list → one word per
+    item; anything else → `argv_text`), is not what argparse's parser for `option` takes, or None
+    when it parses. Unlike the training config's TOML (`value_problem`), a command line goes through
+    argparse's own conversion: `"30"` for an int option is 30 there, and 0 for a text option "0"."""
+    if value is None:
+        return None
+    if not option.takes_value:
+        return None if isinstance(value, bool) else "expects true or false"
+    if isinstance(value, dict):
+        return f"expects {option.type or 'str'}, got a mapping {value!r}"
+    items = [argv_text(v) for v in value] if isinstance(value, list | tuple) else [argv_text(value)]
+    nargs = option.nargs
+    counts = {None: (1, 1), "?": (0, 1), "*": (0, None), "+": (1, None)}
+    low, high = (nargs, nargs) if isinstance(nargs, int) else counts.get(nargs, (0, None))
+    if len(items) < low or (high is not None and len(items) > high):
+        wanted = f"{low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+        return f"expects {wanted} value{'s' if high != 1 else ''}, got {len(items)}: {value!r}"
+    for text in items:
+        if text.startswith("-") and not _NEGATIVE_NUMBER.match(text) and " " not in text:
+            return f"{text!r} would be read as an option, not as its value"
+        if not _converts(option.type, text):
+            return f"expects {option.type}, got {text!r}"
+        if option.choices and _converted(option.type, text) not in option.choices:
+            return f"must be one of {', '.join(map(str, option.choices))}, got {text!r}"
+    return None
+
+
+def _converted(type_name: str | None, text: str) -> Any:
+    return int(text) if type_name == "int" else float(text) if type_name == "float" else text
 
 
 def dataset_value_problem(type_name: str, value: Any) -> str | None:

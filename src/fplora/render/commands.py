@@ -24,20 +24,24 @@ from fplora.spec.models import Spec, infer_distilled_guidance
 
 
 def flags(options: Mapping[str, Any], step: str | None) -> list[str]:
-    """`{dest: value}` → argv for `step`'s script (`None`: accelerate launch): true → bare flag,
-    false/None → nothing, list → flag + items."""
+    """`{dest: value}` → argv for `step`'s script (`None`: accelerate launch): for an option without
+    a value (store_true), true → bare flag and false → nothing; None → nothing; list → flag + items;
+    a boolean for an option that reads a value goes as its word (`--compile_dynamic false`), as
+    `schema.argv_value_problem` judges it."""
     known = schema.accelerate_options() if step is None else schema.script_options(SCRIPTS[step])
     argv: list[str] = []
     for dest, value in options.items():
-        flag = known[dest].flag if dest in known else f"--{dest}"
-        if value is None or value is False:
+        option = known.get(dest)
+        flag = option.flag if option else f"--{dest}"
+        valued = option is not None and option.takes_value
+        if value is None or (value is False and not valued):
             continue
-        if value is True:
+        if value is True and not valued:
             argv.append(flag)
         elif isinstance(value, list | tuple):
-            argv += [flag, *(str(v) for v in value)]
+            argv += [flag, *(schema.argv_text(v) for v in value)]
         else:
-            argv += [flag, str(value)]
+            argv += [flag, schema.argv_text(value)]
     return argv
 
 

@@ -74,6 +74,20 @@ def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
     return None
 
 
+CONFIG = "config"
+"""The one pass-through section that goes into a TOML file (`--config_file`) rather than on a
+command line: musubi-tuner reads it without argparse's conversion."""
+_TYPE_FIX = {True: "write a TOML-typed value", False: "write a value its command-line option takes"}
+
+
+def _value_problem(section: str, option: schema.Option, value: object) -> str | None:
+    """The training config's TOML skips argparse (the value must have the option's type already);
+    the other sections go on the command line as text, which argparse converts (`"30"` is an int)."""
+    if section == CONFIG:
+        return schema.value_problem(option, value)
+    return schema.argv_value_problem(option, value)
+
+
 def pass_through(spec: Spec) -> Iterator[Problem]:
     """Every pass-through option of `spec` that musubi-tuner or accelerate would not take as written,
     or that fplora sets itself."""
@@ -86,8 +100,8 @@ def pass_through(spec: Spec) -> Iterator[Problem]:
             elif key not in options:
                 hint = did_you_mean(key, set(options)) or f"see `{script} --help` for valid options"
                 yield spec.problem(where, f"not an option of {script}", hint)
-            elif problem := schema.value_problem(options[key], value):
-                yield spec.problem(where, problem, "write a TOML-typed value")
+            elif problem := _value_problem(section, options[key], value):
+                yield spec.problem(where, problem, _TYPE_FIX[section == CONFIG])
     accel = schema.accelerate_options()
     for key, value in spec.launch.extra.items():
         where = ("launch", "extra", key)
@@ -95,5 +109,5 @@ def pass_through(spec: Spec) -> Iterator[Problem]:
             yield spec.problem(where, *found)
         elif key not in accel:
             yield spec.problem(where, "not an option of accelerate launch", did_you_mean(key, set(accel)))
-        elif problem := schema.value_problem(accel[key], value):
+        elif problem := schema.argv_value_problem(accel[key], value):
             yield spec.problem(where, problem, "")
