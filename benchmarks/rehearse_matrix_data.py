@@ -504,6 +504,27 @@ ROWS = [
         "pass",
         "accelerate launch --max_restarts 0: its parser converts the text (type=int)",
     ),
+    # --- held-out round 4: prompt texts the training sample parser reads as options
+    Row(
+        "smp-text-i",
+        "sample: {prompts: [{record: 1, text: 'I turn to face the camera'}]}",
+        "pass",
+        "line_to_prompt_dict reads the start image 'turn to ...' off the text, then the line's own --i"
+        " replaces it (the last match wins): the sample asked for",
+    ),
+    Row(
+        "inf-text-l",
+        "infer: {prompts: [{record: 1, text: 'L 2 characters turn'}]}",
+        "pass",
+        "generate's parse_prompt_line reads options only after the first ' --'",
+    ),
+    Row(
+        "smp-text-ci",
+        "sample: {prompts: [{record: 1, text: 'Ci turns around'}]}",
+        "fail:train",
+        "the training parser adds the control image 'turns around' before the line's own two: the"
+        " sampler cannot open it",
+    ),
 ]
 
 if __name__ == "__main__":

@@ -219,16 +219,41 @@ def test_prompt_record_out_of_range(project: Path) -> None:
 
 
 def test_prompt_caption_trap(project: Path) -> None:
-    caption = "I like turning around"
+    """The training sample parser tries its option patterns on the text (the record's caption by
+    default) too: a value it reads there stays unless the line sets that option again after the text.
+    generate reads options only after the text."""
+    sampled = SPEC.replace("  at_first: false\n  every_n_steps: null\n", "  at_first: true\n")
+    caption = "L 2 characters turn around"
     write_jsonl(record("a", caption=caption), record("b"))
     trap = prompt_text_problem(caption)  # its wording belongs to musubi.names
-    assert trap is not None and trap.startswith("starts with 'I '")
-    assert run() == [
-        f"spec.yaml:{PROMPT_LINE}: sample.prompts[0].record: caption of data/m.jsonl:1 {trap}"
+    assert trap is not None and trap.startswith("starts with 'L '")
+    assert run(sampled) == [
+        f"spec.yaml:{PROMPT_LINE - 1}: sample.prompts[0].record: caption of data/m.jsonl:1 {trap}"
         " — give the prompt its own `text:`, or reword the caption"
     ]
     # the same caption is fine when the prompt has its own text
-    assert run(SPEC.replace("record: 1", "record: 1\n      text: she turns around")) == []
+    assert run(sampled.replace("record: 1", "record: 1\n      text: she turns around")) == []
+    # ... when the line sets its own --l after the text, which replaces the value read off the text
+    assert run(sampled.replace("record: 1", "record: 1\n      cfg_scale: 1.5")) == []
+    # ... and when training does not sample: only generate reads the prompt file then
+    assert run() == []
+
+
+def test_prompt_caption_read_as_an_option_the_line_sets_again(project: Path) -> None:
+    """'I like ...' gives the training parser the start image 'like ...', which the line's own --i
+    replaces: the sample is the one asked for. A control image read off the text is added to the
+    line's own, so 'Ci ...' stays refused."""
+    sampled = SPEC.replace("  at_first: false\n  every_n_steps: null\n", "  at_first: true\n")
+    write_jsonl(record("a", caption="I like turning around"), record("b"))
+    assert prompt_text_problem("I like turning around", {"i"}) is None
+    assert run(sampled) == []
+    write_jsonl(record("a", caption="Ci turns around"), record("b"))
+    trap = prompt_text_problem("Ci turns around", {"ci"})
+    assert trap is not None and trap.startswith("starts with 'Ci '")
+    assert run(sampled) == [
+        f"spec.yaml:{PROMPT_LINE - 1}: sample.prompts[0].record: caption of data/m.jsonl:1 {trap}"
+        " — give the prompt its own `text:`, or reword the caption"
+    ]
 
 
 def test_explicit_infer_prompt(project: Path) -> None:

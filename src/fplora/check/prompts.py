@@ -16,6 +16,7 @@ from fplora.check.jsonl import unreadable
 from fplora.datasets.records import Record, Records
 from fplora.musubi.names import option_value_problem, prompt_text_problem
 from fplora.problems import Problem, display_path
+from fplora.render.prompts import PromptLine, options_after_text
 from fplora.spec.models import Prompt, Spec
 from fplora.spec.source import KeyPath
 
@@ -54,16 +55,37 @@ def _image(spec: Spec, key: KeyPath, path: Path, images: Mapping[str, ImageInfo]
         yield spec.problem(key, f"{display_path(path)} {info.error}", fix)
 
 
+def _set_later(spec: Spec, section: str, prompt: Prompt) -> set[str] | None:
+    """The options a training sample line of the prompt sets after its text (`prompt_text_problem`),
+    or None where only generate reads the prompt: an `infer` prompt of its own, or sample prompts
+    that training does not sample (then `fplora infer` alone uses them)."""
+    if section != "sample" or not spec.sample.during_training:
+        return None
+    line = PromptLine(
+        text="x",
+        image=Path("image"),
+        control_images=(),
+        width=1,
+        height=1,
+        seed=0,
+        steps=prompt.steps or spec.sample.steps,
+        guidance_scale=prompt.guidance_scale,
+        cfg_scale=prompt.cfg_scale,
+        negative_prompt=prompt.negative_prompt,
+    )
+    return options_after_text(line, "train")
+
+
 def _text(
-    prompt: Prompt, record: Record | None, at: KeyPath, jsonl: Path | None
+    prompt: Prompt, record: Record | None, at: KeyPath, jsonl: Path | None, set_later: set[str] | None
 ) -> tuple[KeyPath, str, str] | None:
     """(key, message, fix) when the prompt's text, its own or its record's caption, would be misread."""
     if prompt.text is not None:
-        trap = prompt_text_problem(prompt.text)
+        trap = prompt_text_problem(prompt.text, set_later)
         return ((*at, "text"), f"prompt text {trap}", "reword the text") if trap else None
     if record is None or record.caption is None or jsonl is None:
         return None  # no record, or no caption: reported where the record is
-    trap = prompt_text_problem(record.caption)
+    trap = prompt_text_problem(record.caption, set_later)
     if trap is None:
         return None
     return (
@@ -105,7 +127,7 @@ def check_prompts(spec: Spec, datasets: Sequence[Records], images: Mapping[str, 
                             f"use a record's line number; {_record_lines(records)}",
                         )
                     )
-            text = _text(prompt, record, at, jsonl)
+            text = _text(prompt, record, at, jsonl, _set_later(spec, section, prompt))
             if text is not None:
                 problems.append(spec.problem(*text))
             negative = option_value_problem(prompt.negative_prompt) if prompt.negative_prompt else None

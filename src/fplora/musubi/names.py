@@ -7,6 +7,7 @@ schema, nothing else. The patterns mirror `schema.json`'s `output_names` (tests 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,9 +278,13 @@ Each step is drawn twice (old loss, then new): keep the last match per step."""
 GENERATE_PROMPT_ERROR = "Error generating latent for prompt"
 """Logged by `fpack_generate_video` when one prompt fails; the process still exits 0."""
 
-_PROMPT_TRAP = re.compile(
-    r"^(?:(?:w|h|f|d|s)\s+\d|(?:g|fs|l)\s+[\d.]|(?:n|i|ei|cn|ci|of)\s+\S)", re.IGNORECASE
-)
+_PROMPT_TRAP = re.compile(r"^(?:(?:w|h|f|d|s) \d|(?:g|fs|l) [\d.]|(?:n|i|ei|cn|ci|of) .)", re.IGNORECASE)
+"""The training sample parser's option patterns (`re.match`, case-insensitive, one space), which it
+also tries on the prompt text itself (training/sampling_prompts.py:14-100)."""
+
+ADDED_PROMPT_OPTIONS = frozenset({"ci"})
+"""Options the training sample parser adds to a list rather than replaces: one read off the text stays
+however many the line sets after it (an extra control image)."""
 
 
 def option_value_problem(text: str) -> str | None:
@@ -291,11 +296,15 @@ def option_value_problem(text: str) -> str | None:
     return None
 
 
-def prompt_text_problem(text: str) -> str | None:
+def prompt_text_problem(text: str, set_later: Collection[str] | None = ()) -> str | None:
     """Why musubi-tuner's prompt-line parsers would misread this prompt text, or None.
 
     Lines are split on ' --', and the training parser matches its option patterns against the
-    prompt part too: a caption starting with "I like" sets the start image to "like ...".
+    prompt part too: a caption starting with "L 2" sets the real CFG scale to 2. `set_later`: the
+    options the line sets itself after its text (its letters, lower case), whose values replace what
+    the training parser read off the text ("I like ..." gives the start image "like ...", which the
+    line's own `--i` replaces), except one it adds to a list (`ADDED_PROMPT_OPTIONS`); None for a line
+    that only generate reads (`--from_file`), whose parser takes options only after the first ' --'.
     """
     if not text.strip():
         return "is empty: the line would start with its first option, which musubi-tuner reads as the prompt"
@@ -305,11 +314,13 @@ def prompt_text_problem(text: str) -> str | None:
     if value:
         return value
     match = _PROMPT_TRAP.match(text)
-    if match:
-        word = match.group(0).split()[0]
-        option = f"--{word.lower()}"
-        return f"starts with '{word} ', which musubi-tuner's prompt parser reads as the {option} option"
-    return None
+    if match is None or set_later is None:
+        return None
+    word = match.group(0).split()[0]
+    option = word.lower()
+    if option in set_later and option not in ADDED_PROMPT_OPTIONS:
+        return None
+    return f"starts with '{word} ', which musubi-tuner's prompt parser reads as the --{option} option"
 
 
 # How `fpack_train_network` turns optimizer_type into a class (`NetworkTrainer.get_optimizer` in

@@ -144,7 +144,7 @@ def config_dict(spec: Spec, paths: RenderedPaths, *, resume: bool = False) -> di
     if logging_dir is None and logging.log_with in ("tensorboard", "all"):
         logging_dir = train.output_dir / "logs"  # musubi-tuner refuses tensorboard without one
     _put(config, "logging_dir", _path(logging_dir))
-    if sample.prompts and (sample.at_first or sample.every_n_steps):
+    if sample.during_training:
         _put(config, "sample_at_first", sample.at_first and not resume)
         _put(config, "sample_every_n_steps", sample.every_n_steps)
         config["sample_prompts"] = str(paths.sample_prompts)

@@ -9,6 +9,7 @@ and only when `infer.flow_shift` asks for one. Without it both sample with Frame
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -81,6 +82,12 @@ def prompt_line(line: PromptLine, modes: str, script: Script) -> str:
     if line.negative_prompt:
         parts.append(f"--{opt['negative_prompt']} {line.negative_prompt}")
     return " ".join(parts)
+
+
+def options_after_text(line: PromptLine, script: Script) -> set[str]:
+    """The option letters `prompt_line` writes after the line's text, in `script`'s parser."""
+    rendered = prompt_line(dataclasses.replace(line, text="x"), "modes", script)
+    return {part.split(" ", 1)[0] for part in rendered.split(" --")[1:]}
 
 
 def prompts_file(header: str, spec: Spec, lines: Sequence[PromptLine], script: Script) -> str:

@@ -337,6 +337,12 @@ class Sample(Section):
     )
     prompts: list[Prompt] = Field(default_factory=list)
 
+    @property
+    def during_training(self) -> bool:
+        """Whether training samples the prompts (its config then names the prompt file): at first or
+        every n steps."""
+        return bool(self.prompts) and bool(self.at_first or self.every_n_steps)
+
     @field_validator("flow_shift")
     @classmethod
     def _no_flow_shift(cls, value: float | None) -> None:
