@@ -115,12 +115,34 @@ def test_two_versions_of_one_dataset_share_every_cache_file(workspace: Workspace
 def test_a_deleted_link_is_relinked_without_computing(workspace: Workspace) -> None:
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     (workspace.cache_dir / "0002_0064x0096_fp.safetensors").unlink()
-    refused = workspace.cli("train", str(workspace.spec_path))
-    assert refused.exit_code == 1 and "1 file is in the store but not linked" in refused.stderr
     workspace.forget_calls()
     assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
     assert workspace.calls() == []
     assert cache_files(workspace.cache_dir) == LATENTS | TEXT
+
+
+def test_train_links_what_the_store_holds_without_being_asked(workspace: Workspace) -> None:
+    """A new version of the same data: every cache file is in the store, only the links are missing.
+    Linking needs no GPU and no musubi-tuner, so train does it rather than refusing for `fplora cache`."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    v1b = second_version(workspace, train={"max_train_steps": 8})
+    view = workspace.root / "configs" / "v1b" / "cache" / "dataset-v1" / "metadata-v1"
+    workspace.forget_calls()
+    result = workspace.cli("train", str(v1b), "--no-rehearse")
+    assert result.exit_code == 0, result.output
+    assert scripts(workspace) == ["fpack_train_network"]  # nothing cached, only trained
+    assert "caches ready: 8 files linked" in result.stderr
+    assert cache_files(view) == LATENTS | TEXT
+
+
+def test_train_still_refuses_caches_it_would_have_to_compute(workspace: Workspace) -> None:
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.cache_dir / "0002_0064x0096_fp.safetensors").resolve().unlink()
+    workspace.forget_calls()
+    refused = workspace.cli("train", str(workspace.spec_path), "--no-rehearse")
+    assert refused.exit_code == 1
+    assert "fplora train --cache" in refused.stderr
+    assert workspace.calls() == []
 
 
 def test_an_entry_missing_from_the_store_is_computed_alone(workspace: Workspace) -> None:

@@ -92,6 +92,17 @@ def views(
     return found
 
 
+def only_links(spec: Spec, records: Callable[[int], Records], entries: Iterable[int] | None = None) -> bool:
+    """Whether the cache folders lack only links to what the store already holds: nothing to compute,
+    nothing stale, no file to remove (a new version of the same data, a deleted link). Linking needs
+    neither a GPU nor musubi-tuner, so a command may do it rather than refuse."""
+    found = views(spec, records, entries)
+    return not all(v.complete for v in found) and all(
+        v.complete or (not v.missing and not v.stale and not v.other_settings and not v.orphans)
+        for v in found
+    )
+
+
 def _what_changed(view: store.View, record: Record) -> str:
     parts = [
         what

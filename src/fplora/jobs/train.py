@@ -145,6 +145,8 @@ def run_train(job: Job, *, resume: str | None, no_rehearse: bool, with_cache: bo
     rehearsal (`jobs.rehearse.gate`, half a minute when the spec changed) nor caching."""
     try:
         prepared = prepare_train(job, resume=resume)
+        if not job.dry_run and not with_cache and _only_links(job):
+            with_cache = True  # the store holds every file: linking them computes nothing
         if not job.dry_run and (problems := _unready(job, caches_too=not with_cache)):
             raise UserError(problems)
         if gate(job, skip=no_rehearse):
@@ -178,6 +180,13 @@ def _unready(job: Job, *, caches_too: bool) -> list[Problem]:
     spec = job.plan.spec
     gpus = gpu_problem(spec)
     return ([gpus] if gpus else []) + (_cache_problems(job) if caches_too else [])
+
+
+def _only_links(job: Job) -> bool:
+    """Every entry `fplora cache` would fill (the evaluation split's too) lacks links alone."""
+    spec = job.plan.spec
+    records = split.entry_records(spec, job.plan.records or RecordCache(spec))
+    return caches.only_links(spec, records, spec.cache_entries)
 
 
 def _cache_problems(job: Job) -> list[Problem]:
