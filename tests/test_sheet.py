@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,17 @@ def test_sheet_without_a_folder_uses_the_spec_s_sample_folder(
     assert result.exit_code == 0, result.output
     assert "using out/sample (where configs/v1.yaml infers into)" in result.output
     assert result.output.splitlines()[-1] == "out/sample/v8-sheet/index.html"
+
+
+def test_sheet_given_a_spec_makes_that_version_s_sheets(project, tmp_path: Path, runner: CliRunner) -> None:
+    """Every other verb takes the spec first: `fplora sheet configs/v8.yaml` means v8's infer folders,
+    where v8 infers into, not "configs/v8.yaml is not a folder"."""
+    spec = project(name="v8.yaml")
+    sample = _grid_folders(tmp_path / "out")  # the project's output_dir: ../out
+    shutil.copytree(sample / "v8-step00001000-lm1.0", sample / "v9-step00001000-lm1.0")
+    result = runner.invoke(app, ["sheet", "configs/v8.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "using out/sample, version v8 (where configs/v8.yaml infers into)" in result.output
+    assert result.output.splitlines()[-1] == "out/sample/v8-sheet/index.html"
+    assert not (sample / "v9-sheet").exists()
+    assert spec.is_file()

@@ -17,7 +17,8 @@ def command(
     directory: Annotated[
         Path | None,
         typer.Argument(
-            help="The folder holding the infer folders (default: the last spec's, outputs' sample/ folder).",
+            help="The folder holding the infer folders, or a spec (its version's, where it infers"
+            " into). Default: the last spec's outputs' sample/ folder.",
             show_default=False,
         ),
     ] = None,
@@ -31,10 +32,11 @@ def command(
     One PNG per prompt (rows are checkpoints, columns multipliers) and an index.html linking every
     image, rebuilt from the folders alone; written to DIRECTORY/<version>-sheet/.
 
-    Example: fplora sheet /workspace/my-project-models/sample --version v8
+    Example: fplora sheet configs/v8.yaml   (or a folder: fplora sheet /workspace/models/sample --version v8)
     """
     from fplora.jobs.sheet import run_sheet
 
     with common.user_errors():
-        spec = common.load(None, preset=False) if directory is None else None
-        raise typer.Exit(run_sheet(directory, version, spec))
+        named = directory is not None and directory.suffix in (".yaml", ".yml")
+        spec = common.load(directory if named else None, preset=False) if directory is None or named else None
+        raise typer.Exit(run_sheet(None if named else directory, version, spec, its_version=named))

@@ -12,13 +12,20 @@ from fplora.sheet.draw import build
 from fplora.spec.models import Spec
 
 
-def run_sheet(directory: Path | None, version: str | None, spec: Spec | None = None) -> int:
-    """Sheets of `directory`'s infer folders; without one, of the folder `spec`'s infers write to."""
+def run_sheet(
+    directory: Path | None, version: str | None, spec: Spec | None = None, *, its_version: bool = False
+) -> int:
+    """Sheets of `directory`'s infer folders; without one, of the folder `spec`'s infers write to,
+    only the spec's version's when `its_version` (a spec named on the command line) and no
+    `version` is given."""
     if directory is None:
         assert spec is not None, "a spec names the default folder"
         directory = save_root(spec)
+        if its_version and version is None:
+            version = spec.version
+        which = f", version {version}" if its_version else ""
         output.line(
-            f"using {output.shown(directory)} (where {output.shown(spec.path)} infers into)", err=True
+            f"using {output.shown(directory)}{which} (where {output.shown(spec.path)} infers into)", err=True
         )
     if not directory.is_dir():
         raise UserError(
