@@ -369,6 +369,20 @@ def test_a_spec_in_a_subfolder_of_configs_shares_the_project_s_store(workspace: 
     assert "configs/archive/v0: " not in status.output  # its rendered folder holds no spec
 
 
+def test_status_names_the_record_whose_image_is_missing(workspace: Workspace) -> None:
+    """`cache status` said "1 missing — run `fplora cache`", and cache then refused at the record:
+    status names the record and the file itself, and what to do first."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    (workspace.root / "data" / "dataset-v1" / "controls" / "0002_1.png").unlink()
+    status = workspace.cli("cache", "status")
+    assert status.exit_code == 0, status.output
+    line = next(x for x in status.stdout.splitlines() if x.startswith("configs/v1.yaml: dataset 0"))
+    assert line.endswith(
+        " — data/dataset-v1/metadata-v1.jsonl:2: control_path_1: data/dataset-v1/controls/0002_1.png not"
+        " found: fix the record, then run `fplora cache` (`fplora check` lists every problem)"
+    ), line
+
+
 def test_status_says_a_missing_jsonl_at_the_spec_line_that_names_it(workspace: Workspace) -> None:
     """The dataset folder renamed after caching: status said only "data/dataset-v1/metadata-v1.jsonl:
     dataset JSONL file not found — check datasets[].jsonl", naming no spec."""

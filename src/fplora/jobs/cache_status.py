@@ -160,6 +160,7 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
         if unread := _records_problems(spec, records):
             problems += unread
             continue
+        entries = split.entry_records(spec, records)
         for view in _views(spec, records):
             label = "eval" if view.index == spec.eval_index else f"dataset {view.index}"
             compute = len(view.compute_latents) + len(view.compute_text) + len(view.unreadable)
@@ -169,7 +170,11 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
                 f" {view.linked} present,"
                 f" {view.to_link} in the store to link, {compute} missing, {stale} stale,"
                 f" {len(view.orphans)} of removed records"
-                + (" — run `fplora cache`" if not view.complete else "")
+                + (
+                    f" — {_unreadable(view, entries(view.index).jsonl) or 'run `fplora cache`'}"
+                    if not view.complete
+                    else ""
+                )
             )
     for root in sorted(roots):
         files, total = store.size_of(store.Store(root))
@@ -177,6 +182,25 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
     if problems:
         raise UserError(list(dict.fromkeys(problems)))  # specs sharing a broken JSONL: said once
     return 0
+
+
+def _unreadable(view: store.View, jsonl: Path) -> str | None:
+    """The first record whose image cannot be read, at its line, with its file: `fplora cache` would
+    refuse it, so "run `fplora cache`" is not what to do first."""
+    if not view.unreadable:
+        return None
+    record = view.unreadable[0]
+    keys = ["image_path", *(f"control_path_{k}" for k in range(len(record.controls)))]
+    images = [record.image, *record.controls]
+    key, path = next(
+        ((k, p) for k, p in zip(keys, images, strict=True) if p is not None and not p.is_file()),
+        (keys[0], record.image),
+    )
+    what = "not found" if path is not None and not path.exists() else "cannot be read"
+    return (
+        f"{display_path(jsonl)}:{record.line}: {key}: {display_path(path) if path else 'no image'} {what}:"
+        " fix the record, then run `fplora cache` (`fplora check` lists every problem)"
+    )
 
 
 def prune(root: Path, *, dry_run: bool, say: Say) -> int:
