@@ -97,6 +97,12 @@ REFUSED = [
         "train:\n  optimizer: {lr_warmup_steps: 10, lr_scheduler: cosine}\n",
     ),
     (
+        "a warmup share is steps of the run: 0.25 of 4 is one, 0.2 of 4 none (sched-constant-ratio-*)",
+        "train:\n  optimizer: {lr_warmup_steps: 0.25}\n",
+        "configs/v1.yaml:5: train.optimizer.lr_warmup_steps: a warmup with no lr_scheduler",
+        "train:\n  optimizer: {lr_warmup_steps: 0.2}\n",
+    ),
+    (
         "an unknown scheduler (sched-unknown)",
         "train:\n  optimizer: {lr_scheduler: cosine_anealing}\n",
         "configs/v1.yaml:5: train.optimizer.lr_scheduler: musubi-tuner has no lr_scheduler 'cosine_anealing'",

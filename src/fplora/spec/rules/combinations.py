@@ -169,12 +169,23 @@ def _option_true(args: list[str], name: str) -> bool | None:
     return None
 
 
+def warmup_steps(spec: Spec) -> int:
+    """The warmup steps musubi-tuner builds the scheduler with (training/trainer_base.py:288-291):
+    an int as written, a float as that share of the run's steps (its max_train_steps × processes),
+    cut to a whole number, so that 0.01 of a 20-step run is none. A resumed segment is given fewer
+    steps (those left), never more: its warmup is never longer than the first segment's."""
+    written = spec.train.optimizer.lr_warmup_steps or 0
+    if isinstance(written, float):
+        return int(written * spec.train.max_train_steps * spec.launch.num_processes)
+    return written
+
+
 def _scheduler(spec: Spec) -> Iterator[Problem]:
     if "lr_scheduler_type" in spec.musubi.config:
         return  # any torch/other scheduler class: musubi-tuner then ignores lr_scheduler and warmup
     optimizer = spec.train.optimizer
     name = optimizer.lr_scheduler
-    warmup = optimizer.lr_warmup_steps or 0
+    warmup = warmup_steps(spec)
     adafactor = optimizer.type.lower() == "adafactor"
     relative = adafactor and (
         _option_true(optimizer.args, "relative_step") is not False
