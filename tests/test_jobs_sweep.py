@@ -355,3 +355,20 @@ def test_sweep_dry_run_lists_its_cells_and_what_latest_is(trained: Workspace) ->
         "  outputs/fake-v1-step00000002.safetensors (step2) ×1.2 → outputs/sample/v1-step00000002-lm1.2",
     ]
     assert not (trained.output_dir / "sample" / "v1-sweeps").exists()
+
+
+def test_negative_seeds_are_matched_to_their_files(trained: Workspace) -> None:
+    """generate writes a prompt's seed into its files' names as Python prints it, a negative one too
+    (`--d -3`: `..._-3__000.png`); `fplora infer` matches each prompt's files by it, in the sweep
+    worker's cells and in separate runs alike."""
+    trained.write_spec(infer={"seed": -3})
+    result = trained.cli("infer", str(trained.spec_path), *GRID)
+    assert result.exit_code == 0, result.output
+    expected = ["-2__000.png", "-2_latent.safetensors", "-3__000.png", "-3_latent.safetensors"]
+    for folder in FOLDERS:
+        assert folder_files(trained, folder) == expected
+    assert "4 of 4 cells made every file" in result.stderr
+    trained.write_spec(infer={"seed": -3, "save_dir": "../outputs/separate"})
+    separate = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--no-sweep")
+    assert separate.exit_code == 0, separate.output
+    assert folder_files(trained, "v1-step00000001-lm1.0", "separate") == expected

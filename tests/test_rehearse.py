@@ -849,3 +849,24 @@ def test_an_error_from_accelerates_launch_points_at_the_launch_lines(example: Pa
     ]
     assert any("configs/fp8.yaml:2: launch.mixed_precision" in line for line in shown), shown
     assert not any("launch" in line for line in blame.area_lines(spec, stage, []))
+
+
+def test_generate_outputs_are_judged_by_the_prompts_seeds_as_infer_judges_them(tmp_path: Path) -> None:
+    """A generate or sweep stage passes only where `fplora infer` would find each prompt's files: by
+    the seed in their names (a negative seed as generate prints it), not by counting files."""
+    from fplora.musubi.names import GENERATE_OUTPUTS
+
+    kinds = GENERATE_OUTPUTS["latent_images"]
+    for name in ("20261206-120000-001_-1__000.png", "20261206-120000-001_-1_latent.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    assert checks.outputs_check(tmp_path, kinds, [-1])("") is None
+    assert checks.outputs_check(tmp_path, kinds, [-1, 42])("") == (
+        "wrote 1 of 2 latents (exit code 0 notwithstanding)"
+    )
+    assert checks.outputs_check(tmp_path, kinds, [7])("") == (
+        "wrote 0 of 1 latent (exit code 0 notwithstanding); 1 of the 1 latent it wrote match no prompt's"
+        " seed (`fplora infer` finds a prompt's files by the seed in their names)"
+    )
+    assert checks.outputs_check(tmp_path / "none", kinds, [7])("") == (
+        "wrote 0 of 1 latent (exit code 0 notwithstanding)"
+    )

@@ -231,19 +231,20 @@ TRAINING_SAMPLE_DIR = "sample"
 GENERATE_IMAGE_GLOB = "*__000.png"
 """One-frame `--from_file` images: `{save_path}/{YYYYmmdd-HHMMSS-mmm}_{seed}__000.png`."""
 
-GENERATE_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)__000\.png$")
+GENERATE_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(-?\d+)__000\.png$")
+"""A one-frame image's seed: as generate prints it (`_-3__000.png` for `--d -3`: torch takes any seed)."""
 
 GENERATE_LATENT_GLOB = "*_latent.safetensors"
 """`save_latent`: `{save_path}/{time_flag}_{seed}_latent.safetensors` (output_type latent, latent_images,
 both); seen on an H100 as `20261125-224354-309_42_latent.safetensors`."""
 
-GENERATE_LATENT_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)_latent\.safetensors$")
+GENERATE_LATENT_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(-?\d+)_latent\.safetensors$")
 
 GENERATE_VIDEO_GLOB = "*_.mp4"
 """`save_video` from `--from_file` (output_type video, both): `{save_path}/{time_flag}_{seed}_.mp4`; batch
 mode passes an empty original base name, which still adds its `_` (read at 30c658c4, not run)."""
 
-GENERATE_VIDEO_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(\d+)_\.mp4$")
+GENERATE_VIDEO_SEED_RE = re.compile(r"^\d{8}-\d{6}-\d{3}_(-?\d+)_\.mp4$")
 
 
 @dataclass(frozen=True)

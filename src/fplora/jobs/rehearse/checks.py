@@ -10,11 +10,16 @@ import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from fplora.musubi.names import TRAINING_SAMPLE_DIR, latent_cache_stem, text_encoder_cache_stem
+from fplora.musubi.names import (
+    TRAINING_SAMPLE_DIR,
+    GenerateOutput,
+    latent_cache_stem,
+    text_encoder_cache_stem,
+)
 from fplora.problems import display_path, plural
 from fplora.protocol import eval as eval_protocol
+from fplora.runs.sweep import judge
 
 
 def expected_caches(files: dict[Path, str], dataset_config: Path) -> list[tuple[Path, set[str]]]:
@@ -78,14 +83,29 @@ def samples_check(folder: Path, prompts: int) -> Callable[[str], str | None]:
     return check
 
 
-def outputs_check(folder: Path, kinds: tuple[Any, ...], prompts: int) -> Callable[[str], str | None]:
-    """generate exits 0 even when every prompt failed: count the files it wrote instead."""
+def outputs_check(
+    folder: Path, kinds: tuple[GenerateOutput, ...], seeds: list[int]
+) -> Callable[[str], str | None]:
+    """generate exits 0 even when every prompt failed: judge the files it wrote instead, as `fplora
+    infer` judges them (`runs.sweep.judge`): each prompt (by its seed) needs a file of each kind,
+    matched by the seed in the file's name."""
 
     def check(_log: str) -> str | None:
+        names = [path.name for path in folder.iterdir()] if folder.is_dir() else []
+        written = judge(folder, names, kinds, seeds)
         for kind in kinds:
-            found = list(folder.glob(kind.glob)) if folder.is_dir() else []
-            if len(found) < prompts:
-                return f"wrote {len(found)} of {plural(prompts, kind.noun)} (exit code 0 notwithstanding)"
+            missing = written.missing[kind]
+            if not missing:
+                continue
+            made = len(list(folder.glob(kind.glob))) if folder.is_dir() else 0
+            have = len(seeds) - missing
+            unmatched = (
+                f"; {made - have} of the {plural(made, kind.noun)} it wrote match no prompt's seed"
+                " (`fplora infer` finds a prompt's files by the seed in their names)"
+                if made > have
+                else ""
+            )
+            return f"wrote {have} of {plural(len(seeds), kind.noun)} (exit code 0 notwithstanding){unmatched}"
         return None
 
     return check

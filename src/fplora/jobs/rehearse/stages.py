@@ -513,6 +513,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
         )
     )
     kinds = GENERATE_OUTPUTS[spec.infer.output_type]
+    seeds = [line.seed for line in distinct]
     stages.append(
         Stage(
             "generate",
@@ -521,7 +522,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
             "generate",
             flag_options(generate_argv),
             needs=["train"],
-            check=outputs_check(generate_out, kinds, len(distinct)),
+            check=outputs_check(generate_out, kinds, seeds),
         )
     )
     sweep_out = out / "sweep" / "c0"
@@ -544,7 +545,7 @@ def build(spec: Spec, python: str, real: Plan | None = None, *, gpu: bool = True
             "generate",
             flag_options(sweep_args),
             needs=["train"],
-            check=outputs_check(sweep_out, kinds, len(distinct)),
+            check=outputs_check(sweep_out, kinds, seeds),
         )
     )
     if spec.eval is not None:
