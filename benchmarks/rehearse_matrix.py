@@ -536,6 +536,65 @@ ROWS = [
         " then meet sdpa's attn_varlen_func without a var-len path (NotImplementedError: the rehearsal"
         " failed at eval before); the presets now keep split_attn on for an evaluation batch above 1",
     ),
+    # --- held-out round 4: warmup shares, presets of every card with other settings
+    Row(
+        "sched-constant-ratio-none",
+        "train: {optimizer: {lr_warmup_steps: 0.01}}",
+        "pass",
+        "get_lr_scheduler: int(0.01 x 20 steps) = 0 warmup steps, which constant takes",
+    ),
+    Row(
+        "sched-constant-ratio-one",
+        "train: {optimizer: {lr_warmup_steps: 0.05}}",
+        "fail:train",
+        "int(0.05 x 20) = 1 warmup step: 'constant does not require num_warmup_steps'",
+    ),
+    Row(
+        "opt-adafactor-warmup-ratio",
+        "train: {optimizer: {type: adafactor, lr_warmup_steps: 0.01}}",
+        "pass",
+        "relative_step's adafactor:<lr> scheduler with int(0.01 x 20) = 0 warmup steps",
+    ),
+    Row(
+        "gpu-h200",
+        "gpu: h200",
+        "pass",
+        "the H200 preset: batch 1 x 2 accumulation, no swap or checkpointing, torch.compile, no split_attn",
+    ),
+    Row("gpu-a6000", "gpu: a6000-48g", "pass", "modelled: batch 1 x 2, no swap or checkpointing"),
+    Row("gpu-4090", "gpu: 4090-24g", "pass", "modelled: batch 2, blocks_to_swap 9, checkpointing"),
+    Row(
+        "gpu-4090-xformers",
+        "gpu: 4090-24g\ntrain: {attention: xformers}",
+        "pass",
+        "batch 2 with split_attn: xformers' per-sample path",
+    ),
+    Row(
+        "gpu-4090-split-off",
+        "gpu: 4090-24g\ntrain: {split_attn: false}",
+        "fail:train",
+        "the preset's batch 2 with sdpa and split_attn written off: attn_varlen_func has no var-len"
+        " path (NotImplementedError)",
+    ),
+    Row(
+        "gpu-4090-fp8-base",
+        "gpu: 4090-24g\ntrain: {fp8_base: true}",
+        "machine",
+        "fp8_base written without fp8_scaled: the preset leaves fp8 alone; CUDA autocast's fp8 path",
+    ),
+    Row(
+        "gpu-h200-flash-eval-b2",
+        "gpu: h200\ntrain: {attention: flash_attn}\neval: {records: [3, 4], batch_size: 2}",
+        "pass",
+        "the preset's split_attn off at batch 1; flash_attn's var-len kernel takes the evaluation's"
+        " batch of 2",
+    ),
+    Row(
+        "gpu-a6000-swap-compile",
+        "gpu: a6000-48g\ntrain: {blocks_to_swap: 6, compile: true}",
+        "pass",
+        "swap 6 and torch.compile pinned, split_attn off at batch 1 (the compiled crash needs split_attn)",
+    ),
 ]
 
 if __name__ == "__main__":

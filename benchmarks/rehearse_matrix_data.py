@@ -525,6 +525,27 @@ ROWS = [
         "the training parser adds the control image 'turns around' before the line's own two: the"
         " sampler cannot open it",
     ),
+    # --- held-out round 4: seeds and sizes of prompts
+    Row(
+        "smp-seed-negative",
+        "sample: {seed: -1}",
+        "pass",
+        "training lines' --d -1 does not match the sampler's 'd (\\d+)' (a random seed); generate's"
+        " int('-1') seeds torch's generator and names its files ..._-1__000.png",
+    ),
+    Row(
+        "inf-seed-negative",
+        "infer: {seed: -5}",
+        "pass",
+        "generate: --d -5 and --d -4, files named by them (fplora infer read only digits before)",
+    ),
+    Row(
+        "inf-size-72x40",
+        "infer: {prompts: [{record: 1, width: 72, height: 40}]}",
+        "fail:generate",
+        "multiples of 8 pass generate's check, but the 9x5 latent does not tile into the DiT's 2x2"
+        " patches: every prompt fails, generate exits 0",
+    ),
 ]
 
 if __name__ == "__main__":
