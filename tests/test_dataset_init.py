@@ -348,3 +348,39 @@ def test_check_of_a_jsonl_not_there_names_the_one_beside_it(
         " datasets/dataset-v1/metadata-v1.jsonl; its folder holds metadata.jsonl — name that file:"
         " jsonl: ../datasets/dataset-v1/metadata.jsonl"
     ) in check.output
+
+
+def test_dataset_init_again_keeps_to_the_file_the_specs_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run twice, or again after adding pictures: it wrote metadata.jsonl beside the metadata-v1.jsonl
+    the specs train on and said to point them at it, while they went on training on the old file."""
+    assert cli("init", "proj").exit_code == 0
+    project = tmp_path / "proj"
+    folder = project / "datasets" / "dataset-v1"
+    pictures(folder)
+    monkeypatch.chdir(project)
+    assert cli("dataset", "init", "datasets/dataset-v1").exit_code == 0
+    written = (folder / "metadata-v1.jsonl").read_text(encoding="utf-8")
+    again = cli("dataset", "init", "datasets/dataset-v1")
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[-1] == (
+        "datasets/dataset-v1/metadata-v1.jsonl (configs/v1.yaml names it) already holds these 3 records:"
+        " nothing written"
+    )
+    assert not (folder / "metadata.jsonl").exists()
+    pictures(folder, count=4)  # a fourth record added
+    refused = cli("dataset", "init", "datasets/dataset-v1")
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines()[-1] == (
+        "error: datasets/dataset-v1/metadata-v1.jsonl: configs/v1.yaml trains on it, and it differs from"
+        " the pictures (3 records there, 4 here); not overwriting it — pass --force to write it from the"
+        " pictures, or write a new dataset version (datasets/dataset-v1/README.md says how)"
+    )
+    assert (folder / "metadata-v1.jsonl").read_text(encoding="utf-8") == written
+    assert not (folder / "metadata.jsonl").exists()
+    forced = cli("dataset", "init", "datasets/dataset-v1", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert len((folder / "metadata-v1.jsonl").read_text(encoding="utf-8").splitlines()) == 4
+    assert not (folder / "metadata.jsonl").exists()
+    assert cli("check", "configs/v1.yaml", "--skip-models").exit_code == 0

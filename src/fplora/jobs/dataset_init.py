@@ -387,20 +387,31 @@ def init(
     say(f"layout: {found.layout}; {plural(len(items), 'record')}")
     for line in layout.lines(found):
         say(line)
-    waiting = _waiting(folder)
-    awaited = _awaited(waiting)
+    named = _named(folder)
+    waiting = {path: spec for path, spec in named.items() if not path.exists()}
+    awaited = _awaited(waiting) or _kept(named)
     jsonl = awaited[1] if awaited else folder / JSONL
     if dry_run:
         for item in items:
             out(json.dumps(item, ensure_ascii=False))
         return 0
-    if jsonl.exists() and not force:
+    text = "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items)
+    if awaited and jsonl.exists():
+        if _same_file(jsonl, text):
+            say(
+                f"{display_path(jsonl)} ({display_path(awaited[0])} names it) already holds these"
+                f" {plural(len(items), 'record')}: nothing written"
+            )
+            return 0
+        if not force:
+            raise UserError(_differs(jsonl, awaited[0], len(items)))
+    elif jsonl.exists() and not force:
         raise UserError(
             Problem(
                 display_path(jsonl), None, "", "exists; not overwriting it", "pass --force, or move it away"
             )
         )
-    write_atomic(jsonl, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
+    write_atomic(jsonl, text)
     write_atomic(folder / SNIPPET, snippet(_as_named_by_a_spec(jsonl), layout))
     say(f"wrote {display_path(jsonl)} and {display_path(folder / SNIPPET)} (the spec snippet)")
     if awaited:
@@ -410,9 +421,9 @@ def init(
     if waiting:
         # a folder several versions name by files of their own (metadata-v8.jsonl, metadata-v9.jsonl):
         # "set jsonl:" left each spec's own file missing without a word
-        named = ", ".join(f"{display_path(spec)} names {path.name}" for path, spec in waiting.items())
+        names = ", ".join(f"{display_path(spec)} names {path.name}" for path, spec in waiting.items())
         say(
-            f"next: {named} in this folder: copy {jsonl.name} to each of those names, or set their jsonl:"
+            f"next: {names} in this folder: copy {jsonl.name} to each of those names, or set their jsonl:"
             f" to {_as_named_by_a_spec(jsonl)}"
         )
         return 0
@@ -474,30 +485,64 @@ def _awaited(waiting: dict[Path, Path]) -> tuple[Path, Path] | None:
     `fplora init`'s configs/v1.yaml names datasets/dataset-v1/metadata-v1.jsonl, and a new user
     puts the pictures into that folder. Writing the file the spec names makes its check pass as it
     is; writing metadata.jsonl beside it left a 'not found' to chase. None when no spec (or more
-    than one file name) is waiting (`_waiting`), or a spec does not load."""
+    than one file name) is waiting (`_named`), or a spec does not load."""
     if len(waiting) != 1:
         return None
     ((jsonl, spec_path),) = waiting.items()
     return spec_path, jsonl
 
 
-def _waiting(folder: Path) -> dict[Path, Path]:
-    """JSONL → spec, for every JSONL in `folder` that a spec of the project names and that is not
-    there yet (`experiments`: bases left out)."""
+def _kept(named: dict[Path, Path]) -> tuple[Path, Path] | None:
+    """(spec, JSONL) where the project's specs name one JSONL in the folder and it exists: `dataset
+    init` run again (twice, or after pictures were added) writes that file, which they train on,
+    not a metadata.jsonl beside it that no spec reads."""
+    existing = [(spec, path) for path, spec in named.items() if path.exists()]
+    return existing[0] if len(named) == 1 and existing else None
+
+
+def _same_file(jsonl: Path, text: str) -> bool:
+    try:
+        return jsonl.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _differs(jsonl: Path, spec: Path, records: int) -> Problem:
+    """A JSONL the specs train on that the pictures would now write otherwise: say so, and how to
+    replace it or keep it."""
+    try:
+        there = sum(1 for line in jsonl.read_text(encoding="utf-8").splitlines() if line.strip())
+        counts = f" ({there} {'record' if there == 1 else 'records'} there, {records} here)"
+    except (OSError, UnicodeDecodeError):
+        counts = ""
+    readme = jsonl.parent / "README.md"
+    how = f"{display_path(readme)} says how" if readme.is_file() else "e.g. metadata-v2.jsonl for a new spec"
+    return Problem(
+        display_path(jsonl),
+        None,
+        "",
+        f"{display_path(spec)} trains on it, and it differs from the pictures{counts}; not overwriting it",
+        f"pass --force to write it from the pictures, or write a new dataset version ({how})",
+    )
+
+
+def _named(folder: Path) -> dict[Path, Path]:
+    """JSONL → spec, for every JSONL in `folder` that a spec of the project names, there yet or not
+    (`experiments`: bases left out)."""
     from fplora.project import experiments
     from fplora.spec import load_spec
 
     root = project_root(folder)
-    waiting: dict[Path, Path] = {}
+    named: dict[Path, Path] = {}
     for path in experiments(root) if root is not None else []:
         try:
             spec = load_spec(path)
         except UserError:
             continue
         for entry in spec.datasets:
-            if entry.jsonl.parent.resolve() == folder.resolve() and not entry.jsonl.exists():
-                waiting.setdefault(entry.jsonl, path)
-    return waiting
+            if entry.jsonl.parent.resolve() == folder.resolve():
+                named.setdefault(entry.jsonl, path)
+    return named
 
 
 HOUSE = Layout((0, 10), 5, "the house settings: one_frame clean_indices [0, 10], target_index 5")
