@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +110,23 @@ def test_eval_needs_a_split_and_its_caches(workspace: Workspace) -> None:
     result = workspace.cli("eval", str(workspace.spec_path))
     assert result.exit_code == 1
     assert "eval: cache of 1 record misses 1 latent" in result.output and "fplora cache" in result.output
+    # eval's advice is caching, never a training (`fplora train --cache`), and said once
+    assert "train --cache" not in result.output
+    assert result.output.count("error:") == 1, result.output
+
+
+def test_eval_links_a_split_the_store_already_holds(trained: Workspace) -> None:
+    """A second version with the same split computes nothing: eval links its caches rather than
+    sending the user to `fplora cache` for links."""
+    second = trained.root / "configs" / "v1b.yaml"
+    second.write_text("extends: v1.yaml\n", encoding="utf-8")
+    (trained.output_dir / "fake-v1b.fplora-run.json").unlink(missing_ok=True)
+    for path in trained.output_dir.glob("fake-v1-*.safetensors"):
+        shutil.copy(path, path.with_name(path.name.replace("fake-v1-", "fake-v1b-")))
+    result = trained.cli("eval", str(second), "--no-rehearse", "--lora", "all")
+    assert result.exit_code == 0, result.output
+    assert "caches ready:" in result.output
+    assert [c for c in trained.calls() if "fpack_cache" in " ".join(c["args"])] == []
 
 
 def test_resumed_segments_are_scored_at_their_global_steps(trained: Workspace) -> None:

@@ -25,7 +25,8 @@ from fplora.render import commands
 from fplora.render.files import RenderedPaths
 from fplora.spec.models import Spec
 
-FIX = "run `fplora cache`: it computes what is missing and links the rest (or `fplora train --cache`)"
+FIX_CACHE = "run `fplora cache`: it computes what is missing and links the rest"
+FIX = f"{FIX_CACHE} (or `fplora train --cache`)"
 
 
 def stamp_for(spec: Spec, index: int) -> dict[str, Any]:
@@ -113,13 +114,18 @@ def _what_changed(view: store.View, record: Record) -> str:
 
 
 def problems(
-    spec: Spec, records: Callable[[int], Records], entries: Iterable[int] | None = None
+    spec: Spec,
+    records: Callable[[int], Records],
+    entries: Iterable[int] | None = None,
+    *,
+    train_too: bool = True,
 ) -> list[Problem]:
     """Missing, outdated or extra cache files: training would fail, or train on what the data no
     longer says.
 
     `records` reads the records that belong in each folder: the training records (without the
-    evaluation split's); `entries` (default: the datasets) may add `spec.eval_index`."""
+    evaluation split's); `entries` (default: the datasets) may add `spec.eval_index`. `train_too`:
+    the fixes offer `fplora train --cache` as well (not for a command that does not train)."""
     found = []
     for view in views(spec, records, entries):
         if view.complete:
@@ -128,7 +134,7 @@ def problems(
         where, line = display_path(view.directory), None
         key = "eval" if index == spec.eval_index else f"datasets[{index}]"
         stale = view.stale
-        fix = FIX
+        fix = FIX if train_too else FIX_CACHE
         if stale and view.other_settings:
             what = f"cache of {plural(view.records, 'record')} was made with other settings"
         elif stale:
@@ -144,7 +150,7 @@ def problems(
                 f"cache of {plural(view.records, 'record')} misses {latents} latent"
                 f" and {plural(len(view.compute_text), 'text-encoder file')}"
             )
-            fix = "run `fplora cache` first, or `fplora train --cache`"
+            fix = "run `fplora cache` first" + (", or `fplora train --cache`" if train_too else "")
             if not latents and not view.compute_text:
                 what = (
                     f"cache of {plural(view.records, 'record')}: {plural(view.to_link, 'file')}"

@@ -24,10 +24,11 @@ from fplora import process
 from fplora.atomic import write_atomic
 from fplora.datasets import caches, split
 from fplora.datasets.records import RecordCache
+from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
 from fplora.jobs.rehearse import gate
 from fplora.jobs.tracking import log_eval
-from fplora.problems import Problem, UserError, display_path, note, plural
+from fplora.problems import UserError, display_path, note, plural
 from fplora.protocol import eval as protocol
 from fplora.render import commands
 from fplora.runs import evaluation
@@ -194,17 +195,12 @@ def run_eval(
     entries = split.entry_records(spec, job.plan.records or RecordCache(spec))
     scored = entries(index)
     out, name = spec.train.output_dir, spec.output_name
-    if not job.dry_run:
-        stale = caches.problems(spec, entries, entries=[index])
-        if stale:
-            raise UserError(
-                [
-                    *stale,
-                    Problem(
-                        "", None, "", "the evaluation split's caches are not ready", "run `fplora cache`"
-                    ),
-                ]
-            )
+    # the store holds every file (a new version of the same split): linking computes nothing
+    linked = not job.dry_run and caches.only_links(spec, entries, spec.cache_entries)
+    if linked and (code := run_cache(job)):
+        return code
+    if not job.dry_run and (stale := caches.problems(spec, entries, entries=[index], train_too=False)):
+        raise UserError(stale)
     words = words_for(loras, job.run.checkpoints)
     choice = choose_loras(spec, words, dry_run=job.dry_run, run=job.run) if words else None
     job.report(choice.notes if choice else [])
