@@ -312,3 +312,38 @@ def test_a_compiled_evaluation_reports_the_first_checkpoint_apart(trained: Works
     assert result.exit_code == 0, result.output
     assert "s for the first, with compiling;" in result.stdout + result.stderr
     assert "s per checkpoint after it)" in result.stdout + result.stderr
+
+
+def test_a_split_written_after_training_is_refused_for_scoring(workspace: Workspace) -> None:
+    """`eval:` added to a spec that has trained: the records it holds out were trained on, so their
+    loss says how well the LoRA fits them, not how it does on records it never saw, and `--lora best`
+    would pick the most overfitted checkpoint."""
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    assert workspace.cli("train", str(workspace.spec_path)).exit_code == 0
+    workspace.write_spec(eval={"records": [2, 4], "timesteps": TIMESTEPS})
+    assert workspace.cli("cache", str(workspace.spec_path)).exit_code == 0
+    workspace.forget_calls()
+    refused = workspace.cli("eval", str(workspace.spec_path), "--no-rehearse")
+    assert refused.exit_code == 1
+    (line,) = [x for x in refused.output.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: configs/v1.yaml:")
+    assert (
+        "eval: fake-v1 trained without this evaluation split, so the checkpoints to score were trained"
+        " on the records it holds out: their loss shows fit, not how the LoRA does on records it never"
+        " saw — train a new version with this eval: from the start, or set eval.allow_training_records:"
+        " true to score them anyway"
+    ) in line
+    assert workspace.calls() == []
+    workspace.write_spec(eval={"allow_training_records": True})
+    allowed = workspace.cli("eval", str(workspace.spec_path), "--no-rehearse")
+    assert allowed.exit_code == 0, allowed.output
+    assert (
+        "warning: configs/v1.yaml:" in allowed.output
+        and "trained without this evaluation split" in allowed.output
+    )
+
+
+def test_a_split_trained_with_from_the_start_is_scored_without_a_word(trained: Workspace) -> None:
+    result = trained.cli("eval", str(trained.spec_path), "--no-rehearse")
+    assert result.exit_code == 0, result.output
+    assert "trained without this evaluation split" not in result.output

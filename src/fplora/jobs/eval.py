@@ -28,14 +28,14 @@ from fplora.jobs.cache import run_cache
 from fplora.jobs.context import Job, log_path, log_tail, timestamp, worker_progress
 from fplora.jobs.rehearse import gate
 from fplora.jobs.tracking import log_eval
-from fplora.problems import UserError, display_path, note, plural
+from fplora.problems import Problem, UserError, display_path, note, plural
 from fplora.protocol import eval as protocol
 from fplora.render import commands
 from fplora.runs import evaluation
 from fplora.runs.checkpoints import Checkpoint
 from fplora.runs.evaluation import UNTRAINED, Band, EvalFile, Point
 from fplora.runs.loras import choose_loras, same_lora
-from fplora.runs.manifest import now
+from fplora.runs.manifest import Segment, now
 from fplora.runtime import worker_commit
 from fplora.spec.models import Spec
 
@@ -182,6 +182,43 @@ def print_table(data: EvalFile, title: str) -> None:
     console.print(table)
 
 
+_SPLIT_KEYS = ("dataset", "records", "fraction", "seed", "jsonl")
+"""What decides which records an evaluation split holds out of training."""
+
+
+def _split_trained_on(spec: Spec, segments: list[Segment], loras: list[Checkpoint]) -> Problem | None:
+    """A split written after (some of) the training of the checkpoints to score: a segment up to the
+    last of them ran without it, or with another, so it trained on records the split now holds out.
+    Their loss then shows fit, and `--lora best` would pick the most overfitted checkpoint: an error,
+    a warning where `eval.allow_training_records` says to score anyway. A separate JSONL holds
+    nothing out of training: `check` judges its records against the training ones."""
+    evaluation = spec.eval
+    if evaluation is None or evaluation.jsonl is not None or not loras:
+        return None
+    now = spec.model_dump(mode="json", by_alias=True)["eval"]
+    last = max(checkpoint.segment for checkpoint in loras)
+    for segment in segments[: last + 1]:
+        if not segment.spec_resolved:
+            continue  # a segment fplora did not run: nothing to compare with
+        then = segment.spec_resolved.get("eval") or {}
+        if all(then.get(key) == now.get(key) for key in _SPLIT_KEYS):
+            continue
+        how = "without this evaluation split" if not then else "with another evaluation split"
+        message = (
+            f"{segment.output_name} trained {how}, so the checkpoints to score were trained on the"
+            " records it holds out: their loss shows fit, not how the LoRA does on records it never saw"
+        )
+        if evaluation.allow_training_records:
+            return spec.problem(("eval",), message, "", severity="warning")
+        return spec.problem(
+            ("eval",),
+            message,
+            "train a new version with this eval: from the start, or set eval.allow_training_records: true"
+            " to score them anyway",
+        )
+    return None
+
+
 def run_eval(
     job: Job, *, loras: list[str], no_rehearse: bool, untrained: bool = True, redo: bool = False
 ) -> int:
@@ -204,6 +241,10 @@ def run_eval(
     words = words_for(loras, job.run.checkpoints)
     choice = choose_loras(spec, words, dry_run=job.dry_run, run=job.run) if words else None
     job.report(choice.notes if choice else [])
+    if choice and (seen := _split_trained_on(spec, job.run.segments, choice.loras)):
+        if seen.severity == "error":
+            raise UserError(seen)
+        job.report([seen])
     if gate(job, skip=no_rehearse):
         return 1
     setup = setup_of(spec, caches.fingerprints(scored))
