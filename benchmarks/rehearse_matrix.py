@@ -595,6 +595,12 @@ ROWS = [
         "pass",
         "swap 6 and torch.compile pinned, split_attn off at batch 1 (the compiled crash needs split_attn)",
     ),
+    Row(
+        "train-short-run",
+        "train: {max_train_steps: 5}",
+        "pass",
+        "save_every_n_steps 10 past the run's 5 steps: no step checkpoint, the LoRA and state at the end",
+    ),
 ]
 
 if __name__ == "__main__":

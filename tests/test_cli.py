@@ -389,12 +389,15 @@ def test_a_moved_project_keeps_its_rendered_files(project, tmp_path: Path, monke
 def test_a_broken_rule_and_a_missing_image_are_reported_together(project, tmp_path: Path) -> None:
     """A spec that loads but breaks a cross-field rule still has its records and images checked:
     one run shows both problems, in file and line order, instead of one round after the other."""
-    spec = project("train:\n  save_every_n_steps: 100\n")
+    spec = project("train:\n  fp8_scaled: true\n")
     (tmp_path / "data/dataset-v1/t/2.png").unlink()
     result = runner.invoke(app, ["check", str(spec), "--skip-models"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[0].startswith("error: configs/v1.yaml:5: train.save_every_n_steps: 100 is more than")
+    assert (
+        lines[0]
+        == "error: configs/v1.yaml:5: train.fp8_scaled: fp8_scaled needs fp8_base — add `fp8_base: true`"
+    )
     assert lines[1].startswith("error: data/dataset-v1/metadata-v1.jsonl:2: image_path: ")
     assert "t/2.png" in lines[1]
     assert lines[-1] == "configs/v1.yaml: 2 errors, 0 warnings"

@@ -119,13 +119,6 @@ def _train(spec: Spec) -> Iterator[Problem]:
             "musubi-tuner refuses sage_attn for training",
             "use sdpa, flash_attn, xformers or flash3 (sage attention is for inference only)",
         )
-    if train.save_every_n_steps and train.save_every_n_steps > train.max_train_steps:
-        yield spec.problem(
-            ("train", "save_every_n_steps"),
-            f"{train.save_every_n_steps} is more than max_train_steps ({train.max_train_steps}):"
-            " no step checkpoint would be saved",
-            "lower save_every_n_steps or raise max_train_steps",
-        )
     choices = schema.script_options(SCRIPTS["train"])["timestep_sampling"].choices or ()
     if train.timestep_sampling not in choices:
         hint = did_you_mean(train.timestep_sampling, set(choices)) or f"use one of {', '.join(choices)}"
@@ -311,7 +304,22 @@ def spec_warnings(spec: Spec) -> list[Problem]:
             )
     warnings.extend(_unused_negative_prompts(spec))
     warnings.extend(_output_among_specs(spec))
+    warnings.extend(_saves_past_the_run(spec))
     return warnings
+
+
+def _saves_past_the_run(spec: Spec) -> Iterator[Problem]:
+    """A step interval past the run's end: musubi-tuner runs it and saves the LoRA (and the state)
+    at the end only, so there are no checkpoints to compare (a warning, not a failure)."""
+    train = spec.train
+    if train.save_every_n_steps and train.save_every_n_steps > train.max_train_steps:
+        yield spec.problem(
+            ("train", "save_every_n_steps"),
+            f"{train.save_every_n_steps} is more than max_train_steps ({train.max_train_steps}):"
+            " no step checkpoint is saved, only the final LoRA",
+            "lower save_every_n_steps or raise max_train_steps to compare checkpoints",
+            "warning",
+        )
 
 
 def _output_among_specs(spec: Spec) -> Iterator[Problem]:
