@@ -296,6 +296,18 @@ def test_resume_notes_other_changed_settings_and_keeps_each_segments_files(stopp
     )
 
 
+def test_resume_notes_changes_in_the_spec_s_words_not_python_s(stopped: Workspace) -> None:
+    """Another GPU's preset on resume turned block swap off: the note said `20 → None`."""
+    first = stopped.manifest()["segments"][0]["spec_resolved"]["train"]
+    assert first["blocks_to_swap"] is None and first["img_in_txt_in_offloading"] is False
+    stopped.write_spec(train={"blocks_to_swap": 4, "img_in_txt_in_offloading": True})
+    result = stopped.cli("train", str(stopped.spec_path), "--resume", "latest", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "train.blocks_to_swap null → 4" in result.stderr
+    assert "train.img_in_txt_in_offloading false → true" in result.stderr
+    assert "None" not in result.stderr and "True" not in result.stderr
+
+
 def test_resume_from_a_lora_file_says_it_is_not_a_state(stopped: Workspace) -> None:
     lora = stopped.output_dir / "fake-v1-step00000002.safetensors"
     result = stopped.cli("train", str(stopped.spec_path), "--resume", str(lora))

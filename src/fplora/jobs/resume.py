@@ -61,6 +61,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _said(value: Any) -> str:
+    """A setting as the spec writes it: `null`, `true`, a number, text quoted (not Python's `None`)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | None:
     """Refuse a resume whose network or optimizer no longer fits the state; note other changes."""
     segment = manifest.segments[index]
@@ -82,8 +91,8 @@ def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | N
             [
                 spec.problem(
                     tuple(key.split(".")),
-                    f"the state was saved with {before.get(key)!r}, the spec now says {now_.get(key)!r}:"
-                    " the state cannot be loaded with it",
+                    f"the state was saved with {_said(before.get(key))}, the spec now says"
+                    f" {_said(now_.get(key))}: the state cannot be loaded with it",
                     "resume with the settings it was saved with, or start a new version (a new spec file)",
                 )
                 for key in fatal
@@ -91,7 +100,7 @@ def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | N
         )
     if not changed:
         return None
-    shown = ", ".join(f"{key} {before.get(key)!r} → {now_.get(key)!r}" for key in changed[:6])
+    shown = ", ".join(f"{key} {_said(before.get(key))} → {_said(now_.get(key))}" for key in changed[:6])
     more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
     return note(f"the spec changed since the state was saved: {shown}{more}")
 
