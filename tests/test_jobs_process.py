@@ -92,6 +92,24 @@ def test_a_signal_is_forwarded_and_the_segment_marked_interrupted(
     assert not (cached.output_dir / "fake-v1.lock").exists()
 
 
+def test_a_ctrl_c_before_the_first_save_says_to_start_over_not_to_fix_a_cause(cached: Workspace) -> None:
+    """Stopped by hand: "once the cause is fixed" read as if something had gone wrong."""
+    cached.write_spec(train={"save_every_n_steps": 5})
+    proc = start_training(cached)
+    try:
+        wait_for(proc, FIRST_STEP)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr.decode()
+    assert stderr.decode().splitlines()[-1] == (
+        "stopped before the first save (train.save_every_n_steps 5): nothing to resume — run"
+        " `fplora train configs/v1.yaml` again to start over"
+    )
+
+
 def test_a_closed_stdout_does_not_stop_training(cached: Workspace) -> None:
     """`fplora train | tee log`: Ctrl-C kills tee too. fplora must keep logging, forward the signal
     and record the segment, not die on the broken pipe (the child would follow it, unrecorded)."""

@@ -230,19 +230,27 @@ def execute_train(job: Job, prepared: Prepared, *, caches_checked: bool = False)
     end = f" at global step {segment.end_step}" if segment.end_step is not None else ""
     job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
     if result.returncode != 0:
-        job.say(_continue_hint(spec))
+        job.say(_continue_hint(spec, interrupted=result.interrupted))
     return result.returncode
 
 
-def _continue_hint(spec: Spec) -> str:
+def _continue_hint(spec: Spec, *, interrupted: bool = False) -> str:
     """After a stopped training, the one command that goes on from where it is: the run's newest
     state, read afresh (this segment may have saved some); with nothing saved, the same command
-    again (`_leftovers` sets the failed start aside); with LoRAs but no state, a new version."""
+    again (`_leftovers` sets the failed start aside), said as starting over after a Ctrl-C
+    (`interrupted`), where no cause needs fixing; with LoRAs but no state, a new version."""
     run = Catalogue.of(spec)
     command = f"fplora train {display_path(spec.path)}"
     try:
         newest = run.resolve("latest", "state")
     except UserError:
+        if not run.checkpoints and interrupted:
+            every = spec.train.save_every_n_steps
+            when = f" (train.save_every_n_steps {every})" if every else ""
+            return (
+                f"stopped before the first save{when}: nothing to resume — run `{command}` again to"
+                " start over"
+            )
         if not run.checkpoints:
             return f"nothing was saved: once the cause is fixed, run `{command}` again"
         return "no state was saved (train.save_state is off), so it cannot be resumed: train a new version"
