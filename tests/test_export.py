@@ -210,10 +210,23 @@ def test_an_earlier_export_is_replaced_only_with_force(run: Path) -> None:
     again = runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "diffusers"])
     assert again.exit_code == 1
     assert (
-        "out/export/demo-v1-step00000002/demo-v1-step00000002-diffusers.safetensors: exists already — replace it with --force"
-        in again.output
+        "out/export/demo-v1-step00000002: holds an earlier export (demo-v1-step00000002-diffusers.safetensors,"
+        " README.md) — replace it with --force" in again.output
     )
     assert runner.invoke(app, ["export", str(run), "--lora", "step2", "--force"]).exit_code == 0
+
+
+def test_the_same_export_twice_is_one_line_naming_the_folder(run: Path) -> None:
+    """Run twice, every file of the first export was its own error line: one cause, one line."""
+    assert runner.invoke(app, ["export", str(run), "--lora", "step2"]).exit_code == 0
+    again = runner.invoke(app, ["export", str(run), "--lora", "step2"])
+    assert again.exit_code == 1
+    errors = [line for line in again.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: out/export/demo-v1-step00000002: holds an earlier export (demo-v1-step00000002.safetensors,"
+        " demo-v1-step00000002-diffusers.safetensors, README.md) — replace it with --force, or give"
+        " another --out"
+    ]
 
 
 def test_out_with_a_tilde_after_equals_goes_home_not_into_a_folder_named_tilde(

@@ -120,10 +120,23 @@ def _refuse_overwrite(spec: Spec, targets: list[Path], *, force: bool) -> None:
                     "give another --out folder",
                 )
             )
-        elif target.exists() and not force:
-            problems.append(
-                Problem(display_path(target), None, "", "exists already", "replace it with --force")
+    there = [target for target in targets if target.exists() and target.resolve() not in run]
+    if len(there) > 1 and not force and len({target.parent for target in there}) == 1:
+        # the same export run again: one cause, said once at its folder
+        problems.append(
+            Problem(
+                display_path(there[0].parent),
+                None,
+                "",
+                f"holds an earlier export ({', '.join(target.name for target in there)})",
+                "replace it with --force, or give another --out",
             )
+        )
+    elif not force:
+        problems += [
+            Problem(display_path(target), None, "", "exists already", "replace it with --force")
+            for target in there
+        ]
     if problems:
         raise UserError(problems)
 
