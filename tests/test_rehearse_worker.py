@@ -166,6 +166,24 @@ def test_the_gpu_is_warmed_beside_the_start_up_on_a_gpu_only() -> None:
     assert not thread.is_alive() and calls == ["current_device"]
 
 
+def test_attention_is_kept_off_cudnn_on_a_gpu_only() -> None:
+    """cuDNN's attention builds a plan at every new shape, which a rehearsal meets once each: on a
+    GPU the worker switches it off (the same call runs on the flash or memory-efficient kernels);
+    without CUDA, or with a torch that has no such switch, nothing is touched."""
+    switched: list[bool] = []
+    cuda = types.SimpleNamespace(is_available=lambda: False)
+    backends = types.SimpleNamespace(cuda=types.SimpleNamespace(enable_cudnn_sdp=switched.append))
+    torch = types.SimpleNamespace(cuda=cuda, backends=backends)
+    assert worker.spare_cudnn_attention(torch) is False
+    assert switched == []
+    cuda.is_available = lambda: True
+    assert worker.spare_cudnn_attention(torch) is True
+    assert switched == [False]
+    torch.backends = types.SimpleNamespace(cuda=types.SimpleNamespace())  # an older torch
+    assert worker.spare_cudnn_attention(torch) is False
+    assert switched == [False]
+
+
 def test_the_plan_tells_the_worker_whether_a_stage_compiles(workspace: Workspace) -> None:
     plan = workspace.root / "configs" / "v1" / "rehearsal" / "rendered" / "rehearsal-plan.json"
     assert workspace.cli("rehearse", str(workspace.spec_path)).exit_code == 0

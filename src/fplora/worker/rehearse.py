@@ -375,6 +375,25 @@ def warm_compile_workers(torch: Any) -> bool:
     return True
 
 
+def spare_cudnn_attention(torch: Any) -> bool:
+    """On a GPU, keep `scaled_dot_product_attention` off cuDNN's kernels for the rehearsal. torch
+    2.11 sends the stand-ins' bf16 attention to cuDNN on an H100, and cuDNN builds an execution plan
+    at every new shape: ~50-130 ms per first call (benchmarks/sdpa_first_call.py), once per shape
+    over a real run's hours, but at every caption length and latent size a rehearsal meets, which
+    it meets once each. The flash and memory-efficient kernels take the same call with the same
+    arguments and need no plan: the rehearsal runs the same code path ~0.9 s sooner (the example on
+    one H100, twice in one call: docs/rehearsal.md). Which attention kernel the real run's torch
+    picks is the GPU's own matter, which a rehearsal on stand-ins does not judge. False without
+    CUDA (the CPU's attention has no cuDNN kernel) or where this torch has no such switch."""
+    if not torch.cuda.is_available():
+        return False
+    switch = getattr(torch.backends.cuda, "enable_cudnn_sdp", None)
+    if switch is None:
+        return False
+    switch(False)
+    return True
+
+
 def warm_gpu(torch: Any) -> threading.Thread | None:
     """On a GPU, a thread that pays CUDA's first-use costs while this process imports musubi-tuner's
     modules and makes the stand-ins: the device's context, cuBLAS, cuDNN and the attention kernels
@@ -522,6 +541,7 @@ def main() -> int:
     timeline.mark("torch imported, stand-ins installed")
     import torch
 
+    spare_cudnn_attention(torch)  # before the warm-up, which then warms the kernels the stages use
     warming = warm_gpu(torch)
     if plan is None:
         given = sys.stdin.readline().strip()
