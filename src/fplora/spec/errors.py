@@ -17,7 +17,7 @@ from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.problems import Problem, plural, yaml_value
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
-from fplora.spec.rules.pass_through import OWNED_FIX, rendered_options
+from fplora.spec.rules.pass_through import DATASET_KEYS, OWNED_FIX, rendered_options
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.spec.syntax import KEY_WITHOUT_COLON
 from fplora.suggest import closest
@@ -124,11 +124,26 @@ def _unknown_key_hint(model: type[BaseModel], key: str) -> str:
     return f"did you mean '{close}'?" if close else f"valid keys: {', '.join(sorted(names))}"
 
 
+DATASET_FOLDERS = ("image_directory", "control_directory", "video_directory")
+"""musubi-tuner's dataset.toml keys for a folder of pictures and captions, which fplora replaces by a
+JSONL of records."""
+
+
 def _musubi_name_hint(loc: KeyPath) -> str | None:
     """Where a musubi-tuner option goes, for one written in a spec by its musubi-tuner name (a
     kohya-style TOML habit: `train.network_dim`, `musubi.max_grad_norm`): the spec field that renders
     it, or the pass-through section that takes it; None for a name musubi-tuner does not know."""
     key = str(loc[-1])
+    if key in DATASET_FOLDERS:
+        return (
+            f"a spec names a JSONL of records, not musubi-tuner's {key}: `fplora dataset init <folder of"
+            " pictures>` writes one (targets with control_0/, control_1/ and <stem>.txt captions); name it"
+            " in datasets[].jsonl"
+        )
+    if key == "image_jsonl_file":
+        return "musubi-tuner's image_jsonl_file is datasets[].jsonl in a spec: set it there"
+    if key in DATASET_KEYS and not DATASET_KEYS[key].startswith(f"{loc[0]}."):
+        return f"musubi-tuner's {key} is {DATASET_KEYS[key]} in a spec: set it there"
     sections = list(PASS_THROUGH_SCRIPT)
     if loc[0] in ("infer", "sample"):
         sections.sort(key=lambda name: name != "generate")

@@ -15,25 +15,12 @@ from fplora.protocol import eval as eval_protocol
 from fplora.protocol import rehearse as rehearse_protocol
 from fplora.protocol import sweep as sweep_protocol
 from fplora.spec.models import MODEL_KEYS, Spec
-from fplora.spec.rules.pass_through import rendered_options
+from fplora.spec.rules.pass_through import DATASET_KEYS, rendered_options
 from fplora.spec.source import dotted
 
 if TYPE_CHECKING:
     from fplora.jobs.rehearse.watch import Outcome
 
-DATASET_KEYS = {
-    "resolution": "data.resolution",
-    "batch_size": "data.batch_size",
-    "num_repeats": "data.num_repeats",
-    "enable_bucket": "data.enable_bucket",
-    "bucket_no_upscale": "data.bucket_no_upscale",
-    "caption_extension": "data.caption_extension",
-    "fp_1f_clean_indices": "one_frame.clean_indices",
-    "fp_1f_target_index": "one_frame.target_index",
-    "fp_1f_no_post": "one_frame.no_post",
-    "fp_latent_window_size": "one_frame.latent_window_size",
-}
-"""dataset.toml keys and the spec fields that render them."""
 
 _ERROR_LINE = re.compile(r"(Error|Exception|error:|ERROR|Traceback|failed|Failed)")
 _NOT_AN_ERROR = re.compile(r"^(WARNING|INFO|DEBUG)[:\s]|^Failed to import [\w.]+$")

@@ -35,6 +35,21 @@ def rendered_options() -> dict[str, dict[str, str | None]]:
     return owners
 
 
+DATASET_KEYS = {
+    "resolution": "data.resolution",
+    "batch_size": "data.batch_size",
+    "num_repeats": "data.num_repeats",
+    "enable_bucket": "data.enable_bucket",
+    "bucket_no_upscale": "data.bucket_no_upscale",
+    "caption_extension": "data.caption_extension",
+    "fp_1f_clean_indices": "one_frame.clean_indices",
+    "fp_1f_target_index": "one_frame.target_index",
+    "fp_1f_no_post": "one_frame.no_post",
+    "fp_latent_window_size": "one_frame.latent_window_size",
+}
+"""dataset.toml keys and the spec fields that render them."""
+
+
 # Options `rendered_options` cannot see that fplora still keeps to itself: `--skip_existing` trusts
 # any file that exists, and `fplora cache` decides what to compute from the store (jobs/cache.py).
 OWNED_ELSEWHERE = {
