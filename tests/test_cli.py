@@ -54,8 +54,18 @@ def test_init_lays_out_a_project_and_refuses_to_overwrite(tmp_path: Path) -> Non
     (tmp_path / "proj/configs/v1.yaml").write_text(before + "# mine\n")
     again = runner.invoke(app, ["init", str(tmp_path / "proj")])
     assert again.exit_code == 1
-    assert "configs/v1.yaml: exists already; not overwriting it — init an empty folder" in again.output
+    # run twice: one cause, one line at the folder, and what to do instead
+    assert again.output.splitlines()[0] == (
+        f"error: {tmp_path / 'proj'}: is an fplora project already (configs/base.yaml, configs/v1.yaml,"
+        " datasets/dataset-v1/README.md exist); nothing written — init an empty folder, or start the next"
+        " version here: copy configs/v1.yaml to configs/v2.yaml"
+    )
     assert (tmp_path / "proj/configs/v1.yaml").read_text() == before + "# mine\n"
+    (tmp_path / "other/configs").mkdir(parents=True)
+    (tmp_path / "other/configs/v1.yaml").write_text("mine\n")
+    one = runner.invoke(app, ["init", str(tmp_path / "other")])
+    assert one.exit_code == 1
+    assert "configs/v1.yaml: exists already; not overwriting it — init an empty folder" in one.output
 
 
 def test_init_template_is_a_valid_spec_once_data_exists(

@@ -72,6 +72,19 @@ def scaffold(root: Path) -> list[Path]:
         )
     targets = {root / name: template for name, template in LAYOUT.items()}
     existing = [path for path in targets if path.exists()]
+    if len(existing) > 1:  # init run again in its project: one cause, said once
+        shown = ", ".join(path.relative_to(root).as_posix() for path in existing)
+        where = display_path(root)
+        raise UserError(
+            Problem(
+                f"{root.resolve().name} (this folder)" if where == "." else where,
+                None,
+                "",
+                f"is an fplora project already ({shown} exist); nothing written",
+                "init an empty folder, or start the next version here: copy configs/v1.yaml to"
+                " configs/v2.yaml",
+            )
+        )
     if existing:
         raise UserError(
             [
