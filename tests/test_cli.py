@@ -356,11 +356,28 @@ def test_a_hand_edited_rendered_file_is_not_overwritten_unsaid(project, tmp_path
     config.write_text(edited)
     result = runner.invoke(app, ["render", str(v1)])
     assert result.exit_code == 1
+    # the edit is read back: the hand-trainer's habit, said as the spec field that holds it
     assert result.output.splitlines()[-1] == (
-        "error: configs/v1/config.toml: was edited since fplora rendered it; not overwriting it"
-        " — put the change in the spec (musubi: passes options through), then render; --force replaces the file"
+        "error: configs/v1/config.toml: was edited since fplora rendered it (max_grad_norm = 0.5 added);"
+        " not overwriting it — put it in the spec (max_grad_norm: train.optimizer.max_grad_norm), then"
+        " render with --force, which replaces the edited file"
     )
     assert config.read_text() == edited
+    train = runner.invoke(app, ["train", str(v1), "--dry-run"])
+    assert train.exit_code == 1
+    assert train.output.splitlines()[-1].endswith(
+        " — put it in the spec (max_grad_norm: train.optimizer.max_grad_norm), then run"
+        " `fplora render configs/v1.yaml --force`, which replaces the edited file"
+    )
+    changed = edited.replace("max_grad_norm = 0.5", "network_dropout = 0.1")
+    config.write_text(changed.replace("max_train_steps = 4", "max_train_steps = 8"))
+    other = runner.invoke(app, ["render", str(v1)])
+    assert other.output.splitlines()[-1] == (
+        "error: configs/v1/config.toml: was edited since fplora rendered it (max_train_steps = 8, was 4;"
+        " network_dropout = 0.1 added); not overwriting it — put them in the spec (max_train_steps:"
+        " train.max_train_steps; network_dropout: musubi: config:), then render with --force, which"
+        " replaces the edited file"
+    )
     assert runner.invoke(app, ["render", str(v1), "--force"]).exit_code == 0
     assert "max_grad_norm" not in config.read_text()
 

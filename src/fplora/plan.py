@@ -7,12 +7,17 @@ spec (or written by hand) unless forced. `--dry-run`, tests and the runner all s
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomli_w
 
 from fplora.atomic import write_atomic
 from fplora.datasets import split
 from fplora.datasets.records import RecordCache, Records, absolute_jsonl
+from fplora.musubi import schema
+from fplora.musubi.names import SCRIPTS
 from fplora.problems import Problem, UserError, display_path
 from fplora.render import files as render_files
 from fplora.render import tracker
@@ -20,6 +25,7 @@ from fplora.render.files import HEADER_MARK, RenderedPaths
 from fplora.render.prompts import PromptLine, prompts_file
 from fplora.render.stamp import read_stamp, stamped
 from fplora.spec.models import Prompt, Spec, width_height
+from fplora.spec.rules.pass_through import rendered_options
 from fplora.writable import write_problem
 
 
@@ -170,12 +176,50 @@ def rendered_from(path: Path) -> str | None:
 
 
 RENDER_FIX = "render into another folder with --out, or pass --force"
+RENDER_AGAIN = "render with --force"
 EDIT_FIX = (
     "put the change in the spec (musubi: passes options through), then render; --force replaces the file"
 )
 
 
-def _ownership_problem(plan: Plan, path: Path, fix: str) -> Problem | None:
+def _toml_value(value: object) -> str:
+    return tomli_w.dumps({"x": value}).strip().removeprefix("x = ")
+
+
+def _edits(path: Path, edited: str, rendered: str) -> tuple[list[str], list[str]] | None:
+    """(what a hand edit of a config TOML changed, where each key goes in a spec), read from the file
+    against what the spec renders now; None for another file, one that does not parse, or an edit
+    that changed no key (a comment)."""
+    if not (path.suffix == ".toml" and path.name.startswith("config")):
+        return None
+    try:
+        now, then = tomllib.loads(edited), tomllib.loads(rendered)
+    except tomllib.TOMLDecodeError:
+        return None
+    owners = rendered_options()["config"]
+    options = schema.script_options(SCRIPTS["train"])
+    changes, places = [], []
+    for key in sorted(set(now) | set(then)):
+        if now.get(key) == then.get(key):
+            continue
+        if key not in then:
+            changes.append(f"{key} = {_toml_value(now[key])} added")
+        elif key not in now:
+            changes.append(f"{key} removed")
+        else:
+            changes.append(f"{key} = {_toml_value(now[key])}, was {_toml_value(then[key])}")
+        if owners.get(key):
+            places.append(f"{key}: {owners[key]}")
+        elif key in owners:
+            places.append(f"{key}: fplora's own, leave it out")
+        elif key in options:
+            places.append(f"{key}: musubi: config:")
+        else:
+            places.append(f"{key}: not an option of {SCRIPTS['train']}")
+    return (changes, places) if changes else None
+
+
+def _ownership_problem(plan: Plan, path: Path, fix: str, again: str = RENDER_AGAIN) -> Problem | None:
     """Why `path` must not be replaced by the plan's file: another spec's, written by hand, or
     fplora's but edited since (a change the user would lose unsaid); None when it may be."""
     stamp = read_stamp(path)
@@ -190,13 +234,14 @@ def _ownership_problem(plan: Plan, path: Path, fix: str) -> Problem | None:
             )
         if stamp.edited and stamp.unstamped != plan.files[path]:
             edit_fix = EDIT_FIX if fix == RENDER_FIX else fix
-            return Problem(
-                display_path(path),
-                None,
-                "",
-                "was edited since fplora rendered it; not overwriting it",
-                edit_fix,
-            )
+            message = "was edited since fplora rendered it; not overwriting it"
+            if (found := _edits(path, stamp.unstamped, plan.files[path])) is not None:
+                changes, places = found
+                message = f"was edited since fplora rendered it ({'; '.join(changes)}); not overwriting it"
+                which = "it" if len(changes) == 1 else "them"
+                where = "; ".join(places)
+                edit_fix = f"put {which} in the spec ({where}), then {again}, which replaces the edited file"
+            return Problem(display_path(path), None, "", message, edit_fix)
         return None
     owner = rendered_from(path)  # a file of an fplora from before stamps, or none of fplora's
     if owner is None or owner == str(plan.spec.path):
@@ -205,16 +250,17 @@ def _ownership_problem(plan: Plan, path: Path, fix: str) -> Problem | None:
     return Problem(display_path(path), None, "", f"{what}; not overwriting it", fix)
 
 
-def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX) -> list[Path]:
+def write(plan: Plan, *, force: bool = False, fix: str = RENDER_FIX, again: str = RENDER_AGAIN) -> list[Path]:
     """Write the plan's files, each stamped (`render.stamp`); refuse (all or nothing) if one belongs
     to another spec or was edited by hand since it was rendered.
 
-    `fix` is what the refusing command's user can do (`cache`, `train` and `infer` have no --force)."""
+    `fix` is what the refusing command's user can do (`cache`, `train` and `infer` have no --force);
+    `again`, how they render once a hand edit is in the spec."""
     if not force:
         problems = [
             problem
             for path in sorted(set(plan.files) - plan.data_copies)
-            if (problem := _ownership_problem(plan, path, fix)) is not None
+            if (problem := _ownership_problem(plan, path, fix, again)) is not None
         ]
         if problems:
             raise UserError(problems)

@@ -102,7 +102,7 @@ def open_job(
     fix = (
         f"move them away, or overwrite them with this spec's: fplora render {display_path(spec.path)} --force"
     )
-    plan.write(job.plan, fix=fix)
+    plan.write(job.plan, fix=fix, again=f"run `fplora render {display_path(spec.path)} --force`")
     if not dry_run:
         ensure_musubi(job.python, needed_modules(spec))
     else:
