@@ -546,6 +546,12 @@ ROWS = [
         "multiples of 8 pass generate's check, but the 9x5 latent does not tile into the DiT's 2x2"
         " patches: every prompt fails, generate exits 0",
     ),
+    Row(
+        "data-res-480x720",
+        "data: {resolution: [480, 720]}",
+        "pass",
+        "buckets of whole steps of 16 (the 64x96 images upscaled); on a CPU rehearsed at 112x176",
+    ),
 ]
 
 if __name__ == "__main__":

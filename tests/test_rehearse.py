@@ -143,9 +143,11 @@ def test_without_a_gpu_every_image_is_four_times_smaller_on_each_side(example: P
     [
         ([512, 768], 4),
         ([256, 384], 4),
-        ([512, 768, 608], 2),
+        ([512, 768, 608], 4),  # 608 is 144 at a quarter, down to a whole step of 16
+        ([480, 720], 4),
         ([192, 128], 2),
-        ([520, 776], 1),
+        ([520, 776], 1),  # no whole steps of 16: rehearsed as written (the DiT cannot tile it)
+        ([512, 72], 1),
         ([96], 1),
         ([], 1),
     ],
@@ -154,6 +156,21 @@ def test_an_image_shrinks_only_to_whole_steps_of_16_and_at_least_64_pixels(
     sides: list[int], factor: int
 ) -> None:
     assert stages.smaller_by(sides) == factor
+
+
+def test_sides_of_whole_steps_of_16_but_not_of_64_shrink_to_whole_steps(example: Path) -> None:
+    """480x720 (a multiple of 16, not of 64) rehearsed at its full size on the 2-core CPU: minutes of
+    training stage, near the time limit. It shrinks to 112x176, whole steps of 16 again, the
+    datasets and every prompt alike."""
+    spec_file = example.with_name("r480.yaml")
+    spec_file.write_text("extends: example.yaml\ndata: {resolution: [480, 720]}\n", encoding="utf-8")
+    spec = load_spec(spec_file)
+    on_cpu = stages.build(spec, "python", build_plan(spec), gpu=False)
+    rendered = on_cpu.root / "rendered"
+    assert tomllib.loads(on_cpu.files[rendered / "dataset.toml"])["general"]["resolution"] == [112, 176]
+    for name in ("prompts.txt", "infer-prompts.txt"):
+        assert re.findall(r"--w (\d+) --h (\d+)", on_cpu.files[rendered / name]) == [("112", "176")]
+    assert [n for n in on_cpu.notes if "4 times smaller" in n]
 
 
 @pytest.mark.parametrize(

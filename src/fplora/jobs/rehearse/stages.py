@@ -160,6 +160,16 @@ square of the tokens, so a batch of two at 512x768 took ~50-70 s a step on the 2
 SIDE_STEP, SIDE_MIN = 16, 64
 """A smaller side stays a multiple of 16 (the DiT's 8x VAE and 2x2 patches) and at least 64 pixels
 (the example project's 64x96 is rehearsed as it is)."""
+
+
+def smaller_side(side: int, factor: int) -> int:
+    """A side of a multiple of `SIDE_STEP` made `factor` times smaller, down to a multiple of
+    `SIDE_STEP` again: 720 is 176 at a quarter (not 180, which the DiT's patches cannot tile). A side
+    that is a multiple of 16 × `factor` is exactly `factor` times smaller; the others change their
+    aspect a little, which buckets and resizing take as they take any size of whole steps."""
+    return side // factor // SIDE_STEP * SIDE_STEP
+
+
 _SIZE_OPTION = re.compile(rf"(?<=\s--(?:{PROMPT_OPTION['width']}|{PROMPT_OPTION['height']}) )\d+")
 
 
@@ -217,7 +227,7 @@ def tiling_kept(sizes: list[tuple[int, int]], tile: int | None, factor: int) -> 
         return True
     step = int(tile * (1 - TILE_OVERLAP))
     for size in sizes:
-        smaller = [side // factor for side in size]
+        smaller = [smaller_side(side, factor) for side in size]
         tiled = max(size) > tile
         if tiled != (max(smaller) > tile):
             return False
@@ -228,13 +238,15 @@ def tiling_kept(sizes: list[tuple[int, int]], tile: int | None, factor: int) -> 
 
 def smaller_by(sides: list[int], sizes: list[tuple[int, int]] | None = None, tile: int | None = None) -> int:
     """How many times smaller a rehearsal without a GPU makes every image: the first of `SMALLER`
-    that leaves each side a multiple of `SIDE_STEP` and at least `SIDE_MIN`, and the VAE's spatial
-    tiling of `sizes` as it is (`tiling_kept`), else 1 (a size that cannot shrink evenly is rehearsed
-    as the spec wrote it, so that its own rounding is what runs)."""
+    that leaves each side at least `SIDE_MIN` (`smaller_side`: a multiple of `SIDE_STEP`), and the
+    VAE's spatial tiling of `sizes` as it is (`tiling_kept`), else 1. Every side must be a multiple of
+    `SIDE_STEP` to shrink: a size that is not (72, which the DiT's patches cannot tile) is rehearsed
+    as the spec wrote it, so that its own failure is what runs. A multiple of 16 that is not one of 64
+    (480x720) shrinks too: at full size on a CPU its training stage alone ran past 150 s."""
     for factor in SMALLER:
         if (
             sides
-            and all(side % (factor * SIDE_STEP) == 0 and side // factor >= SIDE_MIN for side in sides)
+            and all(side % SIDE_STEP == 0 and smaller_side(side, factor) >= SIDE_MIN for side in sides)
             and tiling_kept(sizes or [], tile, factor)
         ):
             return factor
@@ -245,14 +257,14 @@ def _shrink_dataset(data: dict[str, Any], factor: int) -> dict[str, Any]:
     """A dataset.toml's tables with every `resolution` `factor` times smaller."""
     for table in [data.get("general", {}), *data.get("datasets", [])]:
         if "resolution" in table:
-            sides = [side // factor for side in _sides(table["resolution"])]
+            sides = [smaller_side(side, factor) for side in _sides(table["resolution"])]
             table["resolution"] = sides[0] if isinstance(table["resolution"], int) else sides
     return data
 
 
 def _shrink_prompts(text: str, factor: int) -> str:
     """A prompt file with every `--w N` and `--h N` `factor` times smaller."""
-    return _SIZE_OPTION.sub(lambda m: str(int(m.group(0)) // factor), text)
+    return _SIZE_OPTION.sub(lambda m: str(smaller_side(int(m.group(0)), factor)), text)
 
 
 def _has_alpha(path: Path) -> bool | None:
