@@ -89,6 +89,21 @@ def test_more_processes_than_gpus_is_refused_before_launch(
     assert cached.calls() == []
 
 
+def test_gpus_hidden_by_cuda_visible_devices_are_not_a_process_count_to_lower(
+    cached: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA_VISIBLE_DEVICES="" left over from a CPU rehearsal: "set launch.num_processes to 0 or
+    fewer" is no fix; the variable is."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = cached.cli("train", str(cached.spec_path))
+    assert result.exit_code == 1
+    assert (
+        "launch.num_processes: 1 process on this machine, but no GPU is visible (CUDA_VISIBLE_DEVICES='')"
+        " — unset CUDA_VISIBLE_DEVICES (or name this machine's GPUs in it), on the GPU machine"
+    ) in result.stderr
+    assert cached.calls() == []
+
+
 def test_gpus_counted_with_nvidia_smi(cached: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     smi = cached.bin / "nvidia-smi"

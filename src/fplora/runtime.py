@@ -216,6 +216,19 @@ def gpu_problem(spec: Spec) -> Problem | None:
     gpus = visible_gpus()
     if gpus is None or per_machine <= gpus:
         return None
+    if gpus == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hidden = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        return Problem(
+            display_path(spec.path),
+            None,
+            "launch.num_processes",
+            f"{per_machine} process{'es' if per_machine != 1 else ''} on this machine, but no GPU is"
+            f" visible{hidden}",
+            "unset CUDA_VISIBLE_DEVICES (or name this machine's GPUs in it), on the GPU machine"
+            if visible is not None
+            else "run on the GPU machine",
+        )
     return Problem(
         display_path(spec.path),
         None,
