@@ -917,3 +917,29 @@ def test_a_preset_keeps_split_attn_on_for_an_evaluation_batch_above_1(project, t
     [problem] = [p for p in check_combinations(pinned_off) if p.key == "eval.batch_size"]
     assert "batch 2 with attention sdpa and no split_attn fails" in problem.message
     assert problem.fix.endswith("or eval.batch_size: 1 (the scores do not depend on it)")
+
+
+def test_a_named_preset_too_big_for_this_machine_s_gpu_is_warned_about(
+    project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec copied from an H100 run (`gpu: h100-80g`) trained on a rented RTX 4090: the preset's
+    ~70 GB peak runs out of memory after the models load. nvidia-smi tells what card is here."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_smi(bin_dir, "NVIDIA GeForce RTX 4090, 24564\\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    applied = apply(_spec(project, MEMO + "gpu: h100-80g\n"))
+    (warning,) = [n for n in applied.notes if n.severity == "warning"]
+    assert warning.key == "gpu" and warning.line is not None
+    assert warning.message.startswith(
+        "h100-80g plans for NVIDIA H100 80GB, but this machine's GPU is NVIDIA GeForce RTX 4090 with"
+        " 24,564 MiB: the preset's peak ~"
+    )
+    assert warning.message.endswith("does not fit it")
+    assert warning.fix == "write gpu: auto (here: 4090-24g), or keep this preset to plan for that card"
+    on_the_line = apply(_spec(project, MEMO + "gpu: auto\n"), "h100-80g")
+    assert [n.key for n in on_the_line.notes if n.severity == "warning"] == ["--gpu"]
+    fits = apply(_spec(project, MEMO + "gpu: 4090-24g\n"))
+    assert [n for n in fits.notes if n.severity == "warning"] == []
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: nothing to compare with
+    assert [n for n in apply(_spec(project, MEMO + "gpu: h100-80g\n")).notes if n.severity == "warning"] == []

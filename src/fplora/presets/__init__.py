@@ -241,11 +241,33 @@ def apply(spec: Spec, given: str | None = None, python: str | None = None) -> Ap
         return Applied(spec, None, notes)
     updated = _revalidated(_updated(spec, choice, split), label)
     notes.append(note(f"gpu {label}: {_describe(choice)} — {_basis(choice)}"))
+    if name != AUTO and (smaller := _smaller_card_here(spec, gpu, choice, key)) is not None:
+        notes.append(smaller)
     # a pinned split_attn is worth a note only where the preset would have chosen otherwise
     free = choice_for(replace(pinned, split_attn=None)) if pinned.split_attn is not None else None
     mattered = free is not None and free.split_attn != pinned.split_attn
     notes.extend(note(f"gpu {label}: {text}") for text in _kept(spec, choice, pinned, split, mattered))
     return Applied(updated, choice, notes)
+
+
+def _smaller_card_here(spec: Spec, gpu: Gpu, choice: Choice, key: str) -> Problem | None:
+    """A warning where a named preset (`gpu: h100-80g`, `--gpu`) plans a peak this machine's GPU, as
+    nvidia-smi reports it, cannot hold: a spec copied from a bigger card runs out of memory after the
+    models load. Only nvidia-smi is asked (no torch probe): without it, nothing is said."""
+    found = detect()
+    peak = choice.expected_peak_mib or choice.peak_mib
+    if found is None or found.memory_mib >= peak:
+        return None
+    here = match(found)
+    instead = f" (here: {here.key})" if here.key != AUTO else ""
+    message = (
+        f"{gpu.key} plans for {gpu.label}, but this machine's GPU is {found.name} with"
+        f" {found.memory_mib:,} MiB: the preset's peak ~{peak:,.0f} MiB does not fit it"
+    )
+    fix = f"write gpu: auto{instead}, or keep this preset to plan for that card"
+    if key == "--gpu":
+        return Problem("command line", None, "--gpu", message, fix, "warning")
+    return spec.problem(("gpu",), message, fix, "warning")
 
 
 def _pins(pinned: Pinned) -> str:
