@@ -601,6 +601,12 @@ ROWS = [
         "pass",
         "save_every_n_steps 10 past the run's 5 steps: no step checkpoint, the LoRA and state at the end",
     ),
+    Row(
+        "opt-adafactor-lr-high",
+        "train: {optimizer: {type: adafactor, learning_rate: 10}}",
+        "pass",
+        "relative_step (its default) computes its own step size: the rate is only the logged initial_lr",
+    ),
 ]
 
 if __name__ == "__main__":

@@ -707,6 +707,16 @@ def test_an_implausible_learning_rate_is_refused_or_warned_with_the_house_range(
     )
     spec = project("train:\n  optimizer: {type: prodigyopt.Prodigy, learning_rate: 1.0}\n")
     assert check(spec, "--skip-models")[0] == 0  # an adaptive optimizer takes 1.0 by convention
+    # Adafactor's relative step (musubi-tuner's default for it) does not use the rate at all
+    spec = project("train:\n  optimizer: {type: adafactor, learning_rate: 10}\n")
+    assert check(spec, "--skip-models") == (
+        0,
+        ["configs/v1.yaml: ok, 1 dataset, effective batch 2, 0 warnings (model files not checked)"],
+    )
+    fixed = "train:\n  optimizer: {type: adafactor, learning_rate: 10, args: [relative_step=False]}\n"
+    assert check(project(fixed), "--skip-models")[1][0].startswith(
+        "error: configs/v1.yaml:5: train.optimizer.learning_rate: 10 is far above the range"
+    )
 
 
 def test_the_same_jsonl_listed_twice_is_blamed_on_the_jsonl(project: Make) -> None:

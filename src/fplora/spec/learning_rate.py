@@ -99,12 +99,35 @@ def memo_rate(batch: int | None) -> float:
     return MEMO_RATE * math.sqrt(max(batch, MEMO_BATCH) / MEMO_BATCH)
 
 
+def option_true(args: list[str], name: str) -> bool | None:
+    """`name=True/False` in an optimizer's `key=value` args (musubi-tuner literal_evals them); None
+    where the args do not set it."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.strip() == name:
+            return value.strip() not in ("False", "0", "None", "false")
+    return None
+
+
+def relative_step(spec: Spec) -> bool:
+    """Whether musubi-tuner runs Adafactor with its own relative step size, which ignores the
+    learning rate (it becomes the logged initial_lr: training/trainer_base.py:190-207): relative_step
+    unless the args turn it off, or warmup_init, which turns it back on."""
+    optimizer = spec.train.optimizer
+    if optimizer.type.lower() != "adafactor":
+        return False
+    return option_true(optimizer.args, "relative_step") is not False or bool(
+        option_true(optimizer.args, "warmup_init")
+    )
+
+
 def implausible(spec: Spec) -> tuple[str, str, str] | None:
     """(severity, message, fix) for a learning rate far outside what LoRA training uses: an error
     from 1 up (no optimizer but the adaptive ones trains at that), else a warning outside
-    `PLAUSIBLE`."""
+    `PLAUSIBLE`. None for an optimizer that sets its own step size: the adaptive ones, and Adafactor
+    with relative_step, which does not use the rate at all."""
     optimizer = spec.train.optimizer
-    if any(name in optimizer.type.lower() for name in ADAPTIVE):
+    if any(name in optimizer.type.lower() for name in ADAPTIVE) or relative_step(spec):
         return None
     derived = derive(spec)
     rate = derived.value

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from fplora.musubi.names import FRAMEPACK_NETWORK_MODULES, LORA_NETWORK_MODULE, OTHER_ARCH_NETWORK_MODULES
 from fplora.problems import Problem
+from fplora.spec.learning_rate import relative_step
 from fplora.spec.models import Spec, width_height
 from fplora.spec.source import KeyPath
 from fplora.suggest import did_you_mean
@@ -160,15 +161,6 @@ def _block_swap(spec: Spec) -> Iterator[Problem]:
         )
 
 
-def _option_true(args: list[str], name: str) -> bool | None:
-    """`name=True/False` in an optimizer's `key=value` args (musubi-tuner literal_evals them)."""
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key.strip() == name:
-            return value.strip() not in ("False", "0", "None", "false")
-    return None
-
-
 def warmup_steps(spec: Spec) -> int:
     """The warmup steps musubi-tuner builds the scheduler with (training/trainer_base.py:288-291):
     an int as written, a float as that share of the run's steps (its max_train_steps × processes),
@@ -187,10 +179,7 @@ def _scheduler(spec: Spec) -> Iterator[Problem]:
     name = optimizer.lr_scheduler
     warmup = warmup_steps(spec)
     adafactor = optimizer.type.lower() == "adafactor"
-    relative = adafactor and (
-        _option_true(optimizer.args, "relative_step") is not False
-        or bool(_option_true(optimizer.args, "warmup_init"))
-    )
+    relative = relative_step(spec)
     if name is not None and name not in SCHEDULERS and not name.startswith("adafactor"):
         # cell sched-unknown: ValueError 'cosine_annealing is not a valid SchedulerType'
         yield spec.problem(
