@@ -631,3 +631,22 @@ def test_one_prompt_is_counted_as_one_image(trained: Workspace) -> None:
     result = trained.cli("infer", str(trained.spec_path), "--lora", "step2", "--no-rehearse")
     assert result.exit_code == 0, result.output
     assert "multiplier 1.0: 1 image, 1 latent in outputs/sample/v1-step00000002-lm1.0" in result.stderr
+
+
+def test_multipliers_separated_by_commas_are_several(trained: Workspace) -> None:
+    """`--lora` combines with commas, so `--multiplier 1.0,1.2` is what a user types next: it was
+    typer's "Input should be a valid number, unable to parse string as a number"."""
+    result = trained.cli(
+        "infer", str(trained.spec_path), "--lora", "step1", "--multiplier", "1.0,1.2", "--no-sweep"
+    )
+    assert result.exit_code == 0, result.output
+    given = [fake.validate(c["args"]).given["lora_multiplier"] for c in trained.calls("fpack_generate_video")]
+    assert given == [[1.0], [1.2]]
+    trained.forget_calls()
+    bad = trained.cli("infer", str(trained.spec_path), "--lora", "step1", "--multiplier", "1.2x")
+    assert bad.exit_code == 1
+    assert bad.stderr.splitlines()[-1] == (
+        "error: command line: --multiplier: '1.2x' is not a number — e.g. --multiplier 1.2; for several,"
+        " repeat it or separate them with commas (--multiplier 1.0,1.2)"
+    )
+    assert "Traceback" not in bad.output and trained.calls() == []

@@ -24,11 +24,12 @@ def command(
         ),
     ] = None,
     multiplier: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
             "--multiplier",
             metavar="<float>",
-            help="LoRA multiplier; repeat for several (default: infer.multipliers).",
+            help="LoRA multiplier; repeat, or separate with commas, for several (default:"
+            " infer.multipliers).",
         ),
     ] = None,
     sweep: Annotated[

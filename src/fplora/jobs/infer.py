@@ -37,7 +37,7 @@ from fplora.runs.loras import Choice, choose_loras
 from fplora.runs.manifest import now
 
 
-def command_line(spec: Path, loras: list[str], multipliers: list[float]) -> str:
+def command_line(spec: Path, loras: list[str], multipliers: list[str]) -> str:
     """The `fplora infer` command that makes a folder, as its fplora-infer.json records it."""
     argv = ["fplora", "infer", display_path(spec)]
     argv += [word for given in loras for word in ("--lora", given)]
@@ -45,8 +45,31 @@ def command_line(spec: Path, loras: list[str], multipliers: list[float]) -> str:
     return shlex.join(argv)
 
 
-def multipliers_to_run(values: list[float], key: str) -> list[float]:
+def _numbers(words: list[str] | list[float], key: str) -> list[float]:
+    """Multipliers as given: numbers, or `--multiplier` words, each one or several separated by
+    commas (`--lora` combines with commas, so `--multiplier 1.0,1.2` is typed too)."""
+    numbers = []
+    for word in words:
+        for part in word.split(",") if isinstance(word, str) else [str(word)]:
+            try:
+                numbers.append(float(part))
+            except ValueError:
+                raise UserError(
+                    Problem(
+                        "command line",
+                        None,
+                        key,
+                        f"{part.strip()!r} is not a number",
+                        "e.g. --multiplier 1.2; for several, repeat it or separate them with commas"
+                        " (--multiplier 1.0,1.2)",
+                    )
+                ) from None
+    return numbers
+
+
+def multipliers_to_run(values: list[str] | list[float], key: str) -> list[float]:
     """Positive, finite, each value once (`1.2` and `1.20` are one folder, so one run)."""
+    values = _numbers(values, key)
     for value in values:
         if not math.isfinite(value):
             raise UserError(Problem("command line", None, key, f"{value} is not a finite number"))
