@@ -171,7 +171,7 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
                 f" {view.to_link} in the store to link, {compute} missing, {stale} stale,"
                 f" {len(view.orphans)} of removed records"
                 + (
-                    f" — {_unreadable(view, entries(view.index).jsonl) or 'run `fplora cache`'}"
+                    f" — {_unreadable(view, entries(view.index).jsonl) or _todo(view)}"
                     if not view.complete
                     else ""
                 )
@@ -182,6 +182,13 @@ def status(paths: list[Path], say: Say, *, project: bool = False) -> int:
     if problems:
         raise UserError(list(dict.fromkeys(problems)))  # specs sharing a broken JSONL: said once
     return 0
+
+
+def _todo(view: store.View) -> str:
+    """What to run for an incomplete view: links alone are made by `fplora train` itself."""
+    if not (view.missing or view.stale or view.other_settings or view.orphans):
+        return "nothing to compute: `fplora train` links them (or `fplora cache`)"
+    return "run `fplora cache`"
 
 
 def _unreadable(view: store.View, jsonl: Path) -> str | None:
