@@ -158,6 +158,20 @@ def test_an_image_shrinks_only_to_whole_steps_of_16_and_at_least_64_pixels(
     assert stages.smaller_by(sides) == factor
 
 
+def test_a_side_that_is_no_whole_step_of_16_keeps_every_size_as_written(example: Path) -> None:
+    """An infer prompt 72 pixels wide (which the DiT cannot tile) leaves the whole rehearsal at the
+    spec's sizes, that prompt's 72 included: its failure is what the generate stage must show."""
+    spec_file = example.with_name("w72.yaml")
+    spec_file.write_text(
+        "extends: example.yaml\ninfer: {prompts: [{record: 1, width: 72}]}\n", encoding="utf-8"
+    )
+    spec = load_spec(spec_file)
+    on_cpu = stages.build(spec, "python", build_plan(spec), gpu=False)
+    rendered = on_cpu.root / "rendered"
+    assert re.findall(r"--w (\d+) --h (\d+)", on_cpu.files[rendered / "infer-prompts.txt"]) == [("72", "96")]
+    assert stages.smaller_side(72, 1) == 72 and stages.smaller_side(720, 4) == 176
+
+
 def test_sides_of_whole_steps_of_16_but_not_of_64_shrink_to_whole_steps(example: Path) -> None:
     """480x720 (a multiple of 16, not of 64) rehearsed at its full size on the 2-core CPU: minutes of
     training stage, near the time limit. It shrinks to 112x176, whole steps of 16 again, the

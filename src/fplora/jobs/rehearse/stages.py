@@ -166,8 +166,9 @@ def smaller_side(side: int, factor: int) -> int:
     """A side of a multiple of `SIDE_STEP` made `factor` times smaller, down to a multiple of
     `SIDE_STEP` again: 720 is 176 at a quarter (not 180, which the DiT's patches cannot tile). A side
     that is a multiple of 16 × `factor` is exactly `factor` times smaller; the others change their
-    aspect a little, which buckets and resizing take as they take any size of whole steps."""
-    return side // factor // SIDE_STEP * SIDE_STEP
+    aspect a little, which buckets and resizing take as they take any size of whole steps. At
+    `factor` 1 every side stays as written, a multiple of 16 or not (72 must fail as it would)."""
+    return side if factor == 1 else side // factor // SIDE_STEP * SIDE_STEP
 
 
 _SIZE_OPTION = re.compile(rf"(?<=\s--(?:{PROMPT_OPTION['width']}|{PROMPT_OPTION['height']}) )\d+")
