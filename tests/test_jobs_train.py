@@ -471,3 +471,15 @@ def test_train_with_a_wandb_login_is_not_refused(
     assert "wandb login" not in result.output
     assert secret not in result.output
     assert cached.calls(), result.output  # launched
+
+
+def test_an_offline_wandb_training_says_how_to_upload_it(cached: Workspace) -> None:
+    """WANDB_MODE=offline on a pod without a login: the run lands in ./wandb/, and nothing said so or
+    how to send it once there is network."""
+    cached.write_spec(train={"logging": {"with": "wandb"}})
+    result = cached.cli("train", str(cached.spec_path), env={"WANDB_MODE": "offline"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "wandb ran offline (WANDB_MODE=offline): its run is under wandb/; upload it where there is"
+        " network: wandb sync wandb/offline-run-*"
+    )

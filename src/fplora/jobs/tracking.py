@@ -16,7 +16,7 @@ from pathlib import Path
 from fplora import process
 from fplora.atomic import write_atomic
 from fplora.jobs.context import Job, log_path, log_tail
-from fplora.problems import Problem, plural
+from fplora.problems import Problem, display_path, plural
 from fplora.render import tracker
 from fplora.runs.evaluation import Point
 from fplora.runs.infer_folders import save_root
@@ -145,7 +145,9 @@ def log_eval(job: Job, points: list[Point], best: Point | None, *, env: dict[str
         result = process.run(argv, log=log, on_line=on_line, echo=quiet, env=env)
     if result.returncode != 0 or not logged:
         job.say(
-            f"warning: evaluation losses not logged to wandb (exit {result.returncode}); log: {log}", "yellow"
+            f"warning: evaluation losses not logged to wandb (exit {result.returncode});"
+            f" log: {display_path(log)}",
+            "yellow",
         )
         for line in log_tail(log, 3):
             job.say(f"  {line}", "yellow")

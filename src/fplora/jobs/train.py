@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,7 +232,24 @@ def execute_train(job: Job, prepared: Prepared, *, caches_checked: bool = False)
     job.say(f"training {state}{end} (exit {result.returncode}); log: {display_path(Path(segment.log))}")
     if result.returncode != 0:
         job.say(_continue_hint(spec, interrupted=result.interrupted))
+    if (offline := _offline_wandb(spec)) is not None:
+        job.say(offline)
     return result.returncode
+
+
+def _offline_wandb(spec: Spec) -> str | None:
+    """Where an offline wandb run went and how to upload it: WANDB_MODE=offline (a pod without a
+    login) writes the run under $WANDB_DIR/wandb/ or ./wandb/ (musubi-tuner runs in this folder),
+    and nothing else says so."""
+    mode = os.environ.get("WANDB_MODE", "")
+    if spec.train.logging.log_with not in ("wandb", "all") or mode not in ("offline", "dryrun"):
+        return None
+    folder = Path(os.environ.get("WANDB_DIR") or ".") / "wandb"
+    shown = display_path(folder)
+    return (
+        f"wandb ran offline (WANDB_MODE={mode}): its run is under {shown}/; upload it where there is"
+        f" network: wandb sync {shown}/offline-run-*"
+    )
 
 
 def _continue_hint(spec: Spec, *, interrupted: bool = False) -> str:
