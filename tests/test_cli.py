@@ -380,6 +380,20 @@ def test_a_hand_edited_rendered_file_is_not_overwritten_unsaid(project, tmp_path
     )
     assert runner.invoke(app, ["render", str(v1), "--force"]).exit_code == 0
     assert "max_grad_norm" not in config.read_text()
+    dataset = tmp_path / "configs/v1/dataset.toml"
+    text = dataset.read_text()
+    dataset.write_text(
+        text.replace("batch_size = 2", "batch_size = 4").replace(
+            "[[datasets]]", "[[datasets]]\nnum_repeats = 3"
+        )
+    )
+    refused = runner.invoke(app, ["render", str(v1)])
+    assert refused.output.splitlines()[-1] == (
+        "error: configs/v1/dataset.toml: was edited since fplora rendered it (general.batch_size = 4, was 2;"
+        " datasets[0].num_repeats = 3 added); not overwriting it — put them in the spec (batch_size:"
+        " data.batch_size; num_repeats: datasets[0].num_repeats (or data.num_repeats for every dataset)),"
+        " then render with --force, which replaces the edited file"
+    )
 
 
 def test_a_changed_spec_renders_again_without_force(project, tmp_path: Path) -> None:
