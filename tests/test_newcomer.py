@@ -639,6 +639,18 @@ def test_a_dataset_or_a_rendered_file_given_as_the_spec_is_named_for_what_it_is(
     )
 
 
+def test_a_hand_written_musubi_config_given_as_the_spec_says_how_to_move_it_over(project: Make) -> None:
+    """A musubi-tuner hand-trainer gives their own config.toml: "give the spec" alone did not say that
+    its settings go into one, nor that check names the field for each musubi-tuner key."""
+    project()
+    Path("my-run.toml").write_text("network_dim = 32\nlearning_rate = 1e-4\n", encoding="utf-8")
+    assert check(Path("my-run.toml"))[1][0] == (
+        "error: my-run.toml: is a TOML file (musubi-tuner's config or dataset, which fplora renders), not a"
+        " spec — give a spec (configs/v1.yaml); to move this file's settings over, write them into one"
+        " under their musubi-tuner names: check says the spec field for each"
+    )
+
+
 def test_a_base_spec_that_is_not_utf8_names_its_line(project: Make) -> None:
     spec = project()
     base = Path("configs/base.yaml")

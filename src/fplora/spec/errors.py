@@ -17,7 +17,7 @@ from fplora.musubi.names import PASS_THROUGH_SCRIPT
 from fplora.problems import Problem, plural, yaml_value
 from fplora.spec.fields import field_kind, keys_of, section
 from fplora.spec.models import Spec
-from fplora.spec.rules.pass_through import DATASET_KEYS, OWNED_FIX, rendered_options
+from fplora.spec.rules.pass_through import DATASET_KEYS, OVERRULING, OWNED_FIX, rendered_options
 from fplora.spec.source import KeyPath, Loaded, Source
 from fplora.spec.syntax import KEY_WITHOUT_COLON
 from fplora.suggest import closest
@@ -156,6 +156,8 @@ def _musubi_name_hint(loc: KeyPath) -> str | None:
         if key in owners.get(name, {}):
             return f"musubi-tuner's {key} is fplora's to set: {OWNED_FIX.get(key, 'remove it')}"
     for name in sections:
+        if (name, key) in OVERRULING:  # an option fplora refuses to pass: what to write instead
+            return f"musubi-tuner's {key} is not taken: {OVERRULING[name, key][1]}"
         if key in schema.script_options(PASS_THROUGH_SCRIPT[name]):
             return f"musubi-tuner's {key} has no spec field: write it under musubi: {name}:"
     return None

@@ -115,9 +115,26 @@ def _not_a_spec(path: Path) -> tuple[str, str] | None:
     rendered = path.parent.with_suffix(".yaml")
     if path.suffix.lower() in (".toml", ".txt") and rendered.is_file():
         fix = f"give the spec it was rendered from: {display_path(rendered)}"
+    elif path.suffix.lower() == ".toml":
+        # a hand-written musubi-tuner config: its keys, written into a spec, are each answered by
+        # check with the spec field that holds them (`spec.errors`)
+        example = next(iter(specs_near(path)), None)
+        fix = (
+            f"give a spec{f' ({display_path(example)})' if example else ''}; to move this file's settings"
+            " over, write them into one under their musubi-tuner names: check says the spec field for each"
+        )
     elif path.suffix.lower() == ".jsonl" and (listing := _specs_naming(path)):
         fix = f"give the spec that lists it: {', '.join(display_path(spec) for spec in listing[:3])}"
     return f"is {message}", fix
+
+
+def specs_near(path: Path) -> list[Path]:
+    """Version specs in the nearest `configs/` folder at or above `path`'s folder (bases left out)."""
+    for folder in [path.resolve().parent, *path.resolve().parent.parents]:
+        configs = folder / "configs"
+        if configs.is_dir():
+            return [p for p in sorted(configs.glob("*.y*ml")) if p.stem != "base"]
+    return []
 
 
 def _specs_naming(jsonl: Path) -> list[Path]:

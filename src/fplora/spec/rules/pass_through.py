@@ -66,7 +66,7 @@ OWNED_FIX = {
 
 
 # Pass-through options fplora does not render but that would overrule what it does render.
-_OVERRULING = {
+OVERRULING = {
     ("config", "max_train_epochs"): (
         "replaces train.max_train_steps in musubi-tuner, and the steps a resumed segment is given on"
         f" the command line too ({MAX_TRAIN_EPOCHS_LINE}), so fplora's step counts and resume maths"
@@ -79,8 +79,8 @@ _OVERRULING = {
 def _rendered_problem(section: str, key: str) -> tuple[str, str] | None:
     """(message, fix) when fplora renders or owns pass-through option `key` of `section`: passing it
     through would replace the spec's value behind fplora's back (resume maths, manifest, stamps)."""
-    if (section, key) in _OVERRULING:
-        return _OVERRULING[section, key]
+    if (section, key) in OVERRULING:
+        return OVERRULING[section, key]
     owners = rendered_options()[section]
     if key in owners and owners[key] is not None:
         return f"set by {owners[key]}", "set it there"
