@@ -104,6 +104,11 @@ def test_second_train_without_resume_refuses_and_touches_nothing(cached: Workspa
     assert result.exit_code == 1
     (line,) = error_lines(result.stderr)
     assert "already holds run fake-v1" in line and "--resume" in line
+    # it finished: `--resume` alone would be refused next, so the fix says to raise the steps first
+    assert line.endswith(
+        " — it finished at step 4 (train.max_train_steps): to train further, raise train.max_train_steps"
+        " and run `fplora train configs/v1.yaml --resume latest`; or start a new version (a new spec file)"
+    ), line
     assert cached.calls() == []
     assert snapshot(cached.output_dir) == before
 

@@ -68,6 +68,25 @@ def _leftovers(run: Catalogue) -> list[Path]:
     return []
 
 
+CONTINUE_FIX = "continue it with --resume, or start a new version (a new spec file)"
+
+
+def _finished_fix(spec: Spec, run: Catalogue) -> str | None:
+    """For a run whose newest state is at max_train_steps: `--resume` alone would be refused next
+    (nothing left to train), so say to raise the steps first. None for a run that can go on."""
+    try:
+        newest = run.resolve("latest", "state")
+    except UserError:
+        return None
+    if newest.step is None or newest.step < spec.train.max_train_steps:
+        return None
+    return (
+        f"it finished at step {newest.step} (train.max_train_steps): to train further, raise"
+        f" train.max_train_steps and run `fplora train {display_path(spec.path)} --resume latest`; or"
+        " start a new version (a new spec file)"
+    )
+
+
 def prepare_train(job: Job, *, resume: str | None) -> Prepared:
     """Everything that can refuse a training, before any GPU work (`--cache` runs after this)."""
     spec, paths = job.plan.spec, job.plan.paths
@@ -85,7 +104,8 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
                     None,
                     "",
                     f"already holds run {name} ({plural(len(existing), 'file')}, e.g. {existing[0].name})",
-                    "continue it with --resume, or start a new version (a new spec file)",
+                    _finished_fix(spec, run)
+                    or "continue it with --resume, or start a new version (a new spec file)",
                 )
             )
         if leftovers:
