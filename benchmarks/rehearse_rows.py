@@ -144,7 +144,8 @@ def _run(
     return {
         "spec": row.spec,
         "expected": row.expected,
-        "check": "ok" if check_code == 0 else "refused",
+        # each run's own check: a `--before` run never overwrites the current fplora's
+        ("before_check" if options.before else "check"): "ok" if check_code == 0 else "refused",
         field: got,
         f"{field}_error": first_error(output),
         f"{field}_seconds": round(seconds, 1),
@@ -162,8 +163,9 @@ def _table(rows: list[Row], state: dict[str, dict[str, object]]) -> None:
         match = matches(now, row.expected)
         mismatches += "verdict" in got and not match
         error = got.get("verdict_error" if "verdict" in got else "before_error") or ""
+        checked, before = got.get("check", "-"), got.get("before", "-")
         print(
-            f"{row.id:24} {got['check']!s:8} {got.get('before', '-')!s:18} {now:18} {row.expected:18}"
+            f"{row.id:24} {checked!s:8} {before!s:18} {now:18} {row.expected:18}"
             f" {'yes' if match else 'NO':5}  {error}"
         )
     print(f"\n{mismatches} mismatch(es) of {sum('verdict' in state.get(r.id, {}) for r in rows)} rows")
@@ -239,7 +241,8 @@ def main(name: str, doc: str, rows: list[Row], argv: list[str] | None = None) ->
         recorded.update(_run(row, text, options, configs, env), **{f"{field}_key": key})
         options.state.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         seconds = recorded[f"{field}_seconds"]
-        print(f"{row.id}: check {recorded['check']}, {recorded[field]} ({seconds} s)", flush=True)
+        checked = recorded["before_check" if options.before else "check"]
+        print(f"{row.id}: check {checked}, {recorded[field]} ({seconds} s)", flush=True)
     print()
     _table(rows, state)
     if options.write:

@@ -4,6 +4,8 @@ the CPU musubi-tuner Python (benchmarks/results/rehearse-matrix-*.json's rows)."
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -75,3 +77,18 @@ def test_both_matrices_use_the_one_runner_with_unique_row_ids() -> None:
         assert all(
             r.expected in ("pass", "fail", "machine") or r.expected.startswith("fail:") for r in matrix.ROWS
         )
+
+
+def test_a_before_run_records_its_own_check_beside_the_current_one(
+    rows: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--before` (an older fplora's verdicts) once wrote its check over the current run's: a row that
+    passes now showed `refused` in the check column."""
+    monkeypatch.setattr(rows, "_fplora", lambda args, cwd, env: (1, "error: refused by the old check", 0.0))
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    row = rows.Row("r", "x: 1", "pass", "")
+    options = argparse.Namespace(before=True, state=tmp_path / "state.json", time_limit=1)
+    recorded = rows._run(row, "extends: example.yaml\nx: 1\n", options, configs, {})
+    assert (recorded["before"], recorded["before_check"]) == ("refused", "refused")
+    assert "check" not in recorded
