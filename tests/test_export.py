@@ -205,6 +205,24 @@ def test_the_evaluation_loss_goes_into_the_card_and_the_metadata(run: Path) -> N
     assert "**0.12500**; the untrained network scores 0.20000" in (folder / "README.md").read_text()
 
 
+def test_a_loss_on_records_also_trained_on_is_not_called_held_out(project: Callable[..., Path]) -> None:
+    """With eval.allow_training_records the scored records were trained on: the card must not tell
+    the readers of a published LoRA that its loss is a held-out one."""
+    spec = project("eval: {records: [2], allow_training_records: true}\n")
+    out = spec.parent.parent / "out"
+    lora = musubi_lora(out / "demo-v1-step00000002.safetensors")
+    points = [{"label": "step2", "step": 2, "lora": str(lora), "loss": 0.125, "bands": []}]
+    (out / "demo-v1.eval.json").write_text(json.dumps({"format": 1, "points": points}))
+    result = runner.invoke(app, ["export", str(spec), "--lora", "step2", "--to", "musubi"])
+    assert result.exit_code == 0, result.output
+    card = (out / "export" / "demo-v1-step00000002" / "README.md").read_text()
+    assert "held-out records" not in card
+    assert (
+        "Evaluation loss (`fplora eval`, on records also trained on (eval.allow_training_records): a check"
+        " of the training objective, not of unseen records; fixed noise): **0.12500**"
+    ) in card
+
+
 def test_an_earlier_export_is_replaced_only_with_force(run: Path) -> None:
     assert runner.invoke(app, ["export", str(run), "--lora", "step2"]).exit_code == 0
     again = runner.invoke(app, ["export", str(run), "--lora", "step2", "--to", "diffusers"])

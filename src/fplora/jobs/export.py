@@ -248,6 +248,7 @@ def gather(spec: Spec, run: Catalogue, checkpoint: Checkpoint, modules: list[Mod
         musubi_tuner=musubi,
         **one_frame_facts(spec),
         **_eval_facts(run, checkpoint),
+        eval_trained_on=spec.eval is not None and spec.eval.allow_training_records,
     )
 
 

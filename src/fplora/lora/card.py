@@ -118,7 +118,13 @@ def _prompts(facts: Facts, pictures: list[Picture]) -> str:
 def _evaluation(facts: Facts) -> str:
     if facts.eval_loss is None:
         return ""
-    lines = [f"Evaluation loss (`fplora eval`, held-out records, fixed noise): **{facts.eval_loss:.5f}**"]
+    scored = (
+        "on records also trained on (eval.allow_training_records): a check of the training objective, not"
+        " of unseen records;"
+        if facts.eval_trained_on
+        else "held-out records,"
+    )
+    lines = [f"Evaluation loss (`fplora eval`, {scored} fixed noise): **{facts.eval_loss:.5f}**"]
     if facts.eval_untrained is not None:
         lines.append(f"; the untrained network scores {facts.eval_untrained:.5f}")
     if facts.eval_best is not None:

@@ -65,6 +65,7 @@ class Facts:
     eval_loss: float | None = None
     eval_untrained: float | None = None
     eval_best: tuple[str, float] | None = None
+    eval_trained_on: bool = False  # eval.allow_training_records: the scored records were trained on
     prompts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
