@@ -625,6 +625,11 @@ def test_a_version_not_written_yet_lists_the_specs_there_and_a_typo_gets_the_fil
     assert check(Path("configs/bsae.yaml"))[1][0] == (
         "error: configs/bsae.yaml: spec file not found — did you mean configs/base.yaml?"
     )
+    # names are compared without their `.yaml`, which made any name ending in "e" look like base.yaml
+    assert check(Path("configs/nope.yaml"))[1][0] == (
+        "error: configs/nope.yaml: spec file not found — configs holds base.yaml, v1.yaml, v2.yaml, v10.yaml;"
+        " a new version starts as a copy of one of them"
+    )
 
 
 def test_a_dataset_or_a_rendered_file_given_as_the_spec_is_named_for_what_it_is(project: Make) -> None:

@@ -168,7 +168,9 @@ def _missing_spec_fix(path: Path) -> str:
     )
     if not there:
         return "check the path"
-    close = closest(path.name, set(there))
+    # by stem: the shared `.yaml` made any name ending in "e" (`nope.yaml`) close to `base.yaml`
+    stems = {Path(name).stem: name for name in there}
+    close = stems.get(closest(path.stem, set(stems)) or "")
     if close is not None and _digits_out(close) != _digits_out(path.name):  # v9 is no typo of v8
         return f"did you mean {display_path(where / close)}?"
     shown = ", ".join(there[:8]) + (f" and {len(there) - 8} more" if len(there) > 8 else "")
