@@ -354,3 +354,24 @@ def test_a_resumed_segment_logs_to_a_wandb_run_of_its_own(stopped: Workspace) ->
     (line,) = result.stdout.splitlines()
     given = fake.validate(shlex.split(line)[1:]).given
     assert given["log_tracker_config"] == str(stopped.render_dir / "tracker-r1.toml")
+
+
+def test_resume_refuses_a_scheduler_that_cannot_load_the_states(cached: Workspace) -> None:
+    """musubi-tuner builds every named scheduler but rex (and a torch class named by
+    lr_scheduler_type) as a LambdaLR, whose load_state_dict needs the `lr_lambdas` a RexLR state does
+    not have (KeyError after the models load); the other way round loads."""
+    cached.write_spec(train={"optimizer": {"lr_scheduler": "rex", "lr_warmup_steps": 1}})
+    result = cached.cli("train", str(cached.spec_path), env={"FAKE_TRAIN_STOP_AFTER": "2"})
+    assert result.exit_code == 130, result.output
+    cached.forget_calls()
+    cached.write_spec(train={"optimizer": {"lr_scheduler": "cosine", "lr_warmup_steps": 1}})
+    result = cached.cli("train", str(cached.spec_path), "--resume", "latest")
+    assert result.exit_code == 1
+    assert (
+        "train.optimizer.lr_scheduler: the state was saved with musubi-tuner's RexLR scheduler, the spec"
+        " now builds a LambdaLR (cosine): its load_state_dict needs the lr_lambdas that state lacks"
+    ) in result.stderr
+    assert cached.calls() == []
+    cached.write_spec(train={"optimizer": {"lr_scheduler": "rex", "lr_warmup_steps": 2}})
+    resumed = cached.cli("train", str(cached.spec_path), "--resume", "latest")
+    assert resumed.exit_code == 0, resumed.output

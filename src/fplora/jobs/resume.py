@@ -52,6 +52,24 @@ _RESUME_CHANGES = ("train.max_train_steps",)
 _COMPARED = ("train", "data", "one_frame", "musubi")  # what a state's training depends on
 
 
+_STATE_FIX = "resume with the settings it was saved with, or start a new version (a new spec file)"
+_LAMBDA = "a LambdaLR"
+
+
+def _scheduler_kind(flat: dict[str, Any]) -> str:
+    """The scheduler class musubi-tuner builds for flattened spec settings (get_lr_scheduler,
+    training/trainer_base.py:279-423): a torch class named by lr_scheduler_type, its own RexLR for
+    rex, else a LambdaLR (every diffusers and transformers schedule, adafactor's too). A state's
+    scheduler is loaded into the new one: a LambdaLR takes only a LambdaLR's state."""
+    named = flat.get("musubi.config.lr_scheduler_type")
+    if named:
+        return f"the {named} class's"
+    scheduler = flat.get("train.optimizer.lr_scheduler")
+    if str(scheduler or "").lower() == "rex":
+        return "musubi-tuner's RexLR"
+    return f"{_LAMBDA} ({scheduler or 'constant'})"
+
+
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -86,18 +104,28 @@ def _compare_settings(spec: Spec, manifest: Manifest, index: int) -> Problem | N
         if before.get(key) != now_.get(key) and not key.startswith(_RESUME_CHANGES)
     ]
     fatal = [key for key in changed if key.startswith(_STATE_SHAPING)]
-    if fatal:
-        raise UserError(
-            [
-                spec.problem(
-                    tuple(key.split(".")),
-                    f"the state was saved with {_said(before.get(key))}, the spec now says"
-                    f" {_said(now_.get(key))}: the state cannot be loaded with it",
-                    "resume with the settings it was saved with, or start a new version (a new spec file)",
-                )
-                for key in fatal
-            ]
+    problems = [
+        spec.problem(
+            tuple(key.split(".")),
+            f"the state was saved with {_said(before.get(key))}, the spec now says"
+            f" {_said(now_.get(key))}: the state cannot be loaded with it",
+            _STATE_FIX,
         )
+        for key in fatal
+    ]
+    then_kind, now_kind = _scheduler_kind(before), _scheduler_kind(now_)
+    if now_kind.startswith(_LAMBDA) and not then_kind.startswith(_LAMBDA):
+        problems.append(
+            spec.problem(
+                ("train", "optimizer", "lr_scheduler"),
+                f"the state was saved with {then_kind} scheduler, the spec now builds {now_kind}: its"
+                " load_state_dict needs the lr_lambdas that state lacks (KeyError in musubi-tuner's"
+                " load_state, after the models are loaded)",
+                _STATE_FIX,
+            )
+        )
+    if problems:
+        raise UserError(problems)
     if not changed:
         return None
     shown = ", ".join(f"{key} {_said(before.get(key))} → {_said(now_.get(key))}" for key in changed[:6])
