@@ -275,6 +275,11 @@ def validation_problems(error: ValidationError, loaded: Loaded) -> list[Problem]
                 fix = _musubi_name_hint(loc) or _unknown_key_hint(model, str(loc[-1]))
         elif kind == "missing":
             message, fix = MISSING, "add it"
+            if len(loc) == 3 and loc[0] == "datasets" and loc[2] == "jsonl":
+                fix = (
+                    "add it: the dataset's JSONL of records (`fplora dataset init <folder of pictures>`"
+                    " writes one)"
+                )
             if len(loc) == 1:
                 missing_sections.append(str(loc[0]))
                 continue
