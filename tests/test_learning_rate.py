@@ -18,6 +18,7 @@ from fplora.runs.catalogue import Catalogue
 from fplora.runs.manifest import Manifest, Segment
 from fplora.spec import load_spec
 from fplora.spec.learning_rate import derive, number
+from fplora.spec.rules import spec_warnings
 
 pytest_plugins = ["fakes.fixtures"]
 
@@ -70,18 +71,27 @@ def test_derivation_text(project) -> None:
     assert number(0.05) == "0.05"
 
 
-def test_tuned_at_batch_needs_one_effective_batch(project) -> None:
+def test_datasets_of_different_batch_sizes_run_with_the_rate_as_written(project) -> None:
+    """musubi-tuner runs datasets of different batch sizes (each step's batch comes from one of
+    them), so the base's tuned_at_batch, which has no one effective batch to scale to, does not stop
+    such a spec: the rate is used as written, and check says so as a warning at the key."""
     path = project(
         "datasets:\n"
         "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, batch_size: 4}\n"
         "  - {jsonl: ../data/dataset-v1/metadata-v1.jsonl, batch_size: 8, cache_directory: ../c2}\n"
-        "train:\n  optimizer: {tuned_at_batch: 4}\n"
+        "train:\n  optimizer: {learning_rate: 2.0e-4, tuned_at_batch: 4}\n"
     )
-    with pytest.raises(UserError) as refused:
-        load_spec(path)
-    (problem,) = refused.value.problems
-    assert problem.key == "train.optimizer.tuned_at_batch"
-    assert "different batch sizes" in problem.message
+    spec = load_spec(path)
+    (problem,) = [p for p in spec_warnings(spec) if p.key == "train.optimizer.tuned_at_batch"]
+    assert problem.severity == "warning"
+    assert "different batch sizes (4, 8)" in problem.message and "2e-4 is used as written" in problem.message
+    assert "tuned_at_batch: null" in problem.fix
+    derived = derive(spec)
+    assert derived.value == 2e-4 and not derived.scaled
+    assert derived.text() == (
+        "learning_rate 2e-4 tuned at batch 4, used as written (the datasets' batch sizes differ: no one"
+        " effective batch to scale to)"
+    )
 
 
 def test_check_render_and_dry_run_print_the_derivation(workspace: Workspace) -> None:

@@ -37,6 +37,11 @@ class Derived:
         """`learning_rate 1e-3 tuned at batch 4 → 2e-3 at effective batch 16 (sqrt)`."""
         if self.tuned_at is None:
             return f"learning_rate {number(self.written)} as written (no tuned_at_batch)"
+        if self.effective is None:
+            return (
+                f"learning_rate {number(self.written)} tuned at batch {self.tuned_at}, used as written"
+                " (the datasets' batch sizes differ: no one effective batch to scale to)"
+            )
         if self.effective == self.tuned_at or self.rule == "none":
             why = "rule none" if self.rule == "none" else "the same batch"
             return (
@@ -64,12 +69,12 @@ def rounded(value: float) -> float:
 
 def derive(spec: Spec) -> Derived:
     """The learning rate to render for `spec` (its batch settings already final: a GPU preset has
-    been applied). Datasets with different batch sizes have no one effective batch; `check_rules`
-    refuses `tuned_at_batch` there, and the rate is then used as written."""
+    been applied). Datasets with different batch sizes have no one effective batch: the rate is then
+    used as written, and `unscaled` says so."""
     optimizer = spec.train.optimizer
     written, tuned_at, effective = optimizer.learning_rate, optimizer.tuned_at_batch, spec.effective_batch()
     if tuned_at is None or effective is None:
-        return Derived(written, written, None, effective, optimizer.lr_rule)
+        return Derived(written, written, tuned_at, effective, optimizer.lr_rule)
     value = rounded(written * factor(optimizer.lr_rule, effective, tuned_at))
     return Derived(value, written, tuned_at, effective, optimizer.lr_rule)
 
@@ -148,15 +153,25 @@ def implausible(spec: Spec) -> tuple[str, str, str] | None:
 
 
 def findings(spec: Spec) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    """(key path, message, fix) for a `tuned_at_batch` that cannot be followed, or a learning rate
-    of 1 or more (`learning_rate: 10`: see `implausible`)."""
-    optimizer = spec.train.optimizer
+    """(key path, message, fix) for a learning rate of 1 or more (`learning_rate: 10`: see
+    `implausible`)."""
     found = implausible(spec)
     if found is not None and found[0] == "error":
         yield ("train", "optimizer", "learning_rate"), found[1], found[2]
-    if optimizer.tuned_at_batch is not None and spec.effective_batch() is None:
-        yield (
-            ("train", "optimizer", "tuned_at_batch"),
-            "the datasets have different batch sizes, so there is no one effective batch to scale to",
-            "give every dataset the same batch_size, or drop tuned_at_batch and write the rate to use",
-        )
+
+
+def unscaled(spec: Spec) -> tuple[str, str] | None:
+    """(message, fix) for a `tuned_at_batch` that cannot be followed: a warning, not a refusal. A
+    spec whose datasets have different batch sizes runs (musubi-tuner takes each step's batch from
+    one dataset); only its rate is not rescaled, and a base's `tuned_at_batch` should not stop it."""
+    optimizer = spec.train.optimizer
+    if optimizer.tuned_at_batch is None or spec.effective_batch() is not None:
+        return None
+    sizes = sorted({spec.dataset_value(i, "batch_size") for i in range(len(spec.datasets))})
+    return (
+        f"the datasets have different batch sizes ({', '.join(map(str, sizes))}), so there is no one"
+        f" effective batch to scale to: learning_rate {number(optimizer.learning_rate)} is used as"
+        " written",
+        "give every dataset the same batch_size to have it rescaled, or set tuned_at_batch: null to"
+        " say the rate is meant as written",
+    )

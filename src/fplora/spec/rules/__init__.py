@@ -279,13 +279,16 @@ def _path_fields(model: BaseModel, where: KeyPath = ()) -> Iterator[tuple[KeyPat
 
 def spec_warnings(spec: Spec) -> list[Problem]:
     """What the spec allows but should say: keys left empty in a spec that extends another (from
-    loading), a learning rate far from what LoRA training uses, and paths written for Windows
+    loading), a learning rate far from what LoRA training uses, a `tuned_at_batch` that datasets of
+    different batch sizes leave without one batch to scale to, and paths written for Windows
     (`output_dir: C:\\Users\\...` would make a folder named that under the spec's folder on the
     Linux box)."""
     warnings = list(spec.load_warnings)
     rate = learning_rate.implausible(spec)
     if rate is not None and rate[0] == "warning":
         warnings.append(spec.problem(("train", "optimizer", "learning_rate"), rate[1], rate[2], "warning"))
+    if (unscaled := learning_rate.unscaled(spec)) is not None:
+        warnings.append(spec.problem(("train", "optimizer", "tuned_at_batch"), *unscaled, "warning"))
     for key_path, path in _path_fields(spec):
         if (shown := windows_path(path)) is not None:
             fix = (
