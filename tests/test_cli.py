@@ -455,3 +455,18 @@ def test_a_rule_that_changes_what_the_records_mean_is_reported_alone(project, tm
         "error: configs/v1.yaml:7: sample.prompts[0].dataset: there is no datasets[3] — use 0..0",
         "configs/v1.yaml: 1 error, 0 warnings",
     ]
+
+
+def test_a_quoted_tilde_in_a_path_argument_is_the_home_folder(
+    project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fplora check "~/my lora/configs/v1.yaml"`: quoted for its space, the `~` reaches fplora as
+    written (the shell expands it only unquoted), and the spec was "not found"."""
+    project()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = runner.invoke(app, ["check", "~/configs/v1.yaml", "--skip-models"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(app, ["render", "~/configs/v1.yaml"]).exit_code == 0
+    (tmp_path / "out" / "sample").mkdir(parents=True)
+    empty = runner.invoke(app, ["sheet", "~/out/sample"])
+    assert "is not a folder" not in empty.output and "holds no infer folder" in empty.output

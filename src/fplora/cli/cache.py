@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 from fplora.cli.options import DryRun, Gpu, NoRehearse, SpecArg
 
 NAME = "cache"
@@ -22,7 +22,9 @@ def command(
     more: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="With `status`: the specs to show (default: every spec under configs/).", show_default=False
+            help="With `status`: the specs to show (default: every spec under configs/).",
+            show_default=False,
+            callback=options.homes,
         ),
     ] = None,
     rebuild: Annotated[

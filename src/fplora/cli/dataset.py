@@ -20,7 +20,9 @@ app = typer.Typer(
 
 @app.command("init")
 def init(
-    folder: Annotated[Path, typer.Argument(help="The folder of pictures.", show_default=False)],
+    folder: Annotated[
+        Path, typer.Argument(help="The folder of pictures.", show_default=False, callback=options.home)
+    ],
     spec: Annotated[
         Path | None,
         typer.Option(

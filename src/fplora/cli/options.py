@@ -14,11 +14,17 @@ def home(value: Path | None) -> Path | None:
     return value.expanduser() if value is not None else None
 
 
+def homes(values: list[Path] | None) -> list[Path] | None:
+    """`home` for each path of a repeated argument."""
+    return [value.expanduser() for value in values] if values is not None else None
+
+
 SpecArg = Annotated[
     Path | None,
     typer.Argument(
         help="Spec file (configs/v8.yaml). Default: the spec of this project's last command.",
         show_default=False,
+        callback=home,  # quoted for a space in the path, `"~/my lora/configs/v1.yaml"` keeps its `~`
     ),
 ]
 Gpu = Annotated[

@@ -16,7 +16,11 @@ SHORT_HELP = "PNG of training and evaluation loss; several specs compare."
 def command(
     specs: Annotated[
         list[Path] | None,
-        typer.Argument(help="Specs whose runs to draw (default: the last spec used).", show_default=False),
+        typer.Argument(
+            help="Specs whose runs to draw (default: the last spec used).",
+            show_default=False,
+            callback=options.homes,
+        ),
     ] = None,
     out: Annotated[
         Path | None,

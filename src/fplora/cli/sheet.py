@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fplora.cli import common
+from fplora.cli import common, options
 
 NAME = "sheet"
 SHORT_HELP = None  # the docstring's first line
@@ -20,6 +20,7 @@ def command(
             help="The folder holding the infer folders, or a spec (its version's, where it infers"
             " into). Default: the last spec's outputs' sample/ folder.",
             show_default=False,
+            callback=options.home,
         ),
     ] = None,
     version: Annotated[
