@@ -68,26 +68,33 @@ def wait_for_log(log: Path, text: str, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_is_forwarded_and_the_segment_marked_interrupted(
-    cached: Workspace, signum: int, code: int
-) -> None:
-    proc = start_training(cached)
+def interrupt(proc: subprocess.Popen[bytes], at: re.Pattern[bytes], signum: int = signal.SIGINT) -> str:
+    """Send `signum` to fplora once its output shows `at`; its stderr once it has ended (killed if it
+    does not end, so that no test leaves a training behind)."""
     try:
-        wait_for(proc, FIRST_STEP)
+        wait_for(proc, at)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == code, stderr.decode()
+    return stderr.decode()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_is_forwarded_and_the_segment_marked_interrupted(
+    cached: Workspace, signum: int, code: int
+) -> None:
+    proc = start_training(cached)
+    stderr = interrupt(proc, FIRST_STEP, signum)
+    assert proc.returncode == code, stderr
     if signum == signal.SIGINT:  # the fake handles Ctrl-C like Python: note it, exit 130
         (event,) = cached.events("signal")
         assert event["signum"] == signal.SIGINT
     (segment,) = cached.manifest()["segments"]
     assert segment["interrupted"] is True and segment["exit_code"] == code
     assert segment["last_step"] is not None and segment["last_step"] < STEPS
-    assert b"training interrupted" in stderr
+    assert "training interrupted" in stderr
     assert not (cached.output_dir / "fake-v1.safetensors").exists()  # nothing written after the signal
     assert not (cached.output_dir / "fake-v1.lock").exists()
 
@@ -96,15 +103,9 @@ def test_a_ctrl_c_before_the_first_save_says_to_start_over_not_to_fix_a_cause(ca
     """Stopped by hand: "once the cause is fixed" read as if something had gone wrong."""
     cached.write_spec(train={"save_every_n_steps": 5})
     proc = start_training(cached)
-    try:
-        wait_for(proc, FIRST_STEP)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr.decode()
-    assert stderr.decode().splitlines()[-1] == (
+    stderr = interrupt(proc, FIRST_STEP)
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == (
         "stopped before the first save (train.save_every_n_steps 5): nothing to resume — run"
         " `fplora train configs/v1.yaml` again to start over"
     )
@@ -134,14 +135,7 @@ def test_a_closed_stdout_does_not_stop_training(cached: Workspace) -> None:
 
 
 def test_an_interrupted_run_resumes_from_its_last_state(cached: Workspace) -> None:
-    proc = start_training(cached)
-    try:
-        wait_for(proc, SECOND_STEP)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    interrupt(start_training(cached), SECOND_STEP)
     states = sorted(cached.output_dir.glob("fake-v1-step*-state"))
     newest = int(states[-1].name.split("-step")[1][:8])
     result = cached.cli("train", str(cached.spec_path), "--resume", "latest")
