@@ -148,17 +148,19 @@ _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 """The words argparse takes as negative numbers, not as options (its `_negative_number_matcher`)."""
 
 
-def _converts(type_name: str | None, text: str) -> bool:
-    """Whether argparse's `type` for the option takes `text` (types it cannot know, such as a lambda
-    of accelerate's, are left to the parser itself, which the rehearsal runs)."""
-    convert: Any = {"int": int, "float": float, "_int_or_float": lambda t: float(t.removesuffix("%"))}
-    if type_name not in convert:
-        return True
-    try:
-        convert[type_name](text)
-    except ValueError:
-        return False
-    return True
+_ARGPARSE_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "_int_or_float": lambda text: float(text.removesuffix("%")),
+}
+"""argparse `type`s of musubi-tuner's options that fplora converts as argparse would; any other type
+(a lambda of accelerate's) is left to the parser itself, which the rehearsal runs."""
+
+
+def _argparse_value(type_name: str | None, text: str) -> Any:
+    """`text` as argparse's `type` for the option makes it (ValueError where it refuses it)."""
+    convert = _ARGPARSE_TYPES.get(type_name or "")
+    return convert(text) if convert is not None else text
 
 
 def argv_value_problem(option: Option, value: Any) -> str | None:
@@ -183,15 +185,13 @@ def argv_value_problem(option: Option, value: Any) -> str | None:
     for text in items:
         if text.startswith("-") and not _NEGATIVE_NUMBER.match(text) and " " not in text:
             return f"{text!r} would be read as an option, not as its value"
-        if not _converts(option.type, text):
+        try:
+            converted = _argparse_value(option.type, text)
+        except ValueError:
             return f"expects {option.type}, got {text!r}"
-        if option.choices and _converted(option.type, text) not in option.choices:
+        if option.choices and converted not in option.choices:
             return f"must be one of {', '.join(map(str, option.choices))}, got {text!r}"
     return None
-
-
-def _converted(type_name: str | None, text: str) -> Any:
-    return int(text) if type_name == "int" else float(text) if type_name == "float" else text
 
 
 def dataset_value_problem(type_name: str, value: Any) -> str | None:
