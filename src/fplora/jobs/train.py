@@ -104,8 +104,7 @@ def prepare_train(job: Job, *, resume: str | None) -> Prepared:
                     None,
                     "",
                     f"already holds run {name} ({plural(len(existing), 'file')}, e.g. {existing[0].name})",
-                    _finished_fix(spec, run)
-                    or "continue it with --resume, or start a new version (a new spec file)",
+                    _finished_fix(spec, run) or CONTINUE_FIX,
                 )
             )
         if leftovers:
